@@ -1,0 +1,105 @@
+//! AWS plumbing shared by the queue dispatcher and the persistence actor: the SDK
+//! configuration, and how a failed call is classified (retry it, or report it).
+//!
+//! The SDK reads the usual environment: `AWS_REGION` (our setting wins), credentials from the
+//! ECS task role, and `AWS_ENDPOINT_URL` for a local emulator.
+
+use std::time::Duration;
+
+use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::{
+    config::http::HttpResponse,
+    error::{ProvideErrorMetadata, SdkError},
+};
+
+/// Connect timeout: an unreachable endpoint is a fault to retry, found quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One attempt's limit; our own retry loop (bounded by the forward deadline) takes it from there.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Loads the SDK configuration for `region`.
+pub async fn sdk_config(region: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        // Retries are ours: they respect each forward's deadline and show in our metrics.
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await
+}
+
+/// Whether a failed call is worth retrying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Throttling, a 5xx, a timeout or a network failure: not the sender's fault, retry.
+    Transient(String),
+    /// The request itself is wrong (missing queue, access denied, bad input): report it.
+    Permanent(String),
+}
+
+const THROTTLING_CODES: [&str; 6] = [
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "KmsThrottled",
+];
+
+/// Classifies an SDK error of any AWS operation.
+pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Fault
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            let service_error = context.err();
+            let code = service_error.code().unwrap_or("Unknown");
+            let message = format!("{code}: {}", service_error.message().unwrap_or("no message"));
+            if THROTTLING_CODES.contains(&code) || context.raw().status().is_server_error() {
+                Fault::Transient(message)
+            } else {
+                Fault::Permanent(message)
+            }
+        }
+        SdkError::ConstructionFailure(_) => Fault::Permanent(describe(error)),
+        _ => Fault::Transient(describe(error)),
+    }
+}
+
+/// The error and its sources on one line (the SDK's Display alone says only "dispatch failure").
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2^attempt)].
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_the_cap() {
+        for attempt in 0..40 {
+            let wait = backoff(attempt, Duration::from_millis(50), Duration::from_secs(2));
+            assert!(wait <= Duration::from_secs(2));
+        }
+        assert!(backoff(0, Duration::from_millis(50), Duration::from_secs(2)) <= Duration::from_millis(50));
+    }
+}

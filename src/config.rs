@@ -1,0 +1,304 @@
+//! Configuration: every setting is an environment variable with a default, and also a command-line
+//! flag, so `agenticai-websocket --help` prints the whole table. A bad value stops start-up with a
+//! message naming the variable (clap does that for parse errors; [`Config::validate`] for the rest).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable text for a terminal.
+    Text,
+    /// One JSON object per line, for CloudWatch Logs.
+    Json,
+}
+
+/// The gateway's settings. Field docs are the `--help` text.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "agenticai-websocket",
+    version,
+    about = "Real-time WebSocket gateway of the AgenticAI platform",
+    long_about = "Real-time WebSocket gateway of the AgenticAI platform.\n\nEvery option is also read \
+                  from the environment variable named beside it. With no AWS settings the server runs on \
+                  its embedded local default: forwards are spooled to DATA_DIR/spool, records to \
+                  DATA_DIR/records."
+)]
+pub struct Config {
+    /// Address to bind.
+    #[arg(long, env = "WEBSOCKET_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to bind (0 picks a free one).
+    #[arg(long, env = "WEBSOCKET_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// AWS region of the queues and the table.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
+    /// DynamoDB table for connection and audit records; unset = local record store in DATA_DIR.
+    #[arg(long, env = "DYNAMODB_TABLE_NAME")]
+    pub dynamodb_table_name: Option<String>,
+
+    /// SQS queue URL of the PM agent (all four agent queue URLs or none).
+    #[arg(long, env = "SQS_QUEUE_URL_PM")]
+    pub sqs_queue_url_pm: Option<String>,
+
+    /// SQS queue URL of the Dev agent.
+    #[arg(long, env = "SQS_QUEUE_URL_DEV")]
+    pub sqs_queue_url_dev: Option<String>,
+
+    /// SQS queue URL of the QA agent.
+    #[arg(long, env = "SQS_QUEUE_URL_QA")]
+    pub sqs_queue_url_qa: Option<String>,
+
+    /// SQS queue URL of the Ops agent.
+    #[arg(long, env = "SQS_QUEUE_URL_OPS")]
+    pub sqs_queue_url_ops: Option<String>,
+
+    /// Directory of the local spool and record store used when AWS is not configured.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// API keys accepted by the publish API (comma separated, sent as `Authorization: Bearer KEY`).
+    /// With none, publishing is open only when the server binds to loopback.
+    #[arg(long, env = "PUBLISH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub publish_api_keys: Vec<String>,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Seconds between protocol-level pings (below the ALB's idle timeout).
+    #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 25)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds of silence after which a peer is closed.
+    #[arg(long, env = "CLIENT_TIMEOUT_SECS", default_value_t = 60)]
+    pub client_timeout_secs: u64,
+
+    /// Largest client frame accepted, in bytes; larger frames close the connection with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Messages a connection's outbound queue may hold before the client is closed as slow (3008).
+    #[arg(long, env = "OUTBOUND_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub outbound_queue_messages: usize,
+
+    /// Bytes a connection's outbound queue may hold before the client is closed as slow (3008).
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Projects one connection may subscribe to.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Longest project id accepted, in bytes.
+    #[arg(long, env = "MAX_PROJECT_ID_BYTES", default_value_t = 128)]
+    pub max_project_id_bytes: usize,
+
+    /// Requests (forwards, publishes) one connection may have in flight; more get `busy`.
+    #[arg(long, env = "MAX_INFLIGHT_PER_CONNECTION", default_value_t = 256)]
+    pub max_inflight_per_connection: usize,
+
+    /// On SIGTERM, clients are closed (1012) spread over this many seconds.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+
+    /// Longest a batch waits for more entries before it is sent to SQS, in milliseconds.
+    #[arg(long, env = "SQS_BATCH_LINGER_MS", default_value_t = 5)]
+    pub sqs_batch_linger_ms: u64,
+
+    /// Largest SendMessageBatch payload (and single message), in bytes.
+    #[arg(long, env = "SQS_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub sqs_max_batch_bytes: usize,
+
+    /// A forward not accepted by SQS within this many seconds is reported as `forward_failed`.
+    #[arg(long, env = "FORWARD_DEADLINE_SECS", default_value_t = 10)]
+    pub forward_deadline_secs: u64,
+
+    /// Forwards waiting in the queue dispatcher before clients get `busy`.
+    #[arg(long, env = "DISPATCHER_MAX_PENDING", default_value_t = 10_000)]
+    pub dispatcher_max_pending: usize,
+
+    /// Records the persistence actor buffers while the table is slow or down; beyond it they are
+    /// dropped, counted and logged.
+    #[arg(long, env = "PERSISTENCE_BUFFER_RECORDS", default_value_t = 50_000)]
+    pub persistence_buffer_records: usize,
+
+    /// Days a record lives before DynamoDB's TTL removes it.
+    #[arg(long, env = "RECORD_TTL_DAYS", default_value_t = 30)]
+    pub record_ttl_days: u64,
+
+    /// Seconds between CloudWatch Embedded Metric Format lines on stdout (0 = off).
+    #[arg(long, env = "EMF_INTERVAL_SECS", default_value_t = 0)]
+    pub emf_interval_secs: u64,
+
+    /// Value of the ServiceName dimension of the EMF metrics.
+    #[arg(long, env = "SERVICE_NAME", default_value = "agenticai-websocket")]
+    pub service_name: String,
+
+    /// HTTP worker threads (0 = one per CPU core).
+    #[arg(long, env = "WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+/// The four agent queues, when all are configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentQueueUrls {
+    pub pm: String,
+    pub dev: String,
+    pub qa: String,
+    pub ops: String,
+}
+
+/// A setting that parsed but cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable}: {reason}")]
+    Invalid { variable: &'static str, reason: String },
+    #[error(
+        "some but not all agent queue URLs are set; missing: {}. Set all four for SQS, or none for \
+         the local spool",
+        .missing.join(", ")
+    )]
+    PartialQueues { missing: Vec<&'static str> },
+}
+
+impl Config {
+    /// Checks what clap cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("PING_INTERVAL_SECS", self.ping_interval_secs as usize),
+            ("CLIENT_TIMEOUT_SECS", self.client_timeout_secs as usize),
+            ("MAX_FRAME_BYTES", self.max_frame_bytes),
+            ("OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
+            ("OUTBOUND_QUEUE_BYTES", self.outbound_queue_bytes),
+            ("MAX_SUBSCRIPTIONS_PER_CONNECTION", self.max_subscriptions_per_connection),
+            ("MAX_PROJECT_ID_BYTES", self.max_project_id_bytes),
+            ("MAX_INFLIGHT_PER_CONNECTION", self.max_inflight_per_connection),
+            ("SQS_MAX_BATCH_BYTES", self.sqs_max_batch_bytes),
+            ("FORWARD_DEADLINE_SECS", self.forward_deadline_secs as usize),
+            ("DISPATCHER_MAX_PENDING", self.dispatcher_max_pending),
+            ("PERSISTENCE_BUFFER_RECORDS", self.persistence_buffer_records),
+        ];
+        for (variable, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid { variable, reason: "must be greater than 0".into() });
+            }
+        }
+        if self.client_timeout_secs <= self.ping_interval_secs {
+            return Err(ConfigError::Invalid {
+                variable: "CLIENT_TIMEOUT_SECS",
+                reason: format!(
+                    "must be longer than PING_INTERVAL_SECS ({}), or every idle client is closed",
+                    self.ping_interval_secs
+                ),
+            });
+        }
+        if self.publish_api_keys.iter().any(|key| key.trim().is_empty()) {
+            return Err(ConfigError::Invalid { variable: "PUBLISH_API_KEYS", reason: "contains an empty key".into() });
+        }
+        self.agent_queue_urls()?;
+        Ok(())
+    }
+
+    /// The agent queues: `Ok(None)` when none is set (local spool), an error naming the missing
+    /// ones when only some are.
+    pub fn agent_queue_urls(&self) -> Result<Option<AgentQueueUrls>, ConfigError> {
+        let named = [
+            ("SQS_QUEUE_URL_PM", &self.sqs_queue_url_pm),
+            ("SQS_QUEUE_URL_DEV", &self.sqs_queue_url_dev),
+            ("SQS_QUEUE_URL_QA", &self.sqs_queue_url_qa),
+            ("SQS_QUEUE_URL_OPS", &self.sqs_queue_url_ops),
+        ];
+        let missing: Vec<&'static str> =
+            named.iter().filter(|(_, url)| url.as_deref().is_none_or(str::is_empty)).map(|(name, _)| *name).collect();
+        match missing.len() {
+            4 => Ok(None),
+            0 => Ok(Some(AgentQueueUrls {
+                pm: self.sqs_queue_url_pm.clone().unwrap_or_default(),
+                dev: self.sqs_queue_url_dev.clone().unwrap_or_default(),
+                qa: self.sqs_queue_url_qa.clone().unwrap_or_default(),
+                ops: self.sqs_queue_url_ops.clone().unwrap_or_default(),
+            })),
+            _ => Err(ConfigError::PartialQueues { missing }),
+        }
+    }
+
+    /// The DynamoDB table, when one is configured.
+    pub fn table_name(&self) -> Option<&str> {
+        self.dynamodb_table_name.as_deref().filter(|name| !name.is_empty())
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_secs)
+    }
+
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+
+    /// Configuration for tests and embedding: defaults, loopback, a free port, no AWS, whatever
+    /// the environment says.
+    pub fn local_defaults(data_dir: PathBuf) -> Self {
+        let mut config = Config::parse_from(["agenticai-websocket"]);
+        config.host = IpAddr::from([127, 0, 0, 1]);
+        config.port = 0;
+        config.data_dir = data_dir;
+        config.dynamodb_table_name = None;
+        config.sqs_queue_url_pm = None;
+        config.sqs_queue_url_dev = None;
+        config.sqs_queue_url_qa = None;
+        config.sqs_queue_url_ops = None;
+        config.publish_api_keys = Vec::new();
+        config.log_format = LogFormat::Text;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["agenticai-websocket"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("arguments parse")
+    }
+
+    #[test]
+    fn partial_queue_urls_name_the_missing_ones() {
+        let config = parse(&["--sqs-queue-url-pm", "http://q/pm", "--sqs-queue-url-qa", "http://q/qa"]);
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("SQS_QUEUE_URL_DEV"), "{message}");
+        assert!(message.contains("SQS_QUEUE_URL_OPS"), "{message}");
+        assert!(!message.contains("SQS_QUEUE_URL_PM"), "{message}");
+    }
+
+    #[test]
+    fn timeout_must_exceed_ping_interval() {
+        let config = parse(&["--ping-interval-secs", "30", "--client-timeout-secs", "30"]);
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.starts_with("CLIENT_TIMEOUT_SECS"), "{message}");
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_by_name() {
+        let config = parse(&["--max-frame-bytes", "0"]);
+        assert!(config.validate().unwrap_err().to_string().starts_with("MAX_FRAME_BYTES"));
+    }
+
+    #[test]
+    fn unparsable_values_name_the_variable() {
+        let error = Config::try_parse_from(["agenticai-websocket", "--port", "eighty"]).unwrap_err();
+        assert!(error.to_string().contains("--port"), "{error}");
+    }
+}

@@ -1,0 +1,64 @@
+//! A forward as it goes onto a queue: the SQS body and message attributes, built once by the
+//! session that received it, then sent to SQS or written to the local spool unchanged.
+
+use serde_json::{Map, Value};
+
+use crate::protocol::ForwardRequest;
+
+use super::routing::AgentRole;
+
+/// One message for an agent queue.
+#[derive(Clone, Debug)]
+pub struct QueueMessage {
+    pub role: AgentRole,
+    pub message_id: String,
+    pub project_id: String,
+    /// The forward's `type` as the client sent it (attribute `MessageType`).
+    pub message_type: String,
+    /// When the gateway received it, ISO 8601 UTC (attribute `Timestamp`).
+    pub received_at: String,
+    pub connection_id: String,
+    /// The JSON body: the client's request object plus a `gateway` object with what a consumer
+    /// needs (connection id, received-at).
+    pub body: String,
+}
+
+impl QueueMessage {
+    pub fn new(role: AgentRole, forward: ForwardRequest, connection_id: &str) -> Self {
+        let received_at = crate::protocol::now_iso8601();
+        let mut body: Map<String, Value> = forward.body;
+        body.insert(
+            "gateway".into(),
+            serde_json::json!({
+                "connection_id": connection_id,
+                "received_at": received_at,
+                "queue": role.name(),
+            }),
+        );
+        QueueMessage {
+            role,
+            message_id: forward.message_id,
+            project_id: forward.project_id.to_string(),
+            message_type: forward.message_type,
+            received_at,
+            connection_id: connection_id.to_owned(),
+            body: Value::Object(body).to_string(),
+        }
+    }
+
+    /// The message attributes, as name/value pairs (all of SQS data type String).
+    pub fn attributes(&self) -> [(&'static str, &str); 4] {
+        [
+            ("MessageType", &self.message_type),
+            ("Timestamp", &self.received_at),
+            ("ProjectId", &self.project_id),
+            ("MessageId", &self.message_id),
+        ]
+    }
+
+    /// Bytes SQS counts against its payload limit: body plus attribute names, types and values.
+    pub fn payload_size(&self) -> usize {
+        self.body.len()
+            + self.attributes().iter().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>()
+    }
+}

@@ -1,0 +1,395 @@
+//! The queue-dispatcher actor: batches forwards per agent queue and sends them to SQS (or to the
+//! local spool), confirming each forward only once its queue accepted it.
+//!
+//! - [`routing`]: `type` -> agent queue. [`message`]: the body and attributes of a queue
+//!   message. [`sqs`]: one `SendMessageBatch` call. [`spool`]: the local stand-in for SQS.
+//!
+//! Each queue has a lane: forwards wait there in arrival order and leave in batches of up to 10
+//! entries and SQS_MAX_BATCH_BYTES, as soon as a batch is full or the oldest entry has waited
+//! SQS_BATCH_LINGER_MS. Standard queues may have [`MAX_IN_FLIGHT_STANDARD`] batches in flight;
+//! FIFO queues and the spool one, which keeps their order. A failed entry is retried with
+//! jittered exponential backoff when the fault is not the sender's, until its deadline
+//! (FORWARD_DEADLINE_SECS); a sender fault or a passed deadline is answered with
+//! `forward_failed` naming the message. Every forward is answered exactly once: confirmed, or
+//! failed, never dropped.
+//!
+//! **Bounds.** The mailbox holds [`DISPATCHER_MAILBOX_CAPACITY`] messages; sessions `try_send`,
+//! and a full mailbox answers the client `busy`. Forwards accepted but not yet answered are
+//! capped at DISPATCHER_MAX_PENDING; past it the client gets `busy` too. So when SQS is slower
+//! than the clients, clients are told, and memory stays flat.
+
+pub mod message;
+pub mod routing;
+pub mod spool;
+pub mod sqs;
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use tokio::{sync::oneshot, time::Instant};
+
+use self::{message::QueueMessage, routing::AgentRole, spool::Spool, sqs::SqsQueues};
+use crate::{
+    metrics::Metrics,
+    persistence::{Record, RecordSink},
+    protocol::{ErrorCode, RequestError},
+};
+
+/// Messages the dispatcher's mailbox holds before sessions are told `busy`.
+pub const DISPATCHER_MAILBOX_CAPACITY: usize = 4096;
+/// Batches a standard queue may have in flight at once.
+pub const MAX_IN_FLIGHT_STANDARD: usize = 8;
+/// Entries in one SendMessageBatch call: SQS's limit.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+const RETRY_BASE: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+/// Where forwards go.
+pub enum QueueBackend {
+    Sqs(SqsQueues),
+    Spool(Spool),
+}
+
+impl QueueBackend {
+    async fn send_batch(&self, role: AgentRole, messages: &[&QueueMessage]) -> Vec<EntryOutcome> {
+        match self {
+            QueueBackend::Sqs(queues) => queues.send_batch(role, messages).await,
+            QueueBackend::Spool(spool) => spool.send_batch(role, messages).await,
+        }
+    }
+
+    fn max_in_flight(&self, role: AgentRole) -> usize {
+        match self {
+            QueueBackend::Sqs(queues) if !queues.is_fifo(role) => MAX_IN_FLIGHT_STANDARD,
+            QueueBackend::Sqs(_) | QueueBackend::Spool(_) => 1,
+        }
+    }
+
+    /// For the start-up log.
+    pub fn describe(&self) -> String {
+        match self {
+            QueueBackend::Sqs(queues) => format!(
+                "SQS queues pm={} dev={} qa={} ops={}",
+                queues.url(AgentRole::Pm),
+                queues.url(AgentRole::Dev),
+                queues.url(AgentRole::Qa),
+                queues.url(AgentRole::Ops)
+            ),
+            QueueBackend::Spool(spool) => format!("local spool in {}", spool.dir().display()),
+        }
+    }
+}
+
+/// What became of one entry of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// Accepted; the queue's message id.
+    Sent(String),
+    /// Not accepted, not the sender's fault: try again.
+    Retry(String),
+    /// Not accepted, and retrying will not help.
+    Failed(String),
+}
+
+/// A confirmed forward.
+#[derive(Clone, Debug)]
+pub struct ForwardReceipt {
+    pub sqs_message_id: String,
+    pub queue: AgentRole,
+}
+
+pub type ForwardResult = Result<ForwardReceipt, RequestError>;
+
+/// A forward from a session; answered on `reply`, exactly once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forward {
+    pub message: QueueMessage,
+    pub reply: oneshot::Sender<ForwardResult>,
+}
+
+/// Sends everything waiting now, without lingering; answers when no forward is unanswered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+/// Settings the dispatcher takes from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct DispatcherSettings {
+    pub linger: Duration,
+    pub max_batch_bytes: usize,
+    pub deadline: Duration,
+    pub max_pending: usize,
+}
+
+struct Pending {
+    message: QueueMessage,
+    reply: oneshot::Sender<ForwardResult>,
+    size: usize,
+    enqueued_at: Instant,
+    deadline: Instant,
+}
+
+impl Pending {
+    fn answer(self, result: ForwardResult) {
+        // The session may be gone (client disconnected); the outcome is still counted and
+        // audited by the caller.
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    waiting: VecDeque<Pending>,
+    in_flight: usize,
+    timer_armed: bool,
+}
+
+pub struct QueueDispatcher {
+    backend: Arc<QueueBackend>,
+    lanes: [Lane; 4],
+    settings: DispatcherSettings,
+    /// Forwards accepted and not yet answered.
+    unanswered: usize,
+    /// Set by [`Flush`]: send without lingering from now on.
+    flushing: bool,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    metrics: Arc<Metrics>,
+    records: RecordSink,
+}
+
+impl QueueDispatcher {
+    pub fn new(
+        backend: QueueBackend,
+        settings: DispatcherSettings,
+        metrics: Arc<Metrics>,
+        records: RecordSink,
+    ) -> Self {
+        QueueDispatcher {
+            backend: Arc::new(backend),
+            lanes: Default::default(),
+            settings,
+            unanswered: 0,
+            flushing: false,
+            flush_waiters: Vec::new(),
+            metrics,
+            records,
+        }
+    }
+
+    /// Sends every batch that is ready and may go; arms the linger timer for the rest.
+    fn pump(&mut self, role: AgentRole, ctx: &mut Context<Self>) {
+        self.expire_waiting(role);
+        let max_in_flight = self.backend.max_in_flight(role);
+        loop {
+            let lane = &mut self.lanes[role.index()];
+            let Some(oldest) = lane.waiting.front() else { break };
+            if lane.in_flight >= max_in_flight {
+                break;
+            }
+            let waited = oldest.enqueued_at.elapsed();
+            let full = lane.waiting.len() >= MAX_BATCH_ENTRIES
+                || lane.waiting.iter().take(MAX_BATCH_ENTRIES).map(|p| p.size).sum::<usize>()
+                    > self.settings.max_batch_bytes;
+            if !(full || self.flushing || waited >= self.settings.linger) {
+                if !lane.timer_armed {
+                    lane.timer_armed = true;
+                    ctx.run_later(self.settings.linger - waited, move |dispatcher, ctx| {
+                        dispatcher.lanes[role.index()].timer_armed = false;
+                        dispatcher.pump(role, ctx);
+                    });
+                }
+                break;
+            }
+            let batch = take_batch(&mut lane.waiting, self.settings.max_batch_bytes);
+            lane.in_flight += 1;
+            let size = batch.len();
+            let delivery = deliver(self.backend.clone(), role, batch, self.metrics.clone(), self.records.clone());
+            ctx.spawn(delivery.into_actor(self).map(move |(), dispatcher, ctx| {
+                dispatcher.lanes[role.index()].in_flight -= 1;
+                dispatcher.answered(size);
+                dispatcher.pump(role, ctx);
+            }));
+        }
+    }
+
+    /// Answers waiting forwards whose deadline passed before they could be sent.
+    fn expire_waiting(&mut self, role: AgentRole) {
+        let now = Instant::now();
+        let lane = &mut self.lanes[role.index()];
+        let before = lane.waiting.len();
+        let mut kept = VecDeque::with_capacity(before);
+        for pending in lane.waiting.drain(..) {
+            if pending.deadline <= now {
+                self.metrics.forward_entries.with_label_values(&[role.name(), "failed"]).inc();
+                let reason = format!(
+                    "not accepted by the {role} queue within {} s: queue busy",
+                    self.settings.deadline.as_secs()
+                );
+                pending.answer(Err(RequestError::new(ErrorCode::ForwardFailed, reason)));
+            } else {
+                kept.push_back(pending);
+            }
+        }
+        lane.waiting = kept;
+        let expired = before - lane.waiting.len();
+        if expired > 0 {
+            self.answered(expired);
+        }
+    }
+
+    fn answered(&mut self, count: usize) {
+        self.unanswered -= count;
+        self.metrics.forward_pending.set(self.unanswered as i64);
+        if self.unanswered == 0 {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+/// Takes the next batch: up to 10 entries within the byte limit (at least one).
+fn take_batch(waiting: &mut VecDeque<Pending>, max_bytes: usize) -> Vec<Pending> {
+    let mut batch = Vec::with_capacity(MAX_BATCH_ENTRIES);
+    let mut bytes = 0;
+    while let Some(next) = waiting.front() {
+        if batch.len() == MAX_BATCH_ENTRIES || (!batch.is_empty() && bytes + next.size > max_bytes) {
+            break;
+        }
+        bytes += next.size;
+        batch.extend(waiting.pop_front());
+    }
+    batch
+}
+
+/// Sends a batch until every entry is answered: sent, failed, or past its deadline.
+async fn deliver(
+    backend: Arc<QueueBackend>,
+    role: AgentRole,
+    mut batch: Vec<Pending>,
+    metrics: Arc<Metrics>,
+    records: RecordSink,
+) {
+    let queue = role.name();
+    let mut attempt = 0;
+    loop {
+        let messages: Vec<&QueueMessage> = batch.iter().map(|pending| &pending.message).collect();
+        let started = Instant::now();
+        let outcomes = backend.send_batch(role, &messages).await;
+        metrics.sqs_batch_seconds.with_label_values(&[queue]).observe(started.elapsed().as_secs_f64());
+        metrics.sqs_batch_entries.observe(messages.len() as f64);
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        let mut last_reason = String::new();
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                EntryOutcome::Sent(sqs_message_id) => {
+                    metrics.forward_entries.with_label_values(&[queue, "sent"]).inc();
+                    records.record(Record::forward(&pending.message, &sqs_message_id, pending.size));
+                    pending.answer(Ok(ForwardReceipt { sqs_message_id, queue: role }));
+                }
+                EntryOutcome::Failed(reason) => {
+                    metrics.forward_entries.with_label_values(&[queue, "failed"]).inc();
+                    log::warn!(
+                        queue = queue, message_id = pending.message.message_id.as_str(), reason = reason.as_str();
+                        "forward refused by the queue"
+                    );
+                    let message = format!("The {queue} queue refused message {}: {reason}", pending.message.message_id);
+                    pending.answer(Err(RequestError::new(ErrorCode::ForwardFailed, message)));
+                }
+                EntryOutcome::Retry(reason) if now >= pending.deadline => {
+                    metrics.forward_entries.with_label_values(&[queue, "failed"]).inc();
+                    log::warn!(
+                        queue = queue, message_id = pending.message.message_id.as_str(), reason = reason.as_str();
+                        "forward not delivered before its deadline"
+                    );
+                    let message = format!(
+                        "Message {} was not accepted by the {queue} queue before the deadline: {reason}",
+                        pending.message.message_id
+                    );
+                    pending.answer(Err(RequestError::new(ErrorCode::ForwardFailed, message)));
+                }
+                EntryOutcome::Retry(reason) => {
+                    metrics.forward_entries.with_label_values(&[queue, "retried"]).inc();
+                    last_reason = reason;
+                    retry.push(pending);
+                }
+            }
+        }
+        let Some(first_deadline) = retry.iter().map(|pending| pending.deadline).min() else {
+            return;
+        };
+        if attempt == 0 {
+            log::warn!(queue = queue, entries = retry.len(), reason = last_reason.as_str(); "queue send failed, retrying with backoff");
+        }
+        let wait =
+            crate::aws::backoff(attempt, RETRY_BASE, RETRY_CAP).min(first_deadline.saturating_duration_since(now));
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        batch = retry;
+    }
+}
+
+impl Actor for QueueDispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(DISPATCHER_MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<Forward> for QueueDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forward, ctx: &mut Self::Context) {
+        let size = msg.message.payload_size();
+        if self.unanswered >= self.settings.max_pending {
+            let _ = msg.reply.send(Err(RequestError::busy("Too many forwards are waiting for the agent queues")));
+            return;
+        }
+        if size > self.settings.max_batch_bytes {
+            let error = RequestError::new(
+                ErrorCode::ForwardFailed,
+                format!(
+                    "Message {} is {size} bytes; the queue accepts at most {}",
+                    msg.message.message_id, self.settings.max_batch_bytes
+                ),
+            );
+            let _ = msg.reply.send(Err(error));
+            return;
+        }
+        let role = msg.message.role;
+        let now = Instant::now();
+        self.lanes[role.index()].waiting.push_back(Pending {
+            message: msg.message,
+            reply: msg.reply,
+            size,
+            enqueued_at: now,
+            deadline: now + self.settings.deadline,
+        });
+        self.unanswered += 1;
+        self.metrics.forward_pending.set(self.unanswered as i64);
+        self.pump(role, ctx);
+    }
+}
+
+impl Handler<Flush> for QueueDispatcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        self.flushing = true;
+        for role in AgentRole::ALL {
+            self.pump(role, ctx);
+        }
+        let (done, waiting) = oneshot::channel();
+        if self.unanswered == 0 {
+            let _ = done.send(());
+        } else {
+            self.flush_waiters.push(done);
+        }
+        Box::pin(async move {
+            let _ = waiting.await;
+        })
+    }
+}

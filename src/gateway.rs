@@ -1,0 +1,43 @@
+//! The running gateway's shared parts: actor addresses, the publish path, the access policy,
+//! metrics and settings. One per server; sessions and HTTP handlers hold an `Arc` of it.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::Addr;
+
+use crate::{
+    access::AccessPolicy,
+    broker::Broker,
+    dispatcher::QueueDispatcher,
+    hub::Hub,
+    lifecycle::Lifecycle,
+    metrics::Metrics,
+    persistence::{Persistence, RecordSink},
+    protocol::request::ParseLimits,
+};
+
+/// Per-connection settings, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSettings {
+    pub ping_interval: Duration,
+    pub client_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub outbound_queue_messages: usize,
+    pub outbound_queue_bytes: usize,
+    pub max_inflight: usize,
+    pub parse_limits: ParseLimits,
+    /// How long a draining session waits for its in-flight forwards before closing anyway.
+    pub drain_inflight_grace: Duration,
+}
+
+pub struct Gateway {
+    pub hub: Addr<Hub>,
+    pub dispatcher: Addr<QueueDispatcher>,
+    pub persistence: Addr<Persistence>,
+    pub records: RecordSink,
+    pub broker: Broker,
+    pub policy: AccessPolicy,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Lifecycle,
+    pub session: SessionSettings,
+}

@@ -1,0 +1,43 @@
+//! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, and the
+//! operations endpoints (`/health`, `/ready`, `/metrics`).
+
+pub mod audit;
+pub mod operations;
+pub mod publish;
+pub mod upgrade;
+
+use actix_web::{web, HttpResponse};
+
+use crate::protocol::{ErrorCode, RequestError};
+
+/// Mounts every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(upgrade::upgrade))
+        .route("/ws", web::get().to(upgrade::upgrade))
+        .route("/health", web::get().to(operations::health))
+        .route("/ready", web::get().to(operations::ready))
+        .route("/metrics", web::get().to(operations::metrics))
+        .route("/api/v1/publish", web::post().to(publish::publish))
+        .route("/api/v1/projects/{project_id}/messages", web::get().to(audit::project_messages));
+}
+
+/// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
+pub fn error_response(error: &RequestError) -> HttpResponse {
+    let status = match error.code {
+        ErrorCode::Forbidden => actix_web::http::StatusCode::UNAUTHORIZED,
+        ErrorCode::Busy | ErrorCode::Draining => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        _ => actix_web::http::StatusCode::BAD_REQUEST,
+    };
+    HttpResponse::build(status).json(serde_json::json!({
+        "type": "error",
+        "code": error.code,
+        "message": error.message,
+    }))
+}
+
+/// The `Authorization` header, if readable.
+pub fn authorization(request: &actix_web::HttpRequest) -> Option<&str> {
+    request.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok())
+}

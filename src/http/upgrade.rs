@@ -1,0 +1,48 @@
+//! `GET /` and `GET /ws`: the WebSocket upgrade. `?project_id=P` subscribes at once.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{authorization, error_response};
+use crate::{
+    gateway::Gateway,
+    protocol::{request::validate_project_id, ErrorCode, RequestError},
+    session::{NewSession, Session},
+};
+
+#[derive(serde::Deserialize)]
+pub struct ConnectQuery {
+    project_id: Option<String>,
+}
+
+pub async fn upgrade(
+    request: HttpRequest,
+    body: web::Payload,
+    query: web::Query<ConnectQuery>,
+    gateway: web::Data<Gateway>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if gateway.lifecycle.is_draining() {
+        let error = RequestError::new(ErrorCode::Draining, "The server is restarting; connect to another instance");
+        return Ok(error_response(&error));
+    }
+    let mut initial_projects = Vec::new();
+    if let Some(project_id) = query.project_id.as_deref().filter(|id| !id.is_empty()) {
+        match validate_project_id(project_id, gateway.session.parse_limits) {
+            Ok(project_id) => initial_projects.push(project_id),
+            Err(error) => return Ok(error_response(&error)),
+        }
+    }
+    let principal = gateway.policy.principal(authorization(&request));
+    let (response, sink, stream) = actix_ws::handle(&request, body)?;
+    let limit = gateway.session.max_frame_bytes;
+    let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
+    let new = NewSession {
+        gateway: gateway.into_inner(),
+        principal,
+        remote_addr: request.peer_addr().map(|addr| addr.to_string()),
+        initial_projects,
+    };
+    Session::start(new, sink, stream)
+        .await
+        .map_err(|error| actix_web::error::ErrorServiceUnavailable(format!("hub unavailable: {error}")))?;
+    Ok(response)
+}

@@ -1,0 +1,45 @@
+//! agenticai-websocket: the real-time gateway of the AgenticAI platform.
+//!
+//! Browsers and agents hold WebSocket connections; the gateway tracks which connection watches
+//! which project, pushes project updates to them, and forwards their requests to the four
+//! agent queues (PM, Dev, QA, Ops) on SQS, recording to DynamoDB.
+//!
+//! # Layout
+//!
+//! | where | what |
+//! |---|---|
+//! | [`server`] | builds everything from [`config`], serves, and owns the drain order |
+//! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics` |
+//! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::outbox`] is its bounded outbound queue and writer |
+//! | [`protocol`] | the wire format: [`protocol::request`] parses a frame, [`protocol::reply`] encodes answers and publications, [`protocol::errors`] the error and close-code catalogues |
+//! | [`access`] | the one place that decides whether a connection may do an action |
+//! | [`hub`] | **hub actor**: connection registry, subscriptions, fan-out |
+//! | [`broker`] | the publish path every publication takes |
+//! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
+//! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
+//! | [`aws`] | SDK configuration, error classification, backoff |
+//! | [`metrics`], [`emf`], [`logging`] | Prometheus, CloudWatch EMF, structured logs |
+//!
+//! # Where a frame goes
+//!
+//! socket -> `session` (parse with `protocol::request`, check with `access`) ->
+//! subscribe/unsubscribe: `hub` (which confirms through the session's outbox);
+//! forward: `dispatcher` (batched to SQS, confirmed after SQS accepted, audited by
+//! `persistence`); publish: `broker` -> `hub` fan-out into every subscriber's outbox -> socket.
+
+pub mod access;
+pub mod aws;
+pub mod broker;
+pub mod config;
+pub mod dispatcher;
+pub mod emf;
+pub mod gateway;
+pub mod http;
+pub mod hub;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod persistence;
+pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,214 @@
+//! Prometheus metrics, all prefixed `agenticai_ws_`, served at `GET /metrics`.
+//!
+//! One [`Metrics`] per server instance (tests run several in one process), shared as
+//! `Arc<Metrics>`. The hub resolves its hot-path counter once ([`Metrics::message_frames_out`])
+//! so a fan-out costs one atomic add, not a label lookup per delivery.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::protocol::{CloseCode, ErrorCode};
+
+const NAMESPACE: &str = "agenticai_ws";
+
+pub struct Metrics {
+    registry: Registry,
+    pub active_connections: IntGauge,
+    pub connections_opened: IntCounter,
+    connections_closed: IntCounterVec,
+    pub slow_consumers_closed: IntCounter,
+    pub subscriptions: IntGauge,
+    pub projects: IntGauge,
+    frames_in: IntCounterVec,
+    frames_out: IntCounterVec,
+    errors: IntCounterVec,
+    pub deliveries: IntCounter,
+    pub publications: IntCounterVec,
+    pub publish_fanout: Histogram,
+    pub forward_entries: IntCounterVec,
+    pub forward_pending: IntGauge,
+    pub sqs_batch_entries: Histogram,
+    pub sqs_batch_seconds: HistogramVec,
+    pub records_written: IntCounterVec,
+    pub records_dropped: IntCounter,
+    pub record_retries: IntCounter,
+    pub records_buffered: IntGauge,
+    pub dynamodb_batch_seconds: Histogram,
+    pub draining: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NAMESPACE)
+}
+
+fn histogram_opts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(name, help).namespace(NAMESPACE).buckets(buckets)
+}
+
+impl Metrics {
+    /// Creates and registers every metric, process metrics included.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let seconds = exponential_buckets(0.0005, 2.0, 16)?;
+        let metrics = Metrics {
+            active_connections: IntGauge::with_opts(opts("active_connections", "Open WebSocket connections"))?,
+            connections_opened: IntCounter::with_opts(opts(
+                "connections_opened_total",
+                "WebSocket connections accepted",
+            ))?,
+            connections_closed: IntCounterVec::new(
+                opts("connections_closed_total", "WebSocket connections closed, by close code"),
+                &["code"],
+            )?,
+            slow_consumers_closed: IntCounter::with_opts(opts(
+                "slow_consumers_closed_total",
+                "Connections closed because their outbound queue was full (3008)",
+            ))?,
+            subscriptions: IntGauge::with_opts(opts(
+                "subscriptions",
+                "Project subscriptions held by local connections",
+            ))?,
+            projects: IntGauge::with_opts(opts("projects", "Projects with at least one local subscriber"))?,
+            frames_in: IntCounterVec::new(opts("frames_in_total", "Client frames received, by action"), &["action"])?,
+            frames_out: IntCounterVec::new(opts("frames_out_total", "Frames sent to clients, by type"), &["type"])?,
+            errors: IntCounterVec::new(opts("errors_total", "Error replies sent, by code"), &["code"])?,
+            deliveries: IntCounter::with_opts(opts(
+                "deliveries_total",
+                "Publications queued to a subscriber's connection",
+            ))?,
+            publications: IntCounterVec::new(
+                opts("publications_total", "Publications accepted, by source"),
+                &["source"],
+            )?,
+            publish_fanout: Histogram::with_opts(histogram_opts(
+                "publish_fanout_size",
+                "Local subscribers one publication reached",
+                exponential_buckets(1.0, 4.0, 10)?,
+            ))?,
+            forward_entries: IntCounterVec::new(
+                opts("forward_entries_total", "Forwarded messages by queue and outcome (sent, failed, retried)"),
+                &["queue", "outcome"],
+            )?,
+            forward_pending: IntGauge::with_opts(opts(
+                "forward_pending",
+                "Forwards accepted from clients and not yet confirmed or failed",
+            ))?,
+            sqs_batch_entries: Histogram::with_opts(histogram_opts(
+                "sqs_batch_entries",
+                "Entries per SendMessageBatch call (or spool write)",
+                vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+            ))?,
+            sqs_batch_seconds: HistogramVec::new(
+                histogram_opts("sqs_batch_seconds", "SendMessageBatch latency, by queue", seconds.clone()),
+                &["queue"],
+            )?,
+            records_written: IntCounterVec::new(
+                opts("records_written_total", "Records persisted, by kind"),
+                &["kind"],
+            )?,
+            records_dropped: IntCounter::with_opts(opts(
+                "records_dropped_total",
+                "Records dropped because the persistence buffer was full",
+            ))?,
+            record_retries: IntCounter::with_opts(opts(
+                "record_retries_total",
+                "Record writes retried (unprocessed items, throttling, errors)",
+            ))?,
+            records_buffered: IntGauge::with_opts(opts("records_buffered", "Records waiting to be persisted"))?,
+            dynamodb_batch_seconds: Histogram::with_opts(histogram_opts(
+                "dynamodb_batch_seconds",
+                "BatchWriteItem (or local store write) latency",
+                seconds,
+            ))?,
+            draining: IntGauge::with_opts(opts("draining", "1 while the server drains for shutdown"))?,
+            registry,
+        };
+        metrics.register_all()?;
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.active_connections.clone()))?;
+        r.register(Box::new(self.connections_opened.clone()))?;
+        r.register(Box::new(self.connections_closed.clone()))?;
+        r.register(Box::new(self.slow_consumers_closed.clone()))?;
+        r.register(Box::new(self.subscriptions.clone()))?;
+        r.register(Box::new(self.projects.clone()))?;
+        r.register(Box::new(self.frames_in.clone()))?;
+        r.register(Box::new(self.frames_out.clone()))?;
+        r.register(Box::new(self.errors.clone()))?;
+        r.register(Box::new(self.deliveries.clone()))?;
+        r.register(Box::new(self.publications.clone()))?;
+        r.register(Box::new(self.publish_fanout.clone()))?;
+        r.register(Box::new(self.forward_entries.clone()))?;
+        r.register(Box::new(self.forward_pending.clone()))?;
+        r.register(Box::new(self.sqs_batch_entries.clone()))?;
+        r.register(Box::new(self.sqs_batch_seconds.clone()))?;
+        r.register(Box::new(self.records_written.clone()))?;
+        r.register(Box::new(self.records_dropped.clone()))?;
+        r.register(Box::new(self.record_retries.clone()))?;
+        r.register(Box::new(self.records_buffered.clone()))?;
+        r.register(Box::new(self.dynamodb_batch_seconds.clone()))?;
+        r.register(Box::new(self.draining.clone()))?;
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            NAMESPACE,
+        )))?;
+        Ok(())
+    }
+
+    /// Counts a closed connection under its ending: a close code label, `client_closed` or
+    /// `connection_lost`.
+    pub fn connections_closed(&self, ending: &str) {
+        self.connections_closed.with_label_values(&[ending]).inc();
+        if ending == CloseCode::SlowConsumer.label() {
+            self.slow_consumers_closed.inc();
+        }
+    }
+
+    pub fn frame_in(&self, action: &str) {
+        self.frames_in.with_label_values(&[action]).inc();
+    }
+
+    pub fn frame_out(&self, kind: &str) {
+        self.frames_out.with_label_values(&[kind]).inc();
+    }
+
+    pub fn error_sent(&self, code: ErrorCode) {
+        self.errors.with_label_values(&[code.as_str()]).inc();
+        self.frame_out("error");
+    }
+
+    /// The counter of delivered publications, resolved once for the hub's fan-out loop.
+    pub fn message_frames_out(&self) -> IntCounter {
+        self.frames_out.with_label_values(&["message"])
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            log::error!(error:% = error; "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_metrics_with_process_figures() {
+        let metrics = Metrics::new().unwrap();
+        metrics.connections_closed(CloseCode::SlowConsumer.label());
+        let text = metrics.render();
+        assert!(text.contains("agenticai_ws_connections_closed_total{code=\"3008_slow_consumer\"} 1"));
+        assert!(text.contains("agenticai_ws_slow_consumers_closed_total 1"));
+        assert!(text.contains("agenticai_ws_process_resident_memory_bytes"));
+    }
+}

@@ -1,0 +1,188 @@
+//! The two error catalogues of the protocol.
+//!
+//! A [`RequestError`] answers one request with `{"type":"error","code":...,"message":...}` and
+//! leaves the connection open. A [`CloseCode`] ends the connection with a WebSocket close frame.
+//! Both are stable: clients may switch on them. `docs/protocol.md` lists them.
+
+use std::fmt;
+
+/// Machine-readable code of an error reply. Serialized as snake_case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// The frame is JSON but not a request object, or a field has the wrong type.
+    InvalidRequest,
+    /// `action` names nothing the server does.
+    UnknownAction,
+    /// `project_id` is missing, empty, too long or not a string.
+    InvalidProjectId,
+    /// The connection already holds the most subscriptions allowed.
+    TooManySubscriptions,
+    /// A binary frame: the protocol is JSON text.
+    BinaryNotSupported,
+    /// A forward's `type` routes to no agent queue.
+    UnknownMessageType,
+    /// The forward could not be delivered to its queue (named by `message_id`).
+    ForwardFailed,
+    /// The server, or this connection's share of it, is at capacity; retry later.
+    Busy,
+    /// The connection may not do this (publishing without a key, for example).
+    Forbidden,
+    /// The server is shutting down; reconnect (to another task).
+    Draining,
+    /// Something failed inside the server; the request may be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidProjectId => "invalid_project_id",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::UnknownMessageType => "unknown_message_type",
+            ErrorCode::ForwardFailed => "forward_failed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Draining => "draining",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// An error answer to one request: a code and a human message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct RequestError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RequestError { code, message: message.into() }
+    }
+
+    /// The original server's wording, which its clients compare against.
+    pub fn invalid_json() -> Self {
+        Self::new(ErrorCode::InvalidJson, "Invalid JSON format")
+    }
+
+    /// The original server's wording, which its clients compare against.
+    pub fn unknown_action(action: &str) -> Self {
+        Self::new(ErrorCode::UnknownAction, format!("Unknown action: {action}"))
+    }
+
+    pub fn busy(what: &str) -> Self {
+        Self::new(ErrorCode::Busy, format!("{what}; retry later"))
+    }
+}
+
+/// Why the server closed a connection: the WebSocket close code and reason it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// The client closed, or the server ends an orderly exchange.
+    Normal,
+    /// The peer broke the WebSocket protocol.
+    ProtocolError,
+    /// A frame (or a message's fragments together) exceeded MAX_FRAME_BYTES.
+    MessageTooBig,
+    /// An unexpected failure inside the server.
+    InternalError,
+    /// The server is draining for a restart or deploy: reconnect, preferably after a short
+    /// random delay.
+    ServiceRestart,
+    /// The client did not read fast enough: its outbound queue went over the limit.
+    SlowConsumer,
+    /// Nothing was heard from the peer within CLIENT_TIMEOUT_SECS.
+    HeartbeatTimeout,
+}
+
+impl CloseCode {
+    /// Every close code, for tables and metrics.
+    pub const ALL: [CloseCode; 7] = [
+        CloseCode::Normal,
+        CloseCode::ProtocolError,
+        CloseCode::MessageTooBig,
+        CloseCode::InternalError,
+        CloseCode::ServiceRestart,
+        CloseCode::SlowConsumer,
+        CloseCode::HeartbeatTimeout,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::MessageTooBig => 1009,
+            CloseCode::InternalError => 1011,
+            CloseCode::ServiceRestart => 1012,
+            CloseCode::SlowConsumer => 3008,
+            CloseCode::HeartbeatTimeout => 3011,
+        }
+    }
+
+    /// The close frame's reason text (kept under the 123-byte limit of a control frame).
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal closure",
+            CloseCode::ProtocolError => "protocol error",
+            CloseCode::MessageTooBig => "frame larger than the server accepts",
+            CloseCode::InternalError => "internal server error",
+            CloseCode::ServiceRestart => "server restarting, reconnect",
+            CloseCode::SlowConsumer => "slow consumer: outbound queue full",
+            CloseCode::HeartbeatTimeout => "no traffic from client within the timeout",
+        }
+    }
+
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "1000_normal",
+            CloseCode::ProtocolError => "1002_protocol_error",
+            CloseCode::MessageTooBig => "1009_message_too_big",
+            CloseCode::InternalError => "1011_internal_error",
+            CloseCode::ServiceRestart => "1012_service_restart",
+            CloseCode::SlowConsumer => "3008_slow_consumer",
+            CloseCode::HeartbeatTimeout => "3011_heartbeat_timeout",
+        }
+    }
+
+    /// The frame actix-ws sends.
+    pub fn to_close_reason(self) -> actix_ws::CloseReason {
+        actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Other(self.code()),
+            description: Some(self.reason().to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        for code in CloseCode::ALL {
+            assert!(code.reason().len() <= 123, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [ErrorCode::InvalidJson, ErrorCode::TooManySubscriptions, ErrorCode::Busy] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! What the server sends: replies to requests and publications pushed to subscribers.
+//!
+//! Each is serialized once into a [`ByteString`]; a publication's bytes are shared by every
+//! subscriber's outbound queue (cloning a `ByteString` only bumps a reference count).
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ErrorCode, RequestError, RequestId};
+
+/// A publication's place in its project's stream: Centrifugo's model. `offset` grows by one per
+/// publication; `epoch` changes when the history was lost, so an old offset means nothing in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A reply to one request.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    Connected {
+        message: &'static str,
+        timestamp: String,
+        connection_id: &'a str,
+    },
+    Pong {},
+    SubscriptionConfirmed {
+        project_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        position: Option<&'a StreamPosition>,
+    },
+    UnsubscriptionConfirmed {
+        project_id: &'a str,
+    },
+    ForwardConfirmed {
+        message_id: &'a str,
+        sqs_message_id: &'a str,
+        queue: &'a str,
+    },
+    PublishConfirmed {
+        project_id: &'a str,
+        id: &'a str,
+        subscribers: usize,
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        position: Option<&'a StreamPosition>,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+    },
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(flatten)]
+    reply: &'a Reply<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a RequestId>,
+}
+
+impl<'a> Reply<'a> {
+    pub fn error(error: &'a RequestError) -> Self {
+        Reply::Error { code: error.code, message: &error.message, message_id: None }
+    }
+
+    /// The frame, with the client's `request_id` echoed when it sent one.
+    pub fn to_frame(&self, request_id: Option<&RequestId>) -> ByteString {
+        let envelope = Envelope { reply: self, request_id };
+        // Serializing these plain structs into a Vec cannot fail: no maps with non-string keys,
+        // no Serialize impls that error.
+        let json = serde_json::to_string(&envelope).unwrap_or_else(|error| {
+            log::error!(error:% = error; "reply serialization failed");
+            r#"{"type":"error","code":"internal","message":"reply serialization failed"}"#.to_owned()
+        });
+        ByteString::from(json)
+    }
+}
+
+/// A message for a project's subscribers. Built once per publish, whatever its source (HTTP,
+/// WebSocket `publish`, agent updates), then encoded once by [`Publication::to_frame`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Publication {
+    /// Unique id of the publication (UUID).
+    pub id: String,
+    pub project_id: String,
+    /// The publisher's event type, if it gave one.
+    pub event: Option<String>,
+    pub data: Value,
+    /// When the gateway accepted it, ISO 8601 UTC.
+    pub published_at: String,
+    /// Place in the project's stream, when the publication went through a history.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub position: Option<StreamPosition>,
+}
+
+#[derive(Serialize)]
+struct PublicationFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    publication: &'a Publication,
+}
+
+impl Publication {
+    pub fn new(project_id: &str, event: Option<String>, data: Value) -> Self {
+        Publication {
+            id: uuid::Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            event,
+            data,
+            published_at: super::now_iso8601(),
+            position: None,
+        }
+    }
+
+    /// The frame subscribers receive: `{"type":"message", ...the publication}`.
+    pub fn to_frame(&self) -> ByteString {
+        let frame = PublicationFrame { kind: "message", publication: self };
+        // A serde_json::Value and plain strings always serialize.
+        ByteString::from(serde_json::to_string(&frame).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parsed(frame: ByteString) -> Value {
+        serde_json::from_str(&frame).unwrap()
+    }
+
+    #[test]
+    fn replies_carry_type_and_echo_request_id() {
+        let frame = Reply::Pong {}.to_frame(Some(&json!("r1")));
+        assert_eq!(parsed(frame), json!({"type": "pong", "request_id": "r1"}));
+        let frame = Reply::SubscriptionConfirmed { project_id: "p", recovered: None, position: None }.to_frame(None);
+        assert_eq!(parsed(frame), json!({"type": "subscription_confirmed", "project_id": "p"}));
+    }
+
+    #[test]
+    fn errors_carry_code_and_message() {
+        let error = RequestError::invalid_json();
+        let frame = Reply::error(&error).to_frame(None);
+        assert_eq!(parsed(frame), json!({"type": "error", "code": "invalid_json", "message": "Invalid JSON format"}));
+    }
+
+    #[test]
+    fn publication_frame_flattens_its_position() {
+        let mut publication = Publication::new("p", Some("status".into()), json!({"ok": true}));
+        publication.position = Some(StreamPosition { offset: 7, epoch: "ep".into() });
+        let frame = parsed(publication.to_frame());
+        assert_eq!(frame["type"], "message");
+        assert_eq!(frame["project_id"], "p");
+        assert_eq!(frame["event"], "status");
+        assert_eq!(frame["data"], json!({"ok": true}));
+        assert_eq!(frame["offset"], 7);
+        assert_eq!(frame["epoch"], "ep");
+        let round_trip: Publication = serde_json::from_value(frame).unwrap();
+        assert_eq!(round_trip, publication);
+    }
+}

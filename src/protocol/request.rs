@@ -1,0 +1,273 @@
+//! Parsing a client frame into a [`Request`].
+//!
+//! A frame is parsed once into a JSON object; `action` picks the request and the fields it
+//! needs are taken and checked here, so the session only ever sees well-formed requests. Unknown
+//! fields are ignored, as the original server did.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{reply::StreamPosition, ErrorCode, RequestError};
+
+/// A client's correlation id, echoed verbatim on the reply (string or number).
+pub type RequestId = Value;
+
+/// A project id, validated, cheap to clone (the hub keys its maps by it).
+pub type ProjectId = Arc<str>;
+
+/// What a client asked for.
+#[derive(Debug, PartialEq)]
+pub enum Request {
+    Ping,
+    Subscribe(SubscribeRequest),
+    Unsubscribe { project_id: ProjectId },
+    Forward(ForwardRequest),
+    Publish(PublishRequest),
+}
+
+impl Request {
+    /// Label for metrics and logs.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Subscribe(_) => "subscribe",
+            Request::Unsubscribe { .. } => "unsubscribe",
+            Request::Forward(_) => "forward",
+            Request::Publish(_) => "publish",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct SubscribeRequest {
+    pub project_id: ProjectId,
+    /// Resume after this position (replay what was missed), when given.
+    pub since: Option<StreamPosition>,
+}
+
+/// A message for an agent queue.
+#[derive(Debug, PartialEq)]
+pub struct ForwardRequest {
+    /// The `type` as the client sent it; routing to a queue happens in the dispatcher.
+    pub message_type: String,
+    /// The client's id for the message, or a generated one when it sent none.
+    pub message_id: String,
+    pub project_id: ProjectId,
+    /// The whole request object as the client sent it: it becomes the SQS body.
+    pub body: Map<String, Value>,
+}
+
+/// A message to push to a project's subscribers.
+#[derive(Debug, PartialEq)]
+pub struct PublishRequest {
+    pub project_id: ProjectId,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// A parsed frame: the request (or why it is not one) and the id to echo.
+#[derive(Debug)]
+pub struct ParsedFrame {
+    pub request_id: Option<RequestId>,
+    pub action: Option<String>,
+    pub request: Result<Request, RequestError>,
+}
+
+/// Limits that parsing enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct ParseLimits {
+    pub max_project_id_bytes: usize,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
+    let mut object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => {
+            return ParsedFrame {
+                request_id: None,
+                action: None,
+                request: Err(RequestError::new(
+                    ErrorCode::InvalidRequest,
+                    "A request must be a JSON object with an \"action\"",
+                )),
+            }
+        }
+        Err(_) => return ParsedFrame { request_id: None, action: None, request: Err(RequestError::invalid_json()) },
+    };
+    let request_id = object.get("request_id").cloned();
+    let action = match object.get("action") {
+        Some(Value::String(action)) => action.clone(),
+        Some(other) => {
+            let shown = other.to_string();
+            return ParsedFrame { request_id, action: None, request: Err(RequestError::unknown_action(&shown)) };
+        }
+        None => {
+            return ParsedFrame {
+                request_id,
+                action: None,
+                request: Err(RequestError::new(ErrorCode::InvalidRequest, "Missing field: action")),
+            }
+        }
+    };
+    let request = match action.as_str() {
+        "ping" => Ok(Request::Ping),
+        "subscribe" => parse_subscribe(&object, limits).map(Request::Subscribe),
+        "unsubscribe" => project_id(&object, limits).map(|project_id| Request::Unsubscribe { project_id }),
+        "forward" => parse_forward(&mut object, limits).map(Request::Forward),
+        "publish" => parse_publish(&mut object, limits).map(Request::Publish),
+        other => Err(RequestError::unknown_action(other)),
+    };
+    ParsedFrame { request_id, action: Some(action), request }
+}
+
+fn parse_subscribe(object: &Map<String, Value>, limits: ParseLimits) -> Result<SubscribeRequest, RequestError> {
+    let project_id = project_id(object, limits)?;
+    let since = match object.get("since") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(serde_json::from_value(value.clone()).map_err(|_| {
+            RequestError::new(
+                ErrorCode::InvalidRequest,
+                "\"since\" must be {\"offset\": <integer>, \"epoch\": \"<string>\"}",
+            )
+        })?),
+    };
+    Ok(SubscribeRequest { project_id, since })
+}
+
+fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<ForwardRequest, RequestError> {
+    let project_id = project_id(object, limits)?;
+    let message_type = match object.get("type") {
+        Some(Value::String(kind)) if !kind.is_empty() => kind.clone(),
+        Some(Value::String(_)) | None => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidRequest,
+                "Missing field: type (the agent queue: pm, dev, qa or ops)",
+            ))
+        }
+        Some(_) => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"type\" must be a string")),
+    };
+    let message_id = match object.get("message_id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        None | Some(Value::Null) => {
+            let generated = uuid::Uuid::new_v4().to_string();
+            object.insert("message_id".into(), Value::String(generated.clone()));
+            generated
+        }
+        Some(_) => {
+            return Err(RequestError::new(ErrorCode::InvalidRequest, "\"message_id\" must be a non-empty string"))
+        }
+    };
+    Ok(ForwardRequest { message_type, message_id, project_id, body: std::mem::take(object) })
+}
+
+fn parse_publish(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<PublishRequest, RequestError> {
+    let project_id = project_id(object, limits)?;
+    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
+    let data = object.remove("data").unwrap_or(Value::Null);
+    Ok(PublishRequest { project_id, event, data })
+}
+
+/// The optional event name of a publication (`type` or `event`).
+pub fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(event)) => Ok(Some(event.clone())),
+        Some(_) => Err(RequestError::new(ErrorCode::InvalidRequest, "\"type\" must be a string")),
+    }
+}
+
+fn project_id(object: &Map<String, Value>, limits: ParseLimits) -> Result<ProjectId, RequestError> {
+    match object.get("project_id") {
+        Some(Value::String(id)) => validate_project_id(id, limits),
+        None | Some(Value::Null) => Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id")),
+        Some(_) => Err(RequestError::new(ErrorCode::InvalidProjectId, "project_id must be a string")),
+    }
+}
+
+/// Checks a project id from any source (frame, URL, HTTP body).
+pub fn validate_project_id(id: &str, limits: ParseLimits) -> Result<ProjectId, RequestError> {
+    if id.is_empty() {
+        return Err(RequestError::new(ErrorCode::InvalidProjectId, "project_id must not be empty"));
+    }
+    if id.len() > limits.max_project_id_bytes {
+        return Err(RequestError::new(
+            ErrorCode::InvalidProjectId,
+            format!("project_id is longer than {} bytes", limits.max_project_id_bytes),
+        ));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidProjectId,
+            "project_id must not contain whitespace or control characters",
+        ));
+    }
+    Ok(ProjectId::from(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMITS: ParseLimits = ParseLimits { max_project_id_bytes: 16 };
+
+    fn error_of(text: &str) -> RequestError {
+        parse(text, LIMITS).request.unwrap_err()
+    }
+
+    #[test]
+    fn original_shapes_parse() {
+        assert_eq!(parse(r#"{"action":"ping"}"#, LIMITS).request.unwrap(), Request::Ping);
+        let subscribe = parse(r#"{"action":"subscribe","project_id":"p1"}"#, LIMITS).request.unwrap();
+        assert_eq!(subscribe, Request::Subscribe(SubscribeRequest { project_id: "p1".into(), since: None }));
+    }
+
+    #[test]
+    fn errors_keep_the_original_wording() {
+        assert_eq!(error_of("not json").message, "Invalid JSON format");
+        assert_eq!(error_of(r#"{"action":"dance"}"#).message, "Unknown action: dance");
+        assert_eq!(error_of(r#"{"action":"dance"}"#).code, ErrorCode::UnknownAction);
+    }
+
+    #[test]
+    fn project_ids_are_checked() {
+        for frame in [
+            r#"{"action":"subscribe"}"#,
+            r#"{"action":"subscribe","project_id":""}"#,
+            r#"{"action":"subscribe","project_id":7}"#,
+            r#"{"action":"subscribe","project_id":"a-very-long-project-id"}"#,
+            r#"{"action":"subscribe","project_id":"two words"}"#,
+        ] {
+            assert_eq!(error_of(frame).code, ErrorCode::InvalidProjectId, "{frame}");
+        }
+    }
+
+    #[test]
+    fn forward_keeps_the_body_and_fills_a_missing_message_id() {
+        let parsed = parse(r#"{"action":"forward","type":"dev","project_id":"p","data":{"x":1}}"#, LIMITS);
+        let Ok(Request::Forward(forward)) = parsed.request else { panic!("not a forward") };
+        assert_eq!(forward.message_type, "dev");
+        assert_eq!(forward.body["data"], json!({"x": 1}));
+        assert_eq!(forward.body["message_id"], json!(forward.message_id));
+        assert_eq!(forward.message_id.len(), 36);
+    }
+
+    #[test]
+    fn request_id_is_kept_even_on_errors() {
+        let parsed = parse(r#"{"action":"nope","request_id":42}"#, LIMITS);
+        assert_eq!(parsed.request_id, Some(json!(42)));
+        assert!(parsed.request.is_err());
+    }
+
+    #[test]
+    fn since_must_be_a_position() {
+        let ok = parse(r#"{"action":"subscribe","project_id":"p","since":{"offset":3,"epoch":"e"}}"#, LIMITS);
+        let Ok(Request::Subscribe(subscribe)) = ok.request else { panic!("not a subscribe") };
+        assert_eq!(subscribe.since, Some(StreamPosition { offset: 3, epoch: "e".into() }));
+        let bad = error_of(r#"{"action":"subscribe","project_id":"p","since":"yesterday"}"#);
+        assert_eq!(bad.code, ErrorCode::InvalidRequest);
+    }
+}

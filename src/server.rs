@@ -1,0 +1,244 @@
+//! Assembling and running the gateway: builds the stores and actors from the configuration,
+//! binds the HTTP server, serves until SIGTERM/SIGINT (or a [`ShutdownTrigger`]), then drains.
+//!
+//! The drain order lives in [`Server::drain`] and nowhere else.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tokio::sync::Notify;
+
+use crate::{
+    access::AccessPolicy,
+    broker::Broker,
+    config::Config,
+    dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
+    emf,
+    gateway::{Gateway, SessionSettings},
+    hub::{CloseAll, ConnectionCount, DrainAll, Hub},
+    lifecycle::Lifecycle,
+    metrics::Metrics,
+    persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
+    protocol::{request::ParseLimits, CloseCode},
+};
+
+/// Extra time after the drain window for the last clients to finish closing.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Longest the shutdown waits for the queue dispatcher to answer every accepted forward.
+const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
+/// Longest the shutdown waits for buffered records to be written.
+const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a draining session waits for its in-flight forwards before closing.
+const DRAIN_INFLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Fires the same drain as SIGTERM. Cheap to clone, usable from any thread.
+#[derive(Clone, Default)]
+pub struct ShutdownTrigger(Arc<Notify>);
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        // notify_one keeps a permit, so a trigger fired before `run` waits is not lost.
+        self.0.notify_one();
+    }
+}
+
+/// A bound, not yet running gateway.
+pub struct Server {
+    local_addr: SocketAddr,
+    http: actix_web::dev::Server,
+    gateway: web::Data<Gateway>,
+    shutdown: ShutdownTrigger,
+    config: Config,
+    /// The threads of the hub and of the AWS-facing actors; stopped after the drain.
+    arbiters: Vec<Arbiter>,
+}
+
+impl Server {
+    /// Validates the configuration, opens the stores, starts the actors and binds the socket.
+    /// Must be called inside an actix System.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let queue_urls = config.agent_queue_urls()?;
+        let needs_aws = queue_urls.is_some() || config.table_name().is_some();
+        let sdk = if needs_aws { Some(crate::aws::sdk_config(&config.aws_region).await) } else { None };
+        let store = match (config.table_name(), &sdk) {
+            (Some(table), Some(sdk)) => {
+                RecordStore::Dynamo(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()))
+            }
+            _ => RecordStore::Local(LocalStore::open(&config.data_dir)?),
+        };
+        let backend = match (queue_urls, &sdk) {
+            (Some(urls), Some(sdk)) => QueueBackend::Sqs(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), urls)),
+            _ => QueueBackend::Spool(Spool::open(&config.data_dir)?),
+        };
+        log::info!(
+            forwards = backend.describe().as_str(), records = store.describe().as_str();
+            "storage configured"
+        );
+
+        let io_arbiter = Arbiter::new();
+        let hub_arbiter = Arbiter::new();
+        let ttl = Duration::from_secs(config.record_ttl_days * 86_400);
+        let (persistence, records) = Persistence::new(store, config.persistence_buffer_records, ttl, metrics.clone());
+        let persistence = Persistence::start_in_arbiter(&io_arbiter.handle(), move |_| persistence);
+        let settings = DispatcherSettings {
+            linger: Duration::from_millis(config.sqs_batch_linger_ms),
+            max_batch_bytes: config.sqs_max_batch_bytes,
+            deadline: Duration::from_secs(config.forward_deadline_secs),
+            max_pending: config.dispatcher_max_pending,
+        };
+        let dispatcher = {
+            let (metrics, records) = (metrics.clone(), records.clone());
+            QueueDispatcher::start_in_arbiter(&io_arbiter.handle(), move |_| {
+                QueueDispatcher::new(backend, settings, metrics, records)
+            })
+        };
+        let hub = {
+            let metrics = metrics.clone();
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, None))
+        };
+        let policy =
+            AccessPolicy::new(config.publish_api_keys.clone(), config.host, config.max_subscriptions_per_connection);
+        log::info!("{}", policy.describe());
+        let gateway = web::Data::new(Gateway {
+            broker: Broker::new(hub.clone(), records.clone(), metrics.clone()),
+            hub,
+            dispatcher,
+            persistence,
+            records,
+            policy,
+            metrics,
+            lifecycle: Lifecycle::default(),
+            session: SessionSettings {
+                ping_interval: config.ping_interval(),
+                client_timeout: config.client_timeout(),
+                max_frame_bytes: config.max_frame_bytes,
+                outbound_queue_messages: config.outbound_queue_messages,
+                outbound_queue_bytes: config.outbound_queue_bytes,
+                max_inflight: config.max_inflight_per_connection,
+                parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes },
+                drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),
+            },
+        });
+
+        let app_data = gateway.clone();
+        let body_limit = config.max_frame_bytes;
+        let mut http = HttpServer::new(move || {
+            App::new()
+                .app_data(app_data.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .configure(crate::http::configure)
+        })
+        .disable_signals()
+        .backlog(4096)
+        .shutdown_timeout(2);
+        if config.workers > 0 {
+            http = http.workers(config.workers);
+        }
+        let http = http
+            .bind((config.host, config.port))
+            .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", config.host, config.port))?;
+        let local_addr = *http.addrs().first().context("the server bound no address")?;
+        Ok(Server {
+            local_addr,
+            http: http.run(),
+            gateway,
+            shutdown: ShutdownTrigger::default(),
+            config,
+            arbiters: vec![io_arbiter, hub_arbiter],
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the trigger, then drains; returns when the drain is done.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let handle = self.http.handle();
+        let serving = actix_rt::spawn(self.http);
+        self.gateway.lifecycle.set_ready();
+        if self.config.emf_interval_secs > 0 {
+            actix_rt::spawn(emf::emit_every(
+                Duration::from_secs(self.config.emf_interval_secs),
+                self.config.service_name.clone(),
+                self.gateway.metrics.clone(),
+            ));
+        }
+        log::info!(address:% = self.local_addr; "agenticai-websocket listening");
+        wait_for_shutdown(&self.shutdown).await;
+        drain(&self.gateway, self.config.drain_window()).await;
+        handle.stop(true).await;
+        let _ = serving.await;
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+        log::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn wait_for_shutdown(trigger: &ShutdownTrigger) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut terminate, mut interrupt) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+        _ => {
+            log::error!("cannot install signal handlers; only the shutdown trigger will stop the server");
+            trigger.0.notified().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => log::info!(signal = "SIGTERM"; "shutdown requested"),
+        _ = interrupt.recv() => log::info!(signal = "SIGINT"; "shutdown requested"),
+        () = trigger.0.notified() => log::info!("shutdown requested by trigger"),
+    }
+}
+
+/// The drain, in order:
+/// 1. `/ready` answers 503 and new upgrades are refused;
+/// 2. every client is told to reconnect (1012), spread over DRAIN_SECONDS, each after its
+///    in-flight forwards were answered (bounded);
+/// 3. whoever is still connected after the window and a grace period is closed at once;
+/// 4. the queue dispatcher sends every accepted forward (bounded);
+/// 5. the persistence actor writes every buffered record (bounded).
+///
+/// Then the caller stops the HTTP server and the process exits 0.
+async fn drain(gateway: &Gateway, window: Duration) {
+    gateway.lifecycle.set_draining();
+    gateway.metrics.draining.set(1);
+    let started = tokio::time::Instant::now();
+    if gateway.hub.send(DrainAll { window }).await.is_err() {
+        log::error!("hub unavailable during drain");
+    }
+    let deadline = started + window + DRAIN_GRACE;
+    loop {
+        let remaining = gateway.hub.send(ConnectionCount).await.unwrap_or(0);
+        if remaining == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            log::warn!(connections = remaining; "drain window over, closing the remaining connections");
+            let _ = gateway.hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        log::error!("queue dispatcher did not finish within {DISPATCHER_FLUSH_TIMEOUT:?}; unanswered forwards were not confirmed to clients");
+    }
+    let flushed = tokio::time::timeout(PERSISTENCE_FLUSH_TIMEOUT, gateway.persistence.send(persistence::Flush)).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        log::error!(records = gateway.records.outstanding(); "records not written before exit");
+    }
+    log::info!(elapsed_ms = started.elapsed().as_millis() as u64; "drain complete");
+}

@@ -1,0 +1,435 @@
+//! The session actor: one per WebSocket connection.
+//!
+//! It owns the connection's [`outbox::Outbox`] (the bounded outbound queue) and its writer,
+//! reads the client's frames (`StreamHandler`), parses each with
+//! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
+//! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
+//! broker. It keeps the heartbeat and closes a silent peer.
+//!
+//! It never waits on another actor while handling a frame: requests to the hub are
+//! `try_send` (a full hub answers `busy`), and forwards and publishes are answered later, when
+//! their result arrives. At most MAX_INFLIGHT_PER_CONNECTION of those may be pending per
+//! connection; more are answered `busy` (flood control).
+//!
+//! On a drain (SIGTERM) the session stops taking requests, waits (bounded) for its in-flight
+//! forwards to be answered, then closes with 1012.
+
+pub mod outbox;
+
+use std::{collections::HashSet, sync::Arc, time::Instant};
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
+use bytestring::ByteString;
+
+use self::outbox::{Outbound, Outbox};
+use crate::{
+    access::{Action, Principal},
+    broker::PublishSource,
+    dispatcher::{message::QueueMessage, routing::AgentRole, Forward},
+    gateway::Gateway,
+    hub::{Connect, ConnectionId, Disconnect, Drain, Subscribe, Unsubscribe},
+    persistence::{ConnectionRecord, Record},
+    protocol::{
+        request::{self, ProjectId},
+        CloseCode, ErrorCode, ForwardRequest, PublishRequest, Reply, Request, RequestError, RequestId,
+        SubscribeRequest,
+    },
+};
+
+/// How a connection ended, for metrics and the connection record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The server closed it with this code.
+    Server(CloseCode),
+    /// The client sent a close frame.
+    Client,
+    /// The socket went away without a close.
+    Lost,
+}
+
+impl Ending {
+    fn label(self) -> &'static str {
+        match self {
+            Ending::Server(code) => code.label(),
+            Ending::Client => "client_closed",
+            Ending::Lost => "connection_lost",
+        }
+    }
+
+    fn code(self) -> u16 {
+        match self {
+            Ending::Server(code) => code.code(),
+            Ending::Client | Ending::Lost => CloseCode::Normal.code(),
+        }
+    }
+}
+
+pub struct Session {
+    id: ConnectionId,
+    gateway: Arc<Gateway>,
+    outbox: Outbox,
+    principal: Principal,
+    /// Projects this connection asked for (the hub holds the authoritative map; this copy
+    /// enforces the per-connection limit without asking it).
+    subscriptions: HashSet<ProjectId>,
+    last_heard: Instant,
+    /// Forwards and publishes sent on and not yet answered.
+    inflight: usize,
+    draining: bool,
+    client_closed: bool,
+    ending: Option<Ending>,
+    opened_at: String,
+    remote_addr: Option<String>,
+}
+
+/// Everything needed to start a session.
+pub struct NewSession {
+    pub gateway: Arc<Gateway>,
+    pub principal: Principal,
+    pub remote_addr: Option<String>,
+    pub initial_projects: Vec<ProjectId>,
+}
+
+/// The writer finished: the socket is closed (with this code, or lost).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterDone(Option<CloseCode>);
+
+impl Session {
+    /// Starts the actor and its writer, registers it with the hub (subscribing any project
+    /// named on the URL) and queues the `connected` greeting. Returns once the hub knows it.
+    pub async fn start(
+        new: NewSession,
+        sink: actix_ws::Session,
+        stream: AggregatedMessageStream,
+    ) -> Result<(), MailboxError> {
+        let settings = new.gateway.session;
+        let (outbox, outbound) = Outbox::new(settings.outbound_queue_messages, settings.outbound_queue_bytes);
+        let id: ConnectionId = uuid::Uuid::new_v4().to_string().into();
+        let greeting = Reply::Connected {
+            message: "WebSocket connection established",
+            timestamp: crate::protocol::now_iso8601(),
+            connection_id: &id,
+        }
+        .to_frame(None);
+        // A fresh queue always has room for the first frame.
+        let _ = outbox.push_text(greeting);
+        let hub = new.gateway.hub.clone();
+        let metrics = new.gateway.metrics.clone();
+        let initial_projects = new.initial_projects.clone();
+        let session = Session {
+            id: id.clone(),
+            gateway: new.gateway,
+            outbox: outbox.clone(),
+            principal: new.principal,
+            subscriptions: new.initial_projects.into_iter().collect(),
+            last_heard: Instant::now(),
+            inflight: 0,
+            draining: false,
+            client_closed: false,
+            ending: None,
+            opened_at: crate::protocol::now_iso8601(),
+            remote_addr: new.remote_addr,
+        };
+        let writer_outbox = outbox.clone();
+        let addr = Session::create(move |ctx| {
+            ctx.add_stream(stream);
+            let writer = outbox::run_writer(sink, writer_outbox, outbound);
+            ctx.spawn(writer.into_actor(&session).map(|code, _, ctx| ctx.notify(WriterDone(code))));
+            session
+        });
+        metrics.connections_opened.inc();
+        metrics.active_connections.inc();
+        metrics.frame_out("connected");
+        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await
+    }
+
+    fn reply(&self, reply: Reply<'_>, request_id: Option<&RequestId>, kind: &'static str) {
+        if self.outbox.push_text(reply.to_frame(request_id)).is_ok() {
+            self.gateway.metrics.frame_out(kind);
+        }
+    }
+
+    fn reply_error(&self, error: &RequestError, request_id: Option<&RequestId>) {
+        self.send_error_frame(Reply::error(error).to_frame(request_id), error.code);
+    }
+
+    fn send_error_frame(&self, frame: ByteString, code: ErrorCode) {
+        if self.outbox.push_text(frame).is_ok() {
+            self.gateway.metrics.error_sent(code);
+        }
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let parsed = request::parse(text, self.gateway.session.parse_limits);
+        let label = parsed.request.as_ref().map_or("invalid", Request::action);
+        self.gateway.metrics.frame_in(label);
+        let request_id = parsed.request_id;
+        let result = parsed.request.and_then(|request| {
+            if self.draining && !matches!(request, Request::Ping) {
+                return Err(RequestError::new(ErrorCode::Draining, "The server is restarting; reconnect"));
+            }
+            self.route(request, request_id.clone(), ctx)
+        });
+        if let Err(error) = result {
+            self.reply_error(&error, request_id.as_ref());
+        }
+    }
+
+    /// Sends a well-formed request where it goes, after the access check.
+    fn route(
+        &mut self,
+        request: Request,
+        request_id: Option<RequestId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), RequestError> {
+        let policy = &self.gateway.policy;
+        match request {
+            Request::Ping => {
+                self.reply(Reply::Pong {}, request_id.as_ref(), "pong");
+                Ok(())
+            }
+            Request::Subscribe(subscribe) => {
+                let held =
+                    if self.subscriptions.contains(&subscribe.project_id) { 0 } else { self.subscriptions.len() };
+                policy.check(&self.principal, Action::Subscribe { project_id: &subscribe.project_id, held })?;
+                self.subscribe(subscribe, request_id)
+            }
+            Request::Unsubscribe { project_id } => self.unsubscribe(project_id, request_id),
+            Request::Forward(forward) => {
+                policy.check(&self.principal, Action::Forward { project_id: &forward.project_id })?;
+                self.forward(forward, request_id, ctx)
+            }
+            Request::Publish(publish) => {
+                policy.check(&self.principal, Action::Publish { project_id: &publish.project_id })?;
+                self.publish(publish, request_id, ctx)
+            }
+        }
+    }
+
+    fn subscribe(&mut self, subscribe: SubscribeRequest, request_id: Option<RequestId>) -> Result<(), RequestError> {
+        // Without a history to replay from, a resume cannot be honoured: say so, and the
+        // client reloads from its source of truth.
+        let recovered = subscribe.since.as_ref().map(|_| false);
+        let confirmation =
+            Reply::SubscriptionConfirmed { project_id: &subscribe.project_id, recovered, position: None }
+                .to_frame(request_id.as_ref());
+        let message = Subscribe {
+            id: self.id.clone(),
+            project_id: subscribe.project_id.clone(),
+            confirmation,
+            replay: Vec::new(),
+        };
+        self.gateway.hub.try_send(message).map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
+        self.subscriptions.insert(subscribe.project_id);
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, project_id: ProjectId, request_id: Option<RequestId>) -> Result<(), RequestError> {
+        let confirmation = Reply::UnsubscriptionConfirmed { project_id: &project_id }.to_frame(request_id.as_ref());
+        self.gateway
+            .hub
+            .try_send(Unsubscribe { id: self.id.clone(), project_id: project_id.clone(), confirmation })
+            .map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
+        self.subscriptions.remove(&project_id);
+        Ok(())
+    }
+
+    fn take_inflight_slot(&mut self) -> Result<(), RequestError> {
+        if self.inflight >= self.gateway.session.max_inflight {
+            return Err(RequestError::busy(&format!(
+                "This connection already has {} requests in flight",
+                self.inflight
+            )));
+        }
+        self.inflight += 1;
+        Ok(())
+    }
+
+    fn release_inflight_slot(&mut self) {
+        self.inflight -= 1;
+        if self.draining && self.inflight == 0 {
+            self.outbox.close(CloseCode::ServiceRestart);
+        }
+    }
+
+    fn forward(
+        &mut self,
+        forward: ForwardRequest,
+        request_id: Option<RequestId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), RequestError> {
+        let role = AgentRole::route(&forward.message_type)?;
+        self.take_inflight_slot()?;
+        let message_id = forward.message_id.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let message = QueueMessage::new(role, forward, &self.id);
+        if self.gateway.dispatcher.try_send(Forward { message, reply }).is_err() {
+            self.release_inflight_slot();
+            return Err(RequestError::busy("The agent queues are busy"));
+        }
+        let answered = answer.into_actor(self).map(move |result, session, _| {
+            session.release_inflight_slot();
+            match result {
+                Ok(Ok(receipt)) => session.reply(
+                    Reply::ForwardConfirmed {
+                        message_id: &message_id,
+                        sqs_message_id: &receipt.sqs_message_id,
+                        queue: receipt.queue.name(),
+                    },
+                    request_id.as_ref(),
+                    "forward_confirmed",
+                ),
+                Ok(Err(error)) => session.forward_failed(&error, &message_id, request_id.as_ref()),
+                Err(_) => {
+                    let error =
+                        RequestError::new(ErrorCode::ForwardFailed, "The queue dispatcher stopped before answering");
+                    session.forward_failed(&error, &message_id, request_id.as_ref());
+                }
+            }
+        });
+        ctx.spawn(answered);
+        Ok(())
+    }
+
+    fn forward_failed(&self, error: &RequestError, message_id: &str, request_id: Option<&RequestId>) {
+        let frame = Reply::Error { code: error.code, message: &error.message, message_id: Some(message_id) }
+            .to_frame(request_id);
+        self.send_error_frame(frame, error.code);
+    }
+
+    fn publish(
+        &mut self,
+        publish: PublishRequest,
+        request_id: Option<RequestId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), RequestError> {
+        self.take_inflight_slot()?;
+        let broker = self.gateway.broker.clone();
+        let published = async move { broker.publish(publish, PublishSource::WebSocket).await };
+        ctx.spawn(published.into_actor(self).map(move |result, session, _| {
+            session.release_inflight_slot();
+            match result {
+                Ok(receipt) => session.reply(
+                    Reply::PublishConfirmed {
+                        project_id: &receipt.project_id,
+                        id: &receipt.id,
+                        subscribers: receipt.subscribers,
+                        position: receipt.position.as_ref(),
+                    },
+                    request_id.as_ref(),
+                    "publish_confirmed",
+                ),
+                Err(error) => session.reply_error(&error, request_id.as_ref()),
+            }
+        }));
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, _: &mut Context<Self>) {
+        if self.last_heard.elapsed() > self.gateway.session.client_timeout {
+            log::info!(connection_id = &*self.id; "closing silent peer");
+            self.outbox.close(CloseCode::HeartbeatTimeout);
+        } else {
+            let _ = self.outbox.push_control(Outbound::Ping);
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.gateway.session.ping_interval, Self::heartbeat);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let ending = self.ending.unwrap_or(Ending::Lost);
+        let metrics = &self.gateway.metrics;
+        metrics.active_connections.dec();
+        metrics.connections_closed(ending.label());
+        self.gateway.hub.do_send(Disconnect { id: self.id.clone() });
+        self.gateway.records.record(Record::Connection(ConnectionRecord {
+            connection_id: self.id.to_string(),
+            opened_at: std::mem::take(&mut self.opened_at),
+            closed_at: crate::protocol::now_iso8601(),
+            close_code: ending.code(),
+            close_reason: ending.label().to_owned(),
+            remote_addr: self.remote_addr.take(),
+            projects: self.subscriptions.iter().map(ToString::to_string).collect(),
+        }));
+        log::debug!(connection_id = &*self.id, ending = ending.label(); "connection closed");
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.gateway.metrics.frame_in("binary");
+                let error = RequestError::new(
+                    ErrorCode::BinaryNotSupported,
+                    "Binary frames are not supported; send JSON text frames",
+                );
+                self.reply_error(&error, None);
+            }
+            Ok(AggregatedMessage::Ping(payload)) => {
+                let _ = self.outbox.push_control(Outbound::Pong(payload));
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => {
+                self.client_closed = true;
+                self.outbox.close(CloseCode::Normal);
+            }
+            Err(error) => {
+                let code = match &error {
+                    ProtocolError::Overflow => CloseCode::MessageTooBig,
+                    ProtocolError::Io(io) if io.to_string().contains("continuation size") => CloseCode::MessageTooBig,
+                    _ => CloseCode::ProtocolError,
+                };
+                log::info!(connection_id = &*self.id, error:% = error, close_code = code.code(); "closing on protocol error");
+                self.outbox.close(code);
+            }
+        }
+    }
+
+    /// The client's side ended; the writer finishes the close and then stops the actor.
+    fn finished(&mut self, _: &mut Self::Context) {
+        if self.outbox.close_requested().is_none() {
+            self.client_closed = true;
+        }
+        self.outbox.close(CloseCode::Normal);
+    }
+}
+
+impl Handler<WriterDone> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterDone, ctx: &mut Self::Context) {
+        self.ending = Some(match msg.0 {
+            _ if self.client_closed => Ending::Client,
+            Some(code) => Ending::Server(code),
+            None => Ending::Lost,
+        });
+        ctx.stop();
+    }
+}
+
+impl Handler<Drain> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        self.draining = true;
+        if self.inflight == 0 {
+            self.outbox.close(CloseCode::ServiceRestart);
+        } else {
+            let outbox = self.outbox.clone();
+            ctx.run_later(self.gateway.session.drain_inflight_grace, move |_, _| {
+                outbox.close(CloseCode::ServiceRestart);
+            });
+        }
+    }
+}
