@@ -17,9 +17,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One attempt's limit; our own retry loop (bounded by the forward deadline) takes it from there.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Loads the SDK configuration for `region`.
-pub async fn sdk_config(region: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+/// Loads the SDK configuration for `region`, against `endpoint_url` when given (an emulator).
+pub async fn sdk_config(region: &str, endpoint_url: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(endpoint_url) = endpoint_url {
+        loader = loader.endpoint_url(endpoint_url);
+    }
+    loader
         .region(Region::new(region.to_owned()))
         .timeout_config(
             TimeoutConfig::builder()

@@ -39,6 +39,10 @@ pub struct Config {
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub aws_region: String,
 
+    /// Endpoint of an AWS emulator (moto, fauxqs) for SQS and DynamoDB; unset = real AWS.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
     /// DynamoDB table for connection and audit records; unset = local record store in DATA_DIR.
     #[arg(long, env = "DYNAMODB_TABLE_NAME")]
     pub dynamodb_table_name: Option<String>,
@@ -254,6 +258,7 @@ impl Config {
         config.port = 0;
         config.data_dir = data_dir;
         config.dynamodb_table_name = None;
+        config.aws_endpoint_url = None;
         config.sqs_queue_url_pm = None;
         config.sqs_queue_url_dev = None;
         config.sqs_queue_url_qa = None;

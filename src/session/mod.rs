@@ -37,6 +37,9 @@ use crate::{
     },
 };
 
+/// actix-ws reports a message whose fragments together exceed the limit only by this text.
+const CONTINUATION_OVERFLOW: &str = "Exceeded maximum continuation size";
+
 /// How a connection ended, for metrics and the connection record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ending {
@@ -78,6 +81,8 @@ pub struct Session {
     inflight: usize,
     draining: bool,
     client_closed: bool,
+    /// The socket failed under us: nothing more can be sent.
+    connection_lost: bool,
     ending: Option<Ending>,
     opened_at: String,
     remote_addr: Option<String>,
@@ -128,6 +133,7 @@ impl Session {
             inflight: 0,
             draining: false,
             client_closed: false,
+            connection_lost: false,
             ending: None,
             opened_at: crate::protocol::now_iso8601(),
             remote_addr: new.remote_addr,
@@ -384,10 +390,18 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
                 self.client_closed = true;
                 self.outbox.close(CloseCode::Normal);
             }
+            Err(ProtocolError::Io(io))
+                if io.kind() == std::io::ErrorKind::Other && !io.to_string().contains(CONTINUATION_OVERFLOW) =>
+            {
+                // actix-ws wraps transport failures as `Other`: the peer vanished without a close
+                // frame (reset, network drop).
+                self.connection_lost = true;
+                self.outbox.close(CloseCode::Normal);
+            }
             Err(error) => {
                 let code = match &error {
                     ProtocolError::Overflow => CloseCode::MessageTooBig,
-                    ProtocolError::Io(io) if io.to_string().contains("continuation size") => CloseCode::MessageTooBig,
+                    ProtocolError::Io(io) if io.to_string().contains(CONTINUATION_OVERFLOW) => CloseCode::MessageTooBig,
                     _ => CloseCode::ProtocolError,
                 };
                 log::info!(connection_id = &*self.id, error:% = error, close_code = code.code(); "closing on protocol error");
@@ -410,6 +424,7 @@ impl Handler<WriterDone> for Session {
 
     fn handle(&mut self, msg: WriterDone, ctx: &mut Self::Context) {
         self.ending = Some(match msg.0 {
+            _ if self.connection_lost => Ending::Lost,
             _ if self.client_closed => Ending::Client,
             Some(code) => Ending::Server(code),
             None => Ending::Lost,

@@ -1,0 +1,316 @@
+//! Test support: a real server on a free loopback port, a real WebSocket client, and the AWS
+//! emulator (moto) over its real wire protocol.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use agenticai_websocket::{
+    config::Config,
+    server::{Server, ShutdownTrigger},
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{protocol::CloseFrame, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A gateway running in its own thread (its own actix System), stopped on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    trigger: ShutdownTrigger,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with local defaults, adjusted by `configure`.
+    pub fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        Self::try_start(configure).unwrap_or_else(|error| panic!("server failed to start: {error}"))
+    }
+
+    /// Like [`TestServer::start`], but returns the start-up error instead of panicking.
+    pub fn try_start(configure: impl FnOnce(&mut Config)) -> Result<Self, String> {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::local_defaults(data.path().to_path_buf());
+        config.workers = 2;
+        configure(&mut config);
+        agenticai_websocket::logging::init(config.log_format);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server = match Server::bind(config).await {
+                    Ok(server) => server,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(format!("{error:#}")));
+                        return Err(error);
+                    }
+                };
+                let _ = ready_tx.send(Ok((server.local_addr(), server.shutdown_trigger())));
+                server.run().await
+            })
+        });
+        let (addr, trigger) = ready_rx.recv_timeout(TIMEOUT).expect("server thread answered")?;
+        Ok(TestServer { addr, data_dir: data.path().to_path_buf(), trigger, thread: Some(thread), _data: data })
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Fires the drain and waits for the server to finish it.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        self.trigger.fire();
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    /// The Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http_url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body")
+    }
+
+    /// One sample of a metric (name with labels, exactly as exposed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` reaches `value` (metrics are updated by other actors, a moment later).
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let current = self.metric(series).await;
+            if current == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} is {current}, expected {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn publish(&self, body: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.http_url("/api/v1/publish"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /api/v1/publish")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A drain with no clients is immediate.
+        let _ = self.stop();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub connection_id: String,
+}
+
+impl Client {
+    /// Connects and reads the `connected` greeting.
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("WebSocket handshake");
+        let mut client = Client { stream, connection_id: String::new() };
+        let greeting = client.recv().await;
+        assert_eq!(greeting["type"], "connected", "{greeting}");
+        client.connection_id = greeting["connection_id"].as_str().expect("connection_id").to_owned();
+        client
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next frame, whatever it is; panics on close or timeout.
+    pub async fn next_message(&mut self) -> Message {
+        tokio::time::timeout(TIMEOUT, self.stream.next())
+            .await
+            .expect("a frame in time")
+            .expect("stream open")
+            .expect("valid frame")
+    }
+
+    /// The next text frame as JSON (control frames are skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match self.next_message().await {
+                Message::Text(text) => return serde_json::from_str(&text).expect("server sends JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until a frame of `kind` arrives; returns it (and drops what came before).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Sends a request and returns the next frame.
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.send(value).await;
+        self.recv().await
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.stream.next()).await.expect("close in time") {
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => panic!("connection failed before a close frame: {error}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(window, self.stream.next()).await {
+            panic!("expected silence, got {text}");
+        }
+    }
+}
+
+/// The AWS emulator: `MOTO_ENDPOINT` when the test command started one, else one started here
+/// (once per test binary) with `moto_server` from PyPI.
+pub fn moto_endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            ensure_dummy_credentials();
+            if let Ok(endpoint) = std::env::var("MOTO_ENDPOINT") {
+                return endpoint;
+            }
+            let (endpoint, child) = start_moto();
+            MOTO_CHILDREN.lock().unwrap().push(child);
+            endpoint
+        })
+        .clone()
+}
+
+static MOTO_CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// Starts a private moto server (for tests that stop it); returns its endpoint and process.
+pub fn start_moto() -> (String, Child) {
+    ensure_dummy_credentials();
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server is installed (pip install 'moto[server]'; scripts/test.sh does)");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start on {endpoint}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (endpoint, child)
+}
+
+/// moto accepts any credentials; the SDK wants some.
+fn ensure_dummy_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")] {
+            if std::env::var_os(name).is_none() {
+                // Set before any client reads the environment (first use of the emulator).
+                std::env::set_var(name, value);
+            }
+        }
+    });
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// SDK configuration against an emulator endpoint.
+pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    agenticai_websocket::aws::sdk_config("us-east-1", Some(endpoint)).await
+}
+
+/// Creates a queue with a unique name (FIFO when `fifo`); returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> String {
+    let mut name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut request = sqs.create_queue();
+    if fifo {
+        name.push_str(".fifo");
+        request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+    }
+    request.queue_name(name).send().await.expect("create queue").queue_url().expect("queue url").to_owned()
+}
+
+/// Every message on a queue (received and deleted), waiting up to `expected` messages.
+pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str, expected: usize) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while messages.len() < expected && Instant::now() < deadline {
+        let output = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for message in output.messages() {
+            if let Some(handle) = message.receipt_handle() {
+                sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.expect("delete");
+            }
+            messages.push(message.clone());
+        }
+    }
+    messages
+}
