@@ -63,7 +63,11 @@ impl Server {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let queue_urls = config.agent_queue_urls()?;
         let needs_aws = queue_urls.is_some() || config.table_name().is_some();
-        let sdk = if needs_aws { Some(crate::aws::sdk_config(&config.aws_region, config.aws_endpoint_url.as_deref()).await) } else { None };
+        let sdk = if needs_aws {
+            Some(crate::aws::sdk_config(&config.aws_region, config.aws_endpoint_url.as_deref()).await)
+        } else {
+            None
+        };
         let store = match (config.table_name(), &sdk) {
             (Some(table), Some(sdk)) => {
                 RecordStore::Dynamo(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()))

@@ -57,10 +57,7 @@ async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
     let mut client = Client::connect(&server.ws_url("/ws")).await;
 
     client.send_text("this is not json").await;
-    assert_eq!(
-        client.recv().await,
-        json!({"type": "error", "code": "invalid_json", "message": "Invalid JSON format"})
-    );
+    assert_eq!(client.recv().await, json!({"type": "error", "code": "invalid_json", "message": "Invalid JSON format"}));
     assert_eq!(
         client.request(json!({"action": "fly"})).await,
         json!({"type": "error", "code": "unknown_action", "message": "Unknown action: fly"})
@@ -75,7 +72,10 @@ async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
         (json!([1, 2, 3]), "invalid_request"),
         (json!({"action": "forward", "type": "dev", "message_id": "m"}), "invalid_project_id"),
         (json!({"action": "forward", "project_id": "p", "message_id": "m"}), "invalid_request"),
-        (json!({"action": "forward", "type": "marketing", "project_id": "p", "message_id": "m"}), "unknown_message_type"),
+        (
+            json!({"action": "forward", "type": "marketing", "project_id": "p", "message_id": "m"}),
+            "unknown_message_type",
+        ),
     ];
     for (request, code) in cases {
         let reply = client.request(request.clone()).await;
@@ -83,9 +83,8 @@ async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
         assert_eq!(reply["code"], code, "{request} -> {reply}");
         assert!(!reply["message"].as_str().unwrap().is_empty());
     }
-    let unknown_type = client
-        .request(json!({"action": "forward", "type": "sales", "project_id": "p", "message_id": "m"}))
-        .await;
+    let unknown_type =
+        client.request(json!({"action": "forward", "type": "sales", "project_id": "p", "message_id": "m"})).await;
     assert!(unknown_type["message"].as_str().unwrap().contains("accepted types: plan, planning, pm"));
 
     client.stream.send(Message::binary(vec![1, 2, 3])).await.unwrap();
@@ -175,6 +174,8 @@ async fn a_silent_peer_is_closed_after_the_timeout() {
 async fn invalid_project_on_the_url_is_refused_before_upgrading() {
     let server = TestServer::start(|_| {});
     let error = tokio_tungstenite::connect_async(server.ws_url("/ws?project_id=has%20space")).await.unwrap_err();
-    let tokio_tungstenite::tungstenite::Error::Http(response) = error else { panic!("expected an HTTP error: {error}") };
+    let tokio_tungstenite::tungstenite::Error::Http(response) = error else {
+        panic!("expected an HTTP error: {error}")
+    };
     assert_eq!(response.status(), 400);
 }

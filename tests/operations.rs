@@ -1,0 +1,138 @@
+//! Health, readiness and metrics endpoints; the drain on SIGTERM of the real binary.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{free_port, Client, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_ready_and_metrics_answer() {
+    let server = TestServer::start(|_| {});
+    let health = reqwest::get(server.http_url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "OK");
+    let ready = reqwest::get(server.http_url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let mut client = Client::connect(&server.ws_url("/ws?project_id=p")).await;
+    client.request(json!({"action": "ping"})).await;
+    client.send_text("{").await;
+    client.recv().await;
+    let text = server.metrics().await;
+    for series in [
+        "agenticai_ws_active_connections 1",
+        "agenticai_ws_connections_opened_total 1",
+        "agenticai_ws_subscriptions 1",
+        "agenticai_ws_projects 1",
+        "agenticai_ws_frames_in_total{action=\"ping\"} 1",
+        "agenticai_ws_frames_in_total{action=\"invalid\"} 1",
+        "agenticai_ws_frames_out_total{type=\"pong\"} 1",
+        "agenticai_ws_frames_out_total{type=\"connected\"} 1",
+        "agenticai_ws_errors_total{code=\"invalid_json\"} 1",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    for name in [
+        "agenticai_ws_process_resident_memory_bytes",
+        "agenticai_ws_process_open_fds",
+        "agenticai_ws_process_cpu_seconds_total",
+        "agenticai_ws_publish_fanout_size_bucket",
+        "agenticai_ws_slow_consumers_closed_total",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+}
+
+#[tokio::test]
+async fn start_up_refuses_partial_queue_configuration() {
+    let error = TestServer::try_start(|config| config.sqs_queue_url_pm = Some("http://127.0.0.1:1/q".into()))
+        .err()
+        .expect("start-up fails");
+    assert!(error.contains("SQS_QUEUE_URL_DEV") && error.contains("SQS_QUEUE_URL_OPS"), "{error}");
+}
+
+#[test]
+fn bad_environment_values_stop_start_up_naming_the_variable() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_agenticai-websocket")).env("WEBSOCKET_PORT", "eighty").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WEBSOCKET_PORT"), "{stderr}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in ["WEBSOCKET_HOST", "SQS_QUEUE_URL_OPS", "DYNAMODB_TABLE_NAME", "PUBLISH_API_KEYS", "DRAIN_SECONDS"]
+    {
+        assert!(help.contains(variable), "--help does not document {variable}");
+    }
+}
+
+/// SIGTERM: /ready turns 503, new connections are refused, in-flight forwards are confirmed,
+/// every client gets 1012 spread over the drain window, and the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
+        .env("WEBSOCKET_HOST", "127.0.0.1")
+        .env("WEBSOCKET_PORT", port.to_string())
+        .env("DATA_DIR", data.path())
+        .env("DRAIN_SECONDS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while reqwest::get(format!("http://{base}/ready")).await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(20), "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Client::connect(&format!("ws://{base}/ws?project_id=p")).await);
+    }
+    clients[0].send(json!({"action": "forward", "type": "qa", "message_id": "last-words", "project_id": "p"})).await;
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+
+    let mut became_unready = false;
+    for _ in 0..40 {
+        if let Ok(response) = reqwest::get(format!("http://{base}/ready")).await {
+            if response.status() == 503 {
+                became_unready = true;
+                let refused = tokio_tungstenite::connect_async(format!("ws://{base}/ws")).await;
+                assert!(refused.is_err(), "a new connection was accepted while draining");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(became_unready, "/ready never answered 503 during the drain");
+
+    let first = clients.remove(0);
+    let mut closes = Vec::new();
+    let mut first = first;
+    let confirmation = first.recv_type("forward_confirmed").await;
+    assert_eq!(confirmation["message_id"], "last-words");
+    assert_eq!(first.expect_close().await, 1012);
+    for mut client in clients {
+        assert_eq!(client.expect_close().await, 1012);
+        closes.push(signalled.elapsed());
+    }
+    let spread = closes.iter().max().unwrap().saturating_sub(*closes.iter().min().unwrap());
+    assert!(spread >= Duration::from_millis(500), "closes were not spread: {spread:?}");
+
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "drain took {:?}", signalled.elapsed());
+    let spooled = std::fs::read_to_string(data.path().join("spool/qa.jsonl")).unwrap();
+    assert!(spooled.contains("last-words"));
+}
