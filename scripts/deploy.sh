@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Deploys the gateway to ECS Fargate.
+#
+#   scripts/deploy.sh ENV [--dry-run] [--infra] [--region REGION]
+#
+#   ENV        dev | staging | prod
+#   --dry-run  print every command instead of running it (needs no AWS access, no docker: values
+#              that would come from AWS are shown as <PLACEHOLDERS>)
+#   --infra    also create/update the CloudFormation stacks: the platform stack before the image
+#              push, then the service stack with the new image tag (which registers the task
+#              definition revision and updates the service itself)
+#
+# Steps: ECR login, docker build, tag (timestamp, git revision, IMAGE_VERSION if set, latest), push,
+# register a new revision of the service's current task definition with the new image, update the
+# service, wait until it is stable, print the endpoint.
+#
+# Environment: AWS_REGION (us-east-1), PLATFORM_STACK (agenticai-platform-ENV), SERVICE_STACK
+# (agenticai-websocket-ENV), IMAGE_VERSION (extra tag, e.g. the release tag v1.2.3), SKIP_ECR_LOGIN=1
+# (already logged in, e.g. by aws-actions/amazon-ecr-login), plus the usual AWS credential variables.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+usage() {
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+ENV_NAME=""
+DRY_RUN=0
+INFRA=0
+REGION=${AWS_REGION:-us-east-1}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --infra) INFRA=1 ;;
+    --region) REGION=${2:?--region needs a value}; shift ;;
+    -h | --help) usage ;;
+    -*) echo "deploy: unknown option $1" >&2; usage ;;
+    *)
+      [ -z "$ENV_NAME" ] || usage
+      ENV_NAME=$1
+      ;;
+  esac
+  shift
+done
+case "$ENV_NAME" in
+  dev | staging | prod) ;;
+  *) echo "deploy: ENV must be dev, staging or prod" >&2; usage ;;
+esac
+
+PLATFORM_STACK=${PLATFORM_STACK:-agenticai-platform-$ENV_NAME}
+SERVICE_STACK=${SERVICE_STACK:-agenticai-websocket-$ENV_NAME}
+CLUSTER="agenticai-cluster-$ENV_NAME"
+SERVICE="agenticai-websocket-$ENV_NAME"
+FAMILY="agenticai-websocket-$ENV_NAME"
+TIMESTAMP=$(date -u +%Y%m%d%H%M%S)
+GIT_REV=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# run CMD...: runs it, or prints it (shell-quoted) under --dry-run.
+run() {
+  if [ "$DRY_RUN" -eq 1 ]; then
+    printf '+'
+    printf ' %q' "$@"
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+# capture VAR PLACEHOLDER CMD...: VAR=$(CMD...), or VAR=PLACEHOLDER after printing CMD under --dry-run.
+capture() {
+  local __var=$1 __placeholder=$2
+  shift 2
+  if [ "$DRY_RUN" -eq 1 ]; then
+    # shellcheck disable=SC2016 # a literal $( is printed
+    printf '+ %s=$(' "$__var"
+    printf '%q ' "$@"
+    printf ')\n'
+    printf -v "$__var" '%s' "$__placeholder"
+  else
+    printf -v "$__var" '%s' "$("$@")"
+  fi
+}
+
+say "deploy $SERVICE to $CLUSTER in $REGION (revision $GIT_REV, tag $TIMESTAMP)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"
+
+if [ "$INFRA" -eq 1 ]; then
+  say "platform stack $PLATFORM_STACK"
+  run aws cloudformation deploy --region "$REGION" --stack-name "$PLATFORM_STACK" \
+    --template-file cloudformation/platform.yaml \
+    --parameter-overrides "EnvironmentName=$ENV_NAME" \
+    --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset
+fi
+
+say "image"
+capture REPOSITORY_URI "<ACCOUNT_ID>.dkr.ecr.$REGION.amazonaws.com/agenticai-websocket-$ENV_NAME" \
+  aws cloudformation describe-stacks --region "$REGION" --stack-name "$PLATFORM_STACK" \
+  --query "Stacks[0].Outputs[?OutputKey=='EcrRepositoryUri'].OutputValue" --output text
+if [ -z "$REPOSITORY_URI" ] || [ "$REPOSITORY_URI" = None ]; then
+  echo "deploy: no EcrRepositoryUri output on stack $PLATFORM_STACK (deploy it first: --infra)" >&2
+  exit 1
+fi
+REGISTRY=${REPOSITORY_URI%%/*}
+TAGS=("$TIMESTAMP" "git-$GIT_REV")
+[ -n "${IMAGE_VERSION:-}" ] && TAGS+=("$IMAGE_VERSION")
+TAGS+=(latest)
+IMAGE="$REPOSITORY_URI:$TIMESTAMP"
+
+if [ "${SKIP_ECR_LOGIN:-0}" != 1 ]; then
+  if [ "$DRY_RUN" -eq 1 ]; then
+    printf '+ aws ecr get-login-password --region %q | docker login --username AWS --password-stdin %q\n' "$REGION" "$REGISTRY"
+  else
+    aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
+  fi
+fi
+
+tag_args=()
+for tag in "${TAGS[@]}"; do
+  tag_args+=(-t "$REPOSITORY_URI:$tag")
+done
+run docker build --pull --platform linux/amd64 \
+  --label "org.opencontainers.image.revision=$GIT_REV" \
+  --label "org.opencontainers.image.created=$TIMESTAMP" \
+  "${tag_args[@]}" .
+for tag in "${TAGS[@]}"; do
+  run docker push "$REPOSITORY_URI:$tag"
+done
+
+if [ "$INFRA" -eq 1 ]; then
+  # CloudFormation registers the task definition revision and updates the service, waiting for
+  # the deployment (circuit breaker with rollback) to finish.
+  say "service stack $SERVICE_STACK (ImageTag=$TIMESTAMP)"
+  run aws cloudformation deploy --region "$REGION" --stack-name "$SERVICE_STACK" \
+    --template-file cloudformation/service.yaml \
+    --parameter-overrides "EnvironmentName=$ENV_NAME" "PlatformStackName=$PLATFORM_STACK" "ImageTag=$TIMESTAMP" \
+    --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset
+else
+  say "task definition revision"
+  capture CURRENT_TASK_DEF "arn:aws:ecs:$REGION:<ACCOUNT_ID>:task-definition/$FAMILY:<CURRENT_REVISION>" \
+    aws ecs describe-services --region "$REGION" --cluster "$CLUSTER" --services "$SERVICE" \
+    --query 'services[0].taskDefinition' --output text
+  if [ -z "$CURRENT_TASK_DEF" ] || [ "$CURRENT_TASK_DEF" = None ]; then
+    echo "deploy: service $SERVICE not found in $CLUSTER (first deployment: use --infra)" >&2
+    exit 1
+  fi
+  if [ "$DRY_RUN" -eq 1 ]; then
+    printf '+ aws ecs describe-task-definition --region %q --task-definition %q --query taskDefinition --output json > current.json\n' \
+      "$REGION" "$CURRENT_TASK_DEF"
+    echo "+ python3 (keep the registrable fields of current.json, set the agenticai-websocket image to $IMAGE) > task-definition.json"
+  else
+    aws ecs describe-task-definition --region "$REGION" --task-definition "$CURRENT_TASK_DEF" \
+      --query taskDefinition --output json >"$WORK/current.json"
+    python3 - "$WORK/current.json" "$IMAGE" >"$WORK/task-definition.json" <<'PY'
+import json
+import sys
+
+current = json.load(open(sys.argv[1], encoding="utf-8"))
+registrable = {
+    "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
+    "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
+    "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform",
+}
+new = {k: v for k, v in current.items() if k in registrable}
+for container in new["containerDefinitions"]:
+    if container["name"] == "agenticai-websocket":
+        container["image"] = sys.argv[2]
+json.dump(new, sys.stdout, indent=2)
+PY
+  fi
+  capture NEW_TASK_DEF "arn:aws:ecs:$REGION:<ACCOUNT_ID>:task-definition/$FAMILY:<NEW_REVISION>" \
+    aws ecs register-task-definition --region "$REGION" --cli-input-json "file://$WORK/task-definition.json" \
+    --query taskDefinition.taskDefinitionArn --output text
+  echo "registered $NEW_TASK_DEF (previous: $CURRENT_TASK_DEF)"
+
+  say "update service"
+  run aws ecs update-service --region "$REGION" --cluster "$CLUSTER" --service "$SERVICE" \
+    --task-definition "$NEW_TASK_DEF" --query 'service.deployments[0].id' --output text
+  say "wait until stable"
+  run aws ecs wait services-stable --region "$REGION" --cluster "$CLUSTER" --services "$SERVICE"
+fi
+
+say "endpoint"
+capture ENDPOINT "<SERVICE_URL>" \
+  aws cloudformation describe-stacks --region "$REGION" --stack-name "$SERVICE_STACK" \
+  --query "Stacks[0].Outputs[?OutputKey=='ServiceUrl'].OutputValue" --output text
+echo "deployed $IMAGE to $SERVICE"
+echo "endpoint: $ENDPOINT"
+echo "check:    python3 scripts/integration_test.py $ENDPOINT"
+echo "rollback: scripts/rollback.sh $ENV_NAME"
