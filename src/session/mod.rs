@@ -424,8 +424,8 @@ impl Handler<WriterDone> for Session {
 
     fn handle(&mut self, msg: WriterDone, ctx: &mut Self::Context) {
         self.ending = Some(match msg.0 {
-            _ if self.connection_lost => Ending::Lost,
             _ if self.client_closed => Ending::Client,
+            _ if self.connection_lost => Ending::Lost,
             Some(code) => Ending::Server(code),
             None => Ending::Lost,
         });

@@ -1,1 +1,211 @@
-fn main() {}
+//! `loadtest`: a load generator for a running agenticai-websocket instance (loopback only).
+//!
+//! Scenarios (see `loadtest SCENARIO --help`):
+//! - `connect`: N subscribed connections at a given rate, held, verified, closed; connect rate,
+//!   failures by cause, server memory per connection and CPU.
+//! - `fanout`: S subscribers over K projects, publishers at a target rate (HTTP or WebSocket);
+//!   deliveries/s, delivery latency percentiles, lost and duplicated messages, server CPU per
+//!   delivery.
+//! - `forward`: C clients forwarding at a target rate; confirmed forwards/s, confirmation latency,
+//!   errors by code, SQS entries per batch; optionally a bare SDK client against the same
+//!   emulator for comparison (`bare-sqs` alone does only that part).
+//!
+//! Every run is bounded in count and in time. A live progress line goes to stderr, the summary to
+//! stdout (with `--json`, the JSON result goes to stdout and the summary to stderr). The exit
+//! status is 1 when anything was lost, duplicated or failed, 2 on a usage or set-up error.
+
+mod connect;
+mod fanout;
+mod forward;
+mod net;
+mod scrape;
+mod stats;
+
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "loadtest", version, about = "Load generator for agenticai-websocket (loopback targets only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N subscribed connections at a rate, hold them, verify each still receives, close.
+    Connect(connect::Args),
+    /// Subscribers over projects, publishers at a rate: throughput, latency, loss, duplicates.
+    Fanout(fanout::Args),
+    /// Clients forwarding to the agent queues: confirmed/s, latency, errors, entries per batch.
+    Forward(forward::Args),
+    /// A bare aws-sdk-sqs client sending 10-entry SendMessageBatch calls (the reference figure).
+    BareSqs(forward::BareArgs),
+    /// (internal) one child process of a multi-process `connect` run.
+    #[command(hide = true)]
+    ConnectWorker(connect::WorkerArgs),
+}
+
+/// Options every scenario has.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Common {
+    /// WebSocket URL of a running instance, e.g. ws://127.0.0.1:8080/ws. Repeat it to spread the
+    /// clients round-robin over several instances. Loopback addresses only.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// Prometheus URL(s) to scrape; default http://HOST:PORT/metrics of each distinct --url.
+    #[arg(long = "metrics-url")]
+    pub metrics_urls: Vec<String>,
+    /// Print the result as JSON on stdout (the human summary then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Spread client connections over this many source addresses, 127.0.0.2, 127.0.0.3, ...
+    /// (0: the kernel's choice, 127.0.0.1).
+    #[arg(long, default_value_t = 0)]
+    pub source_addrs: u8,
+    /// Seconds one connection attempt (TCP, upgrade, greeting) may take.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Bearer key for the publish API (needed when the server sets PUBLISH_API_KEYS).
+    #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Common {
+    pub fn targets(&self) -> anyhow::Result<Vec<net::Target>> {
+        self.urls.iter().map(|url| net::Target::parse(url)).collect()
+    }
+
+    pub fn metrics_urls(&self, targets: &[net::Target]) -> anyhow::Result<Vec<String>> {
+        let urls = if self.metrics_urls.is_empty() {
+            let mut urls: Vec<String> = targets.iter().map(|t| format!("{}/metrics", t.http_base())).collect();
+            urls.dedup();
+            urls.sort();
+            urls.dedup();
+            urls
+        } else {
+            self.metrics_urls.clone()
+        };
+        for url in &urls {
+            net::check_http_url(url)?;
+        }
+        Ok(urls)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout.max(0.1))
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The live progress line: `line()` every second on stderr, until the handle is dropped.
+pub struct Progress {
+    task: Option<tokio::task::JoinHandle<()>>,
+    tty: bool,
+}
+
+impl Progress {
+    pub fn start<F>(quiet: bool, line: F) -> Progress
+    where
+        F: Fn(f64) -> String + Send + Sync + 'static,
+    {
+        let tty = std::io::stderr().is_terminal();
+        if quiet {
+            return Progress { task: None, tty };
+        }
+        let line = Arc::new(line);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            ticker.tick().await;
+            // Bounded by the scenario, which drops (aborts) it; and by this cap.
+            for _ in 0..86_400 {
+                ticker.tick().await;
+                let text = line(started.elapsed().as_secs_f64());
+                let mut err = std::io::stderr().lock();
+                if tty {
+                    let _ = write!(err, "\r\x1b[2K{text}");
+                } else {
+                    let _ = writeln!(err, "{text}");
+                }
+                let _ = err.flush();
+            }
+        });
+        Progress { task: Some(task), tty }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            if self.tty {
+                eprint!("\r\x1b[2K");
+            }
+        }
+    }
+}
+
+/// Prints the result and picks the exit status.
+pub fn finish(json: bool, human: &str, value: &serde_json::Value, ok: bool) -> ExitCode {
+    if json {
+        eprintln!("{human}");
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{human}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("loadtest: FAILED (see the failures above)");
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let nofile = net::raise_nofile();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadtest: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Connect(args) => connect::run(args, nofile).await,
+            Command::ConnectWorker(args) => connect::worker_main(args).await,
+            Command::Fanout(args) => fanout::run(args, nofile).await,
+            Command::Forward(args) => forward::run(args).await,
+            Command::BareSqs(args) => forward::run_bare(args).await,
+        }
+    });
+    // Connections still open are dropped with the runtime, without waiting on the peers.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("loadtest: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, then
+#   1. cargo fmt --check, cargo clippy --all-targets -D warnings
+#   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
+#      cargo-tarpaulin, failing under 80% line coverage of the server code
+#   3. the release binary: the endpoint integration test, the container smoke test, the
+#      load-test smoke, the platform stack created in moto's CloudFormation and used for real
+#   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
+#
+# Usage: scripts/test.sh            (what .ci/run and the README run)
+# Environment: TOOLS_DIR (.tools), COVERAGE_MIN (80), SKIP_COVERAGE=1 runs plain cargo test.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+TOOLS_DIR=${TOOLS_DIR:-$ROOT/.tools}
+COVERAGE_MIN=${COVERAGE_MIN:-80}
+AWS_VENV="$TOOLS_DIR/aws-venv"
+MOTO_PIN="moto[server]==5.2.5"
+TARPAULIN_VERSION=0.35.2
+export CARGO_TERM_COLOR=never
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$SECONDS
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+step "installing test tools"
+mkdir -p "$TOOLS_DIR"
+if [ ! -x "$AWS_VENV/bin/moto_server" ]; then
+  python3 -m venv "$AWS_VENV"
+  "$AWS_VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/requirements.txt
+fi
+"$AWS_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+export PATH="$AWS_VENV/bin:$PATH"
+if [ -z "${SKIP_COVERAGE:-}" ] && ! cargo tarpaulin --version 2>/dev/null | grep -q "$TARPAULIN_VERSION"; then
+  cargo install --locked --quiet cargo-tarpaulin --version "$TARPAULIN_VERSION"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "starting the AWS emulator (moto) on 127.0.0.1"
+moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$moto_port" >"$TOOLS_DIR/moto-tests.log" 2>&1 &
+pids+=($!)
+export MOTO_ENDPOINT="http://127.0.0.1:$moto_port"
+for _ in $(seq 100); do
+  python3 -c "import urllib.request; urllib.request.urlopen('$MOTO_ENDPOINT/', timeout=1)" 2>/dev/null && break
+  sleep 0.2
+done
+
+export RUST_LOG=${RUST_LOG:-warn}
+if [ -n "${SKIP_COVERAGE:-}" ]; then
+  step "unit and integration tests"
+  cargo test --locked --all-targets
+else
+  step "unit and integration tests, with line coverage (fails under ${COVERAGE_MIN}%)"
+  cargo tarpaulin --engine ptrace --locked --skip-clean --all-targets \
+    --exclude-files 'src/bin/*' --exclude-files 'tests/*' \
+    --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
+fi
+
+step "release build"
+cargo build --release --locked --bins
+BIN="$ROOT/target/release/agenticai-websocket"
+
+step "endpoint integration test against a local server"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+data_dir=$(mktemp -d)
+WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$port DATA_DIR=$data_dir "$BIN" >"$data_dir/server.log" 2>&1 &
+server_pid=$!
+pids+=("$server_pid")
+python3 - "$port" <<'PY'
+import socket, sys, time
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); break
+    except OSError:
+        time.sleep(0.05)
+PY
+python3 scripts/integration_test.py "ws://127.0.0.1:$port" --publish-open
+kill -TERM "$server_pid"
+wait "$server_pid"
+
+step "container smoke test (the image's user and environment)"
+bash scripts/run-image-smoke.sh "$BIN"
+
+step "load-test smoke (correctness of every scenario)"
+bash scripts/loadtest-smoke.sh
+
+step "platform stack in moto's CloudFormation, then one forward per queue through it"
+bash scripts/cfn-stack-test.sh "$BIN"
+
+step "infrastructure linters"
+bash scripts/check-infra.sh
+
+step "all checks passed in $((SECONDS - started)) s"

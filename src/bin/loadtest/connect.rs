@@ -1,0 +1,538 @@
+//! `connect`: open N connections (each subscribed to one of K projects by `?project_id=`) at a
+//! rate, hold them, check every one still receives (one publication per project through the
+//! publish API), close them; report the connect rate, failures by cause and the server's memory
+//! and CPU from `/metrics`.
+//!
+//! One process holds at most ~19,900 sockets (RLIMIT_NOFILE 20,000 here), so a large run is
+//! spread over child processes (`--processes`, by default one per 15,000 connections): each
+//! re-executes this binary as `connect-worker`, opens its share and reports JSON lines on its
+//! stdout; this process coordinates, scrapes the server and publishes the check messages.
+
+use std::{
+    collections::BTreeMap,
+    process::{ExitCode, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::{io::AsyncBufReadExt, sync::mpsc, task::JoinSet};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    net::{self, Target},
+    scrape::{self, Sample},
+    stats::{self, Causes},
+    Common, Progress,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open in all.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Projects the connections subscribe to (connection i to project i mod K).
+    #[arg(long, default_value_t = 10)]
+    pub projects: usize,
+    /// New connections per second over all processes (0: as fast as --concurrency allows).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Connection attempts in flight at once, per process.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Seconds to hold the connections once all are open.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+    /// Client processes (0: one per 15,000 connections).
+    #[arg(long, default_value_t = 0)]
+    pub processes: usize,
+    /// Longest the opening may take, in seconds; what is not open by then counts as failed.
+    #[arg(long, default_value_t = 120.0)]
+    pub max_ramp: f64,
+}
+
+/// One process's share of a run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long)]
+    pub worker_index: usize,
+    #[arg(long)]
+    pub worker_count: usize,
+    #[arg(long)]
+    pub connections: usize,
+    #[arg(long)]
+    pub projects: usize,
+    /// This process's rate (connections/s; 0 = unlimited).
+    #[arg(long)]
+    pub rate: f64,
+    #[arg(long)]
+    pub concurrency: usize,
+    #[arg(long)]
+    pub run_id: String,
+    #[arg(long)]
+    pub max_ramp: f64,
+    /// Hard bound of the whole worker, seconds.
+    #[arg(long)]
+    pub max_seconds: f64,
+}
+
+/// What a worker reports.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event {
+    Progress { worker: usize, attempted: u64, connected: u64, failed: u64, dropped: u64, verified: u64 },
+    Ramped { worker: usize, start_ns: u64, end_ns: u64, connected: u64, failed: u64 },
+    Done { worker: usize, connected: u64, verified: u64, dropped: u64, failures: Causes, handshake: Vec<(u64, u64)> },
+}
+
+#[derive(Default)]
+struct Counters {
+    attempted: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    verified: AtomicU64,
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+}
+
+pub fn project_id(run_id: &str, index: usize, projects: usize) -> String {
+    format!("lt-{run_id}-{}", index % projects.max(1))
+}
+
+/// A child process: runs its share, reports JSON lines on stdout.
+pub async fn worker_main(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let work = tokio::spawn(worker(args, tx));
+    let mut out = std::io::stdout();
+    while let Some(event) = rx.recv().await {
+        use std::io::Write;
+        let _ = writeln!(out, "{}", serde_json::to_string(&event)?);
+        let _ = out.flush();
+    }
+    work.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(args: WorkerArgs, events: mpsc::UnboundedSender<Event>) -> anyhow::Result<()> {
+    let targets = Arc::new(args.common.targets()?);
+    let me = args.worker_index;
+    let count = args.worker_count.max(1);
+    let mine: Vec<usize> = (me..args.connections).step_by(count).collect();
+    let counters = Arc::new(Counters::default());
+    let failures = Arc::new(Mutex::new(Causes::new()));
+    let handshake = Arc::new(Mutex::new(stats::histogram()));
+    let started = Instant::now();
+    let hard_deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.max_seconds);
+    let ramp_deadline = started + Duration::from_secs_f64(args.max_ramp);
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let timeout = args.common.connect_timeout();
+
+    let reporter = {
+        let (counters, events) = (counters.clone(), events.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                ticker.tick().await;
+                let event = Event::Progress {
+                    worker: me,
+                    attempted: counters.attempted.load(Relaxed),
+                    connected: counters.connected.load(Relaxed),
+                    failed: counters.failed.load(Relaxed),
+                    dropped: counters.dropped.load(Relaxed),
+                    verified: counters.verified.load(Relaxed),
+                };
+                if events.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let mut tasks = JoinSet::new();
+    let marker = Arc::<str>::from(args.run_id.as_str());
+    let mut not_attempted = 0u64;
+    for (j, &global) in mine.iter().enumerate() {
+        if args.rate > 0.0 {
+            tokio::time::sleep_until((started + Duration::from_secs_f64(j as f64 / args.rate)).into()).await;
+        }
+        if Instant::now() > ramp_deadline {
+            not_attempted = (mine.len() - j) as u64;
+            break;
+        }
+        let permit = limit.clone().acquire_owned().await?;
+        let target = targets[global % targets.len()].clone();
+        let url = target.ws_url(Some(&project_id(&args.run_id, global, args.projects)));
+        let source = net::source_addr(global, args.common.source_addrs);
+        let (counters, failures, handshake, marker) =
+            (counters.clone(), failures.clone(), handshake.clone(), marker.clone());
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let _ = counters.first_ns.compare_exchange(0, stats::now_ns(), Relaxed, Relaxed);
+            counters.attempted.fetch_add(1, Relaxed);
+            let opened = net::open(&target, &url, source, timeout).await;
+            counters.last_ns.fetch_max(stats::now_ns(), Relaxed);
+            drop(permit);
+            let mut ws = match opened {
+                Ok(ws) => ws,
+                Err(cause) => {
+                    counters.failed.fetch_add(1, Relaxed);
+                    stats::bump(&mut failures.lock().unwrap(), &cause, 1);
+                    return;
+                }
+            };
+            stats::record(&mut handshake.lock().unwrap(), t0.elapsed().as_micros() as u64);
+            counters.connected.fetch_add(1, Relaxed);
+            // Hold: answer pings (tungstenite does on read), wait for the check message.
+            let outcome = loop {
+                let next = tokio::time::timeout_at(hard_deadline, ws.next()).await;
+                match next {
+                    Err(_) => break Err("verify_timeout".to_owned()),
+                    Ok(Some(Ok(Message::Text(text)))) if text.contains(&*marker) => break Ok(()),
+                    Ok(Some(Ok(Message::Close(frame)))) => {
+                        break Err(format!("dropped_close_{}", net::close_code(&Message::Close(frame))))
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(error))) => break Err(net::ws_cause("dropped", &error)),
+                    Ok(None) => break Err("dropped_eof".to_owned()),
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    counters.verified.fetch_add(1, Relaxed);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        let _ = ws.send(Message::Close(None)).await;
+                        // Until the server's close answer (bounded by the timeout).
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                }
+                Err(cause) => {
+                    counters.dropped.fetch_add(1, Relaxed);
+                    stats::bump(&mut failures.lock().unwrap(), &cause, 1);
+                }
+            }
+        });
+    }
+    if not_attempted > 0 {
+        stats::bump(&mut failures.lock().unwrap(), "not_attempted_ramp_timeout", not_attempted);
+        counters.failed.fetch_add(not_attempted, Relaxed);
+    }
+    // Ramp done when every attempt has an outcome.
+    let attempts = (mine.len() as u64).saturating_sub(not_attempted);
+    while counters.connected.load(Relaxed) + counters.failed.load(Relaxed) - not_attempted < attempts
+        && tokio::time::Instant::now() < hard_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = events.send(Event::Ramped {
+        worker: me,
+        start_ns: counters.first_ns.load(Relaxed),
+        end_ns: counters.last_ns.load(Relaxed),
+        connected: counters.connected.load(Relaxed),
+        failed: counters.failed.load(Relaxed),
+    });
+    while tasks.join_next().await.is_some() {}
+    reporter.abort();
+    let failures = failures.lock().unwrap().clone();
+    let handshake = stats::to_pairs(&handshake.lock().unwrap());
+    let _ = events.send(Event::Done {
+        worker: me,
+        connected: counters.connected.load(Relaxed),
+        verified: counters.verified.load(Relaxed),
+        dropped: counters.dropped.load(Relaxed),
+        failures,
+        handshake,
+    });
+    Ok(())
+}
+
+/// What the coordinator knows so far.
+#[derive(Default)]
+struct Agg {
+    progress: BTreeMap<usize, (u64, u64, u64, u64, u64)>,
+    ramped: BTreeMap<usize, (u64, u64)>,
+    done: BTreeMap<usize, (u64, u64, u64)>,
+    failures: Causes,
+    handshake: Vec<(u64, u64)>,
+    lost_workers: usize,
+}
+
+impl Agg {
+    fn totals(&self) -> (u64, u64, u64, u64, u64) {
+        self.progress.values().fold((0, 0, 0, 0, 0), |a, p| (a.0 + p.0, a.1 + p.1, a.2 + p.2, a.3 + p.3, a.4 + p.4))
+    }
+
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::Progress { worker, attempted, connected, failed, dropped, verified } => {
+                self.progress.insert(worker, (attempted, connected, failed, dropped, verified));
+            }
+            Event::Ramped { worker, start_ns, end_ns, .. } => {
+                self.ramped.insert(worker, (start_ns, end_ns));
+            }
+            Event::Done { worker, connected, verified, dropped, failures, handshake } => {
+                let attempted = self.progress.get(&worker).map_or(0, |p| p.0);
+                let failed = failures.values().sum::<u64>() - dropped;
+                self.progress.insert(worker, (attempted, connected, failed, dropped, verified));
+                self.done.insert(worker, (connected, verified, dropped));
+                stats::merge(&mut self.failures, &failures);
+                self.handshake.extend(handshake);
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.connections > 0 && args.projects > 0, "--connections and --projects must be positive");
+    let targets = args.common.targets()?;
+    let metrics_urls = args.common.metrics_urls(&targets)?;
+    let http = crate::http_client();
+    let processes = if args.processes == 0 { args.connections.div_ceil(15_000) } else { args.processes }.max(1);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let max_seconds = args.max_ramp + args.hold + 60.0;
+    let before = scrape::scrape(&http, &metrics_urls).await;
+    let agg = Arc::new(Mutex::new(Agg::default()));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let mut children = Vec::new();
+    let per_rate = args.rate / processes as f64;
+    if processes == 1 {
+        let worker_args = WorkerArgs {
+            common: args.common.clone(),
+            worker_index: 0,
+            worker_count: 1,
+            connections: args.connections,
+            projects: args.projects,
+            rate: per_rate,
+            concurrency: args.concurrency,
+            run_id: run_id.clone(),
+            max_ramp: args.max_ramp,
+            max_seconds,
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(error) = worker(worker_args, tx).await {
+                eprintln!("loadtest: worker: {error:#}");
+            }
+        });
+    } else {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        for index in 0..processes {
+            let mut command = tokio::process::Command::new(&exe);
+            command.arg("connect-worker");
+            for url in &args.common.urls {
+                command.arg("--url").arg(url);
+            }
+            command
+                .arg("--source-addrs")
+                .arg(args.common.source_addrs.to_string())
+                .arg("--connect-timeout")
+                .arg(args.common.connect_timeout.to_string())
+                .arg("--worker-index")
+                .arg(index.to_string())
+                .arg("--worker-count")
+                .arg(processes.to_string())
+                .arg("--connections")
+                .arg(args.connections.to_string())
+                .arg("--projects")
+                .arg(args.projects.to_string())
+                .arg("--rate")
+                .arg(per_rate.to_string())
+                .arg("--concurrency")
+                .arg(args.concurrency.to_string())
+                .arg("--run-id")
+                .arg(&run_id)
+                .arg("--max-ramp")
+                .arg(args.max_ramp.to_string())
+                .arg("--max-seconds")
+                .arg(max_seconds.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            let mut child = command.spawn().context("starting a worker process")?;
+            let stdout = child.stdout.take().context("worker stdout")?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(event) = serde_json::from_str::<Event>(&line) {
+                        if tx.send(event).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            children.push(child);
+        }
+    }
+    drop(tx);
+    let collector = {
+        let agg = agg.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                agg.lock().unwrap().take(event);
+            }
+        })
+    };
+    let _progress = {
+        let agg = agg.clone();
+        let total = args.connections;
+        Progress::start(args.common.quiet, move |elapsed| {
+            let agg = agg.lock().unwrap();
+            let (attempted, connected, failed, dropped, verified) = agg.totals();
+            let open = connected.saturating_sub(dropped).saturating_sub(verified);
+            format!(
+                "connect {elapsed:>5.0}s attempted {attempted}/{total} open {open} failed {failed} dropped {dropped} verified {verified}"
+            )
+        })
+    };
+    let started = Instant::now();
+    let bound = started + Duration::from_secs_f64(max_seconds + 10.0);
+    // 1. The ramp: until every process has opened its share.
+    while agg.lock().unwrap().ramped.len() < processes && Instant::now() < bound && !collector.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ramped_at = Instant::now();
+    let at_ramp = scrape::scrape(&http, &metrics_urls).await;
+    // 2. The hold; memory sampled after a settle and then every 5 s, the largest kept.
+    let hold = Duration::from_secs_f64(args.hold.max(0.0));
+    let hold_end = ramped_at + hold;
+    tokio::time::sleep(hold.min(Duration::from_secs(2))).await;
+    let mut held = scrape::scrape(&http, &metrics_urls).await;
+    while Instant::now() + Duration::from_secs(5) < hold_end {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let sample = scrape::scrape(&http, &metrics_urls).await;
+        if sample.get(scrape::RSS) > held.get(scrape::RSS) {
+            held = sample;
+        }
+    }
+    tokio::time::sleep_until(hold_end.into()).await;
+    let held_for = ramped_at.elapsed().as_secs_f64();
+    // 3. The check: one publication per project, through each instance's publish API.
+    let mut reported_subscribers = 0u64;
+    let mut publish_errors = Causes::new();
+    let mut bases: Vec<String> = targets.iter().map(Target::http_base).collect();
+    bases.sort();
+    bases.dedup();
+    for base in &bases {
+        for k in 0..args.projects {
+            let body = json!({"project_id": project_id(&run_id, k, args.projects), "type": "loadtest_verify", "data": {"verify": run_id}});
+            match crate::fanout::http_publish(&http, base, args.common.api_key.as_deref(), &body).await {
+                Ok(subscribers) => reported_subscribers += subscribers,
+                Err(cause) => stats::bump(&mut publish_errors, &cause, 1),
+            }
+        }
+    }
+    // 4. Every process finishes (bounded).
+    while agg.lock().unwrap().done.len() < processes && Instant::now() < bound && !collector.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = scrape::scrape(&http, &metrics_urls).await;
+    drop(_progress);
+
+    let mut agg = std::mem::take(&mut *agg.lock().unwrap());
+    agg.lost_workers = processes - agg.done.len();
+    let (attempted, connected, _failed, dropped, verified) = agg.totals();
+    let connect_failures: u64 = agg
+        .failures
+        .iter()
+        .filter(|(cause, _)| !cause.starts_with("dropped") && *cause != "verify_timeout")
+        .map(|(_, n)| n)
+        .sum();
+    let start_ns = agg.ramped.values().map(|r| r.0).filter(|&ns| ns > 0).min().unwrap_or(0);
+    let end_ns = agg.ramped.values().map(|r| r.1).max().unwrap_or(0);
+    let ramp_seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let connect_rate = if ramp_seconds > 0.0 { connected as f64 / ramp_seconds } else { 0.0 };
+    let mut handshake = stats::histogram();
+    stats::add_pairs(&mut handshake, &agg.handshake);
+    let handshake = stats::percentiles(&handshake);
+    let rss_before = before.get(scrape::RSS);
+    let rss_held = held.get(scrape::RSS);
+    let per_connection = (connected > 0 && before.ok && held.ok).then(|| (rss_held - rss_before) / connected as f64);
+    let cpu_total = scrape::delta(&before, &after, scrape::CPU);
+    let cpu_ramp = scrape::delta(&before, &at_ramp, scrape::CPU);
+    let closed = scrape::closed_by_code(&before, &after);
+    let mut failures = agg.failures.clone();
+    stats::merge(&mut failures, &publish_errors.iter().map(|(k, v)| (format!("verify_publish_{k}"), *v)).collect());
+    if agg.lost_workers > 0 {
+        stats::bump(&mut failures, "worker_process_lost", agg.lost_workers as u64);
+    }
+    let ok = connected == args.connections as u64
+        && verified == connected
+        && dropped == 0
+        && failures.is_empty()
+        && reported_subscribers == connected;
+
+    let value = json!({
+        "scenario": "connect",
+        "ok": ok,
+        "connections": args.connections,
+        "projects": args.projects,
+        "processes": processes,
+        "source_addrs": args.common.source_addrs,
+        "target_rate": args.rate,
+        "nofile_limit": nofile,
+        "attempted": attempted,
+        "connected": connected,
+        "failed": connect_failures,
+        "dropped_during_hold": dropped,
+        "verified": verified,
+        "verify_subscribers_reported": reported_subscribers,
+        "failures": failures,
+        "ramp_seconds": ramp_seconds,
+        "connect_rate_per_s": connect_rate,
+        "handshake_latency": handshake,
+        "held_seconds": held_for,
+        "server": {
+            "metrics_ok": before.ok && after.ok,
+            "rss_before_bytes": rss_before,
+            "rss_held_bytes": rss_held,
+            "rss_after_bytes": after.get(scrape::RSS),
+            "rss_bytes_per_connection": per_connection,
+            "active_connections_held": held.get(scrape::ACTIVE),
+            "open_fds_held": held.get(scrape::FDS),
+            "cpu_seconds_run": cpu_total,
+            "cpu_seconds_ramp": cpu_ramp,
+            "cpu_us_per_connection_ramp": (connected > 0).then(|| cpu_ramp * 1e6 / connected as f64),
+            "closed_by_code": closed,
+        },
+    });
+    let human = format!(
+        "connect: {connected}/{} connected over {} process(es) in {ramp_seconds:.2}s = {connect_rate:.0} conn/s; failed {connect_failures}, dropped during hold {dropped}, verified {verified} (server reported {reported_subscribers} subscribers)\n\
+         failures: {}\n\
+         handshake latency: {}\n\
+         held {held_for:.1}s; server RSS {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
+         server CPU: {cpu_total:.2}s over the run, {cpu_ramp:.2}s during the ramp\n\
+         server closes: {}",
+        args.connections,
+        processes,
+        stats::causes_line(&failures),
+        handshake.line(),
+        rss_before / 1048576.0,
+        rss_held / 1048576.0,
+        after.get(scrape::RSS) / 1048576.0,
+        per_connection.map_or("unknown".to_owned(), |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
+        held.get(scrape::ACTIVE),
+        held.get(scrape::FDS),
+        stats::causes_line(&closed),
+    );
+    Ok(crate::finish(args.common.json, &human, &value, ok))
+}
+
+#[allow(dead_code)]
+fn _sample_is_used(_: &Sample) {}

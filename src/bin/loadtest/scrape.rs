@@ -1,0 +1,87 @@
+//! Scraping the servers' `GET /metrics` (Prometheus text) and comparing two samples.
+
+use std::collections::BTreeMap;
+
+/// One scrape of every server, each series summed over the servers.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub series: BTreeMap<String, f64>,
+    pub ok: bool,
+}
+
+impl Sample {
+    /// A series by its exact text (`name` or `name{label="x"}`); 0 when absent.
+    pub fn get(&self, key: &str) -> f64 {
+        self.series.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// Every series of a labelled metric: label text -> value.
+    pub fn labelled(&self, name: &str) -> BTreeMap<String, f64> {
+        let prefix = format!("{name}{{");
+        self.series
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix(&prefix).map(|labels| (labels.trim_end_matches('}').to_owned(), *value))
+            })
+            .collect()
+    }
+}
+
+pub const RSS: &str = "agenticai_ws_process_resident_memory_bytes";
+pub const CPU: &str = "agenticai_ws_process_cpu_seconds_total";
+pub const FDS: &str = "agenticai_ws_process_open_fds";
+pub const ACTIVE: &str = "agenticai_ws_active_connections";
+pub const DELIVERIES: &str = "agenticai_ws_deliveries_total";
+pub const BATCH_SUM: &str = "agenticai_ws_sqs_batch_entries_sum";
+pub const BATCH_COUNT: &str = "agenticai_ws_sqs_batch_entries_count";
+pub const SLOW_CLOSED: &str = "agenticai_ws_slow_consumers_closed_total";
+pub const CLOSED: &str = "agenticai_ws_connections_closed_total";
+
+/// Scrapes every URL; a server that does not answer leaves `ok` false (the figures that need it
+/// are then reported as unknown, the run goes on).
+pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
+    let mut sample = Sample { ok: true, ..Sample::default() };
+    for url in urls {
+        let text = match client.get(url).send().await {
+            Ok(response) if response.status().is_success() => response.text().await.ok(),
+            _ => None,
+        };
+        let Some(text) = text else {
+            sample.ok = false;
+            continue;
+        };
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            *sample.series.entry(key.to_owned()).or_default() += value;
+        }
+    }
+    sample
+}
+
+/// `after - before` of one series.
+pub fn delta(before: &Sample, after: &Sample, key: &str) -> f64 {
+    after.get(key) - before.get(key)
+}
+
+/// Entries per SendMessageBatch call between two samples (None when there was no call).
+pub fn entries_per_batch(before: &Sample, after: &Sample) -> Option<f64> {
+    let calls = delta(before, after, BATCH_COUNT);
+    (calls > 0.0).then(|| delta(before, after, BATCH_SUM) / calls)
+}
+
+/// Increase of each `connections_closed_total{code=...}` series.
+pub fn closed_by_code(before: &Sample, after: &Sample) -> BTreeMap<String, u64> {
+    let old = before.labelled(CLOSED);
+    after
+        .labelled(CLOSED)
+        .into_iter()
+        .filter_map(|(labels, value)| {
+            let grown = value - old.get(&labels).copied().unwrap_or(0.0);
+            (grown > 0.0).then(|| (labels.trim_start_matches("code=").trim_matches('"').to_owned(), grown as u64))
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+//! Forwarding to SQS over the real AWS wire protocol, against the moto emulator.
+
+mod common;
+
+use std::{collections::HashSet, time::Duration};
+
+use agenticai_websocket::config::Config;
+use common::{aws_config, create_queue, drain_queue, moto_endpoint, Client, TestServer};
+use serde_json::{json, Value};
+
+struct Queues {
+    sqs: aws_sdk_sqs::Client,
+    pm: String,
+    dev: String,
+    qa: String,
+    ops: String,
+}
+
+impl Queues {
+    async fn create(endpoint: &str, fifo: bool) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(&aws_config(endpoint).await);
+        Queues {
+            pm: create_queue(&sqs, "pm", fifo).await,
+            dev: create_queue(&sqs, "dev", fifo).await,
+            qa: create_queue(&sqs, "qa", fifo).await,
+            ops: create_queue(&sqs, "ops", fifo).await,
+            sqs,
+        }
+    }
+
+    fn configure(&self, config: &mut Config, endpoint: &str) {
+        config.aws_endpoint_url = Some(endpoint.to_owned());
+        config.sqs_queue_url_pm = Some(self.pm.clone());
+        config.sqs_queue_url_dev = Some(self.dev.clone());
+        config.sqs_queue_url_qa = Some(self.qa.clone());
+        config.sqs_queue_url_ops = Some(self.ops.clone());
+    }
+}
+
+fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
+    message
+        .message_attributes()
+        .and_then(|attributes| attributes.get(name))
+        .and_then(|value| value.string_value())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn every_route_lands_in_its_queue_with_the_attributes() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let server = TestServer::start(|config| queues.configure(config, &endpoint));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let routes = [
+        ("plan", &queues.pm),
+        ("Planning", &queues.pm),
+        ("PM", &queues.pm),
+        ("code", &queues.dev),
+        ("develop", &queues.dev),
+        ("dev", &queues.dev),
+        ("test", &queues.qa),
+        ("qa", &queues.qa),
+        ("quality", &queues.qa),
+        ("deploy", &queues.ops),
+        ("ops", &queues.ops),
+        ("OPERATIONS", &queues.ops),
+    ];
+    for (kind, _) in routes {
+        let message_id = format!("m-{kind}");
+        client
+            .send(json!({"action": "forward", "type": kind, "message_id": message_id, "project_id": "proj-9", "data": {"task": kind}}))
+            .await;
+    }
+    let mut confirmed = HashSet::new();
+    for _ in routes {
+        let reply = client.recv().await;
+        assert_eq!(reply["type"], "forward_confirmed", "{reply}");
+        assert!(!reply["sqs_message_id"].as_str().unwrap().is_empty());
+        confirmed.insert(reply["message_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(confirmed.len(), routes.len());
+
+    for url in [&queues.pm, &queues.dev, &queues.qa, &queues.ops] {
+        let messages = drain_queue(&queues.sqs, url, 3).await;
+        assert_eq!(messages.len(), 3, "queue {url}");
+        for message in messages {
+            let kind = attribute(&message, "MessageType");
+            let expected_url = routes.iter().find(|(k, _)| *k == kind).map(|(_, url)| *url).unwrap();
+            assert_eq!(expected_url, url, "{kind} went to the wrong queue");
+            assert_eq!(attribute(&message, "ProjectId"), "proj-9");
+            assert_eq!(attribute(&message, "MessageId"), format!("m-{kind}"));
+            assert!(chrono::DateTime::parse_from_rfc3339(&attribute(&message, "Timestamp")).is_ok());
+            let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            assert_eq!(body["action"], "forward");
+            assert_eq!(body["data"], json!({"task": kind}));
+            assert_eq!(body["gateway"]["connection_id"], client.connection_id.as_str());
+            assert!(body["gateway"]["received_at"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_forwards_from_twenty_clients_arrive_exactly_once_in_full_batches() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let server = TestServer::start(|config| queues.configure(config, &endpoint));
+    let roles = ["pm", "dev", "qa", "ops"];
+    let mut tasks = Vec::new();
+    for client_index in 0..20 {
+        let url = server.ws_url("/ws");
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url).await;
+            for n in 0..50 {
+                let role = roles[(client_index + n) % roles.len()];
+                client
+                    .send(json!({"action": "forward", "type": role, "message_id": format!("c{client_index}-{n}"), "project_id": "bulk", "data": {"n": n}}))
+                    .await;
+            }
+            let mut confirmed = Vec::new();
+            while confirmed.len() < 50 {
+                let reply = client.recv().await;
+                assert_eq!(reply["type"], "forward_confirmed", "{reply}");
+                confirmed.push(reply["message_id"].as_str().unwrap().to_owned());
+            }
+            confirmed
+        }));
+    }
+    let mut confirmed = HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(confirmed.insert(id), "confirmed twice");
+        }
+    }
+    assert_eq!(confirmed.len(), 1000);
+
+    let mut received = HashSet::new();
+    for url in [&queues.pm, &queues.dev, &queues.qa, &queues.ops] {
+        for message in drain_queue(&queues.sqs, url, 250).await {
+            assert!(received.insert(attribute(&message, "MessageId")), "delivered twice");
+        }
+    }
+    assert_eq!(received, confirmed);
+    let calls = server.metric("agenticai_ws_sqs_batch_entries_count").await;
+    let entries = server.metric("agenticai_ws_sqs_batch_entries_sum").await;
+    assert_eq!(entries, 1000.0);
+    assert!(entries / calls >= 8.0, "only {:.1} entries per SendMessageBatch call", entries / calls);
+}
+
+#[tokio::test]
+async fn fifo_queues_get_group_and_deduplication_ids_and_keep_order() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, true).await;
+    let server = TestServer::start(|config| queues.configure(config, &endpoint));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    for n in 0..15 {
+        client
+            .send(json!({"action": "forward", "type": "dev", "message_id": format!("f{n}"), "project_id": "ordered"}))
+            .await;
+    }
+    for _ in 0..15 {
+        assert_eq!(client.recv().await["type"], "forward_confirmed");
+    }
+    let mut order = Vec::new();
+    while order.len() < 15 {
+        let output = queues
+            .sqs
+            .receive_message()
+            .queue_url(&queues.dev)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        assert!(!output.messages().is_empty(), "queue ran dry after {}", order.len());
+        for message in output.messages() {
+            let system = message.attributes().unwrap();
+            assert_eq!(system[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId], "ordered");
+            let id = attribute(message, "MessageId");
+            assert_eq!(system[&aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId], id);
+            order.push(id);
+            queues
+                .sqs
+                .delete_message()
+                .queue_url(&queues.dev)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let expected: Vec<String> = (0..15).map(|n| format!("f{n}")).collect();
+    assert_eq!(order, expected);
+}
+
+#[tokio::test]
+async fn a_missing_queue_is_reported_per_message() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let server = TestServer::start(|config| {
+        queues.configure(config, &endpoint);
+        config.sqs_queue_url_qa = Some(format!("{endpoint}/123456789012/no-such-queue"));
+    });
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let reply =
+        client.request(json!({"action": "forward", "type": "qa", "message_id": "lost-1", "project_id": "p"})).await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], "forward_failed");
+    assert_eq!(reply["message_id"], "lost-1");
+    assert!(reply["message"].as_str().unwrap().contains("lost-1"), "{reply}");
+    let fine =
+        client.request(json!({"action": "forward", "type": "dev", "message_id": "ok-1", "project_id": "p"})).await;
+    assert_eq!(fine["type"], "forward_confirmed");
+    assert_eq!(server.metric("agenticai_ws_forward_entries_total{outcome=\"failed\",queue=\"qa\"}").await, 1.0);
+}
+
+/// The emulator becomes unreachable: forwards are retried through a short outage and confirmed
+/// once it is back; through an outage longer than the deadline each is reported, none confirmed.
+#[tokio::test]
+async fn an_emulator_outage_loses_nothing_confirmed_and_reports_the_rest() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let proxy = common::OutageProxy::start(&endpoint).await;
+    let server = TestServer::start(|config| {
+        queues.configure(config, &proxy.endpoint);
+        config.forward_deadline_secs = 4;
+    });
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let before =
+        client.request(json!({"action": "forward", "type": "dev", "message_id": "before", "project_id": "p"})).await;
+    assert_eq!(before["type"], "forward_confirmed");
+
+    // A short outage: the forward waits, is retried, and lands when the queue is back.
+    proxy.set_down(true);
+    client.send(json!({"action": "forward", "type": "dev", "message_id": "through-outage", "project_id": "p"})).await;
+    client.expect_silence(Duration::from_millis(1500)).await;
+    proxy.set_down(false);
+    let through = client.recv().await;
+    assert_eq!(through["type"], "forward_confirmed", "{through}");
+    assert_eq!(through["message_id"], "through-outage");
+    let landed: Vec<String> =
+        drain_queue(&queues.sqs, &queues.dev, 2).await.iter().map(|m| attribute(m, "MessageId")).collect();
+    assert_eq!(landed.len(), 2);
+    assert!(landed.contains(&"before".to_owned()) && landed.contains(&"through-outage".to_owned()));
+    assert!(server.metric("agenticai_ws_forward_entries_total{outcome=\"retried\",queue=\"dev\"}").await >= 1.0);
+
+    // An outage longer than the deadline: every forward is reported, by message id.
+    proxy.set_down(true);
+    for n in 0..5 {
+        client
+            .send(json!({"action": "forward", "type": "ops", "message_id": format!("doomed-{n}"), "project_id": "p"}))
+            .await;
+    }
+    let mut reported = HashSet::new();
+    for _ in 0..5 {
+        let reply = client.recv().await;
+        assert_eq!(reply["code"], "forward_failed", "{reply}");
+        reported.insert(reply["message_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(reported.len(), 5);
+    proxy.set_down(false);
+    let leftover = queues.sqs.receive_message().queue_url(&queues.ops).wait_time_seconds(1).send().await.unwrap();
+    assert!(leftover.messages().is_empty(), "a reported forward was delivered");
+}
+
+#[tokio::test]
+async fn forwards_with_no_aws_go_to_the_local_spool_before_confirmation() {
+    let server = TestServer::start(|_| {});
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let reply = client
+        .request(json!({"action": "forward", "type": "plan", "message_id": "spooled", "project_id": "p", "data": {"goal": "x"}}))
+        .await;
+    assert_eq!(reply["type"], "forward_confirmed");
+    assert_eq!(reply["queue"], "pm");
+    let spool = std::fs::read_to_string(server.data_dir.join("spool/pm.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(spool.lines().next().unwrap()).unwrap();
+    assert_eq!(line["sqs_message_id"], reply["sqs_message_id"]);
+    assert_eq!(line["attributes"]["MessageType"], "plan");
+    assert_eq!(line["attributes"]["ProjectId"], "p");
+    assert_eq!(line["body"]["data"], json!({"goal": "x"}));
+    assert_eq!(line["body"]["gateway"]["connection_id"], client.connection_id.as_str());
+}
