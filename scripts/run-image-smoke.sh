@@ -104,10 +104,9 @@ printf 'smoke: image environment:'
 printf ' %s' "${IMAGE_ENV[@]}"
 printf '\nsmoke: overridden for this machine: WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=%s DATA_DIR=%s\n' "$PORT" "$WORK/data"
 
-in_image() { "${RUN_AS[@]}" env -i "${ENV_ARGS[@]}" "$@"; }
-
+# A plain command (no function, no subshell): setpriv and env exec, so $! is the server itself.
 cd "$WORK"
-in_image "$WORK/bin/agenticai-websocket" >"$WORK/out.log" 2>&1 &
+"${RUN_AS[@]}" env -i "${ENV_ARGS[@]}" "$WORK/bin/agenticai-websocket" >"$WORK/out.log" 2>&1 &
 SERVER_PID=$!
 cd - >/dev/null
 
