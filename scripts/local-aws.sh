@@ -8,8 +8,10 @@
 #   scripts/local-aws.sh --stop         # stop the moto server this script started
 #
 # Environment: MOTO_PORT (5000), STACK_NAME (agenticai-platform-dev), TOOLS_DIR (.tools).
-# moto[server] is installed into $TOOLS_DIR/aws-venv from PyPI when missing. Progress goes to
-# stderr; stdout carries only the export lines.
+# moto[server] and scripts/requirements.txt (websockets, for scripts/integration_test.py) are
+# installed into $TOOLS_DIR/aws-venv from PyPI when missing, so the integration test can run as
+# .tools/aws-venv/bin/python scripts/integration_test.py. Progress goes to stderr; stdout carries
+# only the export lines.
 #
 # The stack is created with LocalEmulator=true, which leaves out the resource types moto's
 # CloudFormation does not implement (SQS queue policies, security group egress rules, the Secrets
@@ -44,7 +46,9 @@ PY
 }
 
 install_moto() {
-  if [ -x "$VENV/bin/moto_server" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "$MOTO_PIN" ]; then
+  local want
+  want="$MOTO_PIN $(grep -v '^#' scripts/requirements.txt | tr '\n' ' ')"
+  if [ -x "$VENV/bin/moto_server" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "$want" ]; then
     return 0
   fi
   mkdir -p "$TOOLS_DIR"
@@ -61,9 +65,9 @@ install_moto() {
       python3 -m venv "$VENV"
     fi
   fi
-  log "pip install $MOTO_PIN"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN"
-  printf '%s' "$MOTO_PIN" >"$VENV/.pins"
+  log "pip install $MOTO_PIN -r scripts/requirements.txt"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/requirements.txt
+  printf '%s' "$want" >"$VENV/.pins"
 }
 
 stop_moto() {
