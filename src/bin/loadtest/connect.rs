@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     net::{self, Target},
-    scrape::{self, Sample},
+    scrape,
     stats::{self, Causes},
     Common, Progress,
 };
@@ -533,6 +533,3 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     );
     Ok(crate::finish(args.common.json, &human, &value, ok))
 }
-
-#[allow(dead_code)]
-fn _sample_is_used(_: &Sample) {}

@@ -457,10 +457,8 @@ impl BareResult {
 }
 
 async fn bare_sqs(args: &BareArgs) -> anyhow::Result<BareResult> {
+    // Requests go to the endpoint only (the queue URL is a parameter of the JSON protocol).
     net::check_http_url(&args.endpoint)?;
-    for url in &args.queue_urls {
-        net::check_http_url(url)?;
-    }
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&args.endpoint)
         .region(aws_config::Region::new("us-east-1"))

@@ -107,10 +107,6 @@ impl SeqSet {
         fresh
     }
 
-    pub fn len(&self) -> u64 {
-        self.words.iter().map(|w| w.count_ones() as u64).sum()
-    }
-
     /// How many of `self`'s members `other` lacks.
     pub fn missing_from(&self, other: &SeqSet) -> u64 {
         self.words
