@@ -1,19 +1,26 @@
 //! The publish path. Every publication, whatever its source (HTTP publish API, a WebSocket
-//! `publish`), goes through [`Broker::publish`]: it is stamped, encoded once, delivered to the
-//! project's local subscribers through the hub, counted and audited.
+//! `publish`, an agent update from SQS), goes through [`Broker::publish`]: it is stamped and
+//! encoded once, given its position in the project's stream, delivered to the project's
+//! subscribers on every task, counted and audited.
 //!
-//! This is the seam for scale-out: a cross-task engine (Redis) takes the place of the direct
-//! hub delivery, and a history assigns each publication its [`StreamPosition`].
+//! - Single task (no REDIS_URL): the hub stamps the position from its memory history as it fans
+//!   out locally.
+//! - With Redis: [`RedisEngine::publish`] stamps it, keeps it in the project's stream and
+//!   publishes it on the project's channel; every task's Redis subscriber (this one included)
+//!   hands it to its hub. If Redis is down the publication still reaches this task's
+//!   subscribers, without a position, and the publisher gets `unavailable` saying so.
 
 use std::sync::Arc;
 
 use actix::Addr;
+use bytestring::ByteString;
 
 use crate::{
-    hub::{Deliver, Hub},
+    hub::{HistoryPage, Hub, Publish, SubscriberCount},
     metrics::Metrics,
     persistence::{PublicationAudit, Record, RecordSink},
-    protocol::{ErrorCode, Publication, PublishRequest, RequestError, StreamPosition},
+    protocol::{request::ProjectId, ErrorCode, Publication, PublishRequest, RequestError, StreamPosition},
+    redis_engine::RedisEngine,
 };
 
 /// Where a publication came from (metrics label and audit field).
@@ -21,6 +28,7 @@ use crate::{
 pub enum PublishSource {
     Http,
     WebSocket,
+    AgentUpdate,
 }
 
 impl PublishSource {
@@ -28,6 +36,7 @@ impl PublishSource {
         match self {
             PublishSource::Http => "http",
             PublishSource::WebSocket => "websocket",
+            PublishSource::AgentUpdate => "agent_update",
         }
     }
 }
@@ -37,7 +46,7 @@ impl PublishSource {
 pub struct PublishReceipt {
     pub id: String,
     pub project_id: String,
-    /// Local subscribers the publication was queued to.
+    /// Local subscribers the publication was queued to (with Redis: this task's subscribers).
     pub subscribers: usize,
     pub published_at: String,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -47,16 +56,22 @@ pub struct PublishReceipt {
 #[derive(Clone)]
 pub struct Broker {
     hub: Addr<Hub>,
+    redis: Option<RedisEngine>,
     records: RecordSink,
     metrics: Arc<Metrics>,
 }
 
+fn hub_unavailable(error: actix::MailboxError) -> RequestError {
+    RequestError::new(ErrorCode::Internal, format!("hub unavailable: {error}"))
+}
+
 impl Broker {
-    pub fn new(hub: Addr<Hub>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
-        Broker { hub, records, metrics }
+    pub fn new(hub: Addr<Hub>, redis: Option<RedisEngine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
+        Broker { hub, redis, records, metrics }
     }
 
-    /// Publishes to the project's subscribers; answers once the publication is queued to each.
+    /// Publishes to the project's subscribers; answers once the publication is in the history
+    /// (Redis or memory) and queued to this task's subscribers.
     pub async fn publish(
         &self,
         request: PublishRequest,
@@ -65,11 +80,31 @@ impl Broker {
         let publication = Publication::new(&request.project_id, request.event, request.data);
         let frame = publication.to_frame();
         let size = frame.len();
-        let reached = self
-            .hub
-            .send(Deliver { project_id: request.project_id, frame })
-            .await
-            .map_err(|error| RequestError::new(ErrorCode::Internal, format!("hub unavailable: {error}")))?;
+        let project_id = request.project_id;
+        let (reached, position) = match &self.redis {
+            None => {
+                let published = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
+                (published.reached, published.position)
+            }
+            Some(engine) => match engine.publish(&project_id, &frame).await {
+                Ok(position) => {
+                    let reached = self.hub.send(SubscriberCount { project_id }).await.map_err(hub_unavailable)?;
+                    (reached, Some(position))
+                }
+                Err(error) => {
+                    let local = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
+                    log::warn!(error:% = error, local_subscribers = local.reached; "redis publish failed; delivered locally only");
+                    return Err(RequestError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "Redis is unavailable ({error}): delivered to {} local subscribers only, not to other \
+                             tasks and not kept in history",
+                            local.reached
+                        ),
+                    ));
+                }
+            },
+        };
         self.metrics.publications.with_label_values(&[source.label()]).inc();
         self.records.record(Record::Publication(PublicationAudit {
             project_id: publication.project_id.clone(),
@@ -79,14 +114,35 @@ impl Broker {
             subscribers: reached,
             source: source.label().to_owned(),
             at: publication.published_at.clone(),
-            offset: publication.position.as_ref().map(|position| position.offset),
+            offset: position.as_ref().map(|position| position.offset),
         }));
         Ok(PublishReceipt {
             id: publication.id,
             project_id: publication.project_id,
             subscribers: reached,
             published_at: publication.published_at,
-            position: publication.position,
+            position,
         })
+    }
+
+    /// The project's position and up to `limit` publications after `since_offset`.
+    pub async fn history(
+        &self,
+        project_id: ProjectId,
+        since_offset: u64,
+        limit: usize,
+    ) -> Result<(StreamPosition, Vec<ByteString>), RequestError> {
+        match &self.redis {
+            Some(engine) => engine
+                .page(&project_id, since_offset, limit)
+                .await
+                .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("history unavailable: {error}"))),
+            None => self
+                .hub
+                .send(HistoryPage { project_id, since_offset, limit })
+                .await
+                .map_err(hub_unavailable)?
+                .ok_or_else(|| RequestError::new(ErrorCode::Internal, "no history configured")),
+        }
     }
 }

@@ -63,6 +63,30 @@ pub struct Config {
     #[arg(long, env = "SQS_QUEUE_URL_OPS")]
     pub sqs_queue_url_ops: Option<String>,
 
+    /// Queue of agent updates to publish to their projects (long-polled by every task); unset =
+    /// no updates consumer.
+    #[arg(long, env = "SQS_QUEUE_URL_UPDATES")]
+    pub sqs_queue_url_updates: Option<String>,
+
+    /// Redis (ElastiCache for Valkey/Redis) for cross-task fan-out and history; unset = single
+    /// task, history in memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Publications each project's history keeps (for resume and GET .../history).
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000)]
+    pub history_size: usize,
+
+    /// Seconds without a publication after which a project's history is forgotten (its epoch
+    /// then changes).
+    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 3600)]
+    pub history_ttl_secs: u64,
+
+    /// Projects whose history the in-memory store keeps (single-task mode); the least recently
+    /// published are forgotten first.
+    #[arg(long, env = "HISTORY_MAX_PROJECTS", default_value_t = 10_000)]
+    pub history_max_projects: usize,
+
     /// Directory of the local spool and record store used when AWS is not configured.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -188,6 +212,8 @@ impl Config {
             ("FORWARD_DEADLINE_SECS", self.forward_deadline_secs as usize),
             ("DISPATCHER_MAX_PENDING", self.dispatcher_max_pending),
             ("PERSISTENCE_BUFFER_RECORDS", self.persistence_buffer_records),
+            ("HISTORY_TTL_SECS", self.history_ttl_secs as usize),
+            ("HISTORY_MAX_PROJECTS", self.history_max_projects),
         ];
         for (variable, value) in positive {
             if value == 0 {
@@ -246,6 +272,14 @@ impl Config {
         Duration::from_secs(self.client_timeout_secs)
     }
 
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|url| !url.is_empty())
+    }
+
+    pub fn updates_queue_url(&self) -> Option<&str> {
+        self.sqs_queue_url_updates.as_deref().filter(|url| !url.is_empty())
+    }
+
     pub fn drain_window(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
@@ -259,6 +293,8 @@ impl Config {
         config.data_dir = data_dir;
         config.dynamodb_table_name = None;
         config.aws_endpoint_url = None;
+        config.sqs_queue_url_updates = None;
+        config.redis_url = None;
         config.sqs_queue_url_pm = None;
         config.sqs_queue_url_dev = None;
         config.sqs_queue_url_qa = None;

@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     persistence::{Persistence, RecordSink},
     protocol::request::ParseLimits,
+    redis_engine::subscriber::RedisHealth,
 };
 
 /// Per-connection settings, from the configuration.
@@ -40,4 +41,6 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
     pub session: SessionSettings,
+    /// Present when REDIS_URL is set: whether the pub/sub connection is up.
+    pub redis_health: Option<RedisHealth>,
 }

@@ -1,14 +1,21 @@
-//! The hub actor: the registry of local connections and their subscriptions, and the fan-out of
-//! publications to them.
+//! The hub actor: the registry of local connections and their subscriptions, the fan-out of
+//! publications to them, and (single-task mode) the projects' history.
 //!
-//! It owns two maps kept in step: connection -> projects and project -> (connection -> outbox).
-//! A publication arrives already encoded ([`Deliver`]); the hub pushes the same bytes into each
-//! subscriber's [`Outbox`] without waiting on anyone: a full outbox closes that client as a slow
-//! consumer and the fan-out goes on.
+//! It owns two maps kept in step: connection -> projects and project -> (connection -> member).
+//! A publication is encoded once before it reaches the hub; the hub pushes the same bytes into
+//! each subscriber's [`Outbox`] without waiting on anyone: a full outbox closes that client as
+//! a slow consumer and the fan-out goes on.
 //!
-//! Subscription confirmations are pushed by the hub itself, after it registered the
-//! subscription, so a client never sees a project's message before its
-//! `subscription_confirmed`, nor misses one published after it.
+//! Positions: without Redis the hub's [`MemoryHistory`] stamps each publication ([`Publish`])
+//! as it fans it out, so offsets follow delivery order. With Redis, publications arrive stamped
+//! ([`Deliver`]) from the Redis subscriber; the hub drops any it already delivered (same epoch,
+//! offset not above the last), which makes gap-filling after a Redis reconnect safe.
+//!
+//! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
+//! project's message before its `subscription_confirmed`. A resume (`since`) replays the missed
+//! publications right after the confirmation. With Redis the history read is asynchronous: until
+//! it returns, live publications for that member are held back in order and released after the
+//! replay, minus those the replay already contained: no gap and no duplicate at the seam.
 //!
 //! **Mailbox: [`HUB_MAILBOX_CAPACITY`] messages.** Client-driven messages (subscribe,
 //! unsubscribe) are sent with `try_send`: when full the client gets `busy`. Publishers `send` and
@@ -28,8 +35,10 @@ use bytestring::ByteString;
 use prometheus::IntCounter;
 
 use crate::{
+    history::{MemoryHistory, Recovery},
     metrics::Metrics,
-    protocol::{request::ProjectId, CloseCode},
+    protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
+    redis_engine::RedisEngine,
     session::outbox::{Outbox, PushError},
 };
 
@@ -58,18 +67,15 @@ pub struct Disconnect {
     pub id: ConnectionId,
 }
 
-/// Adds a subscription and confirms it to the client.
+/// Adds a subscription, replays what a resuming client missed, and confirms.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
     pub id: ConnectionId,
     pub project_id: ProjectId,
-    /// The encoded `subscription_confirmed` (the session knows the request id and the resume
-    /// outcome).
-    pub confirmation: ByteString,
-    /// Frames to deliver right after the confirmation and before any live message (a resume's
-    /// replay), already encoded.
-    pub replay: Vec<ByteString>,
+    pub request_id: Option<RequestId>,
+    /// Resume after this position.
+    pub since: Option<StreamPosition>,
 }
 
 /// Removes a subscription and confirms it to the client.
@@ -81,24 +87,57 @@ pub struct Unsubscribe {
     pub confirmation: ByteString,
 }
 
-/// Delivers an encoded publication to the project's local subscribers; answers how many it
-/// reached.
+/// A publication without a position: the hub stamps it from its memory history (single-task
+/// mode) and fans it out. With Redis configured this is the fallback while Redis is down:
+/// local delivery only, no position.
+#[derive(Message)]
+#[rtype(result = "Published")]
+pub struct Publish {
+    pub project_id: ProjectId,
+    /// The encoded publication frame, without position.
+    pub frame: ByteString,
+}
+
+/// What a [`Publish`] did.
+#[derive(Debug, MessageResponse)]
+pub struct Published {
+    pub reached: usize,
+    pub position: Option<StreamPosition>,
+}
+
+/// A publication already stamped by the cross-task engine, for local subscribers.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Deliver {
     pub project_id: ProjectId,
+    pub position: StreamPosition,
+    /// The encoded frame, position included.
     pub frame: ByteString,
 }
 
-/// Whether the hub knows local subscribers of a project (for cross-task routing).
+/// Local subscribers of a project.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct SubscriberCount {
     pub project_id: ProjectId,
 }
 
+/// The last position delivered for each project with local subscribers (Redis mode), for
+/// gap-filling after a reconnect.
+#[derive(Message)]
+#[rtype(result = "Vec<(ProjectId, StreamPosition)>")]
+pub struct LastPositions;
+
+/// A page of a project's memory history (single-task mode).
+#[derive(Message)]
+#[rtype(result = "Option<(StreamPosition, Vec<ByteString>)>")]
+pub struct HistoryPage {
+    pub project_id: ProjectId,
+    pub since_offset: u64,
+    pub limit: usize,
+}
+
 /// Starts the drain: every connection is told to close with 1012, spread over `window`.
-/// Answers when the last connection is gone or `window` plus a grace period has passed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DrainAll {
@@ -110,10 +149,27 @@ pub struct DrainAll {
 #[rtype(result = "()")]
 pub struct Drain;
 
-/// Answered when the registry is empty.
+/// How many connections are registered.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct ConnectionCount;
+
+/// Closes every registered connection at once (used when the drain window is over).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll {
+    pub code: CloseCode,
+}
+
+/// The hub gained its first or lost its last local subscriber of a project.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ProjectInterest {
+    /// Answered on the sender once the project's channel is subscribed, so a history read
+    /// after it cannot miss a publication.
+    Gained(ProjectId, Option<tokio::sync::oneshot::Sender<()>>),
+    Lost(ProjectId),
+}
 
 struct Registered {
     outbox: Outbox,
@@ -121,64 +177,104 @@ struct Registered {
     projects: HashSet<ProjectId>,
 }
 
+/// One subscriber of a project.
+struct Member {
+    outbox: Outbox,
+    /// While a resume is being read from Redis: live publications held back, in order.
+    held: Option<Vec<(u64, ByteString)>>,
+}
+
+/// Where positions come from.
+pub enum HubHistory {
+    /// Single task: the hub stamps and keeps history itself.
+    Memory(MemoryHistory),
+    /// Redis stamps and keeps history; the hub remembers the last position it delivered per
+    /// project, to drop repeats.
+    Redis { engine: RedisEngine, delivered: HashMap<ProjectId, StreamPosition> },
+}
+
 pub struct Hub {
     connections: HashMap<ConnectionId, Registered>,
-    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Outbox>>,
+    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Member>>,
+    history: HubHistory,
+    /// Publications held back for one resuming member, at most (then it is a slow consumer).
+    max_held: usize,
     metrics: Arc<Metrics>,
     message_frames: IntCounter,
-    /// Observers of the project set: told when a project gains its first or loses its last
-    /// local subscriber (the cross-task broker subscribes and unsubscribes its channel).
+    /// Told when the set of projects with local subscribers changes (the Redis subscriber
+    /// subscribes and unsubscribes their channels).
     interest: Option<Recipient<ProjectInterest>>,
 }
 
-/// The hub gained or lost its last local subscriber of a project.
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub enum ProjectInterest {
-    Gained(ProjectId),
-    Lost(ProjectId),
-}
-
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, interest: Option<Recipient<ProjectInterest>>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, history: HubHistory, max_held: usize) -> Self {
         let message_frames = metrics.message_frames_out();
-        Hub { connections: HashMap::new(), subscribers: HashMap::new(), metrics, message_frames, interest }
+        Hub {
+            connections: HashMap::new(),
+            subscribers: HashMap::new(),
+            history,
+            max_held,
+            metrics,
+            message_frames,
+            interest: None,
+        }
     }
 
-    /// Registers a subscription (idempotent); the connection's outbox, if it is still here.
-    fn add_subscription(&mut self, id: &ConnectionId, project_id: ProjectId) -> Option<Outbox> {
+    /// Registers a subscription (idempotent). `None` when the connection is gone; else, when
+    /// this is the project's first local subscriber and a cross-task engine follows the project
+    /// set, a receiver answered once the engine subscribed the project's channel.
+    fn add_subscription(
+        &mut self,
+        id: &ConnectionId,
+        project_id: ProjectId,
+        hold: bool,
+    ) -> Option<Option<tokio::sync::oneshot::Receiver<()>>> {
         let registered = self.connections.get_mut(id)?;
         let outbox = registered.outbox.clone();
-        if registered.projects.insert(project_id.clone()) {
-            let members = self.subscribers.entry(project_id.clone()).or_default();
-            if members.is_empty() {
-                self.metrics.projects.inc();
-                if let Some(interest) = &self.interest {
-                    interest.do_send(ProjectInterest::Gained(project_id));
+        registered.projects.insert(project_id.clone());
+        let members = self.subscribers.entry(project_id.clone()).or_default();
+        let mut channel_ready = None;
+        if members.is_empty() {
+            self.metrics.projects.inc();
+            if let Some(interest) = &self.interest {
+                let (ack, ready) = tokio::sync::oneshot::channel();
+                interest.do_send(ProjectInterest::Gained(project_id, Some(ack)));
+                channel_ready = Some(ready);
+            }
+        }
+        let held = hold.then(Vec::new);
+        match members.get_mut(id) {
+            Some(member) => {
+                if member.held.is_none() {
+                    member.held = held;
                 }
             }
-            members.insert(id.clone(), outbox.clone());
-            self.metrics.subscriptions.inc();
+            None => {
+                members.insert(id.clone(), Member { outbox, held });
+                self.metrics.subscriptions.inc();
+            }
         }
-        Some(outbox)
+        Some(channel_ready)
     }
 
-    fn remove_subscription(&mut self, id: &ConnectionId, project_id: &ProjectId) -> bool {
+    fn remove_subscription(&mut self, id: &ConnectionId, project_id: &ProjectId) {
         let Some(members) = self.subscribers.get_mut(project_id) else {
-            return false;
+            return;
         };
         if members.remove(id).is_none() {
-            return false;
+            return;
         }
         self.metrics.subscriptions.dec();
         if members.is_empty() {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
+            if let HubHistory::Redis { delivered, .. } = &mut self.history {
+                delivered.remove(project_id);
+            }
             if let Some(interest) = &self.interest {
                 interest.do_send(ProjectInterest::Lost(project_id.clone()));
             }
         }
-        true
     }
 
     fn push(&self, outbox: &Outbox, frame: ByteString, kind: &str) {
@@ -186,6 +282,76 @@ impl Hub {
             Ok(()) => self.metrics.frame_out(kind),
             Err(PushError::Full) => log::warn!(kind = kind; "outbound queue full, closing slow consumer"),
             Err(PushError::Closed) => {}
+        }
+    }
+
+    /// Pushes a publication to every member of the project; returns how many it reached.
+    fn fan_out(&mut self, project_id: &ProjectId, offset: u64, frame: &ByteString) -> usize {
+        let Some(members) = self.subscribers.get_mut(project_id) else {
+            self.metrics.publish_fanout.observe(0.0);
+            return 0;
+        };
+        let mut reached = 0;
+        for member in members.values_mut() {
+            if let Some(held) = &mut member.held {
+                if held.len() < self.max_held {
+                    held.push((offset, frame.clone()));
+                    reached += 1;
+                } else {
+                    member.outbox.close(CloseCode::SlowConsumer);
+                }
+                continue;
+            }
+            match member.outbox.push_text(frame.clone()) {
+                Ok(()) => reached += 1,
+                Err(PushError::Full) => {
+                    log::warn!(project_id = &**project_id; "outbound queue full, closing slow consumer");
+                }
+                Err(PushError::Closed) => {}
+            }
+        }
+        self.message_frames.inc_by(reached as u64);
+        self.metrics.deliveries.inc_by(reached as u64);
+        self.metrics.publish_fanout.observe(reached as f64);
+        reached
+    }
+
+    /// Confirms a subscription and replays a recovery into the member's outbox, then releases
+    /// whatever was held back after the replay's last offset.
+    fn complete_subscription(
+        &mut self,
+        id: &ConnectionId,
+        project_id: &ProjectId,
+        request_id: Option<&RequestId>,
+        resumed: bool,
+        recovery: Option<Recovery>,
+    ) {
+        let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
+            return;
+        };
+        let outbox = member.outbox.clone();
+        let held = member.held.take().unwrap_or_default();
+        let recovered = recovery.as_ref().is_some_and(|recovery| recovery.recovered);
+        if resumed {
+            let outcome = if recovered { "recovered" } else { "not_recovered" };
+            self.metrics.recoveries.with_label_values(&[outcome]).inc();
+        }
+        let confirmation = Reply::SubscriptionConfirmed {
+            project_id,
+            recovered: resumed.then_some(recovered),
+            position: recovery.as_ref().map(|recovery| &recovery.top),
+        }
+        .to_frame(request_id);
+        self.push(&outbox, confirmation, "subscription_confirmed");
+        let mut replayed_until = recovery.as_ref().map_or(0, |recovery| recovery.top.offset);
+        for (offset, frame) in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
+            self.push(&outbox, frame, "message");
+            replayed_until = replayed_until.max(offset);
+        }
+        for (offset, frame) in held {
+            if offset == 0 || offset > replayed_until {
+                self.push(&outbox, frame, "message");
+            }
         }
     }
 }
@@ -198,6 +364,22 @@ impl Actor for Hub {
     }
 }
 
+/// Tells the hub who follows the project set (set once, after the Redis subscriber started).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FollowInterest(pub Recipient<ProjectInterest>);
+
+impl Handler<FollowInterest> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: FollowInterest, _: &mut Self::Context) {
+        for project_id in self.subscribers.keys() {
+            msg.0.do_send(ProjectInterest::Gained(project_id.clone(), None));
+        }
+        self.interest = Some(msg.0);
+    }
+}
+
 impl Handler<Connect> for Hub {
     type Result = ();
 
@@ -206,7 +388,7 @@ impl Handler<Connect> for Hub {
         self.connections
             .insert(msg.id, Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new() });
         for project_id in msg.projects {
-            self.add_subscription(&id, project_id);
+            self.add_subscription(&id, project_id, false);
         }
     }
 }
@@ -226,13 +408,45 @@ impl Handler<Disconnect> for Hub {
 impl Handler<Subscribe> for Hub {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        let Some(outbox) = self.add_subscription(&msg.id, msg.project_id) else {
-            return;
-        };
-        self.push(&outbox, msg.confirmation, "subscription_confirmed");
-        for frame in msg.replay {
-            self.push(&outbox, frame, "message");
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
+        let resumed = msg.since.is_some();
+        match &mut self.history {
+            HubHistory::Memory(history) => {
+                let recovery = history.recover(&msg.project_id, msg.since.as_ref());
+                if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
+                    self.complete_subscription(
+                        &msg.id,
+                        &msg.project_id,
+                        msg.request_id.as_ref(),
+                        resumed,
+                        Some(recovery),
+                    );
+                }
+            }
+            HubHistory::Redis { engine, .. } => {
+                let engine = engine.clone();
+                let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
+                    return;
+                };
+                let project_id = msg.project_id.clone();
+                let since = msg.since.clone();
+                let read = async move {
+                    if let Some(ready) = channel_ready {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
+                    }
+                    engine.recover(&project_id, since.as_ref()).await
+                };
+                ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+                    let recovery = match result {
+                        Ok(recovery) => Some(recovery),
+                        Err(error) => {
+                            log::warn!(project_id = &*msg.project_id, error:% = error; "history unavailable; subscribing without position");
+                            None
+                        }
+                    };
+                    hub.complete_subscription(&msg.id, &msg.project_id, msg.request_id.as_ref(), resumed, recovery);
+                }));
+            }
         }
     }
 }
@@ -251,28 +465,39 @@ impl Handler<Unsubscribe> for Hub {
     }
 }
 
+impl Handler<Publish> for Hub {
+    type Result = Published;
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Published {
+        let (position, frame) = match &mut self.history {
+            HubHistory::Memory(history) => {
+                let (position, frame) = history.append(&msg.project_id, &msg.frame);
+                (Some(position), frame)
+            }
+            HubHistory::Redis { .. } => (None, msg.frame),
+        };
+        let offset = position.as_ref().map_or(0, |position| position.offset);
+        let reached = self.fan_out(&msg.project_id, offset, &frame);
+        Published { reached, position }
+    }
+}
+
 impl Handler<Deliver> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> usize {
-        let Some(members) = self.subscribers.get(&msg.project_id) else {
-            self.metrics.publish_fanout.observe(0.0);
-            return 0;
-        };
-        let mut reached = 0;
-        for outbox in members.values() {
-            match outbox.push_text(msg.frame.clone()) {
-                Ok(()) => reached += 1,
-                Err(PushError::Full) => {
-                    log::warn!(project_id = &*msg.project_id; "outbound queue full, closing slow consumer");
-                }
-                Err(PushError::Closed) => {}
+        if let HubHistory::Redis { delivered, .. } = &mut self.history {
+            if !self.subscribers.contains_key(&msg.project_id) {
+                return 0;
             }
+            if let Some(last) = delivered.get(&msg.project_id) {
+                if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
+                    return 0;
+                }
+            }
+            delivered.insert(msg.project_id.clone(), msg.position.clone());
         }
-        self.message_frames.inc_by(reached as u64);
-        self.metrics.deliveries.inc_by(reached as u64);
-        self.metrics.publish_fanout.observe(reached as f64);
-        reached
+        self.fan_out(&msg.project_id, msg.position.offset, &msg.frame)
     }
 }
 
@@ -284,6 +509,31 @@ impl Handler<SubscriberCount> for Hub {
     }
 }
 
+impl Handler<LastPositions> for Hub {
+    type Result = MessageResult<LastPositions>;
+
+    fn handle(&mut self, _: LastPositions, _: &mut Self::Context) -> Self::Result {
+        let positions = match &self.history {
+            HubHistory::Redis { delivered, .. } => {
+                delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect()
+            }
+            HubHistory::Memory(_) => Vec::new(),
+        };
+        MessageResult(positions)
+    }
+}
+
+impl Handler<HistoryPage> for Hub {
+    type Result = Option<(StreamPosition, Vec<ByteString>)>;
+
+    fn handle(&mut self, msg: HistoryPage, _: &mut Self::Context) -> Self::Result {
+        match &mut self.history {
+            HubHistory::Memory(history) => Some(history.page(&msg.project_id, msg.since_offset, msg.limit)),
+            HubHistory::Redis { .. } => None,
+        }
+    }
+}
+
 impl Handler<ConnectionCount> for Hub {
     type Result = usize;
 
@@ -292,7 +542,7 @@ impl Handler<ConnectionCount> for Hub {
     }
 }
 
-/// How often the drain closes a slice of the connections.
+/// The drain's granularity: closes due within one tick are sent together.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
 
 impl Handler<DrainAll> for Hub {
@@ -301,33 +551,26 @@ impl Handler<DrainAll> for Hub {
     fn handle(&mut self, msg: DrainAll, _: &mut Self::Context) -> Self::Result {
         let mut pending: Vec<Recipient<Drain>> =
             self.connections.values().map(|registered| registered.session.clone()).collect();
-        // Spread the reconnects: random order, equal slices per tick over the window.
+        // Spread the reconnects evenly over the window, in random order: client i of n is told
+        // at i/n of the window (those due within one tick go together).
         fastrand::shuffle(&mut pending);
-        let ticks = (msg.window.as_millis() / DRAIN_TICK.as_millis()).max(1) as usize;
-        let per_tick = pending.len().div_ceil(ticks).max(1);
         log::info!(
             connections = pending.len(), window_ms = msg.window.as_millis() as u64;
             "draining connections with 1012 (service restart)"
         );
         let drain = async move {
-            let mut ticker = tokio::time::interval(DRAIN_TICK);
-            while !pending.is_empty() {
-                ticker.tick().await;
-                let slice = pending.len().saturating_sub(per_tick);
-                for session in pending.drain(slice..) {
-                    session.do_send(Drain);
+            let started = tokio::time::Instant::now();
+            let count = pending.len().max(1) as f64;
+            for (index, session) in pending.into_iter().enumerate() {
+                let due = started + msg.window.mul_f64(index as f64 / count);
+                if due > tokio::time::Instant::now() + DRAIN_TICK {
+                    tokio::time::sleep_until(due).await;
                 }
+                session.do_send(Drain);
             }
         };
         Box::pin(drain.into_actor(self))
     }
-}
-
-/// Closes every registered connection at once (used when the drain window is over).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CloseAll {
-    pub code: CloseCode,
 }
 
 impl Handler<CloseAll> for Hub {

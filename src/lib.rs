@@ -15,6 +15,8 @@
 //! | [`access`] | the one place that decides whether a connection may do an action |
 //! | [`hub`] | **hub actor**: connection registry, subscriptions, fan-out |
 //! | [`broker`] | the publish path every publication takes |
+//! | [`history`] | positions (offset, epoch), the in-memory history, resume decisions |
+//! | [`redis_engine`] | cross-task fan-out and history on Redis; its subscriber actor |
 //! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
 //! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
 //! | [`aws`] | SDK configuration, error classification, backoff |
@@ -34,6 +36,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod emf;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod lifecycle;
@@ -41,5 +44,6 @@ pub mod logging;
 pub mod metrics;
 pub mod persistence;
 pub mod protocol;
+pub mod redis_engine;
 pub mod server;
 pub mod session;

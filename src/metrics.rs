@@ -37,6 +37,12 @@ pub struct Metrics {
     pub records_buffered: IntGauge,
     pub dynamodb_batch_seconds: Histogram,
     pub draining: IntGauge,
+    pub redis_connected: IntGauge,
+    pub redis_reconnects: IntCounter,
+    pub cross_task_latency: Histogram,
+    pub recoveries: IntCounterVec,
+    pub history_reads: IntCounterVec,
+    pub updates: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -123,6 +129,28 @@ impl Metrics {
                 seconds,
             ))?,
             draining: IntGauge::with_opts(opts("draining", "1 while the server drains for shutdown"))?,
+            redis_connected: IntGauge::with_opts(opts(
+                "redis_connected",
+                "1 while the Redis pub/sub connection is up (absent without REDIS_URL)",
+            ))?,
+            redis_reconnects: IntCounter::with_opts(opts("redis_reconnects_total", "Redis pub/sub connections lost"))?,
+            cross_task_latency: Histogram::with_opts(histogram_opts(
+                "cross_task_publish_seconds",
+                "From publish (any task) to arrival at this task's hub, via Redis",
+                exponential_buckets(0.0005, 2.0, 14)?,
+            ))?,
+            recoveries: IntCounterVec::new(
+                opts("recoveries_total", "Subscriptions resumed with `since`, by outcome (recovered, not_recovered)"),
+                &["outcome"],
+            )?,
+            history_reads: IntCounterVec::new(
+                opts("history_reads_total", "HTTP history reads, by result (hit: the history covers `since`; miss)"),
+                &["result"],
+            )?,
+            updates: IntCounterVec::new(
+                opts("agent_updates_total", "Agent updates read from SQS_QUEUE_URL_UPDATES, by outcome"),
+                &["outcome"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -153,6 +181,12 @@ impl Metrics {
         r.register(Box::new(self.records_buffered.clone()))?;
         r.register(Box::new(self.dynamodb_batch_seconds.clone()))?;
         r.register(Box::new(self.draining.clone()))?;
+        r.register(Box::new(self.redis_connected.clone()))?;
+        r.register(Box::new(self.redis_reconnects.clone()))?;
+        r.register(Box::new(self.cross_task_latency.clone()))?;
+        r.register(Box::new(self.recoveries.clone()))?;
+        r.register(Box::new(self.history_reads.clone()))?;
+        r.register(Box::new(self.updates.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,

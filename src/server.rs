@@ -17,11 +17,16 @@ use crate::{
     dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
     emf,
     gateway::{Gateway, SessionSettings},
-    hub::{CloseAll, ConnectionCount, DrainAll, Hub},
+    history::{HistorySettings, MemoryHistory},
+    hub::{CloseAll, ConnectionCount, DrainAll, FollowInterest, Hub, HubHistory},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     protocol::{request::ParseLimits, CloseCode},
+    redis_engine::{
+        subscriber::{RedisHealth, RedisSubscriber},
+        RedisEngine,
+    },
 };
 
 /// Extra time after the drain window for the last clients to finish closing.
@@ -100,15 +105,41 @@ impl Server {
                 QueueDispatcher::new(backend, settings, metrics, records)
             })
         };
+        let history_settings = HistorySettings {
+            size: config.history_size,
+            ttl: Duration::from_secs(config.history_ttl_secs),
+            max_projects: config.history_max_projects,
+        };
+        let redis = match config.redis_url() {
+            Some(url) => Some(RedisEngine::connect(url, history_settings).await?),
+            None => None,
+        };
         let hub = {
             let metrics = metrics.clone();
-            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, None))
+            let history = match &redis {
+                Some(engine) => HubHistory::Redis { engine: engine.clone(), delivered: Default::default() },
+                None => HubHistory::Memory(MemoryHistory::new(history_settings)),
+            };
+            let max_held = config.outbound_queue_messages;
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, history, max_held))
         };
+        let redis_health = redis.as_ref().map(|engine| {
+            let health = RedisHealth::default();
+            let subscriber = RedisSubscriber::new(engine.clone(), hub.clone(), health.clone(), metrics.clone());
+            let subscriber = RedisSubscriber::start_in_arbiter(&hub_arbiter.handle(), move |_| subscriber);
+            hub.do_send(FollowInterest(subscriber.recipient()));
+            health
+        });
+        log::info!(
+            history = if redis.is_some() { "redis" } else { "memory" }, history_size = config.history_size;
+            "cross-task fan-out {}", if redis.is_some() { "over Redis" } else { "off (single task)" }
+        );
         let policy =
             AccessPolicy::new(config.publish_api_keys.clone(), config.host, config.max_subscriptions_per_connection);
         log::info!("{}", policy.describe());
         let gateway = web::Data::new(Gateway {
-            broker: Broker::new(hub.clone(), records.clone(), metrics.clone()),
+            broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
+            redis_health,
             hub,
             dispatcher,
             persistence,

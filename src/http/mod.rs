@@ -2,6 +2,7 @@
 //! operations endpoints (`/health`, `/ready`, `/metrics`).
 
 pub mod audit;
+pub mod history;
 pub mod operations;
 pub mod publish;
 pub mod upgrade;
@@ -19,14 +20,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(operations::ready))
         .route("/metrics", web::get().to(operations::metrics))
         .route("/api/v1/publish", web::post().to(publish::publish))
-        .route("/api/v1/projects/{project_id}/messages", web::get().to(audit::project_messages));
+        .route("/api/v1/projects/{project_id}/messages", web::get().to(audit::project_messages))
+        .route("/api/v1/projects/{project_id}/history", web::get().to(history::project_history));
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
 pub fn error_response(error: &RequestError) -> HttpResponse {
     let status = match error.code {
         ErrorCode::Forbidden => actix_web::http::StatusCode::UNAUTHORIZED,
-        ErrorCode::Busy | ErrorCode::Draining => actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => {
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::Internal => actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
         _ => actix_web::http::StatusCode::BAD_REQUEST,
     };

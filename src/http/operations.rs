@@ -9,12 +9,14 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("OK")
 }
 
-/// Readiness: 200 when accepting connections, 503 while starting or draining.
+/// Readiness: 200 when accepting connections with every dependency up; 503 while starting,
+/// draining, or while Redis (when configured) is unreachable.
 pub async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
-    let phase = gateway.lifecycle.phase();
-    let mut response =
-        if gateway.lifecycle.is_ready() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-    response.json(serde_json::json!({ "status": phase }))
+    let redis_up = gateway.redis_health.as_ref().map(|health| health.is_up());
+    let ready = gateway.lifecycle.is_ready() && redis_up != Some(false);
+    let mut response = if ready { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    let redis = redis_up.map(|up| if up { "up" } else { "down" });
+    response.json(serde_json::json!({ "status": gateway.lifecycle.phase(), "redis": redis }))
 }
 
 pub async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     Forbidden,
     /// The server is shutting down; reconnect (to another task).
     Draining,
+    /// A dependency (Redis) is down: the request was only partly done (a publish reached local
+    /// subscribers only); retry later.
+    Unavailable,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Draining => "draining",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -215,17 +215,11 @@ impl Session {
     }
 
     fn subscribe(&mut self, subscribe: SubscribeRequest, request_id: Option<RequestId>) -> Result<(), RequestError> {
-        // Without a history to replay from, a resume cannot be honoured: say so, and the
-        // client reloads from its source of truth.
-        let recovered = subscribe.since.as_ref().map(|_| false);
-        let confirmation =
-            Reply::SubscriptionConfirmed { project_id: &subscribe.project_id, recovered, position: None }
-                .to_frame(request_id.as_ref());
         let message = Subscribe {
             id: self.id.clone(),
             project_id: subscribe.project_id.clone(),
-            confirmation,
-            replay: Vec::new(),
+            request_id,
+            since: subscribe.since,
         };
         self.gateway.hub.try_send(message).map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
         self.subscriptions.insert(subscribe.project_id);

@@ -1,0 +1,74 @@
+//! `GET /api/v1/projects/{project_id}/history?since=N&epoch=E&limit=M`: catch up over HTTP.
+//!
+//! Answers `{"project_id","offset","epoch","recovered","publications":[...]}`: the project's
+//! current position and up to `limit` publications after offset `since`, oldest first, each
+//! exactly as subscribers received it. `recovered` is false when `epoch` was given and differs,
+//! or the history no longer reaches back to `since` (reload from the source of truth then).
+//! Readable by anyone who may subscribe: the same data reaches subscribers.
+
+use actix_web::{web, HttpResponse};
+use serde_json::value::RawValue;
+
+use super::error_response;
+use crate::{
+    gateway::Gateway,
+    protocol::{request::validate_project_id, RequestError},
+};
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(serde::Deserialize)]
+pub struct HistoryQuery {
+    since: Option<u64>,
+    epoch: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+struct HistoryResponse<'a> {
+    project_id: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    recovered: bool,
+    publications: Vec<&'a RawValue>,
+}
+
+pub async fn project_history(
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    gateway: web::Data<Gateway>,
+) -> HttpResponse {
+    let result = async {
+        let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
+        let since = query.since.unwrap_or(0);
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let (top, frames) = gateway.broker.history(project_id.clone(), since, limit).await?;
+        Ok::<_, RequestError>((project_id, top, frames))
+    }
+    .await;
+    let (project_id, top, frames) = match result {
+        Ok(found) => found,
+        Err(error) => return error_response(&error),
+    };
+    let publications: Vec<&RawValue> =
+        frames.iter().filter_map(|frame| serde_json::from_str::<&RawValue>(frame).ok()).collect();
+    let since = query.since.unwrap_or(0);
+    let epoch_matches = query.epoch.as_deref().is_none_or(|epoch| epoch == top.epoch);
+    let first_offset = publications.first().and(frames.first()).and_then(|frame| {
+        serde_json::from_str::<serde_json::Value>(frame).ok().and_then(|value| value["offset"].as_u64())
+    });
+    let reaches_back = match first_offset {
+        Some(first) => first == since + 1,
+        None => since >= top.offset,
+    };
+    let recovered = epoch_matches && since <= top.offset && reaches_back;
+    gateway.metrics.history_reads.with_label_values(&[if recovered { "hit" } else { "miss" }]).inc();
+    HttpResponse::Ok().json(HistoryResponse {
+        project_id: &project_id,
+        offset: top.offset,
+        epoch: &top.epoch,
+        recovered,
+        publications,
+    })
+}
