@@ -1,0 +1,187 @@
+//! Several server processes over one Redis (Debian's redis-server, started here): cross-task
+//! fan-out exactly once and in order, Redis restarts, a lost pub/sub connection, and resume
+//! across tasks.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::{ChildServer, Client, RedisServer};
+use serde_json::{json, Value};
+
+async fn three_tasks(redis: &RedisServer) -> Vec<ChildServer> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ChildServer::spawn(&[("REDIS_URL", redis.url())]).await);
+    }
+    servers
+}
+
+/// Reads `count` messages; returns their (offset, epoch, seq).
+async fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, String, u64)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let message = client.recv().await;
+        if message["type"] != "message" {
+            continue;
+        }
+        seen.push((
+            message["offset"].as_u64().unwrap(),
+            message["epoch"].as_str().unwrap().to_owned(),
+            message["data"]["seq"].as_u64().unwrap(),
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn every_subscriber_on_every_task_gets_every_message_once_in_order() {
+    let redis = RedisServer::start();
+    let servers = three_tasks(&redis).await;
+    let projects = ["north", "south"];
+    let mut subscribers = Vec::new();
+    for index in 0..12 {
+        let server = &servers[index % servers.len()];
+        let project = projects[index % projects.len()];
+        let mut client = Client::connect(&server.ws_url("/ws")).await;
+        let confirmed = client.request(json!({"action": "subscribe", "project_id": project})).await;
+        assert_eq!(confirmed["type"], "subscription_confirmed");
+        subscribers.push((project, client));
+    }
+    let per_project = 30;
+    for seq in 0..per_project {
+        for project in projects {
+            let publisher = &servers[(seq as usize) % servers.len()];
+            let response = publisher.publish(json!({"project_id": project, "data": {"seq": seq}})).await;
+            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        }
+    }
+    for (_, client) in &mut subscribers {
+        let seen = read_messages(client, per_project as usize).await;
+        let seqs: Vec<u64> = seen.iter().map(|(_, _, seq)| *seq).collect();
+        assert_eq!(seqs, (0..per_project).collect::<Vec<_>>(), "each message once, in publish order");
+        let offsets: Vec<u64> = seen.iter().map(|(offset, _, _)| *offset).collect();
+        assert_eq!(offsets, (1..=per_project).collect::<Vec<_>>());
+        client.expect_silence(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_nothing_confirmed() {
+    let mut redis = RedisServer::start();
+    let servers = three_tasks(&redis).await;
+    let mut subscribers = Vec::new();
+    for server in &servers {
+        let mut client = Client::connect(&server.ws_url("/ws?project_id=r")).await;
+        client.request(json!({"action": "ping"})).await;
+        subscribers.push(client);
+    }
+    let mut confirmed: Vec<u64> = Vec::new();
+    let mut refused = 0;
+    for seq in 0..60u64 {
+        if seq == 20 {
+            redis.kill();
+        }
+        if seq == 35 {
+            redis.restart();
+            for server in &servers {
+                server.wait_ready().await;
+            }
+        }
+        let publisher = &servers[(seq as usize) % servers.len()];
+        let response = publisher.publish(json!({"project_id": "r", "data": {"seq": seq}})).await;
+        match response.status().as_u16() {
+            200 => confirmed.push(seq),
+            503 => {
+                let error: Value = response.json().await.unwrap();
+                assert_eq!(error["code"], "unavailable");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused > 0, "the outage refused nothing");
+    assert_eq!(confirmed.len() + refused, 60);
+    for (index, client) in subscribers.iter_mut().enumerate() {
+        // Refused publications reached at most their own task's subscribers, without an offset.
+        let mut received = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(3), client.recv()).await;
+            let Ok(message) = message else { break };
+            if message["type"] == "message" && message.get("offset").is_some() {
+                received.push(message["data"]["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(received, confirmed, "subscriber {index} lost or repeated a confirmed publication");
+    }
+    let text = reqwest::get(servers[0].http_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(common::metric_value(&text, "agenticai_ws_redis_reconnects_total") >= 1.0);
+    assert_eq!(common::metric_value(&text, "agenticai_ws_redis_connected"), 1.0);
+}
+
+#[tokio::test]
+async fn a_dropped_pubsub_connection_is_gap_filled_from_history() {
+    let redis = RedisServer::start();
+    let servers = three_tasks(&redis).await;
+    let mut watcher = Client::connect(&servers[1].ws_url("/ws")).await;
+    watcher.request(json!({"action": "subscribe", "project_id": "g"})).await;
+    for seq in 0..40u64 {
+        if seq % 10 == 5 {
+            let reply = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            assert!(reply.starts_with(':'), "{reply}");
+        }
+        let response = servers[0].publish(json!({"project_id": "g", "data": {"seq": seq}})).await;
+        assert_eq!(response.status(), 200);
+    }
+    let seen = read_messages(&mut watcher, 40).await;
+    let seqs: Vec<u64> = seen.iter().map(|(_, _, seq)| *seq).collect();
+    assert_eq!(seqs, (0..40).collect::<Vec<_>>());
+    watcher.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
+    let redis = RedisServer::start();
+    let servers = three_tasks(&redis).await;
+    let mut client = Client::connect(&servers[0].ws_url("/ws")).await;
+    let confirmed = client.request(json!({"action": "subscribe", "project_id": "m"})).await;
+    let epoch = confirmed["epoch"].as_str().unwrap().to_owned();
+    for seq in 0..3 {
+        servers[1].publish(json!({"project_id": "m", "data": {"seq": seq}})).await;
+    }
+    let first = read_messages(&mut client, 3).await;
+    let last_offset = first.last().unwrap().0;
+    drop(client);
+    for seq in 3..10 {
+        servers[1].publish(json!({"project_id": "m", "data": {"seq": seq}})).await;
+    }
+    let mut back = Client::connect(&servers[2].ws_url("/ws")).await;
+    back.send(json!({"action": "subscribe", "project_id": "m", "since": {"offset": last_offset, "epoch": epoch}}))
+        .await;
+    let resumed = back.recv().await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    // Publish while the replay is being read and delivered: the seam must hold.
+    let publisher = tokio::spawn({
+        let url = servers[1].http_url("/api/v1/publish");
+        async move {
+            for seq in 10..20 {
+                reqwest::Client::new()
+                    .post(&url)
+                    .json(&json!({"project_id": "m", "data": {"seq": seq}}))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let rest = read_messages(&mut back, 17).await;
+    publisher.await.unwrap();
+    let seqs: Vec<u64> = rest.iter().map(|(_, _, seq)| *seq).collect();
+    assert_eq!(seqs, (3..20).collect::<Vec<_>>());
+    back.expect_silence(Duration::from_millis(200)).await;
+    let mut by_offset = HashMap::new();
+    for (offset, _, seq) in first.iter().chain(rest.iter()) {
+        assert!(by_offset.insert(*offset, *seq).is_none(), "offset {offset} twice");
+    }
+}
