@@ -19,6 +19,7 @@
 //! | [`redis_engine`] | cross-task fan-out and history on Redis; its subscriber actor |
 //! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
 //! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
+//! | [`updates`] | agent updates long-polled from SQS and published to their projects |
 //! | [`aws`] | SDK configuration, error classification, backoff |
 //! | [`metrics`], [`emf`], [`logging`] | Prometheus, CloudWatch EMF, structured logs |
 //!
@@ -47,3 +48,4 @@ pub mod protocol;
 pub mod redis_engine;
 pub mod server;
 pub mod session;
+pub mod updates;

@@ -27,6 +27,7 @@ use crate::{
         subscriber::{RedisHealth, RedisSubscriber},
         RedisEngine,
     },
+    updates::UpdatesConsumer,
 };
 
 /// Extra time after the drain window for the last clients to finish closing.
@@ -67,7 +68,7 @@ impl Server {
         config.validate()?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let queue_urls = config.agent_queue_urls()?;
-        let needs_aws = queue_urls.is_some() || config.table_name().is_some();
+        let needs_aws = queue_urls.is_some() || config.table_name().is_some() || config.updates_queue_url().is_some();
         let sdk = if needs_aws {
             Some(crate::aws::sdk_config(&config.aws_region, config.aws_endpoint_url.as_deref()).await)
         } else {
@@ -158,6 +159,17 @@ impl Server {
                 drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),
             },
         });
+
+        if let (Some(url), Some(sdk)) = (config.updates_queue_url(), &sdk) {
+            let consumer = UpdatesConsumer::new(
+                aws_sdk_sqs::Client::new(sdk),
+                url.to_owned(),
+                gateway.broker.clone(),
+                gateway.metrics.clone(),
+                gateway.session.parse_limits,
+            );
+            UpdatesConsumer::start_in_arbiter(&io_arbiter.handle(), move |_| consumer);
+        }
 
         let app_data = gateway.clone();
         let body_limit = config.max_frame_bytes;

@@ -1,0 +1,151 @@
+//! The agent-updates consumer: when SQS_QUEUE_URL_UPDATES is set, every task long-polls that
+//! queue (competing consumers: each update is handled by one task) and publishes each update
+//! to its project through the [`Broker`], like any other publication.
+//!
+//! An update's body is `{"project_id": "P", "type": "<event>", "data": <any JSON>}` (`event`
+//! is accepted for `type`). It is deleted from the queue only after the publication is durable
+//! in the history (Redis, or the memory history in single-task mode); if publishing fails it
+//! stays and SQS delivers it again after its visibility timeout. A malformed update is logged
+//! and counted and left alone: the queue's redrive policy moves it to the dead-letter queue after
+//! maxReceiveCount receives (the platform stack sets one), so it is never retried forever.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use crate::{
+    broker::{Broker, PublishSource},
+    metrics::Metrics,
+    protocol::{
+        request::{event_name, validate_project_id, ParseLimits},
+        PublishRequest,
+    },
+};
+
+/// SQS long-poll wait (the maximum SQS allows).
+const WAIT_SECONDS: i32 = 20;
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+
+pub struct UpdatesConsumer {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    broker: Broker,
+    metrics: Arc<Metrics>,
+    limits: ParseLimits,
+}
+
+impl UpdatesConsumer {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: String,
+        broker: Broker,
+        metrics: Arc<Metrics>,
+        limits: ParseLimits,
+    ) -> Self {
+        UpdatesConsumer { sqs, queue_url, broker, metrics, limits }
+    }
+}
+
+impl Actor for UpdatesConsumer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        log::info!(queue_url = self.queue_url.as_str(); "consuming agent updates");
+        let poll =
+            poll(self.sqs.clone(), self.queue_url.clone(), self.broker.clone(), self.metrics.clone(), self.limits);
+        ctx.spawn(poll.into_actor(self));
+    }
+}
+
+/// Parses an update body into a publication request.
+pub fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
+    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(body) else {
+        return Err("body is not a JSON object".into());
+    };
+    let project_id = match object.get("project_id") {
+        Some(Value::String(id)) => validate_project_id(id, limits).map_err(|error| error.message)?,
+        _ => return Err("missing project_id".into()),
+    };
+    let event = event_name(object.get("type").or_else(|| object.get("event"))).map_err(|error| error.message)?;
+    let data = object.remove("data").unwrap_or(Value::Null);
+    Ok(PublishRequest { project_id, event, data })
+}
+
+async fn poll(sqs: aws_sdk_sqs::Client, queue_url: String, broker: Broker, metrics: Arc<Metrics>, limits: ParseLimits) {
+    let mut failures = 0;
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(WAIT_SECONDS)
+            .send()
+            .await;
+        let output = match received {
+            Ok(output) => {
+                failures = 0;
+                output
+            }
+            Err(error) => {
+                if failures == 0 {
+                    log::warn!(error = crate::aws::describe(&error).as_str(); "cannot receive agent updates, retrying");
+                }
+                tokio::time::sleep(crate::aws::backoff(failures, RETRY_BASE, RETRY_CAP)).await;
+                failures += 1;
+                continue;
+            }
+        };
+        for message in output.messages() {
+            let message_id = message.message_id().unwrap_or("unknown");
+            let request = match parse_update(message.body().unwrap_or_default(), limits) {
+                Ok(request) => request,
+                Err(reason) => {
+                    metrics.updates.with_label_values(&["malformed"]).inc();
+                    log::warn!(
+                        sqs_message_id = message_id, reason = reason.as_str();
+                        "malformed agent update left for the dead-letter queue"
+                    );
+                    continue;
+                }
+            };
+            if let Err(error) = broker.publish(request, PublishSource::AgentUpdate).await {
+                metrics.updates.with_label_values(&["publish_failed"]).inc();
+                log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
+                continue;
+            }
+            let Some(receipt) = message.receipt_handle() else { continue };
+            match sqs.delete_message().queue_url(&queue_url).receipt_handle(receipt).send().await {
+                Ok(_) => metrics.updates.with_label_values(&["published"]).inc(),
+                Err(error) => {
+                    // Published but still on the queue: it will be published again (at least once).
+                    metrics.updates.with_label_values(&["delete_failed"]).inc();
+                    log::warn!(sqs_message_id = message_id, error = crate::aws::describe(&error).as_str(); "agent update published but not deleted");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: ParseLimits = ParseLimits { max_project_id_bytes: 64 };
+
+    #[test]
+    fn updates_name_their_project() {
+        let request = parse_update(r#"{"project_id":"p","type":"status","data":{"ok":true}}"#, LIMITS).unwrap();
+        assert_eq!(&*request.project_id, "p");
+        assert_eq!(request.event.as_deref(), Some("status"));
+        assert_eq!(request.data["ok"], true);
+    }
+
+    #[test]
+    fn malformed_updates_say_why() {
+        assert_eq!(parse_update("nope", LIMITS).unwrap_err(), "body is not a JSON object");
+        assert_eq!(parse_update(r#"{"data":1}"#, LIMITS).unwrap_err(), "missing project_id");
+        assert!(parse_update(r#"{"project_id":""}"#, LIMITS).is_err());
+    }
+}

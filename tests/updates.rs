@@ -1,0 +1,80 @@
+//! Agent updates long-polled from SQS (moto) and published to their projects; malformed ones
+//! go to the dead-letter queue through the queue's redrive policy.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::{aws_config, create_queue, moto_endpoint, Client, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn updates_reach_subscribers_and_malformed_ones_reach_the_dead_letter_queue() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let dead_letters = create_queue(&sqs, "updates-dlq", false).await;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dead_letters)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let updates = create_queue(&sqs, "updates", false).await;
+    sqs.set_queue_attributes()
+        .queue_url(&updates)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let server = TestServer::start(|config| {
+        config.aws_endpoint_url = Some(endpoint.clone());
+        config.sqs_queue_url_updates = Some(updates.clone());
+    });
+    let mut watcher = Client::connect(&server.ws_url("/ws?project_id=agent-p")).await;
+
+    for body in [
+        json!({"project_id": "agent-p", "type": "task_done", "data": {"task": 1}}).to_string(),
+        "this is not json".to_owned(),
+        json!({"data": {"no": "project"}}).to_string(),
+        json!({"project_id": "agent-p", "event": "task_done", "data": {"task": 2}}).to_string(),
+    ] {
+        sqs.send_message().queue_url(&updates).message_body(body).send().await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let message = watcher.recv_type("message").await;
+        assert_eq!(message["event"], "task_done");
+        assert!(message["offset"].as_u64().unwrap() >= 1);
+        tasks.push(message["data"]["task"].as_u64().unwrap());
+    }
+    tasks.sort_unstable();
+    assert_eq!(tasks, vec![1, 2]);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dead = Vec::new();
+    while dead.len() < 2 && Instant::now() < deadline {
+        let output = sqs
+            .receive_message()
+            .queue_url(&dead_letters)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        dead.extend(output.messages().iter().map(|m| m.body().unwrap_or_default().to_owned()));
+    }
+    assert_eq!(dead.len(), 2, "malformed updates in the dead-letter queue: {dead:?}");
+    assert!(dead.iter().any(|body| body == "this is not json"));
+    assert!(server.metric("agenticai_ws_agent_updates_total{outcome=\"malformed\"}").await >= 2.0);
+    assert_eq!(server.metric("agenticai_ws_agent_updates_total{outcome=\"published\"}").await, 2.0);
+    watcher.expect_silence(Duration::from_millis(200)).await;
+}
