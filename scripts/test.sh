@@ -37,6 +37,11 @@ if [ ! -x "$AWS_VENV/bin/moto_server" ]; then
 fi
 "$AWS_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
 export PATH="$AWS_VENV/bin:$PATH"
+if ! command -v redis-server >/dev/null 2>&1; then
+  # Debian's redis-server, for the multi-process scale-out tests (they start their own).
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+fi
 if [ -z "${SKIP_COVERAGE:-}" ] && ! cargo tarpaulin --version 2>/dev/null | grep -q "$TARPAULIN_VERSION"; then
   cargo install --locked --quiet cargo-tarpaulin --version "$TARPAULIN_VERSION"
 fi

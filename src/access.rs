@@ -27,6 +27,8 @@ pub enum Action<'a> {
     Forward { project_id: &'a str },
     /// Read a project's audit records.
     ReadAudit { project_id: &'a str },
+    /// Read a project's publication history (what its subscribers receive).
+    ReadHistory { project_id: &'a str },
 }
 
 #[derive(Clone, Debug)]
@@ -71,9 +73,12 @@ impl AccessPolicy {
             Action::Publish { .. } | Action::ReadAudit { .. } if !principal.can_publish => {
                 Err(RequestError::new(ErrorCode::Forbidden, "This needs a publish API key (Authorization: Bearer KEY)"))
             }
-            Action::Subscribe { .. } | Action::Publish { .. } | Action::Forward { .. } | Action::ReadAudit { .. } => {
-                Ok(())
-            }
+            // History is what any subscriber receives, so whoever may subscribe may read it.
+            Action::Subscribe { .. }
+            | Action::Publish { .. }
+            | Action::Forward { .. }
+            | Action::ReadAudit { .. }
+            | Action::ReadHistory { .. } => Ok(()),
         }
     }
 }

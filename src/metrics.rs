@@ -131,7 +131,7 @@ impl Metrics {
             draining: IntGauge::with_opts(opts("draining", "1 while the server drains for shutdown"))?,
             redis_connected: IntGauge::with_opts(opts(
                 "redis_connected",
-                "1 while the Redis pub/sub connection is up (absent without REDIS_URL)",
+                "1 while the Redis pub/sub connection is up (always 0 without REDIS_URL)",
             ))?,
             redis_reconnects: IntCounter::with_opts(opts("redis_reconnects_total", "Redis pub/sub connections lost"))?,
             cross_task_latency: Histogram::with_opts(histogram_opts(

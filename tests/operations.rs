@@ -83,6 +83,9 @@ async fn sigterm_drains_and_exits_zero() {
         .env("WEBSOCKET_PORT", port.to_string())
         .env("DATA_DIR", data.path())
         .env("DRAIN_SECONDS", "2")
+        // The forward sent just before SIGTERM is still waiting in its batch when the drain
+        // reaches its connection: the drain must wait for its answer.
+        .env("SQS_BATCH_LINGER_MS", "1500")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -6,11 +6,12 @@
 //! or the history no longer reaches back to `since` (reload from the source of truth then).
 //! Readable by anyone who may subscribe: the same data reaches subscribers.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::value::RawValue;
 
-use super::error_response;
+use super::{authorization, error_response};
 use crate::{
+    access::Action,
     gateway::Gateway,
     protocol::{request::validate_project_id, RequestError},
 };
@@ -35,12 +36,15 @@ struct HistoryResponse<'a> {
 }
 
 pub async fn project_history(
+    request: HttpRequest,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
     let result = async {
         let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
+        let principal = gateway.policy.principal(authorization(&request));
+        gateway.policy.check(&principal, Action::ReadHistory { project_id: &project_id })?;
         let since = query.since.unwrap_or(0);
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let (top, frames) = gateway.broker.history(project_id.clone(), since, limit).await?;

@@ -270,7 +270,6 @@ impl Session {
             return Err(RequestError::busy("The agent queues are busy"));
         }
         let answered = answer.into_actor(self).map(move |result, session, _| {
-            session.release_inflight_slot();
             match result {
                 Ok(Ok(receipt)) => session.reply(
                     Reply::ForwardConfirmed {
@@ -288,6 +287,8 @@ impl Session {
                     session.forward_failed(&error, &message_id, request_id.as_ref());
                 }
             }
+            // After the answer is queued: releasing the last slot of a draining session closes it.
+            session.release_inflight_slot();
         });
         ctx.spawn(answered);
         Ok(())
@@ -309,7 +310,6 @@ impl Session {
         let broker = self.gateway.broker.clone();
         let published = async move { broker.publish(publish, PublishSource::WebSocket).await };
         ctx.spawn(published.into_actor(self).map(move |result, session, _| {
-            session.release_inflight_slot();
             match result {
                 Ok(receipt) => session.reply(
                     Reply::PublishConfirmed {
@@ -323,6 +323,7 @@ impl Session {
                 ),
                 Err(error) => session.reply_error(&error, request_id.as_ref()),
             }
+            session.release_inflight_slot();
         }));
         Ok(())
     }

@@ -75,6 +75,10 @@ pub struct Common {
     /// Bearer key for the publish API (needed when the server sets PUBLISH_API_KEYS).
     #[arg(long, env = "LOADTEST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PID of a server process on this machine: its CPU seconds are then read from /proc (10 ms
+    /// resolution) instead of /metrics (whole seconds). Repeatable, summed.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -190,6 +194,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let pids = match &cli.command {
+        Command::Connect(args) => args.common.server_pids.clone(),
+        Command::Fanout(args) => args.common.server_pids.clone(),
+        Command::Forward(args) => args.common.server_pids.clone(),
+        _ => Vec::new(),
+    };
+    let _ = scrape::SERVER_PIDS.set(pids);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Connect(args) => connect::run(args, nofile).await,

@@ -37,6 +37,21 @@ pub const BATCH_COUNT: &str = "agenticai_ws_sqs_batch_entries_count";
 pub const SLOW_CLOSED: &str = "agenticai_ws_slow_consumers_closed_total";
 pub const CLOSED: &str = "agenticai_ws_connections_closed_total";
 
+/// PIDs of the servers when they run on this machine (`--server-pid`): their CPU time is then
+/// read from /proc at 10 ms resolution (the Prometheus process collector counts whole seconds).
+pub static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// utime + stime of a process, in seconds (USER_HZ = 100 on Linux).
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// Scrapes every URL; a server that does not answer leaves `ok` false (the figures that need it
 /// are then reported as unknown, the run goes on).
 pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
@@ -58,6 +73,16 @@ pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
             let Ok(value) = value.parse::<f64>() else { continue };
             *sample.series.entry(key.to_owned()).or_default() += value;
         }
+    }
+    if let Some(pids) = SERVER_PIDS.get().filter(|pids| !pids.is_empty()) {
+        let mut total = 0.0;
+        for &pid in pids {
+            match proc_cpu_seconds(pid) {
+                Some(seconds) => total += seconds,
+                None => sample.ok = false,
+            }
+        }
+        sample.series.insert(CPU.to_owned(), total);
     }
     sample
 }
