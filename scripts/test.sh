@@ -17,7 +17,7 @@ TOOLS_DIR=${TOOLS_DIR:-$ROOT/.tools}
 COVERAGE_MIN=${COVERAGE_MIN:-80}
 AWS_VENV="$TOOLS_DIR/aws-venv"
 MOTO_PIN="moto[server]==5.2.5"
-TARPAULIN_VERSION=0.35.2
+TARPAULIN_VERSION=0.37.5
 export CARGO_TERM_COLOR=never
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 
@@ -70,7 +70,7 @@ else
   step "unit and integration tests, with line coverage (fails under ${COVERAGE_MIN}%)"
   cargo tarpaulin --engine ptrace --locked --skip-clean --all-targets \
     --exclude-files 'src/bin/*' --exclude-files 'tests/*' \
-    --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
+    --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
 fi
 
 step "release build"
