@@ -90,9 +90,14 @@ start() {
     log "an SQS endpoint already answers on $ENDPOINT; using it"
   else
     log "starting on $ENDPOINT (log: $LOG_FILE)"
-    (cd "$PREFIX" && FAUXQS_PORT="$FAUXQS_PORT" FAUXQS_LOGGER=false \
-      nohup "$(pick_node)" node_modules/fauxqs/dist/cli.js >"fauxqs-${FAUXQS_PORT}.log" 2>&1 &
-      echo $! >"fauxqs-${FAUXQS_PORT}.pid")
+    local node_bin
+    node_bin=$(pick_node)
+    (
+      cd "$PREFIX"
+      FAUXQS_PORT="$FAUXQS_PORT" FAUXQS_LOGGER=false nohup "$node_bin" node_modules/fauxqs/dist/cli.js \
+        >"fauxqs-${FAUXQS_PORT}.log" 2>&1 &
+      echo $! >"fauxqs-${FAUXQS_PORT}.pid"
+    )
     local i
     for i in $(seq 1 100); do
       answers && break
