@@ -96,6 +96,12 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub publish_api_keys: Vec<String>,
 
+    /// Origins allowed to call the HTTP API (publish, history, audit) from a browser, comma
+    /// separated (e.g. https://dashboard.example.com). Unset = no cross-origin calls. WebSocket
+    /// upgrades are not affected.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -300,6 +306,7 @@ impl Config {
         config.sqs_queue_url_qa = None;
         config.sqs_queue_url_ops = None;
         config.publish_api_keys = Vec::new();
+        config.cors_allowed_origins = Vec::new();
         config.log_format = LogFormat::Text;
         config
     }

@@ -190,7 +190,7 @@ pub enum HubHistory {
     Memory(MemoryHistory),
     /// Redis stamps and keeps history; the hub remembers the last position it delivered per
     /// project, to drop repeats.
-    Redis { engine: RedisEngine, delivered: HashMap<ProjectId, StreamPosition> },
+    Redis { engine: Box<RedisEngine>, delivered: HashMap<ProjectId, StreamPosition> },
 }
 
 pub struct Hub {

@@ -118,7 +118,7 @@ impl Server {
         let hub = {
             let metrics = metrics.clone();
             let history = match &redis {
-                Some(engine) => HubHistory::Redis { engine: engine.clone(), delivered: Default::default() },
+                Some(engine) => HubHistory::Redis { engine: Box::new(engine.clone()), delivered: Default::default() },
                 None => HubHistory::Memory(MemoryHistory::new(history_settings)),
             };
             let max_held = config.outbound_queue_messages;
@@ -173,11 +173,12 @@ impl Server {
 
         let app_data = gateway.clone();
         let body_limit = config.max_frame_bytes;
+        let cors_origins = config.cors_allowed_origins.clone();
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(app_data.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
-                .configure(crate::http::configure)
+                .configure(|routes| crate::http::configure(routes, &cors_origins))
         })
         .disable_signals()
         .backlog(4096)

@@ -165,3 +165,26 @@ async fn the_local_record_store_serves_the_same_read_path() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_table_that_stays_down_drops_records_past_the_buffer_but_never_blocks_clients() {
+    let endpoint = moto_endpoint();
+    let (_, table) = create_table(&endpoint).await;
+    let outage = common::OutageProxy::start(&endpoint).await;
+    outage.set_down(true);
+    let server = TestServer::start(|config| {
+        config.aws_endpoint_url = Some(outage.endpoint.clone());
+        config.dynamodb_table_name = Some(table.clone());
+        config.persistence_buffer_records = 10;
+    });
+    let mut client = Client::connect(&server.ws_url("/ws?project_id=down")).await;
+    for n in 0..60 {
+        let response = server.publish(json!({"project_id": "down", "data": n})).await;
+        assert_eq!(response.status(), 200, "publishing must not wait for the table");
+        assert_eq!(client.recv().await["data"], n);
+    }
+    assert!(server.metric("agenticai_ws_records_dropped_total").await >= 20.0);
+    assert!(server.metric("agenticai_ws_record_retries_total").await >= 1.0);
+    // The buffer (10) plus the one batch (at most 25) the writer keeps retrying.
+    assert!(server.metric("agenticai_ws_records_buffered").await <= 35.0);
+}

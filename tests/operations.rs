@@ -146,3 +146,29 @@ async fn sigterm_drains_and_exits_zero() {
     let spooled = std::fs::read_to_string(data.path().join("spool/qa.jsonl")).unwrap();
     assert!(spooled.contains("last-words"));
 }
+
+#[tokio::test]
+async fn cors_admits_only_the_configured_origins_to_the_api() {
+    let server = TestServer::start(|config| config.cors_allowed_origins = vec!["https://dash.example".into()]);
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, server.http_url("/api/v1/publish"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization,content-type")
+            .send()
+    };
+    let allowed = preflight("https://dash.example").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://dash.example");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+
+    // WebSocket upgrades are not subject to the API's CORS policy.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url("/ws")).unwrap();
+    request.headers_mut().insert("Origin", "https://elsewhere.example".parse().unwrap());
+    let (mut stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let greeting = futures_util::StreamExt::next(&mut stream).await.unwrap().unwrap();
+    assert!(greeting.into_text().unwrap().contains("connected"));
+}

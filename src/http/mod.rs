@@ -11,17 +11,32 @@ use actix_web::{web, HttpResponse};
 
 use crate::protocol::{ErrorCode, RequestError};
 
-/// Mounts every route.
-pub fn configure(config: &mut web::ServiceConfig) {
+/// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser.
+pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
     config
         .route("/", web::get().to(upgrade::upgrade))
         .route("/ws", web::get().to(upgrade::upgrade))
         .route("/health", web::get().to(operations::health))
         .route("/ready", web::get().to(operations::ready))
         .route("/metrics", web::get().to(operations::metrics))
-        .route("/api/v1/publish", web::post().to(publish::publish))
-        .route("/api/v1/projects/{project_id}/messages", web::get().to(audit::project_messages))
-        .route("/api/v1/projects/{project_id}/history", web::get().to(history::project_history));
+        .service(
+            web::scope("/api/v1")
+                .wrap(cors(cors_origins))
+                .route("/publish", web::post().to(publish::publish))
+                .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
+                .route("/projects/{project_id}/history", web::get().to(history::project_history)),
+        );
+}
+
+/// The API's CORS policy: the listed origins, the methods and headers the API uses; with no
+/// origins, browsers may not call it cross-origin at all.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
+        .max_age(3600)
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
