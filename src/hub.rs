@@ -76,6 +76,8 @@ pub struct Subscribe {
     pub request_id: Option<RequestId>,
     /// Resume after this position.
     pub since: Option<StreamPosition>,
+    /// Put the project's position in the confirmation.
+    pub with_position: bool,
 }
 
 /// Removes a subscription and confirms it to the client.
@@ -324,6 +326,7 @@ impl Hub {
         project_id: &ProjectId,
         request_id: Option<&RequestId>,
         resumed: bool,
+        with_position: bool,
         recovery: Option<Recovery>,
     ) {
         let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
@@ -339,7 +342,7 @@ impl Hub {
         let confirmation = Reply::SubscriptionConfirmed {
             project_id,
             recovered: resumed.then_some(recovered),
-            position: recovery.as_ref().map(|recovery| &recovery.top),
+            position: recovery.as_ref().filter(|_| with_position).map(|recovery| &recovery.top),
         }
         .to_frame(request_id);
         self.push(&outbox, confirmation, "subscription_confirmed");
@@ -419,6 +422,7 @@ impl Handler<Subscribe> for Hub {
                         &msg.project_id,
                         msg.request_id.as_ref(),
                         resumed,
+                        msg.with_position,
                         Some(recovery),
                     );
                 }
@@ -444,7 +448,7 @@ impl Handler<Subscribe> for Hub {
                             None
                         }
                     };
-                    hub.complete_subscription(&msg.id, &msg.project_id, msg.request_id.as_ref(), resumed, recovery);
+                    hub.complete_subscription(&msg.id, &msg.project_id, msg.request_id.as_ref(), resumed, msg.with_position, recovery);
                 }));
             }
         }

@@ -20,7 +20,9 @@ async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
         publish(&server, "p", n).await;
     }
     let mut client = Client::connect(&server.ws_url("/ws")).await;
-    let confirmed = client.request(json!({"action": "subscribe", "project_id": "p"})).await;
+    let plain = client.request(json!({"action": "subscribe", "project_id": "p"})).await;
+    assert_eq!(plain, json!({"type": "subscription_confirmed", "project_id": "p"}), "the original shape by default");
+    let confirmed = client.request(json!({"action": "subscribe", "project_id": "p", "recover": true})).await;
     assert_eq!(confirmed["type"], "subscription_confirmed");
     assert_eq!(confirmed["offset"], 2, "{confirmed}");
     let epoch = confirmed["epoch"].as_str().unwrap().to_owned();
@@ -64,7 +66,7 @@ async fn a_resume_the_history_cannot_cover_says_recovered_false() {
         publish(&server, "p", n).await;
     }
     let mut client = Client::connect(&server.ws_url("/ws")).await;
-    let top = client.request(json!({"action": "subscribe", "project_id": "p"})).await;
+    let top = client.request(json!({"action": "subscribe", "project_id": "p", "recover": true})).await;
     let epoch = top["epoch"].as_str().unwrap().to_owned();
 
     let trimmed =

@@ -145,7 +145,7 @@ async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
     let redis = RedisServer::start();
     let servers = three_tasks(&redis).await;
     let mut client = Client::connect(&servers[0].ws_url("/ws")).await;
-    let confirmed = client.request(json!({"action": "subscribe", "project_id": "m"})).await;
+    let confirmed = client.request(json!({"action": "subscribe", "project_id": "m", "recover": true})).await;
     let epoch = confirmed["epoch"].as_str().unwrap().to_owned();
     for seq in 0..3 {
         servers[1].publish(json!({"project_id": "m", "data": {"seq": seq}})).await;

@@ -44,6 +44,9 @@ pub struct SubscribeRequest {
     pub project_id: ProjectId,
     /// Resume after this position (replay what was missed), when given.
     pub since: Option<StreamPosition>,
+    /// The confirmation carries the project's position (`"recover": true`, or implied by
+    /// `since`). Off by default: the original clients compare the confirmation's exact shape.
+    pub with_position: bool,
 }
 
 /// A message for an agent queue.
@@ -133,7 +136,8 @@ fn parse_subscribe(object: &Map<String, Value>, limits: ParseLimits) -> Result<S
             )
         })?),
     };
-    Ok(SubscribeRequest { project_id, since })
+    let with_position = since.is_some() || object.get("recover") == Some(&Value::Bool(true));
+    Ok(SubscribeRequest { project_id, since, with_position })
 }
 
 fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<ForwardRequest, RequestError> {
@@ -222,7 +226,10 @@ mod tests {
     fn original_shapes_parse() {
         assert_eq!(parse(r#"{"action":"ping"}"#, LIMITS).request.unwrap(), Request::Ping);
         let subscribe = parse(r#"{"action":"subscribe","project_id":"p1"}"#, LIMITS).request.unwrap();
-        assert_eq!(subscribe, Request::Subscribe(SubscribeRequest { project_id: "p1".into(), since: None }));
+        assert_eq!(
+            subscribe,
+            Request::Subscribe(SubscribeRequest { project_id: "p1".into(), since: None, with_position: false })
+        );
     }
 
     #[test]
@@ -267,6 +274,7 @@ mod tests {
         let ok = parse(r#"{"action":"subscribe","project_id":"p","since":{"offset":3,"epoch":"e"}}"#, LIMITS);
         let Ok(Request::Subscribe(subscribe)) = ok.request else { panic!("not a subscribe") };
         assert_eq!(subscribe.since, Some(StreamPosition { offset: 3, epoch: "e".into() }));
+        assert!(subscribe.with_position);
         let bad = error_of(r#"{"action":"subscribe","project_id":"p","since":"yesterday"}"#);
         assert_eq!(bad.code, ErrorCode::InvalidRequest);
     }

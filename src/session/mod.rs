@@ -220,6 +220,7 @@ impl Session {
             project_id: subscribe.project_id.clone(),
             request_id,
             since: subscribe.since,
+            with_position: subscribe.with_position,
         };
         self.gateway.hub.try_send(message).map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
         self.subscriptions.insert(subscribe.project_id);

@@ -302,6 +302,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let max_seconds = args.max_ramp + args.hold + 60.0;
     let before = scrape::scrape(&http, &metrics_urls).await;
+    let cpu_before = scrape::machine_cpu();
     let agg = Arc::new(Mutex::new(Agg::default()));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut children = Vec::new();
@@ -443,6 +444,12 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = scrape::scrape(&http, &metrics_urls).await;
+    let machine = scrape::machine_json(
+        &cpu_before,
+        &scrape::machine_cpu(),
+        scrape::delta(&before, &after, scrape::CPU),
+        started.elapsed().as_secs_f64(),
+    );
     drop(_progress);
 
     let mut agg = std::mem::take(&mut *agg.lock().unwrap());
@@ -498,6 +505,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         "connect_rate_per_s": connect_rate,
         "handshake_latency": handshake,
         "held_seconds": held_for,
+        "machine": machine,
         "server": {
             "metrics_ok": before.ok && after.ok,
             "rss_before_bytes": rss_before,
@@ -518,7 +526,8 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
          handshake latency: {}\n\
          held {held_for:.1}s; server RSS {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
          server CPU: {cpu_total:.2}s over the run, {cpu_ramp:.2}s during the ramp\n\
-         server closes: {}",
+         server closes: {}\n\
+         machine CPU over the run: {machine}",
         args.connections,
         processes,
         stats::causes_line(&failures),

@@ -99,7 +99,13 @@ pub async fn http_publish(
         } else if e.is_connect() {
             "http_connect".to_owned()
         } else {
-            "http_error".to_owned()
+            // The innermost cause, shortened ("connection closed before message completed", ...).
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(source) = cause.source() {
+                cause = source;
+            }
+            let text: String = cause.to_string().chars().take(60).collect();
+            format!("http_error: {text}")
         }
     })?;
     let status = response.status();
@@ -146,6 +152,8 @@ struct SubscriberResult {
 }
 
 struct PublisherResult {
+    /// Which publisher (the index of its sequence numbers in the subscribers' tallies).
+    index: usize,
     /// Confirmed sequence numbers, per project.
     confirmed: Vec<SeqSet>,
     errors: Causes,
@@ -297,6 +305,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     // 2. Publishers.
     *phase.lock().unwrap() = "publishing";
     let before = scrape::scrape(&http, &metrics_urls).await;
+    let cpu_before = scrape::machine_cpu();
     let started = Instant::now();
     let first_ns = stats::now_ns();
     let end = started + Duration::from_secs_f64(args.duration);
@@ -337,10 +346,28 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     // 3. Drain: wait for every expected delivery (bounded), then stop the subscribers.
     *phase.lock().unwrap() = "draining";
     let drain_end = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
-    while shared.unique.load(Relaxed) < shared.expected.load(Relaxed) && Instant::now() < drain_end {
+    // A failed publication may still have been delivered (it then counts in `unique` but not in
+    // `expected`): after failures, wait for the deliveries to go quiet as well.
+    let failures_seen = shared.publish_failed.load(Relaxed) > 0;
+    let (mut last_unique, mut quiet_since) = (u64::MAX, Instant::now());
+    while Instant::now() < drain_end {
+        let unique = shared.unique.load(Relaxed);
+        if unique != last_unique {
+            (last_unique, quiet_since) = (unique, Instant::now());
+        }
+        let reached = unique >= shared.expected.load(Relaxed);
+        if reached && (!failures_seen || quiet_since.elapsed() > Duration::from_millis(500)) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let after = scrape::scrape(&http, &metrics_urls).await;
+    let machine = scrape::machine_json(
+        &cpu_before,
+        &scrape::machine_cpu(),
+        scrape::delta(&before, &after, scrape::CPU),
+        started.elapsed().as_secs_f64(),
+    );
     let _ = stop_tx.send(true);
     *phase.lock().unwrap() = "closing";
     let mut subscriber_results = Vec::new();
@@ -361,8 +388,12 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         let _ = publish_latency.add(&result.latency);
         mismatch += result.subscriber_mismatch;
     }
-    publisher_results.sort_by_key(|_| 0);
+    // Indexed by publisher: the subscribers' tallies are.
+    publisher_results.sort_by_key(|result| result.index);
     for result in publisher_results {
+        while confirmed.len() < result.index {
+            confirmed.push(Vec::new());
+        }
         confirmed.push(result.confirmed);
     }
     let mut latency = stats::histogram();
@@ -437,6 +468,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         "other_frames": other_frames,
         "subscriber_failures": subscriber_failures,
         "latency": latency,
+        "machine": machine,
         "server": {
             "metrics_ok": before.ok && after.ok,
             "deliveries": server_deliveries,
@@ -452,7 +484,8 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
          lost {lost} (on {subscribers_losing} subscribers), duplicated {duplicates}, subscriber-count mismatches {mismatch}, subscriber failures: {}, connect failures: {}\n\
          delivery latency: {}\n\
          publish latency:  {}\n\
-         server: {server_deliveries:.0} deliveries, {server_cpu:.2} CPU s = {} per delivery, slow consumers closed {slow_closed:.0}",
+         server: {server_deliveries:.0} deliveries, {server_cpu:.2} CPU s = {} per delivery, slow consumers closed {slow_closed:.0}\n\
+         machine CPU over the run: {machine}",
         args.via,
         args.subscribers,
         args.projects,
@@ -516,6 +549,7 @@ impl PublisherCtx {
 async fn publish_http(ctx: PublisherCtx) -> PublisherResult {
     let ctx = Arc::new(ctx);
     let state = Arc::new(Mutex::new(PublisherResult {
+        index: ctx.index,
         confirmed: vec![SeqSet::default(); ctx.projects],
         errors: Causes::new(),
         latency: stats::histogram(),
@@ -561,6 +595,7 @@ async fn publish_http(ctx: PublisherCtx) -> PublisherResult {
     let result = std::mem::replace(
         &mut *state.lock().unwrap(),
         PublisherResult {
+            index: ctx.index,
             confirmed: Vec::new(),
             errors: Causes::new(),
             latency: stats::histogram(),
@@ -584,6 +619,7 @@ struct Reply {
 
 async fn publish_ws(ctx: PublisherCtx) -> PublisherResult {
     let mut result = PublisherResult {
+        index: ctx.index,
         confirmed: vec![SeqSet::default(); ctx.projects],
         errors: Causes::new(),
         latency: stats::histogram(),
@@ -609,6 +645,7 @@ async fn publish_ws(ctx: PublisherCtx) -> PublisherResult {
         let bound = ctx.end + Duration::from_secs(30);
         tokio::spawn(async move {
             let mut out = PublisherResult {
+                index: 0,
                 confirmed: vec![SeqSet::default(); per_project.len()],
                 errors: Causes::new(),
                 latency: stats::histogram(),

@@ -167,6 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let before = scrape::scrape(&http, &metrics_urls).await;
+    let cpu_before = scrape::machine_cpu();
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.duration);
     let drain = Duration::from_secs_f64(args.drain_timeout);
@@ -321,6 +322,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = scrape::scrape(&http, &metrics_urls).await;
+    let machine =
+        scrape::machine_json(&cpu_before, &scrape::machine_cpu(), scrape::delta(&before, &after, scrape::CPU), elapsed);
     drop(_progress);
 
     let (mut sent, mut confirmed, mut duplicates, mut unanswered) = (0u64, 0u64, 0u64, 0u64);
@@ -385,6 +388,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "cpu_seconds": server_cpu,
             "cpu_us_per_forward": (confirmed > 0).then(|| server_cpu * 1e6 / confirmed as f64),
         },
+        "machine": machine,
         "bare_sqs": bare.as_ref().map(BareResult::json),
         "ratio_to_bare": ratio,
     });
@@ -392,7 +396,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "forward: {} clients, window {}, target {}: sent {sent}, confirmed {confirmed} in {window_seconds:.2}s = {confirmed_per_s:.0}/s; unanswered {unanswered}, duplicated answers {duplicates}\n\
          errors by code: {}; failures: {}\n\
          confirmation latency: {}\n\
-         server: {batch_calls:.0} batch calls, {} entries per batch, {server_cpu:.2} CPU s",
+         server: {batch_calls:.0} batch calls, {} entries per batch, {server_cpu:.2} CPU s\n\
+         machine CPU over the run: {machine}",
         args.clients,
         args.window,
         if args.rate > 0.0 { format!("{:.0}/s", args.rate) } else { "unlimited".into() },

@@ -52,6 +52,49 @@ fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU seconds of the whole machine (busy, all cores) and of this process and its waited-for
+/// children, from /proc: on a shared 2-core machine, what else ran during a run shows here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    pub busy: f64,
+    pub loadtest: f64,
+}
+
+pub fn machine_cpu() -> MachineCpu {
+    let busy = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.to_owned();
+            let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+            // user nice system idle iowait irq softirq steal
+            Some((v.iter().take(8).sum::<f64>() - v.get(3)? - v.get(4)?) / 100.0)
+        })
+        .unwrap_or(0.0);
+    let loadtest = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat[stat.rfind(')')? + 2..].to_owned();
+            let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            // utime stime cutime cstime are fields 14-17 (indices 11-14 after the state field).
+            Some(f.get(10..14)?.iter().sum::<f64>() / 100.0)
+        })
+        .unwrap_or(0.0);
+    MachineCpu { busy, loadtest }
+}
+
+/// The machine's CPU over a run: busy, this load generator, the server(s), and everything else.
+pub fn machine_json(before: &MachineCpu, after: &MachineCpu, server_cpu: f64, seconds: f64) -> serde_json::Value {
+    let busy = after.busy - before.busy;
+    let loadtest = after.loadtest - before.loadtest;
+    serde_json::json!({
+        "seconds": seconds,
+        "busy_cpu_s": busy,
+        "loadtest_cpu_s": loadtest,
+        "server_cpu_s": server_cpu,
+        "other_cpu_s": busy - loadtest - server_cpu,
+    })
+}
+
 /// Scrapes every URL; a server that does not answer leaves `ok` false (the figures that need it
 /// are then reported as unknown, the run goes on).
 pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
