@@ -142,8 +142,10 @@ pub struct Config {
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
 
-    /// Longest a batch waits for more entries before it is sent to SQS, in milliseconds.
-    #[arg(long, env = "SQS_BATCH_LINGER_MS", default_value_t = 5)]
+    /// Longest a batch waits for more entries before it is sent to SQS, in milliseconds. 20 ms
+    /// fills batches at 2,000 forwards/s over four queues (5 ms gave 5 entries per call) and
+    /// adds at most 20 ms to a confirmation when traffic is light.
+    #[arg(long, env = "SQS_BATCH_LINGER_MS", default_value_t = 20)]
     pub sqs_batch_linger_ms: u64,
 
     /// Largest SendMessageBatch payload (and single message), in bytes.

@@ -29,6 +29,9 @@ use crate::protocol::CloseCode;
 /// messages before it) before it gives up on the peer.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Items the writer takes off the queue per wake-up.
+const WRITE_BATCH: usize = 64;
+
 /// One item for the socket.
 #[derive(Debug)]
 pub enum Outbound {
@@ -152,20 +155,31 @@ impl Outbox {
 /// sent (None when the socket went away first). Runs as its own task beside the session actor,
 /// so a socket write never blocks the actor's message handling.
 pub async fn run_writer(mut sink: WsSink, outbox: Outbox, mut rx: mpsc::Receiver<Outbound>) -> Option<CloseCode> {
-    loop {
-        let next = tokio::select! {
+    // One waiter for the whole life of the writer: a fresh `notified()` per item would register
+    // and unregister with the Notify (a lock) for every frame.
+    let close_requested = outbox.close.notify.notified();
+    tokio::pin!(close_requested);
+    let mut batch = Vec::new();
+    'serve: loop {
+        let received = tokio::select! {
             biased;
-            () = outbox.close.notify.notified() => break,
-            next = rx.recv() => next,
+            () = &mut close_requested => break,
+            received = rx.recv_many(&mut batch, WRITE_BATCH) => received,
         };
-        let Some(item) = next else { break };
-        let sent = tokio::select! {
-            biased;
-            () = outbox.close.notify.notified() => break,
-            sent = send(&mut sink, &outbox, item) => sent,
-        };
-        if !sent {
-            return None;
+        if received == 0 {
+            break;
+        }
+        // Everything queued goes to the socket before the next wake-up, so the HTTP layer
+        // writes it in as few syscalls as its buffer allows.
+        for item in batch.drain(..) {
+            let sent = tokio::select! {
+                biased;
+                () = &mut close_requested => break 'serve,
+                sent = send(&mut sink, &outbox, item) => sent,
+            };
+            if !sent {
+                return None;
+            }
         }
     }
     let code = outbox.close.requested().unwrap_or(CloseCode::Normal);
