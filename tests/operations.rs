@@ -12,7 +12,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
-    let server = TestServer::start(|_| {});
+    // EMF on, so its emitter runs too (its line format is unit-tested in src/emf.rs).
+    let server = TestServer::start(|config| config.emf_interval_secs = 1);
     let health = reqwest::get(server.http_url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");

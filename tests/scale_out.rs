@@ -185,3 +185,49 @@ async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
         assert!(by_offset.insert(*offset, *seq).is_none(), "offset {offset} twice");
     }
 }
+
+/// The same paths with the servers in this process (so line coverage sees the engine and the
+/// subscriber): fan-out across two tasks, resume on the other task, history over HTTP, and a
+/// subscriber connection killed and re-established.
+#[tokio::test]
+async fn in_process_tasks_share_fan_out_history_and_resume() {
+    let redis = RedisServer::start();
+    let first = common::TestServer::start(|config| config.redis_url = Some(redis.url()));
+    let second = common::TestServer::start(|config| config.redis_url = Some(redis.url()));
+    let mut watcher = Client::connect(&second.ws_url("/ws")).await;
+    let confirmed = watcher.request(json!({"action": "subscribe", "project_id": "ip", "recover": true})).await;
+    assert_eq!(confirmed["offset"], 0);
+    let epoch = confirmed["epoch"].as_str().unwrap().to_owned();
+    for seq in 0..5 {
+        let receipt: Value =
+            first.publish(json!({"project_id": "ip", "data": {"seq": seq}})).await.json().await.unwrap();
+        assert_eq!(receipt["offset"], seq + 1);
+    }
+    assert_eq!(read_messages(&mut watcher, 5).await.iter().map(|m| m.2).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+
+    let reply = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(reply.starts_with(':'), "{reply}");
+    for seq in 5..8 {
+        first.publish(json!({"project_id": "ip", "data": {"seq": seq}})).await;
+    }
+    assert_eq!(read_messages(&mut watcher, 3).await.iter().map(|m| m.2).collect::<Vec<_>>(), vec![5, 6, 7]);
+
+    let mut resumed = Client::connect(&first.ws_url("/ws")).await;
+    let answer = resumed
+        .request(json!({"action": "subscribe", "project_id": "ip", "since": {"offset": 6, "epoch": epoch}}))
+        .await;
+    assert_eq!(answer["recovered"], true);
+    assert_eq!(read_messages(&mut resumed, 2).await.iter().map(|m| m.2).collect::<Vec<_>>(), vec![6, 7]);
+
+    let history: Value = reqwest::get(second.http_url("/api/v1/projects/ip/history?since=5&limit=2"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["offset"], 8);
+    assert_eq!(history["recovered"], true);
+    assert_eq!(history["publications"].as_array().unwrap().len(), 2);
+    let ready: Value = reqwest::get(second.http_url("/ready")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["redis"], "up");
+}
