@@ -430,12 +430,15 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     let server_cpu = scrape::delta(&before, &after, scrape::CPU);
     let cpu_us_per_delivery = (server_deliveries > 0.0).then(|| server_cpu * 1e6 / server_deliveries);
     let slow_closed = scrape::delta(&before, &after, scrape::SLOW_CLOSED);
+    // With several instances (over Redis) a publish answers only its own instance's subscriber
+    // count, so the counts are compared only against a single instance.
+    let single_instance = metrics_urls.len() == 1;
     let ok = connect_failures.is_empty()
         && subscriber_failures.is_empty()
         && publish_errors.is_empty()
         && lost == 0
         && duplicates == 0
-        && mismatch == 0
+        && (mismatch == 0 || !single_instance)
         && published > 0;
 
     let value = json!({
