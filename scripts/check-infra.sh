@@ -123,7 +123,7 @@ skip_reasons() {
 
 shopt -s nullglob
 templates=(cloudformation/*.yaml cloudformation/*.yml)
-shell_scripts=(scripts/*.sh)
+shell_scripts=(scripts/*.sh scripts/lib/*.sh)
 shopt -u nullglob
 [ -f .ci/run ] && shell_scripts+=(.ci/run)
 

@@ -59,33 +59,8 @@ GIT_REV=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-say() { printf '\n==> %s\n' "$*"; }
-
-# run CMD...: runs it, or prints it (shell-quoted) under --dry-run.
-run() {
-  if [ "$DRY_RUN" -eq 1 ]; then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
-
-# capture VAR PLACEHOLDER CMD...: VAR=$(CMD...), or VAR=PLACEHOLDER after printing CMD under --dry-run.
-capture() {
-  local __var=$1 __placeholder=$2
-  shift 2
-  if [ "$DRY_RUN" -eq 1 ]; then
-    # shellcheck disable=SC2016 # a literal $( is printed
-    printf '+ %s=$(' "$__var"
-    printf '%q ' "$@"
-    printf ')\n'
-    printf -v "$__var" '%s' "$__placeholder"
-  else
-    printf -v "$__var" '%s' "$("$@")"
-  fi
-}
+# shellcheck source=scripts/lib/dry-run.sh
+source scripts/lib/dry-run.sh
 
 say "deploy $SERVICE to $CLUSTER in $REGION (revision $GIT_REV, tag $TIMESTAMP)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"
 

@@ -56,31 +56,8 @@ CLUSTER="agenticai-cluster-$ENV_NAME"
 SERVICE="agenticai-websocket-$ENV_NAME"
 FAMILY="agenticai-websocket-$ENV_NAME"
 
-say() { printf '\n==> %s\n' "$*"; }
-
-run() {
-  if [ "$DRY_RUN" -eq 1 ]; then
-    printf '+'
-    printf ' %q' "$@"
-    printf '\n'
-  else
-    "$@"
-  fi
-}
-
-capture() {
-  local __var=$1 __placeholder=$2
-  shift 2
-  if [ "$DRY_RUN" -eq 1 ]; then
-    # shellcheck disable=SC2016 # a literal $( is printed
-    printf '+ %s=$(' "$__var"
-    printf '%q ' "$@"
-    printf ')\n'
-    printf -v "$__var" '%s' "$__placeholder"
-  else
-    printf -v "$__var" '%s' "$("$@")"
-  fi
-}
+# shellcheck source=scripts/lib/dry-run.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/dry-run.sh"
 
 say "rollback $SERVICE in $CLUSTER ($REGION)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"
 capture CURRENT "arn:aws:ecs:$REGION:<ACCOUNT_ID>:task-definition/$FAMILY:<CURRENT_REVISION>" \
