@@ -131,6 +131,11 @@ async fn publish_api_rejects_bad_bodies_clearly() {
     let not_json = http.post(&url).body("nope").send().await.unwrap();
     assert_eq!(not_json.status(), 400);
     assert_eq!(not_json.json::<serde_json::Value>().await.unwrap()["code"], "invalid_json");
+    let huge = http.post(&url).json(&json!({"project_id": "p", "data": "x".repeat(300 * 1024)})).send().await.unwrap();
+    assert_eq!(huge.status(), 413);
+    let error: serde_json::Value = huge.json().await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(error["message"].as_str().unwrap().contains("MAX_FRAME_BYTES"));
     let no_project = http.post(&url).json(&json!({"data": 1})).send().await.unwrap();
     assert_eq!(no_project.status(), 400);
     assert_eq!(no_project.json::<serde_json::Value>().await.unwrap()["code"], "invalid_project_id");

@@ -7,7 +7,12 @@ pub mod operations;
 pub mod publish;
 pub mod upgrade;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{
+    dev::ServiceResponse,
+    http::StatusCode,
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
+    web, HttpResponse,
+};
 
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -21,6 +26,7 @@ pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
         .route("/metrics", web::get().to(operations::metrics))
         .service(
             web::scope("/api/v1")
+                .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, payload_too_large))
                 .wrap(cors(cors_origins))
                 .route("/publish", web::post().to(publish::publish))
                 .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
@@ -37,6 +43,15 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .allowed_methods(["GET", "POST"])
         .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
         .max_age(3600)
+}
+
+/// actix answers an oversized body with plain text; the API answers in its own error shape.
+fn payload_too_large<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (request, _) = response.into_parts();
+    let error = RequestError::new(ErrorCode::InvalidRequest, "Body larger than MAX_FRAME_BYTES");
+    let mut answer = error_response(&error);
+    *answer.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(request, answer).map_into_right_body()))
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
