@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use bytestring::ByteString;
 
 use crate::{
+    history::Entries,
     hub::{HistoryPage, Hub, Publish, SubscriberCount},
     metrics::Metrics,
     persistence::{PublicationAudit, Record, RecordSink},
@@ -131,7 +131,7 @@ impl Broker {
         project_id: ProjectId,
         since_offset: u64,
         limit: usize,
-    ) -> Result<(StreamPosition, Vec<ByteString>), RequestError> {
+    ) -> Result<(StreamPosition, Entries), RequestError> {
         match &self.redis {
             Some(engine) => engine
                 .page(&project_id, since_offset, limit)

@@ -49,24 +49,32 @@ pub struct Recovery {
     /// Whether `frames` is everything published after the client's position.
     pub recovered: bool,
     /// The missed publications, oldest first, positions included (empty when not recovered).
-    pub frames: Vec<(u64, ByteString)>,
+    pub frames: Entries,
     /// The project's current position (the last publication), for the client to resume from.
     pub top: StreamPosition,
 }
 
-/// Decides a recovery from a project's state: `entries` are the retained (offset, frame)
-/// pairs after `since.offset`, oldest first.
-pub fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Vec<(u64, ByteString)>) -> Recovery {
+/// Retained publications, oldest first: (offset, frame with position).
+pub type Entries = Vec<(u64, ByteString)>;
+
+/// Whether a history whose first retained publication after `since` is `first_after` (and
+/// whose last is `top`) holds everything published after `since`.
+pub fn covers(since: &StreamPosition, top: &StreamPosition, first_after: Option<u64>) -> bool {
+    since.epoch == top.epoch
+        && since.offset <= top.offset
+        && match first_after {
+            Some(first) => first == since.offset + 1,
+            None => since.offset == top.offset,
+        }
+}
+
+/// Decides a recovery from a project's state: `entries` are the retained publications after
+/// `since.offset`, oldest first.
+pub fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Entries) -> Recovery {
     let Some(since) = since else {
         return Recovery { recovered: false, frames: Vec::new(), top };
     };
-    let covered = since.epoch == top.epoch
-        && since.offset <= top.offset
-        && match entries.first() {
-            Some((first, _)) => *first == since.offset + 1,
-            None => since.offset == top.offset,
-        };
-    if covered {
+    if covers(since, &top, entries.first().map(|(offset, _)| *offset)) {
         Recovery { recovered: true, frames: entries, top }
     } else {
         Recovery { recovered: false, frames: Vec::new(), top }
@@ -153,21 +161,10 @@ impl MemoryHistory {
     }
 
     /// Up to `limit` retained publications after `since_offset`, oldest first.
-    pub fn page(
-        &mut self,
-        project_id: &ProjectId,
-        since_offset: u64,
-        limit: usize,
-    ) -> (StreamPosition, Vec<ByteString>) {
+    pub fn page(&mut self, project_id: &ProjectId, since_offset: u64, limit: usize) -> (StreamPosition, Entries) {
         let stream = self.stream(project_id);
         let top = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
-        let frames = stream
-            .entries
-            .iter()
-            .filter(|(offset, _)| *offset > since_offset)
-            .take(limit)
-            .map(|(_, frame)| frame.clone())
-            .collect();
+        let frames = stream.entries.iter().filter(|(offset, _)| *offset > since_offset).take(limit).cloned().collect();
         (top, frames)
     }
 }

@@ -35,7 +35,7 @@ use bytestring::ByteString;
 use prometheus::IntCounter;
 
 use crate::{
-    history::{MemoryHistory, Recovery},
+    history::{Entries, MemoryHistory, Recovery},
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
     redis_engine::RedisEngine,
@@ -132,7 +132,7 @@ pub struct LastPositions;
 
 /// A page of a project's memory history (single-task mode).
 #[derive(Message)]
-#[rtype(result = "Option<(StreamPosition, Vec<ByteString>)>")]
+#[rtype(result = "Option<(StreamPosition, Entries)>")]
 pub struct HistoryPage {
     pub project_id: ProjectId,
     pub since_offset: u64,
@@ -528,7 +528,7 @@ impl Handler<LastPositions> for Hub {
 }
 
 impl Handler<HistoryPage> for Hub {
-    type Result = Option<(StreamPosition, Vec<ByteString>)>;
+    type Result = Option<(StreamPosition, Entries)>;
 
     fn handle(&mut self, msg: HistoryPage, _: &mut Self::Context) -> Self::Result {
         match &mut self.history {

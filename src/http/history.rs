@@ -13,7 +13,8 @@ use super::{authorization, error_response};
 use crate::{
     access::Action,
     gateway::Gateway,
-    protocol::{request::validate_project_id, RequestError},
+    history::covers,
+    protocol::{request::validate_project_id, RequestError, StreamPosition},
 };
 
 const DEFAULT_LIMIT: usize = 100;
@@ -55,18 +56,13 @@ pub async fn project_history(
         Ok(found) => found,
         Err(error) => return error_response(&error),
     };
-    let publications: Vec<&RawValue> =
-        frames.iter().filter_map(|frame| serde_json::from_str::<&RawValue>(frame).ok()).collect();
-    let since = query.since.unwrap_or(0);
-    let epoch_matches = query.epoch.as_deref().is_none_or(|epoch| epoch == top.epoch);
-    let first_offset = publications.first().and(frames.first()).and_then(|frame| {
-        serde_json::from_str::<serde_json::Value>(frame).ok().and_then(|value| value["offset"].as_u64())
-    });
-    let reaches_back = match first_offset {
-        Some(first) => first == since + 1,
-        None => since >= top.offset,
+    let since = StreamPosition {
+        offset: query.since.unwrap_or(0),
+        epoch: query.epoch.clone().unwrap_or_else(|| top.epoch.clone()),
     };
-    let recovered = epoch_matches && since <= top.offset && reaches_back;
+    let recovered = covers(&since, &top, frames.first().map(|(offset, _)| *offset));
+    let publications: Vec<&RawValue> =
+        frames.iter().filter_map(|(_, frame)| serde_json::from_str::<&RawValue>(frame).ok()).collect();
     gateway.metrics.history_reads.with_label_values(&[if recovered { "hit" } else { "miss" }]).inc();
     HttpResponse::Ok().json(HistoryResponse {
         project_id: &project_id,

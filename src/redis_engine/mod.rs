@@ -17,10 +17,10 @@ pub mod subscriber;
 use std::sync::Arc;
 
 use bytestring::ByteString;
-use redis::{aio::ConnectionManager, RedisResult, Script, Value};
+use redis::{aio::ConnectionManager, RedisResult, Script};
 
 use crate::{
-    history::{new_epoch, recover, with_position, HistorySettings, Recovery},
+    history::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
     protocol::StreamPosition,
 };
 
@@ -192,16 +192,10 @@ impl RedisEngine {
         project_id: &str,
         since_offset: u64,
         limit: usize,
-    ) -> RedisResult<(StreamPosition, Vec<ByteString>)> {
+    ) -> RedisResult<(StreamPosition, Entries)> {
         let (top, mut entries) = self.read(project_id, Some(since_offset)).await?;
         entries.truncate(limit);
-        Ok((top, entries.into_iter().map(|(_, frame)| frame).collect()))
-    }
-
-    /// Whether Redis answers.
-    pub async fn ping(&self) -> bool {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING").query_async::<Value>(&mut connection).await.is_ok()
+        Ok((top, entries))
     }
 }
 
