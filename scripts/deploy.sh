@@ -152,11 +152,7 @@ PY
     --query taskDefinition.taskDefinitionArn --output text
   echo "registered $NEW_TASK_DEF (previous: $CURRENT_TASK_DEF)"
 
-  say "update service"
-  run aws ecs update-service --region "$REGION" --cluster "$CLUSTER" --service "$SERVICE" \
-    --task-definition "$NEW_TASK_DEF" --query 'service.deployments[0].id' --output text
-  say "wait until stable"
-  run aws ecs wait services-stable --region "$REGION" --cluster "$CLUSTER" --services "$SERVICE"
+  update_service_and_wait "$NEW_TASK_DEF"
 fi
 
 say "endpoint"

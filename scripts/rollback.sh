@@ -104,10 +104,6 @@ capture TARGET_IMAGE "<IMAGE_OF_${TARGET##*:}>" \
   --query 'taskDefinition.containerDefinitions[0].image' --output text
 echo "rolling back to: $TARGET ($TARGET_IMAGE)"
 
-say "update service"
-run aws ecs update-service --region "$REGION" --cluster "$CLUSTER" --service "$SERVICE" \
-  --task-definition "$TARGET" --query 'service.deployments[0].id' --output text
-say "wait until stable"
-run aws ecs wait services-stable --region "$REGION" --cluster "$CLUSTER" --services "$SERVICE"
+update_service_and_wait "$TARGET"
 echo "rolled back $SERVICE from $CURRENT to $TARGET"
 echo "note: the service stack still names its own task definition; pass ImageTag=<the tag of $TARGET_IMAGE> on its next update (docs/deployment.md)"

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by deploy.sh and rollback.sh; both set DRY_RUN (0 or 1) before sourcing this.
+# Helpers shared by deploy.sh and rollback.sh; both set DRY_RUN (0 or 1), REGION, CLUSTER and
+# SERVICE before calling them.
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -27,4 +28,13 @@ capture() {
   else
     printf -v "$__var" '%s' "$("$@")"
   fi
+}
+
+# update_service_and_wait TASK_DEFINITION: points the service at it and waits until it is stable.
+update_service_and_wait() {
+  say "update service"
+  run aws ecs update-service --region "$REGION" --cluster "$CLUSTER" --service "$SERVICE" \
+    --task-definition "$1" --query 'service.deployments[0].id' --output text
+  say "wait until stable"
+  run aws ecs wait services-stable --region "$REGION" --cluster "$CLUSTER" --services "$SERVICE"
 }
