@@ -143,6 +143,38 @@ async fn fragmented_messages_are_reassembled_within_the_limit() {
 }
 
 #[tokio::test]
+async fn fragments_over_the_limit_close_with_1009_and_broken_ones_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let server = TestServer::start(|config| config.max_frame_bytes = 1024);
+    let fragment = |opcode: Data, is_final: bool| {
+        let mut frame = Frame::message(vec![b' '; 600], OpCode::Data(opcode), true);
+        frame.header_mut().is_final = is_final;
+        Message::Frame(frame)
+    };
+
+    // Two fragments of 600 bytes: each fits, together they do not.
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    client.stream.send(fragment(Data::Text, false)).await.unwrap();
+    client.stream.send(fragment(Data::Continue, true)).await.unwrap();
+    assert_eq!(client.expect_close().await, 1009);
+
+    // A continuation with nothing to continue.
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    client.stream.send(fragment(Data::Continue, true)).await.unwrap();
+    assert_eq!(client.expect_close().await, 1002);
+
+    // A text frame that is not UTF-8.
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let invalid = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
+    client.stream.send(Message::Frame(invalid)).await.unwrap();
+    assert_eq!(client.expect_close().await, 1002);
+    server.wait_for_metric("agenticai_ws_connections_closed_total{code=\"1002_protocol_error\"}", 2.0).await;
+}
+
+#[tokio::test]
 async fn a_silent_peer_is_closed_after_the_timeout() {
     let server = TestServer::start(|config| {
         config.ping_interval_secs = 1;

@@ -32,17 +32,15 @@ pub async fn upgrade(
         }
     }
     let principal = gateway.policy.principal(authorization(&request));
-    let (response, sink, stream) = actix_ws::handle(&request, body)?;
-    let limit = gateway.session.max_frame_bytes;
-    let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
+    let mut handshake = actix_http::ws::handshake(request.head())?;
     let new = NewSession {
         gateway: gateway.into_inner(),
         principal,
         remote_addr: request.peer_addr().map(|addr| addr.to_string()),
         initial_projects,
     };
-    Session::start(new, sink, stream)
+    let outbound = Session::start(new, body)
         .await
         .map_err(|error| actix_web::error::ErrorServiceUnavailable(format!("hub unavailable: {error}")))?;
-    Ok(response)
+    Ok(HttpResponse::from(handshake.message_body(outbound)?).map_into_boxed_body())
 }

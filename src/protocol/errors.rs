@@ -157,10 +157,10 @@ impl CloseCode {
         }
     }
 
-    /// The frame actix-ws sends.
-    pub fn to_close_reason(self) -> actix_ws::CloseReason {
-        actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Other(self.code()),
+    /// The close frame's payload.
+    pub fn to_close_reason(self) -> actix_http::ws::CloseReason {
+        actix_http::ws::CloseReason {
+            code: actix_http::ws::CloseCode::Other(self.code()),
             description: Some(self.reason().to_owned()),
         }
     }

@@ -1,7 +1,8 @@
 //! The session actor: one per WebSocket connection.
 //!
-//! It owns the connection's [`outbox::Outbox`] (the bounded outbound queue) and its writer,
-//! reads the client's frames (`StreamHandler`), parses each with
+//! It owns the connection's [`outbox::Outbox`] (the bounded outbound queue, drained by the
+//! upgrade response's body), reads the client's messages ([`inbound::InboundFrames`], as a
+//! `StreamHandler`), parses each with
 //! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
 //! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
 //! broker. It keeps the heartbeat and closes a silent peer.
@@ -14,15 +15,22 @@
 //! On a drain (SIGTERM) the session stops taking requests, waits (bounded) for its in-flight
 //! forwards to be answered, then closes with 1012.
 
+pub mod inbound;
 pub mod outbox;
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, ProtocolError};
 use bytestring::ByteString;
 
-use self::outbox::{Outbound, Outbox};
+use self::{
+    inbound::{Inbound, InboundError, InboundFrames},
+    outbox::{Outbound, OutboundBody, Outbox},
+};
 use crate::{
     access::{Action, Principal},
     broker::PublishSource,
@@ -37,8 +45,10 @@ use crate::{
     },
 };
 
-/// actix-ws reports a message whose fragments together exceed the limit only by this text.
-const CONTINUATION_OVERFLOW: &str = "Exceeded maximum continuation size";
+/// How long the connection may take to hand over the close frame once a close is asked for. A
+/// peer that reads nothing leaves the HTTP layer's write buffer full, and then the body is not
+/// polled at all: the session ends anyway, so the hub and the metrics let go of it.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a connection ended, for metrics and the connection record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,21 +106,20 @@ pub struct NewSession {
     pub initial_projects: Vec<ProjectId>,
 }
 
-/// The writer finished: the socket is closed (with this code, or lost).
+/// The outbound side finished: the close frame went out with this code, or the socket was lost
+/// (None).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct WriterDone(Option<CloseCode>);
+struct OutboundDone(Option<CloseCode>);
 
 impl Session {
-    /// Starts the actor and its writer, registers it with the hub (subscribing any project
-    /// named on the URL) and queues the `connected` greeting. Returns once the hub knows it.
-    pub async fn start(
-        new: NewSession,
-        sink: actix_ws::Session,
-        stream: AggregatedMessageStream,
-    ) -> Result<(), MailboxError> {
+    /// Starts the actor, registers it with the hub (subscribing any project named on the URL)
+    /// and queues the `connected` greeting. Returns, once the hub knows it, the body that
+    /// carries the connection's outbound frames.
+    pub async fn start(new: NewSession, payload: actix_web::web::Payload) -> Result<OutboundBody, MailboxError> {
         let settings = new.gateway.session;
-        let (outbox, outbound) = Outbox::new(settings.outbound_queue_messages, settings.outbound_queue_bytes);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let (outbox, body) = Outbox::new(settings.outbound_queue_messages, settings.outbound_queue_bytes, done_tx);
         let id: ConnectionId = uuid::Uuid::new_v4().to_string().into();
         let greeting = Reply::Connected {
             message: "WebSocket connection established",
@@ -138,17 +147,28 @@ impl Session {
             opened_at: crate::protocol::now_iso8601(),
             remote_addr: new.remote_addr,
         };
-        let writer_outbox = outbox.clone();
+        let close = outbox.close_signal();
+        let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
         let addr = Session::create(move |ctx| {
-            ctx.add_stream(stream);
-            let writer = outbox::run_writer(sink, writer_outbox, outbound);
-            ctx.spawn(writer.into_actor(&session).map(|code, _, ctx| ctx.notify(WriterDone(code))));
+            ctx.add_stream(inbound);
+            let ended = async move {
+                tokio::select! {
+                    sent = done => sent.unwrap_or(None),
+                    code = async {
+                        let code = close.wait().await;
+                        tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
+                        code
+                    } => Some(code),
+                }
+            };
+            ctx.spawn(ended.into_actor(&session).map(|code, _, ctx| ctx.notify(OutboundDone(code))));
             session
         });
         metrics.connections_opened.inc();
         metrics.active_connections.inc();
         metrics.frame_out("connected");
-        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await
+        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await?;
+        Ok(body)
     }
 
     fn reply(&self, reply: Reply<'_>, request_id: Option<&RequestId>, kind: &'static str) {
@@ -365,12 +385,12 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, InboundError>> for Session {
+    fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Ok(Inbound::Text(text)) => self.handle_text(&text, ctx),
+            Ok(Inbound::Binary) => {
                 self.gateway.metrics.frame_in("binary");
                 let error = RequestError::new(
                     ErrorCode::BinaryNotSupported,
@@ -378,26 +398,22 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
                 );
                 self.reply_error(&error, None);
             }
-            Ok(AggregatedMessage::Ping(payload)) => {
+            Ok(Inbound::Ping(payload)) => {
                 let _ = self.outbox.push_control(Outbound::Pong(payload));
             }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => {
+            Ok(Inbound::Pong) => {}
+            Ok(Inbound::Close) => {
                 self.client_closed = true;
                 self.outbox.close(CloseCode::Normal);
             }
-            Err(ProtocolError::Io(io))
-                if io.kind() == std::io::ErrorKind::Other && !io.to_string().contains(CONTINUATION_OVERFLOW) =>
-            {
-                // actix-ws wraps transport failures as `Other`: the peer vanished without a close
-                // frame (reset, network drop).
+            Err(InboundError::Lost(_)) => {
+                // The peer vanished without a close frame (reset, network drop).
                 self.connection_lost = true;
                 self.outbox.close(CloseCode::Normal);
             }
             Err(error) => {
-                let code = match &error {
-                    ProtocolError::Overflow => CloseCode::MessageTooBig,
-                    ProtocolError::Io(io) if io.to_string().contains(CONTINUATION_OVERFLOW) => CloseCode::MessageTooBig,
+                let code = match error {
+                    InboundError::TooBig { .. } => CloseCode::MessageTooBig,
                     _ => CloseCode::ProtocolError,
                 };
                 log::info!(connection_id = &*self.id, error:% = error, close_code = code.code(); "closing on protocol error");
@@ -406,7 +422,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
         }
     }
 
-    /// The client's side ended; the writer finishes the close and then stops the actor.
+    /// The client's side ended; the body sends the close frame and then the actor stops.
     fn finished(&mut self, _: &mut Self::Context) {
         if self.outbox.close_requested().is_none() {
             self.client_closed = true;
@@ -415,10 +431,10 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
     }
 }
 
-impl Handler<WriterDone> for Session {
+impl Handler<OutboundDone> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: WriterDone, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: OutboundDone, ctx: &mut Self::Context) {
         self.ending = Some(match msg.0 {
             _ if self.client_closed => Ending::Client,
             _ if self.connection_lost => Ending::Lost,

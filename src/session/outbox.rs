@@ -1,4 +1,4 @@
-//! A connection's bounded outbound queue, and the writer task that drains it into the socket.
+//! A connection's bounded outbound queue, and the response body that drains it into the socket.
 //!
 //! The [`Outbox`] is the only way anything reaches a client: the session's own replies, the
 //! hub's fan-out, the dispatcher's confirmations. It is bounded twice, in messages
@@ -7,37 +7,50 @@
 //! the connection is closed with 3008 (slow consumer).** Nobody waits on a slow client, so one
 //! can neither grow the server's memory nor hold up a fan-out to others.
 //!
+//! The receiving end is [`OutboundBody`], the upgrade response's body: the HTTP connection task
+//! polls it directly, and each poll encodes everything queued into one chunk, so a frame goes
+//! from the pusher to the socket with one wake-up and, under load, many frames share one write.
+//! (actix-ws put a task and a second channel between the two; see docs/architecture.md.)
+//!
 //! Closing is a separate signal ([`CloseSignal`]) so it overtakes a full queue. A drain close
-//! (1012) first flushes what is queued; a slow-consumer close does not (the client is not
+//! (1012) first flushes what is queued; any other close does not (a slow client is not
 //! reading anyway).
 
 use std::{
+    convert::Infallible,
+    pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, OnceLock,
     },
-    time::Duration,
+    task::{Context, Poll},
 };
 
-use actix_ws::Session as WsSink;
+use actix_http::ws::{self, Codec};
+use actix_web::{
+    body::{BodySize, MessageBody},
+    web::{Bytes, BytesMut},
+};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::codec::Encoder;
 
 use crate::protocol::CloseCode;
 
-/// How long the writer may spend sending the close frame (and, for a drain, the queued
-/// messages before it) before it gives up on the peer.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Items the writer takes off the queue per wake-up.
+/// Items encoded per poll of the body: bounds one chunk (the HTTP layer stops polling once its
+/// write buffer is full anyway).
 const WRITE_BATCH: usize = 64;
+
+/// The longest payload a control frame may carry (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// One item for the socket.
 #[derive(Debug)]
 pub enum Outbound {
     Text(ByteString),
     Ping,
-    Pong(actix_web::web::Bytes),
+    Pong(Bytes),
 }
 
 /// Why a push did not queue.
@@ -59,11 +72,13 @@ pub struct Outbox {
     close: Arc<CloseSignal>,
 }
 
-/// Set once with the reason the connection closes; wakes the writer.
+/// Set once with the reason the connection closes. Wakes the body (to send the close frame) and
+/// whoever waits in [`CloseSignal::wait`] (the session, which gives the body a deadline).
 #[derive(Default)]
 pub struct CloseSignal {
     code: OnceLock<CloseCode>,
-    notify: Notify,
+    body: AtomicWaker,
+    waiters: Notify,
 }
 
 impl CloseSignal {
@@ -71,8 +86,9 @@ impl CloseSignal {
     fn request(&self, code: CloseCode) -> bool {
         let first = self.code.set(code).is_ok();
         if first {
-            // notify_one keeps a permit if the writer is busy sending, so the request is not missed.
-            self.notify.notify_one();
+            self.body.wake();
+            // notify_one keeps a permit if nobody waits yet, so the request is not missed.
+            self.waiters.notify_one();
         }
         first
     }
@@ -80,11 +96,26 @@ impl CloseSignal {
     pub fn requested(&self) -> Option<CloseCode> {
         self.code.get().copied()
     }
+
+    /// Resolves once a close has been requested.
+    pub async fn wait(&self) -> CloseCode {
+        loop {
+            if let Some(code) = self.requested() {
+                return code;
+            }
+            self.waiters.notified().await;
+        }
+    }
 }
 
 impl Outbox {
-    /// A new queue; the receiver goes to [`run_writer`].
-    pub fn new(max_messages: usize, max_bytes: usize) -> (Self, mpsc::Receiver<Outbound>) {
+    /// A new queue and the response body that drains it. `done` hears how the body ended: the
+    /// close code it sent, or None when the connection went away first.
+    pub fn new(
+        max_messages: usize,
+        max_bytes: usize,
+        done: oneshot::Sender<Option<CloseCode>>,
+    ) -> (Self, OutboundBody) {
         let (tx, rx) = mpsc::channel(max_messages);
         let outbox = Outbox {
             tx,
@@ -92,7 +123,15 @@ impl Outbox {
             max_bytes,
             close: Arc::new(CloseSignal::default()),
         };
-        (outbox, rx)
+        let body = OutboundBody {
+            rx,
+            queued_bytes: outbox.queued_bytes.clone(),
+            close: outbox.close.clone(),
+            codec: Codec::new(),
+            finished: false,
+            done: Some(done),
+        };
+        (outbox, body)
     }
 
     /// Queues a text frame, or closes the connection as a slow consumer when the queue is full.
@@ -135,7 +174,7 @@ impl Outbox {
         PushError::Full
     }
 
-    /// Asks the writer to close the connection with `code`. Idempotent: the first reason wins.
+    /// Asks the body to close the connection with `code`. Idempotent: the first reason wins.
     pub fn close(&self, code: CloseCode) {
         self.close.request(code);
     }
@@ -145,68 +184,112 @@ impl Outbox {
         self.close.requested()
     }
 
+    /// The close signal, to wait on.
+    pub fn close_signal(&self) -> Arc<CloseSignal> {
+        self.close.clone()
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)
     }
 }
 
-/// Drains the queue into the socket until the connection closes; returns the close code it
-/// sent (None when the socket went away first). Runs as its own task beside the session actor,
-/// so a socket write never blocks the actor's message handling.
-pub async fn run_writer(mut sink: WsSink, outbox: Outbox, mut rx: mpsc::Receiver<Outbound>) -> Option<CloseCode> {
-    // One waiter for the whole life of the writer: a fresh `notified()` per item would register
-    // and unregister with the Notify (a lock) for every frame.
-    let close_requested = outbox.close.notify.notified();
-    tokio::pin!(close_requested);
-    let mut batch = Vec::new();
-    'serve: loop {
-        let received = tokio::select! {
-            biased;
-            () = &mut close_requested => break,
-            received = rx.recv_many(&mut batch, WRITE_BATCH) => received,
-        };
-        if received == 0 {
-            break;
-        }
-        // Everything queued goes to the socket before the next wake-up, so the HTTP layer
-        // writes it in as few syscalls as its buffer allows.
-        for item in batch.drain(..) {
-            let sent = tokio::select! {
-                biased;
-                () = &mut close_requested => break 'serve,
-                sent = send(&mut sink, &outbox, item) => sent,
-            };
-            if !sent {
-                return None;
-            }
-        }
-    }
-    let code = outbox.close.requested().unwrap_or(CloseCode::Normal);
-    let farewell = async {
-        if code == CloseCode::ServiceRestart {
-            while let Ok(item) = rx.try_recv() {
-                if !send(&mut sink, &outbox, item).await {
-                    return;
-                }
-            }
-        }
-        // The peer may be gone already; nothing more to do then.
-        let _ = sink.close(Some(code.to_close_reason())).await;
-    };
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, farewell).await;
-    Some(code)
+/// The WebSocket upgrade response's body: the frames of one connection, encoded as they are
+/// queued, ending with the close frame.
+pub struct OutboundBody {
+    rx: mpsc::Receiver<Outbound>,
+    queued_bytes: Arc<AtomicUsize>,
+    close: Arc<CloseSignal>,
+    codec: Codec,
+    /// The close frame has been handed to the connection.
+    finished: bool,
+    done: Option<oneshot::Sender<Option<CloseCode>>>,
 }
 
-/// Sends one item; false when the socket is closed.
-async fn send(sink: &mut WsSink, outbox: &Outbox, item: Outbound) -> bool {
-    match item {
-        Outbound::Text(text) => {
-            outbox.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-            sink.text(text).await.is_ok()
+impl OutboundBody {
+    fn encode(&mut self, item: Outbound, chunk: &mut BytesMut) {
+        let message = match item {
+            Outbound::Text(text) => {
+                self.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                ws::Message::Text(text)
+            }
+            Outbound::Ping => ws::Message::Ping(Bytes::new()),
+            Outbound::Pong(mut payload) => {
+                payload.truncate(MAX_CONTROL_PAYLOAD);
+                ws::Message::Pong(payload)
+            }
+        };
+        self.encode_message(message, chunk);
+    }
+
+    fn encode_message(&mut self, message: ws::Message, chunk: &mut BytesMut) {
+        // The server-side codec only fails on what it never gets here (a continuation out of order).
+        if let Err(error) = self.codec.encode(message, chunk) {
+            log::error!(error:% = error; "could not encode an outbound frame");
         }
-        Outbound::Ping => sink.ping(b"").await.is_ok(),
-        Outbound::Pong(payload) => sink.pong(&payload).await.is_ok(),
+    }
+
+    /// Everything still queued (for a drain), then the close frame.
+    fn farewell(&mut self, code: CloseCode, chunk: &mut BytesMut) {
+        if code == CloseCode::ServiceRestart {
+            while let Ok(item) = self.rx.try_recv() {
+                self.encode(item, chunk);
+            }
+        }
+        self.encode_message(ws::Message::Close(Some(code.to_close_reason())), chunk);
+        self.rx.close();
+        self.finished = true;
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Some(code));
+        }
+    }
+}
+
+impl MessageBody for OutboundBody {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        this.close.body.register(cx.waker());
+        let mut chunk = BytesMut::new();
+        if let Some(code) = this.close.requested() {
+            this.farewell(code, &mut chunk);
+            return Poll::Ready(Some(Ok(chunk.freeze())));
+        }
+        for _ in 0..WRITE_BATCH {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => this.encode(item, &mut chunk),
+                Poll::Ready(None) => {
+                    if chunk.is_empty() {
+                        // Every pusher is gone (the session stopped): end the conversation properly.
+                        this.farewell(CloseCode::Normal, &mut chunk);
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if chunk.is_empty() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(chunk.freeze())))
+    }
+}
+
+impl Drop for OutboundBody {
+    /// The connection went away before the close frame was handed over.
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(None);
+        }
     }
 }
 
@@ -214,9 +297,78 @@ async fn send(sink: &mut WsSink, outbox: &Outbox, item: Outbound) -> bool {
 mod tests {
     use super::*;
 
+    fn test_outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboundBody) {
+        Outbox::new(max_messages, max_bytes, oneshot::channel().0)
+    }
+
+    /// What a client reads: the body's bytes decoded as frames.
+    async fn frames_read(body: OutboundBody) -> Vec<ws::Frame> {
+        use tokio_util::codec::Decoder;
+        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_else(|never| match never {});
+        let mut bytes = BytesMut::from(&bytes[..]);
+        let mut codec = Codec::new().client_mode();
+        std::iter::from_fn(|| codec.decode(&mut bytes).expect("valid frames")).collect()
+    }
+
+    fn text_frame(text: &str) -> ws::Frame {
+        ws::Frame::Text(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// A close frame as the client decodes it (the codec names the codes it knows).
+    fn close_frame(code: CloseCode) -> ws::Frame {
+        let mut reason = code.to_close_reason();
+        reason.code = code.code().into();
+        ws::Frame::Close(Some(reason))
+    }
+
+    #[tokio::test]
+    async fn a_drain_sends_what_is_queued_then_1012() {
+        let (done_tx, done) = oneshot::channel();
+        let (outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        outbox.push_text("one".into()).unwrap();
+        outbox.push_control(Outbound::Ping).unwrap();
+        outbox.push_text("two".into()).unwrap();
+        outbox.close(CloseCode::ServiceRestart);
+        let expected = vec![
+            text_frame("one"),
+            ws::Frame::Ping(Bytes::new()),
+            text_frame("two"),
+            close_frame(CloseCode::ServiceRestart),
+        ];
+        assert_eq!(frames_read(body).await, expected);
+        assert_eq!(done.await, Ok(Some(CloseCode::ServiceRestart)));
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_consumer_gets_only_the_close() {
+        let (outbox, body) = test_outbox(1, 1 << 20);
+        outbox.push_text("queued".into()).unwrap();
+        assert_eq!(outbox.push_text("over".into()), Err(PushError::Full));
+        assert_eq!(frames_read(body).await, vec![close_frame(CloseCode::SlowConsumer)]);
+    }
+
+    #[tokio::test]
+    async fn when_every_pusher_is_gone_the_body_closes_normally() {
+        let (done_tx, done) = oneshot::channel();
+        let (outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        outbox.push_text("last words".into()).unwrap();
+        drop(outbox);
+        assert_eq!(frames_read(body).await, vec![text_frame("last words"), close_frame(CloseCode::Normal)]);
+        assert_eq!(done.await, Ok(Some(CloseCode::Normal)));
+    }
+
+    #[test]
+    fn a_body_dropped_before_its_close_reports_the_connection_lost() {
+        let (done_tx, mut done) = oneshot::channel();
+        let (_outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        drop(body);
+        assert_eq!(done.try_recv(), Ok(None));
+    }
+
     #[test]
     fn full_by_count_closes_as_slow_consumer() {
-        let (outbox, _rx) = Outbox::new(2, 1 << 20);
+        let (outbox, _body) = test_outbox(2, 1 << 20);
         assert_eq!(outbox.push_text("a".into()), Ok(()));
         assert_eq!(outbox.push_text("b".into()), Ok(()));
         assert_eq!(outbox.push_text("c".into()), Err(PushError::Full));
@@ -226,7 +378,7 @@ mod tests {
 
     #[test]
     fn full_by_bytes_closes_as_slow_consumer() {
-        let (outbox, _rx) = Outbox::new(100, 10);
+        let (outbox, _body) = test_outbox(100, 10);
         assert_eq!(outbox.push_text("123456".into()), Ok(()));
         assert_eq!(outbox.push_text("123456".into()), Err(PushError::Full));
         assert_eq!(outbox.queued_bytes(), 6);
@@ -234,13 +386,13 @@ mod tests {
 
     #[test]
     fn an_oversized_message_passes_an_empty_queue() {
-        let (outbox, _rx) = Outbox::new(100, 4);
+        let (outbox, _body) = test_outbox(100, 4);
         assert_eq!(outbox.push_text("larger than four".into()), Ok(()));
     }
 
     #[test]
     fn first_close_reason_wins() {
-        let (outbox, _rx) = Outbox::new(1, 1);
+        let (outbox, _body) = test_outbox(1, 1);
         outbox.close(CloseCode::ServiceRestart);
         outbox.close(CloseCode::SlowConsumer);
         assert_eq!(outbox.close_requested(), Some(CloseCode::ServiceRestart));

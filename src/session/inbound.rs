@@ -1,0 +1,169 @@
+//! The client's side of a connection: WebSocket frames decoded from the upgraded request's
+//! payload (actix-http's codec), fragmented messages reassembled, as a stream of [`Inbound`]
+//! items for the session actor.
+//!
+//! Limits are checked here, before anything is buffered past them: a single frame or a
+//! reassembled message over MAX_FRAME_BYTES ends the stream with [`InboundError::TooBig`].
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use actix_http::ws::{Codec, Frame, Item, ProtocolError};
+use actix_web::{
+    error::PayloadError,
+    web::{self, Bytes, BytesMut},
+};
+use bytestring::ByteString;
+use futures_util::Stream;
+use tokio_util::codec::Decoder;
+
+/// One complete message or control frame from the client.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(ByteString),
+    Binary,
+    Ping(Bytes),
+    Pong,
+    Close,
+}
+
+/// Why the client's side ended abnormally. After one of these the stream ends.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("message larger than {limit} bytes")]
+    TooBig { limit: usize },
+    #[error("WebSocket protocol violation: {0}")]
+    Protocol(#[source] ProtocolError),
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("connection lost: {0}")]
+    Lost(#[source] PayloadError),
+}
+
+/// A message arriving in fragments.
+struct Fragments {
+    text: bool,
+    bytes: BytesMut,
+}
+
+pub struct InboundFrames {
+    payload: web::Payload,
+    /// Received bytes not yet decoded into a frame.
+    unparsed: BytesMut,
+    codec: Codec,
+    fragments: Option<Fragments>,
+    max_message_bytes: usize,
+    ended: bool,
+}
+
+impl InboundFrames {
+    pub fn new(payload: web::Payload, max_message_bytes: usize) -> Self {
+        InboundFrames {
+            payload,
+            unparsed: BytesMut::new(),
+            codec: Codec::new().max_size(max_message_bytes),
+            fragments: None,
+            max_message_bytes,
+            ended: false,
+        }
+    }
+
+    /// Turns a decoded frame into a message, or None while a fragmented message is incomplete.
+    fn assemble(&mut self, frame: Frame) -> Result<Option<Inbound>, InboundError> {
+        let message = match frame {
+            Frame::Text(bytes) => text(bytes)?,
+            Frame::Binary(_) => Inbound::Binary,
+            Frame::Ping(payload) => Inbound::Ping(payload),
+            Frame::Pong(_) => Inbound::Pong,
+            Frame::Close(_) => Inbound::Close,
+            Frame::Continuation(Item::FirstText(bytes)) => return self.start(true, bytes),
+            Frame::Continuation(Item::FirstBinary(bytes)) => return self.start(false, bytes),
+            Frame::Continuation(Item::Continue(bytes)) => {
+                self.append(&bytes)?;
+                return Ok(None);
+            }
+            Frame::Continuation(Item::Last(bytes)) => {
+                self.append(&bytes)?;
+                let Some(Fragments { text: is_text, bytes }) = self.fragments.take() else {
+                    return Err(InboundError::Protocol(ProtocolError::ContinuationNotStarted));
+                };
+                if is_text {
+                    text(bytes.freeze())?
+                } else {
+                    Inbound::Binary
+                }
+            }
+        };
+        Ok(Some(message))
+    }
+
+    fn start(&mut self, text: bool, first: Bytes) -> Result<Option<Inbound>, InboundError> {
+        self.fragments = Some(Fragments { text, bytes: BytesMut::new() });
+        self.append(&first)?;
+        Ok(None)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), InboundError> {
+        let Some(fragments) = self.fragments.as_mut() else {
+            return Err(InboundError::Protocol(ProtocolError::ContinuationNotStarted));
+        };
+        if fragments.bytes.len() + bytes.len() > self.max_message_bytes {
+            return Err(InboundError::TooBig { limit: self.max_message_bytes });
+        }
+        fragments.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn decode(&mut self) -> Result<Option<Inbound>, InboundError> {
+        while let Some(frame) = self.codec.decode(&mut self.unparsed).map_err(|error| match error {
+            ProtocolError::Overflow => InboundError::TooBig { limit: self.max_message_bytes },
+            other => InboundError::Protocol(other),
+        })? {
+            if let Some(message) = self.assemble(frame)? {
+                return Ok(Some(message));
+            }
+        }
+        if self.unparsed.is_empty() {
+            // Everything received is decoded: let the buffer go, so an idle connection holds no
+            // receive memory here.
+            self.unparsed = BytesMut::new();
+        }
+        Ok(None)
+    }
+}
+
+fn text(bytes: Bytes) -> Result<Inbound, InboundError> {
+    ByteString::try_from(bytes).map(Inbound::Text).map_err(|_| InboundError::InvalidUtf8)
+}
+
+impl Stream for InboundFrames {
+    type Item = Result<Inbound, InboundError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.decode() {
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) => {}
+                Err(error) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            match Pin::new(&mut this.payload).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => this.unparsed.extend_from_slice(&bytes),
+                Poll::Ready(Some(Err(error))) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(InboundError::Lost(error))));
+                }
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
