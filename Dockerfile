@@ -10,8 +10,9 @@ FROM rust:1-bookworm AS builder
 WORKDIR /build
 
 # Dependency layer: build every dependency against placeholder sources so that this layer is
-# reused until Cargo.toml or Cargo.lock change.
+# reused until Cargo.toml, Cargo.lock or a vendored crate (vendor/README.md) change.
 COPY Cargo.toml Cargo.lock ./
+COPY vendor ./vendor
 RUN mkdir -p src/bin/loadtest \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > src/bin/loadtest/main.rs \

@@ -69,7 +69,7 @@ if [ -n "${SKIP_COVERAGE:-}" ]; then
 else
   step "unit and integration tests, with line coverage (fails under ${COVERAGE_MIN}%)"
   cargo tarpaulin --engine ptrace --locked --skip-clean --all-targets \
-    --exclude-files 'src/bin/*' --exclude-files 'tests/*' \
+    --exclude-files 'src/bin/*' --exclude-files 'tests/*' --exclude-files 'vendor/*' \
     --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
 fi
 
