@@ -182,6 +182,10 @@ impl Server {
         })
         .disable_signals()
         .backlog(4096)
+        // Every frame is written as soon as it is queued. With Nagle's algorithm a frame that
+        // follows one not yet acknowledged waits for the ACK, which a client holds back for up to
+        // 40 ms (delayed ACK): that was the p99 of the 150k deliveries/s benchmark.
+        .tcp_nodelay(true)
         .shutdown_timeout(2);
         if config.workers > 0 {
             http = http.workers(config.workers);

@@ -128,6 +128,7 @@ impl Outbox {
             queued_bytes: outbox.queued_bytes.clone(),
             close: outbox.close.clone(),
             codec: Codec::new(),
+            chunk: BytesMut::new(),
             finished: false,
             done: Some(done),
         };
@@ -202,6 +203,8 @@ pub struct OutboundBody {
     queued_bytes: Arc<AtomicUsize>,
     close: Arc<CloseSignal>,
     codec: Codec,
+    /// Where frames are encoded; split off as each chunk is handed over.
+    chunk: BytesMut,
     /// The close frame has been handed to the connection.
     finished: bool,
     done: Option<oneshot::Sender<Option<CloseCode>>>,
@@ -259,7 +262,7 @@ impl MessageBody for OutboundBody {
             return Poll::Ready(None);
         }
         this.close.body.register(cx.waker());
-        let mut chunk = BytesMut::new();
+        let mut chunk = std::mem::take(&mut this.chunk);
         if let Some(code) = this.close.requested() {
             this.farewell(code, &mut chunk);
             return Poll::Ready(Some(Ok(chunk.freeze())));
@@ -277,10 +280,11 @@ impl MessageBody for OutboundBody {
                 Poll::Pending => break,
             }
         }
-        if chunk.is_empty() {
-            return Poll::Pending;
-        }
-        Poll::Ready(Some(Ok(chunk.freeze())))
+        let ready = if chunk.is_empty() { Poll::Pending } else { Poll::Ready(Some(Ok(chunk.split().freeze()))) };
+        // The connection copies each chunk and drops it, so by the next poll the allocation is
+        // ours alone again and is reused: no allocation per write.
+        this.chunk = chunk;
+        ready
     }
 }
 
