@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The benchmark series published in docs/benchmarks.md ("Current figures"): three runs of every
+# connect and fan-out scenario of issue 6 against a fresh release server on loopback, each run's
+# human summary saved as OUT_DIR/SCENARIO-RUN.txt. About 10 minutes; needs the machine to itself.
+#
+#   scripts/benchmarks.sh [OUT_DIR]        # default: target/benchmarks
+#
+# Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${1:-target/benchmarks}
+mkdir -p "$OUT"
+cargo build --release --quiet --bins
+LOADTEST=target/release/loadtest
+SERVER_PID=
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+trap stop_server EXIT
+
+# A fresh server for each connect run, so its resident memory starts from a clean baseline.
+start_server() {
+  stop_server
+  WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$1 DATA_DIR=$(mktemp -d) DRAIN_SECONDS=1 RUST_LOG=warn \
+    target/release/agenticai-websocket >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "the server did not start; see $OUT/server.log" >&2
+  exit 1
+}
+
+# Each scenario reports its own failures (exit 1 when anything was lost); the series goes on
+# and the summaries say what happened.
+run() {
+  local name=$1
+  shift
+  echo "== $name" >&2
+  "$LOADTEST" "$@" --server-pid "$SERVER_PID" >"$OUT/$name.txt" 2>&1 || echo "   $name reported failures" >&2
+}
+
+URL=ws://127.0.0.1:18090/ws
+for r in 1 2 3; do
+  start_server 18090
+  run "connect-rate-$r" connect --url $URL --connections 19000 --projects 100 --rate 10000 --hold 60 \
+    --processes 2 --source-addrs 4 --concurrency 1000
+done
+for r in 1 2 3; do
+  start_server 18090
+  run "connect-max-$r" connect --url $URL --connections 19000 --projects 100 --hold 5 \
+    --processes 2 --source-addrs 4 --concurrency 1000
+done
+start_server 18090
+for r in 1 2 3; do
+  run "fanout150-http-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 8 --rate 1500 \
+    --duration 30 --via http
+  run "fanout150-ws-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 8 --rate 1500 \
+    --duration 30 --via ws
+  run "fanout50-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 4 --rate 500 --duration 20
+  run "fanout10k-$r" fanout --url $URL --subscribers 10000 --projects 1 --publishers 1 --rate 1 --messages 5 \
+    --duration 6 --concurrency 500
+done
+echo "summaries in $OUT" >&2
