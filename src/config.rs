@@ -114,6 +114,12 @@ pub struct Config {
     #[arg(long, env = "CLIENT_TIMEOUT_SECS", default_value_t = 60)]
     pub client_timeout_secs: u64,
 
+    /// Seconds data sent to a client may stay unacknowledged (it stopped reading, or its network
+    /// is gone) before the kernel drops the connection (TCP_USER_TIMEOUT). Without it a client
+    /// that never reads would keep its socket, and megabytes of kernel send buffer, for ever.
+    #[arg(long, env = "SEND_TIMEOUT_SECS", default_value_t = 60)]
+    pub send_timeout_secs: u64,
+
     /// Largest client frame accepted, in bytes; larger frames close the connection with 1009.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
     pub max_frame_bytes: usize,
@@ -210,6 +216,7 @@ impl Config {
         let positive = [
             ("PING_INTERVAL_SECS", self.ping_interval_secs as usize),
             ("CLIENT_TIMEOUT_SECS", self.client_timeout_secs as usize),
+            ("SEND_TIMEOUT_SECS", self.send_timeout_secs as usize),
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
             ("OUTBOUND_QUEUE_BYTES", self.outbound_queue_bytes),
@@ -278,6 +285,10 @@ impl Config {
 
     pub fn client_timeout(&self) -> Duration {
         Duration::from_secs(self.client_timeout_secs)
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
     }
 
     pub fn redis_url(&self) -> Option<&str> {

@@ -174,6 +174,7 @@ impl Server {
         let app_data = gateway.clone();
         let body_limit = config.max_frame_bytes;
         let cors_origins = config.cors_allowed_origins.clone();
+        let send_timeout = config.send_timeout();
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(app_data.clone())
@@ -186,6 +187,7 @@ impl Server {
         // follows one not yet acknowledged waits for the ACK, which a client holds back for up to
         // 40 ms (delayed ACK): that was the p99 of the 150k deliveries/s benchmark.
         .tcp_nodelay(true)
+        .on_connect(move |connection, _| limit_unacknowledged_sends(connection, send_timeout))
         .shutdown_timeout(2);
         if config.workers > 0 {
             http = http.workers(config.workers);
@@ -234,6 +236,18 @@ impl Server {
         }
         log::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Sets TCP_USER_TIMEOUT on an accepted connection. A client that stops reading fills its
+/// socket buffers; the HTTP connection task then waits on the socket and nothing in the server
+/// can end it (the session has long closed it as a slow consumer), so the kernel must.
+fn limit_unacknowledged_sends(connection: &dyn std::any::Any, timeout: Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+        log::warn!(error:% = error; "cannot set TCP_USER_TIMEOUT; a client that stops reading keeps its socket");
     }
 }
 

@@ -186,3 +186,28 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_others() {
     assert!(ended.is_none() || ended == Some(3008), "closed with {ended:?}");
     assert!(received < total, "the slow client got everything ({received}); it was not cut off");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
+    let server = TestServer::start(|config| config.send_timeout_secs = 1);
+    let stuck = Client::connect(&server.ws_url("/ws?project_id=stuck")).await;
+    let stuck_addr = match stuck.stream.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
+        _ => unreachable!("plain ws:// connection"),
+    };
+    assert!(common::tcp_connection_exists(server.addr, stuck_addr), "the server's side is listed");
+    // 16 MB, more than the socket buffers on both sides hold: the server's writes stall.
+    let payload = "x".repeat(64 * 1024);
+    for seq in 0..256 {
+        let response = server.publish(json!({"project_id": "stuck", "data": {"seq": seq, "pad": payload}})).await;
+        assert_eq!(response.status(), 200);
+    }
+    // The client never reads again, yet the server's side of its socket goes away.
+    let dropped = async {
+        while common::tcp_connection_exists(server.addr, stuck_addr) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), dropped).await.expect("the server dropped the stuck socket");
+    drop(stuck);
+}

@@ -134,6 +134,22 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 }
 
 /// A real WebSocket client.
+/// Whether the kernel still has a TCP connection from `local` to `remote` (IPv4 loopback),
+/// read from /proc/net/tcp: what a server that dropped a socket can be checked by while its peer
+/// has not noticed yet.
+pub fn tcp_connection_exists(local: SocketAddr, remote: SocketAddr) -> bool {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => panic!("IPv4 only: {addr}"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str())
+    })
+}
+
 pub struct Client {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub connection_id: String,
