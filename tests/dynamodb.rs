@@ -143,6 +143,32 @@ async fn batches_stay_within_25_items_and_unprocessed_items_are_retried() {
 }
 
 #[tokio::test]
+async fn a_refused_batch_loses_only_its_bad_record() {
+    let endpoint = moto_endpoint();
+    let (dynamo, table) = create_table(&endpoint).await;
+    let proxy = DynamoFaultProxy::start(endpoint.clone(), 0);
+    let server = TestServer::start(|config| {
+        config.aws_endpoint_url = Some(proxy.endpoint.clone());
+        config.dynamodb_table_name = Some(table.clone());
+    });
+    // Published at once, so their records reach the persistence actor together and share a
+    // batch with the one DynamoDB refuses.
+    let publishes = (0..40).map(|n| {
+        let project = if n == 20 { common::POISON } else { "healthy" };
+        server.publish(json!({"project_id": project, "data": n}))
+    });
+    for response in futures_util::future::join_all(publishes).await {
+        assert_eq!(response.status(), 200);
+    }
+    let audit = items_with_pk(&dynamo, &table, "PROJECT#healthy", 39).await;
+    assert_eq!(audit.len(), 39, "every good record of the refused batch was written");
+    server.wait_for_metric("agenticai_ws_records_dropped_total", 1.0).await;
+    let poisoned = proxy.poisoned_batches.lock().unwrap().clone();
+    assert!(poisoned.iter().any(|&items| items > 1), "the bad record never shared a batch: {poisoned:?}");
+    assert_eq!(poisoned.last(), Some(&1), "the bad record was tried alone last: {poisoned:?}");
+}
+
+#[tokio::test]
 async fn the_local_record_store_serves_the_same_read_path() {
     let server = TestServer::start(|_| {});
     for n in 0..3 {

@@ -11,7 +11,9 @@
 //! retries, the buffer fills. **When the buffer is full, new records are dropped**, counted in
 //! `agenticai_ws_records_dropped_total` and logged (the first drop, then every 1,000th): the
 //! audit trail must not take the gateway down with the table. A record the table refuses for
-//! good (a validation error) is dropped the same way. SIGTERM flushes the buffer ([`Flush`]).
+//! good (a validation error) is dropped the same way; since DynamoDB refuses a whole batch for
+//! one such record, a refused batch is written again one record at a time, so only the bad one
+//! is lost. SIGTERM flushes the buffer ([`Flush`]).
 
 pub mod dynamo;
 pub mod local;
@@ -100,6 +102,10 @@ impl RecordSink {
         }
     }
 
+    fn written(&self, kind: &str) {
+        self.metrics.records_written.with_label_values(&[kind]).inc();
+    }
+
     fn dropped(&self, kind: &str, reason: &str) {
         self.metrics.records_dropped.inc();
         let total = self.metrics.records_dropped.get();
@@ -155,43 +161,56 @@ async fn write_loop(store: Arc<RecordStore>, mut rx: mpsc::Receiver<Record>, sin
     let mut batch = Vec::with_capacity(dynamo::MAX_BATCH_ITEMS);
     while rx.recv_many(&mut batch, dynamo::MAX_BATCH_ITEMS).await > 0 {
         let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
-        let mut items: Vec<Map<String, Value>> = batch.iter().map(|record| record.item(expires)).collect();
-        let kinds: Vec<&'static str> = batch.iter().map(Record::kind).collect();
-        let mut attempt = 0;
-        let written = loop {
-            let started = Instant::now();
-            let result = store.write(&items).await;
-            sink.metrics.dynamodb_batch_seconds.observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(unprocessed) if unprocessed.is_empty() => break true,
-                Ok(unprocessed) => {
-                    sink.metrics.record_retries.inc_by(unprocessed.len() as u64);
-                    items = unprocessed;
-                }
-                Err(Fault::Transient(reason)) => {
-                    sink.metrics.record_retries.inc_by(items.len() as u64);
-                    if attempt == 0 {
-                        log::warn!(items = items.len(), reason = reason.as_str(); "record write failed, retrying with backoff");
+        let items: Vec<Map<String, Value>> = batch.iter().map(|record| record.item(expires)).collect();
+        match write_until_done(&store, items, &sink).await {
+            Ok(()) => batch.iter().for_each(|record| sink.written(record.kind())),
+            Err(reason) if batch.len() == 1 => sink.dropped(batch[0].kind(), &reason),
+            Err(reason) => {
+                // DynamoDB refuses a whole batch for one bad item: write them one at a time, so
+                // only that one is lost. (Rewriting any already written is harmless: same keys.)
+                log::warn!(items = batch.len(), reason = reason.as_str(); "record batch refused, writing its records one by one");
+                for record in &batch {
+                    match write_until_done(&store, vec![record.item(expires)], &sink).await {
+                        Ok(()) => sink.written(record.kind()),
+                        Err(reason) => sink.dropped(record.kind(), &reason),
                     }
                 }
-                Err(Fault::Permanent(reason)) => {
-                    for kind in &kinds {
-                        sink.dropped(kind, &reason);
-                    }
-                    break false;
-                }
-            }
-            tokio::time::sleep(crate::aws::backoff(attempt, RETRY_BASE, RETRY_CAP)).await;
-            attempt += 1;
-        };
-        if written {
-            for kind in kinds {
-                sink.metrics.records_written.with_label_values(&[kind]).inc();
             }
         }
         sink.metrics.records_buffered.sub(batch.len() as i64);
         sink.outstanding.fetch_sub(batch.len(), Ordering::Relaxed);
         batch.clear();
+    }
+}
+
+/// Writes `items`, retrying unprocessed items and transient faults with backoff, until they are
+/// all written (Ok) or the store refuses them for good (Err with its reason).
+async fn write_until_done(
+    store: &RecordStore,
+    mut items: Vec<Map<String, Value>>,
+    sink: &RecordSink,
+) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        let started = Instant::now();
+        let result = store.write(&items).await;
+        sink.metrics.dynamodb_batch_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(unprocessed) if unprocessed.is_empty() => return Ok(()),
+            Ok(unprocessed) => {
+                sink.metrics.record_retries.inc_by(unprocessed.len() as u64);
+                items = unprocessed;
+            }
+            Err(Fault::Transient(reason)) => {
+                sink.metrics.record_retries.inc_by(items.len() as u64);
+                if attempt == 0 {
+                    log::warn!(items = items.len(), reason = reason.as_str(); "record write failed, retrying with backoff");
+                }
+            }
+            Err(Fault::Permanent(reason)) => return Err(reason),
+        }
+        tokio::time::sleep(crate::aws::backoff(attempt, RETRY_BASE, RETRY_CAP)).await;
+        attempt += 1;
     }
 }
 

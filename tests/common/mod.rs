@@ -334,10 +334,15 @@ pub async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str, expected: usize) 
 /// A fault-injecting HTTP proxy in front of the emulator, on the real wire: it enforces
 /// DynamoDB's 25-item BatchWriteItem limit (moto does not), and on the first `unprocessed_once`
 /// BatchWriteItem calls forwards only the first half of the items, answering the rest as
-/// `UnprocessedItems` the way DynamoDB does under throttling.
+/// `UnprocessedItems` the way DynamoDB does under throttling. A BatchWriteItem carrying
+/// [`POISON`] anywhere is refused whole with a ValidationException, as DynamoDB refuses a batch
+/// with one invalid item; `poisoned_batches` keeps the item counts of those calls.
+pub const POISON: &str = "poison-record";
+
 pub struct DynamoFaultProxy {
     pub endpoint: String,
     pub batch_sizes: std::sync::Arc<Mutex<Vec<usize>>>,
+    pub poisoned_batches: std::sync::Arc<Mutex<Vec<usize>>>,
     _thread: JoinHandle<()>,
 }
 
@@ -353,6 +358,7 @@ impl DynamoFaultProxy {
             upstream: String,
             remaining_faults: AtomicUsize,
             batch_sizes: Arc<Mutex<Vec<usize>>>,
+            poisoned_batches: Arc<Mutex<Vec<usize>>>,
         }
 
         async fn forward(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
@@ -367,6 +373,12 @@ impl DynamoFaultProxy {
                 if count > 25 {
                     return HttpResponse::BadRequest().content_type("application/x-amz-json-1.0").body(
                         r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"Too many items requested for the BatchWriteItem call"}"#,
+                    );
+                }
+                if body.windows(POISON.len()).any(|window| window == POISON.as_bytes()) {
+                    state.poisoned_batches.lock().unwrap().push(count);
+                    return HttpResponse::BadRequest().content_type("application/x-amz-json-1.0").body(
+                        r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"One or more parameter values were invalid"}"#,
                     );
                 }
                 let fault = state
@@ -411,10 +423,12 @@ impl DynamoFaultProxy {
         }
 
         let batch_sizes = Arc::new(Mutex::new(Vec::new()));
+        let poisoned_batches = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new(State {
             upstream,
             remaining_faults: AtomicUsize::new(unprocessed_once),
             batch_sizes: batch_sizes.clone(),
+            poisoned_batches: poisoned_batches.clone(),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -429,7 +443,7 @@ impl DynamoFaultProxy {
             })
         });
         let addr = rx.recv_timeout(TIMEOUT).unwrap();
-        DynamoFaultProxy { endpoint: format!("http://{addr}"), batch_sizes, _thread: thread }
+        DynamoFaultProxy { endpoint: format!("http://{addr}"), batch_sizes, poisoned_batches, _thread: thread }
     }
 }
 
