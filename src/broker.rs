@@ -81,31 +81,25 @@ impl Broker {
         let frame = publication.to_frame();
         let size = frame.len();
         let project_id = request.project_id;
-        let (reached, position) = match &self.redis {
+        let (reached, position, redis_error) = match &self.redis {
             None => {
                 let published = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
-                (published.reached, published.position)
+                (published.reached, published.position, None)
             }
             Some(engine) => match engine.publish(&project_id, &frame).await {
                 Ok(position) => {
                     let reached = self.hub.send(SubscriberCount { project_id }).await.map_err(hub_unavailable)?;
-                    (reached, Some(position))
+                    (reached, Some(position), None)
                 }
                 Err(error) => {
                     let local = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
                     log::warn!(error:% = error, local_subscribers = local.reached; "redis publish failed; delivered locally only");
-                    return Err(RequestError::new(
-                        ErrorCode::Unavailable,
-                        format!(
-                            "Redis is unavailable ({error}): delivered to {} local subscribers only, not to other \
-                             tasks and not kept in history",
-                            local.reached
-                        ),
-                    ));
+                    (local.reached, None, Some(error))
                 }
             },
         };
         self.metrics.publications.with_label_values(&[source.label()]).inc();
+        // Audited even when Redis was down: local subscribers saw it (the record has no offset).
         self.records.record(Record::Publication(PublicationAudit {
             project_id: publication.project_id.clone(),
             publication_id: publication.id.clone(),
@@ -116,6 +110,15 @@ impl Broker {
             at: publication.published_at.clone(),
             offset: position.as_ref().map(|position| position.offset),
         }));
+        if let Some(error) = redis_error {
+            return Err(RequestError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "Redis is unavailable ({error}): delivered to {reached} local subscribers only, not to other tasks \
+                     and not kept in history"
+                ),
+            ));
+        }
         Ok(PublishReceipt {
             id: publication.id,
             project_id: publication.project_id,

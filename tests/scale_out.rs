@@ -118,6 +118,28 @@ async fn a_redis_restart_loses_nothing_confirmed() {
     let text = reqwest::get(servers[0].http_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(common::metric_value(&text, "agenticai_ws_redis_reconnects_total") >= 1.0);
     assert_eq!(common::metric_value(&text, "agenticai_ws_redis_connected"), 1.0);
+    // Every publication is in its task's audit, the refused ones (delivered locally) without an offset.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut audited = Vec::new();
+        for server in &servers {
+            let page: Value = reqwest::get(server.http_url("/api/v1/projects/r/messages?limit=100"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            audited
+                .extend(page["items"].as_array().unwrap().iter().filter(|item| item["kind"] == "publication").cloned());
+        }
+        if audited.len() == 60 {
+            let without_offset = audited.iter().filter(|item| item.get("offset").is_none_or(Value::is_null)).count();
+            assert_eq!(without_offset, refused, "the refused publications are audited without an offset");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} of 60 publications audited", audited.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
