@@ -122,15 +122,24 @@ async fn connections_forwards_and_publications_are_recorded_and_read_back_newest
     assert_eq!(second_items.last().unwrap()["kind"], "forward", "the forward came first, so it is last");
 }
 
-#[tokio::test]
-async fn batches_stay_within_25_items_and_unprocessed_items_are_retried() {
+/// A table in moto, a [`DynamoFaultProxy`] in front of it (unprocessed items on the first
+/// `unprocessed_once` batches) and a server writing its records through the proxy.
+async fn server_behind_fault_proxy(
+    unprocessed_once: usize,
+) -> (aws_sdk_dynamodb::Client, String, DynamoFaultProxy, TestServer) {
     let endpoint = moto_endpoint();
     let (dynamo, table) = create_table(&endpoint).await;
-    let proxy = DynamoFaultProxy::start(endpoint.clone(), 3);
+    let proxy = DynamoFaultProxy::start(endpoint, unprocessed_once);
     let server = TestServer::start(|config| {
         config.aws_endpoint_url = Some(proxy.endpoint.clone());
         config.dynamodb_table_name = Some(table.clone());
     });
+    (dynamo, table, proxy, server)
+}
+
+#[tokio::test]
+async fn batches_stay_within_25_items_and_unprocessed_items_are_retried() {
+    let (dynamo, table, proxy, server) = server_behind_fault_proxy(3).await;
     for n in 0..120 {
         server.publish(json!({"project_id": "many", "data": n})).await;
     }
@@ -144,13 +153,7 @@ async fn batches_stay_within_25_items_and_unprocessed_items_are_retried() {
 
 #[tokio::test]
 async fn a_refused_batch_loses_only_its_bad_record() {
-    let endpoint = moto_endpoint();
-    let (dynamo, table) = create_table(&endpoint).await;
-    let proxy = DynamoFaultProxy::start(endpoint.clone(), 0);
-    let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(proxy.endpoint.clone());
-        config.dynamodb_table_name = Some(table.clone());
-    });
+    let (dynamo, table, proxy, server) = server_behind_fault_proxy(0).await;
     // Published at once, so their records reach the persistence actor together and share a
     // batch with the one DynamoDB refuses.
     let publishes = (0..40).map(|n| {
@@ -176,12 +179,7 @@ async fn the_local_record_store_serves_the_same_read_path() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page: Value = reqwest::get(server.http_url("/api/v1/projects/local/messages?limit=2"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = common::get_json(server.http_url("/api/v1/projects/local/messages?limit=2")).await;
         if page["items"].as_array().unwrap().len() == 2 {
             assert!(page["next_cursor"].is_string());
             assert_eq!(page["items"][0]["kind"], "publication");

@@ -93,12 +93,7 @@ async fn history_over_http() {
     for n in 1..=8 {
         publish(&server, "h", n).await;
     }
-    let page: Value = reqwest::get(server.http_url("/api/v1/projects/h/history?since=5&limit=2"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = common::get_json(server.http_url("/api/v1/projects/h/history?since=5&limit=2")).await;
     assert_eq!(page["offset"], 8);
     assert_eq!(page["recovered"], true);
     let publications = page["publications"].as_array().unwrap();
@@ -106,19 +101,13 @@ async fn history_over_http() {
     assert_eq!(publications[0]["type"], "message");
     assert_eq!(publications[0]["data"]["n"], 6);
 
-    let too_old: Value =
-        reqwest::get(server.http_url("/api/v1/projects/h/history?since=1")).await.unwrap().json().await.unwrap();
+    let too_old: Value = common::get_json(server.http_url("/api/v1/projects/h/history?since=1")).await;
     assert_eq!(too_old["recovered"], false);
     let epoch = page["epoch"].as_str().unwrap();
-    let wrong_epoch: Value = reqwest::get(server.http_url("/api/v1/projects/h/history?since=6&epoch=zzz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wrong_epoch = common::get_json(server.http_url("/api/v1/projects/h/history?since=6&epoch=zzz")).await;
     assert_eq!(wrong_epoch["recovered"], false);
     let url = server.http_url(&format!("/api/v1/projects/h/history?since=6&epoch={epoch}"));
-    let right_epoch: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let right_epoch = common::get_json(url).await;
     assert_eq!(right_epoch["recovered"], true);
     assert_eq!(right_epoch["publications"].as_array().unwrap().len(), 2);
 }

@@ -123,12 +123,7 @@ async fn a_redis_restart_loses_nothing_confirmed() {
     loop {
         let mut audited = Vec::new();
         for server in &servers {
-            let page: Value = reqwest::get(server.http_url("/api/v1/projects/r/messages?limit=100"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page = common::get_json(server.http_url("/api/v1/projects/r/messages?limit=100")).await;
             audited
                 .extend(page["items"].as_array().unwrap().iter().filter(|item| item["kind"] == "publication").cloned());
         }
@@ -241,15 +236,10 @@ async fn in_process_tasks_share_fan_out_history_and_resume() {
     assert_eq!(answer["recovered"], true);
     assert_eq!(read_messages(&mut resumed, 2).await.iter().map(|m| m.2).collect::<Vec<_>>(), vec![6, 7]);
 
-    let history: Value = reqwest::get(second.http_url("/api/v1/projects/ip/history?since=5&limit=2"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = common::get_json(second.http_url("/api/v1/projects/ip/history?since=5&limit=2")).await;
     assert_eq!(history["offset"], 8);
     assert_eq!(history["recovered"], true);
     assert_eq!(history["publications"].as_array().unwrap().len(), 2);
-    let ready: Value = reqwest::get(second.http_url("/ready")).await.unwrap().json().await.unwrap();
+    let ready = common::get_json(second.http_url("/ready")).await;
     assert_eq!(ready["redis"], "up");
 }

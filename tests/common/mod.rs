@@ -126,6 +126,11 @@ impl Drop for TestServer {
     }
 }
 
+/// GETs a URL and parses its JSON body.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    reqwest::get(url).await.expect("GET").json().await.expect("a JSON body")
+}
+
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
