@@ -132,6 +132,13 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub outbound_queue_bytes: usize,
 
+    /// Milliseconds the first frame queued for a connection waits for more to share its write
+    /// (0 = written at once). Clients that receive many frames per second then cost less CPU per
+    /// delivery (fewer, larger writes), at the price of up to this much added latency. The same
+    /// trade as Centrifugo's `client.write_delay`; at most 1000.
+    #[arg(long, env = "WRITE_DELAY_MS", default_value_t = 0)]
+    pub write_delay_ms: u64,
+
     /// Projects one connection may subscribe to.
     #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
     pub max_subscriptions_per_connection: usize,
@@ -187,6 +194,9 @@ pub struct Config {
     #[arg(long, env = "WORKERS", default_value_t = 0)]
     pub workers: usize,
 }
+
+/// The longest WRITE_DELAY_MS accepted.
+const MAX_WRITE_DELAY_MS: u64 = 1000;
 
 /// The four agent queues, when all are configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +257,12 @@ impl Config {
         if self.publish_api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err(ConfigError::Invalid { variable: "PUBLISH_API_KEYS", reason: "contains an empty key".into() });
         }
+        if self.write_delay_ms > MAX_WRITE_DELAY_MS {
+            return Err(ConfigError::Invalid {
+                variable: "WRITE_DELAY_MS",
+                reason: format!("must be at most {MAX_WRITE_DELAY_MS}: a longer delay only stalls clients"),
+            });
+        }
         self.agent_queue_urls()?;
         Ok(())
     }
@@ -289,6 +305,10 @@ impl Config {
 
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_secs)
+    }
+
+    pub fn write_delay(&self) -> Duration {
+        Duration::from_millis(self.write_delay_ms)
     }
 
     pub fn redis_url(&self) -> Option<&str> {
@@ -349,6 +369,13 @@ mod tests {
         let config = parse(&["--ping-interval-secs", "30", "--client-timeout-secs", "30"]);
         let message = config.validate().unwrap_err().to_string();
         assert!(message.starts_with("CLIENT_TIMEOUT_SECS"), "{message}");
+    }
+
+    #[test]
+    fn a_write_delay_over_a_second_is_rejected() {
+        assert!(parse(&["--write-delay-ms", "1000"]).validate().is_ok());
+        let message = parse(&["--write-delay-ms", "1001"]).validate().unwrap_err().to_string();
+        assert!(message.starts_with("WRITE_DELAY_MS"), "{message}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct SessionSettings {
     pub max_frame_bytes: usize,
     pub outbound_queue_messages: usize,
     pub outbound_queue_bytes: usize,
+    /// How long a connection's first queued frame waits for others to share its write.
+    pub write_delay: Duration,
     pub max_inflight: usize,
     pub parse_limits: ParseLimits,
     /// How long a draining session waits for its in-flight forwards before closing anyway.

@@ -154,6 +154,7 @@ impl Server {
                 max_frame_bytes: config.max_frame_bytes,
                 outbound_queue_messages: config.outbound_queue_messages,
                 outbound_queue_bytes: config.outbound_queue_bytes,
+                write_delay: config.write_delay(),
                 max_inflight: config.max_inflight_per_connection,
                 parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes },
                 drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),

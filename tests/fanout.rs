@@ -211,3 +211,20 @@ async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
     tokio::time::timeout(Duration::from_secs(20), dropped).await.expect("the server dropped the stuck socket");
     drop(stuck);
 }
+
+#[tokio::test]
+async fn with_a_write_delay_publications_arrive_after_it_in_order() {
+    let delay = Duration::from_millis(1000);
+    let server = TestServer::start(|config| config.write_delay_ms = delay.as_millis() as u64);
+    let mut client = Client::connect(&server.ws_url("/ws?project_id=paced")).await;
+    let started = std::time::Instant::now();
+    for seq in 0..3 {
+        let response = server.publish(json!({"project_id": "paced", "data": {"seq": seq}})).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert!(started.elapsed() < delay, "the publishes themselves are not delayed");
+    for seq in 0..3 {
+        assert_eq!(client.recv_type("message").await["data"]["seq"], seq);
+    }
+    assert!(started.elapsed() >= delay, "the first message waited out WRITE_DELAY_MS");
+}

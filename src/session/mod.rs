@@ -29,7 +29,7 @@ use bytestring::ByteString;
 
 use self::{
     inbound::{Inbound, InboundError, InboundFrames},
-    outbox::{Outbound, OutboundBody, Outbox},
+    outbox::{Outbound, OutboundBody, Outbox, OutboxLimits},
 };
 use crate::{
     access::{Action, Principal},
@@ -119,7 +119,12 @@ impl Session {
     pub async fn start(new: NewSession, payload: actix_web::web::Payload) -> Result<OutboundBody, MailboxError> {
         let settings = new.gateway.session;
         let (done_tx, done) = tokio::sync::oneshot::channel();
-        let (outbox, body) = Outbox::new(settings.outbound_queue_messages, settings.outbound_queue_bytes, done_tx);
+        let limits = OutboxLimits {
+            max_messages: settings.outbound_queue_messages,
+            max_bytes: settings.outbound_queue_bytes,
+            write_delay: settings.write_delay,
+        };
+        let (outbox, body) = Outbox::new(limits, done_tx);
         let id: ConnectionId = uuid::Uuid::new_v4().to_string().into();
         let greeting = Reply::Connected {
             message: "WebSocket connection established",

@@ -12,6 +12,11 @@
 //! from the pusher to the socket with one wake-up and, under load, many frames share one write.
 //! (actix-ws put a task and a second channel between the two; see docs/architecture.md.)
 //!
+//! With a write delay (WRITE_DELAY_MS) the body holds an encoded chunk until its first frame has
+//! waited that long, so frames arriving meanwhile share its write: fewer `sendto` calls per
+//! delivery for busy clients, at the price of that much latency. A held chunk is bounded
+//! ([`MAX_HELD_CHUNK_BYTES`]): once that large it is written at once.
+//!
 //! Closing is a separate signal ([`CloseSignal`]) so it overtakes a full queue. A drain close
 //! (1012) first flushes what is queued; any other close does not (a slow client is not
 //! reading anyway).
@@ -24,6 +29,7 @@ use std::{
         Arc, OnceLock,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use actix_http::ws::{self, Codec};
@@ -32,7 +38,7 @@ use actix_web::{
     web::{Bytes, BytesMut},
 };
 use bytestring::ByteString;
-use futures_util::task::AtomicWaker;
+use futures_util::{task::AtomicWaker, FutureExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::Encoder;
 
@@ -41,6 +47,10 @@ use crate::protocol::CloseCode;
 /// Items encoded per poll of the body: bounds one chunk (the HTTP layer stops polling once its
 /// write buffer is full anyway).
 const WRITE_BATCH: usize = 64;
+
+/// Bytes a chunk held for the write delay may reach before it is written anyway; frames taken off
+/// the queue no longer count against OUTBOUND_QUEUE_BYTES, so this bounds them instead.
+const MAX_HELD_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The longest payload a control frame may carry (RFC 6455 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -60,6 +70,17 @@ pub enum PushError {
     Full,
     /// The connection is already closing.
     Closed,
+}
+
+/// A connection's outbound bounds and pacing (from the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Frames the queue holds (OUTBOUND_QUEUE_MESSAGES).
+    pub max_messages: usize,
+    /// Bytes of text frames the queue holds (OUTBOUND_QUEUE_BYTES).
+    pub max_bytes: usize,
+    /// How long the first frame of a write waits for others to join it (WRITE_DELAY_MS).
+    pub write_delay: Duration,
 }
 
 /// The push side of a connection's outbound queue. Cheap to clone; every clone pushes into the
@@ -111,16 +132,12 @@ impl CloseSignal {
 impl Outbox {
     /// A new queue and the response body that drains it. `done` hears how the body ended: the
     /// close code it sent, or None when the connection went away first.
-    pub fn new(
-        max_messages: usize,
-        max_bytes: usize,
-        done: oneshot::Sender<Option<CloseCode>>,
-    ) -> (Self, OutboundBody) {
-        let (tx, rx) = mpsc::channel(max_messages);
+    pub fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
+        let (tx, rx) = mpsc::channel(limits.max_messages);
         let outbox = Outbox {
             tx,
             queued_bytes: Arc::new(AtomicUsize::new(0)),
-            max_bytes,
+            max_bytes: limits.max_bytes,
             close: Arc::new(CloseSignal::default()),
         };
         let body = OutboundBody {
@@ -129,6 +146,9 @@ impl Outbox {
             close: outbox.close.clone(),
             codec: Codec::new(),
             chunk: BytesMut::new(),
+            write_delay: limits.write_delay,
+            delay: None,
+            holding: false,
             finished: false,
             done: Some(done),
         };
@@ -205,6 +225,12 @@ pub struct OutboundBody {
     codec: Codec,
     /// Where frames are encoded; split off as each chunk is handed over.
     chunk: BytesMut,
+    /// WRITE_DELAY_MS; zero writes every chunk at once.
+    write_delay: Duration,
+    /// The write delay's timer, made the first time a chunk is held.
+    delay: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// `chunk` is being held and `delay` is armed for it.
+    holding: bool,
     /// The close frame has been handed to the connection.
     finished: bool,
     done: Option<oneshot::Sender<Option<CloseCode>>>,
@@ -231,6 +257,24 @@ impl OutboundBody {
         if let Err(error) = self.codec.encode(message, chunk) {
             log::error!(error:% = error; "could not encode an outbound frame");
         }
+    }
+
+    /// Whether a chunk of `len` bytes should wait for more frames: the write delay is on, has not
+    /// run out since the chunk's first frame, and the chunk is still small. Registers the timer's
+    /// wake-up when it says yes.
+    fn hold_for_delay(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
+        if self.write_delay.is_zero() || len >= MAX_HELD_CHUNK_BYTES {
+            self.holding = false;
+            return false;
+        }
+        let write_delay = self.write_delay;
+        let timer = self.delay.get_or_insert_with(|| Box::pin(tokio::time::sleep(write_delay)));
+        if !self.holding {
+            timer.as_mut().reset(tokio::time::Instant::now() + write_delay);
+            self.holding = true;
+        }
+        self.holding = timer.poll_unpin(cx).is_pending();
+        self.holding
     }
 
     /// Everything still queued (for a drain), then the close frame.
@@ -280,7 +324,11 @@ impl MessageBody for OutboundBody {
                 Poll::Pending => break,
             }
         }
-        let ready = if chunk.is_empty() { Poll::Pending } else { Poll::Ready(Some(Ok(chunk.split().freeze()))) };
+        let ready = if chunk.is_empty() || this.hold_for_delay(chunk.len(), cx) {
+            Poll::Pending
+        } else {
+            Poll::Ready(Some(Ok(chunk.split().freeze())))
+        };
         // The connection copies each chunk and drops it, so by the next poll the allocation is
         // ours alone again and is reused: no allocation per write.
         this.chunk = chunk;
@@ -301,17 +349,62 @@ impl Drop for OutboundBody {
 mod tests {
     use super::*;
 
+    fn limits(max_messages: usize, max_bytes: usize) -> OutboxLimits {
+        OutboxLimits { max_messages, max_bytes, write_delay: Duration::ZERO }
+    }
+
     fn test_outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboundBody) {
-        Outbox::new(max_messages, max_bytes, oneshot::channel().0)
+        Outbox::new(limits(max_messages, max_bytes), oneshot::channel().0)
     }
 
     /// What a client reads: the body's bytes decoded as frames.
     async fn frames_read(body: OutboundBody) -> Vec<ws::Frame> {
+        decode(&actix_web::body::to_bytes(body).await.unwrap_or_else(|never| match never {}))
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<ws::Frame> {
         use tokio_util::codec::Decoder;
-        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_else(|never| match never {});
-        let mut bytes = BytesMut::from(&bytes[..]);
-        let mut codec = Codec::new().client_mode();
+        let mut bytes = BytesMut::from(bytes);
+        let mut codec = Codec::new().client_mode().max_size(1 << 20);
         std::iter::from_fn(|| codec.decode(&mut bytes).expect("valid frames")).collect()
+    }
+
+    /// The body's next chunk, as the HTTP connection would poll for it.
+    async fn next_chunk(body: &mut OutboundBody) -> Bytes {
+        let chunk = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx)).await;
+        chunk.expect("a chunk").unwrap_or_else(|never| match never {})
+    }
+
+    fn delayed(write_delay: Duration) -> (Outbox, OutboundBody) {
+        Outbox::new(OutboxLimits { write_delay, ..limits(10, 1 << 20) }, oneshot::channel().0)
+    }
+
+    #[tokio::test]
+    async fn with_a_write_delay_frames_queued_meanwhile_share_one_write() {
+        let delay = Duration::from_millis(200);
+        let (outbox, mut body) = delayed(delay);
+        let started = tokio::time::Instant::now();
+        outbox.push_text("one".into()).unwrap();
+        let first_poll = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_next(cx).is_pending())).await;
+        assert!(first_poll, "the first frame waits for the delay");
+        outbox.push_text("two".into()).unwrap();
+        let chunk = next_chunk(&mut body).await;
+        assert!(started.elapsed() >= delay);
+        assert_eq!(decode(&chunk), vec![text_frame("one"), text_frame("two")]);
+        // The next frame waits a whole delay of its own.
+        outbox.push_text("three".into()).unwrap();
+        let again = tokio::time::Instant::now();
+        assert_eq!(decode(&next_chunk(&mut body).await), vec![text_frame("three")]);
+        assert!(again.elapsed() >= delay);
+    }
+
+    #[tokio::test]
+    async fn a_held_chunk_that_grew_large_is_written_at_once() {
+        let (outbox, mut body) = delayed(Duration::from_secs(600));
+        let large = "x".repeat(MAX_HELD_CHUNK_BYTES);
+        outbox.push_text(large.clone().into()).unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(5), next_chunk(&mut body)).await.expect("written at once");
+        assert_eq!(decode(&chunk), vec![text_frame(&large)]);
     }
 
     fn text_frame(text: &str) -> ws::Frame {
@@ -328,7 +421,7 @@ mod tests {
     #[tokio::test]
     async fn a_drain_sends_what_is_queued_then_1012() {
         let (done_tx, done) = oneshot::channel();
-        let (outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        let (outbox, body) = Outbox::new(limits(10, 1 << 20), done_tx);
         outbox.push_text("one".into()).unwrap();
         outbox.push_control(Outbound::Ping).unwrap();
         outbox.push_text("two".into()).unwrap();
@@ -355,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn when_every_pusher_is_gone_the_body_closes_normally() {
         let (done_tx, done) = oneshot::channel();
-        let (outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        let (outbox, body) = Outbox::new(limits(10, 1 << 20), done_tx);
         outbox.push_text("last words".into()).unwrap();
         drop(outbox);
         assert_eq!(frames_read(body).await, vec![text_frame("last words"), close_frame(CloseCode::Normal)]);
@@ -365,7 +458,7 @@ mod tests {
     #[test]
     fn a_body_dropped_before_its_close_reports_the_connection_lost() {
         let (done_tx, mut done) = oneshot::channel();
-        let (_outbox, body) = Outbox::new(10, 1 << 20, done_tx);
+        let (_outbox, body) = Outbox::new(limits(10, 1 << 20), done_tx);
         drop(body);
         assert_eq!(done.try_recv(), Ok(None));
     }
