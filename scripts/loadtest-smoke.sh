@@ -39,14 +39,20 @@ done
 
 url="ws://127.0.0.1:$port/ws"
 passed=0 failed=0
-scenario() {
+# check NAME COMMAND...: runs one loadtest invocation, counted as PASS or FAIL.
+check() {
   local name=$1; shift
   echo "--- loadtest-smoke: $name"
-  if timeout 60 "$LOADTEST_BIN" "$@" --url "$url" --quiet; then
+  if timeout 60 "$LOADTEST_BIN" "$@" --quiet; then
     passed=$((passed + 1)); echo "PASS $name"
   else
     failed=$((failed + 1)); echo "FAIL $name"
   fi
+}
+# scenario NAME COMMAND...: the same against the server started above.
+scenario() {
+  local name=$1; shift
+  check "$name" "$@" --url "$url"
 }
 
 scenario "connect 200 over 2 source addresses" connect --connections 200 --projects 5 --hold 1 --source-addrs 2
@@ -54,6 +60,10 @@ scenario "connect 200 in 2 processes" connect --connections 200 --projects 5 --h
 scenario "fanout 50 subscribers x 5 projects (HTTP)" fanout --subscribers 50 --projects 5 --publishers 2 --rate 200 --duration 3 --drain-timeout 5
 scenario "fanout 50 subscribers x 5 projects (WebSocket)" fanout --subscribers 50 --projects 5 --publishers 2 --rate 200 --duration 2 --via ws --drain-timeout 5
 scenario "forward 5 clients into the local spool" forward --clients 5 --rate 500 --duration 3 --window 16
+
+# The kernel's floor: no server involved (a writer process and readers over loopback sockets).
+check "floor burst 200 sockets x 2" floor --connections 200 --messages 2
+check "floor steady 2000 frames/s over 100 sockets" floor --connections 100 --rate 2000 --duration 1
 
 # A run that must fail: the tool's own failure path (nothing listens on a closed port).
 closed_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

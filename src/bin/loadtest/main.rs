@@ -9,6 +9,9 @@
 //! - `forward`: C clients forwarding at a target rate; confirmed forwards/s, confirmation latency,
 //!   errors by code, SQS entries per batch; optionally a bare SDK client against the same
 //!   emulator for comparison (`bare-sqs` alone does only that part).
+//! - `floor`: the `fanout` traffic shapes with no gateway at all: a writer process writes frames
+//!   straight into N loopback TCP sockets, lean mio readers read them; latency percentiles and the
+//!   kernel's CPU per frame (writer user/system, readers), the floor under the `fanout` figures.
 //!
 //! Every run is bounded in count and in time. A live progress line goes to stderr, the summary to
 //! stdout (with `--json`, the JSON result goes to stdout and the summary to stderr). The exit
@@ -16,6 +19,7 @@
 
 mod connect;
 mod fanout;
+mod floor;
 mod forward;
 mod net;
 mod scrape;
@@ -47,9 +51,14 @@ enum Command {
     Forward(forward::Args),
     /// A bare aws-sdk-sqs client sending 10-entry SendMessageBatch calls (the reference figure).
     BareSqs(forward::BareArgs),
+    /// No gateway: a writer process -> N loopback TCP sockets -> mio readers (the kernel's floor).
+    Floor(floor::Args),
     /// (internal) one child process of a multi-process `connect` run.
     #[command(hide = true)]
     ConnectWorker(connect::WorkerArgs),
+    /// (internal) the writer process of a `floor` run.
+    #[command(hide = true)]
+    FloorWriter(floor::WriterArgs),
 }
 
 /// Options every scenario has.
@@ -208,6 +217,8 @@ fn main() -> ExitCode {
             Command::Fanout(args) => fanout::run(args, nofile).await,
             Command::Forward(args) => forward::run(args).await,
             Command::BareSqs(args) => forward::run_bare(args).await,
+            Command::Floor(args) => floor::run(args, nofile).await,
+            Command::FloorWriter(args) => floor::writer_main(args).await,
         }
     });
     // Connections still open are dropped with the runtime, without waiting on the peers.
