@@ -5,6 +5,9 @@
 #
 #   scripts/benchmarks.sh [OUT_DIR]        # default: target/benchmarks
 #
+# Then the machine's floor (`loadtest floor`: the same traffic with no server) and the fan-out runs
+# again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The machine's floor and the
+# write delay"). About 16 minutes in all.
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,9 +27,10 @@ stop_server() {
 trap stop_server EXIT
 
 # A fresh server for each connect run, so its resident memory starts from a clean baseline.
+# WRITE_DELAY_MS passes through (default 0).
 start_server() {
   stop_server
-  WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$1 DATA_DIR=$(mktemp -d) DRAIN_SECONDS=1 RUST_LOG=warn \
+  WRITE_DELAY_MS=${WRITE_DELAY_MS:-0} WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$1 DATA_DIR=$(mktemp -d) DRAIN_SECONDS=1 RUST_LOG=warn \
     target/release/agenticai-websocket >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 50); do
@@ -39,11 +43,17 @@ start_server() {
 
 # Each scenario reports its own failures (exit 1 when anything was lost); the series goes on
 # and the summaries say what happened.
-run() {
+run_loadtest() {
   local name=$1
   shift
   echo "== $name" >&2
-  "$LOADTEST" "$@" --server-pid "$SERVER_PID" >"$OUT/$name.txt" 2>&1 || echo "   $name reported failures" >&2
+  "$LOADTEST" "$@" >"$OUT/$name.txt" 2>&1 || echo "   $name reported failures" >&2
+}
+# A scenario against the running server, whose CPU is read from /proc.
+run() {
+  local name=$1
+  shift
+  run_loadtest "$name" "$@" --server-pid "$SERVER_PID"
 }
 
 URL=ws://127.0.0.1:18090/ws
@@ -66,5 +76,17 @@ for r in 1 2 3; do
   run "fanout50-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 4 --rate 500 --duration 20
   run "fanout10k-$r" fanout --url $URL --subscribers 10000 --projects 1 --publishers 1 --rate 1 --messages 5 \
     --duration 6 --concurrency 500
+done
+stop_server
+for r in 1 2 3; do
+  run_loadtest "floor-burst-$r" floor --connections 10000 --messages 5
+  run_loadtest "floor-steady150-$r" floor --connections 1000 --rate 150000 --duration 10
+  run_loadtest "floor-steady50-$r" floor --connections 1000 --rate 50000 --duration 10
+done
+WRITE_DELAY_MS=5 start_server 18090
+for r in 1 2; do
+  run "fanout150-http-delay5-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 8 --rate 1500 \
+    --duration 30 --via http
+  run "fanout50-delay5-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 4 --rate 500 --duration 20
 done
 echo "summaries in $OUT" >&2
