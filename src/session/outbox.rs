@@ -14,7 +14,8 @@
 //!
 //! With a write delay (WRITE_DELAY_MS) the body holds an encoded chunk until its first frame has
 //! waited that long, so frames arriving meanwhile share its write: fewer `sendto` calls per
-//! delivery for busy clients, at the price of that much latency. A held chunk is bounded
+//! delivery for busy clients, at the price of that much latency. Only a chunk that caught up with
+//! the queue is held (a backlog is written at once), and a held chunk is bounded
 //! ([`MAX_HELD_CHUNK_BYTES`]): once that large it is written at once.
 //!
 //! Closing is a separate signal ([`CloseSignal`]) so it overtakes a full queue. A drain close
@@ -259,12 +260,10 @@ impl OutboundBody {
         }
     }
 
-    /// Whether a chunk of `len` bytes should wait for more frames: the write delay is on, has not
-    /// run out since the chunk's first frame, and the chunk is still small. Registers the timer's
-    /// wake-up when it says yes.
-    fn hold_for_delay(&mut self, len: usize, cx: &mut Context<'_>) -> bool {
-        if self.write_delay.is_zero() || len >= MAX_HELD_CHUNK_BYTES {
-            self.holding = false;
+    /// Whether the chunk should wait for more frames: the write delay is on and has not run out
+    /// since the chunk's first frame. Registers the timer's wake-up when it says yes.
+    fn hold_for_delay(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.write_delay.is_zero() {
             return false;
         }
         let write_delay = self.write_delay;
@@ -311,6 +310,8 @@ impl MessageBody for OutboundBody {
             this.farewell(code, &mut chunk);
             return Poll::Ready(Some(Ok(chunk.freeze())));
         }
+        // Set when the queue is open and empty: only then may more frames come to share a write.
+        let mut caught_up = false;
         for _ in 0..WRITE_BATCH {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) => this.encode(item, &mut chunk),
@@ -321,12 +322,21 @@ impl MessageBody for OutboundBody {
                     }
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    caught_up = true;
+                    break;
+                }
             }
         }
-        let ready = if chunk.is_empty() || this.hold_for_delay(chunk.len(), cx) {
+        // A chunk waits out the write delay only when it caught up with an open queue and is not
+        // yet as large as a held chunk may grow. A backlog goes at once (it shares writes
+        // already, and holding each batch of it would cap the client's rate), and so does the
+        // last chunk of a connection.
+        let write_now = !caught_up || chunk.len() >= MAX_HELD_CHUNK_BYTES;
+        let ready = if chunk.is_empty() || (!write_now && this.hold_for_delay(cx)) {
             Poll::Pending
         } else {
+            this.holding = false;
             Poll::Ready(Some(Ok(chunk.split().freeze())))
         };
         // The connection copies each chunk and drops it, so by the next poll the allocation is
@@ -376,7 +386,7 @@ mod tests {
     }
 
     fn delayed(write_delay: Duration) -> (Outbox, OutboundBody) {
-        Outbox::new(OutboxLimits { write_delay, ..limits(10, 1 << 20) }, oneshot::channel().0)
+        Outbox::new(OutboxLimits { write_delay, ..limits(2 * WRITE_BATCH, 1 << 20) }, oneshot::channel().0)
     }
 
     #[tokio::test]
@@ -396,6 +406,25 @@ mod tests {
         let again = tokio::time::Instant::now();
         assert_eq!(decode(&next_chunk(&mut body).await), vec![text_frame("three")]);
         assert!(again.elapsed() >= delay);
+    }
+
+    #[tokio::test]
+    async fn with_a_write_delay_a_backlog_is_written_without_waiting() {
+        let (outbox, mut body) = delayed(Duration::from_secs(600));
+        for seq in 0..=WRITE_BATCH {
+            outbox.push_text(seq.to_string().into()).unwrap();
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), next_chunk(&mut body)).await.expect("written at once");
+        assert_eq!(decode(&chunk).len(), WRITE_BATCH);
+    }
+
+    #[tokio::test]
+    async fn with_a_write_delay_the_close_after_the_last_pusher_is_not_held() {
+        let (outbox, body) = delayed(Duration::from_secs(600));
+        outbox.push_text("last words".into()).unwrap();
+        drop(outbox);
+        let frames = tokio::time::timeout(Duration::from_secs(5), frames_read(body)).await.expect("not held");
+        assert_eq!(frames, vec![text_frame("last words"), close_frame(CloseCode::Normal)]);
     }
 
     #[tokio::test]
