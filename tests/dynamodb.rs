@@ -177,17 +177,20 @@ async fn the_local_record_store_serves_the_same_read_path() {
     for n in 0..3 {
         server.publish(json!({"project_id": "local", "data": n})).await;
     }
+    // Records are written after the publishes are answered: wait for all three, then page.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page = common::get_json(server.http_url("/api/v1/projects/local/messages?limit=2")).await;
-        if page["items"].as_array().unwrap().len() == 2 {
-            assert!(page["next_cursor"].is_string());
-            assert_eq!(page["items"][0]["kind"], "publication");
+        let all = common::get_json(server.http_url("/api/v1/projects/local/messages")).await;
+        if all["items"].as_array().unwrap().len() == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "records never appeared: {page}");
+        assert!(Instant::now() < deadline, "records never appeared: {all}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let page = common::get_json(server.http_url("/api/v1/projects/local/messages?limit=2")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert!(page["next_cursor"].is_string(), "a third record remains: {page}");
+    assert_eq!(page["items"][0]["kind"], "publication");
 }
 
 #[tokio::test]
