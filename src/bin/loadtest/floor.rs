@@ -52,7 +52,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{stats, Progress};
+use crate::{scrape, stats, Progress};
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("shape").required(true).args(["messages", "rate"])))]
@@ -197,15 +197,8 @@ struct Cpu {
 
 impl Cpu {
     fn now() -> anyhow::Result<Cpu> {
-        let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-        // Fields after the command name (which may hold spaces): state is index 0, utime 11, stime 12.
-        let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).context("parsing /proc/self/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |index: usize| -> anyhow::Result<f64> {
-            let field = fields.get(index).context("/proc/self/stat: too few fields")?;
-            Ok(field.parse::<f64>().context("/proc/self/stat: not a number")? / 100.0)
-        };
-        Ok(Cpu { user_s: ticks(11)?, system_s: ticks(12)? })
+        let (user_s, system_s) = scrape::proc_cpu("self").context("reading /proc/self/stat")?;
+        Ok(Cpu { user_s, system_s })
     }
 
     fn since(self, before: Cpu) -> Cpu {

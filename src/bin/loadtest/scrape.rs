@@ -41,15 +41,20 @@ pub const CLOSED: &str = "agenticai_ws_connections_closed_total";
 /// read from /proc at 10 ms resolution (the Prometheus process collector counts whole seconds).
 pub static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
 
-/// utime + stime of a process, in seconds (USER_HZ = 100 on Linux).
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// (utime, stime) of a process, in seconds (USER_HZ = 100 on Linux); `process` is a PID or "self".
+pub fn proc_cpu(process: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    proc_cpu(&pid.to_string()).map(|(user, system)| user + system)
 }
 
 /// CPU seconds of the whole machine (busy, all cores) and of this process and its waited-for
