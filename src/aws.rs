@@ -16,6 +16,9 @@ use aws_sdk_sqs::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One attempt's limit; our own retry loop (bounded by the forward deadline) takes it from there.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than its wait a long poll may take before it is abandoned: the answer of a
+/// poll that waited its whole time still has to travel back.
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 
 /// Loads the SDK configuration for `region`, against `endpoint_url` when given (an emulator).
 pub async fn sdk_config(region: &str, endpoint_url: Option<&str>) -> SdkConfig {
@@ -35,6 +38,17 @@ pub async fn sdk_config(region: &str, endpoint_url: Option<&str>) -> SdkConfig {
         .retry_config(RetryConfig::disabled())
         .load()
         .await
+}
+
+/// Timeouts for a long poll that waits up to `wait` on the server (SQS ReceiveMessage). The
+/// default attempt timeout is shorter than such a wait: an attempt abandoned while SQS still
+/// holds it open lets SQS hand a message to a request nobody reads any more, and that message
+/// stays invisible for the queue's visibility timeout. So the attempt outlives the wait.
+pub fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + LONG_POLL_MARGIN)
+        .build()
 }
 
 /// Whether a failed call is worth retrying.

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// SQS long-poll wait (the maximum SQS allows).
-const WAIT_SECONDS: i32 = 20;
+const WAIT: Duration = Duration::from_secs(20);
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(10);
 
@@ -75,12 +75,15 @@ pub fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, S
 
 async fn poll(sqs: aws_sdk_sqs::Client, queue_url: String, broker: Broker, metrics: Arc<Metrics>, limits: ParseLimits) {
     let mut failures = 0;
+    let long_poll = aws_sdk_sqs::config::Builder::default().timeout_config(crate::aws::long_poll_timeouts(WAIT));
     loop {
         let received = sqs
             .receive_message()
             .queue_url(&queue_url)
             .max_number_of_messages(10)
-            .wait_time_seconds(WAIT_SECONDS)
+            .wait_time_seconds(WAIT.as_secs() as i32)
+            .customize()
+            .config_override(long_poll.clone())
             .send()
             .await;
         let output = match received {

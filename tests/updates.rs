@@ -78,3 +78,30 @@ async fn updates_reach_subscribers_and_malformed_ones_reach_the_dead_letter_queu
     assert_eq!(server.metric("agenticai_ws_agent_updates_total{outcome=\"published\"}").await, 2.0);
     watcher.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// The consumer long-polls for 20 s: an update sent at any moment of an idle poll is delivered
+/// at once, not after the queue's visibility timeout (an abandoned poll would have taken it).
+#[tokio::test]
+async fn an_update_sent_late_in_an_idle_long_poll_arrives_at_once() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let updates = create_queue(&sqs, "updates-idle-poll", false).await;
+    let server = TestServer::start(|config| {
+        config.aws_endpoint_url = Some(endpoint.clone());
+        config.sqs_queue_url_updates = Some(updates.clone());
+    });
+    let mut watcher = Client::connect(&server.ws_url("/ws?project_id=idle-p")).await;
+    // Each delivery starts a new poll, so each wait is measured from the previous delivery.
+    let mut poll_started = Instant::now();
+    for (task, idle_secs) in [1u64, 7, 12, 16].into_iter().enumerate() {
+        tokio::time::sleep_until((poll_started + Duration::from_secs(idle_secs)).into()).await;
+        let body = json!({"project_id": "idle-p", "type": "task_done", "data": {"task": task}}).to_string();
+        sqs.send_message().queue_url(&updates).message_body(body).send().await.unwrap();
+        let sent = Instant::now();
+        let message = watcher.recv_type("message").await;
+        let latency = sent.elapsed();
+        assert_eq!(message["data"]["task"], task, "{message}");
+        assert!(latency < Duration::from_secs(2), "sent {idle_secs} s into a poll, delivered after {latency:?}");
+        poll_started = Instant::now();
+    }
+}

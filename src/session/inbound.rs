@@ -2,8 +2,13 @@
 //! payload (actix-http's codec), fragmented messages reassembled, as a stream of [`Inbound`]
 //! items for the session actor.
 //!
-//! Limits are checked here, before anything is buffered past them: a single frame or a
-//! reassembled message over MAX_FRAME_BYTES ends the stream with [`InboundError::TooBig`].
+//! Limits are checked here, before anything is buffered past them. Each frame's header is read
+//! ([`check_header`]) before its payload is buffered: a declared length over MAX_FRAME_BYTES
+//! ends the stream with [`InboundError::TooBig`] (1009) at once, and a control frame that is
+//! fragmented or declares more than 125 bytes, or a 64-bit length with its top bit set, with
+//! [`InboundError::BadHeader`] (1002). So the bytes held for one connection's unfinished frame
+//! never exceed MAX_FRAME_BYTES plus one read, whatever length a client declares. A message
+//! reassembled from fragments is held to MAX_FRAME_BYTES too.
 
 use std::{
     pin::Pin,
@@ -36,6 +41,8 @@ pub enum InboundError {
     TooBig { limit: usize },
     #[error("WebSocket protocol violation: {0}")]
     Protocol(#[source] ProtocolError),
+    #[error("WebSocket protocol violation: {0}")]
+    BadHeader(&'static str),
     #[error("text message is not valid UTF-8")]
     InvalidUtf8,
     #[error("connection lost: {0}")]
@@ -117,10 +124,15 @@ impl InboundFrames {
     }
 
     fn decode(&mut self) -> Result<Option<Inbound>, InboundError> {
-        while let Some(frame) = self.codec.decode(&mut self.unparsed).map_err(|error| match error {
+        loop {
+            check_header(&self.unparsed, self.max_message_bytes)?;
+            let Some(frame) = self.codec.decode(&mut self.unparsed).map_err(|error| match error {
             ProtocolError::Overflow => InboundError::TooBig { limit: self.max_message_bytes },
             other => InboundError::Protocol(other),
-        })? {
+        })?
+            else {
+                break;
+            };
             if let Some(message) = self.assemble(frame)? {
                 return Ok(Some(message));
             }
@@ -132,6 +144,44 @@ impl InboundFrames {
         }
         Ok(None)
     }
+}
+
+/// The longest payload a control frame may declare (RFC 6455 5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// Rules on the header of the frame `unparsed` starts with, as soon as enough of it is in, so a
+/// frame that will be refused is refused before its payload is buffered. Returns Ok while the
+/// header is incomplete; the codec then decides the rest (masking, opcodes, reserved bits).
+fn check_header(unparsed: &[u8], max_payload: usize) -> Result<(), InboundError> {
+    let [first, second, rest @ ..] = unparsed else {
+        return Ok(());
+    };
+    let finished = first & 0x80 != 0;
+    let control = first & 0x08 != 0;
+    let declared = match second & 0x7F {
+        126 => match rest {
+            [high, low, ..] => u64::from(u16::from_be_bytes([*high, *low])),
+            _ => return Ok(()),
+        },
+        127 => match rest.get(..8) {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().unwrap_or_default()),
+            None => return Ok(()),
+        },
+        short => u64::from(short),
+    };
+    if control && !finished {
+        return Err(InboundError::BadHeader("fragmented control frame"));
+    }
+    if control && declared > MAX_CONTROL_PAYLOAD {
+        return Err(InboundError::BadHeader("control frame longer than 125 bytes"));
+    }
+    if declared > i64::MAX as u64 {
+        return Err(InboundError::BadHeader("frame length with its most significant bit set"));
+    }
+    if declared > max_payload as u64 {
+        return Err(InboundError::TooBig { limit: max_payload });
+    }
+    Ok(())
 }
 
 fn text(bytes: Bytes) -> Result<Inbound, InboundError> {

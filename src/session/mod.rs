@@ -50,6 +50,9 @@ use crate::{
 /// polled at all: the session ends anyway, so the hub and the metrics let go of it.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The close code recorded for a connection lost without a close frame (RFC 6455 7.1.5).
+const ABNORMAL_CLOSURE: u16 = 1006;
+
 /// How a connection ended, for metrics and the connection record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ending {
@@ -70,10 +73,13 @@ impl Ending {
         }
     }
 
+    /// The close code the connection record carries: 1006 (RFC 6455's "abnormal closure",
+    /// never sent on the wire) for a connection that went away without a close frame.
     fn code(self) -> u16 {
         match self {
             Ending::Server(code) => code.code(),
-            Ending::Client | Ending::Lost => CloseCode::Normal.code(),
+            Ending::Client => CloseCode::Normal.code(),
+            Ending::Lost => ABNORMAL_CLOSURE,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! emulator (moto) over its real wire protocol.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod raw;
+
 use std::{
     net::SocketAddr,
     path::PathBuf,

@@ -712,7 +712,14 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    if this.config.client_disconnect_deadline().is_some() {
+                                    // Vendored change: an upgraded connection whose body ended
+                                    // has finished its own protocol's closing handshake (a
+                                    // WebSocket close), and RFC 6455 7.1.1 has the server close
+                                    // TCP first, at once. Lingering would wait for the client,
+                                    // which waits for us, until client_disconnect_timeout.
+                                    if this.config.client_disconnect_deadline().is_some()
+                                        && !this.codec.upgrade()
+                                    {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
@@ -770,7 +777,14 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    if this.config.client_disconnect_deadline().is_some() {
+                                    // Vendored change: an upgraded connection whose body ended
+                                    // has finished its own protocol's closing handshake (a
+                                    // WebSocket close), and RFC 6455 7.1.1 has the server close
+                                    // TCP first, at once. Lingering would wait for the client,
+                                    // which waits for us, until client_disconnect_timeout.
+                                    if this.config.client_disconnect_deadline().is_some()
+                                        && !this.codec.upgrade()
+                                    {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
