@@ -40,8 +40,9 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    pub fn new(publish_keys: Vec<String>, bind_host: IpAddr, max_subscriptions: usize) -> Self {
-        let publish_open = publish_keys.is_empty() && bind_host.is_loopback();
+    /// `loopback_only`: every address the server binds is a loopback one.
+    pub fn new(publish_keys: Vec<String>, loopback_only: bool, max_subscriptions: usize) -> Self {
+        let publish_open = publish_keys.is_empty() && loopback_only;
         AccessPolicy { publish_keys, publish_open, max_subscriptions }
     }
 
@@ -83,6 +84,77 @@ impl AccessPolicy {
     }
 }
 
+impl AccessPolicy {
+    /// Whether the HTTP API needs no credentials (no PUBLISH_API_KEYS, bound to loopback).
+    pub fn publish_open(&self) -> bool {
+        self.publish_open
+    }
+
+    /// The API's rules for requests that carry no credentials because none are needed (open
+    /// mode). A web page in the user's browser can reach a loopback server too, so there
+    /// the request must be addressed to a loopback `Host` (a DNS-rebound name is not), and a body
+    /// must be declared `application/json` (a cross-site `text/plain` or form POST is sent
+    /// without a CORS preflight; a JSON one is not). `content_type` is None for a request
+    /// without a body.
+    pub fn check_open_request(
+        &self,
+        host: Option<&str>,
+        content_type: Option<&str>,
+        has_body: bool,
+    ) -> Result<(), OpenRequestRefusal> {
+        if !self.publish_open {
+            return Ok(());
+        }
+        if !host.is_some_and(is_loopback_host) {
+            return Err(OpenRequestRefusal::Host);
+        }
+        let json = content_type.and_then(|value| value.split(';').next()).map(str::trim);
+        if has_body && !json.is_some_and(|media| media.eq_ignore_ascii_case("application/json")) {
+            return Err(OpenRequestRefusal::ContentType);
+        }
+        Ok(())
+    }
+}
+
+/// Why an open-mode API request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenRequestRefusal {
+    /// Not addressed to a loopback host name or address.
+    Host,
+    /// A body not declared as JSON.
+    ContentType,
+}
+
+impl OpenRequestRefusal {
+    pub fn to_request_error(self) -> RequestError {
+        match self {
+            OpenRequestRefusal::Host => RequestError::new(
+                ErrorCode::Forbidden,
+                "Without PUBLISH_API_KEYS the API answers only requests addressed to a loopback host \
+                 (Host: localhost, 127.0.0.1 or [::1]); set PUBLISH_API_KEYS to use another name",
+            ),
+            OpenRequestRefusal::ContentType => {
+                RequestError::new(ErrorCode::InvalidRequest, "The body must be sent as Content-Type: application/json")
+            }
+        }
+    }
+}
+
+/// Whether a `Host` header names this machine: `localhost` (and `*.localhost`, RFC 6761) or a
+/// loopback address, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a key matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -95,8 +167,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    const ANY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    const LOOPBACK: bool = true;
+    const ANY: bool = false;
 
     #[test]
     fn keys_gate_publishing() {
@@ -113,6 +185,27 @@ mod tests {
     fn without_keys_publishing_is_open_only_on_loopback() {
         assert!(AccessPolicy::new(vec![], LOOPBACK, 10).principal(None).can_publish);
         assert!(!AccessPolicy::new(vec![], ANY, 10).principal(None).can_publish);
+    }
+
+    #[test]
+    fn open_mode_takes_only_loopback_hosts_and_declared_json() {
+        let open = AccessPolicy::new(vec![], LOOPBACK, 10);
+        for host in ["localhost:8080", "127.0.0.1:1", "127.9.9.9", "[::1]:8080", "LOCALHOST", "app.localhost:3000"] {
+            assert_eq!(open.check_open_request(Some(host), None, false), Ok(()), "{host}");
+        }
+        for host in ["evil.example:8080", "127.0.0.1.evil.example", "10.0.0.1", "[::2]:80", ""] {
+            assert_eq!(open.check_open_request(Some(host), None, false), Err(OpenRequestRefusal::Host), "{host}");
+        }
+        assert_eq!(open.check_open_request(None, None, false), Err(OpenRequestRefusal::Host));
+        let json = Some("application/json; charset=utf-8");
+        assert_eq!(open.check_open_request(Some("localhost"), json, true), Ok(()));
+        for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+            let refused = open.check_open_request(Some("localhost"), content_type, true);
+            assert_eq!(refused, Err(OpenRequestRefusal::ContentType), "{content_type:?}");
+        }
+        // With keys, the key is the protection.
+        let keyed = AccessPolicy::new(vec!["k".into()], LOOPBACK, 10);
+        assert_eq!(keyed.check_open_request(Some("evil.example"), Some("text/plain"), true), Ok(()));
     }
 
     #[test]

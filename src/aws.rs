@@ -45,10 +45,7 @@ pub async fn sdk_config(region: &str, endpoint_url: Option<&str>) -> SdkConfig {
 /// holds it open lets SQS hand a message to a request nobody reads any more, and that message
 /// stays invisible for the queue's visibility timeout. So the attempt outlives the wait.
 pub fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(wait + LONG_POLL_MARGIN)
-        .build()
+    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(wait + LONG_POLL_MARGIN).build()
 }
 
 /// Whether a failed call is worth retrying.

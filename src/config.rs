@@ -1,10 +1,15 @@
 //! Configuration: every setting is an environment variable with a default, and also a command-line
-//! flag, so `agenticai-websocket --help` prints the whole table. A bad value stops start-up with a
-//! message naming the variable (clap does that for parse errors; [`Config::validate`] for the rest).
+//! flag, so `agenticai-websocket --help` prints the whole table. A bad value stops start-up with
+//! exit status 2 and `invalid configuration: VARIABLE: reason` ([`describe_parse_error`] for what
+//! clap refuses, [`Config::validate`] for the rest).
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    time::Duration,
+};
 
-use clap::{Parser, ValueEnum};
+use clap::{error::ContextKind, CommandFactory, Parser, ValueEnum};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -24,12 +29,16 @@ pub enum LogFormat {
     long_about = "Real-time WebSocket gateway of the AgenticAI platform.\n\nEvery option is also read \
                   from the environment variable named beside it. With no AWS settings the server runs on \
                   its embedded local default: forwards are spooled to DATA_DIR/spool, records to \
-                  DATA_DIR/records."
+                  DATA_DIR/records.",
+    after_long_help = "Logging: RUST_LOG sets what is logged (default info): a level (error, warn, info, \
+                       debug, trace, off), optionally per module, e.g. RUST_LOG=info,agenticai_websocket=debug. \
+                       A RUST_LOG that does not parse, or that would silence the gateway's own logs without \
+                       saying `off`, stops start-up. LOG_FORMAT picks text or JSON lines."
 )]
 pub struct Config {
-    /// Address to bind.
+    /// Address or host name to bind (`localhost` binds its loopback addresses).
     #[arg(long, env = "WEBSOCKET_HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
+    pub host: String,
 
     /// Port to bind (0 picks a free one).
     #[arg(long, env = "WEBSOCKET_PORT", default_value_t = 8080)]
@@ -120,6 +129,12 @@ pub struct Config {
     #[arg(long, env = "SEND_TIMEOUT_SECS", default_value_t = 60)]
     pub send_timeout_secs: u64,
 
+    /// Seconds an HTTP request (its head, then its body) may take to arrive, WebSocket upgrades
+    /// included. A slower client gets 408 and its connection is closed, so sockets trickling a
+    /// byte at a time hold nothing for long.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 5)]
+    pub http_request_timeout_secs: u64,
+
     /// Largest client frame accepted, in bytes; larger frames close the connection with 1009.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
     pub max_frame_bytes: usize,
@@ -198,6 +213,99 @@ pub struct Config {
 /// The longest WRITE_DELAY_MS accepted.
 const MAX_WRITE_DELAY_MS: u64 = 1000;
 
+/// An http(s) URL with a host (queue URLs, endpoints).
+fn check_http_url(value: &str) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|error| format!("{value:?} is not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{value:?} is not an http:// or https:// URL with a host"));
+    }
+    Ok(())
+}
+
+/// A browser origin exactly as browsers send it: `scheme://host[:port]`, nothing after.
+pub fn check_origin(value: &str) -> Result<(), String> {
+    let expected = "an origin such as https://dashboard.example.com (scheme, host and port only)";
+    let url = url::Url::parse(value).map_err(|_| format!("{value:?} is not {expected}"))?;
+    if url.origin().ascii_serialization() != value {
+        return Err(format!("{value:?} is not {expected}"));
+    }
+    Ok(())
+}
+
+/// Creates the directory if needed and checks a file can be written in it.
+fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let shown = dir.display();
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot create {shown}: {error}"))?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|error| format!("{shown} is not writable: {error}"))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// A URL with any password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((credentials, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = credentials.split_once(':').map_or("", |(user, _)| user);
+    let credentials = if credentials.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+    format!("{scheme}://{credentials}@{host}{path}")
+}
+
+/// The message for a command line or environment clap refused: `VARIABLE: reason` when the
+/// value came from the environment, `--flag: reason` when from the command line.
+pub fn describe_parse_error(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    // clap's first line, and the valid values it lists after it; not its usage and tips.
+    let reason = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("error: ") || line.starts_with("[possible values"))
+        .map(|line| line.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(flag) = error.get(ContextKind::InvalidArg).map(ToString::to_string) else {
+        return reason;
+    };
+    let long = flag.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned();
+    let command = Config::command();
+    let variable = command
+        .get_arguments()
+        .find(|argument| argument.get_long() == Some(long.as_str()))
+        .and_then(|argument| argument.get_env())
+        .filter(|variable| std::env::var_os(variable).is_some())
+        .map(|variable| variable.to_string_lossy().into_owned());
+    let reason = match &variable {
+        // clap names the flag in its reason; the operator set the variable.
+        Some(variable) => reason.replace(&format!("'{flag}'"), variable).replace(&flag, variable),
+        None => reason,
+    };
+    format!("{}: {reason}", variable.unwrap_or(format!("--{long}")))
+}
+
+/// Checks RUST_LOG: it must parse, and must not silence this server's own logs unless it says
+/// `off` (a bare word such as `verbose` parses as a module name and would turn all else off).
+pub fn check_log_filter(spec: &str) -> Result<(), String> {
+    let filter = env_filter::Builder::new()
+        .try_parse(spec)
+        .map_err(|error| format!("{spec:?} is not a log filter ({error}); use a level (error, warn, info, debug, trace, off), optionally per module: info,agenticai_websocket=debug"))?
+        .build();
+    let own_errors = log::Metadata::builder().level(log::Level::Error).target(env!("CARGO_CRATE_NAME")).build();
+    let says_off = spec.split([',', '=']).any(|part| part.trim().eq_ignore_ascii_case("off"));
+    if !filter.enabled(&own_errors) && !says_off {
+        return Err(format!(
+            "{spec:?} turns off the gateway's own logs ({} only); add a default level, e.g. info,{spec}, or say off",
+            spec.split(',').map(str::trim).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// The four agent queues, when all are configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentQueueUrls {
@@ -227,6 +335,7 @@ impl Config {
             ("PING_INTERVAL_SECS", self.ping_interval_secs as usize),
             ("CLIENT_TIMEOUT_SECS", self.client_timeout_secs as usize),
             ("SEND_TIMEOUT_SECS", self.send_timeout_secs as usize),
+            ("HTTP_REQUEST_TIMEOUT_SECS", self.http_request_timeout_secs as usize),
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
             ("OUTBOUND_QUEUE_BYTES", self.outbound_queue_bytes),
@@ -264,7 +373,55 @@ impl Config {
             });
         }
         self.agent_queue_urls()?;
+        let urls = [
+            ("SQS_QUEUE_URL_PM", &self.sqs_queue_url_pm),
+            ("SQS_QUEUE_URL_DEV", &self.sqs_queue_url_dev),
+            ("SQS_QUEUE_URL_QA", &self.sqs_queue_url_qa),
+            ("SQS_QUEUE_URL_OPS", &self.sqs_queue_url_ops),
+            ("SQS_QUEUE_URL_UPDATES", &self.sqs_queue_url_updates),
+            ("AWS_ENDPOINT_URL", &self.aws_endpoint_url),
+        ];
+        for (variable, url) in urls {
+            if let Some(url) = url.as_deref().filter(|url| !url.is_empty()) {
+                check_http_url(url).map_err(|reason| ConfigError::Invalid { variable, reason })?;
+            }
+        }
+        for origin in &self.cors_allowed_origins {
+            check_origin(origin).map_err(|reason| ConfigError::Invalid { variable: "CORS_ALLOWED_ORIGINS", reason })?;
+        }
+        if let Some(url) = self.redis_url() {
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| ConfigError::Invalid {
+                variable: "REDIS_URL",
+                reason: format!(
+                    "{} is not a Redis URL ({error}); expected redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://...",
+                    redact_url(url)
+                ),
+            })?;
+        }
+        self.bind_addresses()?;
+        if self.table_name().is_none() || self.agent_queue_urls()?.is_none() {
+            check_writable_dir(&self.data_dir)
+                .map_err(|reason| ConfigError::Invalid { variable: "DATA_DIR", reason })?;
+        }
         Ok(())
+    }
+
+    /// The addresses WEBSOCKET_HOST names (a host name may resolve to several).
+    pub fn bind_addresses(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid { variable: "WEBSOCKET_HOST", reason };
+        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|error| invalid(format!("cannot resolve {:?}: {error}", self.host)))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(invalid(format!("{:?} resolves to no address", self.host)));
+        }
+        Ok(addresses)
+    }
+
+    /// Whether every address bound is a loopback one (only this machine can connect).
+    pub fn binds_loopback_only(&self) -> bool {
+        self.bind_addresses().is_ok_and(|addresses| addresses.iter().all(|address| address.ip().is_loopback()))
     }
 
     /// The agent queues: `Ok(None)` when none is set (local spool), an error naming the missing
@@ -307,6 +464,10 @@ impl Config {
         Duration::from_secs(self.send_timeout_secs)
     }
 
+    pub fn http_request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_request_timeout_secs)
+    }
+
     pub fn write_delay(&self) -> Duration {
         Duration::from_millis(self.write_delay_ms)
     }
@@ -327,7 +488,7 @@ impl Config {
     /// the environment says.
     pub fn local_defaults(data_dir: PathBuf) -> Self {
         let mut config = Config::parse_from(["agenticai-websocket"]);
-        config.host = IpAddr::from([127, 0, 0, 1]);
+        config.host = "127.0.0.1".into();
         config.port = 0;
         config.data_dir = data_dir;
         config.dynamodb_table_name = None;
@@ -382,6 +543,59 @@ mod tests {
     fn zero_limits_are_rejected_by_name() {
         let config = parse(&["--max-frame-bytes", "0"]);
         assert!(config.validate().unwrap_err().to_string().starts_with("MAX_FRAME_BYTES"));
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_passwords() {
+        assert_eq!(redact_url("redis://:hunter2@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(redact_url("rediss://app:hunter2@cache"), "rediss://app:***@cache");
+        assert_eq!(redact_url("redis://token@cache"), "redis://***@cache");
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=x@y");
+    }
+
+    #[test]
+    fn queue_urls_origins_and_hosts_are_checked() {
+        let message = |args: &[&str]| parse(args).validate().unwrap_err().to_string();
+        assert!(message(&["--sqs-queue-url-updates", "garbage"]).starts_with("SQS_QUEUE_URL_UPDATES"));
+        assert!(message(&["--aws-endpoint-url", "ftp://moto"]).starts_with("AWS_ENDPOINT_URL"));
+        assert!(message(&["--cors-allowed-origins", "notanorigin"]).starts_with("CORS_ALLOWED_ORIGINS"));
+        assert!(message(&["--cors-allowed-origins", "https://a.example/path"]).starts_with("CORS_ALLOWED_ORIGINS"));
+        assert!(message(&["--redis-url", "foo"]).starts_with("REDIS_URL"));
+        assert!(message(&["--host", "no-such-host.invalid"]).starts_with("WEBSOCKET_HOST"));
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap();
+        let ok = parse(&[
+            "--cors-allowed-origins",
+            "https://a.example,http://localhost:3000",
+            "--host",
+            "localhost",
+            "--data-dir",
+            data_dir,
+        ]);
+        assert!(ok.validate().is_ok());
+        assert!(ok.binds_loopback_only());
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_named() {
+        let data = tempfile::tempdir().unwrap();
+        let file = data.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let message = parse(&["--data-dir", file.to_str().unwrap()]).validate().unwrap_err().to_string();
+        assert!(message.starts_with("DATA_DIR"), "{message}");
+    }
+
+    #[test]
+    fn log_filters_must_parse_and_keep_the_gateways_own_logs() {
+        for ok in
+            ["info", "warn,actix_server=error", "agenticai_websocket=debug", "off", "info,agenticai_websocket=off"]
+        {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in ["verbose", "hyper=debug", "info,=x=y"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct SessionSettings {
     pub parse_limits: ParseLimits,
     /// How long a draining session waits for its in-flight forwards before closing anyway.
     pub drain_inflight_grace: Duration,
+    /// How long an HTTP request body may take to arrive (HTTP_REQUEST_TIMEOUT_SECS).
+    pub http_body_timeout: Duration,
 }
 
 pub struct Gateway {

@@ -38,9 +38,13 @@ use crate::{
     history::{Entries, MemoryHistory, Recovery},
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
-    redis_engine::RedisEngine,
+    redis_engine::{subscriber::RedisHealth, RedisEngine},
     session::outbox::{Outbox, PushError},
 };
+
+/// Longest a subscribe waits on Redis (its channel subscribed, its history read) before it is
+/// confirmed without a position: a Redis that hangs must not hold a client's confirmation.
+const REDIS_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages the hub's mailbox holds before senders are told to back off.
 pub const HUB_MAILBOX_CAPACITY: usize = 4096;
@@ -191,8 +195,9 @@ pub enum HubHistory {
     /// Single task: the hub stamps and keeps history itself.
     Memory(MemoryHistory),
     /// Redis stamps and keeps history; the hub remembers the last position it delivered per
-    /// project, to drop repeats.
-    Redis { engine: Box<RedisEngine>, delivered: HashMap<ProjectId, StreamPosition> },
+    /// project, to drop repeats. While `health` says the pub/sub connection is down, subscribes
+    /// are answered at once, without a position.
+    Redis { engine: Box<RedisEngine>, health: RedisHealth, delivered: HashMap<ProjectId, StreamPosition> },
 }
 
 pub struct Hub {
@@ -427,27 +432,59 @@ impl Handler<Subscribe> for Hub {
                     );
                 }
             }
-            HubHistory::Redis { engine, .. } => {
+            HubHistory::Redis { engine, health, .. } => {
                 let engine = engine.clone();
+                let reads_history = resumed || msg.with_position;
+                if health.is_down() {
+                    // Redis is down: answered at once, without a position (the subscriber
+                    // subscribes the project's channel when Redis is back).
+                    log::debug!(project_id = &*msg.project_id; "Redis down; subscribing without position");
+                    if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
+                        self.complete_subscription(
+                            &msg.id,
+                            &msg.project_id,
+                            msg.request_id.as_ref(),
+                            resumed,
+                            msg.with_position,
+                            None,
+                        );
+                    }
+                    return;
+                }
                 let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
                     return;
                 };
+                if channel_ready.is_none() && !reads_history {
+                    // The channel is subscribed already and there is nothing to read.
+                    self.complete_subscription(
+                        &msg.id,
+                        &msg.project_id,
+                        msg.request_id.as_ref(),
+                        resumed,
+                        msg.with_position,
+                        None,
+                    );
+                    return;
+                }
                 let project_id = msg.project_id.clone();
                 let since = msg.since.clone();
                 let read = async move {
                     if let Some(ready) = channel_ready {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
+                        let _ = tokio::time::timeout(REDIS_WAIT, ready).await;
                     }
-                    engine.recover(&project_id, since.as_ref()).await
+                    if !reads_history {
+                        return Ok(None);
+                    }
+                    match tokio::time::timeout(REDIS_WAIT, engine.recover(&project_id, since.as_ref())).await {
+                        Ok(read) => read.map(Some).map_err(|error| error.to_string()),
+                        Err(_) => Err(format!("no answer within {REDIS_WAIT:?}")),
+                    }
                 };
                 ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-                    let recovery = match result {
-                        Ok(recovery) => Some(recovery),
-                        Err(error) => {
-                            log::warn!(project_id = &*msg.project_id, error:% = error; "history unavailable; subscribing without position");
-                            None
-                        }
-                    };
+                    let recovery = result.unwrap_or_else(|error| {
+                        log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
+                        None
+                    });
                     hub.complete_subscription(&msg.id, &msg.project_id, msg.request_id.as_ref(), resumed, msg.with_position, recovery);
                 }));
             }

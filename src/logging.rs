@@ -1,6 +1,9 @@
 //! Logging through `env_logger` (`RUST_LOG`, default `info`): readable text, or with
 //! `LOG_FORMAT=json` one JSON object per line for CloudWatch Logs Insights, with the record's
 //! structured fields (`connection_id`, `queue`, `message_id`, ...) as top-level keys.
+//!
+//! actix-http logs some client mistakes at ERROR (a request that does not parse, a broken
+//! fragment): [`ClientFaultLevels`] lowers those, so an operator is not paged for a client's bug.
 
 use std::io::Write;
 
@@ -15,7 +18,53 @@ pub fn init(format: LogFormat) {
     if format == LogFormat::Json {
         builder.format(|buf, record| writeln!(buf, "{}", json_line(record)));
     }
-    let _ = builder.try_init();
+    let logger = builder.build();
+    let max_level = logger.filter();
+    if log::set_boxed_logger(Box::new(ClientFaultLevels(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
+}
+
+/// Messages of the HTTP layer that report what a client did wrong, and the level they deserve.
+const CLIENT_FAULTS: [(&str, log::Level); 3] = [
+    ("stream error: request parse error", log::Level::Debug),
+    ("Unfinished fragment", log::Level::Debug),
+    ("stream error: ", log::Level::Warn),
+];
+
+/// Passes every record on, with actix-http's client-fault errors at the level of
+/// [`CLIENT_FAULTS`].
+struct ClientFaultLevels<L>(L);
+
+impl<L: log::Log> ClientFaultLevels<L> {
+    fn level_of(record: &log::Record<'_>) -> log::Level {
+        if record.level() != log::Level::Error || !record.target().starts_with("actix_http") {
+            return record.level();
+        }
+        let message = record.args().to_string();
+        CLIENT_FAULTS.iter().find(|(prefix, _)| message.starts_with(prefix)).map_or(record.level(), |(_, level)| *level)
+    }
+}
+
+impl<L: log::Log> log::Log for ClientFaultLevels<L> {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let level = Self::level_of(record);
+        if level == record.level() {
+            return self.0.log(record);
+        }
+        let metadata = log::Metadata::builder().level(level).target(record.target()).build();
+        if self.0.enabled(&metadata) {
+            self.0.log(&record.to_builder().level(level).build());
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 /// One log record as a JSON object: timestamp, level, target, message and its fields.
@@ -49,7 +98,40 @@ impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Keeps the level and message of what reaches it.
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<(log::Level, String)>>);
+
+    impl log::Log for Captured {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            self.0.lock().unwrap().push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn a_clients_malformed_request_is_not_logged_as_an_error() {
+        let logger = ClientFaultLevels(Captured::default());
+        let log = |target: &str, message: std::fmt::Arguments<'_>| {
+            log::Log::log(
+                &logger,
+                &log::Record::builder().level(log::Level::Error).target(target).args(message).build(),
+            );
+        };
+        log("actix_http::h1::dispatcher", format_args!("stream error: request parse error: invalid Header provided"));
+        log("actix_http::ws::codec", format_args!("Unfinished fragment Ping"));
+        log("actix_http::h1::dispatcher", format_args!("stream error: IO error: connection reset"));
+        log("agenticai_websocket::server", format_args!("stream error: request parse error (ours, kept)"));
+        let seen = logger.0 .0.lock().unwrap().iter().map(|(level, _)| *level).collect::<Vec<_>>();
+        assert_eq!(seen, vec![log::Level::Debug, log::Level::Debug, log::Level::Warn, log::Level::Error]);
+    }
 
     #[test]
     fn json_lines_carry_the_structured_fields_typed() {

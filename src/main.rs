@@ -1,27 +1,37 @@
 //! The gateway binary: parses the configuration (flags or environment), sets up logging and
 //! runs [`agenticai_websocket::server`] until SIGTERM.
+//!
+//! Exit status: 0 after a drain, 2 for any invalid setting (`invalid configuration: VARIABLE:
+//! reason` on stderr, before anything starts), 1 for a failure while starting or running.
 
 use std::process::ExitCode;
 
-use agenticai_websocket::{config::Config, logging, server::Server};
-use clap::{error::ContextKind, CommandFactory, Parser};
+use agenticai_websocket::{
+    config::{self, Config},
+    logging,
+    server::Server,
+};
+use clap::Parser;
 
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
-        Err(error) => {
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
             let _ = error.print();
-            if let Some(variable) = environment_variable_of(&error) {
-                eprintln!("(set by environment variable {variable})");
-            }
-            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
         }
+        Err(error) => return invalid(&config::describe_parse_error(&error)),
     };
-    logging::init(config.log_format);
-    if let Err(error) = config.validate() {
-        log::error!("invalid configuration: {error}");
-        return ExitCode::from(2);
+    if let Some(spec) = std::env::var("RUST_LOG").ok().filter(|spec| !spec.trim().is_empty()) {
+        if let Err(reason) = config::check_log_filter(&spec) {
+            return invalid(&format!("RUST_LOG: {reason}"));
+        }
     }
+    if let Err(error) = config.validate() {
+        return invalid(&error.to_string());
+    }
+    logging::init(config.log_format);
     let result = actix_rt::System::new().block_on(async move { Server::bind(config).await?.run().await });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,12 +42,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The environment variable behind the flag a parse error names, if the value came from it.
-fn environment_variable_of(error: &clap::Error) -> Option<String> {
-    let flag = error.get(ContextKind::InvalidArg)?.to_string();
-    let long = flag.trim_start_matches("--").split([' ', '=']).next()?.to_owned();
-    let command = Config::command();
-    let argument = command.get_arguments().find(|argument| argument.get_long() == Some(long.as_str()))?;
-    let variable = argument.get_env()?;
-    std::env::var_os(variable).map(|_| variable.to_string_lossy().into_owned())
+/// Reports a bad setting the same way whatever found it: on stderr (the logger may not be set
+/// up, and a bad LOG_FORMAT or RUST_LOG is among what it reports), exit status 2.
+fn invalid(message: &str) -> ExitCode {
+    eprintln!("invalid configuration: {message}");
+    ExitCode::from(2)
 }

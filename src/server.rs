@@ -70,6 +70,11 @@ impl Server {
         let queue_urls = config.agent_queue_urls()?;
         let needs_aws = queue_urls.is_some() || config.table_name().is_some() || config.updates_queue_url().is_some();
         let sdk = if needs_aws {
+            log::info!(
+                region = config.aws_region.as_str(),
+                endpoint = config.aws_endpoint_url.as_deref().unwrap_or("AWS (the region's public endpoints)");
+                "AWS configured"
+            );
             Some(crate::aws::sdk_config(&config.aws_region, config.aws_endpoint_url.as_deref()).await)
         } else {
             None
@@ -115,28 +120,34 @@ impl Server {
             Some(url) => Some(RedisEngine::connect(url, history_settings).await?),
             None => None,
         };
+        let redis_health = redis.as_ref().map(|_| RedisHealth::default());
         let hub = {
             let metrics = metrics.clone();
-            let history = match &redis {
-                Some(engine) => HubHistory::Redis { engine: Box::new(engine.clone()), delivered: Default::default() },
-                None => HubHistory::Memory(MemoryHistory::new(history_settings)),
+            let history = match (&redis, &redis_health) {
+                (Some(engine), Some(health)) => HubHistory::Redis {
+                    engine: Box::new(engine.clone()),
+                    health: health.clone(),
+                    delivered: Default::default(),
+                },
+                _ => HubHistory::Memory(MemoryHistory::new(history_settings)),
             };
             let max_held = config.outbound_queue_messages;
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, history, max_held))
         };
-        let redis_health = redis.as_ref().map(|engine| {
-            let health = RedisHealth::default();
+        if let (Some(engine), Some(health)) = (&redis, &redis_health) {
             let subscriber = RedisSubscriber::new(engine.clone(), hub.clone(), health.clone(), metrics.clone());
             let subscriber = RedisSubscriber::start_in_arbiter(&hub_arbiter.handle(), move |_| subscriber);
             hub.do_send(FollowInterest(subscriber.recipient()));
-            health
-        });
+        }
         log::info!(
             history = if redis.is_some() { "redis" } else { "memory" }, history_size = config.history_size;
             "cross-task fan-out {}", if redis.is_some() { "over Redis" } else { "off (single task)" }
         );
-        let policy =
-            AccessPolicy::new(config.publish_api_keys.clone(), config.host, config.max_subscriptions_per_connection);
+        let policy = AccessPolicy::new(
+            config.publish_api_keys.clone(),
+            config.binds_loopback_only(),
+            config.max_subscriptions_per_connection,
+        );
         log::info!("{}", policy.describe());
         let gateway = web::Data::new(Gateway {
             broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
@@ -158,6 +169,7 @@ impl Server {
                 max_inflight: config.max_inflight_per_connection,
                 parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes },
                 drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),
+                http_body_timeout: config.http_request_timeout(),
             },
         });
 
@@ -173,14 +185,10 @@ impl Server {
         }
 
         let app_data = gateway.clone();
-        let body_limit = config.max_frame_bytes;
         let cors_origins = config.cors_allowed_origins.clone();
         let send_timeout = config.send_timeout();
         let mut http = HttpServer::new(move || {
-            App::new()
-                .app_data(app_data.clone())
-                .app_data(web::PayloadConfig::new(body_limit))
-                .configure(|routes| crate::http::configure(routes, &cors_origins))
+            App::new().app_data(app_data.clone()).configure(|routes| crate::http::configure(routes, &cors_origins))
         })
         .disable_signals()
         .backlog(4096)
@@ -189,12 +197,14 @@ impl Server {
         // 40 ms (delayed ACK): that was the p99 of the 150k deliveries/s benchmark.
         .tcp_nodelay(true)
         .on_connect(move |connection, _| limit_unacknowledged_sends(connection, send_timeout))
+        .client_request_timeout(config.http_request_timeout())
         .shutdown_timeout(2);
         if config.workers > 0 {
             http = http.workers(config.workers);
         }
+        let addresses = config.bind_addresses()?;
         let http = http
-            .bind((config.host, config.port))
+            .bind(&addresses[..])
             .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", config.host, config.port))?;
         let local_addr = *http.addrs().first().context("the server bound no address")?;
         Ok(Server {

@@ -18,7 +18,7 @@ use crate::{
     broker::{Broker, PublishSource},
     metrics::Metrics,
     protocol::{
-        request::{event_name, validate_project_id, ParseLimits},
+        request::{event_name, parse_object, validate_project_id, ObjectError, ParseLimits},
         PublishRequest,
     },
 };
@@ -61,8 +61,10 @@ impl Actor for UpdatesConsumer {
 
 /// Parses an update body into a publication request.
 pub fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
-    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(body) else {
-        return Err("body is not a JSON object".into());
+    let mut object = match parse_object(body.as_bytes()) {
+        Ok(object) => object,
+        Err(ObjectError::DuplicateKey(key)) => return Err(format!("body names {key:?} twice")),
+        Err(ObjectError::NotJson | ObjectError::NotObject) => return Err("body is not a JSON object".into()),
     };
     let project_id = match object.get("project_id") {
         Some(Value::String(id)) => validate_project_id(id, limits).map_err(|error| error.message)?,

@@ -243,3 +243,36 @@ async fn in_process_tasks_share_fan_out_history_and_resume() {
     let ready = common::get_json(second.http_url("/ready")).await;
     assert_eq!(ready["redis"], "up");
 }
+
+/// Redis up at start, then gone: subscribes are answered at once (without a position), and
+/// `/ready` says why it is 503.
+#[tokio::test]
+async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why() {
+    let mut redis = RedisServer::start();
+    let server = ChildServer::spawn(&[("REDIS_URL", redis.url())]).await;
+    server.wait_ready().await;
+    redis.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let response = reqwest::get(server.http_url("/ready")).await.unwrap();
+        if response.status() == 503 {
+            break response.json::<Value>().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "/ready stayed 200 with Redis gone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body, json!({"status": "redis_down", "redis": "down"}));
+
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    for (request, project) in [
+        (json!({"action": "subscribe", "project_id": "plain"}), "plain"),
+        (json!({"action": "subscribe", "project_id": "resumed", "since": {"offset": 3, "epoch": "e"}}), "resumed"),
+    ] {
+        let started = std::time::Instant::now();
+        let confirmed = client.request(request).await;
+        let took = started.elapsed();
+        assert_eq!(confirmed["type"], "subscription_confirmed", "{confirmed}");
+        assert_eq!(confirmed["project_id"], project);
+        assert!(took < Duration::from_millis(500), "{project}: confirmed after {took:?}");
+    }
+}

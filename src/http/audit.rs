@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{authorization, error_response};
+use super::{authorization, error_response, refuse_foreign_host};
 use crate::{
     access::Action,
     gateway::Gateway,
@@ -26,6 +26,9 @@ pub async fn project_messages(
     query: web::Query<PageQuery>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
+    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
+        return refusal;
+    }
     let result = async {
         let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
         let principal = gateway.policy.principal(authorization(&request));

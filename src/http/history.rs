@@ -3,13 +3,14 @@
 //! Answers `{"project_id","offset","epoch","recovered","publications":[...]}`: the project's
 //! current position and up to `limit` publications after offset `since`, oldest first, each
 //! exactly as subscribers received it. `recovered` is false when `epoch` was given and differs,
-//! or the history no longer reaches back to `since` (reload from the source of truth then).
+//! or the history no longer reaches back to `since`: then `publications` is empty, and the
+//! client reloads from the source of truth and follows on from the returned `offset`/`epoch`.
 //! Readable by anyone who may subscribe: the same data reaches subscribers.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::value::RawValue;
 
-use super::{authorization, error_response};
+use super::{authorization, error_response, refuse_foreign_host};
 use crate::{
     access::Action,
     gateway::Gateway,
@@ -42,6 +43,9 @@ pub async fn project_history(
     query: web::Query<HistoryQuery>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
+    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
+        return refusal;
+    }
     let result = async {
         let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
         let principal = gateway.policy.principal(authorization(&request));
@@ -61,8 +65,14 @@ pub async fn project_history(
         epoch: query.epoch.clone().unwrap_or_else(|| top.epoch.clone()),
     };
     let recovered = covers(&since, &top, frames.first().map(|(offset, _)| *offset));
-    let publications: Vec<&RawValue> =
-        frames.iter().filter_map(|(_, frame)| serde_json::from_str::<&RawValue>(frame).ok()).collect();
+    // Without recovery the publications after `since` are not what the client missed (another
+    // epoch's offsets, or a gap before the first retained one): none are listed, as a resume
+    // over WebSocket replays none.
+    let publications: Vec<&RawValue> = if recovered {
+        frames.iter().filter_map(|(_, frame)| serde_json::from_str::<&RawValue>(frame).ok()).collect()
+    } else {
+        Vec::new()
+    };
     gateway.metrics.history_reads.with_label_values(&[if recovered { "hit" } else { "miss" }]).inc();
     HttpResponse::Ok().json(HistoryResponse {
         project_id: &project_id,

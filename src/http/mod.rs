@@ -8,10 +8,8 @@ pub mod publish;
 pub mod upgrade;
 
 use actix_web::{
-    dev::ServiceResponse,
-    http::StatusCode,
-    middleware::{ErrorHandlerResponse, ErrorHandlers},
-    web, HttpResponse,
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
 };
 
 use crate::protocol::{ErrorCode, RequestError};
@@ -19,6 +17,8 @@ use crate::protocol::{ErrorCode, RequestError};
 /// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser.
 pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
     config
+        .app_data(web::QueryConfig::default().error_handler(|error, _| bad_query(error)))
+        .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)))
         .route("/", web::get().to(upgrade::upgrade))
         .route("/ws", web::get().to(upgrade::upgrade))
         .route("/health", web::get().to(operations::health))
@@ -26,7 +26,6 @@ pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
         .route("/metrics", web::get().to(operations::metrics))
         .service(
             web::scope("/api/v1")
-                .wrap(ErrorHandlers::new().handler(StatusCode::PAYLOAD_TOO_LARGE, payload_too_large))
                 .wrap(cors(cors_origins))
                 .route("/publish", web::post().to(publish::publish))
                 .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
@@ -45,25 +44,23 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .max_age(3600)
 }
 
-/// actix answers an oversized body with plain text; the API answers in its own error shape.
-fn payload_too_large<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let (request, _) = response.into_parts();
-    let error = RequestError::new(ErrorCode::InvalidRequest, "Body larger than MAX_FRAME_BYTES");
-    let mut answer = error_response(&error);
-    *answer.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(request, answer).map_into_right_body()))
+/// The HTTP status an error code is answered with.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Forbidden => StatusCode::UNAUTHORIZED,
+        ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
 pub fn error_response(error: &RequestError) -> HttpResponse {
-    let status = match error.code {
-        ErrorCode::Forbidden => actix_web::http::StatusCode::UNAUTHORIZED,
-        ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => {
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE
-        }
-        ErrorCode::Internal => actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-        _ => actix_web::http::StatusCode::BAD_REQUEST,
-    };
+    error_response_with_status(error, status_for(error.code))
+}
+
+/// The protocol's error shape with a status of the caller's choosing.
+pub fn error_response_with_status(error: &RequestError, status: StatusCode) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({
         "type": "error",
         "code": error.code,
@@ -71,7 +68,30 @@ pub fn error_response(error: &RequestError) -> HttpResponse {
     }))
 }
 
+/// The open-mode Host rule ([`crate::access::AccessPolicy::check_open_request`]) for a request
+/// without a body: the refusal to answer with, if any.
+pub fn refuse_foreign_host(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<HttpResponse> {
+    let refusal = policy.check_open_request(header_str(request, header::HOST), None, false).err()?;
+    Some(error_response_with_status(&refusal.to_request_error(), StatusCode::FORBIDDEN))
+}
+
+/// A request header, if present and readable as text.
+pub fn header_str(request: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|value| value.to_str().ok())
+}
+
 /// The `Authorization` header, if readable.
-pub fn authorization(request: &actix_web::HttpRequest) -> Option<&str> {
-    request.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok())
+pub fn authorization(request: &HttpRequest) -> Option<&str> {
+    header_str(request, header::AUTHORIZATION)
+}
+
+/// actix answers a query string or path that does not deserialize with plain text; the API
+/// answers in its own error shape, naming what was wrong.
+fn bad_query(error: impl std::fmt::Display) -> actix_web::Error {
+    let message = format!("Invalid query string: {error}");
+    actix_web::error::InternalError::from_response(
+        message.clone(),
+        error_response(&RequestError::new(ErrorCode::InvalidRequest, message)),
+    )
+    .into()
 }

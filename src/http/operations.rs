@@ -10,13 +10,17 @@ pub async fn health() -> HttpResponse {
 }
 
 /// Readiness: 200 when accepting connections with every dependency up; 503 while starting,
-/// draining, or while Redis (when configured) is unreachable.
+/// draining, or while Redis (when configured) is unreachable. The body says which:
+/// `{"status":"ready"|"starting"|"draining"|"redis_down","redis":null|"up"|"down"}`, so the
+/// status of a 503 never reads "ready".
 pub async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
     let redis_up = gateway.redis_health.as_ref().map(|health| health.is_up());
-    let ready = gateway.lifecycle.is_ready() && redis_up != Some(false);
+    let phase = gateway.lifecycle.phase();
+    let status = if gateway.lifecycle.is_ready() && redis_up == Some(false) { "redis_down" } else { phase };
+    let ready = status == "ready";
     let mut response = if ready { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
     let redis = redis_up.map(|up| if up { "up" } else { "down" });
-    response.json(serde_json::json!({ "status": gateway.lifecycle.phase(), "redis": redis }))
+    response.json(serde_json::json!({ "status": status, "redis": redis }))
 }
 
 pub async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {

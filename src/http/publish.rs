@@ -3,47 +3,96 @@
 //! Body `{"project_id":"P","data":<any JSON>,"type":"<optional event>"}`; answers
 //! `{"id","project_id","subscribers","published_at"}` with `subscribers` the local connections
 //! reached. Needs `Authorization: Bearer KEY` (see [`crate::access`]).
+//!
+//! The body is read with a deadline (HTTP_REQUEST_TIMEOUT_SECS): a client trickling it a byte
+//! at a time gets 408 instead of holding a connection and a buffer for ever (actix-web bounds the
+//! request head with the same setting; the body it does not bound).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::time::Duration;
+
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
+use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{authorization, error_response};
+use super::{authorization, error_response_with_status, header_str, refuse_foreign_host, status_for};
 use crate::{
     access::Action,
     broker::PublishSource,
     gateway::Gateway,
     protocol::{
-        request::{event_name, validate_project_id},
+        request::{event_name, parse_object, validate_project_id},
         ErrorCode, PublishRequest, RequestError,
     },
 };
 
-pub async fn publish(request: HttpRequest, body: web::Bytes, gateway: web::Data<Gateway>) -> HttpResponse {
-    match parse_and_publish(&request, &body, &gateway).await {
+pub async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
+    match accept(&request, payload, &gateway).await {
         Ok(response) => response,
-        Err(error) => {
+        Err((error, status)) => {
             gateway.metrics.error_sent(error.code);
-            error_response(&error)
+            error_response_with_status(&error, status)
         }
     }
 }
 
-async fn parse_and_publish(
-    request: &HttpRequest,
-    body: &[u8],
-    gateway: &Gateway,
-) -> Result<HttpResponse, RequestError> {
-    let principal = gateway.policy.principal(authorization(request));
-    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
-        return Err(RequestError::new(ErrorCode::InvalidJson, "Body must be a JSON object"));
-    };
+/// A refusal and the HTTP status it is answered with.
+type Refusal = (RequestError, StatusCode);
+
+fn with_status(error: RequestError) -> Refusal {
+    let status = status_for(error.code);
+    (error, status)
+}
+
+async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) -> Result<HttpResponse, Refusal> {
+    let policy = &gateway.policy;
+    let host = header_str(request, header::HOST);
+    if let Some(refusal) = refuse_foreign_host(request, policy) {
+        return Ok(refusal);
+    }
+    let body = read_body(payload, gateway.session.max_frame_bytes, gateway.session.http_body_timeout).await?;
+    let mut object =
+        parse_object(&body).map_err(|error| with_status(error.to_request_error("Body must be a JSON object")))?;
+    // Checked once the body parsed, so a body that is not JSON is told so whatever it claims.
+    policy
+        .check_open_request(host, header_str(request, header::CONTENT_TYPE), true)
+        .map_err(|refusal| (refusal.to_request_error(), StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
     let project_id = match object.get("project_id") {
-        Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits)?,
-        _ => return Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id")),
+        Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits).map_err(with_status)?,
+        _ => return Err(with_status(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id"))),
     };
-    gateway.policy.check(&principal, Action::Publish { project_id: &project_id })?;
-    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
+    let principal = policy.principal(authorization(request));
+    policy.check(&principal, Action::Publish { project_id: &project_id }).map_err(with_status)?;
+    let event = event_name(object.get("type").or_else(|| object.get("event"))).map_err(with_status)?;
     let data = object.remove("data").unwrap_or(Value::Null);
-    let receipt = gateway.broker.publish(PublishRequest { project_id, event, data }, PublishSource::Http).await?;
+    let publication = PublishRequest { project_id, event, data };
+    let receipt = gateway.broker.publish(publication, PublishSource::Http).await.map_err(with_status)?;
     Ok(HttpResponse::Ok().json(receipt))
+}
+
+/// The whole body, at most `limit` bytes, within `timeout`.
+async fn read_body(mut payload: web::Payload, limit: usize, timeout: Duration) -> Result<web::BytesMut, Refusal> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|error| {
+                (
+                    RequestError::new(ErrorCode::InvalidRequest, format!("Cannot read the body: {error}")),
+                    StatusCode::BAD_REQUEST,
+                )
+            })?;
+            if body.len() + chunk.len() > limit {
+                let error = RequestError::new(ErrorCode::InvalidRequest, "Body larger than MAX_FRAME_BYTES");
+                return Err((error, StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
+        let message = format!("The body did not arrive within {} s (HTTP_REQUEST_TIMEOUT_SECS)", timeout.as_secs());
+        Err((RequestError::new(ErrorCode::InvalidRequest, message), StatusCode::REQUEST_TIMEOUT))
+    })
 }

@@ -24,6 +24,11 @@ pub async fn upgrade(
         let error = RequestError::new(ErrorCode::Draining, "The server is restarting; connect to another instance");
         return Ok(error_response(&error));
     }
+    if request.version() < actix_web::http::Version::HTTP_11 {
+        // RFC 6455 4.1: the opening handshake is an HTTP/1.1 (or later) request.
+        let error = RequestError::new(ErrorCode::InvalidRequest, "A WebSocket upgrade needs HTTP/1.1");
+        return Ok(error_response(&error));
+    }
     let mut initial_projects = Vec::new();
     if let Some(project_id) = query.project_id.as_deref().filter(|id| !id.is_empty()) {
         match validate_project_id(project_id, gateway.session.parse_limits) {

@@ -83,21 +83,90 @@ pub struct ParseLimits {
     pub max_project_id_bytes: usize,
 }
 
-/// Parses one text frame.
-pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
-    let mut object = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => {
-            return ParsedFrame {
-                request_id: None,
-                action: None,
-                request: Err(RequestError::new(
-                    ErrorCode::InvalidRequest,
-                    "A request must be a JSON object with an \"action\"",
-                )),
+/// Why a body is not a usable JSON object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ObjectError {
+    /// Not JSON at all.
+    NotJson,
+    /// JSON, but not an object.
+    NotObject,
+    /// An object naming this key twice at its top level.
+    DuplicateKey(String),
+}
+
+/// Parses a JSON object whose top-level keys are unique. serde_json (like most parsers) lets the
+/// last of two equal keys win, while other parsers let the first win: a forward saying
+/// `"type":"dev","type":"qa"` would reach QA while an agent reading its body saw `dev`. So a
+/// repeated key is refused rather than resolved. Numbers keep their exact digits (serde_json's
+/// `arbitrary_precision`), so what a client sent is what an agent or a subscriber reads.
+pub fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ObjectError> {
+    let mut duplicate = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys { duplicate: &mut duplicate }, &mut deserializer)
+        .and_then(|object| deserializer.end().map(|()| object));
+    match parsed {
+        Ok(object) => Ok(object),
+        Err(_) if duplicate.is_some() => Err(ObjectError::DuplicateKey(duplicate.unwrap_or_default())),
+        Err(error) if error.is_syntax() || error.is_eof() => Err(ObjectError::NotJson),
+        Err(_) => Err(ObjectError::NotObject),
+    }
+}
+
+/// Deserializes a top-level object, noting the first key it meets twice.
+struct UniqueKeys<'a> {
+    duplicate: &'a mut Option<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value = access.next_value::<Value>()?;
+            if object.contains_key(&key) {
+                *self.duplicate = Some(key);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            object.insert(key, value);
+        }
+        Ok(object)
+    }
+}
+
+impl ObjectError {
+    /// The error a client gets for it.
+    pub fn to_request_error(&self, not_object: &str) -> RequestError {
+        match self {
+            ObjectError::NotJson => RequestError::invalid_json(),
+            ObjectError::NotObject => RequestError::new(ErrorCode::InvalidRequest, not_object),
+            ObjectError::DuplicateKey(key) => {
+                RequestError::new(ErrorCode::InvalidRequest, format!("Duplicate key {key:?}: each key may appear once"))
             }
         }
-        Err(_) => return ParsedFrame { request_id: None, action: None, request: Err(RequestError::invalid_json()) },
+    }
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
+    let mut object = match parse_object(text.as_bytes()) {
+        Ok(object) => object,
+        Err(error) => {
+            let error = error.to_request_error("A request must be a JSON object with an \"action\"");
+            return ParsedFrame { request_id: None, action: None, request: Err(error) };
+        }
     };
     let request_id = object.get("request_id").cloned();
     let action = match object.get("action") {
@@ -201,13 +270,43 @@ pub fn validate_project_id(id: &str, limits: ParseLimits) -> Result<ProjectId, R
             format!("project_id is longer than {} bytes", limits.max_project_id_bytes),
         ));
     }
-    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if id.chars().any(|c| c.is_control() || c.is_whitespace() || is_format_character(c)) {
         return Err(RequestError::new(
             ErrorCode::InvalidProjectId,
-            "project_id must not contain whitespace or control characters",
+            "project_id must not contain whitespace, control or invisible format characters",
         ));
     }
     Ok(ProjectId::from(id))
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15): invisible, they make one id
+/// look like another in a dashboard or a log (U+200B zero-width space, U+FEFF), and the bidi
+/// controls among them (U+202A-U+202E, U+2066-U+2069) reorder what is shown.
+fn is_format_character(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 #[cfg(test)]
@@ -267,6 +366,48 @@ mod tests {
         let parsed = parse(r#"{"action":"nope","request_id":42}"#, LIMITS);
         assert_eq!(parsed.request_id, Some(json!(42)));
         assert!(parsed.request.is_err());
+    }
+
+    #[test]
+    fn a_repeated_top_level_key_is_refused_not_resolved() {
+        let error = error_of(r#"{"action":"forward","type":"dev","type":"qa","project_id":"p"}"#);
+        assert_eq!(error.code, ErrorCode::InvalidRequest);
+        assert!(error.message.contains("\"type\""), "{}", error.message);
+        // Nested objects are the client's data, passed on as they are.
+        assert!(parse(r#"{"action":"ping","data":{"a":1,"a":2}}"#, LIMITS).request.is_ok());
+    }
+
+    #[test]
+    fn not_json_not_an_object_and_trailing_garbage_are_told_apart() {
+        assert_eq!(parse_object(b"{\"a\":1} x"), Err(ObjectError::NotJson));
+        assert_eq!(parse_object(b"{\"a\":"), Err(ObjectError::NotJson));
+        assert_eq!(parse_object(b"[1,2]"), Err(ObjectError::NotObject));
+        assert_eq!(parse_object(b"\"text\""), Err(ObjectError::NotObject));
+        assert_eq!(parse_object(br#"{"k":1,"k":1}"#), Err(ObjectError::DuplicateKey("k".into())));
+    }
+
+    #[test]
+    fn numbers_keep_every_digit() {
+        let parsed = parse(
+            r#"{"action":"forward","type":"dev","project_id":"p","data":{"a":123456789012345678901234567890,"b":0.1000000000000000055511151231257827}}"#,
+            LIMITS,
+        );
+        let Ok(Request::Forward(forward)) = parsed.request else { panic!("not a forward") };
+        assert_eq!(
+            serde_json::to_string(&forward.body["data"]).unwrap(),
+            r#"{"a":123456789012345678901234567890,"b":0.1000000000000000055511151231257827}"#
+        );
+        let parsed = parse(r#"{"action":"ping","request_id":12345678901234567890123}"#, LIMITS);
+        assert_eq!(serde_json::to_string(&parsed.request_id).unwrap(), "12345678901234567890123");
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_in_project_ids() {
+        for id in ["acme\u{202E}gpj", "ac\u{200B}me", "\u{FEFF}acme", "acme\u{2066}", "a\u{E0041}"] {
+            let error = validate_project_id(id, LIMITS).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidProjectId, "{id:?}");
+        }
+        assert!(validate_project_id("projet-été", LIMITS).is_ok());
     }
 
     #[test]

@@ -109,11 +109,13 @@ pub fn project_of_channel(channel: &str) -> Option<&str> {
 impl RedisEngine {
     /// Connects (the connection manager reconnects by itself afterwards).
     pub async fn connect(url: &str, settings: HistorySettings) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {error}"))?;
+        // The URL may hold a password: only its redacted form reaches a message.
+        let shown = crate::config::redact_url(url);
+        let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {shown}: {error}"))?;
         let connection = tokio::time::timeout(std::time::Duration::from_secs(10), client.get_connection_manager())
             .await
-            .map_err(|_| anyhow::anyhow!("REDIS_URL: no answer from {url} within 10 s"))?
-            .map_err(|error| anyhow::anyhow!("REDIS_URL: cannot connect to {url}: {error}"))?;
+            .map_err(|_| anyhow::anyhow!("REDIS_URL: no answer from {shown} within 10 s"))?
+            .map_err(|error| anyhow::anyhow!("REDIS_URL: cannot connect to {shown}: {error}"))?;
         Ok(RedisEngine {
             connection,
             client,

@@ -17,7 +17,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
         Arc,
     },
     time::Duration,
@@ -37,17 +37,33 @@ use crate::{
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
-/// Whether the pub/sub connection is up; read by `/ready`.
-#[derive(Clone, Default)]
-pub struct RedisHealth(Arc<AtomicBool>);
+/// The pub/sub connection's state: not yet connected, up, or lost. `/ready` reads whether it is
+/// up; the hub whether it is known to be down (then a subscribe does not wait on Redis).
+#[derive(Clone)]
+pub struct RedisHealth(Arc<AtomicU8>);
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+impl Default for RedisHealth {
+    fn default() -> Self {
+        RedisHealth(Arc::new(AtomicU8::new(CONNECTING)))
+    }
+}
 
 impl RedisHealth {
     pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) == UP
+    }
+
+    /// The connection was up and is lost (not merely still connecting at start-up).
+    pub fn is_down(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == DOWN
     }
 
     fn set(&self, up: bool, metrics: &Metrics) {
-        self.0.store(up, Ordering::SeqCst);
+        self.0.store(if up { UP } else { DOWN }, Ordering::SeqCst);
         metrics.redis_connected.set(i64::from(up));
     }
 }

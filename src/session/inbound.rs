@@ -127,9 +127,9 @@ impl InboundFrames {
         loop {
             check_header(&self.unparsed, self.max_message_bytes)?;
             let Some(frame) = self.codec.decode(&mut self.unparsed).map_err(|error| match error {
-            ProtocolError::Overflow => InboundError::TooBig { limit: self.max_message_bytes },
-            other => InboundError::Protocol(other),
-        })?
+                ProtocolError::Overflow => InboundError::TooBig { limit: self.max_message_bytes },
+                other => InboundError::Protocol(other),
+            })?
             else {
                 break;
             };

@@ -204,6 +204,17 @@ impl Client {
         }
     }
 
+    /// The next text frame exactly as sent (control frames are skipped).
+    pub async fn stream_text(&mut self) -> String {
+        loop {
+            match self.next_message().await {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Reads until a frame of `kind` arrives; returns it (and drops what came before).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {

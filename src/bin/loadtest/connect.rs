@@ -525,9 +525,9 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
          failures: {}\n\
          handshake latency: {}\n\
          held {held_for:.1}s; server RSS {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
-         server CPU: {cpu_total:.2}s over the run, {cpu_ramp:.2}s during the ramp\n\
+         server CPU: {} over the run, {} during the ramp\n\
          server closes: {}\n\
-         machine CPU over the run: {machine}",
+         machine CPU over the run: {}",
         args.connections,
         processes,
         stats::causes_line(&failures),
@@ -538,7 +538,10 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         per_connection.map_or("unknown".to_owned(), |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
         held.get(scrape::ACTIVE),
         held.get(scrape::FDS),
+        scrape::cpu_text(cpu_total),
+        scrape::cpu_text(cpu_ramp),
         stats::causes_line(&closed),
+        scrape::machine_line(&machine),
     );
     Ok(crate::finish(args.common.json, &human, &value, ok))
 }

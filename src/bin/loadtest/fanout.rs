@@ -518,8 +518,8 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
          lost {lost} (on {subscribers_losing} subscribers), duplicated {duplicates}, subscriber-count mismatches {mismatch}, subscriber failures: {}, connect failures: {}\n\
          delivery latency: {}\n\
          publish latency:  {}\n\
-         server: {server_deliveries:.0} deliveries, {server_cpu:.2} CPU s = {} per delivery, slow consumers closed {slow_closed:.0}\n\
-         machine CPU over the run: {machine}",
+         server: {server_deliveries:.0} deliveries, CPU {} = {} per delivery, slow consumers closed {slow_closed:.0}\n\
+         machine CPU over the run: {}",
         args.via,
         args.subscribers,
         args.projects,
@@ -531,7 +531,9 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         stats::causes_line(&connect_failures),
         latency.line(),
         publish_latency.line(),
+        scrape::cpu_text(server_cpu),
         cpu_us_per_delivery.map_or("unknown".to_owned(), |us| format!("{us:.3} us")),
+        scrape::machine_line(&machine),
     );
     Ok(crate::finish(args.common.json, &human, &value, ok))
 }

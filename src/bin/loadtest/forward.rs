@@ -396,8 +396,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "forward: {} clients, window {}, target {}: sent {sent}, confirmed {confirmed} in {window_seconds:.2}s = {confirmed_per_s:.0}/s; unanswered {unanswered}, duplicated answers {duplicates}\n\
          errors by code: {}; failures: {}\n\
          confirmation latency: {}\n\
-         server: {batch_calls:.0} batch calls, {} entries per batch, {server_cpu:.2} CPU s\n\
-         machine CPU over the run: {machine}",
+         server: {batch_calls:.0} batch calls, {} entries per batch, CPU {}\n\
+         machine CPU over the run: {}",
         args.clients,
         args.window,
         if args.rate > 0.0 { format!("{:.0}/s", args.rate) } else { "unlimited".into() },
@@ -405,6 +405,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         stats::causes_line(&failures),
         latency.line(),
         entries_per_batch.map_or("unknown".to_owned(), |e| format!("{e:.2}")),
+        scrape::cpu_text(server_cpu),
+        scrape::machine_line(&machine),
     );
     if let Some(bare) = &bare {
         human.push('\n');

@@ -100,6 +100,29 @@ pub fn machine_json(before: &MachineCpu, after: &MachineCpu, server_cpu: f64, se
     })
 }
 
+/// The machine line of a human report, from [`machine_json`]'s figures, to 10 ms.
+pub fn machine_line(machine: &serde_json::Value) -> String {
+    let seconds = |key: &str| machine[key].as_f64().unwrap_or(0.0);
+    format!(
+        "busy {:.2} s (load generator {:.2} s, server {}, other {:.2} s) over {:.1} s",
+        seconds("busy_cpu_s"),
+        seconds("loadtest_cpu_s"),
+        cpu_text(seconds("server_cpu_s")),
+        seconds("other_cpu_s"),
+        seconds("seconds"),
+    )
+}
+
+/// Server CPU seconds as a report shows them: to 10 ms when read from /proc (`--server-pid`),
+/// else as the whole seconds Prometheus' process collector counts, said so.
+pub fn cpu_text(seconds: f64) -> String {
+    if SERVER_PIDS.get().is_some_and(|pids| !pids.is_empty()) {
+        format!("{seconds:.2} s")
+    } else {
+        format!("{seconds:.0} s (whole seconds from /metrics; --server-pid reads it to 10 ms)")
+    }
+}
+
 /// Scrapes every URL; a server that does not answer leaves `ok` false (the figures that need it
 /// are then reported as unknown, the run goes on).
 pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
