@@ -72,10 +72,12 @@ impl Broker {
 
     /// Publishes to the project's subscribers; answers once the publication is in the history
     /// (Redis or memory) and queued to this task's subscribers.
+    /// `user_id`: who published, when a token authorized it (for the audit).
     pub async fn publish(
         &self,
         request: PublishRequest,
         source: PublishSource,
+        user_id: Option<&str>,
     ) -> Result<PublishReceipt, RequestError> {
         let publication = Publication::new(&request.project_id, request.event, request.data);
         let frame = publication.to_frame();
@@ -109,6 +111,7 @@ impl Broker {
             source: source.label().to_owned(),
             at: publication.published_at.clone(),
             offset: position.as_ref().map(|position| position.offset),
+            user_id: user_id.map(str::to_owned),
         }));
         if let Some(error) = redis_error {
             return Err(RequestError::new(

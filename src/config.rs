@@ -105,6 +105,45 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub publish_api_keys: Vec<String>,
 
+    /// HMAC secret (at least 32 bytes) that connection tokens (JWT, HS256/384/512) are signed
+    /// with. In AWS it comes from Secrets Manager. Setting it (or JWT_JWKS_URL) makes every
+    /// connection authenticate.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// JWKS endpoint of the token issuer (RS256/384/512, ES256/384, EdDSA); keys are cached and
+    /// refreshed. Instead of JWT_SECRET.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Required `iss` of tokens, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of tokens, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Seconds of clock skew allowed for `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+
+    /// Seconds a connection without a token may take to send `authenticate` before it is closed
+    /// with 3502 (when tokens are required).
+    #[arg(long, env = "AUTH_TIMEOUT_SECS", default_value_t = 10)]
+    pub auth_timeout_secs: u64,
+
+    /// Without JWT_SECRET or JWT_JWKS_URL, accept anonymous connections from any address, not
+    /// only from loopback (protected mode is the default).
+    #[arg(long, env = "ALLOW_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_anonymous: bool,
+
+    /// Origins allowed to open WebSocket connections from a browser, comma separated exact
+    /// origins or patterns like https://*.example.com. Unset = any origin. An upgrade without
+    /// `Origin` (a non-browser client) is never refused for it.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Origins allowed to call the HTTP API (publish, history, audit) from a browser, comma
     /// separated (e.g. https://dashboard.example.com). Unset = no cross-origin calls. WebSocket
     /// upgrades are not affected.
@@ -210,6 +249,9 @@ pub struct Config {
     pub workers: usize,
 }
 
+/// The shortest JWT_SECRET accepted (RFC 7518 3.2: a key of at least the hash's size).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// The longest WRITE_DELAY_MS accepted.
 const MAX_WRITE_DELAY_MS: u64 = 1000;
 
@@ -230,6 +272,15 @@ pub fn check_origin(value: &str) -> Result<(), String> {
         return Err(format!("{value:?} is not {expected}"));
     }
     Ok(())
+}
+
+/// An ALLOWED_ORIGINS entry: an origin, or one whose host starts with `*.` (any subdomain).
+fn check_origin_pattern(value: &str) -> Result<(), String> {
+    match value.split_once("://*.") {
+        Some((scheme, rest)) => check_origin(&format!("{scheme}://wildcard.{rest}"))
+            .map_err(|_| format!("{value:?} is not an origin pattern such as https://*.example.com")),
+        None => check_origin(value),
+    }
 }
 
 /// Creates the directory if needed and checks a file can be written in it.
@@ -336,6 +387,7 @@ impl Config {
             ("CLIENT_TIMEOUT_SECS", self.client_timeout_secs as usize),
             ("SEND_TIMEOUT_SECS", self.send_timeout_secs as usize),
             ("HTTP_REQUEST_TIMEOUT_SECS", self.http_request_timeout_secs as usize),
+            ("AUTH_TIMEOUT_SECS", self.auth_timeout_secs as usize),
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
             ("OUTBOUND_QUEUE_BYTES", self.outbound_queue_bytes),
@@ -385,6 +437,25 @@ impl Config {
             if let Some(url) = url.as_deref().filter(|url| !url.is_empty()) {
                 check_http_url(url).map_err(|reason| ConfigError::Invalid { variable, reason })?;
             }
+        }
+        if self.jwt_secret().is_some() && self.jwt_jwks_url().is_some() {
+            return Err(ConfigError::Invalid {
+                variable: "JWT_SECRET",
+                reason: "set JWT_SECRET or JWT_JWKS_URL, not both".into(),
+            });
+        }
+        if self.jwt_secret().is_some_and(|secret| secret.len() < MIN_JWT_SECRET_BYTES) {
+            return Err(ConfigError::Invalid {
+                variable: "JWT_SECRET",
+                reason: format!("shorter than {MIN_JWT_SECRET_BYTES} bytes: an HS256 secret needs 256 bits"),
+            });
+        }
+        if let Some(url) = self.jwt_jwks_url() {
+            check_http_url(url).map_err(|reason| ConfigError::Invalid { variable: "JWT_JWKS_URL", reason })?;
+        }
+        for origin in &self.allowed_origins {
+            check_origin_pattern(origin)
+                .map_err(|reason| ConfigError::Invalid { variable: "ALLOWED_ORIGINS", reason })?;
         }
         for origin in &self.cors_allowed_origins {
             check_origin(origin).map_err(|reason| ConfigError::Invalid { variable: "CORS_ALLOWED_ORIGINS", reason })?;
@@ -472,6 +543,14 @@ impl Config {
         Duration::from_millis(self.write_delay_ms)
     }
 
+    pub fn jwt_secret(&self) -> Option<&str> {
+        self.jwt_secret.as_deref().filter(|secret| !secret.is_empty())
+    }
+
+    pub fn jwt_jwks_url(&self) -> Option<&str> {
+        self.jwt_jwks_url.as_deref().filter(|url| !url.is_empty())
+    }
+
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref().filter(|url| !url.is_empty())
     }
@@ -501,6 +580,12 @@ impl Config {
         config.sqs_queue_url_ops = None;
         config.publish_api_keys = Vec::new();
         config.cors_allowed_origins = Vec::new();
+        config.jwt_secret = None;
+        config.jwt_jwks_url = None;
+        config.jwt_issuer = None;
+        config.jwt_audience = None;
+        config.allow_anonymous = false;
+        config.allowed_origins = Vec::new();
         config.log_format = LogFormat::Text;
         config
     }

@@ -33,6 +33,10 @@ pub struct SessionSettings {
     pub drain_inflight_grace: Duration,
     /// How long an HTTP request body may take to arrive (HTTP_REQUEST_TIMEOUT_SECS).
     pub http_body_timeout: Duration,
+    /// How long a connection without a token may take to authenticate (AUTH_TIMEOUT_SECS).
+    pub auth_timeout: Duration,
+    /// Clock skew allowed past a token's `exp` (JWT_LEEWAY_SECS).
+    pub jwt_leeway: Duration,
 }
 
 pub struct Gateway {

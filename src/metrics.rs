@@ -43,6 +43,15 @@ pub struct Metrics {
     pub recoveries: IntCounterVec,
     pub history_reads: IntCounterVec,
     pub updates: IntCounterVec,
+    /// Tokens accepted, by how they came: `upgrade`, `authenticate`, `refresh`.
+    pub authentications: IntCounterVec,
+    /// Tokens refused, by reason (`bad_signature`, `expired`, ...; `timeout` for a connection
+    /// that never authenticated).
+    pub auth_failures: IntCounterVec,
+    /// Open connections with a verified token.
+    pub authenticated_connections: IntGauge,
+    /// Connections closed because their token expired (3005).
+    pub token_expiries: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -151,6 +160,22 @@ impl Metrics {
                 opts("agent_updates_total", "Agent updates read from SQS_QUEUE_URL_UPDATES, by outcome"),
                 &["outcome"],
             )?,
+            authentications: IntCounterVec::new(
+                opts("authentications_total", "Tokens accepted, by how they came (upgrade, authenticate, refresh)"),
+                &["via"],
+            )?,
+            auth_failures: IntCounterVec::new(
+                opts("auth_failures_total", "Tokens refused and connections that never authenticated, by reason"),
+                &["reason"],
+            )?,
+            authenticated_connections: IntGauge::with_opts(opts(
+                "authenticated_connections",
+                "Open connections with a verified token (the rest of active_connections are anonymous)",
+            ))?,
+            token_expiries: IntCounter::with_opts(opts(
+                "token_expiries_total",
+                "Connections closed because their token expired without a refresh (3005)",
+            ))?,
             registry,
         };
         metrics.register_all()?;
@@ -187,6 +212,10 @@ impl Metrics {
         r.register(Box::new(self.recoveries.clone()))?;
         r.register(Box::new(self.history_reads.clone()))?;
         r.register(Box::new(self.updates.clone()))?;
+        r.register(Box::new(self.authentications.clone()))?;
+        r.register(Box::new(self.auth_failures.clone()))?;
+        r.register(Box::new(self.authenticated_connections.clone()))?;
+        r.register(Box::new(self.token_expiries.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,

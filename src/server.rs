@@ -11,7 +11,12 @@ use anyhow::Context as _;
 use tokio::sync::Notify;
 
 use crate::{
-    access::AccessPolicy,
+    access::{
+        jwks::Jwks,
+        origin::OriginAllowList,
+        token::{TokenVerifier, VerifierSettings},
+        AccessPolicy, Authentication,
+    },
     broker::Broker,
     config::Config,
     dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
@@ -147,8 +152,10 @@ impl Server {
             config.publish_api_keys.clone(),
             config.binds_loopback_only(),
             config.max_subscriptions_per_connection,
-        );
+        )
+        .with_authentication(authentication(&config)?);
         log::info!("{}", policy.describe());
+        log::info!("{}", policy.describe_authentication());
         let gateway = web::Data::new(Gateway {
             broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
             redis_health,
@@ -170,6 +177,8 @@ impl Server {
                 parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes },
                 drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),
                 http_body_timeout: config.http_request_timeout(),
+                auth_timeout: Duration::from_secs(config.auth_timeout_secs),
+                jwt_leeway: Duration::from_secs(config.jwt_leeway_secs),
             },
         });
 
@@ -248,6 +257,42 @@ impl Server {
         log::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// How connections authenticate, from the configuration: a verifier for JWT_SECRET or
+/// JWT_JWKS_URL (whose keys are fetched now, and refreshed in the background), the protected
+/// mode's ALLOW_ANONYMOUS, and ALLOWED_ORIGINS.
+fn authentication(config: &Config) -> anyhow::Result<Authentication> {
+    let settings = || VerifierSettings {
+        issuer: config.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
+        audience: config.jwt_audience.clone().filter(|audience| !audience.is_empty()),
+        leeway_secs: config.jwt_leeway_secs,
+    };
+    let verifier = match (config.jwt_secret(), config.jwt_jwks_url()) {
+        (Some(secret), _) => Some(
+            TokenVerifier::with_secret(secret.as_bytes(), settings())
+                .map_err(|error| anyhow::anyhow!("JWT_SECRET: {error}"))?,
+        ),
+        (None, Some(url)) => {
+            let jwks = Arc::new(Jwks::new(url.to_owned()));
+            // A first fetch now, so the first tokens need not wait; a failure is retried when a
+            // token arrives (refused meanwhile as keys_unavailable) and in the background.
+            let first = jwks.clone();
+            actix_rt::spawn(async move {
+                if let Err(error) = first.refresh().await {
+                    log::warn!(error = error.as_str(); "cannot fetch the JWKS at start-up; tokens wait for it");
+                }
+            });
+            jwks.refresh_in_background();
+            Some(TokenVerifier::with_jwks(jwks, settings()))
+        }
+        (None, None) => None,
+    };
+    Ok(Authentication {
+        verifier: verifier.map(Arc::new),
+        allow_anonymous: config.allow_anonymous,
+        origins: OriginAllowList::new(&config.allowed_origins),
+    })
 }
 
 /// Sets TCP_USER_TIMEOUT on an accepted connection. A client that stops reading fills its

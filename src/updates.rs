@@ -115,7 +115,7 @@ async fn poll(sqs: aws_sdk_sqs::Client, queue_url: String, broker: Broker, metri
                     continue;
                 }
             };
-            if let Err(error) = broker.publish(request, PublishSource::AgentUpdate).await {
+            if let Err(error) = broker.publish(request, PublishSource::AgentUpdate, None).await {
                 metrics.updates.with_label_values(&["publish_failed"]).inc();
                 log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
                 continue;

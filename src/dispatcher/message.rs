@@ -18,23 +18,30 @@ pub struct QueueMessage {
     /// When the gateway received it, ISO 8601 UTC (attribute `Timestamp`).
     pub received_at: String,
     pub connection_id: String,
+    /// The verified user who asked (the token's `sub`); None for an anonymous connection.
+    pub user_id: Option<String>,
     /// The JSON body: the client's request object plus a `gateway` object with what a consumer
     /// needs (connection id, received-at).
     pub body: String,
 }
 
 impl QueueMessage {
-    pub fn new(role: AgentRole, forward: ForwardRequest, connection_id: &str) -> Self {
+    /// `user_id`: the connection's verified user. It is written into the body's `gateway`
+    /// object and as the body's `user_id` (replacing whatever the client wrote there), so an
+    /// agent reads who asked from the gateway, never from the client's claim.
+    pub fn new(role: AgentRole, forward: ForwardRequest, connection_id: &str, user_id: Option<&str>) -> Self {
         let received_at = crate::protocol::now_iso8601();
         let mut body: Map<String, Value> = forward.body;
-        body.insert(
-            "gateway".into(),
-            serde_json::json!({
-                "connection_id": connection_id,
-                "received_at": received_at,
-                "queue": role.name(),
-            }),
-        );
+        let mut gateway = serde_json::json!({
+            "connection_id": connection_id,
+            "received_at": received_at,
+            "queue": role.name(),
+        });
+        if let Some(user_id) = user_id {
+            gateway["user_id"] = Value::String(user_id.to_owned());
+            body.insert("user_id".into(), Value::String(user_id.to_owned()));
+        }
+        body.insert("gateway".into(), gateway);
         QueueMessage {
             role,
             message_id: forward.message_id,
@@ -42,23 +49,27 @@ impl QueueMessage {
             message_type: forward.message_type,
             received_at,
             connection_id: connection_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
             body: Value::Object(body).to_string(),
         }
     }
 
-    /// The message attributes, as name/value pairs (all of SQS data type String).
-    pub fn attributes(&self) -> [(&'static str, &str); 4] {
+    /// The message attributes, as name/value pairs (all of SQS data type String); `UserId` only
+    /// for an authenticated connection's forward.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
-            ("MessageType", &self.message_type),
+            ("MessageType", self.message_type.as_str()),
             ("Timestamp", &self.received_at),
             ("ProjectId", &self.project_id),
             ("MessageId", &self.message_id),
         ]
+        .into_iter()
+        .chain(self.user_id.as_deref().map(|user_id| ("UserId", user_id)))
     }
 
     /// Bytes SQS counts against its payload limit: body plus attribute names, types and values.
     pub fn payload_size(&self) -> usize {
         self.body.len()
-            + self.attributes().iter().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>()
+            + self.attributes().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>()
     }
 }

@@ -70,7 +70,7 @@ impl Spool {
             let line = SpoolLine {
                 sqs_message_id: &id,
                 queue: role.name(),
-                attributes: message.attributes().into_iter().collect(),
+                attributes: message.attributes().collect(),
                 body: &body,
             };
             match serde_json::to_string(&line) {

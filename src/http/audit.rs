@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{authorization, error_response, refuse_foreign_host};
+use super::{api_principal, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
     gateway::Gateway,
@@ -31,8 +31,11 @@ pub async fn project_messages(
     }
     let result = async {
         let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
-        let principal = gateway.policy.principal(authorization(&request));
-        gateway.policy.check(&principal, Action::ReadAudit { project_id: &project_id })?;
+        let principal = api_principal(&request, &gateway).await?;
+        gateway
+            .policy
+            .check(&principal, Action::ReadAudit { project_id: &project_id })
+            .map_err(|error| Refusal::access(error, &principal))?;
         let query = query.into_inner();
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         gateway
@@ -40,11 +43,13 @@ pub async fn project_messages(
             .send(QueryProject { project_id: project_id.to_string(), limit, cursor: query.cursor })
             .await
             .map_err(|error| RequestError::new(ErrorCode::Internal, format!("persistence unavailable: {error}")))?
-            .map_err(|reason| RequestError::new(ErrorCode::Internal, format!("audit query failed: {reason}")))
+            .map_err(|reason| {
+                Refusal::from(RequestError::new(ErrorCode::Internal, format!("audit query failed: {reason}")))
+            })
     }
     .await;
     match result {
         Ok(page) => HttpResponse::Ok().json(page),
-        Err(error) => error_response(&error),
+        Err(refusal) => refusal.response(),
     }
 }

@@ -10,12 +10,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::value::RawValue;
 
-use super::{authorization, error_response, refuse_foreign_host};
+use super::{api_principal, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
     gateway::Gateway,
     history::covers,
-    protocol::{request::validate_project_id, RequestError, StreamPosition},
+    protocol::{request::validate_project_id, StreamPosition},
 };
 
 const DEFAULT_LIMIT: usize = 100;
@@ -48,17 +48,20 @@ pub async fn project_history(
     }
     let result = async {
         let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
-        let principal = gateway.policy.principal(authorization(&request));
-        gateway.policy.check(&principal, Action::ReadHistory { project_id: &project_id })?;
+        let principal = api_principal(&request, &gateway).await?;
+        gateway
+            .policy
+            .check(&principal, Action::ReadHistory { project_id: &project_id })
+            .map_err(|error| Refusal::access(error, &principal))?;
         let since = query.since.unwrap_or(0);
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let (top, frames) = gateway.broker.history(project_id.clone(), since, limit).await?;
-        Ok::<_, RequestError>((project_id, top, frames))
+        Ok::<_, Refusal>((project_id, top, frames))
     }
     .await;
     let (project_id, top, frames) = match result {
         Ok(found) => found,
-        Err(error) => return error_response(&error),
+        Err(refusal) => return refusal.response(),
     };
     let since = StreamPosition {
         offset: query.since.unwrap_or(0),

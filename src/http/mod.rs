@@ -47,11 +47,58 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 /// The HTTP status an error code is answered with.
 pub fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::Forbidden => StatusCode::UNAUTHORIZED,
+        // A refusal without any credential presented; see `refusal_status` for the others.
+        ErrorCode::Forbidden | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// An error answer and its HTTP status; from a bare [`RequestError`] the status is its code's.
+pub struct Refusal {
+    pub error: RequestError,
+    pub status: StatusCode,
+}
+
+impl From<RequestError> for Refusal {
+    fn from(error: RequestError) -> Self {
+        let status = status_for(error.code);
+        Refusal { error, status }
+    }
+}
+
+impl Refusal {
+    pub fn new(error: RequestError, status: StatusCode) -> Self {
+        Refusal { error, status }
+    }
+
+    /// An access refusal: 403 when the caller presented a valid credential that does not allow
+    /// this, 401 when it presented none.
+    pub fn access(error: RequestError, principal: &crate::access::Principal) -> Self {
+        let status = if error.code == ErrorCode::Forbidden && !principal.is_anonymous() {
+            StatusCode::FORBIDDEN
+        } else {
+            status_for(error.code)
+        };
+        Refusal { error, status }
+    }
+
+    pub fn response(&self) -> HttpResponse {
+        error_response_with_status(&self.error, self.status)
+    }
+}
+
+/// The principal of an API request (a publish key or a token in `Authorization`), or the 401 to
+/// answer when its token does not verify.
+pub async fn api_principal(
+    request: &HttpRequest,
+    gateway: &crate::gateway::Gateway,
+) -> Result<crate::access::Principal, RequestError> {
+    gateway.policy.authenticate(authorization(request), None).await.map_err(|error| {
+        gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
+        RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"))
+    })
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.

@@ -17,7 +17,7 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{authorization, error_response_with_status, header_str, refuse_foreign_host, status_for};
+use super::{api_principal, header_str, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
     broker::PublishSource,
@@ -31,19 +31,11 @@ use crate::{
 pub async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
     match accept(&request, payload, &gateway).await {
         Ok(response) => response,
-        Err((error, status)) => {
-            gateway.metrics.error_sent(error.code);
-            error_response_with_status(&error, status)
+        Err(refusal) => {
+            gateway.metrics.error_sent(refusal.error.code);
+            refusal.response()
         }
     }
-}
-
-/// A refusal and the HTTP status it is answered with.
-type Refusal = (RequestError, StatusCode);
-
-fn with_status(error: RequestError) -> Refusal {
-    let status = status_for(error.code);
-    (error, status)
 }
 
 async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) -> Result<HttpResponse, Refusal> {
@@ -53,22 +45,23 @@ async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway)
         return Ok(refusal);
     }
     let body = read_body(payload, gateway.session.max_frame_bytes, gateway.session.http_body_timeout).await?;
-    let mut object =
-        parse_object(&body).map_err(|error| with_status(error.to_request_error("Body must be a JSON object")))?;
+    let mut object = parse_object(&body).map_err(|error| error.to_request_error("Body must be a JSON object"))?;
     // Checked once the body parsed, so a body that is not JSON is told so whatever it claims.
     policy
         .check_open_request(host, header_str(request, header::CONTENT_TYPE), true)
-        .map_err(|refusal| (refusal.to_request_error(), StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
+        .map_err(|refusal| Refusal::new(refusal.to_request_error(), StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
     let project_id = match object.get("project_id") {
-        Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits).map_err(with_status)?,
-        _ => return Err(with_status(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id"))),
+        Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits)?,
+        _ => return Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id").into()),
     };
-    let principal = policy.principal(authorization(request));
-    policy.check(&principal, Action::Publish { project_id: &project_id }).map_err(with_status)?;
-    let event = event_name(object.get("type").or_else(|| object.get("event"))).map_err(with_status)?;
+    let principal = api_principal(request, gateway).await?;
+    policy
+        .check(&principal, Action::Publish { project_id: &project_id })
+        .map_err(|error| Refusal::access(error, &principal))?;
+    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
     let data = object.remove("data").unwrap_or(Value::Null);
     let publication = PublishRequest { project_id, event, data };
-    let receipt = gateway.broker.publish(publication, PublishSource::Http).await.map_err(with_status)?;
+    let receipt = gateway.broker.publish(publication, PublishSource::Http, principal.user_id()).await?;
     Ok(HttpResponse::Ok().json(receipt))
 }
 
@@ -78,14 +71,12 @@ async fn read_body(mut payload: web::Payload, limit: usize, timeout: Duration) -
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|error| {
-                (
-                    RequestError::new(ErrorCode::InvalidRequest, format!("Cannot read the body: {error}")),
-                    StatusCode::BAD_REQUEST,
-                )
+                let error = RequestError::new(ErrorCode::InvalidRequest, format!("Cannot read the body: {error}"));
+                Refusal::new(error, StatusCode::BAD_REQUEST)
             })?;
             if body.len() + chunk.len() > limit {
                 let error = RequestError::new(ErrorCode::InvalidRequest, "Body larger than MAX_FRAME_BYTES");
-                return Err((error, StatusCode::PAYLOAD_TOO_LARGE));
+                return Err(Refusal::new(error, StatusCode::PAYLOAD_TOO_LARGE));
             }
             body.extend_from_slice(&chunk);
         }
@@ -93,6 +84,6 @@ async fn read_body(mut payload: web::Payload, limit: usize, timeout: Duration) -
     };
     tokio::time::timeout(timeout, read).await.unwrap_or_else(|_| {
         let message = format!("The body did not arrive within {} s (HTTP_REQUEST_TIMEOUT_SECS)", timeout.as_secs());
-        Err((RequestError::new(ErrorCode::InvalidRequest, message), StatusCode::REQUEST_TIMEOUT))
+        Err(Refusal::new(RequestError::new(ErrorCode::InvalidRequest, message), StatusCode::REQUEST_TIMEOUT))
     })
 }

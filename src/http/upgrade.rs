@@ -1,9 +1,15 @@
-//! `GET /` and `GET /ws`: the WebSocket upgrade. `?project_id=P` subscribes at once.
+//! `GET /` and `GET /ws`: the WebSocket upgrade. `?project_id=P` subscribes at once; a token
+//! may come as `?token=JWT` or `Authorization: Bearer JWT`.
+//!
+//! In order, before any per-connection memory is spent: the drain, the HTTP version, the
+//! `Origin` allow-list and protected mode ([`crate::access::AccessPolicy::admit_upgrade`]), the
+//! token (a token that fails verification gets 401 and no upgrade), then the URL's project.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
-use super::{authorization, error_response};
+use super::{authorization, error_response, error_response_with_status, header_str};
 use crate::{
+    access::{Action, UpgradeRefusal},
     gateway::Gateway,
     protocol::{request::validate_project_id, ErrorCode, RequestError},
     session::{NewSession, Session},
@@ -12,6 +18,9 @@ use crate::{
 #[derive(serde::Deserialize)]
 pub struct ConnectQuery {
     project_id: Option<String>,
+    /// A connection token. URLs end up in access logs (the ALB's among them): browsers should
+    /// prefer the `authenticate` frame.
+    token: Option<String>,
 }
 
 pub async fn upgrade(
@@ -29,20 +38,50 @@ pub async fn upgrade(
         let error = RequestError::new(ErrorCode::InvalidRequest, "A WebSocket upgrade needs HTTP/1.1");
         return Ok(error_response(&error));
     }
-    let mut initial_projects = Vec::new();
+    let policy = &gateway.policy;
+    let origin = header_str(&request, actix_web::http::header::ORIGIN);
+    let peer = request.peer_addr().map(|addr| addr.ip());
+    if let Err(refusal) = policy.admit_upgrade(origin, peer) {
+        let status = match refusal {
+            UpgradeRefusal::AnonymousFromNetwork => StatusCode::UNAUTHORIZED,
+            UpgradeRefusal::Origin => StatusCode::FORBIDDEN,
+        };
+        return Ok(error_response_with_status(&refusal.to_request_error(), status));
+    }
+    let mut principal = match policy.authenticate(authorization(&request), query.token.as_deref()).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
+            let refusal = RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"));
+            return Ok(error_response_with_status(&refusal, StatusCode::UNAUTHORIZED));
+        }
+    };
+    if principal.identity.is_some() {
+        gateway.metrics.authentications.with_label_values(&["upgrade"]).inc();
+    }
+    if policy.tokens_required() {
+        // Open publishing is the HTTP API's loopback convenience; with tokens, a connection
+        // publishes with a publish key or its token's `publish` scope.
+        principal.can_publish = principal.has_key;
+    }
+    let (mut initial_projects, mut refused_projects) = (Vec::new(), Vec::new());
     if let Some(project_id) = query.project_id.as_deref().filter(|id| !id.is_empty()) {
-        match validate_project_id(project_id, gateway.session.parse_limits) {
-            Ok(project_id) => initial_projects.push(project_id),
+        let project_id = match validate_project_id(project_id, gateway.session.parse_limits) {
+            Ok(project_id) => project_id,
             Err(error) => return Ok(error_response(&error)),
+        };
+        match policy.check(&principal, Action::Subscribe { project_id: &project_id, held: 0 }) {
+            Ok(()) => initial_projects.push(project_id),
+            Err(error) => refused_projects.push((project_id, error)),
         }
     }
-    let principal = gateway.policy.principal(authorization(&request));
     let mut handshake = actix_http::ws::handshake(request.head())?;
     let new = NewSession {
         gateway: gateway.into_inner(),
         principal,
         remote_addr: request.peer_addr().map(|addr| addr.to_string()),
         initial_projects,
+        refused_projects,
     };
     let outbound = Session::start(new, body)
         .await

@@ -36,6 +36,8 @@ pub struct ConnectionRecord {
     pub close_reason: String,
     pub remote_addr: Option<String>,
     pub projects: Vec<String>,
+    /// The token's `sub`, for an authenticated connection.
+    pub user_id: Option<String>,
 }
 
 /// A forward SQS accepted.
@@ -49,6 +51,8 @@ pub struct ForwardAudit {
     pub size: usize,
     pub connection_id: String,
     pub at: String,
+    /// Who asked: the token's `sub` of the connection that forwarded it.
+    pub user_id: Option<String>,
 }
 
 /// A publication pushed to a project's subscribers.
@@ -62,6 +66,8 @@ pub struct PublicationAudit {
     pub source: String,
     pub at: String,
     pub offset: Option<u64>,
+    /// Who published: the token's `sub`, when a token (not a key) authorized it.
+    pub user_id: Option<String>,
 }
 
 impl Record {
@@ -75,6 +81,7 @@ impl Record {
             size,
             connection_id: message.connection_id.clone(),
             at: message.received_at.clone(),
+            user_id: message.user_id.clone(),
         })
     }
 
@@ -149,6 +156,7 @@ mod tests {
                 source: "http".into(),
                 at: at.into(),
                 offset: None,
+                user_id: None,
             })
         };
         let older = record("2026-01-01T00:00:00.000001Z", "b").keys();
@@ -169,6 +177,7 @@ mod tests {
             source: "http".into(),
             at: "t".into(),
             offset: None,
+            user_id: None,
         })
         .item(99);
         assert_eq!(item["kind"], "publication");

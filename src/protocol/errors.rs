@@ -28,7 +28,13 @@ pub enum ErrorCode {
     ForwardFailed,
     /// The server, or this connection's share of it, is at capacity; retry later.
     Busy,
-    /// The connection may not do this (publishing without a key, for example).
+    /// The request carries no valid credential, or the connection has not authenticated yet
+    /// (with JWT_SECRET or JWT_JWKS_URL set, every action but `ping` and `authenticate` needs
+    /// it). Over HTTP: 401.
+    Unauthorized,
+    /// The connection (or HTTP caller) may not do this: publishing without a key, or a token that
+    /// does not allow the action on that project. Over HTTP: 403, or 401 when no credential
+    /// was presented at all.
     Forbidden,
     /// The server is shutting down; reconnect (to another task).
     Draining,
@@ -51,6 +57,7 @@ impl ErrorCode {
             ErrorCode::UnknownMessageType => "unknown_message_type",
             ErrorCode::ForwardFailed => "forward_failed",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Draining => "draining",
             ErrorCode::Unavailable => "unavailable",
@@ -105,11 +112,17 @@ pub enum CloseCode {
     SlowConsumer,
     /// Nothing was heard from the peer within CLIENT_TIMEOUT_SECS.
     HeartbeatTimeout,
+    /// The connection's token expired without a refresh: get a new token, then reconnect.
+    TokenExpired,
+    /// `authenticate` carried a token that is not valid: do not reconnect with the same token.
+    InvalidToken,
+    /// No successful `authenticate` within AUTH_TIMEOUT_SECS of connecting.
+    AuthenticationTimeout,
 }
 
 impl CloseCode {
     /// Every close code, for tables and metrics.
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::MessageTooBig,
@@ -117,6 +130,9 @@ impl CloseCode {
         CloseCode::ServiceRestart,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
+        CloseCode::TokenExpired,
+        CloseCode::InvalidToken,
+        CloseCode::AuthenticationTimeout,
     ];
 
     pub fn code(self) -> u16 {
@@ -128,6 +144,9 @@ impl CloseCode {
             CloseCode::ServiceRestart => 1012,
             CloseCode::SlowConsumer => 3008,
             CloseCode::HeartbeatTimeout => 3011,
+            CloseCode::TokenExpired => 3005,
+            CloseCode::InvalidToken => 3500,
+            CloseCode::AuthenticationTimeout => 3502,
         }
     }
 
@@ -141,7 +160,22 @@ impl CloseCode {
             CloseCode::ServiceRestart => "server restarting, reconnect",
             CloseCode::SlowConsumer => "slow consumer: outbound queue full",
             CloseCode::HeartbeatTimeout => "no traffic from client within the timeout",
+            CloseCode::TokenExpired => "token expired: get a new token, then reconnect",
+            CloseCode::InvalidToken => "invalid token: do not reconnect with it",
+            CloseCode::AuthenticationTimeout => "not authenticated in time",
         }
+    }
+
+    /// Whether what is queued for the client goes out before this close: for a drain, and for
+    /// the token closes, whose reason the last replies explain.
+    pub fn flushes_queue(self) -> bool {
+        matches!(
+            self,
+            CloseCode::ServiceRestart
+                | CloseCode::TokenExpired
+                | CloseCode::InvalidToken
+                | CloseCode::AuthenticationTimeout
+        )
     }
 
     /// Label for metrics.
@@ -154,6 +188,9 @@ impl CloseCode {
             CloseCode::ServiceRestart => "1012_service_restart",
             CloseCode::SlowConsumer => "3008_slow_consumer",
             CloseCode::HeartbeatTimeout => "3011_heartbeat_timeout",
+            CloseCode::TokenExpired => "3005_token_expired",
+            CloseCode::InvalidToken => "3500_invalid_token",
+            CloseCode::AuthenticationTimeout => "3502_authentication_timeout",
         }
     }
 

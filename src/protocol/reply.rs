@@ -49,11 +49,22 @@ pub enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none", flatten)]
         position: Option<&'a StreamPosition>,
     },
+    Authenticated {
+        user_id: &'a str,
+        /// The token's `exp`, unix seconds: the connection closes with 3005 then (plus the
+        /// leeway) unless it authenticates again with a fresh token.
+        expires_at: u64,
+        /// When to refresh: at 80% of the token's lifetime, unix seconds.
+        refresh_at: u64,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<&'a str>,
+        /// The project a refusal is about, when it is about one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        project_id: Option<&'a str>,
     },
 }
 
@@ -67,7 +78,7 @@ struct Envelope<'a> {
 
 impl<'a> Reply<'a> {
     pub fn error(error: &'a RequestError) -> Self {
-        Reply::Error { code: error.code, message: &error.message, message_id: None }
+        Reply::Error { code: error.code, message: &error.message, message_id: None, project_id: None }
     }
 
     /// The frame, with the client's `request_id` echoed when it sent one.

@@ -20,8 +20,14 @@ pub type ProjectId = Arc<str>;
 #[derive(Debug, PartialEq)]
 pub enum Request {
     Ping,
+    /// Present (or refresh) the connection's token.
+    Authenticate {
+        token: String,
+    },
     Subscribe(SubscribeRequest),
-    Unsubscribe { project_id: ProjectId },
+    Unsubscribe {
+        project_id: ProjectId,
+    },
     Forward(ForwardRequest),
     Publish(PublishRequest),
 }
@@ -31,6 +37,7 @@ impl Request {
     pub fn action(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
+            Request::Authenticate { .. } => "authenticate",
             Request::Subscribe(_) => "subscribe",
             Request::Unsubscribe { .. } => "unsubscribe",
             Request::Forward(_) => "forward",
@@ -185,6 +192,10 @@ pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
     };
     let request = match action.as_str() {
         "ping" => Ok(Request::Ping),
+        "authenticate" => match object.get("token") {
+            Some(Value::String(token)) if !token.is_empty() => Ok(Request::Authenticate { token: token.clone() }),
+            _ => Err(RequestError::new(ErrorCode::InvalidRequest, "\"token\" must be a non-empty string (a JWT)")),
+        },
         "subscribe" => parse_subscribe(&object, limits).map(Request::Subscribe),
         "unsubscribe" => project_id(&object, limits).map(|project_id| Request::Unsubscribe { project_id }),
         "forward" => parse_forward(&mut object, limits).map(Request::Forward),

@@ -15,6 +15,7 @@
 //! On a drain (SIGTERM) the session stops taking requests, waits (bounded) for its in-flight
 //! forwards to be answered, then closes with 1012.
 
+mod authentication;
 pub mod inbound;
 pub mod outbox;
 
@@ -102,6 +103,9 @@ pub struct Session {
     ending: Option<Ending>,
     opened_at: String,
     remote_addr: Option<String>,
+    /// The timer that ends the connection's identity: the authentication timeout (3502) before
+    /// a token, the token's expiry (3005) after. Replaced on each (re)authentication.
+    identity_deadline: Option<SpawnHandle>,
 }
 
 /// Everything needed to start a session.
@@ -110,6 +114,9 @@ pub struct NewSession {
     pub principal: Principal,
     pub remote_addr: Option<String>,
     pub initial_projects: Vec<ProjectId>,
+    /// Projects named on the URL that the principal may not subscribe to: each gets a
+    /// `forbidden` error after the greeting, and nothing of it is delivered.
+    pub refused_projects: Vec<(ProjectId, RequestError)>,
 }
 
 /// The outbound side finished: the close frame went out with this code, or the socket was lost
@@ -138,11 +145,23 @@ impl Session {
             connection_id: &id,
         }
         .to_frame(None);
-        // A fresh queue always has room for the first frame.
+        // A fresh queue always has room for the first frames.
         let _ = outbox.push_text(greeting);
+        for (project_id, error) in &new.refused_projects {
+            let refusal = Reply::Error {
+                code: error.code,
+                message: &error.message,
+                message_id: None,
+                project_id: Some(project_id),
+            };
+            if outbox.push_text(refusal.to_frame(None)).is_ok() {
+                new.gateway.metrics.error_sent(error.code);
+            }
+        }
         let hub = new.gateway.hub.clone();
         let metrics = new.gateway.metrics.clone();
         let initial_projects = new.initial_projects.clone();
+        let authenticated = new.principal.identity.is_some();
         let session = Session {
             id: id.clone(),
             gateway: new.gateway,
@@ -157,6 +176,7 @@ impl Session {
             ending: None,
             opened_at: crate::protocol::now_iso8601(),
             remote_addr: new.remote_addr,
+            identity_deadline: None,
         };
         let close = outbox.close_signal();
         let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
@@ -177,6 +197,9 @@ impl Session {
         });
         metrics.connections_opened.inc();
         metrics.active_connections.inc();
+        if authenticated {
+            metrics.authenticated_connections.inc();
+        }
         metrics.frame_out("connected");
         hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await?;
         Ok(body)
@@ -233,7 +256,11 @@ impl Session {
                 policy.check(&self.principal, Action::Subscribe { project_id: &subscribe.project_id, held })?;
                 self.subscribe(subscribe, request_id)
             }
-            Request::Unsubscribe { project_id } => self.unsubscribe(project_id, request_id),
+            Request::Authenticate { token } => self.authenticate(token, request_id, ctx),
+            Request::Unsubscribe { project_id } => {
+                policy.check(&self.principal, Action::Unsubscribe)?;
+                self.unsubscribe(project_id, request_id)
+            }
             Request::Forward(forward) => {
                 policy.check(&self.principal, Action::Forward { project_id: &forward.project_id })?;
                 self.forward(forward, request_id, ctx)
@@ -296,7 +323,7 @@ impl Session {
         self.take_inflight_slot()?;
         let message_id = forward.message_id.clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let message = QueueMessage::new(role, forward, &self.id);
+        let message = QueueMessage::new(role, forward, &self.id, self.principal.user_id());
         if self.gateway.dispatcher.try_send(Forward { message, reply }).is_err() {
             self.release_inflight_slot();
             return Err(RequestError::busy("The agent queues are busy"));
@@ -327,8 +354,9 @@ impl Session {
     }
 
     fn forward_failed(&self, error: &RequestError, message_id: &str, request_id: Option<&RequestId>) {
-        let frame = Reply::Error { code: error.code, message: &error.message, message_id: Some(message_id) }
-            .to_frame(request_id);
+        let frame =
+            Reply::Error { code: error.code, message: &error.message, message_id: Some(message_id), project_id: None }
+                .to_frame(request_id);
         self.send_error_frame(frame, error.code);
     }
 
@@ -340,7 +368,8 @@ impl Session {
     ) -> Result<(), RequestError> {
         self.take_inflight_slot()?;
         let broker = self.gateway.broker.clone();
-        let published = async move { broker.publish(publish, PublishSource::WebSocket).await };
+        let user_id = self.principal.user_id().map(str::to_owned);
+        let published = async move { broker.publish(publish, PublishSource::WebSocket, user_id.as_deref()).await };
         ctx.spawn(published.into_actor(self).map(move |result, session, _| {
             match result {
                 Ok(receipt) => session.reply(
@@ -375,12 +404,16 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.gateway.session.ping_interval, Self::heartbeat);
+        self.start_identity_deadline(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let ending = self.ending.unwrap_or(Ending::Lost);
         let metrics = &self.gateway.metrics;
         metrics.active_connections.dec();
+        if self.principal.identity.is_some() {
+            metrics.authenticated_connections.dec();
+        }
         metrics.connections_closed(ending.label());
         self.gateway.hub.do_send(Disconnect { id: self.id.clone() });
         self.gateway.records.record(Record::Connection(ConnectionRecord {
@@ -391,6 +424,7 @@ impl Actor for Session {
             close_reason: ending.label().to_owned(),
             remote_addr: self.remote_addr.take(),
             projects: self.subscriptions.iter().map(ToString::to_string).collect(),
+            user_id: self.principal.user_id().map(str::to_owned),
         }));
         log::debug!(connection_id = &*self.id, ending = ending.label(); "connection closed");
     }

@@ -19,8 +19,9 @@
 //! ([`MAX_HELD_CHUNK_BYTES`]): once that large it is written at once.
 //!
 //! Closing is a separate signal ([`CloseSignal`]) so it overtakes a full queue. A drain close
-//! (1012) first flushes what is queued; any other close does not (a slow client is not
-//! reading anyway).
+//! (1012) and the token closes (3005, 3500, 3502) first flush what is queued, so the client
+//! reads the reply that explains them; any other close does not (a slow client is not reading
+//! anyway).
 
 use std::{
     convert::Infallible,
@@ -278,7 +279,7 @@ impl OutboundBody {
 
     /// Everything still queued (for a drain), then the close frame.
     fn farewell(&mut self, code: CloseCode, chunk: &mut BytesMut) {
-        if code == CloseCode::ServiceRestart {
+        if code.flushes_queue() {
             while let Ok(item) = self.rx.try_recv() {
                 self.encode(item, chunk);
             }

@@ -1,0 +1,184 @@
+//! The issuer's public keys (JWT_JWKS_URL), cached by `kid`.
+//!
+//! The URL is configuration only: nothing in a token decides where keys are fetched from. A
+//! token naming a `kid` that is not cached causes one refetch, with at most one fetch in flight
+//! and at most one per [`MIN_REFETCH_INTERVAL`]: a flood of tokens with made-up kids costs the
+//! issuer one request per interval, and each of those tokens is refused as `unknown_key`. The
+//! set is also refreshed in the background every [`REFRESH_INTERVAL`], so a rotated-in key is
+//! usually known before the first token signed with it arrives.
+//!
+//! Only signing keys of asymmetric families are taken (RSA, EC P-256/P-384, Ed25519); a symmetric
+//! (`oct`) key or one marked for encryption is ignored, so a JWKS can never turn a public key into
+//! an HMAC secret.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse},
+    Algorithm, DecodingKey,
+};
+
+use super::token::TokenError;
+
+/// Shortest time between two fetches caused by unknown kids.
+pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Background refresh of the key set.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// One fetch's limit.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// One usable key and the algorithms a token signed with it may name.
+pub struct JwksKey {
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+struct Cached {
+    keys: HashMap<String, Arc<JwksKey>>,
+    last_fetch: Option<Instant>,
+}
+
+pub struct Jwks {
+    url: String,
+    client: reqwest::Client,
+    cached: Mutex<Cached>,
+    /// Held while a fetch is in flight: callers that need one wait for it instead of starting
+    /// another.
+    fetching: tokio::sync::Mutex<()>,
+    /// Bumped whenever the key set changes, so tokens verified with a removed key are verified
+    /// again.
+    generation: AtomicU64,
+}
+
+impl Jwks {
+    pub fn new(url: String) -> Self {
+        Jwks {
+            url,
+            client: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default(),
+            cached: Mutex::new(Cached { keys: HashMap::new(), last_fetch: None }),
+            fetching: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached_key(&self, kid: &str) -> Option<Arc<JwksKey>> {
+        self.lock().keys.get(kid).cloned()
+    }
+
+    /// The key named `kid`, fetching the set again if it is unknown (see the module doc).
+    pub async fn key(&self, kid: &str) -> Result<Arc<JwksKey>, TokenError> {
+        if let Some(key) = self.cached_key(kid) {
+            return Ok(key);
+        }
+        let _fetching = self.fetching.lock().await;
+        // The fetch this caller waited for may have brought it.
+        if let Some(key) = self.cached_key(kid) {
+            return Ok(key);
+        }
+        let (recently, empty) = {
+            let cached = self.lock();
+            (cached.last_fetch.is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL), cached.keys.is_empty())
+        };
+        if recently {
+            return Err(if empty { TokenError::KeysUnavailable } else { TokenError::UnknownKey });
+        }
+        match self.fetch_holding_lock().await {
+            Ok(()) => self.cached_key(kid).ok_or(TokenError::UnknownKey),
+            Err(error) => {
+                log::warn!(url = self.url.as_str(), error = error.as_str(); "cannot fetch the JWKS");
+                Err(if self.lock().keys.is_empty() { TokenError::KeysUnavailable } else { TokenError::UnknownKey })
+            }
+        }
+    }
+
+    /// Fetches the set now (waiting for a fetch in flight first), as at start-up.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let _fetching = self.fetching.lock().await;
+        self.fetch_holding_lock().await
+    }
+
+    /// Fetches the set and replaces the cached keys (kept as they were when the fetch fails).
+    /// The caller holds `fetching`.
+    async fn fetch_holding_lock(&self) -> Result<(), String> {
+        self.lock().last_fetch = Some(Instant::now());
+        let response = self.client.get(&self.url).send().await.map_err(|error| error.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|error| error.to_string())?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err(format!("the document is larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|error| format!("not a JWKS: {error}"))?;
+        let keys: HashMap<String, Arc<JwksKey>> = set.keys.iter().filter_map(usable_key).collect();
+        let mut cached = self.lock();
+        let changed = cached.keys.len() != keys.len() || keys.keys().any(|kid| !cached.keys.contains_key(kid));
+        cached.keys = keys;
+        if changed {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            log::info!(url = self.url.as_str(), keys = cached.keys.len(); "JWKS loaded");
+        }
+        Ok(())
+    }
+
+    /// Refreshes the set every [`REFRESH_INTERVAL`] for as long as the runtime lives.
+    pub fn refresh_in_background(self: &Arc<Self>) {
+        let jwks = Arc::downgrade(self);
+        actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_INTERVAL).await;
+                let Some(jwks) = jwks.upgrade() else { return };
+                if let Err(error) = jwks.refresh().await {
+                    log::warn!(url = jwks.url.as_str(), error = error.as_str(); "JWKS refresh failed; keeping the keys it had");
+                }
+            }
+        });
+    }
+}
+
+/// A JWK the gateway verifies with, by its kid; None for anything else.
+fn usable_key(jwk: &Jwk) -> Option<(String, Arc<JwksKey>)> {
+    let kid = jwk.common.key_id.clone()?;
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
+        return None;
+    }
+    let family: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        AlgorithmParameters::EllipticCurve(params) => match params.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => vec![Algorithm::EdDSA],
+        _ => return None,
+    };
+    // A key that names its algorithm allows that one only (when it is of the key's family).
+    let algorithms = match jwk.common.key_algorithm.and_then(|alg| Algorithm::try_from(alg).ok()) {
+        Some(alg) if family.contains(&alg) => vec![alg],
+        Some(_) => return None,
+        None => family,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some((kid, Arc::new(JwksKey { key, algorithms })))
+}

@@ -1,0 +1,423 @@
+//! The one place that decides whether a connection (or an HTTP caller) may do an action.
+//!
+//! [`AccessPolicy::authenticate`] turns credentials (a publish API key, a connection token) into
+//! a [`Principal`]; [`AccessPolicy::check`] rules on each action; [`AccessPolicy::admit_upgrade`]
+//! on each WebSocket upgrade (protected mode, `Origin`). Sessions and HTTP handlers call nothing
+//! else. Denied by default: with tokens configured (JWT_SECRET or JWT_JWKS_URL) a connection may
+//! do nothing but `ping` and `authenticate` until it has a token, and then only what the token's
+//! `scope` and `projects` allow. A refusal names the project asked for and never says whether it
+//! exists.
+//!
+//! - [`token`]: what a token grants, and its verification.
+//! - [`jwks`]: the issuer's keys, when tokens are verified against a JWKS.
+//! - [`origin`]: the `Origin` allow-list of WebSocket upgrades.
+
+pub mod jwks;
+pub mod origin;
+pub mod token;
+
+use std::{net::IpAddr, sync::Arc};
+
+use self::{
+    origin::OriginAllowList,
+    token::{Identity, Scopes, TokenError, TokenVerifier},
+};
+use crate::protocol::{ErrorCode, RequestError};
+
+/// Who is asking, as far as the gateway knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// Presented a valid publish API key, or publishing is open (no keys, loopback).
+    pub can_publish: bool,
+    /// Presented a valid publish API key: a service's credential.
+    pub has_key: bool,
+    /// The verified token's identity, once the connection (or HTTP request) has one.
+    pub identity: Option<Identity>,
+}
+
+impl Principal {
+    /// Presented no credential the gateway accepted.
+    pub fn is_anonymous(&self) -> bool {
+        !self.has_key && self.identity.is_none()
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.identity.as_ref().map(|identity| &*identity.user_id)
+    }
+}
+
+/// An action to rule on.
+#[derive(Clone, Copy, Debug)]
+pub enum Action<'a> {
+    /// Subscribe to a project while already holding `held` subscriptions.
+    Subscribe { project_id: &'a str, held: usize },
+    /// End a subscription.
+    Unsubscribe,
+    /// Publish to a project's subscribers.
+    Publish { project_id: &'a str },
+    /// Forward a message for a project to an agent queue.
+    Forward { project_id: &'a str },
+    /// Read a project's audit records.
+    ReadAudit { project_id: &'a str },
+    /// Read a project's publication history (what its subscribers receive).
+    ReadHistory { project_id: &'a str },
+}
+
+/// How connections prove who they are.
+#[derive(Default)]
+pub struct Authentication {
+    /// Verifies connection tokens; None: connections are anonymous (the original protocol).
+    pub verifier: Option<Arc<TokenVerifier>>,
+    /// Without a verifier, accept anonymous connections from non-loopback peers too.
+    pub allow_anonymous: bool,
+    pub origins: OriginAllowList,
+}
+
+/// Why an upgrade is refused before the WebSocket opens.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpgradeRefusal {
+    /// Protected mode: an anonymous connection from a non-loopback peer (HTTP 401).
+    AnonymousFromNetwork,
+    /// The `Origin` is not in ALLOWED_ORIGINS (HTTP 403).
+    Origin,
+}
+
+impl UpgradeRefusal {
+    pub fn to_request_error(&self) -> RequestError {
+        match self {
+            UpgradeRefusal::AnonymousFromNetwork => RequestError::new(
+                ErrorCode::Unauthorized,
+                "Anonymous connections are accepted from this machine only: configure JWT_SECRET or \
+                 JWT_JWKS_URL for tokens, or set ALLOW_ANONYMOUS=true to accept them from anywhere",
+            ),
+            UpgradeRefusal::Origin => {
+                RequestError::new(ErrorCode::Forbidden, "This Origin may not open connections (ALLOWED_ORIGINS)")
+            }
+        }
+    }
+}
+
+pub struct AccessPolicy {
+    publish_keys: Vec<String>,
+    /// No keys configured and bound to loopback: publishing needs no key.
+    publish_open: bool,
+    max_subscriptions: usize,
+    authentication: Authentication,
+}
+
+impl AccessPolicy {
+    /// `loopback_only`: every address the server binds is a loopback one.
+    pub fn new(publish_keys: Vec<String>, loopback_only: bool, max_subscriptions: usize) -> Self {
+        let publish_open = publish_keys.is_empty() && loopback_only;
+        AccessPolicy { publish_keys, publish_open, max_subscriptions, authentication: Authentication::default() }
+    }
+
+    /// The same policy, with connection authentication as configured.
+    pub fn with_authentication(mut self, authentication: Authentication) -> Self {
+        self.authentication = authentication;
+        self
+    }
+
+    /// Connections must present a token (JWT_SECRET or JWT_JWKS_URL is set).
+    pub fn tokens_required(&self) -> bool {
+        self.authentication.verifier.is_some()
+    }
+
+    /// The start-up log's line on how connections authenticate.
+    pub fn describe_authentication(&self) -> String {
+        match (&self.authentication.verifier, self.authentication.allow_anonymous) {
+            (Some(verifier), _) => format!("connections need a token: {}", verifier.describe()),
+            (None, false) => "connections are anonymous and accepted from loopback only (protected mode): set \
+                              JWT_SECRET or JWT_JWKS_URL, or ALLOW_ANONYMOUS=true"
+                .to_owned(),
+            (None, true) => "connections are anonymous and accepted from anywhere (ALLOW_ANONYMOUS=true)".to_owned(),
+        }
+    }
+
+    /// Rules on an upgrade before any token is looked at: the `Origin` allow-list, and protected
+    /// mode (anonymous connections from loopback peers only, unless ALLOW_ANONYMOUS).
+    pub fn admit_upgrade(&self, origin: Option<&str>, peer: Option<IpAddr>) -> Result<(), UpgradeRefusal> {
+        if let Some(origin) = origin {
+            if !self.authentication.origins.allows(origin) {
+                return Err(UpgradeRefusal::Origin);
+            }
+        }
+        let anonymous_allowed = self.tokens_required()
+            || self.authentication.allow_anonymous
+            || peer.is_some_and(|peer| peer.to_canonical().is_loopback());
+        if !anonymous_allowed {
+            return Err(UpgradeRefusal::AnonymousFromNetwork);
+        }
+        Ok(())
+    }
+
+    /// Verifies a connection token (None when tokens are not configured: then it means nothing).
+    pub async fn verify_token(&self, token: &str) -> Option<Result<Identity, TokenError>> {
+        let verifier = self.authentication.verifier.as_ref()?;
+        Some(verifier.verify(token).await)
+    }
+
+    /// Whether a bearer value is one of the publish API keys.
+    fn is_publish_key(&self, presented: &str) -> bool {
+        self.publish_keys.iter().any(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
+    }
+
+    /// The principal of an HTTP request or upgrade: its `Authorization: Bearer` value is a
+    /// publish key or, with tokens configured, a token (`query_token` is `?token=`, for
+    /// upgrades). A token that fails verification is an error: the request is refused (401).
+    /// Without tokens configured a token means nothing (the connection is anonymous).
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        query_token: Option<&str>,
+    ) -> Result<Principal, TokenError> {
+        let mut principal = self.principal(authorization);
+        let bearer = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let bearer_token = bearer.filter(|presented| !self.is_publish_key(presented));
+        if let Some(token) = query_token.filter(|token| !token.is_empty()).or(bearer_token) {
+            if let Some(verified) = self.verify_token(token).await {
+                principal.identity = Some(verified?);
+            }
+        }
+        Ok(principal)
+    }
+
+    /// A line for the start-up log saying how publishing is protected.
+    pub fn describe(&self) -> &'static str {
+        match (self.publish_keys.is_empty(), self.publish_open) {
+            (false, _) => "publish API requires a key from PUBLISH_API_KEYS",
+            (true, true) => "publish API is OPEN without a key: no PUBLISH_API_KEYS and bound to loopback",
+            (true, false) => "publish API is DISABLED: set PUBLISH_API_KEYS to enable it on a non-loopback address",
+        }
+    }
+
+    /// The principal for an `Authorization` header value, as far as publish keys go (absent:
+    /// anonymous). [`AccessPolicy::authenticate`] also verifies a token.
+    pub fn principal(&self, authorization: Option<&str>) -> Principal {
+        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let key_ok = presented.is_some_and(|key| self.is_publish_key(key));
+        Principal { can_publish: self.publish_open || key_ok, has_key: key_ok, identity: None }
+    }
+
+    /// Whether `principal` may do `action`.
+    pub fn check(&self, principal: &Principal, action: Action<'_>) -> Result<(), RequestError> {
+        if let Action::Subscribe { held, .. } = action {
+            if held >= self.max_subscriptions {
+                return Err(RequestError::new(
+                    ErrorCode::TooManySubscriptions,
+                    format!("A connection may hold at most {} subscriptions", self.max_subscriptions),
+                ));
+            }
+        }
+        if !self.tokens_required() {
+            // Anonymous connections, the original protocol: keys gate publishing and the audit.
+            return match action {
+                Action::Publish { .. } | Action::ReadAudit { .. } if !principal.can_publish => Err(RequestError::new(
+                    ErrorCode::Forbidden,
+                    "This needs a publish API key (Authorization: Bearer KEY)",
+                )),
+                _ => Ok(()),
+            };
+        }
+        let (scope, project_id, verb) = match action {
+            // A publish key is a service's credential: it publishes and reads without a token.
+            Action::Publish { .. } | Action::ReadAudit { .. } | Action::ReadHistory { .. } if principal.can_publish => {
+                return Ok(())
+            }
+            Action::Subscribe { project_id, .. } => (Scopes::SUBSCRIBE, Some(project_id), "subscribe to"),
+            // History is what any subscriber receives, so whoever may subscribe may read it.
+            Action::ReadHistory { project_id } => (Scopes::SUBSCRIBE, Some(project_id), "read the history of"),
+            Action::Forward { project_id } => (Scopes::FORWARD, Some(project_id), "forward for"),
+            Action::Publish { project_id } => (Scopes::PUBLISH, Some(project_id), "publish to"),
+            Action::ReadAudit { project_id } => (Scopes::PUBLISH, Some(project_id), "read the audit of"),
+            Action::Unsubscribe => (Scopes::SUBSCRIBE, None, "unsubscribe"),
+        };
+        let Some(identity) = &principal.identity else {
+            return Err(RequestError::new(
+                ErrorCode::Unauthorized,
+                "Authenticate first: {\"action\":\"authenticate\",\"token\":\"<JWT>\"}",
+            ));
+        };
+        let Some(project_id) = project_id else { return Ok(()) };
+        if identity.scopes.has(scope) && identity.projects.matches(project_id) {
+            return Ok(());
+        }
+        Err(RequestError::new(
+            ErrorCode::Forbidden,
+            format!("This token does not allow you to {verb} project {project_id:?}"),
+        ))
+    }
+}
+
+impl AccessPolicy {
+    /// Whether the HTTP API needs no credentials (no PUBLISH_API_KEYS, bound to loopback).
+    pub fn publish_open(&self) -> bool {
+        self.publish_open
+    }
+
+    /// The API's rules for requests that carry no credentials because none are needed (open
+    /// mode). A web page in the user's browser can reach a loopback server too, so there
+    /// the request must be addressed to a loopback `Host` (a DNS-rebound name is not), and a body
+    /// must be declared `application/json` (a cross-site `text/plain` or form POST is sent
+    /// without a CORS preflight; a JSON one is not). `content_type` is None for a request
+    /// without a body.
+    pub fn check_open_request(
+        &self,
+        host: Option<&str>,
+        content_type: Option<&str>,
+        has_body: bool,
+    ) -> Result<(), OpenRequestRefusal> {
+        if !self.publish_open {
+            return Ok(());
+        }
+        if !host.is_some_and(is_loopback_host) {
+            return Err(OpenRequestRefusal::Host);
+        }
+        let json = content_type.and_then(|value| value.split(';').next()).map(str::trim);
+        if has_body && !json.is_some_and(|media| media.eq_ignore_ascii_case("application/json")) {
+            return Err(OpenRequestRefusal::ContentType);
+        }
+        Ok(())
+    }
+}
+
+/// Why an open-mode API request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenRequestRefusal {
+    /// Not addressed to a loopback host name or address.
+    Host,
+    /// A body not declared as JSON.
+    ContentType,
+}
+
+impl OpenRequestRefusal {
+    pub fn to_request_error(self) -> RequestError {
+        match self {
+            OpenRequestRefusal::Host => RequestError::new(
+                ErrorCode::Forbidden,
+                "Without PUBLISH_API_KEYS the API answers only requests addressed to a loopback host \
+                 (Host: localhost, 127.0.0.1 or [::1]); set PUBLISH_API_KEYS to use another name",
+            ),
+            OpenRequestRefusal::ContentType => {
+                RequestError::new(ErrorCode::InvalidRequest, "The body must be sent as Content-Type: application/json")
+            }
+        }
+    }
+}
+
+/// Whether a `Host` header names this machine: `localhost` (and `*.localhost`, RFC 6761) or a
+/// loopback address, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOOPBACK: bool = true;
+    const ANY: bool = false;
+
+    #[test]
+    fn keys_gate_publishing() {
+        let policy = AccessPolicy::new(vec!["k1".into(), "k2".into()], ANY, 10);
+        assert!(policy.principal(Some("Bearer k2")).can_publish);
+        assert!(!policy.principal(Some("Bearer k3")).can_publish);
+        assert!(!policy.principal(Some("k1")).can_publish);
+        assert!(!policy.principal(None).can_publish);
+        let denied = policy.check(&Principal::default(), Action::Publish { project_id: "p" });
+        assert_eq!(denied.unwrap_err().code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn without_keys_publishing_is_open_only_on_loopback() {
+        assert!(AccessPolicy::new(vec![], LOOPBACK, 10).principal(None).can_publish);
+        assert!(!AccessPolicy::new(vec![], ANY, 10).principal(None).can_publish);
+    }
+
+    #[test]
+    fn open_mode_takes_only_loopback_hosts_and_declared_json() {
+        let open = AccessPolicy::new(vec![], LOOPBACK, 10);
+        for host in ["localhost:8080", "127.0.0.1:1", "127.9.9.9", "[::1]:8080", "LOCALHOST", "app.localhost:3000"] {
+            assert_eq!(open.check_open_request(Some(host), None, false), Ok(()), "{host}");
+        }
+        for host in ["evil.example:8080", "127.0.0.1.evil.example", "10.0.0.1", "[::2]:80", ""] {
+            assert_eq!(open.check_open_request(Some(host), None, false), Err(OpenRequestRefusal::Host), "{host}");
+        }
+        assert_eq!(open.check_open_request(None, None, false), Err(OpenRequestRefusal::Host));
+        let json = Some("application/json; charset=utf-8");
+        assert_eq!(open.check_open_request(Some("localhost"), json, true), Ok(()));
+        for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+            let refused = open.check_open_request(Some("localhost"), content_type, true);
+            assert_eq!(refused, Err(OpenRequestRefusal::ContentType), "{content_type:?}");
+        }
+        // With keys, the key is the protection.
+        let keyed = AccessPolicy::new(vec!["k".into()], LOOPBACK, 10);
+        assert_eq!(keyed.check_open_request(Some("evil.example"), Some("text/plain"), true), Ok(()));
+    }
+
+    #[test]
+    fn protected_mode_admits_anonymous_connections_from_loopback_only() {
+        let network: IpAddr = "10.1.2.3".parse().unwrap();
+        let mapped_loopback: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let protected = AccessPolicy::new(vec![], false, 10);
+        assert_eq!(protected.admit_upgrade(None, Some("127.0.0.1".parse().unwrap())), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, Some("::1".parse().unwrap())), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, Some(mapped_loopback)), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, Some(network)), Err(UpgradeRefusal::AnonymousFromNetwork));
+        assert_eq!(protected.admit_upgrade(None, None), Err(UpgradeRefusal::AnonymousFromNetwork));
+        let open = AccessPolicy::new(vec![], false, 10)
+            .with_authentication(Authentication { allow_anonymous: true, ..Authentication::default() });
+        assert_eq!(open.admit_upgrade(None, Some(network)), Ok(()));
+        let message = UpgradeRefusal::AnonymousFromNetwork.to_request_error().message;
+        assert!(message.contains("JWT_SECRET") && message.contains("ALLOW_ANONYMOUS"), "{message}");
+    }
+
+    #[test]
+    fn with_tokens_nothing_but_ping_is_allowed_before_authenticating() {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        let policy = AccessPolicy::new(vec![], true, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let anonymous = Principal::default();
+        for action in [
+            Action::Subscribe { project_id: "p", held: 0 },
+            Action::Unsubscribe,
+            Action::Forward { project_id: "p" },
+            Action::Publish { project_id: "p" },
+        ] {
+            assert_eq!(policy.check(&anonymous, action).unwrap_err().code, ErrorCode::Unauthorized, "{action:?}");
+        }
+        // A network peer may connect to authenticate: tokens are the protection then.
+        assert_eq!(policy.admit_upgrade(None, Some("10.1.2.3".parse().unwrap())), Ok(()));
+    }
+
+    #[test]
+    fn subscription_limit() {
+        let policy = AccessPolicy::new(vec![], LOOPBACK, 2);
+        let anyone = Principal::default();
+        assert!(policy.check(&anyone, Action::Subscribe { project_id: "p", held: 1 }).is_ok());
+        let refused = policy.check(&anyone, Action::Subscribe { project_id: "p", held: 2 });
+        assert_eq!(refused.unwrap_err().code, ErrorCode::TooManySubscriptions);
+    }
+}

@@ -1,0 +1,466 @@
+//! Connection tokens (JWT): what a verified token grants ([`Identity`]) and how a token is
+//! verified ([`TokenVerifier`]).
+//!
+//! The accepted algorithms come from the configured key, never from the token: an HMAC secret
+//! (`JWT_SECRET`) accepts HS256/384/512 only; a key from the issuer's JWKS (`JWT_JWKS_URL`)
+//! accepts only its own family (RSA: RS256/384/512, EC: the curve's ES256 or ES384, Ed25519:
+//! EdDSA). So `alg: none` (not an algorithm the library knows) and an HMAC token "signed" with
+//! an RSA public key (algorithm confusion) are refused. Verification is `jsonwebtoken`'s.
+//!
+//! Claims: `sub` (the user id, a non-empty string, required), `exp` (required), `nbf` and `iat`
+//! (honoured), `iss`/`aud` (checked when JWT_ISSUER/JWT_AUDIENCE are set), `projects` (project
+//! ids, `acme-*` matches by prefix, `*` alone matches all; absent: none), `scope`
+//! (space-separated: `subscribe`, `forward`, `publish`, `admin`; absent: `subscribe forward`),
+//! `info` (any JSON, kept for presence, at most [`MAX_INFO_BYTES`] serialized).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::jwks::Jwks;
+
+/// Longest token accepted, in bytes: bounds the work and the cache below.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Largest `info` claim kept, serialized.
+pub const MAX_INFO_BYTES: usize = 1024;
+/// Most project patterns one token may carry.
+pub const MAX_PROJECT_PATTERNS: usize = 256;
+/// Verified tokens remembered (see [`VerifiedTokens`]).
+const VERIFIED_CACHE_ENTRIES: usize = 4096;
+
+/// What the connection's token allows; held by the session for the token's lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Arc<str>,
+    /// `exp`, unix seconds.
+    pub expires_at: u64,
+    /// `iat` when given, else the time of verification: the start of the lifetime the refresh
+    /// advice is computed from.
+    pub issued_at: u64,
+    pub projects: ProjectPatterns,
+    pub scopes: Scopes,
+    /// The token's `info` claim, serialized (display name, agent kind), for presence.
+    pub info: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// When the client should refresh: at 80% of the token's lifetime.
+    pub fn refresh_at(&self) -> u64 {
+        let lifetime = self.expires_at.saturating_sub(self.issued_at);
+        self.issued_at + lifetime * 4 / 5
+    }
+}
+
+/// The `projects` claim: exact ids and prefixes (`acme-*`), or everything (`*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectPatterns {
+    all: bool,
+    exact: Vec<Box<str>>,
+    prefixes: Vec<Box<str>>,
+}
+
+impl ProjectPatterns {
+    pub fn parse(patterns: &[String]) -> Self {
+        let mut parsed = ProjectPatterns::default();
+        for pattern in patterns {
+            match pattern.strip_suffix('*') {
+                Some("") => parsed.all = true,
+                Some(prefix) => parsed.prefixes.push(prefix.into()),
+                None => parsed.exact.push(pattern.as_str().into()),
+            }
+        }
+        parsed
+    }
+
+    pub fn matches(&self, project_id: &str) -> bool {
+        self.all
+            || self.exact.iter().any(|exact| &**exact == project_id)
+            || self.prefixes.iter().any(|prefix| project_id.starts_with(&**prefix))
+    }
+}
+
+/// The `scope` claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const SUBSCRIBE: Scopes = Scopes(1);
+    pub const FORWARD: Scopes = Scopes(2);
+    pub const PUBLISH: Scopes = Scopes(4);
+    pub const ADMIN: Scopes = Scopes(8);
+
+    /// Space-separated OAuth-style names; unknown ones are ignored. Absent: subscribe forward.
+    pub fn parse(scope: Option<&str>) -> Self {
+        let Some(scope) = scope else {
+            return Scopes(Self::SUBSCRIBE.0 | Self::FORWARD.0);
+        };
+        Scopes(scope.split_ascii_whitespace().fold(0, |bits, name| {
+            bits | match name {
+                "subscribe" => Self::SUBSCRIBE.0,
+                "forward" => Self::FORWARD.0,
+                "publish" => Self::PUBLISH.0,
+                "admin" => Self::ADMIN.0,
+                _ => 0,
+            }
+        }))
+    }
+
+    pub fn has(self, scope: Scopes) -> bool {
+        self.0 & scope.0 == scope.0
+    }
+}
+
+/// Why a token was refused. The label is for metrics; the client only ever learns that its
+/// token is not valid (and, for an expired one, that it expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a JWT")]
+    Malformed,
+    #[error("the token's signature or algorithm is not accepted")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's issuer or audience is not accepted")]
+    WrongIssuerOrAudience,
+    #[error("the token lacks a valid claim (sub, exp, projects, scope, info)")]
+    BadClaims,
+    #[error("the token's key is unknown")]
+    UnknownKey,
+    #[error("the issuer's keys cannot be fetched")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::WrongIssuerOrAudience => "wrong_issuer_or_audience",
+            TokenError::BadClaims => "bad_claims",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    fn of(error: &jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        match error.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::MissingAlgorithm => TokenError::BadSignature,
+            ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidSubject | ErrorKind::Json(_) => {
+                TokenError::BadClaims
+            }
+            _ => TokenError::Malformed,
+        }
+    }
+}
+
+/// The claims the gateway reads; others are ignored.
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    iat: Option<u64>,
+    #[serde(default)]
+    projects: Vec<String>,
+    scope: Option<String>,
+    info: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Where the keys come from.
+enum Keys {
+    Secret(DecodingKey),
+    Jwks(Arc<Jwks>),
+}
+
+/// Verifies tokens against the configured key(s), with the configured issuer, audience and
+/// leeway.
+pub struct TokenVerifier {
+    keys: Keys,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_secs: u64,
+    verified: VerifiedTokens,
+}
+
+/// How the verifier is configured.
+pub struct VerifierSettings {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+}
+
+impl TokenVerifier {
+    /// HS256/384/512 with a shared secret.
+    pub fn with_secret(secret: &[u8], settings: VerifierSettings) -> Result<Self, String> {
+        let key = DecodingKey::from_secret(secret).map_err(|error| error.to_string())?;
+        Ok(Self::new(Keys::Secret(key), settings))
+    }
+
+    /// The issuer's public keys, fetched from its JWKS endpoint.
+    pub fn with_jwks(jwks: Arc<Jwks>, settings: VerifierSettings) -> Self {
+        Self::new(Keys::Jwks(jwks), settings)
+    }
+
+    fn new(keys: Keys, settings: VerifierSettings) -> Self {
+        TokenVerifier {
+            keys,
+            issuer: settings.issuer,
+            audience: settings.audience,
+            leeway_secs: settings.leeway_secs,
+            verified: VerifiedTokens::default(),
+        }
+    }
+
+    /// What the key source is, for the start-up log.
+    pub fn describe(&self) -> String {
+        match &self.keys {
+            Keys::Secret(_) => "JWT_SECRET (HS256, HS384, HS512)".to_owned(),
+            Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.url()),
+        }
+    }
+
+    /// The identity a token grants, or why it grants none.
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        let generation = match &self.keys {
+            Keys::Secret(_) => 0,
+            Keys::Jwks(jwks) => jwks.generation(),
+        };
+        if let Some(identity) = self.verified.get(token, now, self.leeway_secs, generation) {
+            return Ok(identity);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|error| TokenError::of(&error))?;
+        let identity = match &self.keys {
+            Keys::Secret(key) => {
+                self.decode(token, key, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512], now)?
+            }
+            Keys::Jwks(jwks) => {
+                // The kid picks a key among the configured issuer's; nothing in the token chooses
+                // where keys are fetched from.
+                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+                let key = jwks.key(kid).await?;
+                self.decode(token, &key.key, &key.algorithms, now)?
+            }
+        };
+        self.verified.insert(token, &identity);
+        Ok(identity)
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        algorithms: &[Algorithm],
+        now: u64,
+    ) -> Result<Identity, TokenError> {
+        let mut validation = Validation::new(algorithms.first().copied().unwrap_or(Algorithm::HS256));
+        validation.algorithms = algorithms.to_vec();
+        validation.leeway = self.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| TokenError::of(&error))?.claims;
+        if claims.sub.is_empty() || claims.projects.len() > MAX_PROJECT_PATTERNS {
+            return Err(TokenError::BadClaims);
+        }
+        let info = match claims.info {
+            Some(info) if info.get().len() > MAX_INFO_BYTES => return Err(TokenError::BadClaims),
+            Some(info) => Some(Arc::from(info.get())),
+            None => None,
+        };
+        Ok(Identity {
+            user_id: claims.sub.into(),
+            expires_at: claims.exp,
+            issued_at: claims.iat.filter(|iat| *iat <= claims.exp).unwrap_or(now),
+            projects: ProjectPatterns::parse(&claims.projects),
+            scopes: Scopes::parse(claims.scope.as_deref()),
+            info,
+        })
+    }
+}
+
+/// Tokens verified before, by their exact text, so a reconnect storm of clients presenting the
+/// same tokens pays one signature check per token rather than one per connect (an RSA check is
+/// tens of microseconds). Safe because the key is the whole token: the same bytes carry the same
+/// signature over the same claims, and an entry is used only while its `exp` (plus leeway) has
+/// not passed and the key set it was verified against is unchanged (a JWKS change empties it).
+/// Bounded: when full, expired entries go, then everything.
+#[derive(Default)]
+struct VerifiedTokens(Mutex<CachedTokens>);
+
+#[derive(Default)]
+struct CachedTokens {
+    generation: u64,
+    tokens: HashMap<Box<str>, Identity>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: u64, leeway: u64, generation: u64) -> Option<Identity> {
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.generation != generation {
+            cache.tokens.clear();
+            cache.generation = generation;
+            return None;
+        }
+        cache.tokens.get(token).filter(|identity| identity.expires_at + leeway > now).cloned()
+    }
+
+    fn insert(&self, token: &str, identity: &Identity) {
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.tokens.len() >= VERIFIED_CACHE_ENTRIES {
+            let now = jsonwebtoken::get_current_timestamp();
+            cache.tokens.retain(|_, cached| cached.expires_at > now);
+            if cache.tokens.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.tokens.clear();
+            }
+        }
+        cache.tokens.insert(token.into(), identity.clone());
+    }
+}
+
+/// The claims of a token minted by `agenticai-websocket token` (development and tests; a real
+/// deployment's tokens come from its identity provider).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MintedClaims {
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+}
+
+/// Signs `claims` with an HS256 secret.
+pub fn mint_hs256(claims: &MintedClaims, secret: &[u8]) -> Result<String, String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret).map_err(|error| error.to_string())?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_patterns_match_exactly_by_prefix_or_all() {
+        let patterns = ProjectPatterns::parse(&["acme-*".into(), "solo".into()]);
+        assert!(patterns.matches("acme-web"));
+        assert!(patterns.matches("acme-"));
+        assert!(patterns.matches("solo"));
+        assert!(!patterns.matches("solo2"));
+        assert!(!patterns.matches("acm"));
+        assert!(ProjectPatterns::parse(&["*".into()]).matches("anything"));
+        assert!(!ProjectPatterns::parse(&[]).matches("anything"));
+    }
+
+    #[test]
+    fn scopes_default_to_subscribe_and_forward() {
+        let default = Scopes::parse(None);
+        assert!(default.has(Scopes::SUBSCRIBE) && default.has(Scopes::FORWARD) && !default.has(Scopes::PUBLISH));
+        let publisher = Scopes::parse(Some("publish  bogus"));
+        assert!(publisher.has(Scopes::PUBLISH) && !publisher.has(Scopes::SUBSCRIBE));
+        assert!(!Scopes::parse(Some("")).has(Scopes::SUBSCRIBE));
+    }
+
+    fn settings() -> VerifierSettings {
+        VerifierSettings { issuer: Some("issuer".into()), audience: None, leeway_secs: 0 }
+    }
+
+    fn claims(ttl: i64) -> MintedClaims {
+        let now = jsonwebtoken::get_current_timestamp();
+        MintedClaims {
+            sub: "alice".into(),
+            exp: now.saturating_add_signed(ttl),
+            iat: now,
+            projects: vec!["acme-*".into()],
+            scope: None,
+            iss: Some("issuer".into()),
+            aud: Some("anyone".into()),
+            info: Some(serde_json::json!({"name": "Alice"})),
+        }
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[tokio::test]
+    async fn a_minted_token_verifies_and_grants_its_claims() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        let identity = verifier.verify(&mint_hs256(&claims(60), SECRET).unwrap()).await.unwrap();
+        assert_eq!(&*identity.user_id, "alice");
+        assert!(identity.projects.matches("acme-1") && !identity.projects.matches("other"));
+        assert_eq!(identity.info.as_deref(), Some(r#"{"name":"Alice"}"#));
+    }
+
+    #[tokio::test]
+    async fn expired_forged_and_wrong_issuer_tokens_are_refused() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        let expired = mint_hs256(&claims(-10), SECRET).unwrap();
+        assert_eq!(verifier.verify(&expired).await, Err(TokenError::Expired));
+        let forged = mint_hs256(&claims(60), b"another secret, just as long as it").unwrap();
+        assert_eq!(verifier.verify(&forged).await, Err(TokenError::BadSignature));
+        let mut elsewhere = claims(60);
+        elsewhere.iss = Some("elsewhere".into());
+        let elsewhere = mint_hs256(&elsewhere, SECRET).unwrap();
+        assert_eq!(verifier.verify(&elsewhere).await, Err(TokenError::WrongIssuerOrAudience));
+        let mut nobody = claims(60);
+        nobody.sub = String::new();
+        assert_eq!(verifier.verify(&mint_hs256(&nobody, SECRET).unwrap()).await, Err(TokenError::BadClaims));
+        assert_eq!(verifier.verify("not.a.jwt").await.map(|_| ()), Err(TokenError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_token_is_refused() {
+        use base64::Engine as _;
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let payload = serde_json::to_string(&claims(60)).unwrap();
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"None"}"#, r#"{"alg":"nOnE"}"#] {
+            let token = format!("{}.{}.", encode(header), encode(&payload));
+            assert!(verifier.verify(&token).await.is_err(), "{header}");
+        }
+    }
+
+    #[test]
+    fn refresh_is_advised_at_four_fifths_of_the_lifetime() {
+        let identity = Identity {
+            user_id: "u".into(),
+            expires_at: 1_000,
+            issued_at: 0,
+            projects: ProjectPatterns::default(),
+            scopes: Scopes::parse(None),
+            info: None,
+        };
+        assert_eq!(identity.refresh_at(), 800);
+    }
+}
