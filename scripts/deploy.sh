@@ -17,6 +17,9 @@
 # Environment: AWS_REGION (us-east-1), PLATFORM_STACK (agenticai-platform-ENV), SERVICE_STACK
 # (agenticai-websocket-ENV), IMAGE_VERSION (extra tag, e.g. the release tag v1.2.3), SKIP_ECR_LOGIN=1
 # (already logged in, e.g. by aws-actions/amazon-ecr-login), plus the usual AWS credential variables.
+# With --infra, the service stack's connection authentication: JWT_SECRET_ARN (Secrets Manager ARN
+# of the token secret) or JWT_JWKS_URL, optional JWT_ISSUER, JWT_AUDIENCE, ALLOWED_ORIGINS, or
+# ALLOW_ANONYMOUS=true on purpose; the stack refuses to start with none of them.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -110,9 +113,15 @@ if [ "$INFRA" -eq 1 ]; then
   # CloudFormation registers the task definition revision and updates the service, waiting for
   # the deployment (circuit breaker with rollback) to finish.
   say "service stack $SERVICE_STACK (ImageTag=$TIMESTAMP)"
+  auth_params=()
+  for pair in "JwtSecretArn=${JWT_SECRET_ARN:-}" "JwtJwksUrl=${JWT_JWKS_URL:-}" "JwtIssuer=${JWT_ISSUER:-}" \
+    "JwtAudience=${JWT_AUDIENCE:-}" "AllowedOrigins=${ALLOWED_ORIGINS:-}" "AllowAnonymous=${ALLOW_ANONYMOUS:-false}"; do
+    [ -n "${pair#*=}" ] && auth_params+=("$pair")
+  done
   run aws cloudformation deploy --region "$REGION" --stack-name "$SERVICE_STACK" \
     --template-file cloudformation/service.yaml \
     --parameter-overrides "EnvironmentName=$ENV_NAME" "PlatformStackName=$PLATFORM_STACK" "ImageTag=$TIMESTAMP" \
+    "${auth_params[@]}" \
     --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset
 else
   say "task definition revision"

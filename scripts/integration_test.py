@@ -4,6 +4,7 @@
     pip install -r scripts/requirements.txt
     python3 scripts/integration_test.py ws://localhost:8080
     python3 scripts/integration_test.py wss://HOST/ws --api-key KEY     # production endpoint
+    WS_TOKEN=JWT python3 scripts/integration_test.py wss://HOST/ws --api-key KEY  # with tokens
 
 One PASS/FAIL line per check (SKIP, with the reason, for a check the options leave out), a
 closing "N passed, N failed" line, exit status 1 on any failure (2 on bad usage or a missing
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -65,7 +67,12 @@ class Runner:
         return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(pairs)))
 
     async def open(self, **query: str) -> tuple[ClientConnection, dict[str, Any]]:
-        ws = await connect(self.url(**query), open_timeout=self.args.timeout, max_size=2**22)
+        # A token goes in the Authorization header (not the URL, which access logs keep), so the
+        # ?project_id= subscription on connect is authorized too.
+        headers = {"Authorization": f"Bearer {self.args.token}"} if self.args.token else None
+        ws = await connect(
+            self.url(**query), open_timeout=self.args.timeout, max_size=2**22, additional_headers=headers
+        )
         try:
             hello = await self.expect(ws, lambda m: True, "the connected message")
         except BaseException:
@@ -347,6 +354,12 @@ def main() -> int:
     parser.add_argument("ws_url", help="WebSocket URL, e.g. ws://localhost:8080 or wss://host/ws")
     parser.add_argument("--api-key", help="publish API key (one of PUBLISH_API_KEYS): enables the publish checks")
     parser.add_argument("--publish-open", action="store_true", help="the server accepts publishes without a key")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("WS_TOKEN") or None,
+        help="connection token (JWT) for a server that requires one (default: $WS_TOKEN); it must allow "
+        "the it-* projects with scopes subscribe and forward",
+    )
     parser.add_argument("--http-url", help="base URL of the HTTP API (default: derived from WS_URL)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (5)")
     parser.add_argument("--forward-timeout", type=float, default=15.0, help="seconds to wait for forward_confirmed (15)")

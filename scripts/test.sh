@@ -77,13 +77,20 @@ step "release build"
 cargo build --release --locked --bins
 BIN="$ROOT/target/release/agenticai-websocket"
 
-step "endpoint integration test against a local server"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-data_dir=$(mktemp -d)
-WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$port DATA_DIR=$data_dir "$BIN" >"$data_dir/server.log" 2>&1 &
-server_pid=$!
-pids+=("$server_pid")
-python3 - "$port" <<'PY'
+# Starts the release server on a free loopback port with the given environment, runs the endpoint
+# integration test against it with the given arguments, then stops it (SIGTERM, drained).
+endpoint_test() {
+  local env_vars=() test_args=()
+  while [ "$1" != -- ]; do env_vars+=("$1"); shift; done
+  shift
+  test_args=("$@")
+  local port data_dir server_pid
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  data_dir=$(mktemp -d)
+  env WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT="$port" DATA_DIR="$data_dir" "${env_vars[@]}" "$BIN" >"$data_dir/server.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  python3 - "$port" <<'PY'
 import socket, sys, time
 for _ in range(200):
     try:
@@ -91,9 +98,20 @@ for _ in range(200):
     except OSError:
         time.sleep(0.05)
 PY
-python3 scripts/integration_test.py "ws://127.0.0.1:$port" --publish-open
-kill -TERM "$server_pid"
-wait "$server_pid"
+  python3 scripts/integration_test.py "ws://127.0.0.1:$port" "${test_args[@]}"
+  kill -TERM "$server_pid"
+  wait "$server_pid"
+}
+
+step "endpoint integration test against a local server"
+endpoint_test -- --publish-open
+
+step "endpoint integration test with connection tokens (JWT_SECRET, a token from the token command)"
+jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+WS_TOKEN=$(JWT_SECRET="$jwt_secret" "$BIN" token --sub integration-test --projects 'it-*' --ttl 600)
+export WS_TOKEN
+endpoint_test JWT_SECRET="$jwt_secret" -- --publish-open
+unset WS_TOKEN
 
 step "container smoke test (the image's user and environment)"
 bash scripts/run-image-smoke.sh "$BIN"

@@ -165,6 +165,14 @@ async fn without_a_token_a_connection_must_authenticate_first() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
 
+    // authenticate and subscribe pipelined: answered in order, the subscribe as authenticated.
+    let mut eager = Client::connect(&server.ws_url("/ws")).await;
+    let token = hs256(&claims("bob", &["acme-*"], 600, json!({})));
+    eager.send(json!({"action": "authenticate", "token": token})).await;
+    eager.send(json!({"action": "subscribe", "project_id": "acme-2"})).await;
+    assert_eq!(eager.recv().await["type"], "authenticated");
+    assert_eq!(eager.recv().await["type"], "subscription_confirmed");
+
     // One that never authenticates is closed with 3502.
     let mut idle = Client::connect(&server.ws_url("/ws")).await;
     let started = Instant::now();

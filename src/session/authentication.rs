@@ -14,6 +14,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use super::Session;
 use crate::{
@@ -21,6 +22,9 @@ use crate::{
     hub::Unsubscribe,
     protocol::{CloseCode, ErrorCode, Reply, RequestError, RequestId},
 };
+
+/// Frames a connection may send while its first token is verified; more are refused `busy`.
+const MAX_HELD_FRAMES: usize = 32;
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
@@ -71,12 +75,21 @@ impl Session {
             ));
         }
         self.take_inflight_slot()?;
+        if self.principal.identity.is_none() {
+            self.held_frames.get_or_insert_with(Vec::new);
+        }
         let gateway = self.gateway.clone();
         let verified = async move { gateway.policy.verify_token(&token).await };
         ctx.spawn(verified.into_actor(self).map(move |verified, session, ctx| {
             session.release_inflight_slot();
+            let held = session.held_frames.take().unwrap_or_default();
             match verified {
-                Some(Ok(identity)) => session.accept_identity(identity, request_id.as_ref(), ctx),
+                Some(Ok(identity)) => {
+                    session.accept_identity(identity, request_id.as_ref(), ctx);
+                    for frame in held {
+                        session.handle_text(&frame, ctx);
+                    }
+                }
                 Some(Err(error)) => {
                     session.gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
                     log::info!(connection_id = &*session.id, reason = error.label(); "token refused; closing with 3500");
@@ -88,6 +101,18 @@ impl Session {
             }
         }));
         Ok(())
+    }
+
+    /// Holds a frame that arrived while the first token is verified; false when none is.
+    pub(super) fn hold_while_authenticating(&mut self, frame: &ByteString) -> bool {
+        let Some(held) = &mut self.held_frames else { return false };
+        if held.len() < MAX_HELD_FRAMES {
+            held.push(frame.clone());
+        } else {
+            let error = RequestError::busy("Wait for the answer to authenticate");
+            self.reply_error(&error, None);
+        }
+        true
     }
 
     fn accept_identity(&mut self, identity: Identity, request_id: Option<&RequestId>, ctx: &mut Context<Self>) {

@@ -106,6 +106,9 @@ pub struct Session {
     /// The timer that ends the connection's identity: the authentication timeout (3502) before
     /// a token, the token's expiry (3005) after. Replaced on each (re)authentication.
     identity_deadline: Option<SpawnHandle>,
+    /// While a first `authenticate` is being verified: the frames that came after it, handled
+    /// once it is answered, so a client may pipeline `authenticate` and `subscribe`.
+    held_frames: Option<Vec<ByteString>>,
 }
 
 /// Everything needed to start a session.
@@ -177,6 +180,7 @@ impl Session {
             opened_at: crate::protocol::now_iso8601(),
             remote_addr: new.remote_addr,
             identity_deadline: None,
+            held_frames: None,
         };
         let close = outbox.close_signal();
         let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
@@ -434,7 +438,11 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
     fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(Inbound::Text(text)) => self.handle_text(&text, ctx),
+            Ok(Inbound::Text(text)) => {
+                if !self.hold_while_authenticating(&text) {
+                    self.handle_text(&text, ctx);
+                }
+            }
             Ok(Inbound::Binary) => {
                 self.gateway.metrics.frame_in("binary");
                 let error = RequestError::new(

@@ -29,6 +29,7 @@ use crate::{
     net::{self, Target},
     scrape,
     stats::{self, Causes},
+    tokens::TokenArgs,
     Common, Progress,
 };
 
@@ -57,6 +58,8 @@ pub struct Args {
     /// Longest the opening may take, in seconds; what is not open by then counts as failed.
     #[arg(long, default_value_t = 120.0)]
     pub max_ramp: f64,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 }
 
 /// One process's share of a run.
@@ -84,6 +87,8 @@ pub struct WorkerArgs {
     /// Hard bound of the whole worker, seconds.
     #[arg(long)]
     pub max_seconds: f64,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 }
 
 /// What a worker reports.
@@ -129,6 +134,20 @@ async fn worker(args: WorkerArgs, events: mpsc::UnboundedSender<Event>) -> anyho
     let me = args.worker_index;
     let count = args.worker_count.max(1);
     let mine: Vec<usize> = (me..args.connections).step_by(count).collect();
+    // Every URL (and token) is made before the ramp, so signing does not slow what is measured.
+    let signer = args.tokens.signer()?;
+    let urls = mine
+        .iter()
+        .map(|&global| {
+            let target = &targets[global % targets.len()];
+            let project = project_id(&args.run_id, global, args.projects);
+            let url = target.ws_url(Some(&project));
+            Ok(match &signer {
+                Some(signer) => format!("{url}&token={}", signer.token(global, &project, &args.run_id)?),
+                None => url,
+            })
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?;
     let counters = Arc::new(Counters::default());
     let failures = Arc::new(Mutex::new(Causes::new()));
     let handshake = Arc::new(Mutex::new(stats::histogram()));
@@ -172,7 +191,7 @@ async fn worker(args: WorkerArgs, events: mpsc::UnboundedSender<Event>) -> anyho
         }
         let permit = limit.clone().acquire_owned().await?;
         let target = targets[global % targets.len()].clone();
-        let url = target.ws_url(Some(&project_id(&args.run_id, global, args.projects)));
+        let url = urls[j].clone();
         let source = net::source_addr(global, args.common.source_addrs);
         let (counters, failures, handshake, marker) =
             (counters.clone(), failures.clone(), handshake.clone(), marker.clone());
@@ -319,6 +338,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
             run_id: run_id.clone(),
             max_ramp: args.max_ramp,
             max_seconds,
+            tokens: args.tokens.clone(),
         };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -357,6 +377,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
                 .arg(args.max_ramp.to_string())
                 .arg("--max-seconds")
                 .arg(max_seconds.to_string())
+                .args(args.tokens.to_args())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

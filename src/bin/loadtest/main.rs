@@ -24,6 +24,7 @@ mod forward;
 mod net;
 mod scrape;
 mod stats;
+mod tokens;
 
 use std::{
     io::{IsTerminal, Write},
