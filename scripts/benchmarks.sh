@@ -3,11 +3,13 @@
 # connect and fan-out scenario of issue 6 against a fresh release server on loopback, each run's
 # human summary saved as OUT_DIR/SCENARIO-RUN.txt. About 10 minutes; needs the machine to itself.
 #
-#   scripts/benchmarks.sh [OUT_DIR]        # default: target/benchmarks
+#   scripts/benchmarks.sh [OUT_DIR]          # default: target/benchmarks
+#   scripts/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
 #
 # Then the machine's floor (`loadtest floor`: the same traffic with no server) and the fan-out runs
 # again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The machine's floor and the
-# write delay"). About 16 minutes in all.
+# write delay"), and the connection-token series (docs/benchmarks.md, "Connection tokens"). About
+# 20 minutes in all.
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,6 +59,40 @@ run() {
 }
 
 URL=ws://127.0.0.1:18090/ws
+
+# Connection tokens (issue 12): the same 10,000 connects anonymous, with an HS256 token each, with
+# an RS256 token each (verified against a JWKS served on loopback), and re-presenting one RS256
+# token (the verified-token cache); every token carries 10 project patterns.
+token_series() {
+  local secret jwks_dir jwks_pid
+  secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+  jwks_dir=$(mktemp -d)
+  python3 -c 'import json; print(json.dumps({"keys": [json.load(open("tests/fixtures/rsa-a.jwk.json"))]}))' \
+    >"$jwks_dir/jwks.json"
+  python3 -m http.server 18091 --bind 127.0.0.1 --directory "$jwks_dir" >/dev/null 2>&1 &
+  jwks_pid=$!
+  local common=(connect --url $URL --connections 10000 --projects 100 --hold 5 --processes 1 --source-addrs 4
+    --concurrency 1000 --token-patterns 10)
+  local rsa=(--token-rsa-key tests/fixtures/rsa-a.pem --token-kid rsa-a)
+  for r in 1 2 3; do
+    start_server 18090
+    run "connect-anonymous-$r" "${common[@]}"
+    JWT_SECRET=$secret start_server 18090
+    run "connect-hs256-$r" "${common[@]}" --token-secret "$secret"
+    JWT_JWKS_URL=http://127.0.0.1:18091/jwks.json start_server 18090
+    run "connect-rs256-$r" "${common[@]}" "${rsa[@]}"
+    JWT_JWKS_URL=http://127.0.0.1:18091/jwks.json start_server 18090
+    run "connect-rs256-shared-$r" "${common[@]}" "${rsa[@]}" --token-shared
+  done
+  stop_server
+  kill "$jwks_pid"
+}
+if [ "${2:-all}" = tokens ]; then
+  token_series
+  echo "summaries in $OUT" >&2
+  exit 0
+fi
+
 for r in 1 2 3; do
   start_server 18090
   run "connect-rate-$r" connect --url $URL --connections 19000 --projects 100 --rate 10000 --hold 60 \
@@ -89,4 +125,5 @@ for r in 1 2; do
     --duration 30 --via http
   run "fanout50-delay5-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 4 --rate 500 --duration 20
 done
+token_series
 echo "summaries in $OUT" >&2

@@ -23,19 +23,22 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# Only the local spool and record store: no AWS setting may leak in from the caller.
-env -u SQS_QUEUE_URL_PM -u SQS_QUEUE_URL_DEV -u SQS_QUEUE_URL_QA -u SQS_QUEUE_URL_OPS -u DYNAMODB_TABLE_NAME \
-  -u PUBLISH_API_KEYS -u AWS_ENDPOINT_URL -u REDIS_URL \
-  WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT="$port" DATA_DIR="$tmp/data" DRAIN_SECONDS=1 RUST_LOG=warn \
-  "$SERVER_BIN" >"$tmp/server.log" 2>&1 &
-server_pid=$!
-for i in $(seq 1 100); do
-  if curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server_pid" 2>/dev/null || [ "$i" = 100 ]; then
-    echo "loadtest-smoke: the server did not start" >&2; cat "$tmp/server.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
+# Starts the server on $port with the extra environment given (VAR=value ...).
+start_server() {
+  env -u SQS_QUEUE_URL_PM -u SQS_QUEUE_URL_DEV -u SQS_QUEUE_URL_QA -u SQS_QUEUE_URL_OPS -u DYNAMODB_TABLE_NAME \
+    -u PUBLISH_API_KEYS -u AWS_ENDPOINT_URL -u REDIS_URL \
+    WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT="$port" DATA_DIR="$tmp/data" DRAIN_SECONDS=1 RUST_LOG=warn "$@" \
+    "$SERVER_BIN" >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  for i in $(seq 1 100); do
+    if curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$server_pid" 2>/dev/null || [ "$i" = 100 ]; then
+      echo "loadtest-smoke: the server did not start" >&2; cat "$tmp/server.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+}
+start_server
 
 url="ws://127.0.0.1:$port/ws"
 passed=0 failed=0
@@ -89,6 +92,17 @@ elif wait "$server_pid"; then
 else
   failed=$((failed + 1)); echo "FAIL the server exited non-zero after SIGTERM"; tail -20 "$tmp/server.log"
 fi
+server_pid=""
+
+# Connection tokens: each connection presents its own HS256 token with 10 project patterns.
+secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+start_server JWT_SECRET="$secret"
+scenario "connect 100 with a token each (HS256, 10 patterns)" connect --connections 100 --projects 5 --hold 1 \
+  --token-secret "$secret" --token-patterns 10
+scenario "connect 100 re-presenting one token" connect --connections 100 --projects 5 --hold 1 \
+  --token-secret "$secret" --token-shared
+kill -TERM "$server_pid"
+wait "$server_pid" || true
 server_pid=""
 
 echo "loadtest-smoke: $passed passed, $failed failed"

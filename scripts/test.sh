@@ -101,17 +101,25 @@ PY
   python3 scripts/integration_test.py "ws://127.0.0.1:$port" "${test_args[@]}"
   kill -TERM "$server_pid"
   wait "$server_pid"
+  # Logs never hold a token or a secret.
+  local secret
+  for secret in "${WS_TOKEN:-}" "${JWT_SECRET_FOR_TEST:-}"; do
+    if [ -n "$secret" ] && grep -qF "$secret" "$data_dir/server.log"; then
+      echo "the server log holds a token or secret: $data_dir/server.log" >&2
+      exit 1
+    fi
+  done
 }
 
 step "endpoint integration test against a local server"
 endpoint_test -- --publish-open
 
 step "endpoint integration test with connection tokens (JWT_SECRET, a token from the token command)"
-jwt_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-WS_TOKEN=$(JWT_SECRET="$jwt_secret" "$BIN" token --sub integration-test --projects 'it-*' --ttl 600)
+JWT_SECRET_FOR_TEST=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+WS_TOKEN=$(JWT_SECRET="$JWT_SECRET_FOR_TEST" "$BIN" token --sub integration-test --projects 'it-*' --ttl 600)
 export WS_TOKEN
-endpoint_test JWT_SECRET="$jwt_secret" -- --publish-open
-unset WS_TOKEN
+endpoint_test JWT_SECRET="$JWT_SECRET_FOR_TEST" RUST_LOG=debug -- --publish-open
+unset WS_TOKEN JWT_SECRET_FOR_TEST
 
 step "container smoke test (the image's user and environment)"
 bash scripts/run-image-smoke.sh "$BIN"

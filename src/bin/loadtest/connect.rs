@@ -93,7 +93,10 @@ pub struct WorkerArgs {
 
 /// What a worker reports.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+// Externally tagged: an internally tagged enum is buffered before it is matched, and buffered
+// numbers do not parse back as floats with serde_json's `arbitrary_precision` (which the gateway
+// enables to pass client numbers on exactly).
+#[serde(rename_all = "snake_case")]
 enum Event {
     Progress { worker: usize, attempted: u64, connected: u64, failed: u64, dropped: u64, verified: u64 },
     Ramped { worker: usize, start_ns: u64, end_ns: u64, connected: u64, failed: u64 },

@@ -111,7 +111,10 @@ pub struct WriterArgs {
 
 /// The writer's reports, one JSON line each on its stdout.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+// Externally tagged: an internally tagged enum is buffered before it is matched, and buffered
+// numbers do not parse back as floats with serde_json's `arbitrary_precision` (which the gateway
+// enables to pass client numbers on exactly).
+#[serde(rename_all = "snake_case")]
 enum Event {
     Listening { port: u16 },
     Accepted { connections: usize },
