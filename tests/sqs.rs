@@ -282,3 +282,26 @@ async fn forwards_with_no_aws_go_to_the_local_spool_before_confirmation() {
     assert_eq!(line["body"]["data"], json!({"goal": "x"}));
     assert_eq!(line["body"]["gateway"]["connection_id"], client.connection_id.as_str());
 }
+
+/// An authenticated connection's forward reaches SQS naming who asked: in the body (replacing a
+/// client's own `user_id`), in `gateway.user_id` and in the `UserId` attribute.
+#[tokio::test]
+async fn a_forward_carries_the_verified_user_to_sqs() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let server = TestServer::start(|config| {
+        queues.configure(config, &endpoint);
+        config.jwt_secret = Some(common::tokens::SECRET.into());
+    });
+    let token = common::tokens::hs256(&common::tokens::claims("olivia", &["proj-*"], 300, json!({})));
+    let mut client = Client::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
+    let forward = json!({"action": "forward", "type": "ops", "message_id": "m-who", "project_id": "proj-1",
+                         "user_id": "someone-else", "data": {"task": "deploy"}});
+    assert_eq!(client.request(forward).await["type"], "forward_confirmed");
+    let messages = drain_queue(&queues.sqs, &queues.ops, 1).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(attribute(&messages[0], "UserId"), "olivia");
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(body["user_id"], "olivia");
+    assert_eq!(body["gateway"]["user_id"], "olivia");
+}

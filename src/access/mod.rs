@@ -32,7 +32,7 @@ pub struct Principal {
     /// Presented a valid publish API key: a service's credential.
     pub has_key: bool,
     /// The verified token's identity, once the connection (or HTTP request) has one.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl Principal {
@@ -152,7 +152,7 @@ impl AccessPolicy {
     }
 
     /// Verifies a connection token (None when tokens are not configured: then it means nothing).
-    pub async fn verify_token(&self, token: &str) -> Option<Result<Identity, TokenError>> {
+    pub async fn verify_token(&self, token: &str) -> Option<Result<Arc<Identity>, TokenError>> {
         let verifier = self.authentication.verifier.as_ref()?;
         Some(verifier.verify(token).await)
     }

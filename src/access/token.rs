@@ -55,31 +55,28 @@ impl Identity {
     }
 }
 
-/// The `projects` claim: exact ids and prefixes (`acme-*`), or everything (`*`).
+/// The `projects` claim: exact ids and prefixes (`acme-*`), or everything (`*`). Held per
+/// connection for the token's lifetime, so it is one allocation however many patterns: the
+/// patterns joined by newlines (which no project id may contain), prefixes ending in `*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProjectPatterns {
     all: bool,
-    exact: Vec<Box<str>>,
-    prefixes: Vec<Box<str>>,
+    joined: Box<str>,
 }
 
 impl ProjectPatterns {
     pub fn parse(patterns: &[String]) -> Self {
-        let mut parsed = ProjectPatterns::default();
-        for pattern in patterns {
-            match pattern.strip_suffix('*') {
-                Some("") => parsed.all = true,
-                Some(prefix) => parsed.prefixes.push(prefix.into()),
-                None => parsed.exact.push(pattern.as_str().into()),
-            }
-        }
-        parsed
+        let all = patterns.iter().any(|pattern| pattern == "*");
+        let kept: Vec<&str> = patterns.iter().map(String::as_str).filter(|pattern| !pattern.contains('\n')).collect();
+        ProjectPatterns { all, joined: kept.join("\n").into() }
     }
 
     pub fn matches(&self, project_id: &str) -> bool {
         self.all
-            || self.exact.iter().any(|exact| &**exact == project_id)
-            || self.prefixes.iter().any(|prefix| project_id.starts_with(&**prefix))
+            || self.joined.split('\n').any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => project_id.starts_with(prefix),
+                None => !pattern.is_empty() && pattern == project_id,
+            })
     }
 }
 
@@ -234,8 +231,9 @@ impl TokenVerifier {
         }
     }
 
-    /// The identity a token grants, or why it grants none.
-    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+    /// The identity a token grants, or why it grants none. Shared: every connection presenting
+    /// the same token holds the same allocation.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -248,7 +246,7 @@ impl TokenVerifier {
             return Ok(identity);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|error| TokenError::of(&error))?;
-        let identity = match &self.keys {
+        let identity = Arc::new(match &self.keys {
             Keys::Secret(key) => {
                 self.decode(token, key, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512], now)?
             }
@@ -259,7 +257,7 @@ impl TokenVerifier {
                 let key = jwks.key(kid).await?;
                 self.decode(token, &key.key, &key.algorithms, now)?
             }
-        };
+        });
         self.verified.insert(token, &identity);
         Ok(identity)
     }
@@ -304,33 +302,34 @@ impl TokenVerifier {
     }
 }
 
-/// Tokens verified before, by their exact text, so a reconnect storm of clients presenting the
-/// same tokens pays one signature check per token rather than one per connect (an RSA check is
-/// tens of microseconds). Safe because the key is the whole token: the same bytes carry the same
-/// signature over the same claims, and an entry is used only while its `exp` (plus leeway) has
-/// not passed and the key set it was verified against is unchanged (a JWKS change empties it).
-/// Bounded: when full, expired entries go, then everything.
+/// Tokens verified before, by the SHA-256 of their exact text, so a reconnect storm of clients
+/// presenting the same tokens pays one signature check per token rather than one per connect (an
+/// RSA check is tens of microseconds). Safe because the key stands for the whole token: the same
+/// bytes carry the same signature over the same claims (and SHA-256 has no known collisions), and
+/// an entry is used only while its `exp` (plus leeway) has not passed and the key set it was
+/// verified against is unchanged (a JWKS change empties it). Bounded: when full, expired entries
+/// go, then everything. An entry is 32 bytes and a share of the identity connections hold anyway.
 #[derive(Default)]
 struct VerifiedTokens(Mutex<CachedTokens>);
 
 #[derive(Default)]
 struct CachedTokens {
     generation: u64,
-    tokens: HashMap<Box<str>, Identity>,
+    tokens: HashMap<[u8; 32], Arc<Identity>>,
 }
 
 impl VerifiedTokens {
-    fn get(&self, token: &str, now: u64, leeway: u64, generation: u64) -> Option<Identity> {
+    fn get(&self, token: &str, now: u64, leeway: u64, generation: u64) -> Option<Arc<Identity>> {
         let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.generation != generation {
             cache.tokens.clear();
             cache.generation = generation;
             return None;
         }
-        cache.tokens.get(token).filter(|identity| identity.expires_at + leeway > now).cloned()
+        cache.tokens.get(&digest(token)).filter(|identity| identity.expires_at + leeway > now).cloned()
     }
 
-    fn insert(&self, token: &str, identity: &Identity) {
+    fn insert(&self, token: &str, identity: &Arc<Identity>) {
         let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.tokens.len() >= VERIFIED_CACHE_ENTRIES {
             let now = jsonwebtoken::get_current_timestamp();
@@ -339,8 +338,15 @@ impl VerifiedTokens {
                 cache.tokens.clear();
             }
         }
-        cache.tokens.insert(token.into(), identity.clone());
+        cache.tokens.insert(digest(token), identity.clone());
     }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// The claims of a token minted by `agenticai-websocket token` (development and tests; a real

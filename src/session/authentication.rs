@@ -11,7 +11,10 @@
 //!   with a `forbidden` error naming the project.
 //! - An invalid token in `authenticate`: `unauthorized`, then close 3500.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -115,7 +118,7 @@ impl Session {
         true
     }
 
-    fn accept_identity(&mut self, identity: Identity, request_id: Option<&RequestId>, ctx: &mut Context<Self>) {
+    fn accept_identity(&mut self, identity: Arc<Identity>, request_id: Option<&RequestId>, ctx: &mut Context<Self>) {
         let metrics = &self.gateway.metrics;
         let refresh = match &self.principal.identity {
             Some(current) if current.user_id != identity.user_id => {

@@ -1076,6 +1076,13 @@ where
             }
         }
 
+        // Vendored change: once everything read is parsed, a read buffer that grew past the idle
+        // size (a request head over 1 KiB: a long URL, a token, cookies) is let go, so a
+        // long-lived connection that began with a large request does not hold 8 KiB for ever.
+        if this.read_buf.is_empty() && this.read_buf.capacity() > IDLE_BUFFER_SIZE {
+            *this.read_buf = BytesMut::with_capacity(IDLE_BUFFER_SIZE);
+        }
+
         Ok(updated)
     }
 
