@@ -173,3 +173,67 @@ async fn cors_admits_only_the_configured_origins_to_the_api() {
     let greeting = futures_util::StreamExt::next(&mut stream).await.unwrap().unwrap();
     assert!(greeting.into_text().unwrap().contains("connected"));
 }
+
+/// Every bad setting stops start-up the same way: exit status 2 and `invalid configuration:
+/// VARIABLE: reason`, naming the variable first, and never printing a password.
+#[test]
+fn every_bad_setting_exits_2_naming_its_variable() {
+    let data = tempfile::tempdir().unwrap();
+    let a_file = data.path().join("a-file");
+    std::fs::write(&a_file, b"").unwrap();
+    let cases: [(&str, String); 9] = [
+        ("WEBSOCKET_PORT", "eighty".into()),
+        ("REDIS_URL", "foo".into()),
+        ("REDIS_URL", "redis://:hunter2@".into()),
+        ("DATA_DIR", a_file.display().to_string()),
+        ("SQS_QUEUE_URL_UPDATES", "garbage".into()),
+        ("CORS_ALLOWED_ORIGINS", "notanorigin".into()),
+        ("RUST_LOG", "verbose".into()),
+        ("LOG_FORMAT", "xml".into()),
+        ("JWT_SECRET", "too-short".into()),
+    ];
+    for (variable, value) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
+            .env(variable, &value)
+            .env("WEBSOCKET_HOST", "127.0.0.1")
+            .env("DATA_DIR", if variable == "DATA_DIR" { value.clone() } else { data.path().display().to_string() })
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}: {stderr}");
+        assert!(stderr.starts_with(&format!("invalid configuration: {variable}")), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "the password was printed: {stderr}");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket")).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("RUST_LOG"), "--help documents RUST_LOG");
+}
+
+/// A client that vanishes without a close frame is recorded with 1006, one that closes with 1000.
+#[tokio::test]
+async fn a_lost_connection_is_recorded_as_1006() {
+    let server = TestServer::start(|_| {});
+    let lost = Client::connect(&server.ws_url("/ws")).await;
+    let lost_id = lost.connection_id.clone();
+    drop(lost); // the socket is closed without a close frame
+    let mut polite = Client::connect(&server.ws_url("/ws")).await;
+    let polite_id = polite.connection_id.clone();
+    polite.stream.close(None).await.unwrap();
+    server.wait_for_metric("agenticai_ws_active_connections", 0.0).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = std::fs::read_to_string(server.data_dir.join("records/records.jsonl")).unwrap_or_default();
+        let code_of = |id: &str| {
+            records.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find_map(|record| {
+                let item = record.get("item").cloned().unwrap_or(record);
+                (item["connection_id"] == id).then(|| item["close_code"].as_u64()).flatten()
+            })
+        };
+        if let (Some(lost_code), Some(polite_code)) = (code_of(&lost_id), code_of(&polite_id)) {
+            assert_eq!(lost_code, 1006);
+            assert_eq!(polite_code, 1000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "connection records missing: {records}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
