@@ -71,7 +71,7 @@ token_series() {
     >"$jwks_dir/jwks.json"
   python3 -m http.server 18091 --bind 127.0.0.1 --directory "$jwks_dir" >/dev/null 2>&1 &
   jwks_pid=$!
-  local common=(connect --url $URL --connections 10000 --projects 100 --hold 5 --processes 1 --source-addrs 4
+  local common=(connect --url "$URL" --connections 10000 --projects 100 --hold 5 --processes 1 --source-addrs 4
     --concurrency 1000 --token-patterns 10)
   local rsa=(--token-rsa-key tests/fixtures/rsa-a.pem --token-kid rsa-a)
   for r in 1 2 3; do
