@@ -325,15 +325,9 @@ impl Hub {
 
     /// Confirms a subscription and replays a recovery into the member's outbox, then releases
     /// whatever was held back after the replay's last offset.
-    fn complete_subscription(
-        &mut self,
-        id: &ConnectionId,
-        project_id: &ProjectId,
-        request_id: Option<&RequestId>,
-        resumed: bool,
-        with_position: bool,
-        recovery: Option<Recovery>,
-    ) {
+    fn complete_subscription(&mut self, request: &Subscribe, recovery: Option<Recovery>) {
+        let Subscribe { id, project_id, request_id, since, with_position } = request;
+        let (request_id, resumed, with_position) = (request_id.as_ref(), since.is_some(), *with_position);
         let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
             return;
         };
@@ -417,37 +411,22 @@ impl Handler<Subscribe> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        let resumed = msg.since.is_some();
         match &mut self.history {
             HubHistory::Memory(history) => {
                 let recovery = history.recover(&msg.project_id, msg.since.as_ref());
                 if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                    self.complete_subscription(
-                        &msg.id,
-                        &msg.project_id,
-                        msg.request_id.as_ref(),
-                        resumed,
-                        msg.with_position,
-                        Some(recovery),
-                    );
+                    self.complete_subscription(&msg, Some(recovery));
                 }
             }
             HubHistory::Redis { engine, health, .. } => {
                 let engine = engine.clone();
-                let reads_history = resumed || msg.with_position;
+                let reads_history = msg.since.is_some() || msg.with_position;
                 if health.is_down() {
                     // Redis is down: answered at once, without a position (the subscriber
                     // subscribes the project's channel when Redis is back).
                     log::debug!(project_id = &*msg.project_id; "Redis down; subscribing without position");
                     if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                        self.complete_subscription(
-                            &msg.id,
-                            &msg.project_id,
-                            msg.request_id.as_ref(),
-                            resumed,
-                            msg.with_position,
-                            None,
-                        );
+                        self.complete_subscription(&msg, None);
                     }
                     return;
                 }
@@ -456,14 +435,7 @@ impl Handler<Subscribe> for Hub {
                 };
                 if channel_ready.is_none() && !reads_history {
                     // The channel is subscribed already and there is nothing to read.
-                    self.complete_subscription(
-                        &msg.id,
-                        &msg.project_id,
-                        msg.request_id.as_ref(),
-                        resumed,
-                        msg.with_position,
-                        None,
-                    );
+                    self.complete_subscription(&msg, None);
                     return;
                 }
                 let project_id = msg.project_id.clone();
@@ -485,7 +457,7 @@ impl Handler<Subscribe> for Hub {
                         log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
                         None
                     });
-                    hub.complete_subscription(&msg.id, &msg.project_id, msg.request_id.as_ref(), resumed, msg.with_position, recovery);
+                    hub.complete_subscription(&msg, recovery);
                 }));
             }
         }

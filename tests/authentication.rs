@@ -89,12 +89,10 @@ async fn forged_expired_unsigned_and_misaddressed_tokens_get_401_without_an_upgr
     let valid = hs256(&claims("alice", &["*"], 300, good.clone()));
     Client::connect(&token_url(&server, &valid)).await;
 
-    let forged = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
+    let forged = tokens::hs256_with_secret(
+        b"not-the-secret-but-just-as-long-as-it",
         &claims("alice", &["*"], 300, good.clone()),
-        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-but-just-as-long-as-it").unwrap(),
-    )
-    .unwrap();
+    );
     let encode = |value: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
     let unsigned = format!(
         "{}.{}.",
@@ -181,12 +179,8 @@ async fn without_a_token_a_connection_must_authenticate_first() {
 
     // A bad token in `authenticate`: unauthorized, then 3500.
     let mut liar = Client::connect(&server.ws_url("/ws")).await;
-    let forged = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims("bob", &["*"], 600, json!({})),
-        &jsonwebtoken::EncodingKey::from_secret(b"a-guessed-secret-of-32-bytes-or-more").unwrap(),
-    )
-    .unwrap();
+    let forged =
+        tokens::hs256_with_secret(b"a-guessed-secret-of-32-bytes-or-more", &claims("bob", &["*"], 600, json!({})));
     let refused = liar.request(json!({"action": "authenticate", "token": forged})).await;
     assert_eq!(refused["code"], "unauthorized");
     assert_eq!(liar.expect_close().await, 3500);

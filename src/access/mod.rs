@@ -162,6 +162,21 @@ impl AccessPolicy {
         self.publish_keys.iter().any(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
     }
 
+    /// The principal of a WebSocket upgrade: as [`AccessPolicy::authenticate`], except that with
+    /// tokens required open publishing (the HTTP API's loopback convenience) is no credential: a
+    /// connection publishes with a publish key or its token's `publish` scope.
+    pub async fn connection_principal(
+        &self,
+        authorization: Option<&str>,
+        query_token: Option<&str>,
+    ) -> Result<Principal, TokenError> {
+        let mut principal = self.authenticate(authorization, query_token).await?;
+        if self.tokens_required() {
+            principal.can_publish = principal.has_key;
+        }
+        Ok(principal)
+    }
+
     /// The principal of an HTTP request or upgrade: its `Authorization: Bearer` value is a
     /// publish key or, with tokens configured, a token (`query_token` is `?token=`, for
     /// upgrades). A token that fails verification is an error: the request is refused (401).

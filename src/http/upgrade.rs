@@ -48,7 +48,7 @@ pub async fn upgrade(
         };
         return Ok(error_response_with_status(&refusal.to_request_error(), status));
     }
-    let mut principal = match policy.authenticate(authorization(&request), query.token.as_deref()).await {
+    let principal = match policy.connection_principal(authorization(&request), query.token.as_deref()).await {
         Ok(principal) => principal,
         Err(error) => {
             gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
@@ -58,11 +58,6 @@ pub async fn upgrade(
     };
     if principal.identity.is_some() {
         gateway.metrics.authentications.with_label_values(&["upgrade"]).inc();
-    }
-    if policy.tokens_required() {
-        // Open publishing is the HTTP API's loopback convenience; with tokens, a connection
-        // publishes with a publish key or its token's `publish` scope.
-        principal.can_publish = principal.has_key;
     }
     let (mut initial_projects, mut refused_projects) = (Vec::new(), Vec::new());
     if let Some(project_id) = query.project_id.as_deref().filter(|id| !id.is_empty()) {

@@ -27,7 +27,12 @@ pub fn claims(sub: &str, projects: &[&str], ttl: i64, extra: Value) -> Value {
 }
 
 pub fn hs256(claims: &Value) -> String {
-    sign(Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap())
+    hs256_with_secret(SECRET.as_bytes(), claims)
+}
+
+/// HS256 with another secret: a forgery, as far as the tests' servers are concerned.
+pub fn hs256_with_secret(secret: &[u8], claims: &Value) -> String {
+    sign(Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret).unwrap())
 }
 
 fn fixture(name: &str) -> Vec<u8> {
