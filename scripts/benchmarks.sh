@@ -29,9 +29,11 @@ stop_server() {
 trap stop_server EXIT
 
 # A fresh server for each connect run, so its resident memory starts from a clean baseline.
-# WRITE_DELAY_MS passes through (default 0).
+# WRITE_DELAY_MS passes through (default 0). Every load-test connection comes from 127.0.0.1 (and
+# the shared-token runs are one user): the per-address and per-user caps are off.
 start_server() {
   stop_server
+  MAX_CONNECTIONS_PER_IP=0 MAX_CONNECTIONS_PER_USER=0 \
   WRITE_DELAY_MS=${WRITE_DELAY_MS:-0} WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$1 DATA_DIR=$(mktemp -d) DRAIN_SECONDS=1 RUST_LOG=warn \
     target/release/agenticai-websocket >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!

@@ -197,6 +197,64 @@ pub struct Config {
     #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
     pub max_subscriptions_per_connection: usize,
 
+    /// WebSocket connections this task holds at most; one more is refused with HTTP 503 and
+    /// `Retry-After` before it costs any memory (another task, or the autoscaler, takes it).
+    /// 0 = what the open-files limit allows, less CONNECTION_FD_HEADROOM for AWS, Redis and
+    /// HTTP sockets (the soft limit is raised to the hard one at start-up).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Connections one user (a token's `sub`) may hold on this task; one more gets HTTP 429 (a
+    /// token on the upgrade) or `too_many_connections` and close 3504 (in `authenticate`).
+    /// 0 = no limit.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+
+    /// Connections one client address may hold on this task; one more gets HTTP 429. The
+    /// address is the TCP peer, or behind a proxy in TRUSTED_PROXIES the one it forwarded.
+    /// 0 = no limit (a load test from one machine needs that).
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// Proxies whose X-Forwarded-For entries name the client (comma separated CIDRs or
+    /// addresses; behind the ALB, the VPC range). Entries a client wrote itself are never
+    /// trusted. Unset: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Requests (frames) a second one client connection may send on average; over the budget a
+    /// frame is not executed and gets `rate_limited` with `retry_after_ms`. 0 = no limit.
+    #[arg(long, env = "CLIENT_RATE_PER_SECOND", default_value_t = 100)]
+    pub client_rate_per_second: u32,
+
+    /// Requests a client connection may send at once above its rate (the token bucket's size).
+    #[arg(long, env = "CLIENT_RATE_BURST", default_value_t = 200)]
+    pub client_rate_burst: u32,
+
+    /// Refusals in a row after which a connection that keeps sending over its budget is closed
+    /// with 3509. 0 = never close.
+    #[arg(long, env = "CLIENT_RATE_CLOSE_AFTER", default_value_t = 100)]
+    pub client_rate_close_after: u32,
+
+    /// Requests a second of a service connection: one that presented a publish key or a token
+    /// with the `publish` scope (or any connection while publishing is open on loopback).
+    /// 0 = no limit.
+    #[arg(long, env = "SERVICE_RATE_PER_SECOND", default_value_t = 10_000)]
+    pub service_rate_per_second: u32,
+
+    /// Burst of a service connection's budget.
+    #[arg(long, env = "SERVICE_RATE_BURST", default_value_t = 20_000)]
+    pub service_rate_burst: u32,
+
+    /// Publishes a second over HTTP per API key (or per user, with a token); over it HTTP 429
+    /// with `Retry-After`. 0 = no limit.
+    #[arg(long, env = "API_RATE_PER_SECOND", default_value_t = 1000)]
+    pub api_rate_per_second: u32,
+
+    /// Burst of the HTTP publish budget.
+    #[arg(long, env = "API_RATE_BURST", default_value_t = 2000)]
+    pub api_rate_burst: u32,
+
     /// Longest project id accepted, in bytes.
     #[arg(long, env = "MAX_PROJECT_ID_BYTES", default_value_t = 128)]
     pub max_project_id_bytes: usize,
@@ -251,6 +309,11 @@ pub struct Config {
 
 /// The shortest JWT_SECRET accepted (RFC 7518 3.2: a key of at least the hash's size).
 const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Open files kept for everything but client connections when MAX_CONNECTIONS is derived from
+/// the open-files limit: AWS and Redis connection pools, the spool and record files, the JWKS
+/// fetch, HTTP API callers, and sockets still in their handshake.
+pub const CONNECTION_FD_HEADROOM: u64 = 1024;
 
 /// The longest WRITE_DELAY_MS accepted.
 const MAX_WRITE_DELAY_MS: u64 = 1000;
@@ -457,6 +520,8 @@ impl Config {
             check_origin_pattern(origin)
                 .map_err(|reason| ConfigError::Invalid { variable: "ALLOWED_ORIGINS", reason })?;
         }
+        crate::access::client_address::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|reason| ConfigError::Invalid { variable: "TRUSTED_PROXIES", reason })?;
         for origin in &self.cors_allowed_origins {
             check_origin(origin).map_err(|reason| ConfigError::Invalid { variable: "CORS_ALLOWED_ORIGINS", reason })?;
         }
@@ -559,6 +624,15 @@ impl Config {
         self.sqs_queue_url_updates.as_deref().filter(|url| !url.is_empty())
     }
 
+    /// MAX_CONNECTIONS, or when 0 what `open_files` (the process's limit) leaves after the
+    /// headroom.
+    pub fn max_connections(&self, open_files: u64) -> usize {
+        match self.max_connections {
+            0 => open_files.saturating_sub(CONNECTION_FD_HEADROOM).max(1).try_into().unwrap_or(usize::MAX),
+            set => set,
+        }
+    }
+
     pub fn drain_window(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
@@ -586,6 +660,7 @@ impl Config {
         config.jwt_audience = None;
         config.allow_anonymous = false;
         config.allowed_origins = Vec::new();
+        config.trusted_proxies = Vec::new();
         config.log_format = LogFormat::Text;
         config
     }

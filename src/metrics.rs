@@ -52,7 +52,17 @@ pub struct Metrics {
     pub authenticated_connections: IntGauge,
     /// Connections closed because their token expired (3005).
     pub token_expiries: IntCounter,
+    /// Refusals by the abuse limits, by `limit`: `max_connections`, `per_user`, `per_ip`,
+    /// `rate` (a frame over its connection's budget), `api_rate` (the publish API's budget),
+    /// `handshake_timeout` (a TCP connection closed before its HTTP request arrived).
+    pub limit_refusals: IntCounterVec,
+    /// TCP connections open, WebSocket or not: with `active_connections`, how many sockets are
+    /// still in their handshake or on the HTTP API.
+    pub tcp_connections: IntGauge,
 }
+
+/// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
+pub const LIMITS: [&str; 6] = ["max_connections", "per_user", "per_ip", "rate", "api_rate", "handshake_timeout"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(NAMESPACE)
@@ -176,6 +186,14 @@ impl Metrics {
                 "token_expiries_total",
                 "Connections closed because their token expired without a refresh (3005)",
             ))?,
+            limit_refusals: IntCounterVec::new(
+                opts("limit_refusals_total", "Connections and requests refused by the abuse limits, by limit"),
+                &["limit"],
+            )?,
+            tcp_connections: IntGauge::with_opts(opts(
+                "tcp_connections",
+                "TCP connections open: WebSockets, HTTP API callers and sockets still in their handshake",
+            ))?,
             registry,
         };
         metrics.register_all()?;
@@ -216,6 +234,11 @@ impl Metrics {
         r.register(Box::new(self.auth_failures.clone()))?;
         r.register(Box::new(self.authenticated_connections.clone()))?;
         r.register(Box::new(self.token_expiries.clone()))?;
+        r.register(Box::new(self.limit_refusals.clone()))?;
+        r.register(Box::new(self.tcp_connections.clone()))?;
+        for limit in LIMITS {
+            self.limit_refusals.with_label_values(&[limit]);
+        }
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,
@@ -231,6 +254,10 @@ impl Metrics {
         if ending == CloseCode::SlowConsumer.label() {
             self.slow_consumers_closed.inc();
         }
+    }
+
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals.with_label_values(&[limit]).inc();
     }
 
     pub fn frame_in(&self, action: &str) {

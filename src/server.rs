@@ -12,10 +12,13 @@ use tokio::sync::Notify;
 
 use crate::{
     access::{
+        client_address::TrustedProxies,
+        connections::{ConnectionCaps, ConnectionLimits},
         jwks::Jwks,
         origin::OriginAllowList,
+        rate::{ApiBudgets, ClientRates, Rate},
         token::{TokenVerifier, VerifierSettings},
-        AccessPolicy, Authentication,
+        AccessPolicy, Authentication, Limits,
     },
     broker::Broker,
     config::Config,
@@ -43,6 +46,8 @@ const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a draining session waits for its in-flight forwards before closing.
 const DRAIN_INFLIGHT_GRACE: Duration = Duration::from_secs(5);
+/// How often the publish API's budgets of idle callers are forgotten.
+const API_BUDGET_SWEEP: Duration = Duration::from_secs(60);
 
 /// Fires the same drain as SIGTERM. Cheap to clone, usable from any thread.
 #[derive(Clone, Default)]
@@ -153,9 +158,11 @@ impl Server {
             config.binds_loopback_only(),
             config.max_subscriptions_per_connection,
         )
-        .with_authentication(authentication(&config)?);
+        .with_authentication(authentication(&config)?)
+        .with_limits(limits(&config)?);
         log::info!("{}", policy.describe());
         log::info!("{}", policy.describe_authentication());
+        log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
             redis_health,
@@ -196,8 +203,16 @@ impl Server {
         let app_data = gateway.clone();
         let cors_origins = config.cors_allowed_origins.clone();
         let send_timeout = config.send_timeout();
+        let head_timeout = config.http_request_timeout();
+        let connection_metrics = gateway.metrics.clone();
         let mut http = HttpServer::new(move || {
-            App::new().app_data(app_data.clone()).configure(|routes| crate::http::configure(routes, &cors_origins))
+            App::new()
+                .app_data(app_data.clone())
+                .wrap_fn(|request, service| {
+                    crate::http::handshake::request_arrived(request.request());
+                    actix_web::dev::Service::call(service, request)
+                })
+                .configure(|routes| crate::http::configure(routes, &cors_origins))
         })
         .disable_signals()
         .backlog(4096)
@@ -205,7 +220,10 @@ impl Server {
         // follows one not yet acknowledged waits for the ACK, which a client holds back for up to
         // 40 ms (delayed ACK): that was the p99 of the 150k deliveries/s benchmark.
         .tcp_nodelay(true)
-        .on_connect(move |connection, _| limit_unacknowledged_sends(connection, send_timeout))
+        .on_connect(move |connection, extensions| {
+            limit_unacknowledged_sends(connection, send_timeout);
+            crate::http::handshake::watch_connection(extensions, &connection_metrics, head_timeout);
+        })
         .client_request_timeout(config.http_request_timeout())
         .shutdown_timeout(2);
         if config.workers > 0 {
@@ -246,6 +264,14 @@ impl Server {
                 self.gateway.metrics.clone(),
             ));
         }
+        let gateway = self.gateway.clone();
+        actix_rt::spawn(async move {
+            let mut sweep = tokio::time::interval(API_BUDGET_SWEEP);
+            loop {
+                sweep.tick().await;
+                gateway.policy.forget_idle_api_callers();
+            }
+        });
         log::info!(address:% = self.local_addr; "agenticai-websocket listening");
         wait_for_shutdown(&self.shutdown).await;
         drain(&self.gateway, self.config.drain_window()).await;
@@ -292,6 +318,41 @@ fn authentication(config: &Config) -> anyhow::Result<Authentication> {
         verifier: verifier.map(Arc::new),
         allow_anonymous: config.allow_anonymous,
         origins: OriginAllowList::new(&config.allowed_origins),
+    })
+}
+
+/// The abuse limits from the configuration. MAX_CONNECTIONS defaults to what the open-files
+/// limit allows, after raising its soft value to the hard one (a container's soft limit is
+/// often far below what the task may hold).
+fn limits(config: &Config) -> anyhow::Result<Limits> {
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            log::warn!(error:% = error; "cannot read or raise the open-files limit; assuming 1024");
+            1024
+        }
+    };
+    let caps = ConnectionCaps {
+        max_connections: config.max_connections(open_files),
+        max_per_user: config.max_connections_per_user,
+        max_per_ip: config.max_connections_per_ip,
+    };
+    if caps.max_connections as u64 > open_files {
+        log::warn!(
+            max_connections = caps.max_connections, open_files;
+            "MAX_CONNECTIONS is above the open-files limit: accepts will fail before the cap answers 503"
+        );
+    }
+    Ok(Limits {
+        trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|reason| anyhow::anyhow!("TRUSTED_PROXIES: {reason}"))?,
+        connections: ConnectionLimits::new(caps),
+        client_rates: ClientRates {
+            client: Rate::new(config.client_rate_per_second, config.client_rate_burst),
+            service: Rate::new(config.service_rate_per_second, config.service_rate_burst),
+            close_after: config.client_rate_close_after,
+        },
+        api: ApiBudgets::new(Rate::new(config.api_rate_per_second, config.api_rate_burst)),
     })
 }
 

@@ -8,18 +8,30 @@
 //! `scope` and `projects` allow. A refusal names the project asked for and never says whether it
 //! exists.
 //!
+//! The abuse limits are decided here too ([`Limits`]): connection caps at the upgrade and at the
+//! first `authenticate`, a request budget per connection, a budget per caller of the publish API.
+//!
 //! - [`token`]: what a token grants, and its verification.
 //! - [`jwks`]: the issuer's keys, when tokens are verified against a JWKS.
 //! - [`origin`]: the `Origin` allow-list of WebSocket upgrades.
+//! - [`client_address`]: the client's address behind trusted proxies (`X-Forwarded-For`).
+//! - [`connections`]: connection caps per task, user and address, held as permits.
+//! - [`rate`]: request budgets (token buckets) per connection and per API caller.
 
+pub mod client_address;
+pub mod connections;
 pub mod jwks;
 pub mod origin;
+pub mod rate;
 pub mod token;
 
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use self::{
+    client_address::TrustedProxies,
+    connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal},
     origin::OriginAllowList,
+    rate::{ApiBudgets, ClientRates, Rate, RequestBudget},
     token::{Identity, Scopes, TokenError, TokenVerifier},
 };
 use crate::protocol::{ErrorCode, RequestError};
@@ -97,24 +109,58 @@ impl UpgradeRefusal {
     }
 }
 
+/// The abuse limits (issue 13's settings).
+pub struct Limits {
+    pub trusted_proxies: TrustedProxies,
+    pub connections: Arc<ConnectionLimits>,
+    pub client_rates: ClientRates,
+    pub api: ApiBudgets,
+}
+
+impl Default for Limits {
+    /// No limits (unit tests of other rules).
+    fn default() -> Self {
+        let caps = ConnectionCaps { max_connections: usize::MAX, max_per_user: 0, max_per_ip: 0 };
+        Limits {
+            trusted_proxies: TrustedProxies::default(),
+            connections: ConnectionLimits::new(caps),
+            client_rates: ClientRates::default(),
+            api: ApiBudgets::new(Rate::UNLIMITED),
+        }
+    }
+}
+
 pub struct AccessPolicy {
     publish_keys: Vec<String>,
     /// No keys configured and bound to loopback: publishing needs no key.
     publish_open: bool,
     max_subscriptions: usize,
     authentication: Authentication,
+    limits: Limits,
 }
 
 impl AccessPolicy {
     /// `loopback_only`: every address the server binds is a loopback one.
     pub fn new(publish_keys: Vec<String>, loopback_only: bool, max_subscriptions: usize) -> Self {
         let publish_open = publish_keys.is_empty() && loopback_only;
-        AccessPolicy { publish_keys, publish_open, max_subscriptions, authentication: Authentication::default() }
+        AccessPolicy {
+            publish_keys,
+            publish_open,
+            max_subscriptions,
+            authentication: Authentication::default(),
+            limits: Limits::default(),
+        }
     }
 
     /// The same policy, with connection authentication as configured.
     pub fn with_authentication(mut self, authentication: Authentication) -> Self {
         self.authentication = authentication;
+        self
+    }
+
+    /// The same policy, with the abuse limits as configured.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -263,6 +309,95 @@ impl AccessPolicy {
         ))
     }
 }
+
+/// The abuse limits.
+impl AccessPolicy {
+    /// The client's address: the TCP peer, or behind a trusted proxy the address it forwarded
+    /// (`forwarded_for`: the `X-Forwarded-For` values in order).
+    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+        peer.map(|peer| self.limits.trusted_proxies.client_address(peer, forwarded_for))
+    }
+
+    /// Admits a new connection under the task's and the address's caps; the permit is its
+    /// place until it ends.
+    pub fn admit_connection(&self, client: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
+        self.limits.connections.admit(client)
+    }
+
+    /// Counts a connection against its user's cap, once it has a verified token.
+    pub fn admit_user(&self, permit: &mut ConnectionPermit, identity: &Identity) -> Result<(), ConnectionRefusal> {
+        permit.add_user(&identity.user_id)
+    }
+
+    /// What to answer a connection refused by a cap.
+    pub fn connection_refusal(&self, refusal: ConnectionRefusal) -> RequestError {
+        refusal.to_request_error(self.limits.connections.caps())
+    }
+
+    /// The request budget of a connection: a service's (a publish key, open publishing, or a
+    /// token with the `publish` scope) or a client's.
+    pub fn request_budget(&self, principal: &Principal) -> RequestBudget {
+        RequestBudget::new(&self.limits.client_rates, Self::is_service(principal))
+    }
+
+    /// Whether a connection's budget should now be a service's, after it authenticated.
+    pub fn budget_changes(&self, budget: &RequestBudget, principal: &Principal) -> bool {
+        budget.is_service() != Self::is_service(principal)
+    }
+
+    fn is_service(principal: &Principal) -> bool {
+        principal.can_publish
+            || principal.identity.as_ref().is_some_and(|identity| identity.scopes.has(Scopes::PUBLISH))
+    }
+
+    /// Spends one request of an API caller's budget: per publish key, else per user, else
+    /// (open mode) one budget for every anonymous caller.
+    pub fn check_api_rate(&self, principal: &Principal, authorization: Option<&str>) -> Result<(), RequestError> {
+        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let key_index = presented.and_then(|presented| {
+            self.publish_keys.iter().position(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
+        });
+        // The key's position, not the key: budgets are keyed by something safe to hold.
+        let caller = match (key_index, principal.user_id()) {
+            (Some(index), _) => format!("key#{index}"),
+            (None, Some(user)) => format!("user:{user}"),
+            (None, None) => "anonymous".to_owned(),
+        };
+        match self.limits.api.spend(&caller) {
+            None => Ok(()),
+            Some(retry_after) => Err(RequestError::rate_limited(
+                format!("Over the publish API's rate limit; retry in {} ms", retry_after.as_millis().max(1)),
+                retry_after,
+            )),
+        }
+    }
+
+    /// Forgets the API budgets of idle callers (called on a timer).
+    pub fn forget_idle_api_callers(&self) {
+        self.limits.api.forget_idle();
+    }
+
+    /// The start-up log's line on the limits.
+    pub fn describe_limits(&self) -> String {
+        let caps = self.limits.connections.caps();
+        let cap = |value: usize| if value == 0 { "none".to_owned() } else { value.to_string() };
+        let proxies = if self.limits.trusted_proxies.is_empty() {
+            "the TCP peer (no TRUSTED_PROXIES: behind a proxy, every client shares its address)"
+        } else {
+            "the X-Forwarded-For entry of a trusted proxy"
+        };
+        format!(
+            "limits: {} connections, {} per user, {} per address (client address: {proxies})",
+            caps.max_connections,
+            cap(caps.max_per_user),
+            cap(caps.max_per_ip)
+        )
+    }
+}
+
+/// How long a client refused by a connection cap should wait (`Retry-After`): places free up
+/// as connections end, which cannot be predicted, so long enough not to hammer.
+pub const CONNECTION_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl AccessPolicy {
     /// Whether the HTTP API needs no credentials (no PUBLISH_API_KEYS, bound to loopback).

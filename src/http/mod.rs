@@ -2,6 +2,7 @@
 //! operations endpoints (`/health`, `/ready`, `/metrics`).
 
 pub mod audit;
+pub mod handshake;
 pub mod history;
 pub mod operations;
 pub mod publish;
@@ -51,6 +52,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Forbidden | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -106,13 +108,20 @@ pub fn error_response(error: &RequestError) -> HttpResponse {
     error_response_with_status(error, status_for(error.code))
 }
 
-/// The protocol's error shape with a status of the caller's choosing.
+/// The protocol's error shape with a status of the caller's choosing; an error that says when
+/// to retry also carries `retry_after_ms` and the `Retry-After` header (whole seconds).
 pub fn error_response_with_status(error: &RequestError, status: StatusCode) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({
+    let mut response = HttpResponse::build(status);
+    let mut body = serde_json::json!({
         "type": "error",
         "code": error.code,
         "message": error.message,
-    }))
+    });
+    if let Some(retry_after_ms) = error.retry_after_ms() {
+        response.insert_header((header::RETRY_AFTER, retry_after_ms.div_ceil(1000).to_string()));
+        body["retry_after_ms"] = retry_after_ms.into();
+    }
+    response.json(body)
 }
 
 /// The open-mode Host rule ([`crate::access::AccessPolicy::check_open_request`]) for a request

@@ -2,7 +2,8 @@
 //!
 //! Body `{"project_id":"P","data":<any JSON>,"type":"<optional event>"}`; answers
 //! `{"id","project_id","subscribers","published_at"}` with `subscribers` the local connections
-//! reached. Needs `Authorization: Bearer KEY` (see [`crate::access`]).
+//! reached. Needs `Authorization: Bearer KEY` (see [`crate::access`]). Each key (or token
+//! user) has a budget of API_RATE_PER_SECOND; over it, 429 with `Retry-After`.
 //!
 //! The body is read with a deadline (HTTP_REQUEST_TIMEOUT_SECS): a client trickling it a byte
 //! at a time gets 408 instead of holding a connection and a buffer for ever (actix-web bounds the
@@ -17,7 +18,7 @@ use actix_web::{
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{api_principal, header_str, refuse_foreign_host, Refusal};
+use super::{api_principal, authorization, header_str, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
     broker::PublishSource,
@@ -58,6 +59,9 @@ async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway)
     policy
         .check(&principal, Action::Publish { project_id: &project_id })
         .map_err(|error| Refusal::access(error, &principal))?;
+    policy.check_api_rate(&principal, authorization(request)).inspect_err(|_| {
+        gateway.metrics.limit_refused("api_rate");
+    })?;
     let event = event_name(object.get("type").or_else(|| object.get("event")))?;
     let data = object.remove("data").unwrap_or(Value::Null);
     let publication = PublishRequest { project_id, event, data };

@@ -3,13 +3,15 @@
 //!
 //! In order, before any per-connection memory is spent: the drain, the HTTP version, the
 //! `Origin` allow-list and protected mode ([`crate::access::AccessPolicy::admit_upgrade`]), the
-//! token (a token that fails verification gets 401 and no upgrade), then the URL's project.
+//! task's and the client address's connection caps (503 / 429, before a signature is checked),
+//! the token (a token that fails verification gets 401 and no upgrade), its user's connection
+//! cap (429), then the URL's project.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
 use super::{authorization, error_response, error_response_with_status, header_str};
 use crate::{
-    access::{Action, UpgradeRefusal},
+    access::{connections::ConnectionRefusal, Action, UpgradeRefusal},
     gateway::Gateway,
     protocol::{request::validate_project_id, ErrorCode, RequestError},
     session::{NewSession, Session},
@@ -48,6 +50,17 @@ pub async fn upgrade(
         };
         return Ok(error_response_with_status(&refusal.to_request_error(), status));
     }
+    let forwarded_for: Vec<&str> =
+        request.headers().get_all("x-forwarded-for").filter_map(|value| value.to_str().ok()).collect();
+    let client = policy.client_address(peer, &forwarded_for);
+    let refuse = |refusal: ConnectionRefusal| {
+        gateway.metrics.limit_refused(refusal.label());
+        Ok(error_response(&policy.connection_refusal(refusal)))
+    };
+    let mut permit = match policy.admit_connection(client) {
+        Ok(permit) => permit,
+        Err(refusal) => return refuse(refusal),
+    };
     let principal = match policy.connection_principal(authorization(&request), query.token.as_deref()).await {
         Ok(principal) => principal,
         Err(error) => {
@@ -56,6 +69,11 @@ pub async fn upgrade(
             return Ok(error_response_with_status(&refusal, StatusCode::UNAUTHORIZED));
         }
     };
+    if let Some(identity) = &principal.identity {
+        if let Err(refusal) = policy.admit_user(&mut permit, identity) {
+            return refuse(refusal);
+        }
+    }
     if principal.identity.is_some() {
         gateway.metrics.authentications.with_label_values(&["upgrade"]).inc();
     }
@@ -74,6 +92,7 @@ pub async fn upgrade(
     let new = NewSession {
         gateway: gateway.into_inner(),
         principal,
+        permit,
         remote_addr: request.peer_addr().map(|addr| addr.to_string()),
         initial_projects,
         refused_projects,

@@ -43,6 +43,12 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server; the request may be retried.
     Internal,
+    /// The connection (or API caller) sends faster than its budget: the request was not
+    /// executed; retry after `retry_after_ms`. Over HTTP: 429 with `Retry-After`.
+    RateLimited,
+    /// This user already holds MAX_CONNECTIONS_PER_USER connections on this task (the answer
+    /// to an `authenticate` before close 3504). Over HTTP: 429.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -62,6 +68,8 @@ impl ErrorCode {
             ErrorCode::Draining => "draining",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -72,11 +80,30 @@ impl ErrorCode {
 pub struct RequestError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the request may be retried, for [`ErrorCode::RateLimited`]: the reply's
+    /// `retry_after_ms`, and over HTTP the `Retry-After` header.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl RequestError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RequestError { code, message: message.into() }
+        RequestError { code, message: message.into(), retry_after: None }
+    }
+
+    /// A request over its sender's budget, to retry after `retry_after`.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self::new(ErrorCode::RateLimited, message).with_retry_after(retry_after)
+    }
+
+    /// The same error, telling the client when to retry.
+    pub fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// `retry_after` in whole milliseconds, rounded up (0 would invite an immediate retry).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after.map(|after| (after.as_nanos().div_ceil(1_000_000)).max(1) as u64)
     }
 
     /// The original server's wording, which its clients compare against.
@@ -118,11 +145,17 @@ pub enum CloseCode {
     InvalidToken,
     /// No successful `authenticate` within AUTH_TIMEOUT_SECS of connecting.
     AuthenticationTimeout,
+    /// The user already holds MAX_CONNECTIONS_PER_USER connections on this task: close one
+    /// before opening another (Centrifugo's "connection limit").
+    TooManyConnections,
+    /// The client kept sending over its rate limit (CLIENT_RATE_CLOSE_AFTER refusals in a row):
+    /// an abusive or runaway client; reconnect only after a long pause.
+    RateLimitExceeded,
 }
 
 impl CloseCode {
     /// Every close code, for tables and metrics.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::MessageTooBig,
@@ -133,6 +166,8 @@ impl CloseCode {
         CloseCode::TokenExpired,
         CloseCode::InvalidToken,
         CloseCode::AuthenticationTimeout,
+        CloseCode::TooManyConnections,
+        CloseCode::RateLimitExceeded,
     ];
 
     pub fn code(self) -> u16 {
@@ -147,6 +182,8 @@ impl CloseCode {
             CloseCode::TokenExpired => 3005,
             CloseCode::InvalidToken => 3500,
             CloseCode::AuthenticationTimeout => 3502,
+            CloseCode::TooManyConnections => 3504,
+            CloseCode::RateLimitExceeded => 3509,
         }
     }
 
@@ -163,11 +200,14 @@ impl CloseCode {
             CloseCode::TokenExpired => "token expired: get a new token, then reconnect",
             CloseCode::InvalidToken => "invalid token: do not reconnect with it",
             CloseCode::AuthenticationTimeout => "not authenticated in time",
+            CloseCode::TooManyConnections => "too many connections for this user",
+            CloseCode::RateLimitExceeded => "rate limit exceeded repeatedly: pause before reconnecting",
         }
     }
 
-    /// Whether what is queued for the client goes out before this close: for a drain, and for
-    /// the token closes, whose reason the last replies explain.
+    /// Whether what is queued for the client goes out before this close: for a drain, for the
+    /// token and limit closes, whose reason the last replies explain, and for 3509, which waits
+    /// for the answers to the forwards already accepted.
     pub fn flushes_queue(self) -> bool {
         matches!(
             self,
@@ -175,6 +215,8 @@ impl CloseCode {
                 | CloseCode::TokenExpired
                 | CloseCode::InvalidToken
                 | CloseCode::AuthenticationTimeout
+                | CloseCode::TooManyConnections
+                | CloseCode::RateLimitExceeded
         )
     }
 
@@ -191,6 +233,8 @@ impl CloseCode {
             CloseCode::TokenExpired => "3005_token_expired",
             CloseCode::InvalidToken => "3500_invalid_token",
             CloseCode::AuthenticationTimeout => "3502_authentication_timeout",
+            CloseCode::TooManyConnections => "3504_too_many_connections",
+            CloseCode::RateLimitExceeded => "3509_rate_limit_exceeded",
         }
     }
 

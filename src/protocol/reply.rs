@@ -65,6 +65,9 @@ pub enum Reply<'a> {
         /// The project a refusal is about, when it is about one.
         #[serde(skip_serializing_if = "Option::is_none")]
         project_id: Option<&'a str>,
+        /// `rate_limited`: milliseconds until the request would be accepted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -78,7 +81,18 @@ struct Envelope<'a> {
 
 impl<'a> Reply<'a> {
     pub fn error(error: &'a RequestError) -> Self {
-        Reply::Error { code: error.code, message: &error.message, message_id: None, project_id: None }
+        Self::error_about(error, None, None)
+    }
+
+    /// An error naming the forward (`message_id`) or the project it is about.
+    pub fn error_about(error: &'a RequestError, message_id: Option<&'a str>, project_id: Option<&'a str>) -> Self {
+        Reply::Error {
+            code: error.code,
+            message: &error.message,
+            message_id,
+            project_id,
+            retry_after_ms: error.retry_after_ms(),
+        }
     }
 
     /// The frame, with the client's `request_id` echoed when it sent one.

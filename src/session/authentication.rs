@@ -10,6 +10,9 @@
 //!   refreshed token that allows fewer projects ends the subscriptions it no longer allows, each
 //!   with a `forbidden` error naming the project.
 //! - An invalid token in `authenticate`: `unauthorized`, then close 3500.
+//! - A first token whose user already holds MAX_CONNECTIONS_PER_USER connections on this task:
+//!   `too_many_connections`, then close 3504. A first token with the `publish` scope moves the
+//!   connection to a service's request budget.
 
 use std::{
     sync::Arc,
@@ -133,6 +136,19 @@ impl Session {
             Some(_) => true,
             None => false,
         };
+        if !refresh {
+            if let Err(refusal) = self.gateway.policy.admit_user(&mut self.permit, &identity) {
+                self.gateway.metrics.limit_refused(refusal.label());
+                log::info!(
+                    connection_id = &*self.id, user_id = &*identity.user_id;
+                    "user at MAX_CONNECTIONS_PER_USER; closing with 3504"
+                );
+                self.reply_error(&self.gateway.policy.connection_refusal(refusal), request_id);
+                self.outbox.close(CloseCode::TooManyConnections);
+                return;
+            }
+        }
+        let metrics = &self.gateway.metrics;
         metrics.authentications.with_label_values(&[if refresh { "refresh" } else { "authenticate" }]).inc();
         if !refresh {
             metrics.authenticated_connections.inc();
@@ -147,6 +163,9 @@ impl Session {
             "authenticated",
         );
         self.principal.identity = Some(identity);
+        if self.gateway.policy.budget_changes(&self.budget, &self.principal) {
+            self.budget = self.gateway.policy.request_budget(&self.principal);
+        }
         self.start_identity_deadline(ctx);
         if refresh {
             self.end_subscriptions_no_longer_allowed();
@@ -167,10 +186,11 @@ impl Session {
             .collect();
         for (project_id, error) in refused {
             self.subscriptions.remove(&project_id);
-            let message = format!("Subscription ended: the refreshed token does not allow project {project_id:?}");
-            let frame =
-                Reply::Error { code: error.code, message: &message, message_id: None, project_id: Some(&project_id) }
-                    .to_frame(None);
+            let ended = RequestError::new(
+                error.code,
+                format!("Subscription ended: the refreshed token does not allow project {project_id:?}"),
+            );
+            let frame = Reply::error_about(&ended, None, Some(&project_id)).to_frame(None);
             self.gateway.metrics.error_sent(error.code);
             // The hub queues the error after it removed the subscription, so nothing of the
             // project follows it. do_send: one per subscription held, and it must not be lost.

@@ -12,8 +12,16 @@
 //! their result arrives. At most MAX_INFLIGHT_PER_CONNECTION of those may be pending per
 //! connection; more are answered `busy` (flood control).
 //!
-//! On a drain (SIGTERM) the session stops taking requests, waits (bounded) for its in-flight
-//! forwards to be answered, then closes with 1012.
+//! Every frame a client sends (text, binary, WebSocket ping) spends one request of the
+//! connection's budget ([`crate::access::rate`]) before anything else is done with it: over
+//! budget, a text frame is parsed only to answer `rate_limited` with its `request_id` (and a
+//! forward's `message_id`) and is not executed, so nothing refused is ever queued; a ping gets
+//! no pong. After CLIENT_RATE_CLOSE_AFTER refusals in a row the connection is closed with 3509.
+//!
+//! A session closes after its in-flight requests on a drain (SIGTERM, 1012) and on 3509: it
+//! stops taking requests, waits (bounded) for the forwards and publishes it accepted to be
+//! answered, then closes. The connection's [`ConnectionPermit`] is its place under the
+//! connection caps until the actor is dropped.
 
 mod authentication;
 pub mod inbound;
@@ -33,7 +41,11 @@ use self::{
     outbox::{Outbound, OutboundBody, Outbox, OutboxLimits},
 };
 use crate::{
-    access::{Action, Principal},
+    access::{
+        connections::ConnectionPermit,
+        rate::{RequestBudget, Spend},
+        Action, Principal,
+    },
     broker::PublishSource,
     dispatcher::{message::QueueMessage, routing::AgentRole, Forward},
     gateway::Gateway,
@@ -96,7 +108,12 @@ pub struct Session {
     last_heard: Instant,
     /// Forwards and publishes sent on and not yet answered.
     inflight: usize,
-    draining: bool,
+    /// Closing once the in-flight requests are answered: 1012 on a drain, 3509 for a client
+    /// that keeps sending over its budget. New requests are refused meanwhile.
+    closing: Option<CloseCode>,
+    /// The connection's place under the connection caps, given back when the session drops.
+    permit: ConnectionPermit,
+    budget: RequestBudget,
     client_closed: bool,
     /// The socket failed under us: nothing more can be sent.
     connection_lost: bool,
@@ -115,6 +132,8 @@ pub struct Session {
 pub struct NewSession {
     pub gateway: Arc<Gateway>,
     pub principal: Principal,
+    /// Admitted under the connection caps by the upgrade.
+    pub permit: ConnectionPermit,
     pub remote_addr: Option<String>,
     pub initial_projects: Vec<ProjectId>,
     /// Projects named on the URL that the principal may not subscribe to: each gets a
@@ -151,12 +170,7 @@ impl Session {
         // A fresh queue always has room for the first frames.
         let _ = outbox.push_text(greeting);
         for (project_id, error) in &new.refused_projects {
-            let refusal = Reply::Error {
-                code: error.code,
-                message: &error.message,
-                message_id: None,
-                project_id: Some(project_id),
-            };
+            let refusal = Reply::error_about(error, None, Some(project_id));
             if outbox.push_text(refusal.to_frame(None)).is_ok() {
                 new.gateway.metrics.error_sent(error.code);
             }
@@ -165,6 +179,7 @@ impl Session {
         let metrics = new.gateway.metrics.clone();
         let initial_projects = new.initial_projects.clone();
         let authenticated = new.principal.identity.is_some();
+        let budget = new.gateway.policy.request_budget(&new.principal);
         let session = Session {
             id: id.clone(),
             gateway: new.gateway,
@@ -173,7 +188,9 @@ impl Session {
             subscriptions: new.initial_projects.into_iter().collect(),
             last_heard: Instant::now(),
             inflight: 0,
-            draining: false,
+            closing: None,
+            permit: new.permit,
+            budget,
             client_closed: false,
             connection_lost: false,
             ending: None,
@@ -231,7 +248,7 @@ impl Session {
         self.gateway.metrics.frame_in(label);
         let request_id = parsed.request_id;
         let result = parsed.request.and_then(|request| {
-            if self.draining && !matches!(request, Request::Ping) {
+            if self.closing.is_some() && !matches!(request, Request::Ping) {
                 return Err(RequestError::new(ErrorCode::Draining, "The server is restarting; reconnect"));
             }
             self.route(request, request_id.clone(), ctx)
@@ -312,9 +329,68 @@ impl Session {
 
     fn release_inflight_slot(&mut self) {
         self.inflight -= 1;
-        if self.draining && self.inflight == 0 {
-            self.outbox.close(CloseCode::ServiceRestart);
+        if let (Some(code), 0) = (self.closing, self.inflight) {
+            self.outbox.close(code);
         }
+    }
+
+    /// Stops taking requests and closes with `code` once the requests in flight are answered
+    /// (at most DRAIN_INFLIGHT_GRACE later).
+    fn close_after_inflight(&mut self, code: CloseCode, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(code);
+        if self.inflight == 0 {
+            self.outbox.close(code);
+        } else {
+            let outbox = self.outbox.clone();
+            ctx.run_later(self.gateway.session.drain_inflight_grace, move |_, _| outbox.close(code));
+        }
+    }
+
+    /// Spends one request of the connection's budget for a frame (`text` for a text frame):
+    /// false when the frame must not be executed. A refused text frame is answered
+    /// `rate_limited`; frames after the 3509 decision are dropped unanswered.
+    fn within_budget(&mut self, text: Option<&str>, ctx: &mut Context<Self>) -> bool {
+        if self.closing == Some(CloseCode::RateLimitExceeded) {
+            return false;
+        }
+        match self.budget.spend() {
+            Spend::Allowed => true,
+            Spend::Refused { retry_after } => {
+                self.gateway.metrics.limit_refused("rate");
+                if let Some(text) = text {
+                    self.refuse_over_budget(text, retry_after);
+                }
+                false
+            }
+            Spend::CloseConnection => {
+                self.gateway.metrics.limit_refused("rate");
+                log::info!(
+                    connection_id = &*self.id, user_id = self.principal.user_id();
+                    "closing a client that keeps sending over its rate limit (3509)"
+                );
+                self.close_after_inflight(CloseCode::RateLimitExceeded, ctx);
+                false
+            }
+        }
+    }
+
+    /// Answers a frame over budget without executing it, naming its `request_id` and, for a
+    /// forward, its `message_id`.
+    fn refuse_over_budget(&self, text: &str, retry_after: Duration) {
+        let parsed = request::parse(text, self.gateway.session.parse_limits);
+        let message_id = match &parsed.request {
+            Ok(Request::Forward(forward)) => Some(forward.message_id.as_str()),
+            _ => None,
+        };
+        let error = RequestError::rate_limited(
+            format!("Too many requests on this connection; retry in {} ms", retry_after.as_millis().max(1)),
+            retry_after,
+        );
+        let frame = Reply::error_about(&error, message_id, None).to_frame(parsed.request_id.as_ref());
+        self.send_error_frame(frame, error.code);
     }
 
     fn forward(
@@ -358,9 +434,7 @@ impl Session {
     }
 
     fn forward_failed(&self, error: &RequestError, message_id: &str, request_id: Option<&RequestId>) {
-        let frame =
-            Reply::Error { code: error.code, message: &error.message, message_id: Some(message_id), project_id: None }
-                .to_frame(request_id);
+        let frame = Reply::error_about(error, Some(message_id), None).to_frame(request_id);
         self.send_error_frame(frame, error.code);
     }
 
@@ -439,11 +513,14 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
         self.last_heard = Instant::now();
         match item {
             Ok(Inbound::Text(text)) => {
-                if !self.hold_while_authenticating(&text) {
+                if self.within_budget(Some(&text), ctx) && !self.hold_while_authenticating(&text) {
                     self.handle_text(&text, ctx);
                 }
             }
             Ok(Inbound::Binary) => {
+                if !self.within_budget(None, ctx) {
+                    return;
+                }
                 self.gateway.metrics.frame_in("binary");
                 let error = RequestError::new(
                     ErrorCode::BinaryNotSupported,
@@ -452,16 +529,24 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
                 self.reply_error(&error, None);
             }
             Ok(Inbound::Ping(payload)) => {
-                let _ = self.outbox.push_control(Outbound::Pong(payload));
+                if self.within_budget(None, ctx) {
+                    let _ = self.outbox.push_control(Outbound::Pong(payload));
+                }
             }
             Ok(Inbound::Pong) => {}
             Ok(Inbound::Close) => {
-                self.client_closed = true;
+                // A close that answers the server's own is the end of the server's close.
+                if self.outbox.close_requested().is_none() {
+                    self.client_closed = true;
+                }
                 self.outbox.close(CloseCode::Normal);
             }
             Err(InboundError::Lost(_)) => {
-                // The peer vanished without a close frame (reset, network drop).
-                self.connection_lost = true;
+                // The peer vanished without a close frame (reset, network drop), unless the
+                // server was closing it: then the reset is its answer to the close.
+                if self.outbox.close_requested().is_none() {
+                    self.connection_lost = true;
+                }
                 self.outbox.close(CloseCode::Normal);
             }
             Err(error) => {
@@ -502,14 +587,6 @@ impl Handler<Drain> for Session {
     type Result = ();
 
     fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
-        self.draining = true;
-        if self.inflight == 0 {
-            self.outbox.close(CloseCode::ServiceRestart);
-        } else {
-            let outbox = self.outbox.clone();
-            ctx.run_later(self.gateway.session.drain_inflight_grace, move |_, _| {
-                outbox.close(CloseCode::ServiceRestart);
-            });
-        }
+        self.close_after_inflight(CloseCode::ServiceRestart, ctx);
     }
 }
