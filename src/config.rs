@@ -457,6 +457,9 @@ impl Config {
             ("MAX_SUBSCRIPTIONS_PER_CONNECTION", self.max_subscriptions_per_connection),
             ("MAX_PROJECT_ID_BYTES", self.max_project_id_bytes),
             ("MAX_INFLIGHT_PER_CONNECTION", self.max_inflight_per_connection),
+            ("CLIENT_RATE_BURST", self.client_rate_burst as usize),
+            ("SERVICE_RATE_BURST", self.service_rate_burst as usize),
+            ("API_RATE_BURST", self.api_rate_burst as usize),
             ("SQS_MAX_BATCH_BYTES", self.sqs_max_batch_bytes),
             ("FORWARD_DEADLINE_SECS", self.forward_deadline_secs as usize),
             ("DISPATCHER_MAX_PENDING", self.dispatcher_max_pending),
@@ -697,6 +700,20 @@ mod tests {
         assert!(parse(&["--write-delay-ms", "1000"]).validate().is_ok());
         let message = parse(&["--write-delay-ms", "1001"]).validate().unwrap_err().to_string();
         assert!(message.starts_with("WRITE_DELAY_MS"), "{message}");
+    }
+
+    #[test]
+    fn max_connections_defaults_to_the_open_files_limit_less_the_headroom() {
+        let config = parse(&[]);
+        assert_eq!(config.max_connections(65_536), 64_512);
+        assert_eq!(config.max_connections(100), 1, "a tiny limit still admits one connection");
+        assert_eq!(parse(&["--max-connections", "5000"]).max_connections(65_536), 5000);
+    }
+
+    #[test]
+    fn trusted_proxies_must_be_cidrs_or_addresses() {
+        let message = parse(&["--trusted-proxies", "10.0.0.0/16,the-vpc"]).validate().unwrap_err().to_string();
+        assert!(message.starts_with("TRUSTED_PROXIES") && message.contains("the-vpc"), "{message}");
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! - `floor`: the `fanout` traffic shapes with no gateway at all: a writer process writes frames
 //!   straight into N loopback TCP sockets, lean mio readers read them; latency percentiles and the
 //!   kernel's CPU per frame (writer user/system, readers), the floor under the `fanout` figures.
+//! - `abuse`: a ping flood, connections over their rate budget, slowloris sockets, one after the
+//!   other, with probe clients measuring round trips and connects and the server's memory
+//!   sampled before, during and after each.
 //!
 //! Every run is bounded in count and in time. A live progress line goes to stderr, the summary to
 //! stdout (with `--json`, the JSON result goes to stdout and the summary to stderr). The exit
 //! status is 1 when anything was lost, duplicated or failed, 2 on a usage or set-up error.
 
+mod abuse;
 mod connect;
 mod fanout;
 mod floor;
@@ -54,6 +58,8 @@ enum Command {
     BareSqs(forward::BareArgs),
     /// No gateway: a writer process -> N loopback TCP sockets -> mio readers (the kernel's floor).
     Floor(floor::Args),
+    /// Floods (pings, requests over budget, slowloris) while probes measure the others' latency.
+    Abuse(abuse::Args),
     /// (internal) one child process of a multi-process `connect` run.
     #[command(hide = true)]
     ConnectWorker(connect::WorkerArgs),
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => args.common.server_pids.clone(),
         Command::Fanout(args) => args.common.server_pids.clone(),
         Command::Forward(args) => args.common.server_pids.clone(),
+        Command::Abuse(args) => args.common.server_pids.clone(),
         _ => Vec::new(),
     };
     let _ = scrape::SERVER_PIDS.set(pids);
@@ -219,6 +226,7 @@ fn main() -> ExitCode {
             Command::Forward(args) => forward::run(args).await,
             Command::BareSqs(args) => forward::run_bare(args).await,
             Command::Floor(args) => floor::run(args, nofile).await,
+            Command::Abuse(args) => abuse::run(args).await,
             Command::FloorWriter(args) => floor::writer_main(args).await,
         }
     });
