@@ -5,6 +5,7 @@
 #
 #   scripts/benchmarks.sh [OUT_DIR]          # default: target/benchmarks
 #   scripts/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
+#   scripts/benchmarks.sh OUT_DIR limits     # only the abuse-limit series (about 3 minutes)
 #
 # Then the machine's floor (`loadtest floor`: the same traffic with no server) and the fan-out runs
 # again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The machine's floor and the
@@ -89,8 +90,27 @@ token_series() {
   stop_server
   kill "$jwks_pid"
 }
-if [ "${2:-all}" = tokens ]; then
-  token_series
+# Abuse limits (issue 13): the floods of `loadtest abuse` (a ping flood, 1,000 connections over
+# their budget, 500 slowloris sockets) against clients on a 10/s budget (a key configured makes
+# plain connections clients, not services), then 10,000 connects to show what the caps and the
+# per-connection budget cost.
+limits_series() {
+  for r in 1 2; do
+    PUBLISH_API_KEYS=bench-key CLIENT_RATE_PER_SECOND=10 CLIENT_RATE_BURST=20 start_server 18090
+    run "abuse-$r" abuse --url "$URL" --phase-secs 10 --probes 10 --flooders 1000 --flood-rate 50 --slowloris 500
+  done
+  for r in 1 2 3; do
+    start_server 18090
+    run "connect-limits-$r" connect --url "$URL" --connections 10000 --projects 100 --hold 5 --processes 1 \
+      --source-addrs 4 --concurrency 1000
+  done
+  stop_server
+}
+case "${2:-all}" in
+  tokens) token_series ;;
+  limits) limits_series ;;
+esac
+if [ "${2:-all}" != all ]; then
   echo "summaries in $OUT" >&2
   exit 0
 fi
@@ -128,4 +148,5 @@ for r in 1 2; do
   run "fanout50-delay5-$r" fanout --url $URL --subscribers 1000 --projects 10 --publishers 4 --rate 500 --duration 20
 done
 token_series
+limits_series
 echo "summaries in $OUT" >&2

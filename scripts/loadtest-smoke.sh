@@ -105,5 +105,14 @@ kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=""
 
+# The floods of the limits issue, against clients on a small budget (with a key configured,
+# plain connections are clients, not services) and a 1 s handshake timeout.
+start_server PUBLISH_API_KEYS=smoke-key CLIENT_RATE_PER_SECOND=10 CLIENT_RATE_BURST=20 HTTP_REQUEST_TIMEOUT_SECS=1
+scenario "abuse: a ping flood, 50 connections over budget, 20 slowloris sockets" abuse --phase-secs 2 \
+  --probes 2 --flooders 50 --flood-rate 50 --slowloris 20
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+server_pid=""
+
 echo "loadtest-smoke: $passed passed, $failed failed"
 [ "$failed" = 0 ]
