@@ -234,9 +234,13 @@ export class Client {
       // An upgrade or authentication that hangs: give up on this socket and try again.
       if (socket === this.#socket) this.#lost(socket, 1006, "connect timeout");
     }, this.#options.connectTimeoutMs);
-    socket.onopen = () => socket === this.#socket && this.#authenticate(socket, token);
+    let opened = false;
+    socket.onopen = () => socket === this.#socket && ((opened = true), this.#authenticate(socket, token));
     socket.onmessage = (event) => socket === this.#socket && this.#receive(event.data);
     socket.onclose = (event) => socket === this.#socket && this.#lost(socket, event.code, event.reason);
+    // A failed upgrade (refused, HTTP 429/503, unreachable): browsers follow with a close 1006,
+    // Node 20's WebSocket with nothing, so it is handled here.
+    socket.onerror = () => socket === this.#socket && !opened && this.#lost(socket, 1006, "connection failed");
   }
 
   async #authenticate(socket, token) {

@@ -1,0 +1,203 @@
+// The JavaScript client in Node against the real gateway binary:
+//   AGENTICAI_BIN=target/release/agenticai-websocket REDIS_PORT=6379 \
+//     node --experimental-websocket --test clients/js/test/
+// (scripts/client-tests.sh starts Redis and runs this with the Chromium and Python suites.)
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { Client, RequestError, backoffDelay } from "../agenticai-websocket.js";
+import { record } from "./recorder.js";
+import {
+  JWT_SECRET,
+  drainScenario,
+  freePort,
+  mintToken,
+  publish,
+  range,
+  sleep,
+  startServer,
+  uniqueProject,
+  waitFor,
+} from "./harness.js";
+
+function nodeSubscriber() {
+  let recording = null;
+  return {
+    async start(url, projectId, options) {
+      recording = record(url, projectId, options);
+      await recording.ready;
+    },
+    log: async () => recording.log,
+    stop: async () => recording?.client.close(),
+  };
+}
+
+test("a drained server restarted on the same port (Redis): every message once, in order", async () => {
+  await drainScenario(nodeSubscriber(), { takeover: false });
+});
+
+test("another task takes over from a drained one (same Redis): every message once, in order", async () => {
+  await drainScenario(nodeSubscriber(), { takeover: true });
+});
+
+test("a restart without Redis loses the history: onReset, then the new stream", async () => {
+  const projectId = uniqueProject("reset");
+  let server = await startServer();
+  const { client, log, ready } = record(server.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await ready;
+    for (const n of range(3)) assert.ok(await publish(server.port, projectId, { n }));
+    await waitFor("the first messages", () => log.received.length === 3);
+    await server.stop();
+    server = await startServer({ port: server.port }); // a new epoch: offsets start again at 1
+    await waitFor("the reset", () => log.resets.length === 1);
+    for (const n of [3, 4]) assert.ok(await publish(server.port, projectId, { n }));
+    await waitFor("the messages after the reset", () => log.received.length === 5);
+    assert.deepEqual(log.received, range(5));
+    assert.equal(log.resets[0].projectId, projectId);
+    assert.equal(log.resets[0].offset, 0, "the reset tells the new position: nothing published yet");
+    assert.ok(log.resets[0].epoch, "and its epoch");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("tokens: refreshed at refresh_at across several expiries, on the same connection", async () => {
+  const server = await startServer({ env: { JWT_SECRET, JWT_LEEWAY_SECS: "0" } });
+  const projectId = uniqueProject("refresh");
+  let minted = 0;
+  const getToken = () => (minted++, mintToken({ projects: projectId, ttl: 3 }));
+  const { client, log, ready } = record(server.url, projectId, { getToken });
+  try {
+    await ready;
+    await sleep(7_000); // past two expiries of a 3 s token
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    await waitFor("the message after the expiries", () => log.received.length === 1);
+    assert.ok(minted >= 3, `refreshed before each expiry (${minted} tokens)`);
+    assert.deepEqual(log.states.map((change) => change.state), ["connecting", "connected"], "never disconnected");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("tokens: a 3005 (no fresh token at refresh time) reconnects with a fresh token and resumes", async () => {
+  const server = await startServer({ env: { JWT_SECRET, JWT_LEEWAY_SECS: "0" } });
+  const projectId = uniqueProject("expired");
+  const first = mintToken({ projects: projectId, ttl: 2 });
+  let calls = 0;
+  // The identity provider hands back the same (expiring) token at refresh time, then fresh ones.
+  const getToken = () => (++calls <= 2 ? first : mintToken({ projects: projectId, ttl: 60 }));
+  const { client, log, ready } = record(server.url, projectId, { getToken, backoffBaseMs: 100 });
+  try {
+    await ready;
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    const expired = await waitFor("the 3005 close", () => log.states.find((change) => change.code === 3005), 6_000);
+    assert.equal(expired.state, "disconnected");
+    await waitFor("the reconnection", () => log.states.at(-1).state === "connected");
+    assert.ok(await publish(server.port, projectId, { n: 1 }));
+    await waitFor("the message after the reconnection", () => log.received.length === 2);
+    assert.deepEqual(log.received, [0, 1]);
+    assert.deepEqual(log.resets, []);
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("tokens: an invalid token (3500) is retried once through getToken, then the client stops", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const client = new Client(server.url, { getToken: () => "not-a-token", backoffBaseMs: 50 });
+  const states = [];
+  client.on("state", (change) => states.push(change));
+  try {
+    await assert.rejects(client.connect(), (error) => error instanceof RequestError && error.code === "unauthorized");
+    assert.equal(client.state, "closed");
+    assert.deepEqual(
+      states.filter((change) => change.code === 3500).map((change) => change.state),
+      ["disconnected", "closed"],
+    );
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: resolves with the queue's message id; rejects with unknown_message_type and forbidden", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const allowed = uniqueProject("fwd");
+  const client = new Client(server.url, { token: mintToken({ projects: allowed }) });
+  try {
+    await client.connect();
+    const id = await client.forward("dev", allowed, { task: "fix the login" }, { messageId: "m-1" });
+    assert.match(id, /^local-/, "the spool's message id");
+    await assert.rejects(client.forward("fly", allowed, {}), { code: "unknown_message_type" });
+    await assert.rejects(client.forward("dev", "not-in-the-token", {}), (error) => error.code === "forbidden");
+    await assert.rejects(client.publish(allowed, "status", {}), { code: "forbidden" }, "no publish scope");
+    assert.equal((await client.ping()).type, "pong");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: busy when the connection has too many in flight", async () => {
+  const server = await startServer({ env: { MAX_INFLIGHT_PER_CONNECTION: "1" } });
+  const client = new Client(server.url);
+  try {
+    await client.connect();
+    const results = await Promise.allSettled(range(20).map((n) => client.forward("qa", "busy-test", { n })));
+    const codes = results.map((result) => (result.status === "fulfilled" ? "confirmed" : result.reason.code));
+    assert.ok(codes.includes("confirmed"), codes.join());
+    assert.ok(codes.includes("busy"), codes.join());
+    assert.deepEqual(new Set(codes), new Set(["confirmed", "busy"]));
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: one made while the server is down is sent once it is back", async () => {
+  let server = await startServer();
+  const client = new Client(server.url, { restartDelayMaxMs: 50, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await client.connect();
+    await server.stop();
+    await waitFor("the disconnection", () => client.state === "disconnected");
+    const forwarded = client.forward("ops", "down-test", { deploy: true }, { messageId: "while-down" });
+    await sleep(300);
+    server = await startServer({ port: server.port });
+    assert.match(await forwarded, /^local-/);
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("backoff: each reconnect waits a random time within its bound, and waits what it says", async () => {
+  const port = await freePort(); // nothing listens there
+  const client = new Client(`ws://127.0.0.1:${port}/ws`, { backoffBaseMs: 100, backoffMaxMs: 400 });
+  const changes = [];
+  client.on("state", (change) => changes.push({ ...change, at: Date.now() }));
+  client.connect().catch(() => {});
+  try {
+    await waitFor("seven attempts", () => changes.filter((change) => change.state === "connecting").length >= 7);
+  } finally {
+    client.close();
+  }
+  const waits = changes.filter((change) => change.state === "disconnected");
+  waits.slice(0, 6).forEach((change, attempt) => {
+    const bound = Math.min(400, 100 * 2 ** attempt);
+    assert.equal(change.code, 1006);
+    assert.ok(change.reconnectInMs >= 0 && change.reconnectInMs <= bound, `attempt ${attempt}: ${change.reconnectInMs} <= ${bound}`);
+    const next = changes[changes.indexOf(change) + 1];
+    const waited = next.at - change.at;
+    assert.ok(waited >= change.reconnectInMs - 5 && waited <= change.reconnectInMs + 200, `waited ${waited} for ${change.reconnectInMs}`);
+  });
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const delay = backoffDelay(attempt, 500, 30_000);
+    assert.ok(delay >= 0 && delay <= Math.min(30_000, 500 * 2 ** attempt));
+  }
+});
