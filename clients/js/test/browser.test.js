@@ -94,11 +94,15 @@ before(async () => {
   await waitFor("the page's module", () => page.evaluate("window.pageReady === true"));
 });
 
-after(() => {
+after(async () => {
   page?.close();
-  browser?.kill();
+  if (browser && browser.exitCode === null && browser.signalCode === null) {
+    const exited = new Promise((resolve) => browser.once("exit", resolve));
+    browser.kill();
+    await exited; // before removing the profile it writes to
+  }
   pageServer?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  if (profile) rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
 });
 
 function browserSubscriber() {

@@ -175,8 +175,10 @@ export async function drainScenario(subscriber, { takeover }) {
     await subscriber.start(proxy.url, projectId, { restartDelayMaxMs: 300, backoffBaseMs: 100, backoffMaxMs: 500 });
     const count = 120;
     let restart = null;
+    const publishedAt = [];
     await publishStream(projectId, count, () => current.port, {
       onPublished: (n) => {
+        publishedAt.push(Date.now());
         if (n !== 40) return;
         // Mid-stream: the draining server keeps publishing until it exits; the next one
         // (restarted, or the standby) takes the stream over.
@@ -203,6 +205,9 @@ export async function drainScenario(subscriber, { takeover }) {
     assert.equal(drained?.code, 1012, "the subscriber was drained with 1012");
     assert.ok(drained.reconnectInMs <= 300, `1012 reconnects within restartDelayMaxMs (${drained.reconnectInMs} ms)`);
     assert.equal(log.states.at(-1).state, "connected");
+    const reconnected = final.states.find((change) => change.state === "connected" && change.at > drained.at);
+    const missed = publishedAt.filter((at) => at > drained.at && at < reconnected.at).length;
+    assert.ok(missed > 0, "messages were published while the subscriber was away: the resume replayed them");
   } finally {
     await subscriber.stop();
     proxy.close();

@@ -76,8 +76,11 @@ async def drain_scenario(takeover: bool) -> None:
     recorder = await Recorder(proxy.url, unique_project("takeover" if takeover else "restart"), **FAST).start()
     restart: list[asyncio.Task[None]] = []
 
+    published_at: list[float] = []
+
     async def restart_midstream(n: int) -> None:
         nonlocal current
+        published_at.append(time.monotonic())
         if n != 40:
             return
         draining = current
@@ -106,6 +109,12 @@ async def drain_scenario(takeover: bool) -> None:
         assert drained.code == 1012
         assert drained.reconnect_in is not None and drained.reconnect_in <= 0.3
         assert recorder.client.state is ConnectionState.CONNECTED
+        drained_at = next(at for at, change in recorder.states if change.state is ConnectionState.DISCONNECTED)
+        reconnected_at = next(
+            at for at, change in recorder.states if change.state is ConnectionState.CONNECTED and at > drained_at
+        )
+        missed = [at for at in published_at if drained_at < at < reconnected_at]
+        assert missed, "messages were published while the subscriber was away: the resume replayed them"
     finally:
         await recorder.stop()
         proxy.close()
