@@ -10,12 +10,15 @@ import { Client, RequestError, backoffDelay } from "../agenticai-websocket.js";
 import { record } from "./recorder.js";
 import {
   JWT_SECRET,
+  REDIS_URL,
   drainScenario,
+  failingDevQueue,
   freePort,
   mintToken,
   publish,
   range,
   sleep,
+  startProxy,
   startServer,
   uniqueProject,
   waitFor,
@@ -61,6 +64,32 @@ test("a restart without Redis loses the history: onReset, then the new stream", 
   } finally {
     client.close();
     server.kill();
+  }
+});
+
+test("history shorter than the gap (HISTORY_SIZE, Redis): onReset at the current position", async () => {
+  const env = { REDIS_URL, HISTORY_SIZE: "3" };
+  const [first, second] = [await startServer({ env }), await startServer({ env })];
+  const proxy = await startProxy(first.port);
+  const projectId = uniqueProject("short-history");
+  const { client, log, ready } = record(proxy.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await ready;
+    assert.ok(await publish(first.port, projectId, { n: 0 }));
+    await waitFor("the first message", () => log.received.length === 1);
+    await first.stop(); // the proxy still sends the subscriber there: it stays away
+    for (const n of range(10).slice(1)) assert.ok(await publish(second.port, projectId, { n }));
+    proxy.target = second.port;
+    await waitFor("the reset", () => log.resets.length === 1);
+    assert.deepEqual(log.resets[0].offset, 10, "the reset tells the current position");
+    assert.ok(await publish(second.port, projectId, { n: 10 }));
+    await waitFor("the message after the reset", () => log.received.length === 2);
+    assert.deepEqual(log.received, [0, 10], "what the history no longer held is not replayed");
+  } finally {
+    client.close();
+    proxy.close();
+    first.kill();
+    second.kill();
   }
 });
 
@@ -137,6 +166,22 @@ test("forward: resolves with the queue's message id; rejects with unknown_messag
     await assert.rejects(client.forward("dev", "not-in-the-token", {}), (error) => error.code === "forbidden");
     await assert.rejects(client.publish(allowed, "status", {}), { code: "forbidden" }, "no publish scope");
     assert.equal((await client.ping()).type, "pong");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: forward_failed, naming the message, when the queue cannot take it", async () => {
+  const server = await startServer({ env: { FORWARD_DEADLINE_SECS: "1" }, prepare: failingDevQueue });
+  const client = new Client(server.url);
+  try {
+    await client.connect();
+    const failed = await client.forward("dev", "failing", { n: 1 }, { messageId: "doomed" }).catch((error) => error);
+    assert.ok(failed instanceof RequestError, String(failed));
+    assert.equal(failed.code, "forward_failed");
+    assert.equal(failed.messageId, "doomed");
+    assert.match(await client.forward("qa", "failing", { n: 2 }), /^local-/, "the other queues still work");
   } finally {
     client.close();
     server.kill();

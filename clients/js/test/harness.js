@@ -4,7 +4,7 @@
 // scripts/client-tests.sh (REDIS_PORT).
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, openSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -42,11 +42,12 @@ export async function waitFor(what, check, timeoutMs = 15_000) {
 
 /**
  * Starts the gateway on loopback (`port`, or a free one) with `env` on top of the defaults the
- * tests need, and waits until it answers /ready.
+ * tests need (`prepare(dataDir)` runs first), and waits until it answers /ready.
  */
-export async function startServer({ port, env = {} } = {}) {
+export async function startServer({ port, env = {}, prepare = () => {} } = {}) {
   port ??= await freePort();
   const dataDir = mkdtempSync(path.join(tmpdir(), "agenticai-client-test-"));
+  prepare(dataDir);
   const log = openSync(path.join(dataDir, "server.log"), "a");
   const child = spawn(BIN, [], {
     env: {
@@ -85,6 +86,12 @@ export async function startServer({ port, env = {} } = {}) {
     }
   });
   return server;
+}
+
+/** A `prepare` for startServer: the dev queue's spool is /dev/full, so every forward to it fails. */
+export function failingDevQueue(dataDir) {
+  mkdirSync(path.join(dataDir, "spool"));
+  symlinkSync("/dev/full", path.join(dataDir, "spool", "dev.jsonl"));
 }
 
 /** POST /api/v1/publish; returns the receipt, or null when the server refused or was unreachable. */

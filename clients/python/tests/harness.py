@@ -50,10 +50,16 @@ async def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -
 class Server:
     """The gateway on loopback, with the settings the tests need on top of ``env``."""
 
-    def __init__(self, port: Optional[int] = None, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        port: Optional[int] = None,
+        env: Optional[dict[str, str]] = None,
+        prepare: Callable[[Path], None] = lambda data_dir: None,
+    ) -> None:
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         self.data_dir = Path(tempfile.mkdtemp(prefix="agenticai-client-test-"))
+        prepare(self.data_dir)
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
             [BIN],
@@ -72,9 +78,15 @@ class Server:
         log.close()
 
     @classmethod
-    async def start(cls, port: Optional[int] = None, env: Optional[dict[str, str]] = None) -> "Server":
+    async def start(
+        cls,
+        port: Optional[int] = None,
+        env: Optional[dict[str, str]] = None,
+        prepare: Callable[[Path], None] = lambda data_dir: None,
+    ) -> "Server":
+        """Starts it (``prepare(data_dir)`` first) and waits until it answers /ready."""
         assert BIN, "set AGENTICAI_BIN to the gateway binary (scripts/client-tests.sh does)"
-        server = cls(port, env)
+        server = cls(port, env, prepare)
         await wait_for(f"the server on port {server.port} (log: {server.data_dir}/server.log)", server._ready)
         return server
 
@@ -98,6 +110,12 @@ class Server:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def failing_dev_queue(data_dir: Path) -> None:
+    """A ``prepare`` for Server.start: the dev queue's spool is /dev/full, so every forward to it fails."""
+    (data_dir / "spool").mkdir()
+    (data_dir / "spool" / "dev.jsonl").symlink_to("/dev/full")
 
 
 def _publish(port: int, project_id: str, data: Any) -> Optional[dict[str, Any]]:

@@ -19,6 +19,7 @@ from harness import (
     REDIS_URL,
     Proxy,
     Server,
+    failing_dev_queue,
     free_port,
     mint_token,
     publish,
@@ -28,7 +29,7 @@ from harness import (
     wait_for,
 )
 
-FAST = {"restart_delay_max": 0.3, "backoff_base": 0.1, "backoff_max": 0.5}
+FAST: dict[str, Any] = {"restart_delay_max": 0.3, "backoff_base": 0.1, "backoff_max": 0.5}
 
 
 class Recorder:
@@ -155,6 +156,35 @@ def test_restart_without_redis_calls_on_reset() -> None:
     asyncio.run(scenario())
 
 
+def test_history_shorter_than_the_gap_calls_on_reset_at_the_current_position() -> None:
+    async def scenario() -> None:
+        assert REDIS_URL, "REDIS_PORT is set"
+        env = {"REDIS_URL": REDIS_URL, "HISTORY_SIZE": "3"}
+        first, second = await Server.start(env=env), await Server.start(env=env)
+        proxy = await Proxy(first.port).start()
+        recorder = await Recorder(proxy.url, unique_project("short-history"), **FAST).start()
+        try:
+            assert await publish(first.port, recorder.project_id, {"n": 0})
+            await wait_for("the first message", lambda: recorder.received == [0])
+            await first.stop()  # the proxy still sends the subscriber there: it stays away
+            for n in range(1, 10):
+                assert await publish(second.port, recorder.project_id, {"n": n})
+            proxy.target = second.port
+            await wait_for("the reset", lambda: len(recorder.resets) == 1)
+            position = recorder.resets[0].position
+            assert position is not None and position.offset == 10, "the reset tells the current position"
+            assert await publish(second.port, recorder.project_id, {"n": 10})
+            await wait_for("the message after the reset", lambda: len(recorder.received) == 2)
+            assert recorder.received == [0, 10], "what the history no longer held is not replayed"
+        finally:
+            await recorder.stop()
+            proxy.close()
+            first.kill()
+            second.kill()
+
+    asyncio.run(scenario())
+
+
 def test_token_refreshed_across_expiries_on_the_same_connection() -> None:
     async def scenario() -> None:
         server = await Server.start(env={"JWT_SECRET": JWT_SECRET, "JWT_LEEWAY_SECS": "0"})
@@ -250,6 +280,22 @@ def test_forward_confirmed_and_refused_codes() -> None:
                     await client.publish(allowed, "status", {})
                 assert no_scope.value.code == "forbidden"
                 assert (await client.ping())["type"] == "pong"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_forward_failed_names_the_message_when_the_queue_cannot_take_it() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"FORWARD_DEADLINE_SECS": "1"}, prepare=failing_dev_queue)
+        try:
+            async with Client(server.url) as client:
+                with pytest.raises(RequestError) as failed:
+                    await client.forward("dev", "failing", {"n": 1}, message_id="doomed")
+                assert failed.value.code == "forward_failed"
+                assert failed.value.message_id == "doomed"
+                assert (await client.forward("qa", "failing", {"n": 2})).startswith("local-"), "other queues work"
         finally:
             server.kill()
 
