@@ -188,6 +188,24 @@ test("forward: forward_failed, naming the message, when the queue cannot take it
   }
 });
 
+test("a frame over the server's MAX_FRAME_BYTES (1009): the request fails, the client reconnects", async () => {
+  const server = await startServer({ env: { MAX_FRAME_BYTES: "4096" } });
+  const client = new Client(server.url, { backoffBaseMs: 50 });
+  const states = [];
+  client.on("state", (change) => states.push(change));
+  try {
+    await client.connect();
+    await assert.rejects(client.forward("dev", "big", "x".repeat(8192)), { code: "message_too_big" });
+    assert.equal(states.find((change) => change.state === "disconnected")?.code, 1009);
+    assert.equal((await client.ping()).type, "pong", "reconnected");
+    const local = new Client(server.url, { maxFrameBytes: 4096 });
+    await assert.rejects(local.forward("dev", "big", "x".repeat(8192)), { code: "message_too_big" }, "refused before sending");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
 test("forward: busy when the connection has too many in flight", async () => {
   const server = await startServer({ env: { MAX_INFLIGHT_PER_CONNECTION: "1" } });
   const client = new Client(server.url);

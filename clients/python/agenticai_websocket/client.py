@@ -528,12 +528,12 @@ class Client:
         during_handshake: bool = False,
     ) -> dict[str, Any]:
         """Sends a request (now, or once connected) and returns the reply of type ``expect``."""
-        if self._stopped:
-            raise RequestError("closed", "the client is closed: call connect() first")
         request_id = f"{frame['action']}-{next(self._ids)}"
         text = json.dumps({**frame, "request_id": request_id})
         if len(text.encode()) > self.max_frame_bytes:
             raise RequestError("message_too_big", f"the request is over {self.max_frame_bytes} bytes")
+        if self._stopped:
+            raise RequestError("closed", "the client is closed: call connect() first")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         pending = _Pending(text, expect, future, resend=resend, subscription=subscription)
         self._pending[request_id] = pending

@@ -302,6 +302,27 @@ def test_forward_failed_names_the_message_when_the_queue_cannot_take_it() -> Non
     asyncio.run(scenario())
 
 
+def test_frame_over_max_frame_bytes_1009_fails_the_request_and_the_client_reconnects() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"MAX_FRAME_BYTES": "4096"})
+        states: list[StateChange] = []
+        try:
+            async with Client(server.url, backoff_base=0.05, on_state=states.append) as client:
+                with pytest.raises(RequestError) as too_big:
+                    await client.forward("dev", "big", "x" * 8192)
+                assert too_big.value.code == "message_too_big"
+                assert next(c.code for c in states if c.state is ConnectionState.DISCONNECTED) == 1009
+                assert (await client.ping())["type"] == "pong", "reconnected"
+            local = Client(server.url, max_frame_bytes=4096)
+            with pytest.raises(RequestError) as refused:
+                await local.forward("dev", "big", "x" * 8192)
+            assert refused.value.code == "message_too_big", "refused before sending"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
 def test_forward_busy_when_too_many_in_flight() -> None:
     async def scenario() -> None:
         server = await Server.start(env={"MAX_INFLIGHT_PER_CONNECTION": "1"})
