@@ -257,7 +257,7 @@ test("backoff: each reconnect waits a random time within its bound, and waits wh
     assert.ok(change.reconnectInMs >= 0 && change.reconnectInMs <= bound, `attempt ${attempt}: ${change.reconnectInMs} <= ${bound}`);
     const next = changes[changes.indexOf(change) + 1];
     const waited = next.at - change.at;
-    assert.ok(waited >= change.reconnectInMs - 5 && waited <= change.reconnectInMs + 200, `waited ${waited} for ${change.reconnectInMs}`);
+    assert.ok(waited >= change.reconnectInMs - 5 && waited <= change.reconnectInMs + 500, `waited ${waited} for ${change.reconnectInMs}`);
   });
   for (let attempt = 0; attempt < 40; attempt++) {
     const delay = backoffDelay(attempt, 500, 30_000);

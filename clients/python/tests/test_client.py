@@ -382,7 +382,7 @@ def test_backoff_waits_are_random_within_their_bound_and_as_announced() -> None:
             assert change.code == 1006
             assert change.reconnect_in is not None and 0 <= change.reconnect_in <= bound
             waited = changes[index + 1][0] - at
-            assert change.reconnect_in - 0.005 <= waited <= change.reconnect_in + 0.2
+            assert change.reconnect_in - 0.005 <= waited <= change.reconnect_in + 0.5
 
     asyncio.run(scenario())
     for attempt in range(40):
