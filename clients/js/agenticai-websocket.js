@@ -130,13 +130,13 @@ export class Client {
   #sentToken = null; // the token of the last authenticate
   #refusedToken = null; // the last token closed with 3500
   #subscriptions = new Map();
-  #pending = new Map(); // request_id -> {frame, expect, resolve, reject, timer, resend, sent}
+  #pending = new Map(); // request_id -> {text, expect, resolve, reject, timer, resend, subscription, sent}
   #sequence = 0;
   #firstConnection = null;
 
   /**
    * @param {string} url ws:// or wss:// URL of the gateway, e.g. wss://example.com/ws
-   * @param {object} [options] see index.d.ts (ClientOptions)
+   * @param {object} [options] see agenticai-websocket.d.ts (ClientOptions)
    */
   constructor(url, options = {}) {
     this.#url = url;
@@ -257,7 +257,7 @@ export class Client {
     clearTimeout(this.#connectTimer);
     this.#attempt = 0;
     for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);
-    for (const [id, entry] of this.#pending) if (!entry.sent) this.#transmit(id, entry);
+    for (const entry of this.#pending.values()) if (!entry.sent) this.#transmit(entry);
     this.#setState(State.CONNECTED);
     this.#firstConnection.resolve();
   }
@@ -424,11 +424,11 @@ export class Client {
       entry.timer = setTimeout(() => this.#settle(id, entry, null, new RequestError("timeout", `no answer within ${timeoutMs} ms`)), timeoutMs);
       this.#pending.set(id, entry);
       // Before `connected` only the handshake's own frames go out; the rest wait for it.
-      if (this.#state === State.CONNECTED || duringHandshake) this.#transmit(id, entry);
+      if (this.#state === State.CONNECTED || duringHandshake) this.#transmit(entry);
     });
   }
 
-  #transmit(id, entry) {
+  #transmit(entry) {
     if (this.#socket?.readyState !== 1) return;
     this.#socket.send(entry.text);
     entry.sent = true;

@@ -19,6 +19,11 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 let pageServer, browser, profile, page;
 
+// What the drain scenario measured, in the test's output.
+function report(t, { missed, awayMs }) {
+  t.diagnostic(`away ${awayMs} ms across the drain, ${missed} messages replayed on resume`);
+}
+
 // Serves the package directory (the module, the test page and recorder) on loopback.
 async function servePackage() {
   const types = { ".js": "text/javascript", ".html": "text/html" };
@@ -116,12 +121,12 @@ function browserSubscriber() {
   };
 }
 
-test("browser: a drained server restarted on the same port (Redis): every message once, in order", async () => {
-  await drainScenario(browserSubscriber(), { takeover: false });
+test("browser: a drained server restarted on the same port (Redis): every message once, in order", async (t) => {
+  report(t, await drainScenario(browserSubscriber(), { takeover: false }));
 });
 
-test("browser: another task takes over from a drained one: every message once, in order", async () => {
-  await drainScenario(browserSubscriber(), { takeover: true });
+test("browser: another task takes over from a drained one: every message once, in order", async (t) => {
+  report(t, await drainScenario(browserSubscriber(), { takeover: true }));
 });
 
 test("browser: a restart without Redis calls onReset", async () => {

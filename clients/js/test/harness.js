@@ -115,10 +115,15 @@ export function mintToken({ sub = "alice", projects = "*", ttl = 60, scope } = {
   return execFileSync(BIN, args, { env: { JWT_SECRET } }).toString().trim();
 }
 
-/** A TCP proxy on loopback sending each new connection to `proxy.target` (a port): a load balancer. */
+/**
+ * A TCP proxy on loopback sending each new connection to `proxy.target` (a port): a load balancer.
+ * Until `proxy.refuseUntil` (a Date.now() time) it drops new connections, as a load balancer does
+ * while it registers a new target.
+ */
 export async function startProxy(target) {
   const sockets = new Set();
   const server = net.createServer((client) => {
+    if (Date.now() < proxy.refuseUntil) return client.destroy();
     const upstream = net.connect(proxy.target, "127.0.0.1");
     for (const socket of [client, upstream]) {
       sockets.add(socket);
@@ -135,6 +140,7 @@ export async function startProxy(target) {
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const proxy = {
     target,
+    refuseUntil: 0,
     url: `ws://127.0.0.1:${server.address().port}/ws`,
     close() {
       for (const socket of sockets) socket.destroy();
@@ -168,7 +174,8 @@ export const range = (count) => Array.from({ length: count }, (_, n) => n);
  * `subscriber.log()` -> {received, resets, states}, in Node or in a browser) follows a numbered
  * stream while its server drains with SIGTERM (1012) and either restarts on the same port
  * (`takeover: false`) or another task behind the same proxy takes over (`takeover: true`); both
- * share Redis. It must end with every number exactly once, in order, and no reset.
+ * share Redis. It must end with every number exactly once, in order, and no reset. Returns how
+ * many messages were published while the subscriber was away, and for how long.
  */
 export async function drainScenario(subscriber, { takeover }) {
   assert.ok(REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)");
@@ -192,10 +199,14 @@ export async function drainScenario(subscriber, { takeover }) {
         const draining = current;
         if (takeover) {
           proxy.target = standby.port;
+          proxy.refuseUntil = Date.now() + 400; // so the subscriber is away while messages go on
           current = standby;
         }
+        else proxy.refuseUntil = Infinity; // until the restarted task is registered
         restart = draining.stop().then(async () => {
-          if (!takeover) servers.push((current = await startServer({ port: draining.port, env })));
+          if (takeover) return;
+          servers.push((current = await startServer({ port: draining.port, env })));
+          proxy.refuseUntil = Date.now() + 400;
         });
       },
     });
@@ -215,6 +226,7 @@ export async function drainScenario(subscriber, { takeover }) {
     const reconnected = final.states.find((change) => change.state === "connected" && change.at > drained.at);
     const missed = publishedAt.filter((at) => at > drained.at && at < reconnected.at).length;
     assert.ok(missed > 0, "messages were published while the subscriber was away: the resume replayed them");
+    return { missed, awayMs: reconnected.at - drained.at };
   } finally {
     await subscriber.stop();
     proxy.close();

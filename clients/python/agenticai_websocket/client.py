@@ -18,7 +18,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -34,6 +34,7 @@ AUTHENTICATION_TIMEOUT = 3502
 TOO_MANY_CONNECTIONS = 3504
 ABUSIVE_CLIENT = 3509
 
+T = TypeVar("T")
 TokenSource = Callable[[], Union[Optional[str], Awaitable[Optional[str]]]]
 
 
@@ -247,6 +248,8 @@ class Client:
         self._subscriptions: dict[str, Subscription] = {}
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
+        # The event loop keeps only weak references to tasks: sends and subscribes live here until done.
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     async def __aenter__(self) -> "Client":
         await self.connect()
@@ -551,8 +554,14 @@ class Client:
         ws = self._ws
         if ws is None:
             return
-        asyncio.ensure_future(self._send(ws, pending.text))
+        self._background(self._send(ws, pending.text))
         pending.sent = True
+
+    def _background(self, work: Awaitable[T]) -> "asyncio.Future[T]":
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     @staticmethod
     async def _send(ws: ClientConnection, text: str) -> None:
@@ -567,7 +576,7 @@ class Client:
             else {"recover": True}
         )
         frame = {"action": "subscribe", "project_id": subscription.project_id, **resume}
-        task = asyncio.ensure_future(
+        task = self._background(
             self._request(frame, "subscription_confirmed", subscription=subscription, during_handshake=True)
         )
         task.add_done_callback(self._subscribe_done)

@@ -165,10 +165,13 @@ def mint_token(projects: str = "*", ttl: int = 60, sub: str = "alice") -> str:
 
 
 class Proxy:
-    """A TCP proxy on loopback sending each new connection to ``target`` (a port): a load balancer."""
+    """A TCP proxy on loopback sending each new connection to ``target`` (a port): a load balancer.
+    Until ``refuse_until`` (a time.monotonic() time) it drops new connections, as a load balancer
+    does while it registers a new target."""
 
     def __init__(self, target: int) -> None:
         self.target = target
+        self.refuse_until = 0.0
         self.url = ""
         self._server: Optional[asyncio.Server] = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -179,6 +182,9 @@ class Proxy:
         return self
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if time.monotonic() < self.refuse_until:
+            writer.close()
+            return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:

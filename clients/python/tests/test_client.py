@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, Optional
 
 import pytest
+from websockets.asyncio.client import connect
 
 from agenticai_websocket import Client, ConnectionState, RequestError, Reset, StateChange, backoff_delay
 from harness import (
@@ -88,6 +90,9 @@ async def drain_scenario(takeover: bool) -> None:
         if takeover:
             current = servers[1]
             proxy.target = current.port
+            proxy.refuse_until = time.monotonic() + 0.4  # so the subscriber is away while messages go on
+        else:
+            proxy.refuse_until = float("inf")  # until the restarted task is registered
 
         async def replace() -> None:
             nonlocal current
@@ -95,6 +100,7 @@ async def drain_scenario(takeover: bool) -> None:
             if not takeover:
                 current = await Server.start(port=draining.port, env=env)
                 servers.append(current)
+                proxy.refuse_until = time.monotonic() + 0.4
 
         restart.append(asyncio.create_task(replace()))
 
@@ -181,6 +187,36 @@ def test_history_shorter_than_the_gap_calls_on_reset_at_the_current_position() -
             proxy.close()
             first.kill()
             second.kill()
+
+    asyncio.run(scenario())
+
+
+def test_upgrade_refused_while_the_server_drains_backs_off_until_the_next_one() -> None:
+    async def scenario() -> None:
+        # Another connection's forward, stuck on a failing queue, keeps the server draining for
+        # FORWARD_DEADLINE_SECS after this client was told to go: its upgrades get HTTP 503.
+        env = {"DRAIN_SECONDS": "1", "FORWARD_DEADLINE_SECS": "3"}
+        server = await Server.start(env=env, prepare=failing_dev_queue)
+        states: list[StateChange] = []
+        client = Client(server.url, restart_delay_max=0.1, backoff_base=0.1, backoff_max=0.3, on_state=states.append)
+        try:
+            await client.connect()
+            async with connect(server.url) as other:
+                await other.send(json.dumps({"action": "forward", "type": "dev", "project_id": "p", "data": None}))
+                await asyncio.sleep(0.1)
+                stopped = asyncio.create_task(server.stop())
+                await wait_for("an upgrade refused with 503", lambda: any("HTTP 503" in c.reason for c in states))
+            await stopped
+            server = await Server.start(port=server.port)
+            await wait_for("the reconnection", lambda: client.state is ConnectionState.CONNECTED)
+            lost = [change for change in states if change.state is ConnectionState.DISCONNECTED]
+            assert lost[0].code == 1012
+            assert all(change.code == 1006 for change in lost[1:])
+            for attempt, change in enumerate(lost[1:]):
+                assert change.reconnect_in is not None and change.reconnect_in <= min(0.3, 0.1 * 2**attempt)
+        finally:
+            await client.close()
+            server.kill()
 
     asyncio.run(scenario())
 
