@@ -40,6 +40,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 export AGENTICAI_BIN=$BIN REDIS_PORT
+# The servers' data directories and Chromium's profile go there too, removed at exit.
+export TMPDIR=$work
 
 # Node 22+ has a global WebSocket; 20 and 21 need the flag.
 node_flags=()
