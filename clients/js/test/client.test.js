@@ -227,7 +227,7 @@ test("forward: busy when the connection has too many in flight", async () => {
   }
 });
 
-test("forward: one made while the server is down is sent once it is back", async () => {
+test("forward: one made while the server is down is sent once it is back; publish", async () => {
   let server = await startServer();
   const client = new Client(server.url, { restartDelayMaxMs: 50, backoffBaseMs: 100, backoffMaxMs: 300 });
   try {
@@ -238,6 +238,9 @@ test("forward: one made while the server is down is sent once it is back", async
     await sleep(300);
     server = await startServer({ port: server.port });
     assert.match(await forwarded, /^local-/);
+    const published = await client.publish("down-test", "status", { ok: true });
+    assert.equal(published.type, "publish_confirmed", "an open loopback server lets a connection publish");
+    assert.equal(published.offset, 1);
   } finally {
     client.close();
     server.kill();

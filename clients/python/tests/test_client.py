@@ -387,6 +387,9 @@ def test_forward_made_while_the_server_is_down_is_sent_once_it_is_back() -> None
             await asyncio.sleep(0.3)
             server = await Server.start(port=server.port)
             assert (await until(forwarded)).startswith("local-")
+            published = await client.publish("down-test", "status", {"ok": True})
+            assert published["type"] == "publish_confirmed", "an open loopback server lets a connection publish"
+            assert published["offset"] == 1
         finally:
             await client.close()
             server.kill()
