@@ -3,8 +3,9 @@
 #   1. cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
 #      cargo-tarpaulin, failing under 80% line coverage of the server code
-#   3. the release binary: the endpoint integration test, the container smoke test, the
-#      load-test smoke, the platform stack created in moto's CloudFormation and used for real
+#   3. the release binary: the endpoint integration test, the client libraries' tests, the
+#      container smoke test, the load-test smoke, the platform stack created in moto's
+#      CloudFormation and used for real
 #   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
 #
 # Usage: scripts/test.sh            (what .ci/run and the README run)
@@ -120,6 +121,9 @@ WS_TOKEN=$(JWT_SECRET="$JWT_SECRET_FOR_TEST" "$BIN" token --sub integration-test
 export WS_TOKEN
 endpoint_test JWT_SECRET="$JWT_SECRET_FOR_TEST" RUST_LOG=debug -- --publish-open
 unset WS_TOKEN JWT_SECRET_FOR_TEST
+
+step "client libraries against the release binary (JavaScript in Node and headless Chromium, Python)"
+bash scripts/client-tests.sh "$BIN"
 
 step "container smoke test (the image's user and environment)"
 bash scripts/run-image-smoke.sh "$BIN"

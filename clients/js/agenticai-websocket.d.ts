@@ -1,0 +1,150 @@
+// Type declarations of agenticai-websocket.js (the client of the AgenticAI WebSocket gateway).
+
+export declare const State: Readonly<{
+  CONNECTING: "connecting";
+  CONNECTED: "connected";
+  /** Lost; a reconnect is scheduled (see StateChange.reconnectInMs). */
+  DISCONNECTED: "disconnected";
+  /** For good: close() was called, or a close code says not to reconnect. */
+  CLOSED: "closed";
+}>;
+export type ConnectionState = (typeof State)[keyof typeof State];
+
+export interface StateChange {
+  state: ConnectionState;
+  /** The close code (1006 when the connection ended without one), on "disconnected" and "closed". */
+  code?: number;
+  reason?: string;
+  /** On "disconnected": when the next attempt starts. */
+  reconnectInMs?: number;
+  /** On "connecting": failed attempts since the last connection. */
+  attempt?: number;
+}
+
+/** A project's stream position: offset grows by one per publication within an epoch. */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** A publication pushed to a project's subscribers. */
+export interface Message<Data = unknown> {
+  type: "message";
+  id: string;
+  project_id: string;
+  event: string | null;
+  data: Data;
+  published_at: string;
+  /** Absent only on a publication made while the server's Redis was down. */
+  offset?: number;
+  epoch?: string;
+}
+
+/** Passed to onReset: the server could not replay what was missed; reload from the source of truth. */
+export interface Reset {
+  projectId: string;
+  /** The project's current position (absent when the server could not read its history). */
+  offset?: number;
+  epoch?: string;
+}
+
+export interface PublishConfirmed {
+  type: "publish_confirmed";
+  project_id: string;
+  id: string;
+  subscribers: number;
+  offset?: number;
+  epoch?: string;
+}
+
+/**
+ * A refused request. `code` is the server's error code (docs/protocol.md, "Error codes"), or one
+ * of the client's own: "timeout", "disconnected" (the connection ended before the answer; the
+ * request's fate is unknown), "closed", "message_too_big", "token_unavailable".
+ */
+export declare class RequestError extends Error {
+  readonly code: string;
+  /** The server's error frame, when it came from the server. */
+  readonly reply: Record<string, unknown>;
+  readonly messageId?: string;
+  readonly projectId?: string;
+  /** On "rate_limited": how long to wait before trying again. */
+  readonly retryAfterMs?: number;
+}
+
+export interface SubscriptionHandlers<Data = unknown> {
+  /** Every publication of the project, once, in order, across reconnects. */
+  onMessage?(message: Message<Data>): void;
+  /** The gap since the last message could not be replayed: reload, then keep following. */
+  onReset?(reset: Reset): void;
+  /** The subscription was refused or ended by the server (e.g. "forbidden"). */
+  onError?(error: RequestError): void;
+}
+
+export declare class Subscription<Data = unknown> {
+  readonly projectId: string;
+  /** The last position seen, or null before the server told one. */
+  readonly position: Position | null;
+  /** Resolves at the first confirmation; rejects when the server refuses the subscription. */
+  readonly ready: Promise<Subscription<Data>>;
+  unsubscribe(): Promise<void>;
+}
+
+export interface ClientOptions {
+  /** A fixed token (no refresh: the client stops at its expiry, 3005). */
+  token?: string;
+  /** Called for each new connection and at refresh_at; null means anonymous. Preferred over token. */
+  getToken?: () => string | null | Promise<string | null>;
+  /** A WebSocket constructor; default: globalThis.WebSocket. */
+  WebSocket?: typeof WebSocket;
+  /** Default timeout of ping, publish and unsubscribe (10000). */
+  requestTimeoutMs?: number;
+  /** Default timeout of forward (30000), counted from the call, across reconnects. */
+  forwardTimeoutMs?: number;
+  /** Time for a socket to open and authenticate before it is given up (10000). */
+  connectTimeoutMs?: number;
+  /** Backoff: attempt n waits a random time in [0, min(backoffMaxMs, backoffBaseMs * 2^n)] (500, 30000). */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** After a 1012 (server restarting), a random delay in [0, restartDelayMaxMs] (5000). */
+  restartDelayMaxMs?: number;
+  /** After a 3509 (abusive client), a random delay in [abuseDelayMs, 2 * abuseDelayMs] (60000). */
+  abuseDelayMs?: number;
+  /** Requests larger than this are refused locally with "message_too_big" (262144, the server's default). */
+  maxFrameBytes?: number;
+}
+
+export interface ForwardOptions {
+  /** Default: a random UUID. Reuse one to retry a forward safely. */
+  messageId?: string;
+  timeoutMs?: number;
+  /** Further fields of the forward request (they reach the agent's queue message). */
+  fields?: Record<string, unknown>;
+}
+
+export interface ClientEvents {
+  state: StateChange;
+  /** Every publication of every subscription (after onMessage). */
+  message: Message;
+  /** Errors not tied to a request: a subscription ended, a failed refresh, a listener that threw. */
+  error: RequestError | Error;
+}
+
+/** The delay before reconnect attempt `attempt`: uniformly random in [0, min(maxMs, baseMs * 2^attempt)]. */
+export declare function backoffDelay(attempt: number, baseMs?: number, maxMs?: number): number;
+
+export declare class Client {
+  constructor(url: string, options?: ClientOptions);
+  readonly state: ConnectionState;
+  on<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): () => void;
+  /** Starts connecting and reconnecting; resolves once connected, rejects if the client stops first. */
+  connect(): Promise<void>;
+  /** Closes for good; unanswered requests are rejected with "closed". */
+  close(): void;
+  subscribe<Data = unknown>(projectId: string, handlers?: SubscriptionHandlers<Data>): Subscription<Data>;
+  unsubscribe(projectId: string): Promise<void>;
+  /** Resolves with the SQS message id once the queue has the message; re-sent on reconnect until answered. */
+  forward(type: string, projectId: string, data: unknown, options?: ForwardOptions): Promise<string>;
+  publish(projectId: string, event: string | null, data: unknown, options?: { timeoutMs?: number }): Promise<PublishConfirmed>;
+  ping(options?: { timeoutMs?: number }): Promise<{ type: "pong" }>;
+}

@@ -1,0 +1,491 @@
+// Client of the AgenticAI WebSocket gateway (docs/protocol.md), for browsers and Node 22+.
+//
+// One ES module, no dependencies, no build step. A Client holds one connection at a time and
+// replaces it on its own: it authenticates with the first frame, refreshes its token at
+// `refresh_at`, reconnects with exponential backoff and full jitter (a short random delay after
+// 1012), resumes every subscription from its last offset and epoch, and re-sends forwards not yet
+// confirmed with their `message_id`. What it does on each close code: README.md, "Close codes".
+
+/** Connection states, in the order a connection goes through them. */
+export const State = Object.freeze({
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  DISCONNECTED: "disconnected", // lost; a reconnect is scheduled
+  CLOSED: "closed", // for good: close() was called, or a close code says not to reconnect
+});
+
+/** A request the server (or the client, for `timeout`, `disconnected`, `closed`, `message_too_big`) refused. */
+export class RequestError extends Error {
+  constructor(code, message, reply = {}) {
+    super(`${code}: ${message}`);
+    this.name = "RequestError";
+    this.code = code;
+    this.reply = reply;
+    this.messageId = reply.message_id;
+    this.projectId = reply.project_id;
+    this.retryAfterMs = reply.retry_after_ms;
+  }
+}
+
+const DEFAULTS = Object.freeze({
+  requestTimeoutMs: 10_000,
+  forwardTimeoutMs: 30_000, // the server may take FORWARD_DEADLINE_SECS (10 s) to answer one
+  connectTimeoutMs: 10_000,
+  backoffBaseMs: 500,
+  backoffMaxMs: 30_000,
+  restartDelayMaxMs: 5_000, // after 1012, as docs/protocol.md advises
+  abuseDelayMs: 60_000, // after 3509
+  maxFrameBytes: 256 * 1024, // the server's default MAX_FRAME_BYTES
+});
+
+// Close codes with a behaviour other than "reconnect with backoff" (README.md has the table).
+const NORMAL = 1000;
+const PROTOCOL_ERROR = 1002;
+const MESSAGE_TOO_BIG = 1009;
+const SERVICE_RESTART = 1012;
+const TOKEN_EXPIRED = 3005;
+const INVALID_TOKEN = 3500;
+const AUTHENTICATION_TIMEOUT = 3502;
+const TOO_MANY_CONNECTIONS = 3504;
+const ABUSIVE_CLIENT = 3509;
+
+const encoder = new TextEncoder();
+
+function randomId() {
+  return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (0 for the first): full jitter, uniformly random
+ * between 0 and min(maxMs, baseMs * 2^attempt).
+ */
+export function backoffDelay(attempt, baseMs = DEFAULTS.backoffBaseMs, maxMs = DEFAULTS.backoffMaxMs) {
+  return Math.random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
+}
+
+/** One project followed across reconnects; created by Client.subscribe. */
+export class Subscription {
+  #client;
+  #settle;
+
+  constructor(client, projectId, handlers) {
+    this.#client = client;
+    this.projectId = projectId;
+    this.onMessage = handlers.onMessage ?? (() => {});
+    this.onReset = handlers.onReset ?? (() => {});
+    this.onError = handlers.onError ?? (() => {});
+    /** The last position seen ({offset, epoch}), or null before the server told one. */
+    this.position = null;
+    this.confirmed = false;
+    /** Resolves at the first subscription_confirmed; rejects if the server refuses it. */
+    this.ready = new Promise((resolve, reject) => (this.#settle = { resolve, reject }));
+    this.ready.catch(() => {}); // a refusal also reaches onError and the client's "error" event
+  }
+
+  /** Stops following the project. */
+  unsubscribe() {
+    return this.#client.unsubscribe(this.projectId);
+  }
+
+  _confirm(reply) {
+    const position = reply.offset === undefined ? null : { offset: reply.offset, epoch: reply.epoch };
+    // A resume (we sent `since`) says whether the gap was replayed; a subscription confirmed
+    // before but never given a position cannot know what it missed either.
+    const lost = reply.recovered === false || (reply.recovered === undefined && this.confirmed);
+    if (reply.recovered !== true) this.position = position;
+    const first = !this.confirmed;
+    this.confirmed = true;
+    if (first) this.#settle.resolve(this);
+    if (lost) this.onReset({ projectId: this.projectId, offset: position?.offset, epoch: position?.epoch });
+  }
+
+  _refuse(error) {
+    this.#settle.reject(error);
+    this.onError(error);
+  }
+
+  // True when the message is new: not at or before the last offset seen in the same epoch.
+  _accept(message) {
+    if (message.offset === undefined) return true;
+    const seen = this.position;
+    if (seen && seen.epoch === message.epoch && message.offset <= seen.offset) return false;
+    this.position = { offset: message.offset, epoch: message.epoch };
+    return true;
+  }
+}
+
+export class Client {
+  #url;
+  #options;
+  #WebSocket;
+  #listeners = new Map();
+  #state = State.CLOSED;
+  #socket = null; // the current socket; events of older ones are ignored
+  #stopped = true; // close() was called, or a close code ended the client
+  #attempt = 0; // failed attempts since the last successful connection
+  #reconnectTimer = null;
+  #refreshTimer = null;
+  #connectTimer = null;
+  #token = null; // {token, expiresAt (s), refreshAt (ms)} once the server accepted it
+  #sentToken = null; // the token of the last authenticate
+  #refusedToken = null; // the last token closed with 3500
+  #subscriptions = new Map();
+  #pending = new Map(); // request_id -> {text, expect, resolve, reject, timer, resend, subscription, sent}
+  #sequence = 0;
+  #firstConnection = null;
+
+  /**
+   * @param {string} url ws:// or wss:// URL of the gateway, e.g. wss://example.com/ws
+   * @param {object} [options] see agenticai-websocket.d.ts (ClientOptions)
+   */
+  constructor(url, options = {}) {
+    this.#url = url;
+    this.#options = { ...DEFAULTS, ...options };
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (!this.#WebSocket) throw new Error("no WebSocket: use Node 22+ (or node --experimental-websocket), or pass options.WebSocket");
+  }
+
+  get state() {
+    return this.#state;
+  }
+
+  /** Adds a listener for "state", "message" or "error"; returns a function removing it. */
+  on(event, listener) {
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(listener);
+    return () => this.#listeners.get(event).delete(listener);
+  }
+
+  #emit(event, value) {
+    for (const listener of this.#listeners.get(event) ?? []) {
+      try {
+        listener(value);
+      } catch (error) {
+        if (event !== "error") this.#emit("error", error);
+      }
+    }
+  }
+
+  #setState(state, details = {}) {
+    this.#state = state;
+    this.#emit("state", { state, ...details });
+  }
+
+  /** Starts connecting (and reconnecting); resolves once connected, rejects if the client stops first. */
+  connect() {
+    if (this.#stopped) {
+      this.#stopped = false;
+      this.#attempt = 0;
+      this.#firstConnection = deferred();
+      this.#firstConnection.promise.catch(() => {});
+      this.#open();
+    }
+    return this.#firstConnection.promise;
+  }
+
+  /** Closes the connection for good; requests not yet answered are rejected with `closed`. */
+  close() {
+    this.#stop(NORMAL, "closed by the client", "closed");
+  }
+
+  #stop(code, reason, rejectWith) {
+    this.#stopped = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#clearConnectionTimers();
+    const socket = this.#socket;
+    this.#socket = null;
+    if (socket && socket.readyState <= 1) socket.close(NORMAL);
+    for (const [id, entry] of this.#pending) this.#settle(id, entry, null, new RequestError(rejectWith, reason));
+    this.#firstConnection?.reject(new RequestError(rejectWith, reason));
+    this.#setState(State.CLOSED, { code, reason });
+  }
+
+  #clearConnectionTimers() {
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#connectTimer);
+  }
+
+  async #currentToken() {
+    const { token, getToken } = this.#options;
+    if (this.#token && Date.now() < this.#token.refreshAt) return this.#token.token;
+    if (getToken) return await getToken();
+    return token ?? null;
+  }
+
+  async #open() {
+    clearTimeout(this.#reconnectTimer);
+    this.#setState(State.CONNECTING, { attempt: this.#attempt });
+    let token;
+    try {
+      token = await this.#currentToken();
+    } catch (error) {
+      this.#emit("error", new RequestError("token_unavailable", `getToken failed: ${error?.message ?? error}`));
+      return this.#reconnectAfter(this.#nextBackoff(), 1006, "getToken failed");
+    }
+    if (this.#stopped) return;
+    let socket;
+    try {
+      socket = new this.#WebSocket(this.#url);
+    } catch (error) {
+      return this.#stop(1006, `cannot open ${this.#url}: ${error.message}`, "closed"); // a malformed URL
+    }
+    this.#socket = socket;
+    this.#connectTimer = setTimeout(() => {
+      // An upgrade or authentication that hangs: give up on this socket and try again.
+      if (socket === this.#socket) this.#lost(socket, 1006, "connect timeout");
+    }, this.#options.connectTimeoutMs);
+    let opened = false;
+    socket.onopen = () => socket === this.#socket && ((opened = true), this.#authenticate(socket, token));
+    socket.onmessage = (event) => socket === this.#socket && this.#receive(event.data);
+    socket.onclose = (event) => socket === this.#socket && this.#lost(socket, event.code, event.reason);
+    // A failed upgrade (refused, HTTP 429/503, unreachable): browsers follow with a close 1006,
+    // Node 20's WebSocket with nothing, so it is handled here.
+    socket.onerror = () => socket === this.#socket && !opened && this.#lost(socket, 1006, "connection failed");
+  }
+
+  async #authenticate(socket, token) {
+    if (token) {
+      try {
+        await this.#sendAuthenticate(token);
+      } catch (error) {
+        // unauthorized is followed by close 3500; an anonymous server answers invalid_request.
+        if (error.code !== "invalid_request") return;
+        this.#emit("error", error);
+      }
+    }
+    if (socket !== this.#socket) return;
+    clearTimeout(this.#connectTimer);
+    this.#attempt = 0;
+    for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);
+    for (const entry of this.#pending.values()) if (!entry.sent) this.#transmit(entry);
+    this.#setState(State.CONNECTED);
+    this.#firstConnection.resolve();
+  }
+
+  // Sends `authenticate` and arms the refresh. `current` is the connection's token, when this
+  // is a refresh of it.
+  async #sendAuthenticate(token, current = null) {
+    this.#sentToken = token;
+    const reply = await this.#request({ action: "authenticate", token }, "authenticated", { duringHandshake: true });
+    this.#refusedToken = null;
+    this.#token = { token, expiresAt: reply.expires_at, refreshAt: reply.refresh_at * 1000 };
+    clearTimeout(this.#refreshTimer);
+    // A refresh that did not extend the lifetime (getToken handed back the same token) is not
+    // repeated: the 3005 at expiry makes the client reconnect with a fresh one.
+    if (this.#options.getToken && (!current || reply.expires_at > current.expiresAt)) {
+      this.#refreshTimer = setTimeout(() => this.#refresh(), Math.max(0, this.#token.refreshAt - Date.now()));
+    }
+  }
+
+  async #refresh() {
+    const socket = this.#socket;
+    try {
+      const token = await this.#options.getToken();
+      if (socket === this.#socket && token) await this.#sendAuthenticate(token, this.#token);
+    } catch (error) {
+      if (error?.code === "disconnected") return; // the next connection authenticates afresh
+      this.#emit("error", error instanceof RequestError ? error : new RequestError("token_unavailable", String(error?.message ?? error)));
+    }
+  }
+
+  #lost(socket, code, reason) {
+    this.#socket = null;
+    this.#clearConnectionTimers();
+    if (socket.readyState <= 1) socket.close(NORMAL);
+    if (this.#stopped) return;
+    const tooBig = code === MESSAGE_TOO_BIG;
+    // What was sent on this socket and is not re-sent has an unknown fate: refuse it now.
+    for (const [id, entry] of this.#pending) {
+      if (entry.sent && (!entry.resend || tooBig)) {
+        this.#settle(id, entry, null, new RequestError(tooBig ? "message_too_big" : "disconnected", reason || `closed with ${code}`));
+      } else {
+        entry.sent = false;
+      }
+    }
+    const delay = this.#reconnectDelay(code);
+    if (delay === null) {
+      const rejectWith = code === INVALID_TOKEN ? "unauthorized" : "closed";
+      return this.#stop(code, reason || `closed with ${code}`, rejectWith);
+    }
+    this.#reconnectAfter(delay, code, reason);
+  }
+
+  #reconnectAfter(delay, code, reason) {
+    if (this.#stopped) return;
+    this.#setState(State.DISCONNECTED, { code, reason, reconnectInMs: Math.round(delay) });
+    this.#reconnectTimer = setTimeout(() => this.#open(), delay);
+  }
+
+  #nextBackoff() {
+    return backoffDelay(this.#attempt++, this.#options.backoffBaseMs, this.#options.backoffMaxMs);
+  }
+
+  // The delay before reconnecting after a close with `code`, or null: do not reconnect.
+  #reconnectDelay(code) {
+    const { getToken, restartDelayMaxMs, abuseDelayMs } = this.#options;
+    switch (code) {
+      case SERVICE_RESTART:
+        return Math.random() * restartDelayMaxMs;
+      case TOKEN_EXPIRED:
+        this.#token = null;
+        return getToken ? Math.random() * this.#options.backoffBaseMs : null;
+      case INVALID_TOKEN:
+        // Only a different token is worth a new connection: getToken is asked on the next
+        // attempt, and the client stops if the server refuses the same token twice.
+        this.#token = null;
+        if (!getToken || this.#sentToken === this.#refusedToken) return null;
+        this.#refusedToken = this.#sentToken;
+        return this.#nextBackoff();
+      case PROTOCOL_ERROR:
+      case TOO_MANY_CONNECTIONS:
+        return null;
+      case ABUSIVE_CLIENT:
+        return abuseDelayMs + Math.random() * abuseDelayMs;
+      case AUTHENTICATION_TIMEOUT:
+        return this.#nextBackoff();
+      default:
+        // 3500-3999 say "do not reconnect as you were"; 4000-4999 are no code of this server.
+        if (code >= 3500 && code <= 4999) return null;
+        return this.#nextBackoff();
+    }
+  }
+
+  #receive(data) {
+    let reply;
+    try {
+      reply = JSON.parse(data);
+    } catch {
+      return this.#emit("error", new RequestError("invalid_json", "the server sent a frame that is not JSON"));
+    }
+    const entry = reply.request_id === undefined ? undefined : this.#pending.get(reply.request_id);
+    if (reply.type === "message") return this.#deliver(reply);
+    if (reply.type === "subscription_confirmed") {
+      const subscription = this.#subscriptions.get(reply.project_id);
+      if (subscription) subscription._confirm(reply);
+    }
+    if (entry) {
+      if (reply.type === "error") return this.#refused(reply.request_id, entry, reply);
+      if (reply.type === entry.expect) return this.#settle(reply.request_id, entry, reply);
+    }
+    if (reply.type === "error") {
+      const error = new RequestError(reply.code, reply.message, reply);
+      // A refreshed token that no longer allows a project ends its subscription.
+      const subscription = reply.project_id && this.#subscriptions.get(reply.project_id);
+      if (subscription && reply.code === "forbidden") {
+        this.#subscriptions.delete(reply.project_id);
+        subscription._refuse(error);
+      }
+      this.#emit("error", error);
+    }
+  }
+
+  #refused(id, entry, reply) {
+    if (reply.code === "draining") {
+      // Nothing was done; the 1012 that follows brings a new connection, which sends it again.
+      entry.sent = false;
+      return;
+    }
+    const error = new RequestError(reply.code, reply.message, reply);
+    if (entry.subscription) {
+      this.#subscriptions.delete(entry.subscription.projectId);
+      entry.subscription._refuse(error);
+    }
+    this.#settle(id, entry, null, error);
+  }
+
+  #deliver(message) {
+    const subscription = this.#subscriptions.get(message.project_id);
+    if (!subscription || !subscription._accept(message)) return;
+    try {
+      subscription.onMessage(message);
+    } catch (error) {
+      this.#emit("error", error);
+    }
+    this.#emit("message", message);
+  }
+
+  #settle(id, entry, reply, error) {
+    this.#pending.delete(id);
+    clearTimeout(entry.timer);
+    if (error) entry.reject(error);
+    else entry.resolve(reply);
+  }
+
+  // Sends a request (now, or once connected) and resolves with the reply of type `expect`.
+  #request(frame, expect, { timeoutMs = this.#options.requestTimeoutMs, resend = false, subscription, duringHandshake = false } = {}) {
+    const text = JSON.stringify(frame);
+    if (encoder.encode(text).length > this.#options.maxFrameBytes) {
+      return Promise.reject(new RequestError("message_too_big", `the request is over ${this.#options.maxFrameBytes} bytes`));
+    }
+    if (this.#stopped) return Promise.reject(new RequestError("closed", "the client is closed"));
+    const id = `${frame.action}-${++this.#sequence}`;
+    return new Promise((resolve, reject) => {
+      const entry = { text: JSON.stringify({ ...frame, request_id: id }), expect, resolve, reject, resend, subscription, sent: false };
+      entry.timer = setTimeout(() => this.#settle(id, entry, null, new RequestError("timeout", `no answer within ${timeoutMs} ms`)), timeoutMs);
+      this.#pending.set(id, entry);
+      // Before `connected` only the handshake's own frames go out; the rest wait for it.
+      if (this.#state === State.CONNECTED || duringHandshake) this.#transmit(entry);
+    });
+  }
+
+  #transmit(entry) {
+    if (this.#socket?.readyState !== 1) return;
+    this.#socket.send(entry.text);
+    entry.sent = true;
+  }
+
+  #sendSubscribe(subscription) {
+    const resume = subscription.position ? { since: subscription.position } : { recover: true };
+    const frame = { action: "subscribe", project_id: subscription.projectId, ...resume };
+    this.#request(frame, "subscription_confirmed", { subscription, duringHandshake: true }).catch((error) => {
+      // Timeouts and lost connections are retried by the next connection; refusals are final.
+      if (error.code !== "timeout" && error.code !== "disconnected" && error.code !== "closed") this.#emit("error", error);
+    });
+  }
+
+  /**
+   * Follows a project: `onMessage` gets every publication once, in order, across reconnects;
+   * `onReset` is called when the server could not replay what was missed (reload then).
+   */
+  subscribe(projectId, handlers = {}) {
+    const existing = this.#subscriptions.get(projectId);
+    if (existing) return existing;
+    const subscription = new Subscription(this, projectId, handlers);
+    this.#subscriptions.set(projectId, subscription);
+    if (this.#state === State.CONNECTED) this.#sendSubscribe(subscription);
+    return subscription;
+  }
+
+  /** Stops following a project; resolves when the server confirmed (at once when disconnected). */
+  async unsubscribe(projectId) {
+    if (!this.#subscriptions.delete(projectId) || this.#state !== State.CONNECTED) return;
+    await this.#request({ action: "unsubscribe", project_id: projectId }, "unsubscription_confirmed");
+  }
+
+  /**
+   * Sends a message to an agent queue; resolves with the SQS message id once the queue has it.
+   * Re-sent on every reconnect until answered (same message_id: at-least-once).
+   */
+  async forward(type, projectId, data, { messageId = randomId(), timeoutMs = this.#options.forwardTimeoutMs, fields = {} } = {}) {
+    const frame = { ...fields, action: "forward", type, project_id: projectId, message_id: messageId, data };
+    const reply = await this.#request(frame, "forward_confirmed", { timeoutMs, resend: true });
+    return reply.sqs_message_id;
+  }
+
+  /** Publishes to a project's subscribers (needs publish rights); resolves with publish_confirmed. */
+  publish(projectId, event, data, { timeoutMs } = {}) {
+    const frame = { action: "publish", project_id: projectId, data, ...(event == null ? {} : { type: event }) };
+    return this.#request(frame, "publish_confirmed", { timeoutMs });
+  }
+
+  /** Round trip to the server; resolves with the pong. */
+  ping({ timeoutMs } = {}) {
+    return this.#request({ action: "ping" }, "pong", { timeoutMs });
+  }
+}
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}

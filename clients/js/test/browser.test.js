@@ -1,0 +1,152 @@
+// The JavaScript client in a real headless Chromium (Debian's /usr/bin/chromium, or CHROMIUM),
+// driven through the DevTools protocol: a page served from loopback imports the module, and the
+// test runs the drain scenarios of harness.js with the page as the subscriber, reading what it
+// recorded with Runtime.evaluate.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { drainScenario, publish, startServer, uniqueProject, waitFor } from "./harness.js";
+
+const PACKAGE_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+let pageServer, browser, profile, page;
+
+// What the drain scenario measured, in the test's output.
+function report(t, { missed, awayMs }) {
+  t.diagnostic(`away ${awayMs} ms across the drain, ${missed} messages replayed on resume`);
+}
+
+// Serves the package directory (the module, the test page and recorder) on loopback.
+async function servePackage() {
+  const types = { ".js": "text/javascript", ".html": "text/html" };
+  const server = createServer((request, response) => {
+    const file = path.join(PACKAGE_DIR, path.normalize(new URL(request.url, "http://x").pathname));
+    try {
+      if (!file.startsWith(PACKAGE_DIR)) throw new Error("outside the package");
+      const body = readFileSync(file);
+      response.writeHead(200, { "Content-Type": types[path.extname(file)] ?? "application/octet-stream" });
+      response.end(body);
+    } catch {
+      response.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return server;
+}
+
+// One DevTools session over the page's WebSocket: send(method, params) resolves with the result.
+async function devtools(webSocketUrl) {
+  const socket = new WebSocket(webSocketUrl);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = () => reject(new Error(`cannot reach DevTools at ${webSocketUrl}`));
+  });
+  const waiting = new Map();
+  let next = 0;
+  socket.onmessage = (event) => {
+    const reply = JSON.parse(event.data);
+    const call = waiting.get(reply.id);
+    if (!call) return;
+    waiting.delete(reply.id);
+    if (reply.error) call.reject(new Error(`${call.method}: ${reply.error.message}`));
+    else call.resolve(reply.result);
+  };
+  return {
+    send(method, params = {}) {
+      const id = ++next;
+      socket.send(JSON.stringify({ id, method, params }));
+      return new Promise((resolve, reject) => waiting.set(id, { method, resolve, reject }));
+    },
+    // Evaluates an expression in the page (awaiting a promise), returning its JSON value.
+    async evaluate(expression) {
+      const { result, exceptionDetails } = await this.send("Runtime.evaluate", { expression, awaitPromise: true, returnByValue: true });
+      if (exceptionDetails) throw new Error(`in the page: ${exceptionDetails.exception?.description ?? exceptionDetails.text}`);
+      return result.value;
+    },
+    close: () => socket.close(),
+  };
+}
+
+before(async () => {
+  pageServer = await servePackage();
+  profile = mkdtempSync(path.join(tmpdir(), "agenticai-chromium-"));
+  browser = spawn(CHROMIUM, [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank",
+  ], { stdio: "ignore" });
+  const port = await waitFor("Chromium's DevToolsActivePort", () => {
+    try {
+      return readFileSync(path.join(profile, "DevToolsActivePort"), "utf8").split("\n")[0];
+    } catch {
+      return null;
+    }
+  });
+  const target = await waitFor("Chromium's page", async () => {
+    const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
+    return targets.find((candidate) => candidate.type === "page");
+  });
+  page = await devtools(target.webSocketDebuggerUrl);
+  await page.send("Page.navigate", { url: `http://127.0.0.1:${pageServer.address().port}/test/page.html` });
+  await waitFor("the page's module", () => page.evaluate("window.pageReady === true"));
+});
+
+after(async () => {
+  page?.close();
+  if (browser && browser.exitCode === null && browser.signalCode === null) {
+    const exited = new Promise((resolve) => browser.once("exit", resolve));
+    browser.kill();
+    await exited; // before removing the profile it writes to
+  }
+  pageServer?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+});
+
+function browserSubscriber() {
+  return {
+    async start(url, projectId, options) {
+      const args = [url, projectId, options].map((value) => JSON.stringify(value)).join(", ");
+      await page.evaluate(`(window.recording = window.record(${args})).ready`);
+    },
+    log: () => page.evaluate("window.recording.log"),
+    stop: () => page.evaluate("window.recording.client.close(), true"),
+  };
+}
+
+test("browser: a drained server restarted on the same port (Redis): every message once, in order", async (t) => {
+  report(t, await drainScenario(browserSubscriber(), { takeover: false }));
+});
+
+test("browser: another task takes over from a drained one: every message once, in order", async (t) => {
+  report(t, await drainScenario(browserSubscriber(), { takeover: true }));
+});
+
+test("browser: a restart without Redis calls onReset", async () => {
+  const projectId = uniqueProject("browser-reset");
+  let server = await startServer();
+  const subscriber = browserSubscriber();
+  try {
+    await subscriber.start(server.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    await waitFor("the first message", async () => (await subscriber.log()).received.length === 1);
+    await server.stop();
+    server = await startServer({ port: server.port });
+    const log = await waitFor("the reset", async () => {
+      const log = await subscriber.log();
+      return log.resets.length === 1 && log;
+    });
+    assert.equal(log.resets[0].projectId, projectId);
+    assert.equal(log.states.find((change) => change.state === "disconnected").code, 1012);
+  } finally {
+    await subscriber.stop();
+    server.kill();
+  }
+});

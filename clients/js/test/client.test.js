@@ -1,0 +1,274 @@
+// The JavaScript client in Node against the real gateway binary:
+//   AGENTICAI_BIN=target/release/agenticai-websocket REDIS_PORT=6379 \
+//     node --experimental-websocket --test clients/js/test/
+// (scripts/client-tests.sh starts Redis and runs this with the Chromium and Python suites.)
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { Client, RequestError, backoffDelay } from "../agenticai-websocket.js";
+import { record } from "./recorder.js";
+import {
+  JWT_SECRET,
+  REDIS_URL,
+  drainScenario,
+  failingDevQueue,
+  freePort,
+  mintToken,
+  publish,
+  range,
+  sleep,
+  startProxy,
+  startServer,
+  uniqueProject,
+  waitFor,
+} from "./harness.js";
+
+// What the drain scenario measured, in the test's output.
+function report(t, { missed, awayMs }) {
+  t.diagnostic(`away ${awayMs} ms across the drain, ${missed} messages replayed on resume`);
+}
+
+function nodeSubscriber() {
+  let recording = null;
+  return {
+    async start(url, projectId, options) {
+      recording = record(url, projectId, options);
+      await recording.ready;
+    },
+    log: async () => recording.log,
+    stop: async () => recording?.client.close(),
+  };
+}
+
+test("a drained server restarted on the same port (Redis): every message once, in order", async (t) => {
+  report(t, await drainScenario(nodeSubscriber(), { takeover: false }));
+});
+
+test("another task takes over from a drained one (same Redis): every message once, in order", async (t) => {
+  report(t, await drainScenario(nodeSubscriber(), { takeover: true }));
+});
+
+test("a restart without Redis loses the history: onReset, then the new stream", async () => {
+  const projectId = uniqueProject("reset");
+  let server = await startServer();
+  const { client, log, ready } = record(server.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await ready;
+    for (const n of range(3)) assert.ok(await publish(server.port, projectId, { n }));
+    await waitFor("the first messages", () => log.received.length === 3);
+    await server.stop();
+    server = await startServer({ port: server.port }); // a new epoch: offsets start again at 1
+    await waitFor("the reset", () => log.resets.length === 1);
+    for (const n of [3, 4]) assert.ok(await publish(server.port, projectId, { n }));
+    await waitFor("the messages after the reset", () => log.received.length === 5);
+    assert.deepEqual(log.received, range(5));
+    assert.equal(log.resets[0].projectId, projectId);
+    assert.equal(log.resets[0].offset, 0, "the reset tells the new position: nothing published yet");
+    assert.ok(log.resets[0].epoch, "and its epoch");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("history shorter than the gap (HISTORY_SIZE, Redis): onReset at the current position", async () => {
+  const env = { REDIS_URL, HISTORY_SIZE: "3" };
+  const [first, second] = [await startServer({ env }), await startServer({ env })];
+  const proxy = await startProxy(first.port);
+  const projectId = uniqueProject("short-history");
+  const { client, log, ready } = record(proxy.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await ready;
+    assert.ok(await publish(first.port, projectId, { n: 0 }));
+    await waitFor("the first message", () => log.received.length === 1);
+    await first.stop(); // the proxy still sends the subscriber there: it stays away
+    for (const n of range(10).slice(1)) assert.ok(await publish(second.port, projectId, { n }));
+    proxy.target = second.port;
+    await waitFor("the reset", () => log.resets.length === 1);
+    assert.deepEqual(log.resets[0].offset, 10, "the reset tells the current position");
+    assert.ok(await publish(second.port, projectId, { n: 10 }));
+    await waitFor("the message after the reset", () => log.received.length === 2);
+    assert.deepEqual(log.received, [0, 10], "what the history no longer held is not replayed");
+  } finally {
+    client.close();
+    proxy.close();
+    first.kill();
+    second.kill();
+  }
+});
+
+test("tokens: refreshed at refresh_at across several expiries, on the same connection", async () => {
+  const server = await startServer({ env: { JWT_SECRET, JWT_LEEWAY_SECS: "0" } });
+  const projectId = uniqueProject("refresh");
+  let minted = 0;
+  const getToken = () => (minted++, mintToken({ projects: projectId, ttl: 3 }));
+  const { client, log, ready } = record(server.url, projectId, { getToken });
+  try {
+    await ready;
+    await sleep(7_000); // past two expiries of a 3 s token
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    await waitFor("the message after the expiries", () => log.received.length === 1);
+    assert.ok(minted >= 3, `refreshed before each expiry (${minted} tokens)`);
+    assert.deepEqual(log.states.map((change) => change.state), ["connecting", "connected"], "never disconnected");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("tokens: a 3005 (no fresh token at refresh time) reconnects with a fresh token and resumes", async () => {
+  const server = await startServer({ env: { JWT_SECRET, JWT_LEEWAY_SECS: "0" } });
+  const projectId = uniqueProject("expired");
+  const first = mintToken({ projects: projectId, ttl: 2 });
+  let calls = 0;
+  // The identity provider hands back the same (expiring) token at refresh time, then fresh ones.
+  const getToken = () => (++calls <= 2 ? first : mintToken({ projects: projectId, ttl: 60 }));
+  const { client, log, ready } = record(server.url, projectId, { getToken, backoffBaseMs: 100 });
+  try {
+    await ready;
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    const expired = await waitFor("the 3005 close", () => log.states.find((change) => change.code === 3005), 6_000);
+    assert.equal(expired.state, "disconnected");
+    await waitFor("the reconnection", () => log.states.at(-1).state === "connected");
+    assert.ok(await publish(server.port, projectId, { n: 1 }));
+    await waitFor("the message after the reconnection", () => log.received.length === 2);
+    assert.deepEqual(log.received, [0, 1]);
+    assert.deepEqual(log.resets, []);
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("tokens: an invalid token (3500) is retried once through getToken, then the client stops", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const client = new Client(server.url, { getToken: () => "not-a-token", backoffBaseMs: 50 });
+  const states = [];
+  client.on("state", (change) => states.push(change));
+  try {
+    await assert.rejects(client.connect(), (error) => error instanceof RequestError && error.code === "unauthorized");
+    assert.equal(client.state, "closed");
+    assert.deepEqual(
+      states.filter((change) => change.code === 3500).map((change) => change.state),
+      ["disconnected", "closed"],
+    );
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: resolves with the queue's message id; rejects with unknown_message_type and forbidden", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const allowed = uniqueProject("fwd");
+  const client = new Client(server.url, { token: mintToken({ projects: allowed }) });
+  try {
+    await client.connect();
+    const id = await client.forward("dev", allowed, { task: "fix the login" }, { messageId: "m-1" });
+    assert.match(id, /^local-/, "the spool's message id");
+    await assert.rejects(client.forward("fly", allowed, {}), { code: "unknown_message_type" });
+    await assert.rejects(client.forward("dev", "not-in-the-token", {}), (error) => error.code === "forbidden");
+    await assert.rejects(client.publish(allowed, "status", {}), { code: "forbidden" }, "no publish scope");
+    assert.equal((await client.ping()).type, "pong");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: forward_failed, naming the message, when the queue cannot take it", async () => {
+  const server = await startServer({ env: { FORWARD_DEADLINE_SECS: "1" }, prepare: failingDevQueue });
+  const client = new Client(server.url);
+  try {
+    await client.connect();
+    const failed = await client.forward("dev", "failing", { n: 1 }, { messageId: "doomed" }).catch((error) => error);
+    assert.ok(failed instanceof RequestError, String(failed));
+    assert.equal(failed.code, "forward_failed");
+    assert.equal(failed.messageId, "doomed");
+    assert.match(await client.forward("qa", "failing", { n: 2 }), /^local-/, "the other queues still work");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("a frame over the server's MAX_FRAME_BYTES (1009): the request fails, the client reconnects", async () => {
+  const server = await startServer({ env: { MAX_FRAME_BYTES: "4096" } });
+  const client = new Client(server.url, { backoffBaseMs: 50 });
+  const states = [];
+  client.on("state", (change) => states.push(change));
+  try {
+    await client.connect();
+    await assert.rejects(client.forward("dev", "big", "x".repeat(8192)), { code: "message_too_big" });
+    assert.equal(states.find((change) => change.state === "disconnected")?.code, 1009);
+    assert.equal((await client.ping()).type, "pong", "reconnected");
+    const local = new Client(server.url, { maxFrameBytes: 4096 });
+    await assert.rejects(local.forward("dev", "big", "x".repeat(8192)), { code: "message_too_big" }, "refused before sending");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: busy when the connection has too many in flight", async () => {
+  const server = await startServer({ env: { MAX_INFLIGHT_PER_CONNECTION: "1" } });
+  const client = new Client(server.url);
+  try {
+    await client.connect();
+    const results = await Promise.allSettled(range(20).map((n) => client.forward("qa", "busy-test", { n })));
+    const codes = results.map((result) => (result.status === "fulfilled" ? "confirmed" : result.reason.code));
+    assert.ok(codes.includes("confirmed"), codes.join());
+    assert.ok(codes.includes("busy"), codes.join());
+    assert.deepEqual(new Set(codes), new Set(["confirmed", "busy"]));
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("forward: one made while the server is down is sent once it is back; publish", async () => {
+  let server = await startServer();
+  const client = new Client(server.url, { restartDelayMaxMs: 50, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await client.connect();
+    await server.stop();
+    await waitFor("the disconnection", () => client.state === "disconnected");
+    const forwarded = client.forward("ops", "down-test", { deploy: true }, { messageId: "while-down" });
+    await sleep(300);
+    server = await startServer({ port: server.port });
+    assert.match(await forwarded, /^local-/);
+    const published = await client.publish("down-test", "status", { ok: true });
+    assert.equal(published.type, "publish_confirmed", "an open loopback server lets a connection publish");
+    assert.equal(published.offset, 1);
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("backoff: each reconnect waits a random time within its bound, and waits what it says", async () => {
+  const port = await freePort(); // nothing listens there
+  const client = new Client(`ws://127.0.0.1:${port}/ws`, { backoffBaseMs: 100, backoffMaxMs: 400 });
+  const changes = [];
+  client.on("state", (change) => changes.push({ ...change, at: Date.now() }));
+  client.connect().catch(() => {});
+  try {
+    await waitFor("seven attempts", () => changes.filter((change) => change.state === "connecting").length >= 7);
+  } finally {
+    client.close();
+  }
+  const waits = changes.filter((change) => change.state === "disconnected");
+  waits.slice(0, 6).forEach((change, attempt) => {
+    const bound = Math.min(400, 100 * 2 ** attempt);
+    assert.equal(change.code, 1006);
+    assert.ok(change.reconnectInMs >= 0 && change.reconnectInMs <= bound, `attempt ${attempt}: ${change.reconnectInMs} <= ${bound}`);
+    const next = changes[changes.indexOf(change) + 1];
+    const waited = next.at - change.at;
+    assert.ok(waited >= change.reconnectInMs - 5 && waited <= change.reconnectInMs + 500, `waited ${waited} for ${change.reconnectInMs}`);
+  });
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const delay = backoffDelay(attempt, 500, 30_000);
+    assert.ok(delay >= 0 && delay <= Math.min(30_000, 500 * 2 ** attempt));
+  }
+});

@@ -1,0 +1,33 @@
+"""Client of the AgenticAI WebSocket gateway (docs/protocol.md): reconnects, resumes its
+subscriptions and refreshes its token on its own.
+
+    async with Client("wss://example.com/ws", get_token=fetch_token) as client:
+        subscription = client.subscribe("proj-42", on_reset=reload)
+        sqs_id = await client.forward("dev", "proj-42", {"task": "fix the login"})
+        async for message in subscription:
+            print(message.event, message.data)
+"""
+
+from .client import (
+    Client,
+    ConnectionState,
+    Message,
+    Position,
+    RequestError,
+    Reset,
+    StateChange,
+    Subscription,
+    backoff_delay,
+)
+
+__all__ = [
+    "Client",
+    "ConnectionState",
+    "Message",
+    "Position",
+    "RequestError",
+    "Reset",
+    "StateChange",
+    "Subscription",
+    "backoff_delay",
+]

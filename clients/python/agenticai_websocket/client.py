@@ -1,0 +1,659 @@
+"""The client: one connection at a time, replaced on its own.
+
+A :class:`Client` authenticates with the first frame, refreshes its token at ``refresh_at``,
+reconnects with exponential backoff and full jitter (a short random delay after 1012), resumes
+every subscription from its last offset and epoch, and re-sends forwards not yet confirmed with
+their ``message_id``. What it does on each close code: README.md, "Close codes".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import itertools
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+NORMAL = 1000
+ABNORMAL = 1006  # no close frame: the network, a refused upgrade, a timeout
+PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+SERVICE_RESTART = 1012
+TOKEN_EXPIRED = 3005
+INVALID_TOKEN = 3500
+AUTHENTICATION_TIMEOUT = 3502
+TOO_MANY_CONNECTIONS = 3504
+ABUSIVE_CLIENT = 3509
+
+T = TypeVar("T")
+TokenSource = Callable[[], Union[Optional[str], Awaitable[Optional[str]]]]
+
+
+class ConnectionState(str, enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  # lost; a reconnect is scheduled
+    CLOSED = "closed"  # for good: close() was called, or a close code says not to reconnect
+
+
+@dataclass(frozen=True)
+class StateChange:
+    state: ConnectionState
+    code: Optional[int] = None  # on DISCONNECTED and CLOSED; 1006 when there was no close frame
+    reason: str = ""
+    reconnect_in: Optional[float] = None  # on DISCONNECTED: seconds until the next attempt
+    attempt: int = 0  # on CONNECTING: failed attempts since the last connection
+
+
+@dataclass(frozen=True)
+class Position:
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A publication pushed to a project's subscribers."""
+
+    id: str
+    project_id: str
+    event: Optional[str]
+    data: Any
+    published_at: str
+    offset: Optional[int]  # None only on a publication made while the server's Redis was down
+    epoch: Optional[str]
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> "Message":
+        return cls(
+            id=frame.get("id", ""),
+            project_id=frame["project_id"],
+            event=frame.get("event"),
+            data=frame.get("data"),
+            published_at=frame.get("published_at", ""),
+            offset=frame.get("offset"),
+            epoch=frame.get("epoch"),
+        )
+
+
+@dataclass(frozen=True)
+class Reset:
+    """The server could not replay what was missed: reload from the source of truth."""
+
+    project_id: str
+    position: Optional[Position]  # the project's current position, when the server could read it
+
+
+class RequestError(Exception):
+    """A refused request: the server's error ``code``, or one of the client's own (``timeout``,
+    ``disconnected``: the connection ended before the answer and the request's fate is unknown,
+    ``closed``, ``message_too_big``, ``token_unavailable``)."""
+
+    def __init__(self, code: str, message: str, reply: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.reply: dict[str, Any] = reply or {}
+        self.message_id: Optional[str] = self.reply.get("message_id")
+        self.project_id: Optional[str] = self.reply.get("project_id")
+        self.retry_after_ms: Optional[int] = self.reply.get("retry_after_ms")
+
+
+def backoff_delay(attempt: int, base: float = 0.5, maximum: float = 30.0) -> float:
+    """The delay before reconnect attempt ``attempt`` (0 first): full jitter, uniformly random
+    in [0, min(maximum, base * 2**attempt)]."""
+    return random.uniform(0, min(maximum, base * 2 ** min(attempt, 30)))
+
+
+class Subscription:
+    """One project followed across reconnects; iterate it for its messages (each once, in order)."""
+
+    def __init__(self, client: "Client", project_id: str, on_reset: Optional[Callable[[Reset], Any]]) -> None:
+        self._client = client
+        self.project_id = project_id
+        self.on_reset = on_reset
+        self.position: Optional[Position] = None
+        self.confirmed = False
+        self.resets: list[Reset] = []
+        # Messages, then None (iteration ends) or the error that ended the subscription.
+        self._queue: asyncio.Queue[Union[Message, RequestError, None]] = asyncio.Queue()
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def ready(self) -> "Subscription":
+        """Waits for the first confirmation; raises :class:`RequestError` if it was refused."""
+        await asyncio.shield(self._ready)
+        return self
+
+    async def unsubscribe(self) -> None:
+        await self._client.unsubscribe(self.project_id)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        item = await self._queue.get()
+        if isinstance(item, Message):
+            return item
+        self._queue.put_nowait(None)  # iterating again ends at once
+        if item is None:
+            raise StopAsyncIteration
+        raise item
+
+    def _confirm(self, reply: dict[str, Any]) -> None:
+        position = Position(reply["offset"], reply["epoch"]) if "offset" in reply else None
+        recovered = reply.get("recovered")
+        # A resume (we sent since) says whether the gap was replayed; a subscription confirmed
+        # before but never given a position cannot know what it missed either.
+        lost = recovered is False or (recovered is None and self.confirmed)
+        if recovered is not True:
+            self.position = position
+        self.confirmed = True
+        if not self._ready.done():
+            self._ready.set_result(None)
+        if lost:
+            reset = Reset(self.project_id, position)
+            self.resets.append(reset)
+            if self.on_reset:
+                self.on_reset(reset)
+
+    def _end(self, error: Optional[RequestError]) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(error or RequestError("closed", "unsubscribed"))
+            self._ready.exception()  # retrieved: ready() re-raises it for whoever awaits
+        self._queue.put_nowait(error)
+
+    def _accept(self, message: Message) -> bool:
+        """True when new: not at or before the last offset seen in the same epoch."""
+        if message.offset is None or message.epoch is None:
+            return True
+        seen = self.position
+        if seen and seen.epoch == message.epoch and message.offset <= seen.offset:
+            return False
+        self.position = Position(message.offset, message.epoch)
+        return True
+
+
+@dataclass
+class _Pending:
+    text: str
+    expect: str
+    future: "asyncio.Future[dict[str, Any]]"
+    resend: bool = False
+    subscription: Optional[Subscription] = None
+    sent: bool = False
+
+
+@dataclass
+class _Token:
+    token: str
+    expires_at: int
+    refresh_at: float
+
+
+class Client:
+    """A client of the gateway. Use as ``async with Client(url) as client:`` or call
+    :meth:`connect` and :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        get_token: Optional[TokenSource] = None,
+        on_state: Optional[Callable[[StateChange], Any]] = None,
+        on_error: Optional[Callable[[Exception], Any]] = None,
+        on_message: Optional[Callable[[Message], Any]] = None,
+        request_timeout: float = 10.0,
+        forward_timeout: float = 30.0,  # the server may take FORWARD_DEADLINE_SECS (10 s)
+        connect_timeout: float = 10.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        restart_delay_max: float = 5.0,  # after 1012, as docs/protocol.md advises
+        abuse_delay: float = 60.0,  # after 3509
+        max_frame_bytes: int = 256 * 1024,  # the server's default MAX_FRAME_BYTES
+    ) -> None:
+        self.url = url
+        self._static_token = token
+        self._get_token = get_token
+        self._on_state = on_state
+        self._on_error = on_error
+        self._on_message = on_message
+        self.request_timeout = request_timeout
+        self.forward_timeout = forward_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.restart_delay_max = restart_delay_max
+        self.abuse_delay = abuse_delay
+        self.max_frame_bytes = max_frame_bytes
+        self.state = ConnectionState.CLOSED
+        self._stopped = True
+        self._ws: Optional[ClientConnection] = None
+        self._runner: Optional[asyncio.Task[None]] = None
+        self._refresher: Optional[asyncio.Task[None]] = None
+        self._first_connection: Optional[asyncio.Future[None]] = None
+        self._attempt = 0
+        self._token: Optional[_Token] = None
+        self._sent_token: Optional[str] = None
+        self._refused_token: Optional[str] = None
+        self._subscriptions: dict[str, Subscription] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+        # The event loop keeps only weak references to tasks: sends and subscribes live here until done.
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    async def __aenter__(self) -> "Client":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def connect(self) -> None:
+        """Starts connecting (and reconnecting); returns once connected, raises
+        :class:`RequestError` if the client stops first."""
+        if self._runner is None or self._runner.done():
+            self._stopped = False
+            self._first_connection = asyncio.get_running_loop().create_future()
+            self._attempt = 0
+            self._runner = asyncio.create_task(self._run())
+        assert self._first_connection is not None
+        await asyncio.shield(self._first_connection)
+
+    async def close(self) -> None:
+        """Closes for good; requests not yet answered fail with ``closed``."""
+        if self._runner and not self._runner.done():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self._stop(NORMAL, "closed by the client", "closed")
+
+    async def _stop(self, code: int, reason: str, fail_with: str) -> None:
+        self._stopped = True
+        self._cancel_refresh()
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        for request_id in list(self._pending):
+            self._settle(request_id, error=RequestError(fail_with, reason))
+        # Iterations end: cleanly after close(), with the reason after a close code.
+        for subscription in self._subscriptions.values():
+            subscription._end(None if code == NORMAL else RequestError(fail_with, reason))
+        self._subscriptions.clear()
+        if self._first_connection and not self._first_connection.done():
+            self._first_connection.set_exception(RequestError(fail_with, reason))
+            self._first_connection.exception()  # retrieved: connect() re-raises it
+        if self.state is not ConnectionState.CLOSED:
+            self._set_state(StateChange(ConnectionState.CLOSED, code, reason))
+
+    def _set_state(self, change: StateChange) -> None:
+        self.state = change.state
+        self._call(self._on_state, change)
+
+    def _call(self, callback: Optional[Callable[[Any], Any]], value: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(value)
+        except Exception as error:  # a listener's bug must not end the connection
+            if callback is not self._on_error:
+                self._call(self._on_error, error)
+
+    def _error(self, error: Exception) -> None:
+        self._call(self._on_error, error)
+
+    async def _run(self) -> None:
+        while True:
+            self._set_state(StateChange(ConnectionState.CONNECTING, attempt=self._attempt))
+            code, reason = await self._connection()
+            delay = self._reconnect_delay(code)
+            if delay is None:
+                await self._stop(code, reason, "unauthorized" if code == INVALID_TOKEN else "closed")
+                return
+            self._set_state(StateChange(ConnectionState.DISCONNECTED, code, reason, reconnect_in=delay))
+            await asyncio.sleep(delay)
+
+    async def _connection(self) -> tuple[int, str]:
+        """One connection, from opening to its end; returns its close code and reason."""
+        try:
+            token = await self._current_token()
+        except Exception as error:
+            self._error(RequestError("token_unavailable", f"get_token failed: {error}"))
+            return ABNORMAL, "get_token failed"
+        try:
+            ws = await connect(self.url, open_timeout=self.connect_timeout, max_size=None)
+        except InvalidStatus as error:
+            # 429/503 (overloaded, draining) and the rest: back off; a browser sees only 1006.
+            return ABNORMAL, f"upgrade refused with HTTP {error.response.status_code}"
+        except (OSError, asyncio.TimeoutError, WebSocketException) as error:
+            return ABNORMAL, f"cannot connect: {error}"
+        self._ws = ws
+        reader = asyncio.create_task(self._read(ws))
+        try:
+            await asyncio.wait_for(self._handshake(token), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await ws.close()  # a hung handshake is abandoned
+        except RequestError:
+            # After unauthorized the server closes with 3500, the code that decides what follows.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), self.connect_timeout)
+            await ws.close()
+        await reader
+        self._ws = None
+        self._cancel_refresh()
+        code = ws.close_code if ws.close_code is not None else ABNORMAL
+        reason = ws.close_reason or ""
+        self._lost(code, reason)
+        return code, reason
+
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                self._receive(frame)
+
+    async def _handshake(self, token: Optional[str]) -> None:
+        if token:
+            try:
+                await self._authenticate(token)
+            except RequestError as error:
+                if error.code != "invalid_request":  # an anonymous server takes no token
+                    raise
+                self._error(error)
+        self._attempt = 0
+        for subscription in self._subscriptions.values():
+            self._send_subscribe(subscription)
+        for pending in self._pending.values():
+            if not pending.sent:
+                self._transmit(pending)
+        self._set_state(StateChange(ConnectionState.CONNECTED))
+        if self._first_connection and not self._first_connection.done():
+            self._first_connection.set_result(None)
+
+    def _lost(self, code: int, reason: str) -> None:
+        too_big = code == MESSAGE_TOO_BIG
+        # What was sent on that connection and is not re-sent has an unknown fate: fail it now.
+        for request_id, pending in list(self._pending.items()):
+            if pending.sent and (too_big or not pending.resend):
+                fail_with = "message_too_big" if too_big else "disconnected"
+                self._settle(request_id, error=RequestError(fail_with, reason or f"closed with {code}"))
+            pending.sent = False
+
+    def _next_backoff(self) -> float:
+        delay = backoff_delay(self._attempt, self.backoff_base, self.backoff_max)
+        self._attempt += 1
+        return delay
+
+    def _reconnect_delay(self, code: int) -> Optional[float]:
+        """Seconds before reconnecting after a close with ``code``, or None: do not reconnect."""
+        if code == SERVICE_RESTART:
+            return random.uniform(0, self.restart_delay_max)
+        if code == TOKEN_EXPIRED:
+            self._token = None
+            return random.uniform(0, self.backoff_base) if self._get_token else None
+        if code == INVALID_TOKEN:
+            # Only a different token is worth a new connection: get_token is asked on the next
+            # attempt, and the client stops if the server refuses the same token twice.
+            self._token = None
+            if not self._get_token or self._sent_token == self._refused_token:
+                return None
+            self._refused_token = self._sent_token
+            return self._next_backoff()
+        if code in (PROTOCOL_ERROR, TOO_MANY_CONNECTIONS):
+            return None
+        if code == ABUSIVE_CLIENT:
+            return random.uniform(self.abuse_delay, 2 * self.abuse_delay)
+        if code == AUTHENTICATION_TIMEOUT:
+            return self._next_backoff()
+        if 3500 <= code <= 4999:  # "do not reconnect as you were"; 4000-4999: no code of this server
+            return None
+        return self._next_backoff()
+
+    # ------------------------------------------------------------------ tokens
+    async def _current_token(self) -> Optional[str]:
+        if self._token and time.time() < self._token.refresh_at:
+            return self._token.token
+        return await self._fetch_token() if self._get_token else self._static_token
+
+    async def _fetch_token(self) -> Optional[str]:
+        assert self._get_token is not None
+        token = self._get_token()
+        return await token if inspect.isawaitable(token) else token
+
+    async def _authenticate(self, token: str, current: Optional[_Token] = None) -> None:
+        """Sends authenticate and arms the refresh; ``current`` is the token being refreshed."""
+        self._sent_token = token
+        reply = await self._request({"action": "authenticate", "token": token}, "authenticated", during_handshake=True)
+        self._refused_token = None
+        self._token = _Token(token, reply["expires_at"], float(reply["refresh_at"]))
+        # A refresh that did not extend the lifetime (get_token handed back the same token) is
+        # not repeated: the 3005 at expiry makes the client reconnect with a fresh one.
+        if self._get_token and (current is None or reply["expires_at"] > current.expires_at):
+            delay = max(0.0, self._token.refresh_at - time.time())
+            self._refresher = asyncio.create_task(self._refresh_after(delay))
+
+    async def _refresh_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        ws = self._ws
+        try:
+            token = await self._fetch_token()
+            if token and ws is self._ws:
+                await self._authenticate(token, self._token)
+        except RequestError as error:
+            if error.code != "disconnected":  # the next connection authenticates afresh
+                self._error(error)
+        except Exception as error:
+            self._error(RequestError("token_unavailable", f"get_token failed: {error}"))
+
+    def _cancel_refresh(self) -> None:
+        if self._refresher and self._refresher is not asyncio.current_task():
+            self._refresher.cancel()
+        self._refresher = None
+
+    # ------------------------------------------------------------------ frames
+    def _receive(self, text: Union[str, bytes]) -> None:
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            self._error(RequestError("invalid_json", "the server sent a frame that is not JSON"))
+            return
+        kind = reply.get("type")
+        if kind == "message":
+            self._deliver(Message.from_frame(reply))
+            return
+        if kind == "subscription_confirmed":
+            subscription = self._subscriptions.get(reply.get("project_id", ""))
+            if subscription:
+                subscription._confirm(reply)
+        request_id = reply.get("request_id")
+        pending = self._pending.get(request_id) if isinstance(request_id, str) else None
+        if pending:
+            if kind == "error":
+                self._refused(request_id, pending, reply)
+                return
+            if kind == pending.expect:
+                self._settle(request_id, reply=reply)
+                return
+        if kind == "error":
+            error = RequestError(reply.get("code", "internal"), reply.get("message", ""), reply)
+            # A refreshed token that no longer allows a project ends its subscription.
+            ended = self._subscriptions.get(reply.get("project_id") or "")
+            if ended and error.code == "forbidden":
+                del self._subscriptions[ended.project_id]
+                ended._end(error)
+            self._error(error)
+
+    def _refused(self, request_id: str, pending: _Pending, reply: dict[str, Any]) -> None:
+        if reply.get("code") == "draining":
+            # Nothing was done; the 1012 that follows brings a new connection, which sends it again.
+            pending.sent = False
+            return
+        error = RequestError(reply.get("code", "internal"), reply.get("message", ""), reply)
+        if pending.subscription:
+            self._subscriptions.pop(pending.subscription.project_id, None)
+            pending.subscription._end(error)
+        self._settle(request_id, error=error)
+
+    def _deliver(self, message: Message) -> None:
+        subscription = self._subscriptions.get(message.project_id)
+        if subscription is None or not subscription._accept(message):
+            return
+        subscription._queue.put_nowait(message)
+        self._call(self._on_message, message)
+
+    def _settle(self, request_id: str, reply: Optional[dict[str, Any]] = None, error: Optional[Exception] = None) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is None or pending.future.done():
+            return
+        if error is not None:
+            pending.future.set_exception(error)
+            pending.future.exception()  # retrieved: the awaiting request re-raises it
+        else:
+            pending.future.set_result(reply or {})
+
+    async def _request(
+        self,
+        frame: dict[str, Any],
+        expect: str,
+        *,
+        timeout: Optional[float] = None,
+        resend: bool = False,
+        subscription: Optional[Subscription] = None,
+        during_handshake: bool = False,
+    ) -> dict[str, Any]:
+        """Sends a request (now, or once connected) and returns the reply of type ``expect``."""
+        request_id = f"{frame['action']}-{next(self._ids)}"
+        text = json.dumps({**frame, "request_id": request_id})
+        if len(text.encode()) > self.max_frame_bytes:
+            raise RequestError("message_too_big", f"the request is over {self.max_frame_bytes} bytes")
+        if self._stopped:
+            raise RequestError("closed", "the client is closed: call connect() first")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(text, expect, future, resend=resend, subscription=subscription)
+        self._pending[request_id] = pending
+        # Before CONNECTED only the handshake's own frames go out; the rest wait for it.
+        if self.state is ConnectionState.CONNECTED or during_handshake:
+            self._transmit(pending)
+        wait = self.request_timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), wait)
+        except asyncio.TimeoutError:
+            self._pending.pop(request_id, None)
+            raise RequestError("timeout", f"no answer within {wait} s") from None
+
+    def _transmit(self, pending: _Pending) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        self._background(self._send(ws, pending.text))
+        pending.sent = True
+
+    def _background(self, work: Awaitable[T]) -> "asyncio.Future[T]":
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _send(ws: ClientConnection, text: str) -> None:
+        # A send on a closing connection fails; the close handling re-sends or fails the request.
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(text)
+
+    def _send_subscribe(self, subscription: Subscription) -> None:
+        resume: dict[str, Any] = (
+            {"since": {"offset": subscription.position.offset, "epoch": subscription.position.epoch}}
+            if subscription.position
+            else {"recover": True}
+        )
+        frame = {"action": "subscribe", "project_id": subscription.project_id, **resume}
+        task = self._background(
+            self._request(frame, "subscription_confirmed", subscription=subscription, during_handshake=True)
+        )
+        task.add_done_callback(self._subscribe_done)
+
+    def _subscribe_done(self, task: "asyncio.Future[dict[str, Any]]") -> None:
+        error = None if task.cancelled() else task.exception()
+        # Timeouts and lost connections are retried by the next connection; refusals are final.
+        if isinstance(error, RequestError) and error.code not in ("timeout", "disconnected", "closed"):
+            self._error(error)
+
+    # ------------------------------------------------------------------ requests
+    def subscribe(self, project_id: str, *, on_reset: Optional[Callable[[Reset], Any]] = None) -> Subscription:
+        """Follows a project: iterate the subscription for every publication, once, in order,
+        across reconnects; ``on_reset`` is called when the server could not replay what was
+        missed (reload then)."""
+        existing = self._subscriptions.get(project_id)
+        if existing:
+            return existing
+        subscription = Subscription(self, project_id, on_reset)
+        self._subscriptions[project_id] = subscription
+        if self.state is ConnectionState.CONNECTED:
+            self._send_subscribe(subscription)
+        return subscription
+
+    async def unsubscribe(self, project_id: str) -> None:
+        """Stops following a project (confirmed by the server when connected)."""
+        subscription = self._subscriptions.pop(project_id, None)
+        if subscription is None:
+            return
+        subscription._end(None)
+        if self.state is ConnectionState.CONNECTED:
+            await self._request({"action": "unsubscribe", "project_id": project_id}, "unsubscription_confirmed")
+
+    async def forward(
+        self,
+        type: str,
+        project_id: str,
+        data: Any,
+        *,
+        message_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        fields: Optional[dict[str, Any]] = None,
+    ) -> str:
+        """Sends a message to an agent queue; returns the SQS message id once the queue has it.
+        Re-sent on every reconnect until answered (same ``message_id``: at-least-once)."""
+        frame = {
+            **(fields or {}),
+            "action": "forward",
+            "type": type,
+            "project_id": project_id,
+            "message_id": message_id or str(uuid.uuid4()),
+            "data": data,
+        }
+        wait = self.forward_timeout if timeout is None else timeout
+        reply = await self._request(frame, "forward_confirmed", timeout=wait, resend=True)
+        return str(reply["sqs_message_id"])
+
+    async def publish(self, project_id: str, event: Optional[str], data: Any, *, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Publishes to a project's subscribers (needs publish rights); returns publish_confirmed."""
+        frame: dict[str, Any] = {"action": "publish", "project_id": project_id, "data": data}
+        if event is not None:
+            frame["type"] = event
+        return await self._request(frame, "publish_confirmed", timeout=timeout)
+
+    async def ping(self, *, timeout: Optional[float] = None) -> dict[str, Any]:
+        """A round trip to the server; returns the pong."""
+        return await self._request({"action": "ping"}, "pong", timeout=timeout)
+
+
+__all__ = [
+    "Client",
+    "ConnectionState",
+    "Message",
+    "Position",
+    "RequestError",
+    "Reset",
+    "StateChange",
+    "Subscription",
+    "backoff_delay",
+]

@@ -1,0 +1,428 @@
+"""The Python client against the real gateway binary:
+
+    AGENTICAI_BIN=target/release/agenticai-websocket REDIS_PORT=6379 python -m pytest clients/python
+
+(scripts/client-tests.sh starts Redis and runs this with the JavaScript suites.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Optional
+
+import pytest
+from websockets.asyncio.client import connect
+
+from agenticai_websocket import Client, ConnectionState, RequestError, Reset, StateChange, backoff_delay
+from harness import (
+    JWT_SECRET,
+    REDIS_URL,
+    Proxy,
+    Server,
+    failing_dev_queue,
+    free_port,
+    mint_token,
+    publish,
+    publish_stream,
+    unique_project,
+    until,
+    wait_for,
+)
+
+FAST: dict[str, Any] = {"restart_delay_max": 0.3, "backoff_base": 0.1, "backoff_max": 0.5}
+
+
+class Recorder:
+    """A client following one project, recording the numbers received, resets and states."""
+
+    def __init__(self, url: str, project_id: str, **options: Any) -> None:
+        self.received: list[int] = []
+        self.resets: list[Reset] = []
+        self.states: list[tuple[float, StateChange]] = []
+        self.client = Client(url, on_state=lambda change: self.states.append((time.monotonic(), change)), **options)
+        self.project_id = project_id
+        self._reader: Optional[asyncio.Task[None]] = None
+
+    async def start(self) -> "Recorder":
+        subscription = self.client.subscribe(self.project_id, on_reset=self.resets.append)
+        self._reader = asyncio.create_task(self._read(subscription))
+        await until(self.client.connect())
+        await until(subscription.ready())
+        return self
+
+    async def _read(self, subscription: Any) -> None:
+        async for message in subscription:
+            self.received.append(message.data["n"])
+
+    def codes(self, state: ConnectionState) -> list[Optional[int]]:
+        return [change.code for _, change in self.states if change.state is state]
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._reader:
+            await until(self._reader, 5)
+
+
+async def drain_scenario(takeover: bool) -> None:
+    """A subscriber follows a numbered stream while its server drains (SIGTERM, 1012) and restarts
+    on the same port, or another task behind the same proxy takes over; both share Redis. It
+    ends with every number exactly once, in order, and no reset."""
+    assert REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)"
+    env = {"REDIS_URL": REDIS_URL}
+    servers = [await Server.start(env=env)]
+    if takeover:
+        servers.append(await Server.start(env=env))
+    current = servers[0]
+    proxy = await Proxy(current.port).start()
+    recorder = await Recorder(proxy.url, unique_project("takeover" if takeover else "restart"), **FAST).start()
+    restart: list[asyncio.Task[None]] = []
+
+    published_at: list[float] = []
+
+    async def restart_midstream(n: int) -> None:
+        nonlocal current
+        published_at.append(time.monotonic())
+        if n != 40:
+            return
+        draining = current
+        if takeover:
+            current = servers[1]
+            proxy.target = current.port
+            proxy.refuse_until = time.monotonic() + 0.4  # so the subscriber is away while messages go on
+        else:
+            proxy.refuse_until = float("inf")  # until the restarted task is registered
+
+        async def replace() -> None:
+            nonlocal current
+            await draining.stop()
+            if not takeover:
+                current = await Server.start(port=draining.port, env=env)
+                servers.append(current)
+                proxy.refuse_until = time.monotonic() + 0.4
+
+        restart.append(asyncio.create_task(replace()))
+
+    count = 120
+    try:
+        await publish_stream(recorder.project_id, count, lambda: current.port, restart_midstream)
+        await until(restart[0])
+        await wait_for("every message", lambda: len(recorder.received) >= count)
+        await asyncio.sleep(0.2)  # a duplicate would arrive now
+        assert recorder.received == list(range(count)), "every message exactly once, in order"
+        assert recorder.resets == []
+        drained = next(change for _, change in recorder.states if change.state is ConnectionState.DISCONNECTED)
+        assert drained.code == 1012
+        assert drained.reconnect_in is not None and drained.reconnect_in <= 0.3
+        assert recorder.client.state is ConnectionState.CONNECTED
+        drained_at = next(at for at, change in recorder.states if change.state is ConnectionState.DISCONNECTED)
+        reconnected_at = next(
+            at for at, change in recorder.states if change.state is ConnectionState.CONNECTED and at > drained_at
+        )
+        missed = [at for at in published_at if drained_at < at < reconnected_at]
+        assert missed, "messages were published while the subscriber was away: the resume replayed them"
+    finally:
+        await recorder.stop()
+        proxy.close()
+        for server in servers:
+            server.kill()
+
+
+def test_drained_server_restarted_on_the_same_port_loses_nothing() -> None:
+    asyncio.run(drain_scenario(takeover=False))
+
+
+def test_another_task_takes_over_and_loses_nothing() -> None:
+    asyncio.run(drain_scenario(takeover=True))
+
+
+def test_restart_without_redis_calls_on_reset() -> None:
+    async def scenario() -> None:
+        server = await Server.start()
+        recorder = await Recorder(server.url, unique_project("reset"), **FAST).start()
+        try:
+            for n in range(3):
+                assert await publish(server.port, recorder.project_id, {"n": n})
+            await wait_for("the first messages", lambda: len(recorder.received) == 3)
+            await server.stop()
+            server = await Server.start(port=server.port)  # a new epoch: offsets start again
+            await wait_for("the reset", lambda: len(recorder.resets) == 1)
+            for n in (3, 4):
+                assert await publish(server.port, recorder.project_id, {"n": n})
+            await wait_for("the messages after the reset", lambda: len(recorder.received) == 5)
+            assert recorder.received == [0, 1, 2, 3, 4]
+            reset = recorder.resets[0]
+            assert reset.project_id == recorder.project_id
+            assert reset.position is not None and reset.position.offset == 0
+        finally:
+            await recorder.stop()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_history_shorter_than_the_gap_calls_on_reset_at_the_current_position() -> None:
+    async def scenario() -> None:
+        assert REDIS_URL, "REDIS_PORT is set"
+        env = {"REDIS_URL": REDIS_URL, "HISTORY_SIZE": "3"}
+        first, second = await Server.start(env=env), await Server.start(env=env)
+        proxy = await Proxy(first.port).start()
+        recorder = await Recorder(proxy.url, unique_project("short-history"), **FAST).start()
+        try:
+            assert await publish(first.port, recorder.project_id, {"n": 0})
+            await wait_for("the first message", lambda: recorder.received == [0])
+            await first.stop()  # the proxy still sends the subscriber there: it stays away
+            for n in range(1, 10):
+                assert await publish(second.port, recorder.project_id, {"n": n})
+            proxy.target = second.port
+            await wait_for("the reset", lambda: len(recorder.resets) == 1)
+            position = recorder.resets[0].position
+            assert position is not None and position.offset == 10, "the reset tells the current position"
+            assert await publish(second.port, recorder.project_id, {"n": 10})
+            await wait_for("the message after the reset", lambda: len(recorder.received) == 2)
+            assert recorder.received == [0, 10], "what the history no longer held is not replayed"
+        finally:
+            await recorder.stop()
+            proxy.close()
+            first.kill()
+            second.kill()
+
+    asyncio.run(scenario())
+
+
+def test_upgrade_refused_while_the_server_drains_backs_off_until_the_next_one() -> None:
+    async def scenario() -> None:
+        # Another connection's forward, stuck on a failing queue, keeps the server draining for
+        # FORWARD_DEADLINE_SECS after this client was told to go: its upgrades get HTTP 503.
+        env = {"DRAIN_SECONDS": "1", "FORWARD_DEADLINE_SECS": "3"}
+        server = await Server.start(env=env, prepare=failing_dev_queue)
+        states: list[StateChange] = []
+        client = Client(server.url, restart_delay_max=0.1, backoff_base=0.1, backoff_max=0.3, on_state=states.append)
+        try:
+            await client.connect()
+            async with connect(server.url) as other:
+                await other.send(json.dumps({"action": "forward", "type": "dev", "project_id": "p", "data": None}))
+                await asyncio.sleep(0.1)
+                stopped = asyncio.create_task(server.stop())
+                await wait_for("an upgrade refused with 503", lambda: any("HTTP 503" in c.reason for c in states))
+            await stopped
+            server = await Server.start(port=server.port)
+            await wait_for("the reconnection", lambda: client.state is ConnectionState.CONNECTED)
+            lost = [change for change in states if change.state is ConnectionState.DISCONNECTED]
+            assert lost[0].code == 1012
+            assert all(change.code == 1006 for change in lost[1:])
+            for attempt, change in enumerate(lost[1:]):
+                assert change.reconnect_in is not None and change.reconnect_in <= min(0.3, 0.1 * 2**attempt)
+        finally:
+            await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_token_refreshed_across_expiries_on_the_same_connection() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET, "JWT_LEEWAY_SECS": "0"})
+        project_id = unique_project("refresh")
+        minted: list[str] = []
+
+        async def get_token() -> str:
+            minted.append(await asyncio.to_thread(mint_token, project_id, 3))
+            return minted[-1]
+
+        recorder = await Recorder(server.url, project_id, get_token=get_token).start()
+        try:
+            await asyncio.sleep(7)  # past two expiries of a 3 s token
+            assert await publish(server.port, project_id, {"n": 0})
+            await wait_for("the message after the expiries", lambda: recorder.received == [0])
+            assert len(minted) >= 3, f"refreshed before each expiry ({len(minted)} tokens)"
+            assert [change.state for _, change in recorder.states] == [
+                ConnectionState.CONNECTING,
+                ConnectionState.CONNECTED,
+            ], "never disconnected"
+        finally:
+            await recorder.stop()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_token_expired_3005_reconnects_with_a_fresh_token_and_resumes() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET, "JWT_LEEWAY_SECS": "0"})
+        project_id = unique_project("expired")
+        first = mint_token(project_id, 2)
+        calls = 0
+
+        def get_token() -> str:
+            # The identity provider hands back the same (expiring) token at refresh time.
+            nonlocal calls
+            calls += 1
+            return first if calls <= 2 else mint_token(project_id, 60)
+
+        recorder = await Recorder(server.url, project_id, get_token=get_token, backoff_base=0.1).start()
+        try:
+            assert await publish(server.port, project_id, {"n": 0})
+            await wait_for("the 3005 close", lambda: 3005 in recorder.codes(ConnectionState.DISCONNECTED), 6)
+            await wait_for("the reconnection", lambda: recorder.states[-1][1].state is ConnectionState.CONNECTED)
+            assert await publish(server.port, project_id, {"n": 1})
+            await wait_for("the message after the reconnection", lambda: len(recorder.received) == 2)
+            assert recorder.received == [0, 1]
+            assert recorder.resets == []
+        finally:
+            await recorder.stop()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_invalid_token_3500_is_retried_once_then_the_client_stops() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
+        states: list[StateChange] = []
+        client = Client(server.url, get_token=lambda: "not-a-token", backoff_base=0.05, on_state=states.append)
+        try:
+            with pytest.raises(RequestError) as refused:
+                await until(client.connect())
+            assert refused.value.code == "unauthorized"
+            assert client.state is ConnectionState.CLOSED
+            assert [change.state for change in states if change.code == 3500] == [
+                ConnectionState.DISCONNECTED,
+                ConnectionState.CLOSED,
+            ]
+        finally:
+            await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_forward_confirmed_and_refused_codes() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
+        allowed = unique_project("fwd")
+        try:
+            async with Client(server.url, token=mint_token(allowed)) as client:
+                sqs_id = await client.forward("dev", allowed, {"task": "fix the login"}, message_id="m-1")
+                assert sqs_id.startswith("local-")
+                with pytest.raises(RequestError) as unknown:
+                    await client.forward("fly", allowed, {})
+                assert unknown.value.code == "unknown_message_type"
+                with pytest.raises(RequestError) as forbidden:
+                    await client.forward("dev", "not-in-the-token", {})
+                assert forbidden.value.code == "forbidden"
+                with pytest.raises(RequestError) as no_scope:
+                    await client.publish(allowed, "status", {})
+                assert no_scope.value.code == "forbidden"
+                assert (await client.ping())["type"] == "pong"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_forward_failed_names_the_message_when_the_queue_cannot_take_it() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"FORWARD_DEADLINE_SECS": "1"}, prepare=failing_dev_queue)
+        try:
+            async with Client(server.url) as client:
+                with pytest.raises(RequestError) as failed:
+                    await client.forward("dev", "failing", {"n": 1}, message_id="doomed")
+                assert failed.value.code == "forward_failed"
+                assert failed.value.message_id == "doomed"
+                assert (await client.forward("qa", "failing", {"n": 2})).startswith("local-"), "other queues work"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_frame_over_max_frame_bytes_1009_fails_the_request_and_the_client_reconnects() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"MAX_FRAME_BYTES": "4096"})
+        states: list[StateChange] = []
+        try:
+            async with Client(server.url, backoff_base=0.05, on_state=states.append) as client:
+                with pytest.raises(RequestError) as too_big:
+                    await client.forward("dev", "big", "x" * 8192)
+                assert too_big.value.code == "message_too_big"
+                assert next(c.code for c in states if c.state is ConnectionState.DISCONNECTED) == 1009
+                assert (await client.ping())["type"] == "pong", "reconnected"
+            local = Client(server.url, max_frame_bytes=4096)
+            with pytest.raises(RequestError) as refused:
+                await local.forward("dev", "big", "x" * 8192)
+            assert refused.value.code == "message_too_big", "refused before sending"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_forward_busy_when_too_many_in_flight() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"MAX_INFLIGHT_PER_CONNECTION": "1"})
+        try:
+            async with Client(server.url) as client:
+                results = await asyncio.gather(
+                    *(client.forward("qa", "busy-test", {"n": n}) for n in range(20)), return_exceptions=True
+                )
+            codes = {result.code if isinstance(result, RequestError) else "confirmed" for result in results}
+            assert codes == {"confirmed", "busy"}, results
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_forward_made_while_the_server_is_down_is_sent_once_it_is_back() -> None:
+    async def scenario() -> None:
+        server = await Server.start()
+        client = Client(server.url, **FAST)
+        try:
+            await client.connect()
+            await server.stop()
+            await wait_for("the disconnection", lambda: client.state is ConnectionState.DISCONNECTED)
+            forwarded = asyncio.create_task(client.forward("ops", "down-test", {"deploy": True}, message_id="while-down"))
+            await asyncio.sleep(0.3)
+            server = await Server.start(port=server.port)
+            assert (await until(forwarded)).startswith("local-")
+            published = await client.publish("down-test", "status", {"ok": True})
+            assert published["type"] == "publish_confirmed", "an open loopback server lets a connection publish"
+            assert published["offset"] == 1
+        finally:
+            await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_backoff_waits_are_random_within_their_bound_and_as_announced() -> None:
+    async def scenario() -> None:
+        changes: list[tuple[float, StateChange]] = []
+        client = Client(
+            f"ws://127.0.0.1:{free_port()}/ws",  # nothing listens there
+            backoff_base=0.1,
+            backoff_max=0.4,
+            on_state=lambda change: changes.append((time.monotonic(), change)),
+        )
+        connecting = asyncio.create_task(client.connect())
+        try:
+            await wait_for(
+                "seven attempts", lambda: sum(c.state is ConnectionState.CONNECTING for _, c in changes) >= 7
+            )
+        finally:
+            await client.close()
+            with pytest.raises(RequestError):
+                await connecting
+        waits = [(at, index, change) for index, (at, change) in enumerate(changes) if change.state is ConnectionState.DISCONNECTED]
+        for attempt, (at, index, change) in enumerate(waits[:6]):
+            bound = min(0.4, 0.1 * 2**attempt)
+            assert change.code == 1006
+            assert change.reconnect_in is not None and 0 <= change.reconnect_in <= bound
+            waited = changes[index + 1][0] - at
+            assert change.reconnect_in - 0.005 <= waited <= change.reconnect_in + 0.5
+
+    asyncio.run(scenario())
+    for attempt in range(40):
+        assert 0 <= backoff_delay(attempt, 0.5, 30) <= min(30, 0.5 * 2**attempt)
