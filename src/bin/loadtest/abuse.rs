@@ -6,8 +6,8 @@
 //!   never reads;
 //! - `over_budget`: `--flooders` connections each send `ping` requests at `--flood-rate` a second
 //!   (meant to be over CLIENT_RATE_PER_SECOND) and read their answers;
-//! - `slowloris`: `--slowloris` sockets start an upgrade and trickle a header byte a second;
-//!   each one the server closes is opened again.
+//! - `slowloris`: `--slowloris` sockets start an upgrade and add a header line a second, never
+//!   ending the head; each one the server closes is opened again.
 //!
 //! Throughout, `--probes` clients send a `ping` request every 200 ms (within any budget of 5 a
 //! second or more) and one of them reconnects every 200 ms: round trips and connect times per phase. The server's
@@ -284,14 +284,15 @@ async fn over_budget(target: &net::Target, count: usize, rate: u64, timeout: Dur
     }
 }
 
-/// `count` sockets trickling an upgrade a byte a second; each one closed is opened again.
+/// `count` sockets sending an upgrade's head but its last line, then one more valid header
+/// line a second, never ending it; each one closed is opened again.
 async fn slowloris(target: &net::Target, count: usize, deadline: Instant) {
     let tasks: Vec<_> = (0..count)
         .map(|_| {
             let target = target.clone();
             tokio::spawn(async move {
                 let head = upgrade_head(&target);
-                let partial = head.trim_end_matches("\r\n").as_bytes().to_vec();
+                let partial = head.strip_suffix("\r\n").unwrap_or(&head).as_bytes().to_vec();
                 while Instant::now() < deadline {
                     let Ok(mut stream) = tokio::net::TcpStream::connect(target.addr).await else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -302,10 +303,10 @@ async fn slowloris(target: &net::Target, count: usize, deadline: Instant) {
                     }
                     let mut sink = [0u8; 512];
                     while Instant::now() < deadline {
-                        if stream.write_all(b"\r\nX").await.is_err() {
+                        if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
                             break;
                         }
-                        // A byte a second: the read times out unless the server answered or closed.
+                        // A line a second: the read times out unless the server answered or closed.
                         let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut sink)).await;
                         if let Ok(Ok(0) | Err(_)) = read {
                             break;
