@@ -58,13 +58,13 @@ function queueRows(queues) {
 
 const SVG = "http://www.w3.org/2000/svg";
 
-// One or two series as polylines over the kept window, scaled to the larger maximum.
+// One or two series as polylines over the points kept, scaled to the larger maximum.
 function chart(id, series) {
   const svg = $(id);
   const width = 300, height = 80, top = 4;
   const max = Math.max(1, ...series.flatMap((key) => points.map((p) => p[key] || 0)));
-  const step = width / (KEPT_POINTS - 1);
-  const offset = KEPT_POINTS - points.length;
+  // Until five minutes are kept, the points present span the whole width.
+  const step = width / Math.max(1, points.length - 1);
   const children = [];
   for (const fraction of [0.5, 1]) {
     const y = height - (height - top) * fraction;
@@ -78,14 +78,15 @@ function chart(id, series) {
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("class", index === 0 ? "line-a" : "line-b");
     line.setAttribute("points", points.map((p, i) =>
-      `${((offset + i) * step).toFixed(1)},${(height - ((p[key] || 0) / max) * (height - top)).toFixed(1)}`).join(" "));
+      `${(i * step).toFixed(1)},${(height - ((p[key] || 0) / max) * (height - top)).toFixed(1)}`).join(" "));
     children.push(line);
   });
   const title = document.createElementNS(SVG, "title");
   title.textContent = `top line: ${number(max)}`;
   children.push(title);
   svg.replaceChildren(...children);
-  svg.parentElement.dataset.max = number(max);
+  const seconds = points.length > 1 ? Math.round((points[points.length - 1].t - points[0].t) / 1000) : 0;
+  svg.parentElement.dataset.max = `${number(max)} · last ${duration(seconds)}`;
 }
 
 function render(stats) {
