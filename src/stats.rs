@@ -221,7 +221,9 @@ impl StatsHistory {
 
     /// Samples every [`SAMPLE_INTERVAL`], until the server's runtime stops.
     pub async fn sample_forever(self: Arc<Self>) {
-        let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
+        // The first sample was taken at construction: the next one a whole interval later, so
+        // no rate is measured over a sliver of time.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_INTERVAL, SAMPLE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
