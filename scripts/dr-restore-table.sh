@@ -12,8 +12,9 @@
 #   --target     name of the new table (default agenticai-websocket-ENV-restored-YYYYMMDDHHMM)
 #   --source     another source table than agenticai-websocket-ENV
 #   --switch     then point the service at the new table: updates the service stack
-#                (SERVICE_STACK, default agenticai-websocket-ENV) with RecordsTableName=TARGET and
-#                waits until the service is stable
+#                (SERVICE_STACK, default agenticai-websocket-ENV) with RecordsTableName=TARGET, its
+#                deployed template and every other parameter unchanged, and waits until the service
+#                is stable (a stack deployed before RecordsTableName existed: deploy it first)
 #   --dry-run    print every command instead of running it
 #
 # Works against any endpoint the AWS CLI is pointed at: AWS_ENDPOINT_URL (moto in the tests).
@@ -22,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -100,11 +101,18 @@ capture COUNT "<ITEMS>" aws dynamodb scan --table-name "$TARGET" --select COUNT 
 echo "restored $TARGET ($COUNT items)"
 
 if [ "$SWITCH" -eq 1 ]; then
-  # The stack keeps every other parameter's value; the task role's table permission follows the name.
+  # Only the table changes: the deployed template, every other parameter as it is. The task role's
+  # table permission follows the name.
   say "switch the service to $TARGET (stack $SERVICE_STACK, RecordsTableName)"
-  run aws cloudformation deploy --stack-name "$SERVICE_STACK" \
-    --template-file "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/cloudformation/service.yaml" \
-    --parameter-overrides "RecordsTableName=$TARGET" --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset
+  capture KEYS "<PARAMETER_KEYS>" aws cloudformation describe-stacks --stack-name "$SERVICE_STACK" \
+    --query 'Stacks[0].Parameters[].ParameterKey' --output text
+  parameters=("ParameterKey=RecordsTableName,ParameterValue=$TARGET")
+  for key in $KEYS; do
+    [ "$key" = RecordsTableName ] || parameters+=("ParameterKey=$key,UsePreviousValue=true")
+  done
+  run aws cloudformation update-stack --stack-name "$SERVICE_STACK" --use-previous-template \
+    --parameters "${parameters[@]}" --capabilities CAPABILITY_NAMED_IAM --query StackId --output text
+  run aws cloudformation wait stack-update-complete --stack-name "$SERVICE_STACK"
   say "wait until the service is stable"
   run aws ecs wait services-stable --cluster "$CLUSTER" --services "$SERVICE"
   echo "the service now records into $TARGET; the old table $SOURCE is kept (DeletionPolicy Retain)"
