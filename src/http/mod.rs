@@ -1,6 +1,5 @@
-//! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, and the
-//! operations endpoints (`/health`, `/ready`, `/metrics`), and the status page (`/status`,
-//! `/api/v1/stats`).
+//! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, the operations
+//! endpoints (`/health`, `/ready`, `/metrics`) and the status page (`/status`, `/api/v1/stats`).
 
 pub mod audit;
 pub mod history;
