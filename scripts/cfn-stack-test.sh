@@ -3,7 +3,10 @@
 # CloudFormation (scripts/local-aws.sh), starts the server against the queues and the table
 # that stack created, runs the endpoint integration test (one forward per agent queue among its
 # checks), and verifies each of the four agent queues received exactly that one message and the
-# table holds the audit records.
+# table holds the audit records. Then the disaster-recovery procedures moto supports, with the
+# operators' scripts against that stack: a point-in-time restore of the table into a new table
+# (scripts/dr-restore-table.sh), and a dead-letter queue redriven into its agent queue
+# (scripts/dr-redrive-dlq.sh --copy: moto lacks StartMessageMoveTask).
 #
 #   scripts/cfn-stack-test.sh [BINARY]     (default target/release/agenticai-websocket)
 set -euo pipefail
@@ -34,7 +37,7 @@ done
 port=$(free_port)
 data_dir=$(mktemp -d)
 WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$port DATA_DIR=$data_dir PUBLISH_API_KEYS=cfn-test-key \
-  SQS_QUEUE_URL_UPDATES='' RUST_LOG=warn "$BIN" >"$data_dir/server.log" 2>&1 &
+  SQS_QUEUE_URL_UPDATES='' RUST_LOG=warn EMF_INTERVAL_SECS=1 "$BIN" >"$data_dir/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 200); do
   curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
@@ -76,3 +79,118 @@ PY
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
+
+# The service stack's dashboard and alarms read only metrics the server emits, and the dashboard is
+# a body CloudWatch accepts. (moto's CloudFormation cannot create the service stack itself: it lacks
+# the target group's attributes.)
+"$TOOLS_DIR/aws-venv/bin/python" - cloudformation/service.yaml "$data_dir/server.log" <<'PY'
+import json
+import re
+import sys
+
+import boto3
+import yaml
+
+template_path, log_path = sys.argv[1:3]
+
+
+class Loader(yaml.SafeLoader):
+    pass
+
+
+def intrinsic(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {name: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {name: loader.construct_sequence(node, deep=True)}
+    return {name: loader.construct_mapping(node, deep=True)}
+
+
+Loader.add_multi_constructor("!", intrinsic)
+resources = yaml.load(open(template_path), Loader=Loader)["Resources"]
+emitted = set()
+for line in open(log_path):
+    if line.startswith("{") and '"_aws"' in line:
+        for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+            emitted.update(metric["Name"] for metric in directive["Metrics"])
+
+body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+dashboard = json.loads(re.sub(r"\$\{([A-Za-z:]+)\}", lambda m: "60" if m.group(1) == "EmfIntervalSecs" else "x", body))
+read = set()
+for widget in dashboard["widgets"]:
+    for row in widget["properties"].get("metrics", []):
+        if row and row[0] == "AgenticAI/WebSocket":
+            read.add(row[1])
+for resource in resources.values():
+    properties = resource.get("Properties", {})
+    if properties.get("Namespace") == "AgenticAI/WebSocket":
+        read.add(properties["MetricName"])
+missing = sorted(read - emitted)
+ok = bool(read) and not missing
+print(f"{'PASS' if ok else 'FAIL'} the dashboard and alarms read {len(read)} EMF metrics, all emitted by the server"
+      + (f" (never emitted: {missing})" if missing else ""))
+cloudwatch = boto3.client("cloudwatch")
+cloudwatch.put_dashboard(DashboardName="agenticai-websocket-citest", DashboardBody=json.dumps(dashboard))
+stored = json.loads(cloudwatch.get_dashboard(DashboardName="agenticai-websocket-citest")["DashboardBody"])
+accepted = len(stored["widgets"]) == len(dashboard["widgets"])
+print(f"{'PASS' if accepted else 'FAIL'} the dashboard body is accepted ({len(dashboard['widgets'])} widgets)")
+sys.exit(0 if ok and accepted else 1)
+PY
+
+# The DR scripts drive the AWS CLI, as operators do; the venv gets one when the machine has none.
+if ! command -v aws >/dev/null 2>&1; then
+  "$TOOLS_DIR/aws-venv/bin/pip" install -q --disable-pip-version-check awscli
+  export PATH="$TOOLS_DIR/aws-venv/bin:$PATH"
+fi
+restored=agenticai-websocket-dev-restored
+bash scripts/dr-restore-table.sh dev --latest --target "$restored"
+"$TOOLS_DIR/aws-venv/bin/python" - "$DYNAMODB_TABLE_NAME" "$restored" <<'PY'
+import sys
+import boto3
+
+dynamo = boto3.client("dynamodb")
+source, restored = sys.argv[1:3]
+
+
+def keys(table):
+    return sorted((item["pk"]["S"], item["sk"]["S"]) for item in dynamo.scan(TableName=table)["Items"])
+
+
+ok = keys(source) == keys(restored) and len(keys(source)) >= 4
+print(f"{'PASS' if ok else 'FAIL'} dr: the restored table holds the source's {len(keys(restored))} records")
+backups = dynamo.describe_continuous_backups(TableName=restored)["ContinuousBackupsDescription"]
+pitr = backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+ttl = dynamo.describe_time_to_live(TableName=restored)["TimeToLiveDescription"].get("AttributeName") == "ttl"
+print(f"{'PASS' if pitr and ttl else 'FAIL'} dr: the restored table has point-in-time recovery and TTL on ttl")
+sys.exit(0 if ok and pitr and ttl else 1)
+PY
+
+"$TOOLS_DIR/aws-venv/bin/python" - <<'PY'
+import boto3
+
+sqs = boto3.client("sqs")
+dlq = sqs.get_queue_url(QueueName="agenticai-dev-dlq-dev")["QueueUrl"]
+for n in range(3):
+    sqs.send_message(QueueUrl=dlq, MessageBody=f'{{"message_id": "dead-{n}"}}',
+                     MessageAttributes={"message_id": {"DataType": "String", "StringValue": f"dead-{n}"}})
+PY
+bash scripts/dr-redrive-dlq.sh dev dev --copy
+"$TOOLS_DIR/aws-venv/bin/python" - <<'PY'
+import sys
+import boto3
+
+sqs = boto3.client("sqs")
+
+
+def held(name):
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+queue, dlq = held("agenticai-dev-queue-dev"), held("agenticai-dev-dlq-dev")
+ok = queue == 4 and dlq == 0
+print(f"{'PASS' if ok else 'FAIL'} dr: the dev DLQ's 3 messages are back in the dev queue (queue {queue}, DLQ {dlq})")
+sys.exit(0 if ok else 1)
+PY

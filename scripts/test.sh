@@ -4,8 +4,9 @@
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
 #      cargo-tarpaulin, failing under 80% line coverage of the server code
 #   3. the release binary: the endpoint integration test, the client libraries' tests, the
-#      container smoke test, the load-test smoke, the platform stack created in moto's
-#      CloudFormation and used for real
+#      container smoke test, the load-test smoke, the status page in headless Chromium, the
+#      platform stack created in moto's CloudFormation and used for real, with the
+#      disaster-recovery scripts run against it
 #   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
 #
 # Usage: scripts/test.sh            (what .ci/run and the README run)
@@ -131,7 +132,10 @@ bash scripts/run-image-smoke.sh "$BIN"
 step "load-test smoke (correctness of every scenario)"
 bash scripts/loadtest-smoke.sh
 
-step "platform stack in moto's CloudFormation, then one forward per queue through it"
+step "status page in headless Chromium (screenshots in target/status-page/)"
+bash scripts/status-page-test.sh "$BIN"
+
+step "platform stack in moto's CloudFormation, one forward per queue through it, then table restore and DLQ redrive"
 bash scripts/cfn-stack-test.sh "$BIN"
 
 step "infrastructure linters"

@@ -15,6 +15,7 @@ use crate::{
     persistence::{Persistence, RecordSink},
     protocol::request::ParseLimits,
     redis_engine::subscriber::RedisHealth,
+    stats::StatsHistory,
 };
 
 /// Per-connection settings, from the configuration.
@@ -51,4 +52,6 @@ pub struct Gateway {
     pub session: SessionSettings,
     /// Present when REDIS_URL is set: whether the pub/sub connection is up.
     pub redis_health: Option<RedisHealth>,
+    /// The status page's figures, sampled by the task [`crate::server::Server::run`] spawns.
+    pub stats: Arc<StatsHistory>,
 }

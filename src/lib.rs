@@ -9,7 +9,7 @@
 //! | where | what |
 //! |---|---|
 //! | [`server`] | builds everything from [`config`], serves, and owns the drain order |
-//! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics` |
+//! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics`, the status page |
 //! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::inbound`] decodes its frames, [`session::outbox`] is its bounded outbound queue and the body that writes it |
 //! | [`protocol`] | the wire format: [`protocol::request`] parses a frame, [`protocol::reply`] encodes answers and publications, [`protocol::errors`] the error and close-code catalogues |
 //! | [`access`] | the one place that decides whether a connection may do an action |
@@ -22,6 +22,7 @@
 //! | [`updates`] | agent updates long-polled from SQS and published to their projects |
 //! | [`aws`] | SDK configuration, error classification, backoff |
 //! | [`metrics`], [`emf`], [`logging`] | Prometheus, CloudWatch EMF, structured logs |
+//! | [`stats`] | the status page's figures: the registry sampled each second, five minutes kept |
 //!
 //! # Where a frame goes
 //!
@@ -48,4 +49,5 @@ pub mod protocol;
 pub mod redis_engine;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod updates;

@@ -5,8 +5,8 @@
 //! so a fan-out costs one atomic add, not a label lookup per delivery.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::protocol::{CloseCode, ErrorCode};
@@ -29,6 +29,9 @@ pub struct Metrics {
     pub publish_fanout: Histogram,
     pub forward_entries: IntCounterVec,
     pub forward_pending: IntGauge,
+    /// Forwards held by the dispatcher, by queue and state: `waiting` for a batch, `in_flight`
+    /// in a batch being sent.
+    pub forward_queue_entries: IntGaugeVec,
     pub sqs_batch_entries: Histogram,
     pub sqs_batch_seconds: HistogramVec,
     pub records_written: IntCounterVec,
@@ -120,6 +123,13 @@ impl Metrics {
                 "forward_pending",
                 "Forwards accepted from clients and not yet confirmed or failed",
             ))?,
+            forward_queue_entries: IntGaugeVec::new(
+                opts(
+                    "forward_queue_entries",
+                    "Forwards held by the dispatcher, by queue and state (waiting, in_flight)",
+                ),
+                &["queue", "state"],
+            )?,
             sqs_batch_entries: Histogram::with_opts(histogram_opts(
                 "sqs_batch_entries",
                 "Entries per SendMessageBatch call (or spool write)",
@@ -216,6 +226,7 @@ impl Metrics {
         r.register(Box::new(self.publish_fanout.clone()))?;
         r.register(Box::new(self.forward_entries.clone()))?;
         r.register(Box::new(self.forward_pending.clone()))?;
+        r.register(Box::new(self.forward_queue_entries.clone()))?;
         r.register(Box::new(self.sqs_batch_entries.clone()))?;
         r.register(Box::new(self.sqs_batch_seconds.clone()))?;
         r.register(Box::new(self.records_written.clone()))?;
@@ -276,6 +287,12 @@ impl Metrics {
     /// The counter of delivered publications, resolved once for the hub's fan-out loop.
     pub fn message_frames_out(&self) -> IntCounter {
         self.frames_out.with_label_values(&["message"])
+    }
+
+    /// Every registered metric's current value, for readers that look metrics up by name
+    /// (the status page).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// The Prometheus text exposition.

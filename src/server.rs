@@ -166,6 +166,7 @@ impl Server {
         let gateway = web::Data::new(Gateway {
             broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
             redis_health,
+            stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
             hub,
             dispatcher,
             persistence,
@@ -257,6 +258,7 @@ impl Server {
         let handle = self.http.handle();
         let serving = actix_rt::spawn(self.http);
         self.gateway.lifecycle.set_ready();
+        actix_rt::spawn(self.gateway.stats.clone().sample_forever());
         if self.config.emf_interval_secs > 0 {
             actix_rt::spawn(emf::emit_every(
                 Duration::from_secs(self.config.emf_interval_secs),

@@ -405,6 +405,21 @@ impl AccessPolicy {
         self.publish_open
     }
 
+    /// Whether `principal` may read the server's own figures (`GET /api/v1/stats`, which the
+    /// status page shows): whoever may read the audit without a token (a publish key; no key
+    /// in open mode), or a token with the `admin` scope.
+    pub fn check_operator(&self, principal: &Principal) -> Result<(), RequestError> {
+        let admin = principal.identity.as_ref().is_some_and(|identity| identity.scopes.has(Scopes::ADMIN));
+        if principal.can_publish || admin {
+            return Ok(());
+        }
+        let code = if principal.is_anonymous() { ErrorCode::Unauthorized } else { ErrorCode::Forbidden };
+        Err(RequestError::new(
+            code,
+            "This needs a publish API key or a token with the admin scope (Authorization: Bearer ...)",
+        ))
+    }
+
     /// The API's rules for requests that carry no credentials because none are needed (open
     /// mode). A web page in the user's browser can reach a loopback server too, so there
     /// the request must be addressed to a loopback `Host` (a DNS-rebound name is not), and a body

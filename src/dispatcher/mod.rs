@@ -141,7 +141,10 @@ impl Pending {
 #[derive(Default)]
 struct Lane {
     waiting: VecDeque<Pending>,
+    /// Batches being sent.
     in_flight: usize,
+    /// Forwards in those batches.
+    in_flight_entries: usize,
     timer_armed: bool,
 }
 
@@ -202,15 +205,22 @@ impl QueueDispatcher {
                 break;
             }
             let batch = take_batch(&mut lane.waiting, self.settings.max_batch_bytes);
-            lane.in_flight += 1;
             let size = batch.len();
+            lane.in_flight += 1;
+            lane.in_flight_entries += size;
             let delivery = deliver(self.backend.clone(), role, batch, self.metrics.clone(), self.records.clone());
             ctx.spawn(delivery.into_actor(self).map(move |(), dispatcher, ctx| {
-                dispatcher.lanes[role.index()].in_flight -= 1;
+                let lane = &mut dispatcher.lanes[role.index()];
+                lane.in_flight -= 1;
+                lane.in_flight_entries -= size;
                 dispatcher.answered(size);
                 dispatcher.pump(role, ctx);
             }));
         }
+        let lane = &self.lanes[role.index()];
+        let entries = &self.metrics.forward_queue_entries;
+        entries.with_label_values(&[role.name(), "waiting"]).set(lane.waiting.len() as i64);
+        entries.with_label_values(&[role.name(), "in_flight"]).set(lane.in_flight_entries as i64);
     }
 
     /// Answers waiting forwards whose deadline passed before they could be sent.

@@ -1,11 +1,12 @@
-//! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, and the
-//! operations endpoints (`/health`, `/ready`, `/metrics`).
+//! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, the operations
+//! endpoints (`/health`, `/ready`, `/metrics`) and the status page (`/status`, `/api/v1/stats`).
 
 pub mod audit;
 pub mod handshake;
 pub mod history;
 pub mod operations;
 pub mod publish;
+pub mod status;
 pub mod upgrade;
 
 use actix_web::{
@@ -25,12 +26,16 @@ pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
         .route("/health", web::get().to(operations::health))
         .route("/ready", web::get().to(operations::ready))
         .route("/metrics", web::get().to(operations::metrics))
+        .route("/status", web::get().to(status::page))
+        .route("/status/app.js", web::get().to(status::script))
+        .route("/status/style.css", web::get().to(status::style))
         .service(
             web::scope("/api/v1")
                 .wrap(cors(cors_origins))
                 .route("/publish", web::post().to(publish::publish))
                 .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
-                .route("/projects/{project_id}/history", web::get().to(history::project_history)),
+                .route("/projects/{project_id}/history", web::get().to(history::project_history))
+                .route("/stats", web::get().to(status::stats)),
         );
 }
 
