@@ -59,9 +59,9 @@ pub struct Metrics {
     /// `rate` (a frame over its connection's budget), `api_rate` (the publish API's budget),
     /// `handshake_timeout` (a TCP connection closed before its HTTP request arrived).
     pub limit_refusals: IntCounterVec,
-    /// TCP connections open, WebSocket or not: with `active_connections`, how many sockets are
-    /// still in their handshake or on the HTTP API.
-    pub tcp_connections: IntGauge,
+    /// TCP connections whose first HTTP request has not been handled yet: sockets in their
+    /// handshake (slowloris ones among them) and first API requests in progress.
+    pub pending_handshakes: IntGauge,
 }
 
 /// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
@@ -200,9 +200,9 @@ impl Metrics {
                 opts("limit_refusals_total", "Connections and requests refused by the abuse limits, by limit"),
                 &["limit"],
             )?,
-            tcp_connections: IntGauge::with_opts(opts(
-                "tcp_connections",
-                "TCP connections open: WebSockets, HTTP API callers and sockets still in their handshake",
+            pending_handshakes: IntGauge::with_opts(opts(
+                "pending_handshakes",
+                "TCP connections whose first HTTP request has not been handled yet (slowloris sockets among them)",
             ))?,
             registry,
         };
@@ -246,7 +246,7 @@ impl Metrics {
         r.register(Box::new(self.authenticated_connections.clone()))?;
         r.register(Box::new(self.token_expiries.clone()))?;
         r.register(Box::new(self.limit_refusals.clone()))?;
-        r.register(Box::new(self.tcp_connections.clone()))?;
+        r.register(Box::new(self.pending_handshakes.clone()))?;
         for limit in LIMITS {
             self.limit_refusals.with_label_values(&[limit]);
         }

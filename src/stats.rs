@@ -414,8 +414,10 @@ mod tests {
         assert_eq!(report["history"].as_array().unwrap().len(), KEPT_SAMPLES - 1);
         assert_eq!(history.report(READY, 3)["history"].as_array().unwrap().len(), 3);
         assert_eq!(report["connections"]["closed_total"]["client_closed"], 1);
-        // Not registered: reads as nothing, not as an error.
-        assert_eq!(report["limits"]["refusals_total"], json!({}));
+        // Every limit reads from the start, at zero.
+        let refusals = report["limits"]["refusals_total"].as_object().unwrap();
+        assert_eq!(refusals.len(), crate::metrics::LIMITS.len());
+        assert!(refusals.values().all(|count| count == 0), "{refusals:?}");
         assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
     }
 }

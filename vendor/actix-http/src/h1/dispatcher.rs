@@ -956,7 +956,11 @@ where
 
                             req.head_mut().peer_addr = *this.peer_addr;
 
-                            req.conn_data.clone_from(this.conn_data);
+                            // Patched: the connection's data goes to its first request only,
+                            // instead of being held by the dispatcher for the connection's life
+                            // (for a WebSocket, hours). The gateway's data is a watch on the
+                            // handshake, done with once that request is handled.
+                            req.conn_data = this.conn_data.take();
 
                             match this.codec.message_type() {
                                 // request has no payload
