@@ -1,19 +1,21 @@
-//! The hub actor: the registry of local connections and their subscriptions, the fan-out of
-//! publications to them, and (single-task mode) the projects' history.
+//! The hub actor: the registry of this task's connections and their subscriptions, and the
+//! fan-out of publications to them. Positions, history and other tasks are the
+//! [`Engine`](crate::engine::Engine)'s; the hub never asks which engine runs.
 //!
 //! It owns two maps kept in step: connection -> projects and project -> (connection -> member).
 //! A publication is encoded once before it reaches the hub; the hub pushes the same bytes into
 //! each subscriber's [`Outbox`] without waiting on anyone: a full outbox closes that client as
 //! a slow consumer and the fan-out goes on.
 //!
-//! Positions: without Redis the hub's [`MemoryHistory`] stamps each publication ([`Publish`])
-//! as it fans it out, so offsets follow delivery order. With Redis, publications arrive stamped
-//! ([`Deliver`]) from the Redis subscriber; the hub drops any it already delivered (same epoch,
-//! offset not above the last), which makes gap-filling after a Redis reconnect safe.
+//! Publications arrive two ways. [`Publish`]: not yet positioned; the hub asks the engine to
+//! stamp it as it fans it out (the memory engine keeps it in its history there, so offsets
+//! follow delivery order). [`Deliver`]: already positioned by the engine (the Redis subscriber);
+//! the hub drops any it already delivered (same epoch, offset not above the last), which makes
+//! gap-filling after a reconnect safe.
 //!
 //! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
 //! project's message before its `subscription_confirmed`. A resume (`since`) replays the missed
-//! publications right after the confirmation. With Redis the history read is asynchronous: until
+//! publications right after the confirmation. The engine's history read is asynchronous: until
 //! it returns, live publications for that member are held back in order and released after the
 //! replay, minus those the replay already contained: no gap and no duplicate at the seam.
 //!
@@ -35,16 +37,15 @@ use bytestring::ByteString;
 use prometheus::IntCounter;
 
 use crate::{
-    history::{Entries, MemoryHistory, Recovery},
+    engine::{positions::Recovery, Engine},
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
-    redis_engine::{subscriber::RedisHealth, RedisEngine},
     session::outbox::{Outbox, PushError},
 };
 
-/// Longest a subscribe waits on Redis (its channel subscribed, its history read) before it is
-/// confirmed without a position: a Redis that hangs must not hold a client's confirmation.
-const REDIS_WAIT: Duration = Duration::from_secs(2);
+/// Longest a subscribe waits on the engine (its channel subscribed, its history read) before it
+/// is confirmed without a position: a back end that hangs must not hold a client's confirmation.
+const ENGINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages the hub's mailbox holds before senders are told to back off.
 pub const HUB_MAILBOX_CAPACITY: usize = 4096;
@@ -93,9 +94,8 @@ pub struct Unsubscribe {
     pub confirmation: ByteString,
 }
 
-/// A publication without a position: the hub stamps it from its memory history (single-task
-/// mode) and fans it out. With Redis configured this is the fallback while Redis is down:
-/// local delivery only, no position.
+/// A publication without a position ([`crate::engine::Route::Local`]): the hub has the engine
+/// stamp it and fans it out.
 #[derive(Message)]
 #[rtype(result = "Published")]
 pub struct Publish {
@@ -111,7 +111,7 @@ pub struct Published {
     pub position: Option<StreamPosition>,
 }
 
-/// A publication already stamped by the cross-task engine, for local subscribers.
+/// A publication already positioned by the engine, for local subscribers.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Deliver {
@@ -128,20 +128,11 @@ pub struct SubscriberCount {
     pub project_id: ProjectId,
 }
 
-/// The last position delivered for each project with local subscribers (Redis mode), for
-/// gap-filling after a reconnect.
+/// The last position [`Deliver`]ed for each project with local subscribers, for gap-filling
+/// after the engine's back end reconnects.
 #[derive(Message)]
 #[rtype(result = "Vec<(ProjectId, StreamPosition)>")]
 pub struct LastPositions;
-
-/// A page of a project's memory history (single-task mode).
-#[derive(Message)]
-#[rtype(result = "Option<(StreamPosition, Entries)>")]
-pub struct HistoryPage {
-    pub project_id: ProjectId,
-    pub since_offset: u64,
-    pub limit: usize,
-}
 
 /// Starts the drain: every connection is told to close with 1012, spread over `window`.
 #[derive(Message)]
@@ -190,36 +181,29 @@ struct Member {
     held: Option<Vec<(u64, ByteString)>>,
 }
 
-/// Where positions come from.
-pub enum HubHistory {
-    /// Single task: the hub stamps and keeps history itself.
-    Memory(MemoryHistory),
-    /// Redis stamps and keeps history; the hub remembers the last position it delivered per
-    /// project, to drop repeats. While `health` says the pub/sub connection is down, subscribes
-    /// are answered at once, without a position.
-    Redis { engine: Box<RedisEngine>, health: RedisHealth, delivered: HashMap<ProjectId, StreamPosition> },
-}
-
 pub struct Hub {
     connections: HashMap<ConnectionId, Registered>,
     subscribers: HashMap<ProjectId, HashMap<ConnectionId, Member>>,
-    history: HubHistory,
+    engine: Arc<dyn Engine>,
+    /// The last position [`Deliver`]ed per project, to drop repeats.
+    delivered: HashMap<ProjectId, StreamPosition>,
     /// Publications held back for one resuming member, at most (then it is a slow consumer).
     max_held: usize,
     metrics: Arc<Metrics>,
     message_frames: IntCounter,
     /// Told when the set of projects with local subscribers changes (the Redis subscriber
-    /// subscribes and unsubscribes their channels).
+    /// subscribes and unsubscribes their channels); given by the engine when the hub starts.
     interest: Option<Recipient<ProjectInterest>>,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, history: HubHistory, max_held: usize) -> Self {
+    pub fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
             connections: HashMap::new(),
             subscribers: HashMap::new(),
-            history,
+            engine,
+            delivered: HashMap::new(),
             max_held,
             metrics,
             message_frames,
@@ -275,9 +259,7 @@ impl Hub {
         if members.is_empty() {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
-            if let HubHistory::Redis { delivered, .. } = &mut self.history {
-                delivered.remove(project_id);
-            }
+            self.delivered.remove(project_id);
             if let Some(interest) = &self.interest {
                 interest.do_send(ProjectInterest::Lost(project_id.clone()));
             }
@@ -363,22 +345,7 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
-    }
-}
-
-/// Tells the hub who follows the project set (set once, after the Redis subscriber started).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FollowInterest(pub Recipient<ProjectInterest>);
-
-impl Handler<FollowInterest> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: FollowInterest, _: &mut Self::Context) {
-        for project_id in self.subscribers.keys() {
-            msg.0.do_send(ProjectInterest::Gained(project_id.clone(), None));
-        }
-        self.interest = Some(msg.0);
+        self.interest = self.engine.attach(ctx.address());
     }
 }
 
@@ -411,56 +378,47 @@ impl Handler<Subscribe> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        match &mut self.history {
-            HubHistory::Memory(history) => {
-                let recovery = history.recover(&msg.project_id, msg.since.as_ref());
-                if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                    self.complete_subscription(&msg, Some(recovery));
-                }
+        if self.engine.is_down() {
+            // Answered at once, without a position (the engine follows the project again when
+            // its back end is back).
+            log::debug!(project_id = &*msg.project_id; "engine down; subscribing without position");
+            if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
+                self.complete_subscription(&msg, None);
             }
-            HubHistory::Redis { engine, health, .. } => {
-                let engine = engine.clone();
-                let reads_history = msg.since.is_some() || msg.with_position;
-                if health.is_down() {
-                    // Redis is down: answered at once, without a position (the subscriber
-                    // subscribes the project's channel when Redis is back).
-                    log::debug!(project_id = &*msg.project_id; "Redis down; subscribing without position");
-                    if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                        self.complete_subscription(&msg, None);
-                    }
-                    return;
-                }
-                let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
-                    return;
-                };
-                if channel_ready.is_none() && !reads_history {
-                    // The channel is subscribed already and there is nothing to read.
-                    self.complete_subscription(&msg, None);
-                    return;
-                }
-                let project_id = msg.project_id.clone();
-                let since = msg.since.clone();
-                let read = async move {
-                    if let Some(ready) = channel_ready {
-                        let _ = tokio::time::timeout(REDIS_WAIT, ready).await;
-                    }
-                    if !reads_history {
-                        return Ok(None);
-                    }
-                    match tokio::time::timeout(REDIS_WAIT, engine.recover(&project_id, since.as_ref())).await {
-                        Ok(read) => read.map(Some).map_err(|error| error.to_string()),
-                        Err(_) => Err(format!("no answer within {REDIS_WAIT:?}")),
-                    }
-                };
-                ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-                    let recovery = result.unwrap_or_else(|error| {
-                        log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
-                        None
-                    });
-                    hub.complete_subscription(&msg, recovery);
-                }));
-            }
+            return;
         }
+        let reads_history = msg.since.is_some() || msg.with_position;
+        // Held until confirmed: whatever arrives before the confirmation waits behind it.
+        let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
+            return;
+        };
+        if channel_ready.is_none() && !reads_history {
+            // Nothing to wait for and nothing to read.
+            self.complete_subscription(&msg, None);
+            return;
+        }
+        let engine = self.engine.clone();
+        let project_id = msg.project_id.clone();
+        let since = msg.since.clone();
+        let read = async move {
+            if let Some(ready) = channel_ready {
+                let _ = tokio::time::timeout(ENGINE_WAIT, ready).await;
+            }
+            if !reads_history {
+                return Ok(None);
+            }
+            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref())).await {
+                Ok(read) => read.map(Some).map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {ENGINE_WAIT:?}")),
+            }
+        };
+        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+            let recovery = result.unwrap_or_else(|error| {
+                log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
+                None
+            });
+            hub.complete_subscription(&msg, recovery);
+        }));
     }
 }
 
@@ -482,13 +440,7 @@ impl Handler<Publish> for Hub {
     type Result = Published;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Published {
-        let (position, frame) = match &mut self.history {
-            HubHistory::Memory(history) => {
-                let (position, frame) = history.append(&msg.project_id, &msg.frame);
-                (Some(position), frame)
-            }
-            HubHistory::Redis { .. } => (None, msg.frame),
-        };
+        let (position, frame) = self.engine.stamp(&msg.project_id, msg.frame);
         let offset = position.as_ref().map_or(0, |position| position.offset);
         let reached = self.fan_out(&msg.project_id, offset, &frame);
         Published { reached, position }
@@ -499,17 +451,15 @@ impl Handler<Deliver> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> usize {
-        if let HubHistory::Redis { delivered, .. } = &mut self.history {
-            if !self.subscribers.contains_key(&msg.project_id) {
+        if !self.subscribers.contains_key(&msg.project_id) {
+            return 0;
+        }
+        if let Some(last) = self.delivered.get(&msg.project_id) {
+            if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
                 return 0;
             }
-            if let Some(last) = delivered.get(&msg.project_id) {
-                if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
-                    return 0;
-                }
-            }
-            delivered.insert(msg.project_id.clone(), msg.position.clone());
         }
+        self.delivered.insert(msg.project_id.clone(), msg.position.clone());
         self.fan_out(&msg.project_id, msg.position.offset, &msg.frame)
     }
 }
@@ -526,24 +476,7 @@ impl Handler<LastPositions> for Hub {
     type Result = MessageResult<LastPositions>;
 
     fn handle(&mut self, _: LastPositions, _: &mut Self::Context) -> Self::Result {
-        let positions = match &self.history {
-            HubHistory::Redis { delivered, .. } => {
-                delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect()
-            }
-            HubHistory::Memory(_) => Vec::new(),
-        };
-        MessageResult(positions)
-    }
-}
-
-impl Handler<HistoryPage> for Hub {
-    type Result = Option<(StreamPosition, Entries)>;
-
-    fn handle(&mut self, msg: HistoryPage, _: &mut Self::Context) -> Self::Result {
-        match &mut self.history {
-            HubHistory::Memory(history) => Some(history.page(&msg.project_id, msg.since_offset, msg.limit)),
-            HubHistory::Redis { .. } => None,
-        }
+        MessageResult(self.delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect())
     }
 }
 

@@ -17,21 +17,17 @@ use crate::{
         token::{TokenVerifier, VerifierSettings},
         AccessPolicy, Authentication,
     },
-    broker::Broker,
     config::Config,
     dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
     emf,
+    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
-    history::{HistorySettings, MemoryHistory},
-    hub::{CloseAll, ConnectionCount, DrainAll, FollowInterest, Hub, HubHistory},
+    hub::{CloseAll, ConnectionCount, DrainAll, Hub},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     protocol::{request::ParseLimits, CloseCode},
-    redis_engine::{
-        subscriber::{RedisHealth, RedisSubscriber},
-        RedisEngine,
-    },
+    publish::Publisher,
     updates::UpdatesConsumer,
 };
 
@@ -121,32 +117,18 @@ impl Server {
             ttl: Duration::from_secs(config.history_ttl_secs),
             max_projects: config.history_max_projects,
         };
-        let redis = match config.redis_url() {
-            Some(url) => Some(RedisEngine::connect(url, history_settings).await?),
-            None => None,
+        let engine: Arc<dyn Engine> = match config.redis_url() {
+            Some(url) => Arc::new(RedisEngine::connect(url, history_settings, metrics.clone()).await?),
+            None => Arc::new(MemoryEngine::new(history_settings)),
         };
-        let redis_health = redis.as_ref().map(|_| RedisHealth::default());
         let hub = {
-            let metrics = metrics.clone();
-            let history = match (&redis, &redis_health) {
-                (Some(engine), Some(health)) => HubHistory::Redis {
-                    engine: Box::new(engine.clone()),
-                    health: health.clone(),
-                    delivered: Default::default(),
-                },
-                _ => HubHistory::Memory(MemoryHistory::new(history_settings)),
-            };
+            let (metrics, engine) = (metrics.clone(), engine.clone());
             let max_held = config.outbound_queue_messages;
-            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, history, max_held))
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held))
         };
-        if let (Some(engine), Some(health)) = (&redis, &redis_health) {
-            let subscriber = RedisSubscriber::new(engine.clone(), hub.clone(), health.clone(), metrics.clone());
-            let subscriber = RedisSubscriber::start_in_arbiter(&hub_arbiter.handle(), move |_| subscriber);
-            hub.do_send(FollowInterest(subscriber.recipient()));
-        }
         log::info!(
-            history = if redis.is_some() { "redis" } else { "memory" }, history_size = config.history_size;
-            "cross-task fan-out {}", if redis.is_some() { "over Redis" } else { "off (single task)" }
+            engine = engine.describe(), history_size = config.history_size;
+            "engine configured (history, positions, fan-out across tasks)"
         );
         let policy = AccessPolicy::new(
             config.publish_api_keys.clone(),
@@ -157,8 +139,8 @@ impl Server {
         log::info!("{}", policy.describe());
         log::info!("{}", policy.describe_authentication());
         let gateway = web::Data::new(Gateway {
-            broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
-            redis_health,
+            publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
+            engine,
             hub,
             dispatcher,
             persistence,
@@ -186,7 +168,7 @@ impl Server {
             let consumer = UpdatesConsumer::new(
                 aws_sdk_sqs::Client::new(sdk),
                 url.to_owned(),
-                gateway.broker.clone(),
+                gateway.publisher.clone(),
                 gateway.metrics.clone(),
                 gateway.session.parse_limits,
             );

@@ -5,7 +5,7 @@
 //! `StreamHandler`), parses each with
 //! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
 //! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
-//! broker. It keeps the heartbeat and closes a silent peer.
+//! publish path. It keeps the heartbeat and closes a silent peer.
 //!
 //! It never waits on another actor while handling a frame: requests to the hub are
 //! `try_send` (a full hub answers `busy`), and forwards and publishes are answered later, when
@@ -34,7 +34,6 @@ use self::{
 };
 use crate::{
     access::{Action, Principal},
-    broker::PublishSource,
     dispatcher::{message::QueueMessage, routing::AgentRole, Forward},
     gateway::Gateway,
     hub::{Connect, ConnectionId, Disconnect, Drain, Subscribe, Unsubscribe},
@@ -44,6 +43,7 @@ use crate::{
         CloseCode, ErrorCode, ForwardRequest, PublishRequest, Reply, Request, RequestError, RequestId,
         SubscribeRequest,
     },
+    publish::PublishSource,
 };
 
 /// How long the connection may take to hand over the close frame once a close is asked for. A
@@ -371,9 +371,9 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> Result<(), RequestError> {
         self.take_inflight_slot()?;
-        let broker = self.gateway.broker.clone();
+        let publisher = self.gateway.publisher.clone();
         let user_id = self.principal.user_id().map(str::to_owned);
-        let published = async move { broker.publish(publish, PublishSource::WebSocket, user_id.as_deref()).await };
+        let published = async move { publisher.publish(publish, PublishSource::WebSocket, user_id.as_deref()).await };
         ctx.spawn(published.into_actor(self).map(move |result, session, _| {
             match result {
                 Ok(receipt) => session.reply(

@@ -191,7 +191,7 @@ async fn apply(projects: &mut HashSet<ProjectId>, command: ProjectInterest, sink
 async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
     let Ok(last_positions) = hub.send(LastPositions).await else { return };
     for (project_id, position) in last_positions {
-        match engine.recover(&project_id, Some(&position)).await {
+        match engine.recover_from(&project_id, Some(&position)).await {
             Ok(recovery) if recovery.recovered => {
                 for (offset, frame) in recovery.frames {
                     let position = crate::protocol::StreamPosition { offset, epoch: recovery.top.epoch.clone() };
@@ -216,6 +216,6 @@ async fn deliver(hub: &Addr<Hub>, metrics: &Metrics, message: &redis::Msg) {
     };
     let latency_ms = chrono::Utc::now().timestamp_millis().saturating_sub(parsed.published_at_ms).max(0);
     metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
-    let frame = crate::history::with_position(parsed.frame, &parsed.position);
+    let frame = crate::engine::positions::with_position(parsed.frame, &parsed.position);
     let _ = hub.send(Deliver { project_id: project_id.into(), position: parsed.position, frame }).await;
 }
