@@ -37,6 +37,8 @@ pub struct SessionSettings {
     pub auth_timeout: Duration,
     /// Clock skew allowed past a token's `exp` (JWT_LEEWAY_SECS).
     pub jwt_leeway: Duration,
+    /// Whether presence is kept (PRESENCE).
+    pub presence: bool,
 }
 
 pub struct Gateway {

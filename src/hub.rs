@@ -13,6 +13,11 @@
 //! the hub drops any it already delivered (same epoch, offset not above the last), which makes
 //! gap-filling after a reconnect safe.
 //!
+//! Presence: each subscription added or removed is reported to the engine
+//! ([`Engine::presence_join`] / [`Engine::presence_leave`]), which announces joins and leaves
+//! back to every task's hub ([`PresenceEvent`]); the hub passes them to the other members that
+//! asked (`join_leave`), behind their confirmation like a publication.
+//!
 //! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
 //! project's message before its `subscription_confirmed`. A resume (`since`) replays the missed
 //! publications right after the confirmation. The engine's history read is asynchronous: until
@@ -37,7 +42,11 @@ use bytestring::ByteString;
 use prometheus::IntCounter;
 
 use crate::{
-    engine::{positions::Recovery, Engine},
+    engine::{
+        positions::Recovery,
+        presence::{Change, Member},
+        Engine,
+    },
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
     session::outbox::{Outbox, PushError},
@@ -63,6 +72,8 @@ pub struct Connect {
     pub projects: Vec<ProjectId>,
     /// Told to drain when the server shuts down.
     pub session: Recipient<Drain>,
+    /// The connection as presence shows it, for the projects named on the URL.
+    pub member: Arc<Member>,
 }
 
 /// A connection ended: forget it and its subscriptions.
@@ -83,6 +94,10 @@ pub struct Subscribe {
     pub since: Option<StreamPosition>,
     /// Put the project's position in the confirmation.
     pub with_position: bool,
+    /// Deliver the project's join and leave events.
+    pub join_leave: bool,
+    /// The connection as presence shows it (its identity may have changed since it connected).
+    pub member: Arc<Member>,
 }
 
 /// Removes a subscription and confirms it to the client.
@@ -158,6 +173,18 @@ pub struct CloseAll {
     pub code: CloseCode,
 }
 
+/// A join or leave event of a project, from the engine, for the members that asked for them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceEvent {
+    pub project_id: ProjectId,
+    pub change: Change,
+    /// Whose join or leave: that connection is not told about itself.
+    pub connection_id: ConnectionId,
+    /// `{"type":"join"|"leave",...}`, encoded once.
+    pub frame: ByteString,
+}
+
 /// The hub gained its first or lost its last local subscriber of a project.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -172,18 +199,22 @@ struct Registered {
     outbox: Outbox,
     session: Recipient<Drain>,
     projects: HashSet<ProjectId>,
+    member: Arc<Member>,
 }
 
 /// One subscriber of a project.
-struct Member {
+struct Subscriber {
     outbox: Outbox,
     /// While a resume is being read from Redis: live publications held back, in order.
     held: Option<Vec<(u64, ByteString)>>,
+    join_leave: bool,
+    /// As reported to the engine when the subscription was added, so its leave matches.
+    member: Arc<Member>,
 }
 
 pub struct Hub {
     connections: HashMap<ConnectionId, Registered>,
-    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Member>>,
+    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Subscriber>>,
     engine: Arc<dyn Engine>,
     /// The last position [`Deliver`]ed per project, to drop repeats.
     delivered: HashMap<ProjectId, StreamPosition>,
@@ -194,10 +225,12 @@ pub struct Hub {
     /// Told when the set of projects with local subscribers changes (the Redis subscriber
     /// subscribes and unsubscribes their channels); given by the engine when the hub starts.
     interest: Option<Recipient<ProjectInterest>>,
+    /// Report subscriptions to the engine's presence (PRESENCE).
+    presence: bool,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize) -> Self {
+    pub fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize, presence: bool) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
             connections: HashMap::new(),
@@ -208,10 +241,12 @@ impl Hub {
             metrics,
             message_frames,
             interest: None,
+            presence,
         }
     }
 
-    /// Registers a subscription (idempotent). `None` when the connection is gone; else, when
+    /// Registers a subscription (idempotent; a new one is reported to presence as `member`, or
+    /// as the connection was when it connected). `None` when the connection is gone; else, when
     /// this is the project's first local subscriber and a cross-task engine follows the project
     /// set, a receiver answered once the engine subscribed the project's channel.
     fn add_subscription(
@@ -219,9 +254,12 @@ impl Hub {
         id: &ConnectionId,
         project_id: ProjectId,
         hold: bool,
+        join_leave: bool,
+        member: Option<&Arc<Member>>,
     ) -> Option<Option<tokio::sync::oneshot::Receiver<()>>> {
         let registered = self.connections.get_mut(id)?;
         let outbox = registered.outbox.clone();
+        let member = member.unwrap_or(&registered.member).clone();
         registered.projects.insert(project_id.clone());
         let members = self.subscribers.entry(project_id.clone()).or_default();
         let mut channel_ready = None;
@@ -229,20 +267,26 @@ impl Hub {
             self.metrics.projects.inc();
             if let Some(interest) = &self.interest {
                 let (ack, ready) = tokio::sync::oneshot::channel();
-                interest.do_send(ProjectInterest::Gained(project_id, Some(ack)));
+                interest.do_send(ProjectInterest::Gained(project_id.clone(), Some(ack)));
                 channel_ready = Some(ready);
             }
         }
         let held = hold.then(Vec::new);
         match members.get_mut(id) {
-            Some(member) => {
-                if member.held.is_none() {
-                    member.held = held;
+            Some(subscriber) => {
+                if subscriber.held.is_none() {
+                    subscriber.held = held;
                 }
+                subscriber.join_leave = join_leave;
             }
             None => {
-                members.insert(id.clone(), Member { outbox, held });
+                members.insert(id.clone(), Subscriber { outbox, held, join_leave, member: member.clone() });
                 self.metrics.subscriptions.inc();
+                if self.presence {
+                    self.engine.presence_join(&project_id, &member);
+                    self.metrics.presence_members.inc();
+                    self.metrics.presence_events.with_label_values(&["join"]).inc();
+                }
             }
         }
         Some(channel_ready)
@@ -252,10 +296,15 @@ impl Hub {
         let Some(members) = self.subscribers.get_mut(project_id) else {
             return;
         };
-        if members.remove(id).is_none() {
+        let Some(subscriber) = members.remove(id) else {
             return;
-        }
+        };
         self.metrics.subscriptions.dec();
+        if self.presence {
+            self.engine.presence_leave(project_id, &subscriber.member);
+            self.metrics.presence_members.dec();
+            self.metrics.presence_events.with_label_values(&["leave"]).inc();
+        }
         if members.is_empty() {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
@@ -308,7 +357,7 @@ impl Hub {
     /// Confirms a subscription and replays a recovery into the member's outbox, then releases
     /// whatever was held back after the replay's last offset.
     fn complete_subscription(&mut self, request: &Subscribe, recovery: Option<Recovery>) {
-        let Subscribe { id, project_id, request_id, since, with_position } = request;
+        let Subscribe { id, project_id, request_id, since, with_position, .. } = request;
         let (request_id, resumed, with_position) = (request_id.as_ref(), since.is_some(), *with_position);
         let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
             return;
@@ -354,10 +403,11 @@ impl Handler<Connect> for Hub {
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         let id = msg.id.clone();
-        self.connections
-            .insert(msg.id, Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new() });
+        let registered =
+            Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new(), member: msg.member };
+        self.connections.insert(msg.id, registered);
         for project_id in msg.projects {
-            self.add_subscription(&id, project_id, false);
+            self.add_subscription(&id, project_id, false, false, None);
         }
     }
 }
@@ -382,14 +432,18 @@ impl Handler<Subscribe> for Hub {
             // Answered at once, without a position (the engine follows the project again when
             // its back end is back).
             log::debug!(project_id = &*msg.project_id; "engine down; subscribing without position");
-            if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
+            if self
+                .add_subscription(&msg.id, msg.project_id.clone(), false, msg.join_leave, Some(&msg.member))
+                .is_some()
+            {
                 self.complete_subscription(&msg, None);
             }
             return;
         }
         let reads_history = msg.since.is_some() || msg.with_position;
         // Held until confirmed: whatever arrives before the confirmation waits behind it.
-        let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
+        let added = self.add_subscription(&msg.id, msg.project_id.clone(), true, msg.join_leave, Some(&msg.member));
+        let Some(channel_ready) = added else {
             return;
         };
         if channel_ready.is_none() && !reads_history {
@@ -461,6 +515,30 @@ impl Handler<Deliver> for Hub {
         }
         self.delivered.insert(msg.project_id.clone(), msg.position.clone());
         self.fan_out(&msg.project_id, msg.position.offset, &msg.frame)
+    }
+}
+
+impl Handler<PresenceEvent> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceEvent, _: &mut Self::Context) {
+        let Some(members) = self.subscribers.get_mut(&msg.project_id) else { return };
+        let kind = msg.change.label();
+        let others = members.iter_mut().filter(|(id, _)| **id != msg.connection_id).map(|(_, subscriber)| subscriber);
+        for subscriber in others.filter(|subscriber| subscriber.join_leave) {
+            match &mut subscriber.held {
+                // Behind the confirmation, like a publication without a position.
+                Some(held) if held.len() < self.max_held => held.push((0, msg.frame.clone())),
+                Some(_) => subscriber.outbox.close(CloseCode::SlowConsumer),
+                None => match subscriber.outbox.push_text(msg.frame.clone()) {
+                    Ok(()) => self.metrics.frame_out(kind),
+                    Err(PushError::Full) => {
+                        log::warn!(project_id = &*msg.project_id; "outbound queue full, closing slow consumer")
+                    }
+                    Err(PushError::Closed) => {}
+                },
+            }
+        }
     }
 }
 

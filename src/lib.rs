@@ -14,7 +14,7 @@
 //! | [`protocol`] | the wire format: [`protocol::request`] parses a frame, [`protocol::reply`] encodes answers and publications, [`protocol::errors`] the error and close-code catalogues |
 //! | [`access`] | the one place that decides whether a connection may do an action |
 //! | [`hub`] | **hub actor**: this task's connection registry, subscriptions, local fan-out |
-//! | [`engine`] | the one interface to history, positions, resume reads and other tasks, and its contracts; [`engine::memory`] (one task) and [`engine::redis`] (with its **Redis subscriber actor**) implement it; [`engine::positions`] is the recovery rule both share |
+//! | [`engine`] | the one interface to history, positions, resume reads, other tasks and presence, and its contracts; [`engine::memory`] (one task) and [`engine::redis`] (with its **Redis subscriber actor** and presence writer) implement it; [`engine::positions`] is the recovery rule both share, [`engine::presence`] the member and its frames |
 //! | [`publish`] | the publish path every publication takes (stamp, encode once, engine, audit) |
 //! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
 //! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
@@ -25,7 +25,9 @@
 //! # Where a frame goes
 //!
 //! socket -> `session` (parse with `protocol::request`, check with `access`) ->
-//! subscribe/unsubscribe: `hub` (which confirms through the session's outbox);
+//! subscribe/unsubscribe: `hub` (which confirms through the session's outbox, and reports the
+//! member to the engine's presence, which announces `join`/`leave` back through every task's hub);
+//! presence/presence_stats: `engine`;
 //! forward: `dispatcher` (batched to SQS, confirmed after SQS accepted, audited by
 //! `persistence`); publish: `publish` -> `engine` (position, history, other tasks) -> `hub`
 //! fan-out into every subscriber's outbox -> socket.

@@ -52,6 +52,12 @@ pub struct Metrics {
     pub authenticated_connections: IntGauge,
     /// Connections closed because their token expired (3005).
     pub token_expiries: IntCounter,
+    /// This task's presence members (subscriptions reported to the engine).
+    pub presence_members: IntGauge,
+    /// Joins and leaves of this task's members, by kind.
+    pub presence_events: IntCounterVec,
+    /// `presence` and `presence_stats` requests, by kind and where they came from.
+    pub presence_queries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -176,6 +182,21 @@ impl Metrics {
                 "token_expiries_total",
                 "Connections closed because their token expired without a refresh (3005)",
             ))?,
+            presence_members: IntGauge::with_opts(opts(
+                "presence_members",
+                "Subscriptions of this task's connections in presence (0 with PRESENCE=false)",
+            ))?,
+            presence_events: IntCounterVec::new(
+                opts("presence_events_total", "Joins and leaves of this task's presence members, by kind"),
+                &["kind"],
+            )?,
+            presence_queries: IntCounterVec::new(
+                opts(
+                    "presence_queries_total",
+                    "Presence reads, by kind (presence, presence_stats) and via (websocket, http)",
+                ),
+                &["kind", "via"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -216,6 +237,9 @@ impl Metrics {
         r.register(Box::new(self.auth_failures.clone()))?;
         r.register(Box::new(self.authenticated_connections.clone()))?;
         r.register(Box::new(self.token_expiries.clone()))?;
+        r.register(Box::new(self.presence_members.clone()))?;
+        r.register(Box::new(self.presence_events.clone()))?;
+        r.register(Box::new(self.presence_queries.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,

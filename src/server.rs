@@ -118,13 +118,16 @@ impl Server {
             max_projects: config.history_max_projects,
         };
         let engine: Arc<dyn Engine> = match config.redis_url() {
-            Some(url) => Arc::new(RedisEngine::connect(url, history_settings, metrics.clone()).await?),
+            Some(url) => {
+                let presence_ttl = Duration::from_secs(config.presence_ttl_secs);
+                Arc::new(RedisEngine::connect(url, history_settings, presence_ttl, metrics.clone()).await?)
+            }
             None => Arc::new(MemoryEngine::new(history_settings)),
         };
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
-            let max_held = config.outbound_queue_messages;
-            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held))
+            let (max_held, presence) = (config.outbound_queue_messages, config.presence);
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held, presence))
         };
         log::info!(
             engine = engine.describe(), history_size = config.history_size;
@@ -161,6 +164,7 @@ impl Server {
                 http_body_timeout: config.http_request_timeout(),
                 auth_timeout: Duration::from_secs(config.auth_timeout_secs),
                 jwt_leeway: Duration::from_secs(config.jwt_leeway_secs),
+                presence: config.presence,
             },
         });
 

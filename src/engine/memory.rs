@@ -3,10 +3,12 @@
 //! thread as the hub fans a publication out ([`Engine::stamp`]), so delivery order is offset
 //! order without a lock held across any wait. A restart loses the history, and the new epochs
 //! tell resuming clients so.
+//!
+//! Presence is a map of this task's members; join and leave events go straight back to the hub.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Instant,
 };
 
@@ -16,10 +18,11 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 
 use super::{
     positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
     Engine, EngineFuture, Route,
 };
 use crate::{
-    hub::{Hub, ProjectInterest},
+    hub::{Hub, PresenceEvent, ProjectInterest},
     protocol::{request::ProjectId, StreamPosition},
 };
 
@@ -27,14 +30,37 @@ pub struct MemoryEngine {
     /// Written by the hub's thread as it stamps; read by resumes (also on the hub's thread) and
     /// by HTTP history reads, so the lock is rarely contended.
     history: Mutex<MemoryHistory>,
+    /// Changed by the hub's thread, read by presence requests.
+    presence: Mutex<MemoryPresence>,
+    /// Where join and leave events go; set when the hub starts.
+    hub: OnceLock<Addr<Hub>>,
 }
 
 impl MemoryEngine {
     pub fn new(settings: HistorySettings) -> Self {
-        MemoryEngine { history: Mutex::new(MemoryHistory::new(settings)) }
+        MemoryEngine {
+            history: Mutex::new(MemoryHistory::new(settings)),
+            presence: Mutex::default(),
+            hub: OnceLock::new(),
+        }
     }
 
-    fn history(&self) -> MutexGuard<'_, MemoryHistory> {
+    fn members(&self) -> MutexGuard<'_, MemoryPresence> {
+        // Each change is one map operation: a panic cannot leave it half done.
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn announce(&self, change: Change, project_id: &ProjectId, member: &Member) {
+        if let Some(hub) = self.hub.get() {
+            // Ignores the mailbox bound, as the hub's own `Disconnect` does: one event per
+            // subscription change the hub made, and a lost one is a wrong dashboard.
+            let frame = change.frame(project_id, member);
+            let connection_id = member.connection_id.clone();
+            hub.do_send(PresenceEvent { project_id: project_id.clone(), change, connection_id, frame });
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, MemoryHistory> {
         // A panic while holding the lock leaves at worst one publication half appended; the
         // history stays usable.
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
@@ -46,7 +72,8 @@ impl Engine for MemoryEngine {
         "memory"
     }
 
-    fn attach(&self, _hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
+    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
+        let _ = self.hub.set(hub);
         None
     }
 
@@ -55,12 +82,12 @@ impl Engine for MemoryEngine {
     }
 
     fn stamp(&self, project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString) {
-        let (position, framed) = self.history().append(project_id, &frame);
+        let (position, framed) = self.streams().append(project_id, &frame);
         (Some(position), framed)
     }
 
     fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery> {
-        ready(Ok(self.history().recover(project_id, since))).boxed()
+        ready(Ok(self.streams().recover(project_id, since))).boxed()
     }
 
     fn history(
@@ -69,7 +96,7 @@ impl Engine for MemoryEngine {
         since_offset: u64,
         limit: usize,
     ) -> EngineFuture<(StreamPosition, Entries)> {
-        ready(Ok(self.history().page(project_id, since_offset, limit))).boxed()
+        ready(Ok(self.streams().page(project_id, since_offset, limit))).boxed()
     }
 
     fn backend_up(&self) -> Option<bool> {
@@ -78,6 +105,78 @@ impl Engine for MemoryEngine {
 
     fn is_down(&self) -> bool {
         false
+    }
+
+    fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        if self.members().join(project_id, member) {
+            self.announce(Change::Join, project_id, member);
+        }
+    }
+
+    fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        if self.members().leave(project_id, member) {
+            self.announce(Change::Leave, project_id, member);
+        }
+    }
+
+    fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+        ready(Ok(self.members().read(project_id, list))).boxed()
+    }
+}
+
+/// Every project's members on this task, and how many connections each user has there.
+#[derive(Default)]
+struct MemoryPresence {
+    projects: HashMap<ProjectId, ProjectPresence>,
+}
+
+#[derive(Default)]
+struct ProjectPresence {
+    members: HashMap<Arc<str>, Arc<Member>>,
+    users: HashMap<Arc<str>, usize>,
+}
+
+impl MemoryPresence {
+    /// Whether the member is new.
+    fn join(&mut self, project_id: &ProjectId, member: &Arc<Member>) -> bool {
+        let project = self.projects.entry(project_id.clone()).or_default();
+        if project.members.insert(member.connection_id.clone(), member.clone()).is_some() {
+            return false;
+        }
+        if let Some(user_id) = &member.user_id {
+            *project.users.entry(user_id.clone()).or_default() += 1;
+        }
+        true
+    }
+
+    /// Whether the member was there.
+    fn leave(&mut self, project_id: &ProjectId, member: &Member) -> bool {
+        let Some(project) = self.projects.get_mut(project_id) else { return false };
+        if project.members.remove(&member.connection_id).is_none() {
+            return false;
+        }
+        if let Some(user_id) = &member.user_id {
+            if let Some(count) = project.users.get_mut(user_id) {
+                *count -= 1;
+                if *count == 0 {
+                    project.users.remove(user_id);
+                }
+            }
+        }
+        if project.members.is_empty() {
+            self.projects.remove(project_id);
+        }
+        true
+    }
+
+    fn read(&self, project_id: &ProjectId, list: bool) -> Presence {
+        let Some(project) = self.projects.get(project_id) else { return Presence::default() };
+        let clients = if list {
+            project.members.values().take(PRESENCE_LIST_LIMIT).map(|member| member.json.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        Presence { num_clients: project.members.len(), num_users: project.users.len(), clients }
     }
 }
 

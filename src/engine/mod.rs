@@ -6,9 +6,10 @@
 //!
 //! What goes through the engine: a publication's position and its place in the history
 //! ([`Engine::publish`], [`Engine::stamp`]), resume reads ([`Engine::recover`]), history pages
-//! ([`Engine::history`]) and cross-task delivery (the Redis engine's subscriber actor, which
-//! [`Engine::attach`] starts). What stays in [`crate::hub`]: the registry of this task's
-//! connections and the fan-out of a publication to them.
+//! ([`Engine::history`]), cross-task delivery (the Redis engine's subscriber actor, which
+//! [`Engine::attach`] starts) and presence ([`Engine::presence_join`], [`Engine::presence`]; see
+//! [`presence`]). What stays in [`crate::hub`]: the registry of this task's connections and the
+//! fan-out of a publication (or a join/leave event) to them.
 //!
 //! # Contracts (both implementations keep them)
 //!
@@ -28,10 +29,27 @@
 //!   fail with [`EngineError::Unavailable`]; subscribes are confirmed at once without a position
 //!   ([`Engine::is_down`]). When the back end returns, the subscriber fills each project's gap
 //!   from the history and the hub drops what it delivered already.
+//! - **Presence.** Each task reports its own members (a connection's subscription to a project)
+//!   in order: [`Engine::presence_join`] and [`Engine::presence_leave`], called by the hub once
+//!   per subscription added and removed. A read ([`Engine::presence`]) sees every task's
+//!   members: at once in memory; with Redis, once the task's presence writer wrote them (about
+//!   one round trip). A task that dies without a word: its members are gone within
+//!   PRESENCE_TTL_SECS (Redis entries expire unless their task refreshes them every TTL / 3); a
+//!   Redis that lost its data: every task puts its members back at its next refresh. While Redis
+//!   is down, reads fail with [`EngineError::Unavailable`] and changes are written when it is
+//!   back.
+//! - **Join and leave events: at most once.** The engine announces a member it did not hold
+//!   (`join`) and the removal of one it held (`leave`) to the project's subscribers on every task
+//!   ([`crate::hub::PresenceEvent`]), in order with the project's publications. Members that
+//!   expire (their task died) and changes made while the back end is down are not announced; a
+//!   client reconciles by asking `presence` after it (re)subscribes.
 
 pub mod memory;
 pub mod positions;
+pub mod presence;
 pub mod redis;
+
+use std::sync::Arc;
 
 use actix::{Addr, Recipient};
 use bytestring::ByteString;
@@ -42,6 +60,7 @@ use crate::{
     protocol::{request::ProjectId, StreamPosition},
 };
 use positions::{Entries, Recovery};
+use presence::{Member, Presence};
 
 /// The back end did not answer or failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,4 +119,15 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether the back end was up and is lost (not merely still connecting at start-up): then
     /// a subscribe does not wait on it.
     fn is_down(&self) -> bool;
+
+    /// A connection of this task subscribed to the project. Called by the hub, on its thread,
+    /// once per subscription; never waits.
+    fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>);
+
+    /// The subscription [`Engine::presence_join`] reported ended (unsubscribe, close).
+    fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>);
+
+    /// The project's members on every task: the counts, and with `list` up to
+    /// [`presence::PRESENCE_LIST_LIMIT`] of them.
+    fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence>;
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod history;
 pub mod operations;
+pub mod presence;
 pub mod publish;
 pub mod upgrade;
 
@@ -29,7 +30,8 @@ pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
                 .wrap(cors(cors_origins))
                 .route("/publish", web::post().to(publish::publish))
                 .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
-                .route("/projects/{project_id}/history", web::get().to(history::project_history)),
+                .route("/projects/{project_id}/history", web::get().to(history::project_history))
+                .route("/projects/{project_id}/presence", web::get().to(presence::project_presence)),
         );
 }
 

@@ -18,6 +18,7 @@
 mod authentication;
 pub mod inbound;
 pub mod outbox;
+mod presence;
 
 use std::{
     collections::HashSet,
@@ -182,6 +183,7 @@ impl Session {
             identity_deadline: None,
             held_frames: None,
         };
+        let member = session.presence_member();
         let close = outbox.close_signal();
         let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
         let addr = Session::create(move |ctx| {
@@ -205,7 +207,7 @@ impl Session {
             metrics.authenticated_connections.inc();
         }
         metrics.frame_out("connected");
-        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await?;
+        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient(), member }).await?;
         Ok(body)
     }
 
@@ -273,6 +275,14 @@ impl Session {
                 policy.check(&self.principal, Action::Publish { project_id: &publish.project_id })?;
                 self.publish(publish, request_id, ctx)
             }
+            Request::Presence { project_id } => {
+                policy.check(&self.principal, Action::ReadPresence { project_id: &project_id })?;
+                self.presence(project_id, true, request_id, ctx)
+            }
+            Request::PresenceStats { project_id } => {
+                policy.check(&self.principal, Action::ReadPresence { project_id: &project_id })?;
+                self.presence(project_id, false, request_id, ctx)
+            }
         }
     }
 
@@ -283,6 +293,8 @@ impl Session {
             request_id,
             since: subscribe.since,
             with_position: subscribe.with_position,
+            join_leave: subscribe.join_leave,
+            member: self.presence_member(),
         };
         self.gateway.hub.try_send(message).map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
         self.subscriptions.insert(subscribe.project_id);

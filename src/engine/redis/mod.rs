@@ -8,15 +8,19 @@
 //!   projects it has local subscribers for, and hands each message to its hub in channel order.
 //! - **History and resume**: [`RedisEngine::read`] reads the stream after an offset, with the
 //!   project's epoch and top offset, in one script.
+//! - **Presence**: [`presence`] (a hash and a sorted set by expiry per project, written by each
+//!   task's presence writer, refreshed on a timer); join and leave events travel on the
+//!   project's channel as `join:<connection id>:<frame>` and `leave:<connection id>:<frame>`.
 //! - **While Redis is down**: see the contracts in [`crate::engine`]; [`subscriber::RedisHealth`]
 //!   is what `/ready` and the hub read.
 //!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`; channel `agenticai:{P}:pub`.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
+pub mod presence;
 pub mod subscriber;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use actix::{Actor, Addr, Recipient};
 use bytestring::ByteString;
@@ -25,6 +29,7 @@ use redis::{aio::ConnectionManager, RedisResult, Script};
 
 use super::{
     positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    presence::{Member, Presence},
     Engine, EngineError, EngineFuture, Route,
 };
 use crate::{
@@ -32,6 +37,7 @@ use crate::{
     metrics::Metrics,
     protocol::{request::ProjectId, StreamPosition},
 };
+use presence::{Command, PresenceStore};
 use subscriber::{RedisHealth, RedisSubscriber};
 
 const PUBLISH_SCRIPT: &str = r#"
@@ -98,6 +104,7 @@ pub struct RedisEngine {
     settings: HistorySettings,
     health: RedisHealth,
     metrics: Arc<Metrics>,
+    presence: Arc<PresenceStore>,
 }
 
 fn keys(project_id: &str) -> [String; 3] {
@@ -120,7 +127,13 @@ pub fn project_of_channel(channel: &str) -> Option<&str> {
 
 impl RedisEngine {
     /// Connects (the connection manager reconnects by itself afterwards).
-    pub async fn connect(url: &str, settings: HistorySettings, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// `presence_ttl`: how long a member outlives its task's last refresh.
+    pub async fn connect(
+        url: &str,
+        settings: HistorySettings,
+        presence_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         // The URL may hold a password: only its redacted form reaches a message.
         let shown = crate::config::redact_url(url);
         let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {shown}: {error}"))?;
@@ -136,6 +149,7 @@ impl RedisEngine {
             settings,
             health: RedisHealth::default(),
             metrics,
+            presence: Arc::new(PresenceStore::new(presence_ttl)),
         })
     }
 
@@ -215,6 +229,9 @@ impl Engine for RedisEngine {
     fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
         // Started on the caller's thread, the hub's: the subscriber awaits the hub for each
         // delivery, so the two sharing a thread costs no cross-thread wake-up.
+        if let Some(writer) = self.presence.writer(self.connection.clone()) {
+            actix::spawn(writer);
+        }
         let subscriber = RedisSubscriber::new(self.clone(), hub, self.health.clone(), self.metrics.clone());
         Some(subscriber.start().recipient())
     }
@@ -261,6 +278,19 @@ impl Engine for RedisEngine {
 
     fn is_down(&self) -> bool {
         self.health.is_down()
+    }
+
+    fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        self.presence.send(Command::Join(project_id.clone(), member.clone()));
+    }
+
+    fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        self.presence.send(Command::Leave(project_id.clone(), member.clone()));
+    }
+
+    fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.presence.read(&engine.connection, &project_id, list).await.map_err(unavailable) }.boxed()
     }
 }
 
