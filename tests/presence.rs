@@ -227,4 +227,27 @@ async fn three_tasks_share_presence_lose_a_killed_task_and_refill_a_wiped_redis(
         assert!(Instant::now() < deadline, "HTTP presence never answered: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A project of 1,500 members (written straight into Redis, as 1,500 tasks' writers would):
+    // the answer lists 1,000 and says so; the counts are complete.
+    let expiry = (tokens::now() + 600) * 1000;
+    let mut members = vec!["HSET".to_owned(), "agenticai:{big}:presence".to_owned()];
+    let mut expiries = vec!["ZADD".to_owned(), "agenticai:{big}:presence_expiry".to_owned()];
+    for index in 0..1500 {
+        members.push(format!("c{index}"));
+        members.push(json!({"connection_id": format!("c{index}"), "user_id": null}).to_string());
+        expiries.push(expiry.to_string());
+        expiries.push(format!("c{index}"));
+    }
+    for command in [members, expiries] {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        assert_eq!(redis.command(&args), ":1500\r\n");
+    }
+    let big = token("carol", &["big"], Value::Null);
+    let mut carol = Client::connect(&format!("{}?token={big}", tasks[0].ws_url("/ws"))).await;
+    let presence = carol.request(json!({"action": "presence", "project_id": "big"})).await;
+    assert_eq!((presence["num_clients"].as_u64(), presence["truncated"].as_bool()), (Some(1500), Some(true)));
+    assert_eq!(presence["clients"].as_array().map(Vec::len), Some(1000));
+    let stats = carol.request(json!({"action": "presence_stats", "project_id": "big"})).await;
+    assert_eq!(stats["num_clients"], 1500);
 }

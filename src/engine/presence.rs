@@ -88,11 +88,6 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Whether members were left out of `clients`.
-    pub fn truncated(&self, listed: bool) -> bool {
-        listed && self.clients.len() < self.num_clients
-    }
-
     /// The answer to `presence` (`listed`) or `presence_stats`, as a frame or an HTTP body
     /// (`kind` None leaves `type` out).
     pub fn to_json(
@@ -124,7 +119,7 @@ impl Presence {
             clients,
             num_clients: self.num_clients,
             num_users: self.num_users,
-            truncated: listed.then(|| self.truncated(listed)),
+            truncated: listed.then_some(self.clients.len() < self.num_clients),
             request_id,
         };
         // Plain fields and RawValues that parsed: serializing cannot fail.
