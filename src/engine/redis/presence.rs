@@ -6,6 +6,9 @@
 //! - `agenticai:{P}:presence_users`: hash, user id -> that user's connections;
 //! - `agenticai:{P}:presence_users_expiry`: sorted set, user id -> expiry.
 //!
+//! The scripts use `ZADD ... GT` and `TIME` in scripts that write: Redis 6.2 or later (or any
+//! Valkey).
+//!
 //! Each task writes its own members only, through one **presence writer** task ([`write`]): joins
 //! and leaves in the order the hub reported them, batched into one pipeline of scripts, and
 //! every PRESENCE_TTL_SECS / 3 a refresh that re-adds every local member with a fresh expiry.
