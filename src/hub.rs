@@ -30,6 +30,8 @@
 //! `Connect` is awaited by the upgrade handler, so accepting slows down instead of queueing.
 //! `Disconnect` uses `do_send`, which ignores the bound: there is exactly one per connection, so
 //! it is bounded by the number of connections, and losing one would leak a registry entry.
+//! The memory engine's [`PresenceEvent`]s use `do_send` too: one per subscription change the hub
+//! itself made. The Redis subscriber `send`s them and waits, like publications.
 
 use std::{
     collections::{HashMap, HashSet},

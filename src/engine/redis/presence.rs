@@ -142,6 +142,9 @@ pub struct PresenceStore {
     remove: Script,
     read: Script,
     ttl: Duration,
+    /// Shared by every clone of the engine and by the writer itself, so the writer runs until its
+    /// thread (the hub's arbiter) stops at shutdown, after the drain closed every connection and
+    /// queued their leaves; whatever it had not written by then expires after the TTL.
     commands: mpsc::UnboundedSender<Command>,
     /// Taken by [`PresenceStore::writer`] when the hub attaches the engine.
     pending: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
@@ -229,7 +232,7 @@ impl PresenceStore {
 }
 
 /// The presence writer: applies the hub's joins and leaves in order, and refreshes every local
-/// member every TTL / 3. Ends when the engine (every sender) is gone.
+/// member every TTL / 3. Runs as long as its thread.
 async fn write(
     store: Arc<PresenceStore>,
     mut connection: ConnectionManager,
