@@ -6,11 +6,12 @@
 #   scripts/benchmarks.sh [OUT_DIR]          # default: target/benchmarks
 #   scripts/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
 #   scripts/benchmarks.sh OUT_DIR limits     # only the abuse-limit series (about 3 minutes)
+#   scripts/benchmarks.sh OUT_DIR presence   # only connect with presence on and off (about 2 minutes)
 #
 # Then the machine's floor (`loadtest floor`: the same traffic with no server) and the fan-out runs
 # again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The machine's floor and the
-# write delay"), and the connection-token series (docs/benchmarks.md, "Connection tokens"). About
-# 20 minutes in all.
+# write delay"), the connection-token series (docs/benchmarks.md, "Connection tokens") and the
+# presence series (docs/benchmarks.md, "One engine, and presence"). About 22 minutes in all.
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -106,14 +107,25 @@ limits_series() {
   done
   stop_server
 }
+# Presence (issue 14): the same 10,000 connects (each subscribed by ?project_id=, so each one a
+# presence member) with PRESENCE on and off, alternating, against a fresh server each.
+presence_series() {
+  for r in 1 2 3; do
+    for presence in true false; do
+      PRESENCE=$presence start_server 18090
+      run "connect-presence-$presence-$r" connect --url $URL --connections 10000 --projects 100 --hold 5 \
+        --processes 1 --source-addrs 4 --concurrency 1000
+    done
+  done
+  stop_server
+}
 case "${2:-all}" in
-  tokens) token_series ;;
-  limits) limits_series ;;
+  tokens | limits | presence)
+    "${2}_series"
+    echo "summaries in $OUT" >&2
+    exit 0
+    ;;
 esac
-if [ "${2:-all}" != all ]; then
-  echo "summaries in $OUT" >&2
-  exit 0
-fi
 
 for r in 1 2 3; do
   start_server 18090
@@ -149,4 +161,5 @@ for r in 1 2; do
 done
 token_series
 limits_series
+presence_series
 echo "summaries in $OUT" >&2

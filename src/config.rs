@@ -305,6 +305,17 @@ pub struct Config {
     /// HTTP worker threads (0 = one per CPU core).
     #[arg(long, env = "WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// Keep presence (who is subscribed to each project, on every task) and answer `presence`,
+    /// `presence_stats` and `join_leave`.
+    #[arg(long, env = "PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub presence: bool,
+
+    /// With Redis: seconds a presence member outlives its task's last refresh (each task
+    /// refreshes its members every third of it), so a task killed without a word loses its
+    /// members within this time.
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub presence_ttl_secs: u64,
 }
 
 /// The shortest JWT_SECRET accepted (RFC 7518 3.2: a key of at least the hash's size).

@@ -1,5 +1,5 @@
-//! The running gateway's shared parts: actor addresses, the publish path, the access policy,
-//! metrics and settings. One per server; sessions and HTTP handlers hold an `Arc` of it.
+//! The running gateway's shared parts: actor addresses, the engine, the publish path, the access
+//! policy, metrics and settings. One per server; sessions and HTTP handlers hold an `Arc` of it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,14 +7,14 @@ use actix::Addr;
 
 use crate::{
     access::AccessPolicy,
-    broker::Broker,
     dispatcher::QueueDispatcher,
+    engine::Engine,
     hub::Hub,
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{Persistence, RecordSink},
     protocol::request::ParseLimits,
-    redis_engine::subscriber::RedisHealth,
+    publish::Publisher,
     stats::StatsHistory,
 };
 
@@ -38,6 +38,8 @@ pub struct SessionSettings {
     pub auth_timeout: Duration,
     /// Clock skew allowed past a token's `exp` (JWT_LEEWAY_SECS).
     pub jwt_leeway: Duration,
+    /// Whether presence is kept (PRESENCE).
+    pub presence: bool,
 }
 
 pub struct Gateway {
@@ -45,13 +47,13 @@ pub struct Gateway {
     pub dispatcher: Addr<QueueDispatcher>,
     pub persistence: Addr<Persistence>,
     pub records: RecordSink,
-    pub broker: Broker,
+    pub publisher: Publisher,
+    /// History, positions and other tasks (memory, or Redis with REDIS_URL).
+    pub engine: Arc<dyn Engine>,
     pub policy: AccessPolicy,
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
     pub session: SessionSettings,
-    /// Present when REDIS_URL is set: whether the pub/sub connection is up.
-    pub redis_health: Option<RedisHealth>,
     /// The status page's figures, sampled by the task [`crate::server::Server::run`] spawns.
     pub stats: Arc<StatsHistory>,
 }

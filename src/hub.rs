@@ -1,19 +1,26 @@
-//! The hub actor: the registry of local connections and their subscriptions, the fan-out of
-//! publications to them, and (single-task mode) the projects' history.
+//! The hub actor: the registry of this task's connections and their subscriptions, and the
+//! fan-out of publications to them. Positions, history and other tasks are the
+//! [`Engine`](crate::engine::Engine)'s; the hub never asks which engine runs.
 //!
 //! It owns two maps kept in step: connection -> projects and project -> (connection -> member).
 //! A publication is encoded once before it reaches the hub; the hub pushes the same bytes into
 //! each subscriber's [`Outbox`] without waiting on anyone: a full outbox closes that client as
 //! a slow consumer and the fan-out goes on.
 //!
-//! Positions: without Redis the hub's [`MemoryHistory`] stamps each publication ([`Publish`])
-//! as it fans it out, so offsets follow delivery order. With Redis, publications arrive stamped
-//! ([`Deliver`]) from the Redis subscriber; the hub drops any it already delivered (same epoch,
-//! offset not above the last), which makes gap-filling after a Redis reconnect safe.
+//! Publications arrive two ways. [`Publish`]: not yet positioned; the hub asks the engine to
+//! stamp it as it fans it out (the memory engine keeps it in its history there, so offsets
+//! follow delivery order). [`Deliver`]: already positioned by the engine (the Redis subscriber);
+//! the hub drops any it already delivered (same epoch, offset not above the last), which makes
+//! gap-filling after a reconnect safe.
+//!
+//! Presence: each subscription added or removed is reported to the engine
+//! ([`Engine::presence_join`] / [`Engine::presence_leave`]), which announces joins and leaves
+//! back to every task's hub ([`PresenceEvent`]); the hub passes them to the other members that
+//! asked (`join_leave`), behind their confirmation like a publication.
 //!
 //! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
 //! project's message before its `subscription_confirmed`. A resume (`since`) replays the missed
-//! publications right after the confirmation. With Redis the history read is asynchronous: until
+//! publications right after the confirmation. The engine's history read is asynchronous: until
 //! it returns, live publications for that member are held back in order and released after the
 //! replay, minus those the replay already contained: no gap and no duplicate at the seam.
 //!
@@ -23,6 +30,8 @@
 //! `Connect` is awaited by the upgrade handler, so accepting slows down instead of queueing.
 //! `Disconnect` uses `do_send`, which ignores the bound: there is exactly one per connection, so
 //! it is bounded by the number of connections, and losing one would leak a registry entry.
+//! The memory engine's [`PresenceEvent`]s use `do_send` too: one per subscription change the hub
+//! itself made. The Redis subscriber `send`s them and waits, like publications.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,16 +44,19 @@ use bytestring::ByteString;
 use prometheus::IntCounter;
 
 use crate::{
-    history::{Entries, MemoryHistory, Recovery},
+    engine::{
+        positions::Recovery,
+        presence::{Change, Member},
+        Engine,
+    },
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
-    redis_engine::{subscriber::RedisHealth, RedisEngine},
     session::outbox::{Outbox, PushError},
 };
 
-/// Longest a subscribe waits on Redis (its channel subscribed, its history read) before it is
-/// confirmed without a position: a Redis that hangs must not hold a client's confirmation.
-const REDIS_WAIT: Duration = Duration::from_secs(2);
+/// Longest a subscribe waits on the engine (its channel subscribed, its history read) before it
+/// is confirmed without a position: a back end that hangs must not hold a client's confirmation.
+const ENGINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages the hub's mailbox holds before senders are told to back off.
 pub const HUB_MAILBOX_CAPACITY: usize = 4096;
@@ -62,6 +74,8 @@ pub struct Connect {
     pub projects: Vec<ProjectId>,
     /// Told to drain when the server shuts down.
     pub session: Recipient<Drain>,
+    /// The connection as presence shows it, for the projects named on the URL.
+    pub member: Arc<Member>,
 }
 
 /// A connection ended: forget it and its subscriptions.
@@ -82,6 +96,10 @@ pub struct Subscribe {
     pub since: Option<StreamPosition>,
     /// Put the project's position in the confirmation.
     pub with_position: bool,
+    /// Deliver the project's join and leave events.
+    pub join_leave: bool,
+    /// The connection as presence shows it (its identity may have changed since it connected).
+    pub member: Arc<Member>,
 }
 
 /// Removes a subscription and confirms it to the client.
@@ -93,9 +111,8 @@ pub struct Unsubscribe {
     pub confirmation: ByteString,
 }
 
-/// A publication without a position: the hub stamps it from its memory history (single-task
-/// mode) and fans it out. With Redis configured this is the fallback while Redis is down:
-/// local delivery only, no position.
+/// A publication without a position ([`crate::engine::Route::Local`]): the hub has the engine
+/// stamp it and fans it out.
 #[derive(Message)]
 #[rtype(result = "Published")]
 pub struct Publish {
@@ -111,7 +128,7 @@ pub struct Published {
     pub position: Option<StreamPosition>,
 }
 
-/// A publication already stamped by the cross-task engine, for local subscribers.
+/// A publication already positioned by the engine, for local subscribers.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Deliver {
@@ -128,20 +145,11 @@ pub struct SubscriberCount {
     pub project_id: ProjectId,
 }
 
-/// The last position delivered for each project with local subscribers (Redis mode), for
-/// gap-filling after a reconnect.
+/// The last position [`Deliver`]ed for each project with local subscribers, for gap-filling
+/// after the engine's back end reconnects.
 #[derive(Message)]
 #[rtype(result = "Vec<(ProjectId, StreamPosition)>")]
 pub struct LastPositions;
-
-/// A page of a project's memory history (single-task mode).
-#[derive(Message)]
-#[rtype(result = "Option<(StreamPosition, Entries)>")]
-pub struct HistoryPage {
-    pub project_id: ProjectId,
-    pub since_offset: u64,
-    pub limit: usize,
-}
 
 /// Starts the drain: every connection is told to close with 1012, spread over `window`.
 #[derive(Message)]
@@ -167,6 +175,18 @@ pub struct CloseAll {
     pub code: CloseCode,
 }
 
+/// A join or leave event of a project, from the engine, for the members that asked for them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceEvent {
+    pub project_id: ProjectId,
+    pub change: Change,
+    /// Whose join or leave: that connection is not told about itself.
+    pub connection_id: ConnectionId,
+    /// `{"type":"join"|"leave",...}`, encoded once.
+    pub frame: ByteString,
+}
+
 /// The hub gained its first or lost its last local subscriber of a project.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -181,53 +201,54 @@ struct Registered {
     outbox: Outbox,
     session: Recipient<Drain>,
     projects: HashSet<ProjectId>,
+    member: Arc<Member>,
 }
 
 /// One subscriber of a project.
-struct Member {
+struct Subscriber {
     outbox: Outbox,
     /// While a resume is being read from Redis: live publications held back, in order.
     held: Option<Vec<(u64, ByteString)>>,
-}
-
-/// Where positions come from.
-pub enum HubHistory {
-    /// Single task: the hub stamps and keeps history itself.
-    Memory(MemoryHistory),
-    /// Redis stamps and keeps history; the hub remembers the last position it delivered per
-    /// project, to drop repeats. While `health` says the pub/sub connection is down, subscribes
-    /// are answered at once, without a position.
-    Redis { engine: Box<RedisEngine>, health: RedisHealth, delivered: HashMap<ProjectId, StreamPosition> },
+    join_leave: bool,
+    /// As reported to the engine when the subscription was added, so its leave matches.
+    member: Arc<Member>,
 }
 
 pub struct Hub {
     connections: HashMap<ConnectionId, Registered>,
-    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Member>>,
-    history: HubHistory,
+    subscribers: HashMap<ProjectId, HashMap<ConnectionId, Subscriber>>,
+    engine: Arc<dyn Engine>,
+    /// The last position [`Deliver`]ed per project, to drop repeats.
+    delivered: HashMap<ProjectId, StreamPosition>,
     /// Publications held back for one resuming member, at most (then it is a slow consumer).
     max_held: usize,
     metrics: Arc<Metrics>,
     message_frames: IntCounter,
     /// Told when the set of projects with local subscribers changes (the Redis subscriber
-    /// subscribes and unsubscribes their channels).
+    /// subscribes and unsubscribes their channels); given by the engine when the hub starts.
     interest: Option<Recipient<ProjectInterest>>,
+    /// Report subscriptions to the engine's presence (PRESENCE).
+    presence: bool,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, history: HubHistory, max_held: usize) -> Self {
+    pub fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize, presence: bool) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
             connections: HashMap::new(),
             subscribers: HashMap::new(),
-            history,
+            engine,
+            delivered: HashMap::new(),
             max_held,
             metrics,
             message_frames,
             interest: None,
+            presence,
         }
     }
 
-    /// Registers a subscription (idempotent). `None` when the connection is gone; else, when
+    /// Registers a subscription (idempotent; a new one is reported to presence as `member`, or
+    /// as the connection was when it connected). `None` when the connection is gone; else, when
     /// this is the project's first local subscriber and a cross-task engine follows the project
     /// set, a receiver answered once the engine subscribed the project's channel.
     fn add_subscription(
@@ -235,9 +256,12 @@ impl Hub {
         id: &ConnectionId,
         project_id: ProjectId,
         hold: bool,
+        join_leave: bool,
+        member: Option<&Arc<Member>>,
     ) -> Option<Option<tokio::sync::oneshot::Receiver<()>>> {
         let registered = self.connections.get_mut(id)?;
         let outbox = registered.outbox.clone();
+        let member = member.unwrap_or(&registered.member).clone();
         registered.projects.insert(project_id.clone());
         let members = self.subscribers.entry(project_id.clone()).or_default();
         let mut channel_ready = None;
@@ -245,20 +269,26 @@ impl Hub {
             self.metrics.projects.inc();
             if let Some(interest) = &self.interest {
                 let (ack, ready) = tokio::sync::oneshot::channel();
-                interest.do_send(ProjectInterest::Gained(project_id, Some(ack)));
+                interest.do_send(ProjectInterest::Gained(project_id.clone(), Some(ack)));
                 channel_ready = Some(ready);
             }
         }
         let held = hold.then(Vec::new);
         match members.get_mut(id) {
-            Some(member) => {
-                if member.held.is_none() {
-                    member.held = held;
+            Some(subscriber) => {
+                if subscriber.held.is_none() {
+                    subscriber.held = held;
                 }
+                subscriber.join_leave = join_leave;
             }
             None => {
-                members.insert(id.clone(), Member { outbox, held });
+                members.insert(id.clone(), Subscriber { outbox, held, join_leave, member: member.clone() });
                 self.metrics.subscriptions.inc();
+                if self.presence {
+                    self.engine.presence_join(&project_id, &member);
+                    self.metrics.presence_members.inc();
+                    self.metrics.presence_events.with_label_values(&["join"]).inc();
+                }
             }
         }
         Some(channel_ready)
@@ -268,16 +298,19 @@ impl Hub {
         let Some(members) = self.subscribers.get_mut(project_id) else {
             return;
         };
-        if members.remove(id).is_none() {
+        let Some(subscriber) = members.remove(id) else {
             return;
-        }
+        };
         self.metrics.subscriptions.dec();
+        if self.presence {
+            self.engine.presence_leave(project_id, &subscriber.member);
+            self.metrics.presence_members.dec();
+            self.metrics.presence_events.with_label_values(&["leave"]).inc();
+        }
         if members.is_empty() {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
-            if let HubHistory::Redis { delivered, .. } = &mut self.history {
-                delivered.remove(project_id);
-            }
+            self.delivered.remove(project_id);
             if let Some(interest) = &self.interest {
                 interest.do_send(ProjectInterest::Lost(project_id.clone()));
             }
@@ -326,7 +359,7 @@ impl Hub {
     /// Confirms a subscription and replays a recovery into the member's outbox, then releases
     /// whatever was held back after the replay's last offset.
     fn complete_subscription(&mut self, request: &Subscribe, recovery: Option<Recovery>) {
-        let Subscribe { id, project_id, request_id, since, with_position } = request;
+        let Subscribe { id, project_id, request_id, since, with_position, .. } = request;
         let (request_id, resumed, with_position) = (request_id.as_ref(), since.is_some(), *with_position);
         let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
             return;
@@ -363,22 +396,7 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
-    }
-}
-
-/// Tells the hub who follows the project set (set once, after the Redis subscriber started).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FollowInterest(pub Recipient<ProjectInterest>);
-
-impl Handler<FollowInterest> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: FollowInterest, _: &mut Self::Context) {
-        for project_id in self.subscribers.keys() {
-            msg.0.do_send(ProjectInterest::Gained(project_id.clone(), None));
-        }
-        self.interest = Some(msg.0);
+        self.interest = self.engine.attach(ctx.address());
     }
 }
 
@@ -387,10 +405,11 @@ impl Handler<Connect> for Hub {
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         let id = msg.id.clone();
-        self.connections
-            .insert(msg.id, Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new() });
+        let registered =
+            Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new(), member: msg.member };
+        self.connections.insert(msg.id, registered);
         for project_id in msg.projects {
-            self.add_subscription(&id, project_id, false);
+            self.add_subscription(&id, project_id, false, false, None);
         }
     }
 }
@@ -411,56 +430,51 @@ impl Handler<Subscribe> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        match &mut self.history {
-            HubHistory::Memory(history) => {
-                let recovery = history.recover(&msg.project_id, msg.since.as_ref());
-                if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                    self.complete_subscription(&msg, Some(recovery));
-                }
+        if self.engine.is_down() {
+            // Answered at once, without a position (the engine follows the project again when
+            // its back end is back).
+            log::debug!(project_id = &*msg.project_id; "engine down; subscribing without position");
+            if self
+                .add_subscription(&msg.id, msg.project_id.clone(), false, msg.join_leave, Some(&msg.member))
+                .is_some()
+            {
+                self.complete_subscription(&msg, None);
             }
-            HubHistory::Redis { engine, health, .. } => {
-                let engine = engine.clone();
-                let reads_history = msg.since.is_some() || msg.with_position;
-                if health.is_down() {
-                    // Redis is down: answered at once, without a position (the subscriber
-                    // subscribes the project's channel when Redis is back).
-                    log::debug!(project_id = &*msg.project_id; "Redis down; subscribing without position");
-                    if self.add_subscription(&msg.id, msg.project_id.clone(), false).is_some() {
-                        self.complete_subscription(&msg, None);
-                    }
-                    return;
-                }
-                let Some(channel_ready) = self.add_subscription(&msg.id, msg.project_id.clone(), true) else {
-                    return;
-                };
-                if channel_ready.is_none() && !reads_history {
-                    // The channel is subscribed already and there is nothing to read.
-                    self.complete_subscription(&msg, None);
-                    return;
-                }
-                let project_id = msg.project_id.clone();
-                let since = msg.since.clone();
-                let read = async move {
-                    if let Some(ready) = channel_ready {
-                        let _ = tokio::time::timeout(REDIS_WAIT, ready).await;
-                    }
-                    if !reads_history {
-                        return Ok(None);
-                    }
-                    match tokio::time::timeout(REDIS_WAIT, engine.recover(&project_id, since.as_ref())).await {
-                        Ok(read) => read.map(Some).map_err(|error| error.to_string()),
-                        Err(_) => Err(format!("no answer within {REDIS_WAIT:?}")),
-                    }
-                };
-                ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
-                    let recovery = result.unwrap_or_else(|error| {
-                        log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
-                        None
-                    });
-                    hub.complete_subscription(&msg, recovery);
-                }));
-            }
+            return;
         }
+        let reads_history = msg.since.is_some() || msg.with_position;
+        // Held until confirmed: whatever arrives before the confirmation waits behind it.
+        let added = self.add_subscription(&msg.id, msg.project_id.clone(), true, msg.join_leave, Some(&msg.member));
+        let Some(channel_ready) = added else {
+            return;
+        };
+        if channel_ready.is_none() && !reads_history {
+            // Nothing to wait for and nothing to read.
+            self.complete_subscription(&msg, None);
+            return;
+        }
+        let engine = self.engine.clone();
+        let project_id = msg.project_id.clone();
+        let since = msg.since.clone();
+        let read = async move {
+            if let Some(ready) = channel_ready {
+                let _ = tokio::time::timeout(ENGINE_WAIT, ready).await;
+            }
+            if !reads_history {
+                return Ok(None);
+            }
+            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref())).await {
+                Ok(read) => read.map(Some).map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {ENGINE_WAIT:?}")),
+            }
+        };
+        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+            let recovery = result.unwrap_or_else(|error| {
+                log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
+                None
+            });
+            hub.complete_subscription(&msg, recovery);
+        }));
     }
 }
 
@@ -482,13 +496,7 @@ impl Handler<Publish> for Hub {
     type Result = Published;
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Published {
-        let (position, frame) = match &mut self.history {
-            HubHistory::Memory(history) => {
-                let (position, frame) = history.append(&msg.project_id, &msg.frame);
-                (Some(position), frame)
-            }
-            HubHistory::Redis { .. } => (None, msg.frame),
-        };
+        let (position, frame) = self.engine.stamp(&msg.project_id, msg.frame);
         let offset = position.as_ref().map_or(0, |position| position.offset);
         let reached = self.fan_out(&msg.project_id, offset, &frame);
         Published { reached, position }
@@ -499,18 +507,40 @@ impl Handler<Deliver> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> usize {
-        if let HubHistory::Redis { delivered, .. } = &mut self.history {
-            if !self.subscribers.contains_key(&msg.project_id) {
+        if !self.subscribers.contains_key(&msg.project_id) {
+            return 0;
+        }
+        if let Some(last) = self.delivered.get(&msg.project_id) {
+            if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
                 return 0;
             }
-            if let Some(last) = delivered.get(&msg.project_id) {
-                if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
-                    return 0;
-                }
-            }
-            delivered.insert(msg.project_id.clone(), msg.position.clone());
         }
+        self.delivered.insert(msg.project_id.clone(), msg.position.clone());
         self.fan_out(&msg.project_id, msg.position.offset, &msg.frame)
+    }
+}
+
+impl Handler<PresenceEvent> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceEvent, _: &mut Self::Context) {
+        let Some(members) = self.subscribers.get_mut(&msg.project_id) else { return };
+        let kind = msg.change.label();
+        let others = members.iter_mut().filter(|(id, _)| **id != msg.connection_id).map(|(_, subscriber)| subscriber);
+        for subscriber in others.filter(|subscriber| subscriber.join_leave) {
+            match &mut subscriber.held {
+                // Behind the confirmation, like a publication without a position.
+                Some(held) if held.len() < self.max_held => held.push((0, msg.frame.clone())),
+                Some(_) => subscriber.outbox.close(CloseCode::SlowConsumer),
+                None => match subscriber.outbox.push_text(msg.frame.clone()) {
+                    Ok(()) => self.metrics.frame_out(kind),
+                    Err(PushError::Full) => {
+                        log::warn!(project_id = &*msg.project_id; "outbound queue full, closing slow consumer")
+                    }
+                    Err(PushError::Closed) => {}
+                },
+            }
+        }
     }
 }
 
@@ -526,24 +556,7 @@ impl Handler<LastPositions> for Hub {
     type Result = MessageResult<LastPositions>;
 
     fn handle(&mut self, _: LastPositions, _: &mut Self::Context) -> Self::Result {
-        let positions = match &self.history {
-            HubHistory::Redis { delivered, .. } => {
-                delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect()
-            }
-            HubHistory::Memory(_) => Vec::new(),
-        };
-        MessageResult(positions)
-    }
-}
-
-impl Handler<HistoryPage> for Hub {
-    type Result = Option<(StreamPosition, Entries)>;
-
-    fn handle(&mut self, msg: HistoryPage, _: &mut Self::Context) -> Self::Result {
-        match &mut self.history {
-            HubHistory::Memory(history) => Some(history.page(&msg.project_id, msg.since_offset, msg.limit)),
-            HubHistory::Redis { .. } => None,
-        }
+        MessageResult(self.delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect())
     }
 }
 

@@ -62,6 +62,12 @@ pub struct Metrics {
     /// TCP connections whose first HTTP request has not been handled yet: sockets in their
     /// handshake (slowloris ones among them) and first API requests in progress.
     pub pending_handshakes: IntGauge,
+    /// This task's presence members (subscriptions reported to the engine).
+    pub presence_members: IntGauge,
+    /// Joins and leaves of this task's members, by kind.
+    pub presence_events: IntCounterVec,
+    /// `presence` and `presence_stats` requests, by kind and where they came from.
+    pub presence_queries: IntCounterVec,
 }
 
 /// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
@@ -204,6 +210,21 @@ impl Metrics {
                 "pending_handshakes",
                 "TCP connections whose first HTTP request has not been handled yet (slowloris sockets among them)",
             ))?,
+            presence_members: IntGauge::with_opts(opts(
+                "presence_members",
+                "Subscriptions of this task's connections in presence (0 with PRESENCE=false)",
+            ))?,
+            presence_events: IntCounterVec::new(
+                opts("presence_events_total", "Joins and leaves of this task's presence members, by kind"),
+                &["kind"],
+            )?,
+            presence_queries: IntCounterVec::new(
+                opts(
+                    "presence_queries_total",
+                    "Presence reads, by kind (presence, presence_stats) and via (websocket, http)",
+                ),
+                &["kind", "via"],
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -250,6 +271,9 @@ impl Metrics {
         for limit in LIMITS {
             self.limit_refusals.with_label_values(&[limit]);
         }
+        r.register(Box::new(self.presence_members.clone()))?;
+        r.register(Box::new(self.presence_events.clone()))?;
+        r.register(Box::new(self.presence_queries.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,

@@ -20,21 +20,17 @@ use crate::{
         token::{TokenVerifier, VerifierSettings},
         AccessPolicy, Authentication, Limits,
     },
-    broker::Broker,
     config::Config,
     dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
     emf,
+    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
-    history::{HistorySettings, MemoryHistory},
-    hub::{CloseAll, ConnectionCount, DrainAll, FollowInterest, Hub, HubHistory},
+    hub::{CloseAll, ConnectionCount, DrainAll, Hub},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     protocol::{request::ParseLimits, CloseCode},
-    redis_engine::{
-        subscriber::{RedisHealth, RedisSubscriber},
-        RedisEngine,
-    },
+    publish::Publisher,
     updates::UpdatesConsumer,
 };
 
@@ -126,32 +122,21 @@ impl Server {
             ttl: Duration::from_secs(config.history_ttl_secs),
             max_projects: config.history_max_projects,
         };
-        let redis = match config.redis_url() {
-            Some(url) => Some(RedisEngine::connect(url, history_settings).await?),
-            None => None,
+        let engine: Arc<dyn Engine> = match config.redis_url() {
+            Some(url) => {
+                let presence_ttl = Duration::from_secs(config.presence_ttl_secs);
+                Arc::new(RedisEngine::connect(url, history_settings, presence_ttl, metrics.clone()).await?)
+            }
+            None => Arc::new(MemoryEngine::new(history_settings)),
         };
-        let redis_health = redis.as_ref().map(|_| RedisHealth::default());
         let hub = {
-            let metrics = metrics.clone();
-            let history = match (&redis, &redis_health) {
-                (Some(engine), Some(health)) => HubHistory::Redis {
-                    engine: Box::new(engine.clone()),
-                    health: health.clone(),
-                    delivered: Default::default(),
-                },
-                _ => HubHistory::Memory(MemoryHistory::new(history_settings)),
-            };
-            let max_held = config.outbound_queue_messages;
-            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, history, max_held))
+            let (metrics, engine) = (metrics.clone(), engine.clone());
+            let (max_held, presence) = (config.outbound_queue_messages, config.presence);
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held, presence))
         };
-        if let (Some(engine), Some(health)) = (&redis, &redis_health) {
-            let subscriber = RedisSubscriber::new(engine.clone(), hub.clone(), health.clone(), metrics.clone());
-            let subscriber = RedisSubscriber::start_in_arbiter(&hub_arbiter.handle(), move |_| subscriber);
-            hub.do_send(FollowInterest(subscriber.recipient()));
-        }
         log::info!(
-            history = if redis.is_some() { "redis" } else { "memory" }, history_size = config.history_size;
-            "cross-task fan-out {}", if redis.is_some() { "over Redis" } else { "off (single task)" }
+            engine = engine.describe(), history_size = config.history_size;
+            "engine configured (history, positions, fan-out across tasks)"
         );
         let policy = AccessPolicy::new(
             config.publish_api_keys.clone(),
@@ -164,8 +149,8 @@ impl Server {
         log::info!("{}", policy.describe_authentication());
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
-            broker: Broker::new(hub.clone(), redis, records.clone(), metrics.clone()),
-            redis_health,
+            publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
+            engine,
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
             hub,
             dispatcher,
@@ -187,6 +172,7 @@ impl Server {
                 http_body_timeout: config.http_request_timeout(),
                 auth_timeout: Duration::from_secs(config.auth_timeout_secs),
                 jwt_leeway: Duration::from_secs(config.jwt_leeway_secs),
+                presence: config.presence,
             },
         });
 
@@ -194,7 +180,7 @@ impl Server {
             let consumer = UpdatesConsumer::new(
                 aws_sdk_sqs::Client::new(sdk),
                 url.to_owned(),
-                gateway.broker.clone(),
+                gateway.publisher.clone(),
                 gateway.metrics.clone(),
                 gateway.session.parse_limits,
             );

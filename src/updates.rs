@@ -1,10 +1,10 @@
 //! The agent-updates consumer: when SQS_QUEUE_URL_UPDATES is set, every task long-polls that
 //! queue (competing consumers: each update is handled by one task) and publishes each update
-//! to its project through the [`Broker`], like any other publication.
+//! to its project through the [`Publisher`], like any other publication.
 //!
 //! An update's body is `{"project_id": "P", "type": "<event>", "data": <any JSON>}` (`event`
 //! is accepted for `type`). It is deleted from the queue only after the publication is durable
-//! in the history (Redis, or the memory history in single-task mode); if publishing fails it
+//! in the history (the engine's: Redis, or memory in single-task mode); if publishing fails it
 //! stays and SQS delivers it again after its visibility timeout. A malformed update is logged
 //! and counted and left alone: the queue's redrive policy moves it to the dead-letter queue after
 //! maxReceiveCount receives (the platform stack sets one), so it is never retried forever.
@@ -15,12 +15,12 @@ use actix::prelude::*;
 use serde_json::Value;
 
 use crate::{
-    broker::{Broker, PublishSource},
     metrics::Metrics,
     protocol::{
         request::{event_name, parse_object, validate_project_id, ObjectError, ParseLimits},
         PublishRequest,
     },
+    publish::{PublishSource, Publisher},
 };
 
 /// SQS long-poll wait (the maximum SQS allows).
@@ -31,7 +31,7 @@ const RETRY_CAP: Duration = Duration::from_secs(10);
 pub struct UpdatesConsumer {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
-    broker: Broker,
+    publisher: Publisher,
     metrics: Arc<Metrics>,
     limits: ParseLimits,
 }
@@ -40,11 +40,11 @@ impl UpdatesConsumer {
     pub fn new(
         sqs: aws_sdk_sqs::Client,
         queue_url: String,
-        broker: Broker,
+        publisher: Publisher,
         metrics: Arc<Metrics>,
         limits: ParseLimits,
     ) -> Self {
-        UpdatesConsumer { sqs, queue_url, broker, metrics, limits }
+        UpdatesConsumer { sqs, queue_url, publisher, metrics, limits }
     }
 }
 
@@ -54,7 +54,7 @@ impl Actor for UpdatesConsumer {
     fn started(&mut self, ctx: &mut Self::Context) {
         log::info!(queue_url = self.queue_url.as_str(); "consuming agent updates");
         let poll =
-            poll(self.sqs.clone(), self.queue_url.clone(), self.broker.clone(), self.metrics.clone(), self.limits);
+            poll(self.sqs.clone(), self.queue_url.clone(), self.publisher.clone(), self.metrics.clone(), self.limits);
         ctx.spawn(poll.into_actor(self));
     }
 }
@@ -75,7 +75,13 @@ pub fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, S
     Ok(PublishRequest { project_id, event, data })
 }
 
-async fn poll(sqs: aws_sdk_sqs::Client, queue_url: String, broker: Broker, metrics: Arc<Metrics>, limits: ParseLimits) {
+async fn poll(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    limits: ParseLimits,
+) {
     let mut failures = 0;
     let long_poll = aws_sdk_sqs::config::Builder::default().timeout_config(crate::aws::long_poll_timeouts(WAIT));
     loop {
@@ -115,7 +121,7 @@ async fn poll(sqs: aws_sdk_sqs::Client, queue_url: String, broker: Broker, metri
                     continue;
                 }
             };
-            if let Err(error) = broker.publish(request, PublishSource::AgentUpdate, None).await {
+            if let Err(error) = publisher.publish(request, PublishSource::AgentUpdate, None).await {
                 metrics.updates.with_label_values(&["publish_failed"]).inc();
                 log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
                 continue;

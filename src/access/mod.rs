@@ -73,6 +73,8 @@ pub enum Action<'a> {
     ReadAudit { project_id: &'a str },
     /// Read a project's publication history (what its subscribers receive).
     ReadHistory { project_id: &'a str },
+    /// Read who is subscribed to a project (`presence`, `presence_stats`, HTTP presence).
+    ReadPresence { project_id: &'a str },
 }
 
 /// How connections prove who they are.
@@ -292,6 +294,10 @@ impl AccessPolicy {
             Action::Publish { project_id } => (Scopes::PUBLISH, Some(project_id), "publish to"),
             Action::ReadAudit { project_id } => (Scopes::PUBLISH, Some(project_id), "read the audit of"),
             Action::Unsubscribe => (Scopes::SUBSCRIBE, None, "unsubscribe"),
+            // A service's publish key reads presence as it reads history.
+            Action::ReadPresence { .. } if principal.has_key => return Ok(()),
+            // Presence is who else receives the project: whoever may subscribe may see it.
+            Action::ReadPresence { project_id } => (Scopes::SUBSCRIBE, Some(project_id), "read the presence of"),
         };
         let Some(identity) = &principal.identity else {
             return Err(RequestError::new(

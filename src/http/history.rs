@@ -13,9 +13,9 @@ use serde_json::value::RawValue;
 use super::{api_principal, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
+    engine::positions::covers,
     gateway::Gateway,
-    history::covers,
-    protocol::{request::validate_project_id, StreamPosition},
+    protocol::{request::validate_project_id, ErrorCode, RequestError, StreamPosition},
 };
 
 const DEFAULT_LIMIT: usize = 100;
@@ -55,7 +55,11 @@ pub async fn project_history(
             .map_err(|error| Refusal::access(error, &principal))?;
         let since = query.since.unwrap_or(0);
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let (top, frames) = gateway.broker.history(project_id.clone(), since, limit).await?;
+        let (top, frames) = gateway
+            .engine
+            .history(&project_id, since, limit)
+            .await
+            .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("history unavailable: {error}")))?;
         Ok::<_, Refusal>((project_id, top, frames))
     }
     .await;

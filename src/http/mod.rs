@@ -5,6 +5,7 @@ pub mod audit;
 pub mod handshake;
 pub mod history;
 pub mod operations;
+pub mod presence;
 pub mod publish;
 pub mod status;
 pub mod upgrade;
@@ -35,6 +36,7 @@ pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
                 .route("/publish", web::post().to(publish::publish))
                 .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
                 .route("/projects/{project_id}/history", web::get().to(history::project_history))
+                .route("/projects/{project_id}/presence", web::get().to(presence::project_presence))
                 .route("/stats", web::get().to(status::stats)),
         );
 }

@@ -14,7 +14,7 @@ pub async fn health() -> HttpResponse {
 /// `{"status":"ready"|"starting"|"draining"|"redis_down","redis":null|"up"|"down"}`, so the
 /// status of a 503 never reads "ready".
 pub async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
-    let redis_up = gateway.redis_health.as_ref().map(|health| health.is_up());
+    let redis_up = gateway.engine.backend_up();
     let phase = gateway.lifecycle.phase();
     let status = if gateway.lifecycle.is_ready() && redis_up == Some(false) { "redis_down" } else { phase };
     let ready = status == "ready";

@@ -21,12 +21,12 @@ use serde_json::Value;
 use super::{api_principal, authorization, header_str, refuse_foreign_host, Refusal};
 use crate::{
     access::Action,
-    broker::PublishSource,
     gateway::Gateway,
     protocol::{
         request::{event_name, parse_object, validate_project_id},
         ErrorCode, PublishRequest, RequestError,
     },
+    publish::PublishSource,
 };
 
 pub async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
@@ -65,7 +65,7 @@ async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway)
     let event = event_name(object.get("type").or_else(|| object.get("event")))?;
     let data = object.remove("data").unwrap_or(Value::Null);
     let publication = PublishRequest { project_id, event, data };
-    let receipt = gateway.broker.publish(publication, PublishSource::Http, principal.user_id()).await?;
+    let receipt = gateway.publisher.publish(publication, PublishSource::Http, principal.user_id()).await?;
     Ok(HttpResponse::Ok().json(receipt))
 }
 

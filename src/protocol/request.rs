@@ -30,6 +30,14 @@ pub enum Request {
     },
     Forward(ForwardRequest),
     Publish(PublishRequest),
+    /// Who is subscribed to a project, on every task (the counts and a bounded list).
+    Presence {
+        project_id: ProjectId,
+    },
+    /// The counts only.
+    PresenceStats {
+        project_id: ProjectId,
+    },
 }
 
 impl Request {
@@ -42,6 +50,8 @@ impl Request {
             Request::Unsubscribe { .. } => "unsubscribe",
             Request::Forward(_) => "forward",
             Request::Publish(_) => "publish",
+            Request::Presence { .. } => "presence",
+            Request::PresenceStats { .. } => "presence_stats",
         }
     }
 }
@@ -54,6 +64,8 @@ pub struct SubscribeRequest {
     /// The confirmation carries the project's position (`"recover": true`, or implied by
     /// `since`). Off by default: the original clients compare the confirmation's exact shape.
     pub with_position: bool,
+    /// Deliver the project's `join` and `leave` events (`"join_leave": true`).
+    pub join_leave: bool,
 }
 
 /// A message for an agent queue.
@@ -200,6 +212,8 @@ pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "unsubscribe" => project_id(&object, limits).map(|project_id| Request::Unsubscribe { project_id }),
         "forward" => parse_forward(&mut object, limits).map(Request::Forward),
         "publish" => parse_publish(&mut object, limits).map(Request::Publish),
+        "presence" => project_id(&object, limits).map(|project_id| Request::Presence { project_id }),
+        "presence_stats" => project_id(&object, limits).map(|project_id| Request::PresenceStats { project_id }),
         other => Err(RequestError::unknown_action(other)),
     };
     ParsedFrame { request_id, action: Some(action), request }
@@ -217,7 +231,12 @@ fn parse_subscribe(object: &Map<String, Value>, limits: ParseLimits) -> Result<S
         })?),
     };
     let with_position = since.is_some() || object.get("recover") == Some(&Value::Bool(true));
-    Ok(SubscribeRequest { project_id, since, with_position })
+    let join_leave = match object.get("join_leave") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(join_leave)) => *join_leave,
+        Some(_) => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"join_leave\" must be true or false")),
+    };
+    Ok(SubscribeRequest { project_id, since, with_position, join_leave })
 }
 
 fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<ForwardRequest, RequestError> {
@@ -338,7 +357,12 @@ mod tests {
         let subscribe = parse(r#"{"action":"subscribe","project_id":"p1"}"#, LIMITS).request.unwrap();
         assert_eq!(
             subscribe,
-            Request::Subscribe(SubscribeRequest { project_id: "p1".into(), since: None, with_position: false })
+            Request::Subscribe(SubscribeRequest {
+                project_id: "p1".into(),
+                since: None,
+                with_position: false,
+                join_leave: false
+            })
         );
     }
 

@@ -5,7 +5,7 @@
 //! `StreamHandler`), parses each with
 //! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
 //! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
-//! broker. It keeps the heartbeat and closes a silent peer.
+//! publish path. It keeps the heartbeat and closes a silent peer.
 //!
 //! It never waits on another actor while handling a frame: requests to the hub are
 //! `try_send` (a full hub answers `busy`), and forwards and publishes are answered later, when
@@ -26,6 +26,7 @@
 mod authentication;
 pub mod inbound;
 pub mod outbox;
+mod presence;
 
 use std::{
     collections::HashSet,
@@ -46,7 +47,6 @@ use crate::{
         rate::{RequestBudget, Spend},
         Action, Principal,
     },
-    broker::PublishSource,
     dispatcher::{message::QueueMessage, routing::AgentRole, Forward},
     gateway::Gateway,
     hub::{Connect, ConnectionId, Disconnect, Drain, Subscribe, Unsubscribe},
@@ -56,6 +56,7 @@ use crate::{
         CloseCode, ErrorCode, ForwardRequest, PublishRequest, Reply, Request, RequestError, RequestId,
         SubscribeRequest,
     },
+    publish::PublishSource,
 };
 
 /// How long the connection may take to hand over the close frame once a close is asked for. A
@@ -199,6 +200,7 @@ impl Session {
             identity_deadline: None,
             held_frames: None,
         };
+        let member = session.presence_member();
         let close = outbox.close_signal();
         let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
         let addr = Session::create(move |ctx| {
@@ -222,7 +224,7 @@ impl Session {
             metrics.authenticated_connections.inc();
         }
         metrics.frame_out("connected");
-        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient() }).await?;
+        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient(), member }).await?;
         Ok(body)
     }
 
@@ -290,6 +292,14 @@ impl Session {
                 policy.check(&self.principal, Action::Publish { project_id: &publish.project_id })?;
                 self.publish(publish, request_id, ctx)
             }
+            Request::Presence { project_id } => {
+                policy.check(&self.principal, Action::ReadPresence { project_id: &project_id })?;
+                self.presence(project_id, true, request_id, ctx)
+            }
+            Request::PresenceStats { project_id } => {
+                policy.check(&self.principal, Action::ReadPresence { project_id: &project_id })?;
+                self.presence(project_id, false, request_id, ctx)
+            }
         }
     }
 
@@ -300,6 +310,8 @@ impl Session {
             request_id,
             since: subscribe.since,
             with_position: subscribe.with_position,
+            join_leave: subscribe.join_leave,
+            member: self.presence_member(),
         };
         self.gateway.hub.try_send(message).map_err(|_| RequestError::busy("The server is busy with subscriptions"))?;
         self.subscriptions.insert(subscribe.project_id);
@@ -445,9 +457,9 @@ impl Session {
         ctx: &mut Context<Self>,
     ) -> Result<(), RequestError> {
         self.take_inflight_slot()?;
-        let broker = self.gateway.broker.clone();
+        let publisher = self.gateway.publisher.clone();
         let user_id = self.principal.user_id().map(str::to_owned);
-        let published = async move { broker.publish(publish, PublishSource::WebSocket, user_id.as_deref()).await };
+        let published = async move { publisher.publish(publish, PublishSource::WebSocket, user_id.as_deref()).await };
         ctx.spawn(published.into_actor(self).map(move |result, session, _| {
             match result {
                 Ok(receipt) => session.reply(

@@ -1,6 +1,6 @@
 //! The Redis subscriber actor: one per task. It keeps one pub/sub connection, subscribed to the
 //! channel of every project the hub has local subscribers for, and hands each publication to
-//! the hub in channel order (awaiting the hub, so a busy hub slows this connection rather than
+//! the hub in channel order (and each join or leave event, which travels on the same channel) (awaiting the hub, so a busy hub slows this connection rather than
 //! growing a queue here).
 //!
 //! When the connection drops it marks Redis down (`/ready` answers 503, the
@@ -29,7 +29,8 @@ use tokio::sync::mpsc;
 
 use super::{channel, project_of_channel, ChannelMessage, RedisEngine};
 use crate::{
-    hub::{Deliver, Hub, LastPositions, ProjectInterest},
+    engine::presence::Change,
+    hub::{Deliver, Hub, LastPositions, PresenceEvent, ProjectInterest},
     metrics::Metrics,
     protocol::request::ProjectId,
 };
@@ -191,7 +192,7 @@ async fn apply(projects: &mut HashSet<ProjectId>, command: ProjectInterest, sink
 async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
     let Ok(last_positions) = hub.send(LastPositions).await else { return };
     for (project_id, position) in last_positions {
-        match engine.recover(&project_id, Some(&position)).await {
+        match engine.recover_from(&project_id, Some(&position)).await {
             Ok(recovery) if recovery.recovered => {
                 for (offset, frame) in recovery.frames {
                     let position = crate::protocol::StreamPosition { offset, epoch: recovery.top.epoch.clone() };
@@ -210,12 +211,28 @@ async fn deliver(hub: &Addr<Hub>, metrics: &Metrics, message: &redis::Msg) {
     let channel_name = message.get_channel_name();
     let Some(project_id) = project_of_channel(channel_name) else { return };
     let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
+    let change = match payload.split_once(':') {
+        Some(("join", event)) => Some((Change::Join, event)),
+        Some(("leave", event)) => Some((Change::Leave, event)),
+        _ => None,
+    };
+    if let Some((change, event)) = change {
+        let Some((connection_id, frame)) = event.split_once(':') else { return };
+        let event = PresenceEvent {
+            project_id: project_id.into(),
+            change,
+            connection_id: connection_id.into(),
+            frame: frame.into(),
+        };
+        let _ = hub.send(event).await;
+        return;
+    }
     let Some(parsed) = ChannelMessage::parse(payload) else {
         log::warn!(channel = channel_name; "malformed message on a project channel");
         return;
     };
     let latency_ms = chrono::Utc::now().timestamp_millis().saturating_sub(parsed.published_at_ms).max(0);
     metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
-    let frame = crate::history::with_position(parsed.frame, &parsed.position);
+    let frame = crate::engine::positions::with_position(parsed.frame, &parsed.position);
     let _ = hub.send(Deliver { project_id: project_id.into(), position: parsed.position, frame }).await;
 }

@@ -1,4 +1,4 @@
-//! The cross-task engine on Redis (ElastiCache for Valkey/Redis in AWS), Centrifugo's design:
+//! The Redis engine (ElastiCache for Valkey/Redis in AWS), Centrifugo's design:
 //!
 //! - **Publish** runs one Lua script, atomically: take the project's next offset (`INCR`), append
 //!   the publication to the project's stream (`XADD` with id `<offset>-0`, trimmed to
@@ -6,23 +6,39 @@
 //!   project's channel as `<offset>:<epoch>:<published-at-ms>:<frame>`.
 //! - **Fan-out**: every task's [`subscriber::RedisSubscriber`] subscribes to the channels of the
 //!   projects it has local subscribers for, and hands each message to its hub in channel order.
-//! - **History and resume**: [`RedisEngine::recover`] reads the stream after an offset, with the
+//! - **History and resume**: [`RedisEngine::read`] reads the stream after an offset, with the
 //!   project's epoch and top offset, in one script.
+//! - **Presence**: [`presence`] (a hash and a sorted set by expiry per project, written by each
+//!   task's presence writer, refreshed on a timer); join and leave events travel on the
+//!   project's channel as `join:<connection id>:<frame>` and `leave:<connection id>:<frame>`.
+//! - **While Redis is down**: see the contracts in [`crate::engine`]; [`subscriber::RedisHealth`]
+//!   is what `/ready` and the hub read.
 //!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`; channel `agenticai:{P}:pub`.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
+pub mod presence;
 pub mod subscriber;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use actix::{Actor, Addr, Recipient};
 use bytestring::ByteString;
+use futures_util::future::{BoxFuture, FutureExt};
 use redis::{aio::ConnectionManager, RedisResult, Script};
 
-use crate::{
-    history::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
-    protocol::StreamPosition,
+use super::{
+    positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    presence::{Member, Presence},
+    Engine, EngineError, EngineFuture, Route,
 };
+use crate::{
+    hub::{Hub, ProjectInterest},
+    metrics::Metrics,
+    protocol::{request::ProjectId, StreamPosition},
+};
+use presence::{Command, PresenceStore};
+use subscriber::{RedisHealth, RedisSubscriber};
 
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[3])
@@ -86,6 +102,9 @@ pub struct RedisEngine {
     publish_script: Arc<Script>,
     read_script: Arc<Script>,
     settings: HistorySettings,
+    health: RedisHealth,
+    metrics: Arc<Metrics>,
+    presence: Arc<PresenceStore>,
 }
 
 fn keys(project_id: &str) -> [String; 3] {
@@ -108,7 +127,13 @@ pub fn project_of_channel(channel: &str) -> Option<&str> {
 
 impl RedisEngine {
     /// Connects (the connection manager reconnects by itself afterwards).
-    pub async fn connect(url: &str, settings: HistorySettings) -> anyhow::Result<Self> {
+    /// `presence_ttl`: how long a member outlives its task's last refresh.
+    pub async fn connect(
+        url: &str,
+        settings: HistorySettings,
+        presence_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         // The URL may hold a password: only its redacted form reaches a message.
         let shown = crate::config::redact_url(url);
         let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {shown}: {error}"))?;
@@ -122,6 +147,9 @@ impl RedisEngine {
             publish_script: Arc::new(Script::new(PUBLISH_SCRIPT)),
             read_script: Arc::new(Script::new(READ_SCRIPT)),
             settings,
+            health: RedisHealth::default(),
+            metrics,
+            presence: Arc::new(PresenceStore::new(presence_ttl)),
         })
     }
 
@@ -130,7 +158,7 @@ impl RedisEngine {
     }
 
     /// Appends to the project's history and publishes to every task; the publication's position.
-    pub async fn publish(&self, project_id: &str, frame: &str) -> RedisResult<StreamPosition> {
+    async fn append_and_publish(&self, project_id: &str, frame: &str) -> RedisResult<StreamPosition> {
         let [stream, offset, epoch] = keys(project_id);
         let mut connection = self.connection.clone();
         let (offset, epoch): (u64, String) = self
@@ -183,21 +211,86 @@ impl RedisEngine {
     }
 
     /// What a client resuming from `since` missed (no replay without `since`).
-    pub async fn recover(&self, project_id: &str, since: Option<&StreamPosition>) -> RedisResult<Recovery> {
+    async fn recover_from(&self, project_id: &str, since: Option<&StreamPosition>) -> RedisResult<Recovery> {
         let (top, entries) = self.read(project_id, since.map(|since| since.offset)).await?;
         Ok(recover(since, top, entries))
     }
+}
 
-    /// Up to `limit` retained publications after `since_offset`, oldest first.
-    pub async fn page(
+fn unavailable(error: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(format!("Redis: {error}"))
+}
+
+impl Engine for RedisEngine {
+    fn describe(&self) -> &'static str {
+        "redis"
+    }
+
+    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
+        // Started on the caller's thread, the hub's: the subscriber awaits the hub for each
+        // delivery, so the two sharing a thread costs no cross-thread wake-up.
+        if let Some(writer) = self.presence.writer(self.connection.clone()) {
+            actix::spawn(writer);
+        }
+        let subscriber = RedisSubscriber::new(self.clone(), hub, self.health.clone(), self.metrics.clone());
+        Some(subscriber.start().recipient())
+    }
+
+    fn publish(&self, project_id: &ProjectId, frame: &ByteString) -> BoxFuture<'static, Route> {
+        let (engine, project_id, frame) = (self.clone(), project_id.clone(), frame.clone());
+        async move {
+            match engine.append_and_publish(&project_id, &frame).await {
+                Ok(position) => Route::Broadcast(position),
+                Err(error) => Route::Local { unavailable: Some(format!("Redis is unavailable ({error})")) },
+            }
+        }
+        .boxed()
+    }
+
+    fn stamp(&self, _project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString) {
+        // Only publications Redis did not take come this way: they have no position to get.
+        (None, frame)
+    }
+
+    fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery> {
+        let (engine, project_id, since) = (self.clone(), project_id.clone(), since.cloned());
+        async move { engine.recover_from(&project_id, since.as_ref()).await.map_err(unavailable) }.boxed()
+    }
+
+    fn history(
         &self,
-        project_id: &str,
+        project_id: &ProjectId,
         since_offset: u64,
         limit: usize,
-    ) -> RedisResult<(StreamPosition, Entries)> {
-        let (top, mut entries) = self.read(project_id, Some(since_offset)).await?;
-        entries.truncate(limit);
-        Ok((top, entries))
+    ) -> EngineFuture<(StreamPosition, Entries)> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move {
+            let (top, mut entries) = engine.read(&project_id, Some(since_offset)).await.map_err(unavailable)?;
+            entries.truncate(limit);
+            Ok((top, entries))
+        }
+        .boxed()
+    }
+
+    fn backend_up(&self) -> Option<bool> {
+        Some(self.health.is_up())
+    }
+
+    fn is_down(&self) -> bool {
+        self.health.is_down()
+    }
+
+    fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        self.presence.send(Command::Join(project_id.clone(), member.clone()));
+    }
+
+    fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        self.presence.send(Command::Leave(project_id.clone(), member.clone()));
+    }
+
+    fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.presence.read(&engine.connection, &project_id, list).await.map_err(unavailable) }.boxed()
     }
 }
 

@@ -1,86 +1,186 @@
-//! Per-project publication history: positions (offset + epoch), bounded retention, and what a
-//! resuming client missed. Centrifugo's model: `offset` grows by one per publication in a
-//! project; `epoch` names one unbroken run of offsets and changes when the history was lost
-//! (process restart without Redis, Redis data loss, expiry after HISTORY_TTL_SECS without a
-//! publication), so an offset from another epoch means nothing.
+//! The memory engine: one task, no REDIS_URL. Each project's history is a bounded queue in this
+//! process; publications reach this task's subscribers only. Positions are stamped on the hub's
+//! thread as the hub fans a publication out ([`Engine::stamp`]), so delivery order is offset
+//! order without a lock held across any wait. A restart loses the history, and the new epochs
+//! tell resuming clients so.
 //!
-//! [`MemoryHistory`] is the single-task store, owned by the hub (which assigns positions as it
-//! fans out, so delivery order is offset order). With Redis, `crate::redis_engine` keeps the
-//! same model in Redis streams and this module only supplies the shared pieces.
+//! Presence is a map of this task's members; join and leave events go straight back to the hub.
 
 use std::{
     collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    time::Instant,
 };
 
+use actix::{Addr, Recipient};
 use bytestring::ByteString;
+use futures_util::future::{ready, BoxFuture, FutureExt};
 
-use crate::protocol::{request::ProjectId, StreamPosition};
+use super::{
+    positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
+    Engine, EngineFuture, Route,
+};
+use crate::{
+    hub::{Hub, PresenceEvent, ProjectInterest},
+    protocol::{request::ProjectId, StreamPosition},
+};
 
-/// Retention of each project's history.
-#[derive(Clone, Copy, Debug)]
-pub struct HistorySettings {
-    /// Publications kept per project.
-    pub size: usize,
-    /// A project's history is forgotten (and its epoch renewed) after this long without a
-    /// publication.
-    pub ttl: Duration,
-    /// Projects whose history the memory store keeps; the least recently published are
-    /// forgotten first.
-    pub max_projects: usize,
+pub struct MemoryEngine {
+    /// Written by the hub's thread as it stamps; read by resumes (also on the hub's thread) and
+    /// by HTTP history reads, so the lock is rarely contended.
+    history: Mutex<MemoryHistory>,
+    /// Changed by the hub's thread, read by presence requests.
+    presence: Mutex<MemoryPresence>,
+    /// Where join and leave events go; set when the hub starts.
+    hub: OnceLock<Addr<Hub>>,
 }
 
-/// Adds the position to an encoded publication frame (a JSON object this crate serialized,
-/// so it ends in `}`), without re-serializing it.
-pub fn with_position(frame: &str, position: &StreamPosition) -> ByteString {
-    let body = frame.strip_suffix('}').unwrap_or(frame);
-    let epoch = serde_json::to_string(&position.epoch).unwrap_or_else(|_| "\"\"".into());
-    ByteString::from(format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset))
-}
-
-/// A fresh random epoch.
-pub fn new_epoch() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
-
-/// What a resuming subscriber gets.
-#[derive(Debug)]
-pub struct Recovery {
-    /// Whether `frames` is everything published after the client's position.
-    pub recovered: bool,
-    /// The missed publications, oldest first, positions included (empty when not recovered).
-    pub frames: Entries,
-    /// The project's current position (the last publication), for the client to resume from.
-    pub top: StreamPosition,
-}
-
-/// Retained publications, oldest first: (offset, frame with position).
-pub type Entries = Vec<(u64, ByteString)>;
-
-/// Whether a history whose first retained publication after `since` is `first_after` (and
-/// whose last is `top`) holds everything published after `since`.
-pub fn covers(since: &StreamPosition, top: &StreamPosition, first_after: Option<u64>) -> bool {
-    since.epoch == top.epoch
-        && since.offset <= top.offset
-        && match first_after {
-            Some(first) => first == since.offset + 1,
-            None => since.offset == top.offset,
+impl MemoryEngine {
+    pub fn new(settings: HistorySettings) -> Self {
+        MemoryEngine {
+            history: Mutex::new(MemoryHistory::new(settings)),
+            presence: Mutex::default(),
+            hub: OnceLock::new(),
         }
-}
+    }
 
-/// Decides a recovery from a project's state: `entries` are the retained publications after
-/// `since.offset`, oldest first.
-pub fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Entries) -> Recovery {
-    let Some(since) = since else {
-        return Recovery { recovered: false, frames: Vec::new(), top };
-    };
-    if covers(since, &top, entries.first().map(|(offset, _)| *offset)) {
-        Recovery { recovered: true, frames: entries, top }
-    } else {
-        Recovery { recovered: false, frames: Vec::new(), top }
+    fn members(&self) -> MutexGuard<'_, MemoryPresence> {
+        // Each change is one map operation: a panic cannot leave it half done.
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn announce(&self, change: Change, project_id: &ProjectId, member: &Member) {
+        if let Some(hub) = self.hub.get() {
+            // Ignores the mailbox bound, as the hub's own `Disconnect` does: one event per
+            // subscription change the hub made, and a lost one is a wrong dashboard.
+            let frame = change.frame(project_id, member);
+            let connection_id = member.connection_id.clone();
+            hub.do_send(PresenceEvent { project_id: project_id.clone(), change, connection_id, frame });
+        }
+    }
+
+    fn streams(&self) -> MutexGuard<'_, MemoryHistory> {
+        // A panic while holding the lock leaves at worst one publication half appended; the
+        // history stays usable.
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+impl Engine for MemoryEngine {
+    fn describe(&self) -> &'static str {
+        "memory"
+    }
+
+    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
+        let _ = self.hub.set(hub);
+        None
+    }
+
+    fn publish(&self, _project_id: &ProjectId, _frame: &ByteString) -> BoxFuture<'static, Route> {
+        ready(Route::Local { unavailable: None }).boxed()
+    }
+
+    fn stamp(&self, project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString) {
+        let (position, framed) = self.streams().append(project_id, &frame);
+        (Some(position), framed)
+    }
+
+    fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery> {
+        ready(Ok(self.streams().recover(project_id, since))).boxed()
+    }
+
+    fn history(
+        &self,
+        project_id: &ProjectId,
+        since_offset: u64,
+        limit: usize,
+    ) -> EngineFuture<(StreamPosition, Entries)> {
+        ready(Ok(self.streams().page(project_id, since_offset, limit))).boxed()
+    }
+
+    fn backend_up(&self) -> Option<bool> {
+        None
+    }
+
+    fn is_down(&self) -> bool {
+        false
+    }
+
+    fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        if self.members().join(project_id, member) {
+            self.announce(Change::Join, project_id, member);
+        }
+    }
+
+    fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+        if self.members().leave(project_id, member) {
+            self.announce(Change::Leave, project_id, member);
+        }
+    }
+
+    fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+        ready(Ok(self.members().read(project_id, list))).boxed()
+    }
+}
+
+/// Every project's members on this task, and how many connections each user has there.
+#[derive(Default)]
+struct MemoryPresence {
+    projects: HashMap<ProjectId, ProjectPresence>,
+}
+
+#[derive(Default)]
+struct ProjectPresence {
+    members: HashMap<Arc<str>, Arc<Member>>,
+    users: HashMap<Arc<str>, usize>,
+}
+
+impl MemoryPresence {
+    /// Whether the member is new.
+    fn join(&mut self, project_id: &ProjectId, member: &Arc<Member>) -> bool {
+        let project = self.projects.entry(project_id.clone()).or_default();
+        if project.members.insert(member.connection_id.clone(), member.clone()).is_some() {
+            return false;
+        }
+        if let Some(user_id) = &member.user_id {
+            *project.users.entry(user_id.clone()).or_default() += 1;
+        }
+        true
+    }
+
+    /// Whether the member was there.
+    fn leave(&mut self, project_id: &ProjectId, member: &Member) -> bool {
+        let Some(project) = self.projects.get_mut(project_id) else { return false };
+        if project.members.remove(&member.connection_id).is_none() {
+            return false;
+        }
+        if let Some(user_id) = &member.user_id {
+            if let Some(count) = project.users.get_mut(user_id) {
+                *count -= 1;
+                if *count == 0 {
+                    project.users.remove(user_id);
+                }
+            }
+        }
+        if project.members.is_empty() {
+            self.projects.remove(project_id);
+        }
+        true
+    }
+
+    fn read(&self, project_id: &ProjectId, list: bool) -> Presence {
+        let Some(project) = self.projects.get(project_id) else { return Presence::default() };
+        let clients = if list {
+            project.members.values().take(PRESENCE_LIST_LIMIT).map(|member| member.json.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        Presence { num_clients: project.members.len(), num_users: project.users.len(), clients }
+    }
+}
+
+/// One project's retained publications and position.
 struct ProjectStream {
     epoch: String,
     top: u64,
@@ -88,7 +188,7 @@ struct ProjectStream {
     last_publish: Instant,
 }
 
-/// The in-memory history of every project (single-task mode).
+/// The in-memory history of every project.
 pub struct MemoryHistory {
     streams: HashMap<ProjectId, ProjectStream>,
     settings: HistorySettings,
@@ -171,20 +271,12 @@ impl MemoryHistory {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn history(size: usize) -> MemoryHistory {
         MemoryHistory::new(HistorySettings { size, ttl: Duration::from_secs(60), max_projects: 100 })
-    }
-
-    #[test]
-    fn positions_are_spliced_into_the_frame() {
-        let position = StreamPosition { offset: 12, epoch: "ab\"c".into() };
-        let frame = with_position(r#"{"type":"message","data":{"x":1}}"#, &position);
-        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(value["offset"], 12);
-        assert_eq!(value["epoch"], "ab\"c");
-        assert_eq!(value["data"]["x"], 1);
     }
 
     #[test]
