@@ -65,7 +65,8 @@ pub async fn stats(request: HttpRequest, query: web::Query<StatsQuery>, gateway:
     if let Err(refusal) = allowed {
         return refusal.response();
     }
-    let state = ServerState { phase: gateway.lifecycle.phase(), redis_configured: gateway.engine.backend_up().is_some() };
+    let state =
+        ServerState { phase: gateway.lifecycle.phase(), redis_configured: gateway.engine.backend_up().is_some() };
     let history = query.history.unwrap_or(0).min(KEPT_SAMPLES);
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(gateway.stats.report(state, history))
 }
