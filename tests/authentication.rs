@@ -12,7 +12,7 @@ use common::{
     Client, TestServer,
 };
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Error as WsError};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
 fn with_secret() -> TestServer {
     TestServer::start(|config| config.jwt_secret = Some(tokens::SECRET.into()))
@@ -20,14 +20,8 @@ fn with_secret() -> TestServer {
 
 /// The HTTP status and JSON body of a refused upgrade.
 async fn refused_upgrade(request: impl IntoClientRequest + Unpin) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(request).await {
-        Err(WsError::Http(response)) => {
-            let body = response.body().as_deref().map(|body| serde_json::from_slice(body).unwrap_or(Value::Null));
-            (response.status().as_u16(), body.unwrap_or(Value::Null))
-        }
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("the upgrade was accepted"),
-    }
+    let refused = common::refused_upgrade(request).await;
+    (refused.status, refused.body)
 }
 
 fn token_url(server: &TestServer, token: &str) -> String {

@@ -18,7 +18,7 @@ use common::{
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Error as WsError};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
 const KEY: &str = "service-key";
 
@@ -45,19 +45,8 @@ async fn connect_with(request: tokio_tungstenite::tungstenite::handshake::client
 
 /// The status, `Retry-After` and JSON body of a refused upgrade.
 async fn refused(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> (u16, Option<u64>, Value) {
-    match tokio_tungstenite::connect_async(request).await {
-        Err(WsError::Http(response)) => {
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok());
-            let body = response.body().as_deref().and_then(|body| serde_json::from_slice(body).ok());
-            (response.status().as_u16(), retry_after, body.unwrap_or(Value::Null))
-        }
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("the upgrade was accepted"),
-    }
+    let refused = common::refused_upgrade(request).await;
+    (refused.status, refused.retry_after, refused.body)
 }
 
 #[tokio::test]

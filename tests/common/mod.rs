@@ -255,6 +255,34 @@ impl Client {
     }
 }
 
+/// A WebSocket upgrade the server refused, as the client sees it.
+pub struct RefusedUpgrade {
+    pub status: u16,
+    /// The `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+    /// The JSON error body (`Null` when there is none).
+    pub body: Value,
+}
+
+/// Attempts an upgrade that must be refused with an HTTP answer.
+pub async fn refused_upgrade(
+    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+) -> RefusedUpgrade {
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => RefusedUpgrade {
+            status: response.status().as_u16(),
+            retry_after: response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok()),
+            body: response.body().as_deref().and_then(|body| serde_json::from_slice(body).ok()).unwrap_or(Value::Null),
+        },
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
 /// The AWS emulator: `MOTO_ENDPOINT` when the test command started one, else one started here
 /// (once per test binary) with `moto_server` from PyPI.
 pub fn moto_endpoint() -> String {
