@@ -28,9 +28,10 @@ function sum(counts) {
   return Object.values(counts || {}).reduce((total, value) => total + value, 0);
 }
 
-// Rows of label -> count, largest first; "none" when empty.
+// Rows of label -> count, largest first, leaving out labels still at zero (every limit is
+// reported from the start); "none" when nothing is left.
 function countRows(tbody, counts) {
-  const rows = Object.entries(counts || {}).sort((a, b) => b[1] - a[1]);
+  const rows = Object.entries(counts || {}).filter(([, value]) => value > 0).sort((a, b) => b[1] - a[1]);
   tbody.replaceChildren(...(rows.length ? rows : [["none", ""]]).map(([label, value]) => {
     const row = document.createElement("tr");
     for (const cell of [label, value === "" ? "" : number(value)]) {
