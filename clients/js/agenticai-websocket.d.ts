@@ -57,10 +57,47 @@ export interface PublishConfirmed {
   epoch?: string;
 }
 
+/** A connection subscribed to a project, as `presence` lists it and join/leave events name it. */
+export interface PresenceClient {
+  connection_id: string;
+  /** The token's `sub`; null for an anonymous connection. */
+  user_id: string | null;
+  /** When it connected, ISO 8601 UTC. */
+  connected_at: string;
+  /** The token's `info` claim; null without one. */
+  info: unknown;
+}
+
+export interface Presence {
+  type: "presence";
+  project_id: string;
+  /** At most 1,000 members, in no particular order (`truncated` when there are more). */
+  clients: PresenceClient[];
+  num_clients: number;
+  /** Distinct user ids (anonymous connections are clients, not users). */
+  num_users: number;
+  truncated: boolean;
+}
+
+export interface PresenceStats {
+  type: "presence_stats";
+  project_id: string;
+  num_clients: number;
+  num_users: number;
+}
+
+/** Another connection subscribed to (join) or stopped following (leave) the project. At most once. */
+export interface JoinLeave {
+  type: "join" | "leave";
+  project_id: string;
+  client: PresenceClient;
+}
+
 /**
  * A refused request. `code` is the server's error code (docs/protocol.md, "Error codes"), or one
  * of the client's own: "timeout", "disconnected" (the connection ended before the answer; the
- * request's fate is unknown), "closed", "message_too_big", "token_unavailable".
+ * request's fate is unknown), "closed", "message_too_big", "token_unavailable". connect() rejects
+ * with "unauthorized" after a 3500 and "too_many_connections" after a 3504.
  */
 export declare class RequestError extends Error {
   readonly code: string;
@@ -79,6 +116,15 @@ export interface SubscriptionHandlers<Data = unknown> {
   onReset?(reset: Reset): void;
   /** The subscription was refused or ended by the server (e.g. "forbidden"). */
   onError?(error: RequestError): void;
+  /** Also receive other connections' join and leave events (and ask presence after each (re)subscribe). */
+  joinLeave?: boolean;
+  onJoin?(event: JoinLeave & { type: "join" }): void;
+  onLeave?(event: JoinLeave & { type: "leave" }): void;
+  /**
+   * With joinLeave: the member list asked after each (re)subscribe. Events missed while away are
+   * not sent again, so replace what you hold with it, then apply the events that follow.
+   */
+  onPresence?(presence: Presence): void;
 }
 
 export declare class Subscription<Data = unknown> {
@@ -87,6 +133,7 @@ export declare class Subscription<Data = unknown> {
   readonly position: Position | null;
   /** Resolves at the first confirmation; rejects when the server refuses the subscription. */
   readonly ready: Promise<Subscription<Data>>;
+  readonly joinLeave: boolean;
   unsubscribe(): Promise<void>;
 }
 
@@ -97,7 +144,7 @@ export interface ClientOptions {
   getToken?: () => string | null | Promise<string | null>;
   /** A WebSocket constructor; default: globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
-  /** Default timeout of ping, publish and unsubscribe (10000). */
+  /** Default timeout of ping, publish, presence, presenceStats and unsubscribe (10000). */
   requestTimeoutMs?: number;
   /** Default timeout of forward (30000), counted from the call, across reconnects. */
   forwardTimeoutMs?: number;
@@ -128,6 +175,11 @@ export interface ClientEvents {
   message: Message;
   /** Errors not tied to a request: a subscription ended, a failed refresh, a listener that threw. */
   error: RequestError | Error;
+  /** Join and leave events of every joinLeave subscription (after onJoin/onLeave). */
+  join: JoinLeave & { type: "join" };
+  leave: JoinLeave & { type: "leave" };
+  /** The member lists asked after (re)subscribes with joinLeave (after onPresence). */
+  presence: Presence;
 }
 
 /** The delay before reconnect attempt `attempt`: uniformly random in [0, min(maxMs, baseMs * 2^attempt)]. */
@@ -143,8 +195,14 @@ export declare class Client {
   close(): void;
   subscribe<Data = unknown>(projectId: string, handlers?: SubscriptionHandlers<Data>): Subscription<Data>;
   unsubscribe(projectId: string): Promise<void>;
-  /** Resolves with the SQS message id once the queue has the message; re-sent on reconnect until answered. */
+  /**
+   * Resolves with the SQS message id once the queue has the message; re-sent on reconnect until
+   * answered, and after `retry_after_ms` when refused with "rate_limited" (not executed).
+   */
   forward(type: string, projectId: string, data: unknown, options?: ForwardOptions): Promise<string>;
   publish(projectId: string, event: string | null, data: unknown, options?: { timeoutMs?: number }): Promise<PublishConfirmed>;
   ping(options?: { timeoutMs?: number }): Promise<{ type: "pong" }>;
+  /** Rejects with the error code ("forbidden", "unavailable", "rate_limited", ...). */
+  presence(projectId: string, options?: { timeoutMs?: number }): Promise<Presence>;
+  presenceStats(projectId: string, options?: { timeoutMs?: number }): Promise<PresenceStats>;
 }

@@ -4,7 +4,10 @@
 // replaces it on its own: it authenticates with the first frame, refreshes its token at
 // `refresh_at`, reconnects with exponential backoff and full jitter (a short random delay after
 // 1012), resumes every subscription from its last offset and epoch, and re-sends forwards not yet
-// confirmed with their `message_id`. What it does on each close code: README.md, "Close codes".
+// confirmed with their `message_id`, or refused with `rate_limited` (not executed: sent again after
+// `retry_after_ms`). Join/leave events are at most once, so after every (re)subscribe with
+// `joinLeave` it asks `presence` and hands the fresh member list to `onPresence`.
+// What it does on each close code: README.md, "Close codes".
 
 /** Connection states, in the order a connection goes through them. */
 export const State = Object.freeze({
@@ -74,6 +77,10 @@ export class Subscription {
     this.onMessage = handlers.onMessage ?? (() => {});
     this.onReset = handlers.onReset ?? (() => {});
     this.onError = handlers.onError ?? (() => {});
+    this.joinLeave = handlers.joinLeave === true;
+    this.onJoin = handlers.onJoin ?? (() => {});
+    this.onLeave = handlers.onLeave ?? (() => {});
+    this.onPresence = handlers.onPresence ?? (() => {});
     /** The last position seen ({offset, epoch}), or null before the server told one. */
     this.position = null;
     this.confirmed = false;
@@ -130,7 +137,7 @@ export class Client {
   #sentToken = null; // the token of the last authenticate
   #refusedToken = null; // the last token closed with 3500
   #subscriptions = new Map();
-  #pending = new Map(); // request_id -> {text, expect, resolve, reject, timer, resend, subscription, sent}
+  #pending = new Map(); // request_id -> {text, expect, resolve, reject, timer, resend, subscription, sent, retryTimer}
   #sequence = 0;
   #firstConnection = null;
 
@@ -296,7 +303,8 @@ export class Client {
     const tooBig = code === MESSAGE_TOO_BIG;
     // What was sent on this socket and is not re-sent has an unknown fate: refuse it now.
     for (const [id, entry] of this.#pending) {
-      if (entry.sent && (!entry.resend || tooBig)) {
+      // A subscribe waiting out rate_limited is not carried over: the next connection resubscribes.
+      if ((entry.sent || entry.subscription) && (!entry.resend || tooBig)) {
         this.#settle(id, entry, null, new RequestError(tooBig ? "message_too_big" : "disconnected", reason || `closed with ${code}`));
       } else {
         entry.sent = false;
@@ -304,7 +312,7 @@ export class Client {
     }
     const delay = this.#reconnectDelay(code);
     if (delay === null) {
-      const rejectWith = code === INVALID_TOKEN ? "unauthorized" : "closed";
+      const rejectWith = { [INVALID_TOKEN]: "unauthorized", [TOO_MANY_CONNECTIONS]: "too_many_connections" }[code] ?? "closed";
       return this.#stop(code, reason || `closed with ${code}`, rejectWith);
     }
     this.#reconnectAfter(delay, code, reason);
@@ -359,6 +367,7 @@ export class Client {
     }
     const entry = reply.request_id === undefined ? undefined : this.#pending.get(reply.request_id);
     if (reply.type === "message") return this.#deliver(reply);
+    if (reply.type === "join" || reply.type === "leave") return this.#announce(reply);
     if (reply.type === "subscription_confirmed") {
       const subscription = this.#subscriptions.get(reply.project_id);
       if (subscription) subscription._confirm(reply);
@@ -385,6 +394,16 @@ export class Client {
       entry.sent = false;
       return;
     }
+    if (reply.code === "rate_limited" && (entry.resend || entry.subscription)) {
+      // Not executed: a forward or subscribe goes again once the budget allows it (at most once
+      // per refusal, and only on the socket that refused it).
+      const socket = this.#socket;
+      entry.sent = false;
+      entry.retryTimer = setTimeout(() => {
+        if (this.#pending.get(id) === entry && !entry.sent && socket === this.#socket) this.#transmit(entry);
+      }, reply.retry_after_ms ?? 0);
+      return;
+    }
     const error = new RequestError(reply.code, reply.message, reply);
     if (entry.subscription) {
       this.#subscriptions.delete(entry.subscription.projectId);
@@ -404,9 +423,22 @@ export class Client {
     this.#emit("message", message);
   }
 
+  // A join or leave of another connection, for a subscription made with joinLeave.
+  #announce(event) {
+    const subscription = this.#subscriptions.get(event.project_id);
+    if (!subscription) return;
+    try {
+      (event.type === "join" ? subscription.onJoin : subscription.onLeave)(event);
+    } catch (error) {
+      this.#emit("error", error);
+    }
+    this.#emit(event.type, event);
+  }
+
   #settle(id, entry, reply, error) {
     this.#pending.delete(id);
     clearTimeout(entry.timer);
+    clearTimeout(entry.retryTimer);
     if (error) entry.reject(error);
     else entry.resolve(reply);
   }
@@ -436,16 +468,34 @@ export class Client {
 
   #sendSubscribe(subscription) {
     const resume = subscription.position ? { since: subscription.position } : { recover: true };
-    const frame = { action: "subscribe", project_id: subscription.projectId, ...resume };
-    this.#request(frame, "subscription_confirmed", { subscription, duringHandshake: true }).catch((error) => {
-      // Timeouts and lost connections are retried by the next connection; refusals are final.
-      if (error.code !== "timeout" && error.code !== "disconnected" && error.code !== "closed") this.#emit("error", error);
-    });
+    const joinLeave = subscription.joinLeave ? { join_leave: true } : {};
+    const frame = { action: "subscribe", project_id: subscription.projectId, ...resume, ...joinLeave };
+    this.#request(frame, "subscription_confirmed", { subscription, duringHandshake: true })
+      .then(() => subscription.joinLeave && this.#reconcile(subscription))
+      .catch((error) => {
+        // Timeouts and lost connections are retried by the next connection; refusals are final.
+        if (error.code !== "timeout" && error.code !== "disconnected" && error.code !== "closed") this.#emit("error", error);
+      });
+  }
+
+  // Join and leave events missed while away are never sent again: the member list is asked
+  // after every (re)subscribe instead, and the events that follow apply on top of it.
+  async #reconcile(subscription) {
+    const reply = await this.#request({ action: "presence", project_id: subscription.projectId }, "presence", { duringHandshake: true });
+    if (this.#subscriptions.get(subscription.projectId) !== subscription) return;
+    try {
+      subscription.onPresence(reply);
+    } catch (error) {
+      this.#emit("error", error);
+    }
+    this.#emit("presence", reply);
   }
 
   /**
    * Follows a project: `onMessage` gets every publication once, in order, across reconnects;
-   * `onReset` is called when the server could not replay what was missed (reload then).
+   * `onReset` is called when the server could not replay what was missed (reload then). With
+   * `joinLeave: true`, `onJoin`/`onLeave` get other connections' join and leave events, and
+   * `onPresence` the member list after each (re)subscribe.
    */
   subscribe(projectId, handlers = {}) {
     const existing = this.#subscriptions.get(projectId);
@@ -476,6 +526,16 @@ export class Client {
   publish(projectId, event, data, { timeoutMs } = {}) {
     const frame = { action: "publish", project_id: projectId, data, ...(event == null ? {} : { type: event }) };
     return this.#request(frame, "publish_confirmed", { timeoutMs });
+  }
+
+  /** Who is subscribed to a project (needs the right to subscribe to it); resolves with the `presence` answer. */
+  presence(projectId, { timeoutMs } = {}) {
+    return this.#request({ action: "presence", project_id: projectId }, "presence", { timeoutMs });
+  }
+
+  /** A project's member counts, without the list; resolves with the `presence_stats` answer. */
+  presenceStats(projectId, { timeoutMs } = {}) {
+    return this.#request({ action: "presence_stats", project_id: projectId }, "presence_stats", { timeoutMs });
   }
 
   /** Round trip to the server; resolves with the pong. */

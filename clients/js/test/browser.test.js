@@ -12,7 +12,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { drainScenario, publish, startServer, uniqueProject, waitFor } from "./harness.js";
+import { Client } from "../agenticai-websocket.js";
+import { JWT_SECRET, drainScenario, mintToken, publish, startServer, uniqueProject, waitFor } from "./harness.js";
 
 const PACKAGE_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -147,6 +148,46 @@ test("browser: a restart without Redis calls onReset", async () => {
     assert.equal(log.states.find((change) => change.state === "disconnected").code, 1012);
   } finally {
     await subscriber.stop();
+    server.kill();
+  }
+});
+
+test("browser: presence, join and leave events with joinLeave", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const projectId = uniqueProject("p-browser");
+  const bob = new Client(server.url, { token: mintToken({ sub: "bob", projects: "p-*", ttl: 600 }) });
+  const args = [server.url, projectId, mintToken({ sub: "alice", projects: "p-*", ttl: 600 })].map((value) => JSON.stringify(value));
+  const seen = () => page.evaluate("window.presenceLog");
+  try {
+    await page.evaluate(`(async (url, projectId, token) => {
+      const { Client } = await import("/agenticai-websocket.js");
+      const log = (window.presenceLog = { joins: [], leaves: [], lists: [] });
+      const client = (window.presenceClient = new Client(url, { token }));
+      const ids = (presence) => presence.clients.map((member) => member.user_id).sort();
+      const subscription = client.subscribe(projectId, {
+        joinLeave: true,
+        onJoin: (event) => log.joins.push(event.client.user_id),
+        onLeave: (event) => log.leaves.push(event.client.user_id),
+        onPresence: (presence) => log.lists.push(ids(presence)),
+      });
+      await client.connect();
+      await subscription.ready;
+      return true;
+    })(${args.join(", ")})`);
+    await waitFor("the page's first member list", async () => (await seen()).lists.length === 1);
+    await bob.connect();
+    await bob.subscribe(projectId).ready;
+    await waitFor("bob's join, in the page", async () => (await seen()).joins.length === 1);
+    const listed = await page.evaluate(`window.presenceClient.presence(${JSON.stringify(projectId)}).then((presence) => presence.clients.map((member) => member.user_id).sort())`);
+    assert.deepEqual(listed, ["alice", "bob"]);
+    const refused = await page.evaluate(`window.presenceClient.presence("q-not-allowed").then(() => "resolved", (error) => error.code)`);
+    assert.equal(refused, "forbidden");
+    bob.close();
+    await waitFor("bob's leave, in the page", async () => (await seen()).leaves.length === 1);
+    assert.deepEqual(await seen(), { joins: ["bob"], leaves: ["bob"], lists: [["alice"]] });
+  } finally {
+    await page.evaluate("window.presenceClient?.close(), true");
+    bob.close();
     server.kill();
   }
 });

@@ -5,6 +5,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 
 import { Client, RequestError, backoffDelay } from "../agenticai-websocket.js";
 import { record } from "./recorder.js";
@@ -270,5 +272,171 @@ test("backoff: each reconnect waits a random time within its bound, and waits wh
   for (let attempt = 0; attempt < 40; attempt++) {
     const delay = backoffDelay(attempt, 500, 30_000);
     assert.ok(delay >= 0 && delay <= Math.min(30_000, 500 * 2 ** attempt));
+  }
+});
+
+// Members as user ids, sorted: what presence lists and what the tests compare.
+const userIds = (presence) => presence.clients.map((member) => member.user_id).sort();
+
+function presenceRecorder(client, projectId) {
+  const log = { joins: [], leaves: [], lists: [] };
+  const subscription = client.subscribe(projectId, {
+    joinLeave: true,
+    onJoin: (event) => log.joins.push(event.client.user_id),
+    onLeave: (event) => log.leaves.push(event.client.user_id),
+    onPresence: (presence) => log.lists.push(userIds(presence)),
+  });
+  return { log, ready: subscription.ready };
+}
+
+test("presence: join and leave events, presence and presenceStats, forbidden", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const projectId = uniqueProject("p-members");
+  const alice = new Client(server.url, { token: mintToken({ sub: "alice", projects: "p-*", ttl: 600 }) });
+  const bob = new Client(server.url, { token: mintToken({ sub: "bob", projects: "p-*", ttl: 600 }) });
+  try {
+    await alice.connect();
+    const seen = presenceRecorder(alice, projectId);
+    await seen.ready;
+    await waitFor("alice's first member list", () => seen.log.lists.length === 1);
+    assert.deepEqual(seen.log.lists[0], ["alice"], "after subscribing: the list, herself in it");
+    await bob.connect();
+    await bob.subscribe(projectId).ready;
+    await waitFor("bob's join", () => seen.log.joins.length === 1);
+    assert.deepEqual(seen.log.joins, ["bob"]);
+    const presence = await bob.presence(projectId);
+    assert.equal(presence.project_id, projectId);
+    assert.deepEqual(userIds(presence), ["alice", "bob"]);
+    assert.equal(presence.truncated, false);
+    assert.ok(presence.clients.every((member) => member.connection_id && member.connected_at));
+    const stats = await alice.presenceStats(projectId);
+    assert.deepEqual([stats.type, stats.num_clients, stats.num_users], ["presence_stats", 2, 2]);
+    const refused = await alice.presence("q-not-in-the-token").catch((error) => error);
+    assert.ok(refused instanceof RequestError && refused.code === "forbidden", String(refused));
+    await assert.rejects(alice.presenceStats("q-not-in-the-token"), { code: "forbidden" });
+    bob.close();
+    await waitFor("bob's leave", () => seen.log.leaves.length === 1);
+    assert.deepEqual(seen.log.leaves, ["bob"]);
+    assert.deepEqual(seen.log.joins, ["bob"], "a connection is not told about itself");
+  } finally {
+    alice.close();
+    bob.close();
+    server.kill();
+  }
+});
+
+test("presence: after a restart (Redis), the resubscribed client gets the members it missed", async () => {
+  const env = { REDIS_URL, JWT_SECRET };
+  let restarting = await startServer({ env });
+  const other = await startServer({ env }); // another task of the same service, up throughout
+  const projectId = uniqueProject("p-reconcile");
+  const token = (sub) => mintToken({ sub, projects: "p-*", ttl: 600 });
+  const alice = new Client(restarting.url, { token: token("alice"), restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  const bob = new Client(other.url, { token: token("bob") });
+  const carol = new Client(other.url, { token: token("carol") });
+  try {
+    await bob.connect();
+    await bob.subscribe(projectId).ready;
+    await alice.connect();
+    const seen = presenceRecorder(alice, projectId);
+    await waitFor("alice's first member list", () => seen.log.lists.length === 1);
+    assert.deepEqual(seen.log.lists[0], ["alice", "bob"]);
+    await restarting.stop();
+    // Carol joins while alice is away: that join event is never sent to her.
+    await carol.connect();
+    await carol.subscribe(projectId).ready;
+    restarting = await startServer({ port: restarting.port, env });
+    await waitFor("the member list after the resubscribe", () => seen.log.lists.length === 2);
+    assert.ok(seen.log.lists[1].includes("bob") && seen.log.lists[1].includes("carol"), `after the restart: ${seen.log.lists[1]}`);
+    assert.ok(!seen.log.joins.includes("carol"), "the join made while away was not announced: the list tells it");
+  } finally {
+    for (const client of [alice, bob, carol]) client.close();
+    restarting.kill();
+    other.kill();
+  }
+});
+
+// A WebSocket that also keeps every frame the server sent, to see what the library did about them.
+function recordingWebSocket(frames) {
+  return class extends WebSocket {
+    constructor(url) {
+      super(url);
+      this.addEventListener("message", (event) => frames.push(JSON.parse(event.data)));
+    }
+  };
+}
+
+// With a publish key configured, a plain connection is a client and gets the client budget.
+const LIMITED = { PUBLISH_API_KEYS: "k", CLIENT_RATE_PER_SECOND: "2", CLIENT_RATE_BURST: "2" };
+
+test("rate_limited: a request over budget rejects with retryAfterMs; a refused forward is sent again once", async () => {
+  const server = await startServer({ env: LIMITED });
+  const frames = [];
+  const client = new Client(server.url, { WebSocket: recordingWebSocket(frames) });
+  try {
+    await client.connect();
+    const pings = await Promise.allSettled(range(4).map(() => client.ping()));
+    const refused = pings.filter((result) => result.status === "rejected").map((result) => result.reason);
+    assert.ok(refused.length >= 2, `over a burst of 2: ${refused.length} refused`);
+    assert.ok(refused.every((error) => error.code === "rate_limited" && error.retryAfterMs > 0), refused.join());
+    await sleep(Math.max(...refused.map((error) => error.retryAfterMs)));
+    const ids = range(4).map((n) => `limited-${n}`);
+    const sqsIds = await Promise.all(ids.map((messageId, n) => client.forward("dev", "limited", { n }, { messageId })));
+    assert.ok(sqsIds.every((id) => /^local-/.test(id)), sqsIds.join());
+    const refusedForwards = frames.filter((frame) => frame.code === "rate_limited" && frame.message_id);
+    assert.ok(refusedForwards.length >= 1, "some forwards were refused at first");
+    const confirmed = frames.filter((frame) => frame.type === "forward_confirmed").map((frame) => frame.message_id);
+    assert.deepEqual(confirmed.sort(), ids, "each forward confirmed exactly once");
+    const spooled = readFileSync(path.join(server.dataDir, "spool", "dev.jsonl"), "utf8").trim().split("\n");
+    assert.deepEqual(spooled.map((line) => JSON.parse(line).body.message_id).sort(), ids, "and queued exactly once");
+  } finally {
+    client.close();
+    server.kill();
+  }
+});
+
+test("3504: a user over MAX_CONNECTIONS_PER_USER is refused and does not reconnect", async () => {
+  const server = await startServer({ env: { JWT_SECRET, MAX_CONNECTIONS_PER_USER: "1" } });
+  const token = mintToken({ sub: "dave", projects: "p-*", ttl: 600 });
+  const first = new Client(server.url, { token });
+  const second = new Client(server.url, { token, backoffBaseMs: 50 });
+  const states = [];
+  second.on("state", (change) => states.push(change));
+  try {
+    await first.connect();
+    await assert.rejects(second.connect(), { code: "too_many_connections" });
+    await sleep(500); // a reconnect loop would show now
+    assert.equal(second.state, "closed");
+    assert.deepEqual(states.map((change) => change.state), ["connecting", "closed"]);
+    assert.equal(states[1].code, 3504);
+    assert.equal((await first.ping()).type, "pong", "the first connection is untouched");
+  } finally {
+    first.close();
+    second.close();
+    server.kill();
+  }
+});
+
+test("3509: a client flooding over its budget is closed and waits a minute before reconnecting", async () => {
+  const server = await startServer({ env: { ...LIMITED, CLIENT_RATE_CLOSE_AFTER: "3" } });
+  const client = new Client(server.url);
+  const states = [];
+  client.on("state", (change) => states.push(change));
+  try {
+    await client.connect();
+    // One ping after another, ignoring rate_limited. (With ten sent at once, Node's WebSocket saw
+    // about one connection in two end with 1006 and none of the answers, where a raw socket
+    // sending the same frames always got the answers and the 3509 close frame; not settled yet.)
+    const codes = [];
+    for (let n = 0; n < 10 && !codes.includes("disconnected"); n++) {
+      codes.push(await client.ping({ timeoutMs: 3_000 }).then(() => "pong", (error) => error.code));
+    }
+    assert.ok(codes.includes("rate_limited"), codes.join());
+    const closed = await waitFor("the 3509 close", () => states.find((change) => change.code === 3509));
+    assert.equal(closed.state, "disconnected");
+    assert.ok(closed.reconnectInMs >= 60_000, `next attempt in ${closed.reconnectInMs} ms`);
+  } finally {
+    client.close();
+    server.kill();
   }
 });

@@ -3,7 +3,10 @@
 A :class:`Client` authenticates with the first frame, refreshes its token at ``refresh_at``,
 reconnects with exponential backoff and full jitter (a short random delay after 1012), resumes
 every subscription from its last offset and epoch, and re-sends forwards not yet confirmed with
-their ``message_id``. What it does on each close code: README.md, "Close codes".
+their ``message_id``, or refused with ``rate_limited`` (not executed: sent again after
+``retry_after_ms``). Join/leave events are at most once, so after every (re)subscribe with
+``join_leave`` it asks ``presence`` and hands the fresh member list to ``on_presence``.
+What it does on each close code: README.md, "Close codes".
 """
 
 from __future__ import annotations
@@ -86,6 +89,63 @@ class Message:
 
 
 @dataclass(frozen=True)
+class PresenceClient:
+    """A connection subscribed to a project, as ``presence`` lists it and join/leave events name it."""
+
+    connection_id: str
+    user_id: Optional[str]  # the token's sub; None for an anonymous connection
+    connected_at: str  # ISO 8601 UTC
+    info: Any  # the token's info claim; None without one
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> "PresenceClient":
+        return cls(
+            connection_id=frame.get("connection_id", ""),
+            user_id=frame.get("user_id"),
+            connected_at=frame.get("connected_at", ""),
+            info=frame.get("info"),
+        )
+
+
+@dataclass(frozen=True)
+class PresenceStats:
+    project_id: str
+    num_clients: int
+    num_users: int  # distinct user ids (anonymous connections are clients, not users)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Who is subscribed to a project: at most 1,000 members, ``truncated`` when there are more."""
+
+    project_id: str
+    clients: list[PresenceClient]
+    num_clients: int
+    num_users: int
+    truncated: bool
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> "Presence":
+        return cls(
+            project_id=frame["project_id"],
+            clients=[PresenceClient.from_frame(member) for member in frame.get("clients", [])],
+            num_clients=frame.get("num_clients", 0),
+            num_users=frame.get("num_users", 0),
+            truncated=frame.get("truncated", False),
+        )
+
+
+@dataclass(frozen=True)
+class JoinLeave:
+    """Another connection subscribed to (``join``) or stopped following (``leave``) the project.
+    At most once: reconcile with the lists :attr:`Subscription.on_presence` receives."""
+
+    type: str  # "join" or "leave"
+    project_id: str
+    client: PresenceClient
+
+
+@dataclass(frozen=True)
 class Reset:
     """The server could not replay what was missed: reload from the source of truth."""
 
@@ -117,10 +177,23 @@ def backoff_delay(attempt: int, base: float = 0.5, maximum: float = 30.0) -> flo
 class Subscription:
     """One project followed across reconnects; iterate it for its messages (each once, in order)."""
 
-    def __init__(self, client: "Client", project_id: str, on_reset: Optional[Callable[[Reset], Any]]) -> None:
+    def __init__(
+        self,
+        client: "Client",
+        project_id: str,
+        on_reset: Optional[Callable[[Reset], Any]],
+        join_leave: bool = False,
+        on_join: Optional[Callable[[JoinLeave], Any]] = None,
+        on_leave: Optional[Callable[[JoinLeave], Any]] = None,
+        on_presence: Optional[Callable[[Presence], Any]] = None,
+    ) -> None:
         self._client = client
         self.project_id = project_id
         self.on_reset = on_reset
+        self.join_leave = join_leave
+        self.on_join = on_join
+        self.on_leave = on_leave
+        self.on_presence = on_presence
         self.position: Optional[Position] = None
         self.confirmed = False
         self.resets: list[Reset] = []
@@ -318,7 +391,8 @@ class Client:
             code, reason = await self._connection()
             delay = self._reconnect_delay(code)
             if delay is None:
-                await self._stop(code, reason, "unauthorized" if code == INVALID_TOKEN else "closed")
+                fail_with = {INVALID_TOKEN: "unauthorized", TOO_MANY_CONNECTIONS: "too_many_connections"}.get(code, "closed")
+                await self._stop(code, reason, fail_with)
                 return
             self._set_state(StateChange(ConnectionState.DISCONNECTED, code, reason, reconnect_in=delay))
             await asyncio.sleep(delay)
@@ -383,7 +457,8 @@ class Client:
         too_big = code == MESSAGE_TOO_BIG
         # What was sent on that connection and is not re-sent has an unknown fate: fail it now.
         for request_id, pending in list(self._pending.items()):
-            if pending.sent and (too_big or not pending.resend):
+            # A subscribe waiting out rate_limited is not carried over: the next connection resubscribes.
+            if (pending.sent or pending.subscription) and (too_big or not pending.resend):
                 fail_with = "message_too_big" if too_big else "disconnected"
                 self._settle(request_id, error=RequestError(fail_with, reason or f"closed with {code}"))
             pending.sent = False
@@ -470,6 +545,9 @@ class Client:
         if kind == "message":
             self._deliver(Message.from_frame(reply))
             return
+        if kind in ("join", "leave"):
+            self._announce(reply)
+            return
         if kind == "subscription_confirmed":
             subscription = self._subscriptions.get(reply.get("project_id", ""))
             if subscription:
@@ -497,6 +575,19 @@ class Client:
             # Nothing was done; the 1012 that follows brings a new connection, which sends it again.
             pending.sent = False
             return
+        if reply.get("code") == "rate_limited" and (pending.resend or pending.subscription):
+            # Not executed: a forward or subscribe goes again once the budget allows it (once per
+            # refusal, and only on the connection that refused it).
+            pending.sent = False
+            ws = self._ws
+            delay = max(0, reply.get("retry_after_ms") or 0) / 1000
+
+            def again() -> None:
+                if self._pending.get(request_id) is pending and not pending.sent and ws is self._ws:
+                    self._transmit(pending)
+
+            asyncio.get_running_loop().call_later(delay, again)
+            return
         error = RequestError(reply.get("code", "internal"), reply.get("message", ""), reply)
         if pending.subscription:
             self._subscriptions.pop(pending.subscription.project_id, None)
@@ -509,6 +600,14 @@ class Client:
             return
         subscription._queue.put_nowait(message)
         self._call(self._on_message, message)
+
+    def _announce(self, frame: dict[str, Any]) -> None:
+        """A join or leave of another connection, for a subscription made with join_leave."""
+        subscription = self._subscriptions.get(frame.get("project_id", ""))
+        if subscription is None or not isinstance(frame.get("client"), dict):
+            return
+        event = JoinLeave(frame["type"], subscription.project_id, PresenceClient.from_frame(frame["client"]))
+        self._call(subscription.on_join if event.type == "join" else subscription.on_leave, event)
 
     def _settle(self, request_id: str, reply: Optional[dict[str, Any]] = None, error: Optional[Exception] = None) -> None:
         pending = self._pending.pop(request_id, None)
@@ -576,26 +675,49 @@ class Client:
             else {"recover": True}
         )
         frame = {"action": "subscribe", "project_id": subscription.project_id, **resume}
-        task = self._background(
-            self._request(frame, "subscription_confirmed", subscription=subscription, during_handshake=True)
-        )
+        if subscription.join_leave:
+            frame["join_leave"] = True
+        task = self._background(self._subscribe_and_reconcile(frame, subscription))
         task.add_done_callback(self._subscribe_done)
 
-    def _subscribe_done(self, task: "asyncio.Future[dict[str, Any]]") -> None:
+    async def _subscribe_and_reconcile(self, frame: dict[str, Any], subscription: Subscription) -> None:
+        await self._request(frame, "subscription_confirmed", subscription=subscription, during_handshake=True)
+        if not subscription.join_leave:
+            return
+        # Join and leave events missed while away are never sent again: the member list is asked
+        # after every (re)subscribe instead, and the events that follow apply on top of it.
+        reply = await self._request(
+            {"action": "presence", "project_id": subscription.project_id}, "presence", during_handshake=True
+        )
+        if self._subscriptions.get(subscription.project_id) is subscription:
+            self._call(subscription.on_presence, Presence.from_frame(reply))
+
+    def _subscribe_done(self, task: "asyncio.Future[None]") -> None:
         error = None if task.cancelled() else task.exception()
         # Timeouts and lost connections are retried by the next connection; refusals are final.
         if isinstance(error, RequestError) and error.code not in ("timeout", "disconnected", "closed"):
             self._error(error)
 
     # ------------------------------------------------------------------ requests
-    def subscribe(self, project_id: str, *, on_reset: Optional[Callable[[Reset], Any]] = None) -> Subscription:
+    def subscribe(
+        self,
+        project_id: str,
+        *,
+        on_reset: Optional[Callable[[Reset], Any]] = None,
+        join_leave: bool = False,
+        on_join: Optional[Callable[[JoinLeave], Any]] = None,
+        on_leave: Optional[Callable[[JoinLeave], Any]] = None,
+        on_presence: Optional[Callable[[Presence], Any]] = None,
+    ) -> Subscription:
         """Follows a project: iterate the subscription for every publication, once, in order,
         across reconnects; ``on_reset`` is called when the server could not replay what was
-        missed (reload then)."""
+        missed (reload then). With ``join_leave=True``, ``on_join`` and ``on_leave`` get other
+        connections' join and leave events, and ``on_presence`` the member list after each
+        (re)subscribe: replace what you hold with it, then apply the events that follow."""
         existing = self._subscriptions.get(project_id)
         if existing:
             return existing
-        subscription = Subscription(self, project_id, on_reset)
+        subscription = Subscription(self, project_id, on_reset, join_leave, on_join, on_leave, on_presence)
         self._subscriptions[project_id] = subscription
         if self.state is ConnectionState.CONNECTED:
             self._send_subscribe(subscription)
@@ -641,6 +763,18 @@ class Client:
             frame["type"] = event
         return await self._request(frame, "publish_confirmed", timeout=timeout)
 
+    async def presence(self, project_id: str, *, timeout: Optional[float] = None) -> Presence:
+        """Who is subscribed to a project (needs the right to subscribe to it); raises
+        :class:`RequestError` with the server's code (``forbidden``, ``unavailable``, ...)."""
+        reply = await self._request({"action": "presence", "project_id": project_id}, "presence", timeout=timeout)
+        return Presence.from_frame(reply)
+
+    async def presence_stats(self, project_id: str, *, timeout: Optional[float] = None) -> PresenceStats:
+        """A project's member counts, without the list."""
+        frame = {"action": "presence_stats", "project_id": project_id}
+        reply = await self._request(frame, "presence_stats", timeout=timeout)
+        return PresenceStats(reply["project_id"], reply.get("num_clients", 0), reply.get("num_users", 0))
+
     async def ping(self, *, timeout: Optional[float] = None) -> dict[str, Any]:
         """A round trip to the server; returns the pong."""
         return await self._request({"action": "ping"}, "pong", timeout=timeout)
@@ -649,8 +783,12 @@ class Client:
 __all__ = [
     "Client",
     "ConnectionState",
+    "JoinLeave",
     "Message",
     "Position",
+    "Presence",
+    "PresenceClient",
+    "PresenceStats",
     "RequestError",
     "Reset",
     "StateChange",

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import pytest
 from websockets.asyncio.client import connect
 
-from agenticai_websocket import Client, ConnectionState, RequestError, Reset, StateChange, backoff_delay
+from agenticai_websocket import Client, ConnectionState, JoinLeave, Presence, RequestError, Reset, StateChange, backoff_delay
 from harness import (
     JWT_SECRET,
     REDIS_URL,
@@ -426,3 +426,182 @@ def test_backoff_waits_are_random_within_their_bound_and_as_announced() -> None:
     asyncio.run(scenario())
     for attempt in range(40):
         assert 0 <= backoff_delay(attempt, 0.5, 30) <= min(30, 0.5 * 2**attempt)
+
+
+def user_ids(presence: Presence) -> list[Optional[str]]:
+    return sorted(member.user_id or "" for member in presence.clients)
+
+
+class PresenceLog:
+    """A subscription with join_leave: the user ids that joined and left, and the lists handed over."""
+
+    def __init__(self, client: Client, project_id: str) -> None:
+        self.joins: list[Optional[str]] = []
+        self.leaves: list[Optional[str]] = []
+        self.lists: list[list[Optional[str]]] = []
+        self.subscription = client.subscribe(
+            project_id,
+            join_leave=True,
+            on_join=self._joined,
+            on_leave=lambda event: self.leaves.append(event.client.user_id),
+            on_presence=lambda presence: self.lists.append(user_ids(presence)),
+        )
+
+    def _joined(self, event: JoinLeave) -> None:
+        assert event.type == "join"
+        self.joins.append(event.client.user_id)
+
+
+def test_presence_join_and_leave_events_presence_stats_and_forbidden() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
+        project_id = unique_project("p-members")
+        alice = Client(server.url, token=mint_token("p-*", 600, sub="alice"))
+        bob = Client(server.url, token=mint_token("p-*", 600, sub="bob"))
+        try:
+            await until(alice.connect())
+            seen = PresenceLog(alice, project_id)
+            await until(seen.subscription.ready())
+            await wait_for("alice's first member list", lambda: seen.lists)
+            assert seen.lists == [["alice"]], "after subscribing: the list, herself in it"
+            await until(bob.connect())
+            await until(bob.subscribe(project_id).ready())
+            await wait_for("bob's join", lambda: seen.joins)
+            assert seen.joins == ["bob"]
+            presence = await bob.presence(project_id)
+            assert presence.project_id == project_id
+            assert user_ids(presence) == ["alice", "bob"]
+            assert not presence.truncated and presence.num_clients == 2 and presence.num_users == 2
+            assert all(member.connection_id and member.connected_at for member in presence.clients)
+            stats = await alice.presence_stats(project_id)
+            assert (stats.num_clients, stats.num_users) == (2, 2)
+            for ask in (alice.presence, alice.presence_stats):
+                with pytest.raises(RequestError) as forbidden:
+                    await ask("q-not-in-the-token")
+                assert forbidden.value.code == "forbidden"
+            await bob.close()
+            await wait_for("bob's leave", lambda: seen.leaves)
+            assert seen.leaves == ["bob"]
+            assert seen.joins == ["bob"], "a connection is not told about itself"
+        finally:
+            await alice.close()
+            await bob.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_presence_after_a_restart_hands_over_the_members_missed_while_away() -> None:
+    async def scenario() -> None:
+        assert REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)"
+        env = {"REDIS_URL": REDIS_URL, "JWT_SECRET": JWT_SECRET}
+        restarting = await Server.start(env=env)
+        other = await Server.start(env=env)  # another task of the same service, up throughout
+        project_id = unique_project("p-reconcile")
+        alice = Client(restarting.url, token=mint_token("p-*", 600, sub="alice"), **FAST)
+        bob = Client(other.url, token=mint_token("p-*", 600, sub="bob"))
+        carol = Client(other.url, token=mint_token("p-*", 600, sub="carol"))
+        try:
+            await until(bob.connect())
+            await until(bob.subscribe(project_id).ready())
+            await until(alice.connect())
+            seen = PresenceLog(alice, project_id)
+            await wait_for("alice's first member list", lambda: seen.lists)
+            assert seen.lists == [["alice", "bob"]]
+            await restarting.stop()
+            # Carol joins while alice is away: that join event is never sent to her.
+            await until(carol.connect())
+            await until(carol.subscribe(project_id).ready())
+            restarting = await Server.start(port=restarting.port, env=env)
+            await wait_for("the member list after the resubscribe", lambda: len(seen.lists) == 2)
+            assert {"bob", "carol"} <= set(seen.lists[1]), f"after the restart: {seen.lists[1]}"
+            assert "carol" not in seen.joins, "the join made while away was not announced: the list tells it"
+        finally:
+            for client in (alice, bob, carol):
+                await client.close()
+            restarting.kill()
+            other.kill()
+
+    asyncio.run(scenario())
+
+
+# With a publish key configured, a plain connection is a client and gets the client budget.
+LIMITED = {"PUBLISH_API_KEYS": "k", "CLIENT_RATE_PER_SECOND": "2", "CLIENT_RATE_BURST": "2"}
+
+
+def test_rate_limited_request_raises_with_retry_after_and_a_refused_forward_is_sent_again_once() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env=LIMITED)
+        try:
+            async with Client(server.url) as client:
+                pings = await asyncio.gather(*(client.ping() for _ in range(4)), return_exceptions=True)
+                refused = [result for result in pings if isinstance(result, RequestError)]
+                assert len(refused) >= 2, f"over a burst of 2: {pings}"
+                assert all(error.code == "rate_limited" and (error.retry_after_ms or 0) > 0 for error in refused)
+                # The budget is spent: the forwards are refused first, then sent again as it refills.
+                ids = [f"limited-{n}" for n in range(4)]
+                started = time.monotonic()
+                sqs_ids = await until(
+                    asyncio.gather(*(client.forward("dev", "limited", {"n": n}, message_id=ids[n]) for n in range(4)))
+                )
+                assert all(sqs_id.startswith("local-") for sqs_id in sqs_ids)
+                assert time.monotonic() - started >= 1.0, "four forwards at 2/s from an empty budget were held back"
+            lines = (server.data_dir / "spool" / "dev.jsonl").read_text().splitlines()
+            assert sorted(json.loads(line)["body"]["message_id"] for line in lines) == ids, "each queued once"
+        finally:
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_too_many_connections_3504_stops_the_client() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET, "MAX_CONNECTIONS_PER_USER": "1"})
+        token = mint_token("p-*", 600, sub="dave")
+        states: list[StateChange] = []
+        first = Client(server.url, token=token)
+        second = Client(server.url, token=token, backoff_base=0.05, on_state=states.append)
+        try:
+            await until(first.connect())
+            with pytest.raises(RequestError) as refused:
+                await until(second.connect())
+            assert refused.value.code == "too_many_connections"
+            await asyncio.sleep(0.5)  # a reconnect loop would show now
+            assert second.state is ConnectionState.CLOSED
+            assert [(change.state, change.code) for change in states] == [
+                (ConnectionState.CONNECTING, None),
+                (ConnectionState.CLOSED, 3504),
+            ]
+            assert (await first.ping())["type"] == "pong", "the first connection is untouched"
+        finally:
+            await first.close()
+            await second.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_abusive_client_3509_waits_a_minute_before_reconnecting() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={**LIMITED, "CLIENT_RATE_CLOSE_AFTER": "3"})
+        states: list[StateChange] = []
+        client = Client(server.url, on_state=states.append)
+        try:
+            await until(client.connect())
+            # One ping after another, ignoring rate_limited (ten at once: see the JavaScript test).
+            codes: list[str] = []
+            while len(codes) < 10 and "disconnected" not in codes:
+                try:
+                    await client.ping(timeout=3)
+                    codes.append("pong")
+                except RequestError as error:
+                    codes.append(error.code)
+            assert "rate_limited" in codes, codes
+            closed = await wait_for("the 3509 close", lambda: next((c for c in states if c.code == 3509), None))
+            assert closed.state is ConnectionState.DISCONNECTED
+            assert closed.reconnect_in is not None and closed.reconnect_in >= 60, closed
+        finally:
+            await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
