@@ -229,6 +229,27 @@ async fn a_client_flooding_pings_without_reading_is_closed_and_holds_nothing() {
 }
 
 #[tokio::test]
+async fn a_flooding_client_that_goes_on_sending_still_reads_its_close_frame() {
+    let server = with_budget(2, 2, 3);
+    let mut socket = RawSocket::upgrade(server.addr, "/ws").await;
+    let ping = frame(0x89, b"ping");
+    // Over budget at the third ping, closed at the seventh; and it goes on sending for a while
+    // after the server closed, without reading. The server lingers after its close frame and
+    // FIN, reading and discarding: a socket closed with bytes unread, or receiving bytes once
+    // closed, answers with a reset, and a reset can destroy frames the client has not read yet
+    // (Node's WebSocket then reports 1006 instead of the close code).
+    for n in 0..30 {
+        let sent = socket.send(&ping).await;
+        assert!(sent.is_ok(), "ping {n}: the connection was reset: {sent:?}");
+        if n >= 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(socket.close_code().await, 3509);
+    assert!(socket.closed_within(Duration::from_secs(3)).await, "the server closes its side");
+}
+
+#[tokio::test]
 async fn services_have_their_own_budget() {
     let server = TestServer::start(|config| {
         config.jwt_secret = Some(tokens::SECRET.into());

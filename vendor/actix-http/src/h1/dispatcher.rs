@@ -442,6 +442,24 @@ where
             return Ok(Poll::Pending);
         }
 
+        // Vendored change: an upgraded connection whose body ended has finished its own
+        // protocol's closing handshake (a WebSocket close), and RFC 6455 7.1.1 has the server
+        // close TCP first. So its FIN goes out now, before the linger: the client sees the end at
+        // once instead of waiting for us while we wait for it (client_disconnect_timeout). The
+        // linger that follows still reads and discards what the client sent meanwhile: closing
+        // the socket with unread bytes would send a reset, which destroys the last frames (the
+        // close frame among them) still unread in the client's receive buffer.
+        if self.codec.upgrade() && !self.flags.contains(Flags::WRITE_DISCONNECT) {
+            let this = self.as_mut().project();
+            if let Some(io) = this.io.as_mut() {
+                if Pin::new(io).poll_shutdown(cx).is_pending() {
+                    return Ok(Poll::Pending);
+                }
+            }
+            // Shut, or failed because the peer is gone: nothing more to write either way.
+            this.flags.insert(Flags::WRITE_DISCONNECT);
+        }
+
         if !self.as_mut().ensure_linger_timer(cx) {
             let this = self.as_mut().project();
             this.flags.remove(Flags::LINGER);
@@ -712,14 +730,7 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    // Vendored change: an upgraded connection whose body ended
-                                    // has finished its own protocol's closing handshake (a
-                                    // WebSocket close), and RFC 6455 7.1.1 has the server close
-                                    // TCP first, at once. Lingering would wait for the client,
-                                    // which waits for us, until client_disconnect_timeout.
-                                    if this.config.client_disconnect_deadline().is_some()
-                                        && !this.codec.upgrade()
-                                    {
+                                    if this.config.client_disconnect_deadline().is_some() {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
@@ -777,14 +788,7 @@ where
                                 this.state.set(State::None);
 
                                 if not_pipelined && close_for_unread_payload {
-                                    // Vendored change: an upgraded connection whose body ended
-                                    // has finished its own protocol's closing handshake (a
-                                    // WebSocket close), and RFC 6455 7.1.1 has the server close
-                                    // TCP first, at once. Lingering would wait for the client,
-                                    // which waits for us, until client_disconnect_timeout.
-                                    if this.config.client_disconnect_deadline().is_some()
-                                        && !this.codec.upgrade()
-                                    {
+                                    if this.config.client_disconnect_deadline().is_some() {
                                         Self::enter_linger(this.flags);
                                     } else {
                                         this.flags.insert(Flags::SHUTDOWN | Flags::FINISHED);
