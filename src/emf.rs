@@ -9,7 +9,10 @@
 //! end of it. The figures come from the same registry reading as the status page
 //! ([`crate::stats`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde_json::{json, Value};
 
@@ -20,17 +23,39 @@ use crate::{
 
 pub const NAMESPACE: &str = "AgenticAI/WebSocket";
 
-/// Prints the EMF lines every `interval`, forever.
-pub async fn emit_every(interval: Duration, service_name: String, metrics: Arc<Metrics>) {
-    let mut ticker = tokio::time::interval(interval);
-    let mut previous = Sample::read(&metrics);
-    loop {
-        ticker.tick().await;
-        let now = Sample::read(&metrics);
-        for line in lines(&service_name, &now, &previous) {
+/// Prints the EMF lines: every interval, and what is left of the last one at shutdown (the
+/// drain's final forwards and closes would otherwise never reach CloudWatch).
+pub struct EmfEmitter {
+    service_name: String,
+    metrics: Arc<Metrics>,
+    /// The reading the next lines count from.
+    previous: Mutex<Sample>,
+}
+
+impl EmfEmitter {
+    pub fn new(service_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
+        let previous = Mutex::new(Sample::read(&metrics));
+        Arc::new(EmfEmitter { service_name, metrics, previous })
+    }
+
+    /// Prints the lines of the time since the last print.
+    pub fn emit(&self) {
+        let now = Sample::read(&self.metrics);
+        // A reading is replaced whole: a panicking holder cannot leave it half written.
+        let mut previous = self.previous.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for line in lines(&self.service_name, &now, &previous) {
             println!("{line}");
         }
-        previous = now;
+        *previous = now;
+    }
+
+    /// Prints every `interval`, forever.
+    pub async fn emit_every(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            self.emit();
+        }
     }
 }
 

@@ -245,13 +245,11 @@ impl Server {
         let serving = actix_rt::spawn(self.http);
         self.gateway.lifecycle.set_ready();
         actix_rt::spawn(self.gateway.stats.clone().sample_forever());
-        if self.config.emf_interval_secs > 0 {
-            actix_rt::spawn(emf::emit_every(
-                Duration::from_secs(self.config.emf_interval_secs),
-                self.config.service_name.clone(),
-                self.gateway.metrics.clone(),
-            ));
-        }
+        let emf = (self.config.emf_interval_secs > 0).then(|| {
+            let emitter = emf::EmfEmitter::new(self.config.service_name.clone(), self.gateway.metrics.clone());
+            actix_rt::spawn(emitter.clone().emit_every(Duration::from_secs(self.config.emf_interval_secs)));
+            emitter
+        });
         let gateway = self.gateway.clone();
         actix_rt::spawn(async move {
             let mut sweep = tokio::time::interval(API_BUDGET_SWEEP);
@@ -263,6 +261,9 @@ impl Server {
         log::info!(address:% = self.local_addr; "agenticai-websocket listening");
         wait_for_shutdown(&self.shutdown).await;
         drain(&self.gateway, self.config.drain_window()).await;
+        if let Some(emf) = emf {
+            emf.emit();
+        }
         handle.stop(true).await;
         let _ = serving.await;
         for arbiter in self.arbiters {

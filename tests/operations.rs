@@ -237,3 +237,45 @@ async fn a_lost_connection_is_recorded_as_1006() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_last_emf_interval_is_printed_at_shutdown() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // An interval far longer than the test: every count in the output is from the final lines.
+    let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
+        .env("WEBSOCKET_HOST", "127.0.0.1")
+        .env("WEBSOCKET_PORT", port.to_string())
+        .env("DATA_DIR", data.path())
+        .env("DRAIN_SECONDS", "1")
+        .env("EMF_INTERVAL_SECS", "3600")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while reqwest::get(format!("http://{base}/ready")).await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(20), "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = Client::connect(&format!("ws://{base}/ws")).await;
+    let confirmed =
+        client.request(json!({"action": "forward", "type": "qa", "project_id": "p", "message_id": "m"})).await;
+    assert_eq!(confirmed["type"], "forward_confirmed", "{confirmed}");
+    drop(client);
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line.get("_aws").is_some())
+        .collect();
+    let forwarded: u64 = lines.iter().filter_map(|line| line["MessagesForwarded"].as_u64()).sum();
+    let qa = lines.iter().rev().find(|line| line["Queue"] == "qa").expect("a qa line");
+    assert_eq!(forwarded, 1, "the forward is counted once, in the final lines");
+    assert_eq!(qa["ForwardsConfirmed"], 1);
+    assert_eq!(qa["EntriesPerBatch"], 1.0);
+}
