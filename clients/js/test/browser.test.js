@@ -83,7 +83,7 @@ before(async () => {
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank",
-  ], { stdio: "ignore" });
+  ], { stdio: "ignore", detached: true }); // its own process group: its helpers are stopped with it
   const port = await waitFor("Chromium's DevToolsActivePort", () => {
     try {
       return readFileSync(path.join(profile, "DevToolsActivePort"), "utf8").split("\n")[0];
@@ -104,11 +104,13 @@ after(async () => {
   page?.close();
   if (browser && browser.exitCode === null && browser.signalCode === null) {
     const exited = new Promise((resolve) => browser.once("exit", resolve));
-    browser.kill();
+    // The whole group: Chromium's renderer and utility processes outlive the browser process
+    // for a moment, still writing to the profile.
+    process.kill(-browser.pid, "SIGTERM");
     await exited; // before removing the profile it writes to
   }
   pageServer?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  if (profile) rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 });
 
 function browserSubscriber() {
