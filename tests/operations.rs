@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, Client, TestServer};
+use common::{free_port, ChildServer, Client, TestServer};
 use serde_json::json;
 
 #[tokio::test]
@@ -240,35 +240,20 @@ async fn a_lost_connection_is_recorded_as_1006() {
 
 #[tokio::test]
 async fn the_last_emf_interval_is_printed_at_shutdown() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
     // An interval far longer than the test: every count in the output is from the final lines.
-    let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
-        .env("WEBSOCKET_HOST", "127.0.0.1")
-        .env("WEBSOCKET_PORT", port.to_string())
-        .env("DATA_DIR", data.path())
-        .env("DRAIN_SECONDS", "1")
-        .env("EMF_INTERVAL_SECS", "3600")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    while reqwest::get(format!("http://{base}/ready")).await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut server = ChildServer::spawn_with_stdout(&[("EMF_INTERVAL_SECS", "3600".into())], Stdio::piped()).await;
+    let base = format!("127.0.0.1:{}", server.port);
     let mut client = Client::connect(&format!("ws://{base}/ws")).await;
     let confirmed =
         client.request(json!({"action": "forward", "type": "qa", "project_id": "p", "message_id": "m"})).await;
     assert_eq!(confirmed["type"], "forward_confirmed", "{confirmed}");
     drop(client);
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut server.child.stdout.take().expect("piped stdout"), &mut stdout).unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let lines: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .filter(|line: &serde_json::Value| line.get("_aws").is_some())

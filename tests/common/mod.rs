@@ -538,6 +538,11 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub async fn spawn(env: &[(&str, String)]) -> Self {
+        Self::spawn_with_stdout(env, Stdio::null()).await
+    }
+
+    /// Like [`ChildServer::spawn`], with the server's stdout (its EMF lines) going to `stdout`.
+    pub async fn spawn_with_stdout(env: &[(&str, String)], stdout: Stdio) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
@@ -547,7 +552,7 @@ impl ChildServer {
             .env("DRAIN_SECONDS", "1")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("server binary starts");
         let server = ChildServer { port, child, _data: data };
