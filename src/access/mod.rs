@@ -207,7 +207,12 @@ impl AccessPolicy {
 
     /// Whether a bearer value is one of the publish API keys.
     fn is_publish_key(&self, presented: &str) -> bool {
-        self.publish_keys.iter().any(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
+        self.publish_key_index(presented).is_some()
+    }
+
+    /// Which of the publish API keys a bearer value is.
+    fn publish_key_index(&self, presented: &str) -> Option<usize> {
+        self.publish_keys.iter().position(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
     }
 
     /// The principal of a WebSocket upgrade: as [`AccessPolicy::authenticate`], except that with
@@ -360,9 +365,7 @@ impl AccessPolicy {
     /// (open mode) one budget for every anonymous caller.
     pub fn check_api_rate(&self, principal: &Principal, authorization: Option<&str>) -> Result<(), RequestError> {
         let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
-        let key_index = presented.and_then(|presented| {
-            self.publish_keys.iter().position(|known| constant_time_eq(known.as_bytes(), presented.as_bytes()))
-        });
+        let key_index = presented.and_then(|presented| self.publish_key_index(presented));
         // The key's position, not the key: budgets are keyed by something safe to hold.
         let caller = match (key_index, principal.user_id()) {
             (Some(index), _) => format!("key#{index}"),
