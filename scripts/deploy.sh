@@ -62,7 +62,7 @@ GIT_REV=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# shellcheck source=scripts/lib/dry-run.sh
+# shellcheck source=lib/dry-run.sh
 source scripts/lib/dry-run.sh
 
 say "deploy $SERVICE to $CLUSTER in $REGION (revision $GIT_REV, tag $TIMESTAMP)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"

@@ -46,7 +46,7 @@ case "$ENV_NAME" in dev | staging | prod) ;; *) usage ;; esac
 case "$ROLE" in pm | dev | qa | ops | updates) ;; *) usage ;; esac
 case "$MAX" in '' | *[!0-9]*) usage ;; esac
 
-# shellcheck source=scripts/lib/dry-run.sh
+# shellcheck source=lib/dry-run.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/dry-run.sh"
 
 # The AWS CLI v1 ignores AWS_ENDPOINT_URL for SQS: name it explicitly.

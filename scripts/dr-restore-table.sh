@@ -58,7 +58,7 @@ SERVICE_STACK=${SERVICE_STACK:-agenticai-websocket-$ENV_NAME}
 CLUSTER="agenticai-cluster-$ENV_NAME"
 SERVICE="agenticai-websocket-$ENV_NAME"
 
-# shellcheck source=scripts/lib/dry-run.sh
+# shellcheck source=lib/dry-run.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/dry-run.sh"
 
 # The AWS CLI v1 ignores AWS_ENDPOINT_URL for some services: name it explicitly.

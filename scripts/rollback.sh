@@ -56,7 +56,7 @@ CLUSTER="agenticai-cluster-$ENV_NAME"
 SERVICE="agenticai-websocket-$ENV_NAME"
 FAMILY="agenticai-websocket-$ENV_NAME"
 
-# shellcheck source=scripts/lib/dry-run.sh
+# shellcheck source=lib/dry-run.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/dry-run.sh"
 
 say "rollback $SERVICE in $CLUSTER ($REGION)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"

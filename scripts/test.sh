@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then
-#   1. cargo fmt --check, cargo clippy --all-targets -D warnings
+#   1. vendor/actix-http checked against the crates.io release plus its patch, cargo fmt --check,
+#      cargo clippy --all-targets -D warnings
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
 #      cargo-tarpaulin, failing under 80% line coverage of the server code
 #   3. the release binary: the endpoint integration test, the client libraries' tests, the
@@ -48,6 +49,9 @@ if [ -z "${SKIP_COVERAGE:-}" ] && ! cargo tarpaulin --version 2>/dev/null | grep
   cargo install --locked --quiet cargo-tarpaulin --version "$TARPAULIN_VERSION"
 fi
 
+step "vendored actix-http is the release plus its patch; rust-version is true"
+bash scripts/check-dependencies.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -72,7 +76,8 @@ else
   step "unit and integration tests, with line coverage (fails under ${COVERAGE_MIN}%)"
   cargo tarpaulin --engine ptrace --locked --skip-clean --all-targets \
     --exclude-files 'src/bin/*' --exclude-files 'tests/*' --exclude-files 'vendor/*' \
-    --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
+    --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" \
+    --out Stdout --out Xml --output-dir target/coverage
 fi
 
 step "release build"

@@ -22,7 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
-    tungstenite::{protocol::CloseFrame, Message},
+    tungstenite::{client::IntoClientRequest, protocol::CloseFrame, Message},
     MaybeTlsStream, WebSocketStream,
 };
 
@@ -166,7 +166,12 @@ pub struct Client {
 impl Client {
     /// Connects and reads the `connected` greeting.
     pub async fn connect(url: &str) -> Self {
-        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+        Self::connect_with(url).await
+    }
+
+    /// Like [`Client::connect`], with the upgrade request built by the caller (extra headers).
+    pub async fn connect_with(request: impl IntoClientRequest + Unpin) -> Self {
+        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect in time")
             .expect("WebSocket handshake");
