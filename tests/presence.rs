@@ -206,7 +206,7 @@ async fn three_tasks_share_presence_lose_a_killed_task_and_refill_a_wiped_redis(
     await_presence(&mut watcher, "team", &complete, Duration::from_secs(3)).await;
     redis.kill();
     redis.restart();
-    redis.command(&["FLUSHALL"]);
+    redis.command::<()>(&["FLUSHALL"]);
     await_presence(&mut watcher, "team", &complete, Duration::from_secs(5)).await;
     // Over HTTP on another task, once its own Redis connection is back.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -241,7 +241,7 @@ async fn three_tasks_share_presence_lose_a_killed_task_and_refill_a_wiped_redis(
     }
     for command in [members, expiries] {
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
-        assert_eq!(redis.command(&args), ":1500\r\n");
+        assert_eq!(redis.command::<i64>(&args), 1500);
     }
     let big = token("carol", &["big"], Value::Null);
     let mut carol = Client::connect(&format!("{}?token={big}", tasks[0].ws_url("/ws"))).await;

@@ -643,19 +643,14 @@ impl RedisServer {
         }
     }
 
-    /// Runs a redis-cli-free command over RESP and returns the raw reply.
-    pub fn command(&self, args: &[&str]) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes()).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut reply = [0u8; 512];
-        let read = stream.read(&mut reply).unwrap_or(0);
-        String::from_utf8_lossy(&reply[..read]).into_owned()
+    /// Runs one command on a fresh connection and returns its reply as `T`; panics, with the
+    /// command, on an error reply or a reply of another type.
+    pub fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let (name, rest) = args.split_first().expect("a command name");
+        let mut connection = redis::Client::open(self.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+            .expect("a connection to the test's redis-server");
+        redis::cmd(name).arg(rest).query(&mut connection).unwrap_or_else(|error| panic!("redis {args:?}: {error}"))
     }
 }
 
