@@ -44,13 +44,13 @@ pub async fn sdk_config(region: &str, endpoint_url: Option<&str>) -> SdkConfig {
 /// default attempt timeout is shorter than such a wait: an attempt abandoned while SQS still
 /// holds it open lets SQS hand a message to a request nobody reads any more, and that message
 /// stays invisible for the queue's visibility timeout. So the attempt outlives the wait.
-pub fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
+pub(crate) fn long_poll_timeouts(wait: Duration) -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(wait + LONG_POLL_MARGIN).build()
 }
 
 /// Whether a failed call is worth retrying.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Throttling, a 5xx, a timeout or a network failure: not the sender's fault, retry.
     Transient(String),
     /// The request itself is wrong (missing queue, access denied, bad input): report it.
@@ -67,7 +67,7 @@ const THROTTLING_CODES: [&str; 6] = [
 ];
 
 /// Classifies an SDK error of any AWS operation.
-pub fn classify<E>(error: &SdkError<E, HttpResponse>) -> Fault
+pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> Fault
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -88,7 +88,7 @@ where
 }
 
 /// The error and its sources on one line (the SDK's Display alone says only "dispatch failure").
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -100,7 +100,7 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2^attempt)].
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
     let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
     ceiling.mul_f64(fastrand::f64())
 }

@@ -21,11 +21,11 @@ use crate::{
     stats::{sum, Sample},
 };
 
-pub const NAMESPACE: &str = "AgenticAI/WebSocket";
+pub(crate) const NAMESPACE: &str = "AgenticAI/WebSocket";
 
 /// Prints the EMF lines: every interval, and what is left of the last one at shutdown (the
 /// drain's final forwards and closes would otherwise never reach CloudWatch).
-pub struct EmfEmitter {
+pub(crate) struct EmfEmitter {
     service_name: String,
     metrics: Arc<Metrics>,
     /// The reading the next lines count from.
@@ -33,13 +33,13 @@ pub struct EmfEmitter {
 }
 
 impl EmfEmitter {
-    pub fn new(service_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(service_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
         let previous = Mutex::new(Sample::read(&metrics));
         Arc::new(EmfEmitter { service_name, metrics, previous })
     }
 
     /// Prints the lines of the time since the last print.
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let now = Sample::read(&self.metrics);
         // A reading is replaced whole: a panicking holder cannot leave it half written.
         let mut previous = self.previous.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -50,7 +50,7 @@ impl EmfEmitter {
     }
 
     /// Prints every `interval`, forever.
-    pub async fn emit_every(self: Arc<Self>, interval: Duration) {
+    pub(crate) async fn emit_every(self: Arc<Self>, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         loop {
             ticker.tick().await;

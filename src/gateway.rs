@@ -20,7 +20,7 @@ use crate::{
 
 /// Per-connection settings, from the configuration.
 #[derive(Clone, Copy, Debug)]
-pub struct SessionSettings {
+pub(crate) struct SessionSettings {
     pub ping_interval: Duration,
     pub client_timeout: Duration,
     pub max_frame_bytes: usize,
@@ -42,7 +42,7 @@ pub struct SessionSettings {
     pub presence: bool,
 }
 
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub hub: Addr<Hub>,
     pub dispatcher: Addr<QueueDispatcher>,
     pub persistence: Addr<Persistence>,

@@ -59,15 +59,15 @@ use crate::{
 const ENGINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages the hub's mailbox holds before senders are told to back off.
-pub const HUB_MAILBOX_CAPACITY: usize = 4096;
+pub(crate) const HUB_MAILBOX_CAPACITY: usize = 4096;
 
 /// A connection's id as clients see it (a UUID).
-pub type ConnectionId = Arc<str>;
+pub(crate) type ConnectionId = Arc<str>;
 
 /// Registers a connection. Its outbox is where the hub delivers.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Connect {
+pub(crate) struct Connect {
     pub id: ConnectionId,
     pub outbox: Outbox,
     /// Projects named on the URL (`?project_id=`), subscribed silently as the original did.
@@ -81,14 +81,14 @@ pub struct Connect {
 /// A connection ended: forget it and its subscriptions.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     pub id: ConnectionId,
 }
 
 /// Adds a subscription, replays what a resuming client missed, and confirms.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     pub id: ConnectionId,
     pub project_id: ProjectId,
     pub request_id: Option<RequestId>,
@@ -105,7 +105,7 @@ pub struct Subscribe {
 /// Removes a subscription and confirms it to the client.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     pub id: ConnectionId,
     pub project_id: ProjectId,
     pub confirmation: ByteString,
@@ -115,7 +115,7 @@ pub struct Unsubscribe {
 /// stamp it and fans it out.
 #[derive(Message)]
 #[rtype(result = "Published")]
-pub struct Publish {
+pub(crate) struct Publish {
     pub project_id: ProjectId,
     /// The encoded publication frame, without position.
     pub frame: ByteString,
@@ -123,7 +123,7 @@ pub struct Publish {
 
 /// What a [`Publish`] did.
 #[derive(Debug, MessageResponse)]
-pub struct Published {
+pub(crate) struct Published {
     pub reached: usize,
     pub position: Option<StreamPosition>,
 }
@@ -131,7 +131,7 @@ pub struct Published {
 /// A publication already positioned by the engine, for local subscribers.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct Deliver {
+pub(crate) struct Deliver {
     pub project_id: ProjectId,
     pub position: StreamPosition,
     /// The encoded frame, position included.
@@ -141,7 +141,7 @@ pub struct Deliver {
 /// Local subscribers of a project.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct SubscriberCount {
+pub(crate) struct SubscriberCount {
     pub project_id: ProjectId,
 }
 
@@ -149,36 +149,36 @@ pub struct SubscriberCount {
 /// after the engine's back end reconnects.
 #[derive(Message)]
 #[rtype(result = "Vec<(ProjectId, StreamPosition)>")]
-pub struct LastPositions;
+pub(crate) struct LastPositions;
 
 /// Starts the drain: every connection is told to close with 1012, spread over `window`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DrainAll {
+pub(crate) struct DrainAll {
     pub window: Duration,
 }
 
 /// Sent to each session by the drain.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Drain;
+pub(crate) struct Drain;
 
 /// How many connections are registered.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct ConnectionCount;
+pub(crate) struct ConnectionCount;
 
 /// Closes every registered connection at once (used when the drain window is over).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseAll {
+pub(crate) struct CloseAll {
     pub code: CloseCode,
 }
 
 /// A join or leave event of a project, from the engine, for the members that asked for them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PresenceEvent {
+pub(crate) struct PresenceEvent {
     pub project_id: ProjectId,
     pub change: Change,
     /// Whose join or leave: that connection is not told about itself.
@@ -190,7 +190,7 @@ pub struct PresenceEvent {
 /// The hub gained its first or lost its last local subscriber of a project.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub enum ProjectInterest {
+pub(crate) enum ProjectInterest {
     /// Answered on the sender once the project's channel is subscribed, so a history read
     /// after it cannot miss a publication.
     Gained(ProjectId, Option<tokio::sync::oneshot::Sender<()>>),
@@ -214,7 +214,7 @@ struct Subscriber {
     member: Arc<Member>,
 }
 
-pub struct Hub {
+pub(crate) struct Hub {
     connections: HashMap<ConnectionId, Registered>,
     subscribers: HashMap<ProjectId, HashMap<ConnectionId, Subscriber>>,
     engine: Arc<dyn Engine>,
@@ -232,7 +232,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize, presence: bool) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize, presence: bool) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
             connections: HashMap::new(),

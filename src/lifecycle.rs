@@ -10,27 +10,27 @@ const READY: u8 = 1;
 const DRAINING: u8 = 2;
 
 #[derive(Clone, Default)]
-pub struct Lifecycle(Arc<AtomicU8>);
+pub(crate) struct Lifecycle(Arc<AtomicU8>);
 
 impl Lifecycle {
-    pub fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         // Only from starting: a drain that began first stays a drain.
         let _ = self.0.compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.0.store(DRAINING, Ordering::SeqCst);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst) == READY
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.0.load(Ordering::SeqCst) == DRAINING
     }
 
-    pub fn phase(&self) -> &'static str {
+    pub(crate) fn phase(&self) -> &'static str {
         match self.0.load(Ordering::SeqCst) {
             STARTING => "starting",
             READY => "ready",

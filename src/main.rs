@@ -9,12 +9,12 @@
 
 use std::process::ExitCode;
 
-use agenticai_websocket::access::token::{mint_hs256, MintedClaims};
 use agenticai_websocket::{
     config::{self, Config},
     logging,
     server::Server,
 };
+use agenticai_websocket::{mint_hs256, MintedClaims};
 use clap::Parser;
 
 /// Prints a connection token signed (HS256) with JWT_SECRET, for development and tests.

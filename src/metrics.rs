@@ -13,7 +13,7 @@ use crate::protocol::{CloseCode, ErrorCode};
 
 const NAMESPACE: &str = "agenticai_ws";
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub active_connections: IntGauge,
     pub connections_opened: IntCounter,
@@ -71,7 +71,7 @@ pub struct Metrics {
 }
 
 /// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
-pub const LIMITS: [&str; 6] = ["max_connections", "per_user", "per_ip", "rate", "api_rate", "handshake_timeout"];
+pub(crate) const LIMITS: [&str; 6] = ["max_connections", "per_user", "per_ip", "rate", "api_rate", "handshake_timeout"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(NAMESPACE)
@@ -83,7 +83,7 @@ fn histogram_opts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
 
 impl Metrics {
     /// Creates and registers every metric, process metrics included.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let seconds = exponential_buckets(0.0005, 2.0, 16)?;
         let metrics = Metrics {
@@ -284,43 +284,43 @@ impl Metrics {
 
     /// Counts a closed connection under its ending: a close code label, `client_closed` or
     /// `connection_lost`.
-    pub fn connections_closed(&self, ending: &str) {
+    pub(crate) fn connections_closed(&self, ending: &str) {
         self.connections_closed.with_label_values(&[ending]).inc();
         if ending == CloseCode::SlowConsumer.label() {
             self.slow_consumers_closed.inc();
         }
     }
 
-    pub fn limit_refused(&self, limit: &str) {
+    pub(crate) fn limit_refused(&self, limit: &str) {
         self.limit_refusals.with_label_values(&[limit]).inc();
     }
 
-    pub fn frame_in(&self, action: &str) {
+    pub(crate) fn frame_in(&self, action: &str) {
         self.frames_in.with_label_values(&[action]).inc();
     }
 
-    pub fn frame_out(&self, kind: &str) {
+    pub(crate) fn frame_out(&self, kind: &str) {
         self.frames_out.with_label_values(&[kind]).inc();
     }
 
-    pub fn error_sent(&self, code: ErrorCode) {
+    pub(crate) fn error_sent(&self, code: ErrorCode) {
         self.errors.with_label_values(&[code.as_str()]).inc();
         self.frame_out("error");
     }
 
     /// The counter of delivered publications, resolved once for the hub's fan-out loop.
-    pub fn message_frames_out(&self) -> IntCounter {
+    pub(crate) fn message_frames_out(&self) -> IntCounter {
         self.frames_out.with_label_values(&["message"])
     }
 
     /// Every registered metric's current value, for readers that look metrics up by name
     /// (the status page).
-    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             log::error!(error:% = error; "metrics encoding failed");

@@ -23,14 +23,14 @@ use crate::{
 
 /// Where a publication came from (metrics label and audit field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishSource {
+pub(crate) enum PublishSource {
     Http,
     WebSocket,
     AgentUpdate,
 }
 
 impl PublishSource {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             PublishSource::Http => "http",
             PublishSource::WebSocket => "websocket",
@@ -41,7 +41,7 @@ impl PublishSource {
 
 /// What a publisher is told.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PublishReceipt {
+pub(crate) struct PublishReceipt {
     pub id: String,
     pub project_id: String,
     /// Local subscribers the publication was queued to (with Redis: this task's subscribers).
@@ -52,7 +52,7 @@ pub struct PublishReceipt {
 }
 
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     hub: Addr<Hub>,
     engine: Arc<dyn Engine>,
     records: RecordSink,
@@ -64,14 +64,14 @@ fn hub_unavailable(error: actix::MailboxError) -> RequestError {
 }
 
 impl Publisher {
-    pub fn new(hub: Addr<Hub>, engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(hub: Addr<Hub>, engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
         Publisher { hub, engine, records, metrics }
     }
 
     /// Publishes to the project's subscribers; answers once the publication is in the history
     /// (Redis or memory) and queued to this task's subscribers.
     /// `user_id`: who published, when a token authorized it (for the audit).
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         request: PublishRequest,
         source: PublishSource,

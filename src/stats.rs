@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 use crate::{dispatcher::routing::AgentRole, metrics::Metrics};
 
 /// How often the registry is sampled: the resolution of every rate and chart.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Samples kept: five minutes of charts.
-pub const KEPT_SAMPLES: usize = 300;
+pub(crate) const KEPT_SAMPLES: usize = 300;
 
 const PREFIX: &str = "agenticai_ws_";
 
@@ -188,7 +188,7 @@ impl Sample {
 
 /// What the report needs from outside the registry.
 #[derive(Clone, Copy, Debug)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     /// `starting`, `ready` or `draining`.
     pub phase: &'static str,
     /// REDIS_URL is set.
@@ -196,7 +196,7 @@ pub struct ServerState {
 }
 
 /// The last [`KEPT_SAMPLES`] samples of one server's registry.
-pub struct StatsHistory {
+pub(crate) struct StatsHistory {
     metrics: Arc<Metrics>,
     started: Instant,
     samples: Mutex<VecDeque<Sample>>,
@@ -204,13 +204,13 @@ pub struct StatsHistory {
 
 impl StatsHistory {
     /// Starts the history with one sample of `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         let first = Sample::read(&metrics);
         StatsHistory { metrics, started: Instant::now(), samples: Mutex::new(VecDeque::from([first])) }
     }
 
     /// Takes a sample, forgetting the oldest beyond [`KEPT_SAMPLES`].
-    pub fn sample(&self) {
+    pub(crate) fn sample(&self) {
         let sample = Sample::read(&self.metrics);
         let mut samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if samples.len() == KEPT_SAMPLES {
@@ -220,7 +220,7 @@ impl StatsHistory {
     }
 
     /// Samples every [`SAMPLE_INTERVAL`], until the server's runtime stops.
-    pub async fn sample_forever(self: Arc<Self>) {
+    pub(crate) async fn sample_forever(self: Arc<Self>) {
         // The first sample was taken at construction: the next one a whole interval later, so
         // no rate is measured over a sliver of time.
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_INTERVAL, SAMPLE_INTERVAL);
@@ -233,7 +233,7 @@ impl StatsHistory {
 
     /// The JSON answer: the newest figures, rates over the last interval, and the charts'
     /// series of the last `history_seconds` (at most the samples kept; 0: none).
-    pub fn report(&self, state: ServerState, history_seconds: usize) -> Value {
+    pub(crate) fn report(&self, state: ServerState, history_seconds: usize) -> Value {
         let samples = self.samples.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let newest = samples.back().cloned().unwrap_or_else(|| Sample::read(&self.metrics));
         let previous = samples.len().checked_sub(2).and_then(|index| samples.get(index)).unwrap_or(&newest);

@@ -28,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(10);
 
-pub struct UpdatesConsumer {
+pub(crate) struct UpdatesConsumer {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     publisher: Publisher,
@@ -37,7 +37,7 @@ pub struct UpdatesConsumer {
 }
 
 impl UpdatesConsumer {
-    pub fn new(
+    pub(crate) fn new(
         sqs: aws_sdk_sqs::Client,
         queue_url: String,
         publisher: Publisher,
@@ -60,7 +60,7 @@ impl Actor for UpdatesConsumer {
 }
 
 /// Parses an update body into a publication request.
-pub fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
+pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
     let mut object = match parse_object(body.as_bytes()) {
         Ok(object) => object,
         Err(ObjectError::DuplicateKey(key)) => return Err(format!("body names {key:?} twice")),

@@ -41,11 +41,8 @@ async fn items_with_pk(dynamo: &aws_sdk_dynamodb::Client, table: &str, pk: &str,
             .send()
             .await
             .unwrap();
-        let items: Vec<Value> = output
-            .items()
-            .iter()
-            .map(|item| Value::Object(agenticai_websocket::persistence::dynamo::from_attributes(item)))
-            .collect();
+        let items: Vec<Value> =
+            output.items().iter().map(|item| Value::Object(agenticai_websocket::dynamo_item_json(item))).collect();
         if items.len() >= expected || Instant::now() > deadline {
             return items;
         }

@@ -12,13 +12,13 @@ use ipnet::IpNet;
 
 /// The proxies whose `X-Forwarded-For` entries are believed.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies {
+pub(crate) struct TrustedProxies {
     networks: Vec<IpNet>,
 }
 
 impl TrustedProxies {
     /// From TRUSTED_PROXIES: CIDRs (`10.0.0.0/16`) or single addresses (`10.0.0.7`).
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(entries: &[String]) -> Result<Self, String> {
         let networks = entries
             .iter()
             .map(|entry| entry.trim())
@@ -33,7 +33,7 @@ impl TrustedProxies {
         Ok(TrustedProxies { networks })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.networks.is_empty()
     }
 
@@ -45,7 +45,7 @@ impl TrustedProxies {
     /// The client's address: `peer` (the TCP peer) or, when `peer` is a trusted proxy, the
     /// rightmost `X-Forwarded-For` entry that is not one. `forwarded_for` holds the values of
     /// every `X-Forwarded-For` header in the order received (several headers are one list).
-    pub fn client_address(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+    pub(crate) fn client_address(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
         let mut client = peer.to_canonical();
         if !self.trusts(client) {
             return client;

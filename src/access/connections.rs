@@ -16,7 +16,7 @@ use crate::protocol::{ErrorCode, RequestError};
 
 /// The caps; 0 for the per-user and per-address ones means none.
 #[derive(Clone, Copy, Debug)]
-pub struct ConnectionCaps {
+pub(crate) struct ConnectionCaps {
     pub max_connections: usize,
     pub max_per_user: usize,
     pub max_per_ip: usize,
@@ -24,7 +24,7 @@ pub struct ConnectionCaps {
 
 /// Which cap refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionRefusal {
+pub(crate) enum ConnectionRefusal {
     /// The task holds MAX_CONNECTIONS (HTTP 503: another task may have room).
     MaxConnections,
     /// The token's user holds MAX_CONNECTIONS_PER_USER here (HTTP 429, or close 3504).
@@ -35,7 +35,7 @@ pub enum ConnectionRefusal {
 
 impl ConnectionRefusal {
     /// The `limit` label of the refusal metric.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ConnectionRefusal::MaxConnections => "max_connections",
             ConnectionRefusal::PerUser => "per_user",
@@ -43,7 +43,7 @@ impl ConnectionRefusal {
         }
     }
 
-    pub fn to_request_error(self, caps: &ConnectionCaps) -> RequestError {
+    pub(crate) fn to_request_error(self, caps: &ConnectionCaps) -> RequestError {
         let error = match self {
             ConnectionRefusal::MaxConnections => RequestError::new(
                 ErrorCode::Busy,
@@ -70,17 +70,17 @@ struct Counts {
 }
 
 /// The counters behind the caps, shared by every connection of the task.
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     caps: ConnectionCaps,
     counts: Mutex<Counts>,
 }
 
 impl ConnectionLimits {
-    pub fn new(caps: ConnectionCaps) -> Arc<Self> {
+    pub(crate) fn new(caps: ConnectionCaps) -> Arc<Self> {
         Arc::new(ConnectionLimits { caps, counts: Mutex::default() })
     }
 
-    pub fn caps(&self) -> &ConnectionCaps {
+    pub(crate) fn caps(&self) -> &ConnectionCaps {
         &self.caps
     }
 
@@ -93,7 +93,7 @@ impl ConnectionLimits {
     /// Takes a place for a new connection from `ip` (the client address). Its user is added
     /// with [`ConnectionPermit::add_user`] once its token is verified: caps that cost nothing to
     /// check come before a signature check.
-    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
         let mut counts = self.counts();
         if counts.total >= self.caps.max_connections {
             return Err(ConnectionRefusal::MaxConnections);
@@ -109,7 +109,8 @@ impl ConnectionLimits {
     }
 
     /// Open connections of `user` on this task.
-    pub fn connections_of(&self, user: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn connections_of(&self, user: &str) -> usize {
         self.counts().by_user.get(user).copied().unwrap_or(0)
     }
 }
@@ -129,7 +130,7 @@ fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
 }
 
 /// One connection's place under the caps; dropping it gives the place back.
-pub struct ConnectionPermit {
+pub(crate) struct ConnectionPermit {
     limits: Arc<ConnectionLimits>,
     ip: Option<IpAddr>,
     user: Option<Arc<str>>,
@@ -138,7 +139,7 @@ pub struct ConnectionPermit {
 impl ConnectionPermit {
     /// Counts the connection against `user`, once its first token is verified (on the upgrade
     /// or in `authenticate`); a refresh, for the same user, changes nothing.
-    pub fn add_user(&mut self, user: &Arc<str>) -> Result<(), ConnectionRefusal> {
+    pub(crate) fn add_user(&mut self, user: &Arc<str>) -> Result<(), ConnectionRefusal> {
         if self.user.is_some() {
             return Ok(());
         }

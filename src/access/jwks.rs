@@ -28,16 +28,16 @@ use jsonwebtoken::{
 use super::token::TokenError;
 
 /// Shortest time between two fetches caused by unknown kids.
-pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Background refresh of the key set.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 /// One fetch's limit.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// One usable key and the algorithms a token signed with it may name.
-pub struct JwksKey {
+pub(crate) struct JwksKey {
     pub key: DecodingKey,
     pub algorithms: Vec<Algorithm>,
 }
@@ -47,7 +47,7 @@ struct Cached {
     last_fetch: Option<Instant>,
 }
 
-pub struct Jwks {
+pub(crate) struct Jwks {
     url: String,
     client: reqwest::Client,
     cached: Mutex<Cached>,
@@ -60,7 +60,7 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    pub fn new(url: String) -> Self {
+    pub(crate) fn new(url: String) -> Self {
         Jwks {
             url,
             client: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default(),
@@ -70,11 +70,11 @@ impl Jwks {
         }
     }
 
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
 
@@ -87,7 +87,7 @@ impl Jwks {
     }
 
     /// The key named `kid`, fetching the set again if it is unknown (see the module doc).
-    pub async fn key(&self, kid: &str) -> Result<Arc<JwksKey>, TokenError> {
+    pub(crate) async fn key(&self, kid: &str) -> Result<Arc<JwksKey>, TokenError> {
         if let Some(key) = self.cached_key(kid) {
             return Ok(key);
         }
@@ -113,7 +113,7 @@ impl Jwks {
     }
 
     /// Fetches the set now (waiting for a fetch in flight first), as at start-up.
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub(crate) async fn refresh(&self) -> Result<(), String> {
         let _fetching = self.fetching.lock().await;
         self.fetch_holding_lock().await
     }
@@ -143,7 +143,7 @@ impl Jwks {
     }
 
     /// Refreshes the set every [`REFRESH_INTERVAL`] for as long as the runtime lives.
-    pub fn refresh_in_background(self: &Arc<Self>) {
+    pub(crate) fn refresh_in_background(self: &Arc<Self>) {
         let jwks = Arc::downgrade(self);
         actix_rt::spawn(async move {
             loop {

@@ -18,12 +18,12 @@
 //! - [`connections`]: connection caps per task, user and address, held as permits.
 //! - [`rate`]: request budgets (token buckets) per connection and per API caller.
 
-pub mod client_address;
-pub mod connections;
-pub mod jwks;
-pub mod origin;
-pub mod rate;
-pub mod token;
+pub(crate) mod client_address;
+pub(crate) mod connections;
+pub(crate) mod jwks;
+pub(crate) mod origin;
+pub(crate) mod rate;
+pub(crate) mod token;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -38,7 +38,7 @@ use crate::protocol::{ErrorCode, RequestError};
 
 /// Who is asking, as far as the gateway knows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// Presented a valid publish API key, or publishing is open (no keys, loopback).
     pub can_publish: bool,
     /// Presented a valid publish API key: a service's credential.
@@ -49,18 +49,18 @@ pub struct Principal {
 
 impl Principal {
     /// Presented no credential the gateway accepted.
-    pub fn is_anonymous(&self) -> bool {
+    pub(crate) fn is_anonymous(&self) -> bool {
         !self.has_key && self.identity.is_none()
     }
 
-    pub fn user_id(&self) -> Option<&str> {
+    pub(crate) fn user_id(&self) -> Option<&str> {
         self.identity.as_ref().map(|identity| &*identity.user_id)
     }
 }
 
 /// An action to rule on.
 #[derive(Clone, Copy, Debug)]
-pub enum Action<'a> {
+pub(crate) enum Action<'a> {
     /// Subscribe to a project while already holding `held` subscriptions.
     Subscribe { project_id: &'a str, held: usize },
     /// End a subscription.
@@ -79,7 +79,7 @@ pub enum Action<'a> {
 
 /// How connections prove who they are.
 #[derive(Default)]
-pub struct Authentication {
+pub(crate) struct Authentication {
     /// Verifies connection tokens; None: connections are anonymous (the original protocol).
     pub verifier: Option<Arc<TokenVerifier>>,
     /// Without a verifier, accept anonymous connections from non-loopback peers too.
@@ -89,7 +89,7 @@ pub struct Authentication {
 
 /// Why an upgrade is refused before the WebSocket opens.
 #[derive(Debug, PartialEq, Eq)]
-pub enum UpgradeRefusal {
+pub(crate) enum UpgradeRefusal {
     /// Protected mode: an anonymous connection from a non-loopback peer (HTTP 401).
     AnonymousFromNetwork,
     /// The `Origin` is not in ALLOWED_ORIGINS (HTTP 403).
@@ -97,7 +97,7 @@ pub enum UpgradeRefusal {
 }
 
 impl UpgradeRefusal {
-    pub fn to_request_error(&self) -> RequestError {
+    pub(crate) fn to_request_error(&self) -> RequestError {
         match self {
             UpgradeRefusal::AnonymousFromNetwork => RequestError::new(
                 ErrorCode::Unauthorized,
@@ -112,7 +112,7 @@ impl UpgradeRefusal {
 }
 
 /// The abuse limits (issue 13's settings).
-pub struct Limits {
+pub(crate) struct Limits {
     pub trusted_proxies: TrustedProxies,
     pub connections: Arc<ConnectionLimits>,
     pub client_rates: ClientRates,
@@ -132,7 +132,7 @@ impl Default for Limits {
     }
 }
 
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     publish_keys: Vec<String>,
     /// No keys configured and bound to loopback: publishing needs no key.
     publish_open: bool,
@@ -143,7 +143,7 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     /// `loopback_only`: every address the server binds is a loopback one.
-    pub fn new(publish_keys: Vec<String>, loopback_only: bool, max_subscriptions: usize) -> Self {
+    pub(crate) fn new(publish_keys: Vec<String>, loopback_only: bool, max_subscriptions: usize) -> Self {
         let publish_open = publish_keys.is_empty() && loopback_only;
         AccessPolicy {
             publish_keys,
@@ -155,24 +155,24 @@ impl AccessPolicy {
     }
 
     /// The same policy, with connection authentication as configured.
-    pub fn with_authentication(mut self, authentication: Authentication) -> Self {
+    pub(crate) fn with_authentication(mut self, authentication: Authentication) -> Self {
         self.authentication = authentication;
         self
     }
 
     /// The same policy, with the abuse limits as configured.
-    pub fn with_limits(mut self, limits: Limits) -> Self {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
     /// Connections must present a token (JWT_SECRET or JWT_JWKS_URL is set).
-    pub fn tokens_required(&self) -> bool {
+    pub(crate) fn tokens_required(&self) -> bool {
         self.authentication.verifier.is_some()
     }
 
     /// The start-up log's line on how connections authenticate.
-    pub fn describe_authentication(&self) -> String {
+    pub(crate) fn describe_authentication(&self) -> String {
         match (&self.authentication.verifier, self.authentication.allow_anonymous) {
             (Some(verifier), _) => format!("connections need a token: {}", verifier.describe()),
             (None, false) => "connections are anonymous and accepted from loopback only (protected mode): set \
@@ -184,7 +184,7 @@ impl AccessPolicy {
 
     /// Rules on an upgrade before any token is looked at: the `Origin` allow-list, and protected
     /// mode (anonymous connections from loopback peers only, unless ALLOW_ANONYMOUS).
-    pub fn admit_upgrade(&self, origin: Option<&str>, peer: Option<IpAddr>) -> Result<(), UpgradeRefusal> {
+    pub(crate) fn admit_upgrade(&self, origin: Option<&str>, peer: Option<IpAddr>) -> Result<(), UpgradeRefusal> {
         if let Some(origin) = origin {
             if !self.authentication.origins.allows(origin) {
                 return Err(UpgradeRefusal::Origin);
@@ -200,7 +200,7 @@ impl AccessPolicy {
     }
 
     /// Verifies a connection token (None when tokens are not configured: then it means nothing).
-    pub async fn verify_token(&self, token: &str) -> Option<Result<Arc<Identity>, TokenError>> {
+    pub(crate) async fn verify_token(&self, token: &str) -> Option<Result<Arc<Identity>, TokenError>> {
         let verifier = self.authentication.verifier.as_ref()?;
         Some(verifier.verify(token).await)
     }
@@ -218,7 +218,7 @@ impl AccessPolicy {
     /// The principal of a WebSocket upgrade: as [`AccessPolicy::authenticate`], except that with
     /// tokens required open publishing (the HTTP API's loopback convenience) is no credential: a
     /// connection publishes with a publish key or its token's `publish` scope.
-    pub async fn connection_principal(
+    pub(crate) async fn connection_principal(
         &self,
         authorization: Option<&str>,
         query_token: Option<&str>,
@@ -234,7 +234,7 @@ impl AccessPolicy {
     /// publish key or, with tokens configured, a token (`query_token` is `?token=`, for
     /// upgrades). A token that fails verification is an error: the request is refused (401).
     /// Without tokens configured a token means nothing (the connection is anonymous).
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         authorization: Option<&str>,
         query_token: Option<&str>,
@@ -251,7 +251,7 @@ impl AccessPolicy {
     }
 
     /// A line for the start-up log saying how publishing is protected.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match (self.publish_keys.is_empty(), self.publish_open) {
             (false, _) => "publish API requires a key from PUBLISH_API_KEYS",
             (true, true) => "publish API is OPEN without a key: no PUBLISH_API_KEYS and bound to loopback",
@@ -261,14 +261,14 @@ impl AccessPolicy {
 
     /// The principal for an `Authorization` header value, as far as publish keys go (absent:
     /// anonymous). [`AccessPolicy::authenticate`] also verifies a token.
-    pub fn principal(&self, authorization: Option<&str>) -> Principal {
+    pub(crate) fn principal(&self, authorization: Option<&str>) -> Principal {
         let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
         let key_ok = presented.is_some_and(|key| self.is_publish_key(key));
         Principal { can_publish: self.publish_open || key_ok, has_key: key_ok, identity: None }
     }
 
     /// Whether `principal` may do `action`.
-    pub fn check(&self, principal: &Principal, action: Action<'_>) -> Result<(), RequestError> {
+    pub(crate) fn check(&self, principal: &Principal, action: Action<'_>) -> Result<(), RequestError> {
         if let Action::Subscribe { held, .. } = action {
             if held >= self.max_subscriptions {
                 return Err(RequestError::new(
@@ -325,34 +325,38 @@ impl AccessPolicy {
 impl AccessPolicy {
     /// The client's address: the TCP peer, or behind a trusted proxy the address it forwarded
     /// (`forwarded_for`: the `X-Forwarded-For` values in order).
-    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
+    pub(crate) fn client_address(&self, peer: Option<IpAddr>, forwarded_for: &[&str]) -> Option<IpAddr> {
         peer.map(|peer| self.limits.trusted_proxies.client_address(peer, forwarded_for))
     }
 
     /// Admits a new connection under the task's and the address's caps; the permit is its
     /// place until it ends.
-    pub fn admit_connection(&self, client: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
+    pub(crate) fn admit_connection(&self, client: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
         self.limits.connections.admit(client)
     }
 
     /// Counts a connection against its user's cap, once it has a verified token.
-    pub fn admit_user(&self, permit: &mut ConnectionPermit, identity: &Identity) -> Result<(), ConnectionRefusal> {
+    pub(crate) fn admit_user(
+        &self,
+        permit: &mut ConnectionPermit,
+        identity: &Identity,
+    ) -> Result<(), ConnectionRefusal> {
         permit.add_user(&identity.user_id)
     }
 
     /// What to answer a connection refused by a cap.
-    pub fn connection_refusal(&self, refusal: ConnectionRefusal) -> RequestError {
+    pub(crate) fn connection_refusal(&self, refusal: ConnectionRefusal) -> RequestError {
         refusal.to_request_error(self.limits.connections.caps())
     }
 
     /// The request budget of a connection: a service's (a publish key, open publishing, or a
     /// token with the `publish` scope) or a client's.
-    pub fn request_budget(&self, principal: &Principal) -> RequestBudget {
+    pub(crate) fn request_budget(&self, principal: &Principal) -> RequestBudget {
         RequestBudget::new(&self.limits.client_rates, Self::is_service(principal))
     }
 
     /// Whether a connection's budget should now be a service's, after it authenticated.
-    pub fn budget_changes(&self, budget: &RequestBudget, principal: &Principal) -> bool {
+    pub(crate) fn budget_changes(&self, budget: &RequestBudget, principal: &Principal) -> bool {
         budget.is_service() != Self::is_service(principal)
     }
 
@@ -363,7 +367,11 @@ impl AccessPolicy {
 
     /// Spends one request of an API caller's budget: per publish key, else per user, else
     /// (open mode) one budget for every anonymous caller.
-    pub fn check_api_rate(&self, principal: &Principal, authorization: Option<&str>) -> Result<(), RequestError> {
+    pub(crate) fn check_api_rate(
+        &self,
+        principal: &Principal,
+        authorization: Option<&str>,
+    ) -> Result<(), RequestError> {
         let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
         let key_index = presented.and_then(|presented| self.publish_key_index(presented));
         // The key's position, not the key: budgets are keyed by something safe to hold.
@@ -382,12 +390,12 @@ impl AccessPolicy {
     }
 
     /// Forgets the API budgets of idle callers (called on a timer).
-    pub fn forget_idle_api_callers(&self) {
+    pub(crate) fn forget_idle_api_callers(&self) {
         self.limits.api.forget_idle();
     }
 
     /// The start-up log's line on the limits.
-    pub fn describe_limits(&self) -> String {
+    pub(crate) fn describe_limits(&self) -> String {
         let caps = self.limits.connections.caps();
         let cap = |value: usize| if value == 0 { "none".to_owned() } else { value.to_string() };
         let proxies = if self.limits.trusted_proxies.is_empty() {
@@ -406,18 +414,13 @@ impl AccessPolicy {
 
 /// How long a client refused by a connection cap should wait (`Retry-After`): places free up
 /// as connections end, which cannot be predicted, so long enough not to hammer.
-pub const CONNECTION_RETRY_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const CONNECTION_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl AccessPolicy {
-    /// Whether the HTTP API needs no credentials (no PUBLISH_API_KEYS, bound to loopback).
-    pub fn publish_open(&self) -> bool {
-        self.publish_open
-    }
-
     /// Whether `principal` may read the server's own figures (`GET /api/v1/stats`, which the
     /// status page shows): whoever may read the audit without a token (a publish key; no key
     /// in open mode), or a token with the `admin` scope.
-    pub fn check_operator(&self, principal: &Principal) -> Result<(), RequestError> {
+    pub(crate) fn check_operator(&self, principal: &Principal) -> Result<(), RequestError> {
         let admin = principal.identity.as_ref().is_some_and(|identity| identity.scopes.has(Scopes::ADMIN));
         if principal.can_publish || admin {
             return Ok(());
@@ -435,7 +438,7 @@ impl AccessPolicy {
     /// must be declared `application/json` (a cross-site `text/plain` or form POST is sent
     /// without a CORS preflight; a JSON one is not). `content_type` is None for a request
     /// without a body.
-    pub fn check_open_request(
+    pub(crate) fn check_open_request(
         &self,
         host: Option<&str>,
         content_type: Option<&str>,
@@ -457,7 +460,7 @@ impl AccessPolicy {
 
 /// Why an open-mode API request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenRequestRefusal {
+pub(crate) enum OpenRequestRefusal {
     /// Not addressed to a loopback host name or address.
     Host,
     /// A body not declared as JSON.
@@ -465,7 +468,7 @@ pub enum OpenRequestRefusal {
 }
 
 impl OpenRequestRefusal {
-    pub fn to_request_error(self) -> RequestError {
+    pub(crate) fn to_request_error(self) -> RequestError {
         match self {
             OpenRequestRefusal::Host => RequestError::new(
                 ErrorCode::Forbidden,

@@ -8,7 +8,7 @@
 
 /// The configured origins; matching is case-insensitive on the scheme and host.
 #[derive(Clone, Debug, Default)]
-pub struct OriginAllowList {
+pub(crate) struct OriginAllowList {
     exact: Vec<String>,
     /// (scheme with "://", ".suffix" of the host, rest after the host: ":port" or "").
     subdomains: Vec<(String, String, String)>,
@@ -16,7 +16,7 @@ pub struct OriginAllowList {
 
 impl OriginAllowList {
     /// From entries that passed [`crate::config`]'s origin check.
-    pub fn new(entries: &[String]) -> Self {
+    pub(crate) fn new(entries: &[String]) -> Self {
         let mut list = OriginAllowList::default();
         for entry in entries.iter().map(|entry| entry.to_ascii_lowercase()) {
             match entry.split_once("://*.") {
@@ -31,7 +31,7 @@ impl OriginAllowList {
         list
     }
 
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         if self.exact.is_empty() && self.subdomains.is_empty() {
             return true;
         }

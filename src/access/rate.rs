@@ -13,24 +13,24 @@ use governor::{clock::Clock, DefaultDirectRateLimiter, Quota, RateLimiter};
 
 /// A sustained rate and a burst, or no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
+pub(crate) struct Rate {
     quota: Option<Quota>,
 }
 
 impl Rate {
     /// `per_second` requests a second with bursts of `burst` (at least 1); 0 per second: no limit.
-    pub fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         let quota = NonZeroU32::new(per_second)
             .map(|rate| Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)));
         Rate { quota }
     }
 
-    pub const UNLIMITED: Rate = Rate { quota: None };
+    pub(crate) const UNLIMITED: Rate = Rate { quota: None };
 }
 
 /// How connections' budgets are set.
 #[derive(Clone, Copy, Debug)]
-pub struct ClientRates {
+pub(crate) struct ClientRates {
     /// Browsers and agents.
     pub client: Rate,
     /// Connections that carry a publish key or the `publish` scope: services, whose rate is
@@ -48,7 +48,7 @@ impl Default for ClientRates {
 
 /// What the budget says of one more request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Spend {
+pub(crate) enum Spend {
     Allowed,
     /// Not executed; the request would be allowed after this long.
     Refused {
@@ -59,7 +59,7 @@ pub enum Spend {
 }
 
 /// One connection's budget.
-pub struct RequestBudget {
+pub(crate) struct RequestBudget {
     limiter: Option<DefaultDirectRateLimiter>,
     /// Whether it is a service's budget (it changes class at most once, when a token arrives).
     service: bool,
@@ -68,7 +68,7 @@ pub struct RequestBudget {
 }
 
 impl RequestBudget {
-    pub fn new(rates: &ClientRates, service: bool) -> Self {
+    pub(crate) fn new(rates: &ClientRates, service: bool) -> Self {
         let rate = if service { rates.service } else { rates.client };
         RequestBudget {
             limiter: rate.quota.map(RateLimiter::direct),
@@ -78,12 +78,12 @@ impl RequestBudget {
         }
     }
 
-    pub fn is_service(&self) -> bool {
+    pub(crate) fn is_service(&self) -> bool {
         self.service
     }
 
     /// Spends one request of the budget.
-    pub fn spend(&mut self) -> Spend {
+    pub(crate) fn spend(&mut self) -> Spend {
         let Some(limiter) = &self.limiter else { return Spend::Allowed };
         match limiter.check() {
             Ok(()) => {
@@ -103,24 +103,24 @@ impl RequestBudget {
 
 /// Budgets of the HTTP publish API, one per API key or user. Idle callers are forgotten by
 /// [`ApiBudgets::forget_idle`], so the map holds only callers seen within a bucket's refill.
-pub struct ApiBudgets {
+pub(crate) struct ApiBudgets {
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 impl ApiBudgets {
-    pub fn new(rate: Rate) -> Self {
+    pub(crate) fn new(rate: Rate) -> Self {
         ApiBudgets { limiter: rate.quota.map(RateLimiter::keyed) }
     }
 
     /// Spends one request of `caller`'s budget: None when allowed, else how long to wait.
-    pub fn spend(&self, caller: &str) -> Option<Duration> {
+    pub(crate) fn spend(&self, caller: &str) -> Option<Duration> {
         let limiter = self.limiter.as_ref()?;
         let refused = limiter.check_key(&caller.to_owned()).err()?;
         Some(refused.wait_time_from(limiter.clock().now()))
     }
 
     /// Drops the buckets that are full again (their callers were idle long enough).
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -128,7 +128,8 @@ impl ApiBudgets {
     }
 
     /// Callers with a bucket in memory.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.limiter.as_ref().map_or(0, |limiter| limiter.len())
     }
 }

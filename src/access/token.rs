@@ -24,17 +24,17 @@ use serde::Deserialize;
 use super::jwks::Jwks;
 
 /// Longest token accepted, in bytes: bounds the work and the cache below.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Largest `info` claim kept, serialized.
-pub const MAX_INFO_BYTES: usize = 1024;
+pub(crate) const MAX_INFO_BYTES: usize = 1024;
 /// Most project patterns one token may carry.
-pub const MAX_PROJECT_PATTERNS: usize = 256;
+pub(crate) const MAX_PROJECT_PATTERNS: usize = 256;
 /// Verified tokens remembered (see [`VerifiedTokens`]).
 const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
 /// What the connection's token allows; held by the session for the token's lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub user_id: Arc<str>,
     /// `exp`, unix seconds.
     pub expires_at: u64,
@@ -49,7 +49,7 @@ pub struct Identity {
 
 impl Identity {
     /// When the client should refresh: at 80% of the token's lifetime.
-    pub fn refresh_at(&self) -> u64 {
+    pub(crate) fn refresh_at(&self) -> u64 {
         let lifetime = self.expires_at.saturating_sub(self.issued_at);
         self.issued_at + lifetime * 4 / 5
     }
@@ -59,19 +59,19 @@ impl Identity {
 /// connection for the token's lifetime, so it is one allocation however many patterns: the
 /// patterns joined by newlines (which no project id may contain), prefixes ending in `*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProjectPatterns {
+pub(crate) struct ProjectPatterns {
     all: bool,
     joined: Box<str>,
 }
 
 impl ProjectPatterns {
-    pub fn parse(patterns: &[String]) -> Self {
+    pub(crate) fn parse(patterns: &[String]) -> Self {
         let all = patterns.iter().any(|pattern| pattern == "*");
         let kept: Vec<&str> = patterns.iter().map(String::as_str).filter(|pattern| !pattern.contains('\n')).collect();
         ProjectPatterns { all, joined: kept.join("\n").into() }
     }
 
-    pub fn matches(&self, project_id: &str) -> bool {
+    pub(crate) fn matches(&self, project_id: &str) -> bool {
         self.all
             || self.joined.split('\n').any(|pattern| match pattern.strip_suffix('*') {
                 Some(prefix) => project_id.starts_with(prefix),
@@ -82,16 +82,16 @@ impl ProjectPatterns {
 
 /// The `scope` claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Scopes(u8);
+pub(crate) struct Scopes(u8);
 
 impl Scopes {
-    pub const SUBSCRIBE: Scopes = Scopes(1);
-    pub const FORWARD: Scopes = Scopes(2);
-    pub const PUBLISH: Scopes = Scopes(4);
-    pub const ADMIN: Scopes = Scopes(8);
+    pub(crate) const SUBSCRIBE: Scopes = Scopes(1);
+    pub(crate) const FORWARD: Scopes = Scopes(2);
+    pub(crate) const PUBLISH: Scopes = Scopes(4);
+    pub(crate) const ADMIN: Scopes = Scopes(8);
 
     /// Space-separated OAuth-style names; unknown ones are ignored. Absent: subscribe forward.
-    pub fn parse(scope: Option<&str>) -> Self {
+    pub(crate) fn parse(scope: Option<&str>) -> Self {
         let Some(scope) = scope else {
             return Scopes(Self::SUBSCRIBE.0 | Self::FORWARD.0);
         };
@@ -106,7 +106,7 @@ impl Scopes {
         }))
     }
 
-    pub fn has(self, scope: Scopes) -> bool {
+    pub(crate) fn has(self, scope: Scopes) -> bool {
         self.0 & scope.0 == scope.0
     }
 }
@@ -114,7 +114,7 @@ impl Scopes {
 /// Why a token was refused. The label is for metrics; the client only ever learns that its
 /// token is not valid (and, for an expired one, that it expired).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("the token is not a JWT")]
     Malformed,
     #[error("the token's signature or algorithm is not accepted")]
@@ -134,7 +134,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             TokenError::Malformed => "malformed",
             TokenError::BadSignature => "bad_signature",
@@ -186,7 +186,7 @@ enum Keys {
 
 /// Verifies tokens against the configured key(s), with the configured issuer, audience and
 /// leeway.
-pub struct TokenVerifier {
+pub(crate) struct TokenVerifier {
     keys: Keys,
     issuer: Option<String>,
     audience: Option<String>,
@@ -195,7 +195,7 @@ pub struct TokenVerifier {
 }
 
 /// How the verifier is configured.
-pub struct VerifierSettings {
+pub(crate) struct VerifierSettings {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway_secs: u64,
@@ -203,13 +203,13 @@ pub struct VerifierSettings {
 
 impl TokenVerifier {
     /// HS256/384/512 with a shared secret.
-    pub fn with_secret(secret: &[u8], settings: VerifierSettings) -> Result<Self, String> {
+    pub(crate) fn with_secret(secret: &[u8], settings: VerifierSettings) -> Result<Self, String> {
         let key = DecodingKey::from_secret(secret).map_err(|error| error.to_string())?;
         Ok(Self::new(Keys::Secret(key), settings))
     }
 
     /// The issuer's public keys, fetched from its JWKS endpoint.
-    pub fn with_jwks(jwks: Arc<Jwks>, settings: VerifierSettings) -> Self {
+    pub(crate) fn with_jwks(jwks: Arc<Jwks>, settings: VerifierSettings) -> Self {
         Self::new(Keys::Jwks(jwks), settings)
     }
 
@@ -224,7 +224,7 @@ impl TokenVerifier {
     }
 
     /// What the key source is, for the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.keys {
             Keys::Secret(_) => "JWT_SECRET (HS256, HS384, HS512)".to_owned(),
             Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.url()),
@@ -233,7 +233,7 @@ impl TokenVerifier {
 
     /// The identity a token grants, or why it grants none. Shared: every connection presenting
     /// the same token holds the same allocation.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }

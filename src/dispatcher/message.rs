@@ -9,7 +9,7 @@ use super::routing::AgentRole;
 
 /// One message for an agent queue.
 #[derive(Clone, Debug)]
-pub struct QueueMessage {
+pub(crate) struct QueueMessage {
     pub role: AgentRole,
     pub message_id: String,
     pub project_id: String,
@@ -29,7 +29,7 @@ impl QueueMessage {
     /// `user_id`: the connection's verified user. It is written into the body's `gateway`
     /// object and as the body's `user_id` (replacing whatever the client wrote there), so an
     /// agent reads who asked from the gateway, never from the client's claim.
-    pub fn new(role: AgentRole, forward: ForwardRequest, connection_id: &str, user_id: Option<&str>) -> Self {
+    pub(crate) fn new(role: AgentRole, forward: ForwardRequest, connection_id: &str, user_id: Option<&str>) -> Self {
         let received_at = crate::protocol::now_iso8601();
         let mut body: Map<String, Value> = forward.body;
         let mut gateway = serde_json::json!({
@@ -56,7 +56,7 @@ impl QueueMessage {
 
     /// The message attributes, as name/value pairs (all of SQS data type String); `UserId` only
     /// for an authenticated connection's forward.
-    pub fn attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    pub(crate) fn attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("MessageType", self.message_type.as_str()),
             ("Timestamp", &self.received_at),
@@ -68,7 +68,7 @@ impl QueueMessage {
     }
 
     /// Bytes SQS counts against its payload limit: body plus attribute names, types and values.
-    pub fn payload_size(&self) -> usize {
+    pub(crate) fn payload_size(&self) -> usize {
         self.body.len()
             + self.attributes().map(|(name, value)| name.len() + "String".len() + value.len()).sum::<usize>()
     }

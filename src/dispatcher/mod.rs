@@ -18,10 +18,10 @@
 //! capped at DISPATCHER_MAX_PENDING; past it the client gets `busy` too. So when SQS is slower
 //! than the clients, clients are told, and memory stays flat.
 
-pub mod message;
-pub mod routing;
-pub mod spool;
-pub mod sqs;
+pub(crate) mod message;
+pub(crate) mod routing;
+pub(crate) mod spool;
+pub(crate) mod sqs;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
@@ -36,16 +36,16 @@ use crate::{
 };
 
 /// Messages the dispatcher's mailbox holds before sessions are told `busy`.
-pub const DISPATCHER_MAILBOX_CAPACITY: usize = 4096;
+pub(crate) const DISPATCHER_MAILBOX_CAPACITY: usize = 4096;
 /// Batches a standard queue may have in flight at once.
-pub const MAX_IN_FLIGHT_STANDARD: usize = 8;
+pub(crate) const MAX_IN_FLIGHT_STANDARD: usize = 8;
 /// Entries in one SendMessageBatch call: SQS's limit.
-pub const MAX_BATCH_ENTRIES: usize = 10;
+pub(crate) const MAX_BATCH_ENTRIES: usize = 10;
 const RETRY_BASE: Duration = Duration::from_millis(50);
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// Where forwards go.
-pub enum QueueBackend {
+pub(crate) enum QueueBackend {
     Sqs(SqsQueues),
     Spool(Spool),
 }
@@ -66,7 +66,7 @@ impl QueueBackend {
     }
 
     /// For the start-up log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             QueueBackend::Sqs(queues) => format!(
                 "SQS queues pm={} dev={} qa={} ops={}",
@@ -82,7 +82,7 @@ impl QueueBackend {
 
 /// What became of one entry of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EntryOutcome {
+pub(crate) enum EntryOutcome {
     /// Accepted; the queue's message id.
     Sent(String),
     /// Not accepted, not the sender's fault: try again.
@@ -93,17 +93,17 @@ pub enum EntryOutcome {
 
 /// A confirmed forward.
 #[derive(Clone, Debug)]
-pub struct ForwardReceipt {
+pub(crate) struct ForwardReceipt {
     pub sqs_message_id: String,
     pub queue: AgentRole,
 }
 
-pub type ForwardResult = Result<ForwardReceipt, RequestError>;
+pub(crate) type ForwardResult = Result<ForwardReceipt, RequestError>;
 
 /// A forward from a session; answered on `reply`, exactly once.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Forward {
+pub(crate) struct Forward {
     pub message: QueueMessage,
     pub reply: oneshot::Sender<ForwardResult>,
 }
@@ -111,11 +111,11 @@ pub struct Forward {
 /// Sends everything waiting now, without lingering; answers when no forward is unanswered.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Flush;
+pub(crate) struct Flush;
 
 /// Settings the dispatcher takes from the configuration.
 #[derive(Clone, Copy, Debug)]
-pub struct DispatcherSettings {
+pub(crate) struct DispatcherSettings {
     pub linger: Duration,
     pub max_batch_bytes: usize,
     pub deadline: Duration,
@@ -148,7 +148,7 @@ struct Lane {
     timer_armed: bool,
 }
 
-pub struct QueueDispatcher {
+pub(crate) struct QueueDispatcher {
     backend: Arc<QueueBackend>,
     lanes: [Lane; 4],
     settings: DispatcherSettings,
@@ -162,7 +162,7 @@ pub struct QueueDispatcher {
 }
 
 impl QueueDispatcher {
-    pub fn new(
+    pub(crate) fn new(
         backend: QueueBackend,
         settings: DispatcherSettings,
         metrics: Arc<Metrics>,

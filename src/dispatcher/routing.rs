@@ -7,7 +7,7 @@ use crate::protocol::{ErrorCode, RequestError};
 
 /// One of the four agent queues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AgentRole {
+pub(crate) enum AgentRole {
     Pm,
     Dev,
     Qa,
@@ -23,10 +23,10 @@ const ROUTES: [(AgentRole, [&str; 3]); 4] = [
 ];
 
 impl AgentRole {
-    pub const ALL: [AgentRole; 4] = [AgentRole::Pm, AgentRole::Dev, AgentRole::Qa, AgentRole::Ops];
+    pub(crate) const ALL: [AgentRole; 4] = [AgentRole::Pm, AgentRole::Dev, AgentRole::Qa, AgentRole::Ops];
 
     /// Routes a forward's `type`.
-    pub fn route(message_type: &str) -> Result<AgentRole, RequestError> {
+    pub(crate) fn route(message_type: &str) -> Result<AgentRole, RequestError> {
         ROUTES
             .iter()
             .find(|(_, names)| names.iter().any(|name| name.eq_ignore_ascii_case(message_type)))
@@ -41,7 +41,7 @@ impl AgentRole {
     }
 
     /// Short name: queue label in metrics, spool file name, `queue` in confirmations.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             AgentRole::Pm => "pm",
             AgentRole::Dev => "dev",
@@ -50,7 +50,7 @@ impl AgentRole {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{message::QueueMessage, routing::AgentRole, EntryOutcome};
 
-pub struct Spool {
+pub(crate) struct Spool {
     dir: PathBuf,
     /// One open file per role, appended under its lock (the dispatcher sends one batch per role
     /// at a time, so the lock is never contended; it makes the file shareable with the blocking
@@ -34,7 +34,7 @@ struct SpoolLine<'a> {
 
 impl Spool {
     /// Opens (creating) the spool files under `data_dir/spool`.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("spool");
         std::fs::create_dir_all(&dir)
             .map_err(|error| anyhow::anyhow!("cannot create the spool directory {}: {error}", dir.display()))?;
@@ -53,12 +53,12 @@ impl Spool {
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Appends the batch and syncs it to disk; every entry shares the outcome.
-    pub async fn send_batch(&self, role: AgentRole, messages: &[&QueueMessage]) -> Vec<EntryOutcome> {
+    pub(crate) async fn send_batch(&self, role: AgentRole, messages: &[&QueueMessage]) -> Vec<EntryOutcome> {
         let mut ids = Vec::with_capacity(messages.len());
         let mut lines = String::new();
         for message in messages {

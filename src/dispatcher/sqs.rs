@@ -10,27 +10,27 @@ use crate::{
 };
 
 /// The four agent queues on SQS.
-pub struct SqsQueues {
+pub(crate) struct SqsQueues {
     client: aws_sdk_sqs::Client,
     urls: [String; 4],
 }
 
 impl SqsQueues {
-    pub fn new(client: aws_sdk_sqs::Client, urls: AgentQueueUrls) -> Self {
+    pub(crate) fn new(client: aws_sdk_sqs::Client, urls: AgentQueueUrls) -> Self {
         SqsQueues { client, urls: [urls.pm, urls.dev, urls.qa, urls.ops] }
     }
 
-    pub fn url(&self, role: AgentRole) -> &str {
+    pub(crate) fn url(&self, role: AgentRole) -> &str {
         &self.urls[role.index()]
     }
 
     /// FIFO queues keep order per project and deduplicate by message id.
-    pub fn is_fifo(&self, role: AgentRole) -> bool {
+    pub(crate) fn is_fifo(&self, role: AgentRole) -> bool {
         self.url(role).ends_with(".fifo")
     }
 
     /// One SendMessageBatch call; the outcome of each entry, in order.
-    pub async fn send_batch(&self, role: AgentRole, messages: &[&QueueMessage]) -> Vec<EntryOutcome> {
+    pub(crate) async fn send_batch(&self, role: AgentRole, messages: &[&QueueMessage]) -> Vec<EntryOutcome> {
         let fifo = self.is_fifo(role);
         let mut entries = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {

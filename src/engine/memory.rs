@@ -26,7 +26,7 @@ use crate::{
     protocol::{request::ProjectId, StreamPosition},
 };
 
-pub struct MemoryEngine {
+pub(crate) struct MemoryEngine {
     /// Written by the hub's thread as it stamps; read by resumes (also on the hub's thread) and
     /// by HTTP history reads, so the lock is rarely contended.
     history: Mutex<MemoryHistory>,
@@ -37,7 +37,7 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
-    pub fn new(settings: HistorySettings) -> Self {
+    pub(crate) fn new(settings: HistorySettings) -> Self {
         MemoryEngine {
             history: Mutex::new(MemoryHistory::new(settings)),
             presence: Mutex::default(),
@@ -189,13 +189,13 @@ struct ProjectStream {
 }
 
 /// The in-memory history of every project.
-pub struct MemoryHistory {
+pub(crate) struct MemoryHistory {
     streams: HashMap<ProjectId, ProjectStream>,
     settings: HistorySettings,
 }
 
 impl MemoryHistory {
-    pub fn new(settings: HistorySettings) -> Self {
+    pub(crate) fn new(settings: HistorySettings) -> Self {
         MemoryHistory { streams: HashMap::new(), settings }
     }
 
@@ -229,7 +229,7 @@ impl MemoryHistory {
     }
 
     /// Appends a publication; returns its position and its frame with the position.
-    pub fn append(&mut self, project_id: &ProjectId, frame: &str) -> (StreamPosition, ByteString) {
+    pub(crate) fn append(&mut self, project_id: &ProjectId, frame: &str) -> (StreamPosition, ByteString) {
         let size = self.settings.size;
         let stream = self.stream(project_id);
         stream.top += 1;
@@ -246,13 +246,14 @@ impl MemoryHistory {
     }
 
     /// The project's current position.
-    pub fn top(&mut self, project_id: &ProjectId) -> StreamPosition {
+    #[cfg(test)]
+    pub(crate) fn top(&mut self, project_id: &ProjectId) -> StreamPosition {
         let stream = self.stream(project_id);
         StreamPosition { offset: stream.top, epoch: stream.epoch.clone() }
     }
 
     /// What a client resuming from `since` missed.
-    pub fn recover(&mut self, project_id: &ProjectId, since: Option<&StreamPosition>) -> Recovery {
+    pub(crate) fn recover(&mut self, project_id: &ProjectId, since: Option<&StreamPosition>) -> Recovery {
         let stream = self.stream(project_id);
         let top = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
         let after = since.map_or(u64::MAX, |since| since.offset);
@@ -261,7 +262,12 @@ impl MemoryHistory {
     }
 
     /// Up to `limit` retained publications after `since_offset`, oldest first.
-    pub fn page(&mut self, project_id: &ProjectId, since_offset: u64, limit: usize) -> (StreamPosition, Entries) {
+    pub(crate) fn page(
+        &mut self,
+        project_id: &ProjectId,
+        since_offset: u64,
+        limit: usize,
+    ) -> (StreamPosition, Entries) {
         let stream = self.stream(project_id);
         let top = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
         let frames = stream.entries.iter().filter(|(offset, _)| *offset > since_offset).take(limit).cloned().collect();

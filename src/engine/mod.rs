@@ -44,10 +44,10 @@
 //!   expire (their task died) and changes made while the back end is down are not announced; a
 //!   client reconciles by asking `presence` after it (re)subscribes.
 
-pub mod memory;
-pub mod positions;
-pub mod presence;
-pub mod redis;
+pub(crate) mod memory;
+pub(crate) mod positions;
+pub(crate) mod presence;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 
@@ -64,17 +64,17 @@ use presence::{Member, Presence};
 
 /// The back end did not answer or failed.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("{0}")]
     Unavailable(String),
 }
 
 /// An engine's answer, later.
-pub type EngineFuture<T> = BoxFuture<'static, Result<T, EngineError>>;
+pub(crate) type EngineFuture<T> = BoxFuture<'static, Result<T, EngineError>>;
 
 /// How a publication reaches this task's subscribers after [`Engine::publish`].
 #[derive(Debug)]
-pub enum Route {
+pub(crate) enum Route {
     /// Stamped, kept, and on its way to every task's hub (this one included) through the back
     /// end.
     Broadcast(StreamPosition),
@@ -85,7 +85,7 @@ pub enum Route {
 }
 
 /// The engine's interface; see the module documentation for the contracts.
-pub trait Engine: Send + Sync + 'static {
+pub(crate) trait Engine: Send + Sync + 'static {
     /// `memory` or `redis`, for logs.
     fn describe(&self) -> &'static str;
 

@@ -16,7 +16,7 @@ use crate::protocol::StreamPosition;
 
 /// Retention of each project's history.
 #[derive(Clone, Copy, Debug)]
-pub struct HistorySettings {
+pub(crate) struct HistorySettings {
     /// Publications kept per project.
     pub size: usize,
     /// A project's history is forgotten (and its epoch renewed) after this long without a
@@ -29,20 +29,20 @@ pub struct HistorySettings {
 
 /// Adds the position to an encoded publication frame (a JSON object this crate serialized,
 /// so it ends in `}`), without re-serializing it.
-pub fn with_position(frame: &str, position: &StreamPosition) -> ByteString {
+pub(crate) fn with_position(frame: &str, position: &StreamPosition) -> ByteString {
     let body = frame.strip_suffix('}').unwrap_or(frame);
     let epoch = serde_json::to_string(&position.epoch).unwrap_or_else(|_| "\"\"".into());
     ByteString::from(format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset))
 }
 
 /// A fresh random epoch.
-pub fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 /// What a resuming subscriber gets.
 #[derive(Debug)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     /// Whether `frames` is everything published after the client's position.
     pub recovered: bool,
     /// The missed publications, oldest first, positions included (empty when not recovered).
@@ -52,11 +52,11 @@ pub struct Recovery {
 }
 
 /// Retained publications, oldest first: (offset, frame with position).
-pub type Entries = Vec<(u64, ByteString)>;
+pub(crate) type Entries = Vec<(u64, ByteString)>;
 
 /// Whether a history whose first retained publication after `since` is `first_after` (and
 /// whose last is `top`) holds everything published after `since`.
-pub fn covers(since: &StreamPosition, top: &StreamPosition, first_after: Option<u64>) -> bool {
+pub(crate) fn covers(since: &StreamPosition, top: &StreamPosition, first_after: Option<u64>) -> bool {
     since.epoch == top.epoch
         && since.offset <= top.offset
         && match first_after {
@@ -67,7 +67,7 @@ pub fn covers(since: &StreamPosition, top: &StreamPosition, first_after: Option<
 
 /// Decides a recovery from a project's state: `entries` are the retained publications after
 /// `since.offset`, oldest first.
-pub fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Entries) -> Recovery {
+pub(crate) fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Entries) -> Recovery {
     let Some(since) = since else {
         return Recovery { recovered: false, frames: Vec::new(), top };
     };

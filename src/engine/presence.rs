@@ -21,12 +21,12 @@ use serde_json::value::RawValue;
 use crate::protocol::{request::ProjectId, RequestId};
 
 /// Most members a presence answer lists (1,000 members of ~200 bytes: a frame of ~200 KiB).
-pub const PRESENCE_LIST_LIMIT: usize = 1000;
+pub(crate) const PRESENCE_LIST_LIMIT: usize = 1000;
 
 /// One connection as presence shows it; built once per connection identity and shared by every
 /// project it subscribes to.
 #[derive(Debug)]
-pub struct Member {
+pub(crate) struct Member {
     pub connection_id: Arc<str>,
     pub user_id: Option<Arc<str>>,
     /// `{"connection_id","user_id","connected_at","info"}`: what lists and events carry.
@@ -43,7 +43,12 @@ struct MemberFields<'a> {
 
 impl Member {
     /// `info` is the token's claim as verified: serialized JSON.
-    pub fn new(connection_id: Arc<str>, user_id: Option<Arc<str>>, connected_at: &str, info: Option<&str>) -> Self {
+    pub(crate) fn new(
+        connection_id: Arc<str>,
+        user_id: Option<Arc<str>>,
+        connected_at: &str,
+        info: Option<&str>,
+    ) -> Self {
         // A claim that was JSON when verified is JSON now; should it not be, the member is shown
         // without it rather than with a broken frame.
         let info = info.and_then(|info| serde_json::from_str::<&RawValue>(info).ok());
@@ -57,13 +62,13 @@ impl Member {
 
 /// Whether a member came or went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     Join,
     Leave,
 }
 
 impl Change {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Change::Join => "join",
             Change::Leave => "leave",
@@ -72,7 +77,7 @@ impl Change {
 
     /// `{"type":"join"|"leave","project_id":P,"client":{member}}`, encoded once for every
     /// subscriber that asked for join and leave events, on every task.
-    pub fn frame(self, project_id: &str, member: &Member) -> ByteString {
+    pub(crate) fn frame(self, project_id: &str, member: &Member) -> ByteString {
         let project = serde_json::to_string(project_id).unwrap_or_else(|_| "\"\"".into());
         ByteString::from(format!(r#"{{"type":"{}","project_id":{project},"client":{}}}"#, self.label(), member.json))
     }
@@ -80,7 +85,7 @@ impl Change {
 
 /// A project's presence as an engine read it.
 #[derive(Debug, Default)]
-pub struct Presence {
+pub(crate) struct Presence {
     pub num_clients: usize,
     pub num_users: usize,
     /// Members as JSON objects, at most [`PRESENCE_LIST_LIMIT`] (none for stats).
@@ -90,7 +95,7 @@ pub struct Presence {
 impl Presence {
     /// The answer to `presence` (`listed`) or `presence_stats`, as a frame or an HTTP body
     /// (`kind` None leaves `type` out).
-    pub fn to_json(
+    pub(crate) fn to_json(
         &self,
         kind: Option<&str>,
         project_id: &ProjectId,

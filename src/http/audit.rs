@@ -15,12 +15,12 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 #[derive(serde::Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     limit: Option<usize>,
     cursor: Option<String>,
 }
 
-pub async fn project_messages(
+pub(crate) async fn project_messages(
     request: HttpRequest,
     path: web::Path<String>,
     query: web::Query<PageQuery>,

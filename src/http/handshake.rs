@@ -28,14 +28,18 @@ use crate::metrics::Metrics;
 const HEAD_TIMER_EARLINESS: Duration = Duration::from_millis(600);
 
 /// Kept in a connection's data until its first request is handled, or it closes without one.
-pub struct ConnectionWatch {
+pub(crate) struct ConnectionWatch {
     metrics: Arc<Metrics>,
     head_deadline: Instant,
     request_seen: Cell<bool>,
 }
 
 /// Called for every accepted connection (`HttpServer::on_connect`).
-pub fn watch_connection(extensions: &mut actix_web::dev::Extensions, metrics: &Arc<Metrics>, head_timeout: Duration) {
+pub(crate) fn watch_connection(
+    extensions: &mut actix_web::dev::Extensions,
+    metrics: &Arc<Metrics>,
+    head_timeout: Duration,
+) {
     metrics.pending_handshakes.inc();
     extensions.insert(ConnectionWatch {
         metrics: metrics.clone(),
@@ -45,7 +49,7 @@ pub fn watch_connection(extensions: &mut actix_web::dev::Extensions, metrics: &A
 }
 
 /// Called for every request: the connection's first head arrived in time.
-pub fn request_arrived(request: &HttpRequest) {
+pub(crate) fn request_arrived(request: &HttpRequest) {
     if let Some(watch) = request.conn_data::<ConnectionWatch>() {
         watch.request_seen.set(true);
     }

@@ -22,7 +22,7 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 #[derive(serde::Deserialize)]
-pub struct HistoryQuery {
+pub(crate) struct HistoryQuery {
     since: Option<u64>,
     epoch: Option<String>,
     limit: Option<usize>,
@@ -37,7 +37,7 @@ struct HistoryResponse<'a> {
     publications: Vec<&'a RawValue>,
 }
 
-pub async fn project_history(
+pub(crate) async fn project_history(
     request: HttpRequest,
     path: web::Path<String>,
     query: web::Query<HistoryQuery>,

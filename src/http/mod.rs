@@ -1,14 +1,14 @@
 //! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, the operations
 //! endpoints (`/health`, `/ready`, `/metrics`) and the status page (`/status`, `/api/v1/stats`).
 
-pub mod audit;
-pub mod handshake;
-pub mod history;
-pub mod operations;
-pub mod presence;
-pub mod publish;
-pub mod status;
-pub mod upgrade;
+pub(crate) mod audit;
+pub(crate) mod handshake;
+pub(crate) mod history;
+pub(crate) mod operations;
+pub(crate) mod presence;
+pub(crate) mod publish;
+pub(crate) mod status;
+pub(crate) mod upgrade;
 
 use actix_web::{
     http::{header, StatusCode},
@@ -18,7 +18,7 @@ use actix_web::{
 use crate::protocol::{ErrorCode, RequestError};
 
 /// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser.
-pub fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
+pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
     config
         .app_data(web::QueryConfig::default().error_handler(|error, _| bad_query(error)))
         .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)))
@@ -53,7 +53,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 }
 
 /// The HTTP status an error code is answered with.
-pub fn status_for(code: ErrorCode) -> StatusCode {
+pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         // A refusal without any credential presented; see `refusal_status` for the others.
         ErrorCode::Forbidden | ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -65,7 +65,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 }
 
 /// An error answer and its HTTP status; from a bare [`RequestError`] the status is its code's.
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub error: RequestError,
     pub status: StatusCode,
 }
@@ -78,13 +78,13 @@ impl From<RequestError> for Refusal {
 }
 
 impl Refusal {
-    pub fn new(error: RequestError, status: StatusCode) -> Self {
+    pub(crate) fn new(error: RequestError, status: StatusCode) -> Self {
         Refusal { error, status }
     }
 
     /// An access refusal: 403 when the caller presented a valid credential that does not allow
     /// this, 401 when it presented none.
-    pub fn access(error: RequestError, principal: &crate::access::Principal) -> Self {
+    pub(crate) fn access(error: RequestError, principal: &crate::access::Principal) -> Self {
         let status = if error.code == ErrorCode::Forbidden && !principal.is_anonymous() {
             StatusCode::FORBIDDEN
         } else {
@@ -93,14 +93,14 @@ impl Refusal {
         Refusal { error, status }
     }
 
-    pub fn response(&self) -> HttpResponse {
+    pub(crate) fn response(&self) -> HttpResponse {
         error_response_with_status(&self.error, self.status)
     }
 }
 
 /// The principal of an API request (a publish key or a token in `Authorization`), or the 401 to
 /// answer when its token does not verify.
-pub async fn api_principal(
+pub(crate) async fn api_principal(
     request: &HttpRequest,
     gateway: &crate::gateway::Gateway,
 ) -> Result<crate::access::Principal, RequestError> {
@@ -111,13 +111,13 @@ pub async fn api_principal(
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
-pub fn error_response(error: &RequestError) -> HttpResponse {
+pub(crate) fn error_response(error: &RequestError) -> HttpResponse {
     error_response_with_status(error, status_for(error.code))
 }
 
 /// The protocol's error shape with a status of the caller's choosing; an error that says when
 /// to retry also carries `retry_after_ms` and the `Retry-After` header (whole seconds).
-pub fn error_response_with_status(error: &RequestError, status: StatusCode) -> HttpResponse {
+pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCode) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     let mut body = serde_json::json!({
         "type": "error",
@@ -133,18 +133,18 @@ pub fn error_response_with_status(error: &RequestError, status: StatusCode) -> H
 
 /// The open-mode Host rule ([`crate::access::AccessPolicy::check_open_request`]) for a request
 /// without a body: the refusal to answer with, if any.
-pub fn refuse_foreign_host(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<HttpResponse> {
+pub(crate) fn refuse_foreign_host(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<HttpResponse> {
     let refusal = policy.check_open_request(header_str(request, header::HOST), None, false).err()?;
     Some(error_response_with_status(&refusal.to_request_error(), StatusCode::FORBIDDEN))
 }
 
 /// A request header, if present and readable as text.
-pub fn header_str(request: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+pub(crate) fn header_str(request: &HttpRequest, name: header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
 /// The `Authorization` header, if readable.
-pub fn authorization(request: &HttpRequest) -> Option<&str> {
+pub(crate) fn authorization(request: &HttpRequest) -> Option<&str> {
     header_str(request, header::AUTHORIZATION)
 }
 

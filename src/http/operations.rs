@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use crate::gateway::Gateway;
 
 /// Liveness, as the original server: 200 "OK" while the process serves HTTP.
-pub async fn health() -> HttpResponse {
+pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("OK")
 }
 
@@ -13,7 +13,7 @@ pub async fn health() -> HttpResponse {
 /// draining, or while Redis (when configured) is unreachable. The body says which:
 /// `{"status":"ready"|"starting"|"draining"|"redis_down","redis":null|"up"|"down"}`, so the
 /// status of a 503 never reads "ready".
-pub async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
+pub(crate) async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
     let redis_up = gateway.engine.backend_up();
     let phase = gateway.lifecycle.phase();
     let status = if gateway.lifecycle.is_ready() && redis_up == Some(false) { "redis_down" } else { phase };
@@ -23,6 +23,6 @@ pub async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
     response.json(serde_json::json!({ "status": status, "redis": redis }))
 }
 
-pub async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
+pub(crate) async fn metrics(gateway: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(gateway.metrics.render())
 }

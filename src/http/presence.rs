@@ -14,12 +14,12 @@ use crate::{
 };
 
 #[derive(serde::Deserialize)]
-pub struct PresenceQuery {
+pub(crate) struct PresenceQuery {
     #[serde(default)]
     stats: bool,
 }
 
-pub async fn project_presence(
+pub(crate) async fn project_presence(
     request: HttpRequest,
     path: web::Path<String>,
     query: web::Query<PresenceQuery>,

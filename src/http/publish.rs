@@ -29,7 +29,7 @@ use crate::{
     publish::PublishSource,
 };
 
-pub async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
+pub(crate) async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
     match accept(&request, payload, &gateway).await {
         Ok(response) => response,
         Err(refusal) => {

@@ -25,15 +25,15 @@ const STYLE: &str = include_str!("status/style.css");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; \
                                        connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-pub async fn page() -> HttpResponse {
+pub(crate) async fn page() -> HttpResponse {
     asset("text/html; charset=utf-8", PAGE)
 }
 
-pub async fn script() -> HttpResponse {
+pub(crate) async fn script() -> HttpResponse {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-pub async fn style() -> HttpResponse {
+pub(crate) async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
 }
 
@@ -48,12 +48,16 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 }
 
 #[derive(serde::Deserialize)]
-pub struct StatsQuery {
+pub(crate) struct StatsQuery {
     /// Seconds of chart series to include (at most the five minutes kept); absent: none.
     history: Option<usize>,
 }
 
-pub async fn stats(request: HttpRequest, query: web::Query<StatsQuery>, gateway: web::Data<Gateway>) -> HttpResponse {
+pub(crate) async fn stats(
+    request: HttpRequest,
+    query: web::Query<StatsQuery>,
+    gateway: web::Data<Gateway>,
+) -> HttpResponse {
     if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
         return refusal;
     }

@@ -18,14 +18,14 @@ use crate::{
 };
 
 #[derive(serde::Deserialize)]
-pub struct ConnectQuery {
+pub(crate) struct ConnectQuery {
     project_id: Option<String>,
     /// A connection token. URLs end up in access logs (the ALB's among them): browsers should
     /// prefer the `authenticate` frame.
     token: Option<String>,
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     request: HttpRequest,
     body: web::Payload,
     query: web::Query<ConnectQuery>,

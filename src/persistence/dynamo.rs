@@ -10,24 +10,24 @@ use super::records::{project_key, AuditPage, MESSAGE_SORT_PREFIX};
 use crate::aws::{classify, Fault};
 
 /// DynamoDB's limit of items per BatchWriteItem call.
-pub const MAX_BATCH_ITEMS: usize = 25;
+pub(crate) const MAX_BATCH_ITEMS: usize = 25;
 
-pub struct DynamoStore {
+pub(crate) struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
 }
 
 impl DynamoStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+    pub(crate) fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
         DynamoStore { client, table }
     }
 
-    pub fn table(&self) -> &str {
+    pub(crate) fn table(&self) -> &str {
         &self.table
     }
 
     /// Writes up to 25 items; returns the ones DynamoDB left unprocessed (to retry).
-    pub async fn write(&self, items: &[Map<String, Value>]) -> Result<Vec<Map<String, Value>>, Fault> {
+    pub(crate) async fn write(&self, items: &[Map<String, Value>]) -> Result<Vec<Map<String, Value>>, Fault> {
         debug_assert!(items.len() <= MAX_BATCH_ITEMS);
         let mut requests = Vec::with_capacity(items.len());
         for item in items {
@@ -59,7 +59,7 @@ impl DynamoStore {
     }
 
     /// A project's audit items, newest first.
-    pub async fn query_project(
+    pub(crate) async fn query_project(
         &self,
         project_id: &str,
         limit: usize,
@@ -89,7 +89,7 @@ impl DynamoStore {
 }
 
 /// JSON object -> DynamoDB item.
-pub fn to_attributes(item: &Map<String, Value>) -> HashMap<String, AttributeValue> {
+pub(crate) fn to_attributes(item: &Map<String, Value>) -> HashMap<String, AttributeValue> {
     item.iter().map(|(key, value)| (key.clone(), to_attribute(value))).collect()
 }
 

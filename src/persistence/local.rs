@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 
 use super::records::{project_key, AuditPage, MESSAGE_SORT_PREFIX};
 
-pub struct LocalStore {
+pub(crate) struct LocalStore {
     path: PathBuf,
     file: Arc<Mutex<File>>,
 }
 
 impl LocalStore {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = data_dir.join("records");
         std::fs::create_dir_all(&dir)
             .map_err(|error| anyhow::anyhow!("cannot create the record directory {}: {error}", dir.display()))?;
@@ -32,11 +32,11 @@ impl LocalStore {
         Ok(LocalStore { path, file: Arc::new(Mutex::new(file)) })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub async fn write(&self, items: &[Map<String, Value>]) -> std::io::Result<()> {
+    pub(crate) async fn write(&self, items: &[Map<String, Value>]) -> std::io::Result<()> {
         let mut lines = String::new();
         for item in items {
             lines.push_str(&Value::Object(item.clone()).to_string());
@@ -52,7 +52,7 @@ impl LocalStore {
         .map_err(std::io::Error::other)?
     }
 
-    pub async fn query_project(
+    pub(crate) async fn query_project(
         &self,
         project_id: &str,
         limit: usize,

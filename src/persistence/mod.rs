@@ -15,9 +15,9 @@
 //! one such record, a refused batch is written again one record at a time, so only the bad one
 //! is lost. SIGTERM flushes the buffer ([`Flush`]).
 
-pub mod dynamo;
-pub mod local;
-pub mod records;
+pub(crate) mod dynamo;
+pub(crate) mod local;
+pub(crate) mod records;
 
 use std::{
     sync::{
@@ -31,7 +31,7 @@ use actix::prelude::*;
 use serde_json::{Map, Value};
 use tokio::{sync::mpsc, time::Instant};
 
-pub use self::records::{AuditPage, ConnectionRecord, PublicationAudit, Record};
+pub(crate) use self::records::{AuditPage, ConnectionRecord, PublicationAudit, Record};
 use self::{dynamo::DynamoStore, local::LocalStore};
 use crate::{aws::Fault, metrics::Metrics};
 
@@ -39,7 +39,7 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 
 /// Where records go.
-pub enum RecordStore {
+pub(crate) enum RecordStore {
     Dynamo(DynamoStore),
     Local(LocalStore),
 }
@@ -69,7 +69,7 @@ impl RecordStore {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             RecordStore::Dynamo(store) => format!("DynamoDB table {}", store.table()),
             RecordStore::Local(store) => format!("local record store {}", store.path().display()),
@@ -79,7 +79,7 @@ impl RecordStore {
 
 /// The producers' handle: cheap to clone, never blocks.
 #[derive(Clone)]
-pub struct RecordSink {
+pub(crate) struct RecordSink {
     tx: mpsc::Sender<Record>,
     /// Records handed over and not yet written or dropped (what a flush waits for).
     outstanding: Arc<AtomicUsize>,
@@ -88,7 +88,7 @@ pub struct RecordSink {
 
 impl RecordSink {
     /// Buffers a record for writing, or drops and counts it when the buffer is full.
-    pub fn record(&self, record: Record) {
+    pub(crate) fn record(&self, record: Record) {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(record) {
             Ok(()) => self.metrics.records_buffered.inc(),
@@ -118,18 +118,18 @@ impl RecordSink {
 /// Waits until every buffered record is written (or dropped); the caller bounds it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Flush;
+pub(crate) struct Flush;
 
 /// Reads a project's audit, newest first.
 #[derive(Message)]
 #[rtype(result = "Result<AuditPage, String>")]
-pub struct QueryProject {
+pub(crate) struct QueryProject {
     pub project_id: String,
     pub limit: usize,
     pub cursor: Option<String>,
 }
 
-pub struct Persistence {
+pub(crate) struct Persistence {
     store: Arc<RecordStore>,
     rx: Option<mpsc::Receiver<Record>>,
     sink: RecordSink,
@@ -138,7 +138,12 @@ pub struct Persistence {
 
 impl Persistence {
     /// The actor and the sink producers use.
-    pub fn new(store: RecordStore, buffer_records: usize, ttl: Duration, metrics: Arc<Metrics>) -> (Self, RecordSink) {
+    pub(crate) fn new(
+        store: RecordStore,
+        buffer_records: usize,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Self, RecordSink) {
         let (tx, rx) = mpsc::channel(buffer_records);
         let sink = RecordSink { tx, outstanding: Arc::new(AtomicUsize::new(0)), metrics };
         let actor = Persistence { store: Arc::new(store), rx: Some(rx), sink: sink.clone(), ttl };
@@ -238,7 +243,7 @@ impl Handler<QueryProject> for Persistence {
 
 impl RecordSink {
     /// Records still buffered (for the shutdown log).
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
 }

@@ -18,7 +18,7 @@ use crate::dispatcher::message::QueueMessage;
 
 /// One thing to persist.
 #[derive(Clone, Debug)]
-pub enum Record {
+pub(crate) enum Record {
     Connection(ConnectionRecord),
     Forward(ForwardAudit),
     Publication(PublicationAudit),
@@ -26,7 +26,7 @@ pub enum Record {
 
 /// A connection's life, written when it ends.
 #[derive(Clone, Debug, Serialize)]
-pub struct ConnectionRecord {
+pub(crate) struct ConnectionRecord {
     pub connection_id: String,
     pub opened_at: String,
     pub closed_at: String,
@@ -42,7 +42,7 @@ pub struct ConnectionRecord {
 
 /// A forward SQS accepted.
 #[derive(Clone, Debug, Serialize)]
-pub struct ForwardAudit {
+pub(crate) struct ForwardAudit {
     pub project_id: String,
     pub message_type: String,
     pub queue: String,
@@ -57,7 +57,7 @@ pub struct ForwardAudit {
 
 /// A publication pushed to a project's subscribers.
 #[derive(Clone, Debug, Serialize)]
-pub struct PublicationAudit {
+pub(crate) struct PublicationAudit {
     pub project_id: String,
     pub publication_id: String,
     pub event: Option<String>,
@@ -71,7 +71,7 @@ pub struct PublicationAudit {
 }
 
 impl Record {
-    pub fn forward(message: &QueueMessage, sqs_message_id: &str, size: usize) -> Self {
+    pub(crate) fn forward(message: &QueueMessage, sqs_message_id: &str, size: usize) -> Self {
         Record::Forward(ForwardAudit {
             project_id: message.project_id.clone(),
             message_type: message.message_type.clone(),
@@ -85,7 +85,7 @@ impl Record {
         })
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Record::Connection(_) => "connection",
             Record::Forward(_) => "forward",
@@ -94,7 +94,7 @@ impl Record {
     }
 
     /// Partition and sort key.
-    pub fn keys(&self) -> (String, String) {
+    pub(crate) fn keys(&self) -> (String, String) {
         match self {
             Record::Connection(c) => (format!("CONN#{}", c.connection_id), "CONN".to_owned()),
             Record::Forward(f) => (project_key(&f.project_id), format!("MSG#{}#{}", f.at, f.message_id)),
@@ -103,7 +103,7 @@ impl Record {
     }
 
     /// The item as stored: keys, `kind`, `ttl` and the record's fields.
-    pub fn item(&self, ttl_epoch_seconds: i64) -> Map<String, Value> {
+    pub(crate) fn item(&self, ttl_epoch_seconds: i64) -> Map<String, Value> {
         let fields = match self {
             Record::Connection(c) => serde_json::to_value(c),
             Record::Forward(f) => serde_json::to_value(f),
@@ -125,16 +125,16 @@ impl Record {
 }
 
 /// The partition key of a project's audit items.
-pub fn project_key(project_id: &str) -> String {
+pub(crate) fn project_key(project_id: &str) -> String {
     format!("PROJECT#{project_id}")
 }
 
 /// The sort-key prefix of audit items.
-pub const MESSAGE_SORT_PREFIX: &str = "MSG#";
+pub(crate) const MESSAGE_SORT_PREFIX: &str = "MSG#";
 
 /// A page of a project's audit, newest first.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     pub items: Vec<Value>,
     /// Pass back as `cursor` for the next (older) page; absent on the last page.
     pub next_cursor: Option<String>,

@@ -9,7 +9,7 @@ use std::fmt;
 /// Machine-readable code of an error reply. Serialized as snake_case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// The frame is not JSON.
     InvalidJson,
     /// The frame is JSON but not a request object, or a field has the wrong type.
@@ -52,7 +52,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
@@ -77,7 +77,7 @@ impl ErrorCode {
 /// An error answer to one request: a code and a human message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
-pub struct RequestError {
+pub(crate) struct RequestError {
     pub code: ErrorCode,
     pub message: String,
     /// When the request may be retried, for [`ErrorCode::RateLimited`]: the reply's
@@ -86,52 +86,50 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         RequestError { code, message: message.into(), retry_after: None }
     }
 
     /// A request over its sender's budget, to retry after `retry_after`.
-    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
         Self::new(ErrorCode::RateLimited, message).with_retry_after(retry_after)
     }
 
     /// The same error, telling the client when to retry.
-    pub fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
+    pub(crate) fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
         self.retry_after = Some(retry_after);
         self
     }
 
     /// `retry_after` in whole milliseconds, rounded up (0 would invite an immediate retry).
-    pub fn retry_after_ms(&self) -> Option<u64> {
+    pub(crate) fn retry_after_ms(&self) -> Option<u64> {
         self.retry_after.map(|after| (after.as_nanos().div_ceil(1_000_000)).max(1) as u64)
     }
 
     /// The original server's wording, which its clients compare against.
-    pub fn invalid_json() -> Self {
+    pub(crate) fn invalid_json() -> Self {
         Self::new(ErrorCode::InvalidJson, "Invalid JSON format")
     }
 
     /// The original server's wording, which its clients compare against.
-    pub fn unknown_action(action: &str) -> Self {
+    pub(crate) fn unknown_action(action: &str) -> Self {
         Self::new(ErrorCode::UnknownAction, format!("Unknown action: {action}"))
     }
 
-    pub fn busy(what: &str) -> Self {
+    pub(crate) fn busy(what: &str) -> Self {
         Self::new(ErrorCode::Busy, format!("{what}; retry later"))
     }
 }
 
 /// Why the server closed a connection: the WebSocket close code and reason it sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CloseCode {
+pub(crate) enum CloseCode {
     /// The client closed, or the server ends an orderly exchange.
     Normal,
     /// The peer broke the WebSocket protocol.
     ProtocolError,
     /// A frame (or a message's fragments together) exceeded MAX_FRAME_BYTES.
     MessageTooBig,
-    /// An unexpected failure inside the server.
-    InternalError,
     /// The server is draining for a restart or deploy: reconnect, preferably after a short
     /// random delay.
     ServiceRestart,
@@ -154,12 +152,12 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    /// Every close code, for tables and metrics.
-    pub const ALL: [CloseCode; 12] = [
+    /// Every close code, for the tests that check them all.
+    #[cfg(test)]
+    pub(crate) const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::MessageTooBig,
-        CloseCode::InternalError,
         CloseCode::ServiceRestart,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
@@ -170,12 +168,11 @@ impl CloseCode {
         CloseCode::RateLimitExceeded,
     ];
 
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::ProtocolError => 1002,
             CloseCode::MessageTooBig => 1009,
-            CloseCode::InternalError => 1011,
             CloseCode::ServiceRestart => 1012,
             CloseCode::SlowConsumer => 3008,
             CloseCode::HeartbeatTimeout => 3011,
@@ -188,12 +185,11 @@ impl CloseCode {
     }
 
     /// The close frame's reason text (kept under the 123-byte limit of a control frame).
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             CloseCode::Normal => "normal closure",
             CloseCode::ProtocolError => "protocol error",
             CloseCode::MessageTooBig => "frame larger than the server accepts",
-            CloseCode::InternalError => "internal server error",
             CloseCode::ServiceRestart => "server restarting, reconnect",
             CloseCode::SlowConsumer => "slow consumer: outbound queue full",
             CloseCode::HeartbeatTimeout => "no traffic from client within the timeout",
@@ -208,7 +204,7 @@ impl CloseCode {
     /// Whether what is queued for the client goes out before this close: for a drain, for the
     /// token and limit closes, whose reason the last replies explain, and for 3509, which waits
     /// for the answers to the forwards already accepted.
-    pub fn flushes_queue(self) -> bool {
+    pub(crate) fn flushes_queue(self) -> bool {
         matches!(
             self,
             CloseCode::ServiceRestart
@@ -221,12 +217,11 @@ impl CloseCode {
     }
 
     /// Label for metrics.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             CloseCode::Normal => "1000_normal",
             CloseCode::ProtocolError => "1002_protocol_error",
             CloseCode::MessageTooBig => "1009_message_too_big",
-            CloseCode::InternalError => "1011_internal_error",
             CloseCode::ServiceRestart => "1012_service_restart",
             CloseCode::SlowConsumer => "3008_slow_consumer",
             CloseCode::HeartbeatTimeout => "3011_heartbeat_timeout",
@@ -239,7 +234,7 @@ impl CloseCode {
     }
 
     /// The close frame's payload.
-    pub fn to_close_reason(self) -> actix_http::ws::CloseReason {
+    pub(crate) fn to_close_reason(self) -> actix_http::ws::CloseReason {
         actix_http::ws::CloseReason {
             code: actix_http::ws::CloseCode::Other(self.code()),
             description: Some(self.reason().to_owned()),

@@ -8,15 +8,15 @@
 //!
 //! The full reference, with examples, is `docs/protocol.md`.
 
-pub mod errors;
-pub mod reply;
-pub mod request;
+pub(crate) mod errors;
+pub(crate) mod reply;
+pub(crate) mod request;
 
-pub use errors::{CloseCode, ErrorCode, RequestError};
-pub use reply::{Publication, Reply, StreamPosition};
-pub use request::{ForwardRequest, PublishRequest, Request, RequestId, SubscribeRequest};
+pub(crate) use errors::{CloseCode, ErrorCode, RequestError};
+pub(crate) use reply::{Publication, Reply, StreamPosition};
+pub(crate) use request::{ForwardRequest, PublishRequest, Request, RequestId, SubscribeRequest};
 
 /// Current time as ISO 8601 UTC with microseconds, as the original server's timestamps.
-pub fn now_iso8601() -> String {
+pub(crate) fn now_iso8601() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

@@ -12,7 +12,7 @@ use super::{ErrorCode, RequestError, RequestId};
 /// A publication's place in its project's stream: Centrifugo's model. `offset` grows by one per
 /// publication; `epoch` changes when the history was lost, so an old offset means nothing in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamPosition {
+pub(crate) struct StreamPosition {
     pub offset: u64,
     pub epoch: String,
 }
@@ -20,7 +20,7 @@ pub struct StreamPosition {
 /// A reply to one request.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     Connected {
         message: &'static str,
         timestamp: String,
@@ -80,12 +80,16 @@ struct Envelope<'a> {
 }
 
 impl<'a> Reply<'a> {
-    pub fn error(error: &'a RequestError) -> Self {
+    pub(crate) fn error(error: &'a RequestError) -> Self {
         Self::error_about(error, None, None)
     }
 
     /// An error naming the forward (`message_id`) or the project it is about.
-    pub fn error_about(error: &'a RequestError, message_id: Option<&'a str>, project_id: Option<&'a str>) -> Self {
+    pub(crate) fn error_about(
+        error: &'a RequestError,
+        message_id: Option<&'a str>,
+        project_id: Option<&'a str>,
+    ) -> Self {
         Reply::Error {
             code: error.code,
             message: &error.message,
@@ -96,7 +100,7 @@ impl<'a> Reply<'a> {
     }
 
     /// The frame, with the client's `request_id` echoed when it sent one.
-    pub fn to_frame(&self, request_id: Option<&RequestId>) -> ByteString {
+    pub(crate) fn to_frame(&self, request_id: Option<&RequestId>) -> ByteString {
         let envelope = Envelope { reply: self, request_id };
         // Serializing these plain structs into a Vec cannot fail: no maps with non-string keys,
         // no Serialize impls that error.
@@ -111,7 +115,7 @@ impl<'a> Reply<'a> {
 /// A message for a project's subscribers. Built once per publish, whatever its source (HTTP,
 /// WebSocket `publish`, agent updates), then encoded once by [`Publication::to_frame`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Publication {
+pub(crate) struct Publication {
     /// Unique id of the publication (UUID).
     pub id: String,
     pub project_id: String,
@@ -134,7 +138,7 @@ struct PublicationFrame<'a> {
 }
 
 impl Publication {
-    pub fn new(project_id: &str, event: Option<String>, data: Value) -> Self {
+    pub(crate) fn new(project_id: &str, event: Option<String>, data: Value) -> Self {
         Publication {
             id: uuid::Uuid::new_v4().to_string(),
             project_id: project_id.to_owned(),
@@ -146,7 +150,7 @@ impl Publication {
     }
 
     /// The frame subscribers receive: `{"type":"message", ...the publication}`.
-    pub fn to_frame(&self) -> ByteString {
+    pub(crate) fn to_frame(&self) -> ByteString {
         let frame = PublicationFrame { kind: "message", publication: self };
         // A serde_json::Value and plain strings always serialize.
         ByteString::from(serde_json::to_string(&frame).unwrap_or_default())

@@ -11,14 +11,14 @@ use serde_json::{Map, Value};
 use super::{reply::StreamPosition, ErrorCode, RequestError};
 
 /// A client's correlation id, echoed verbatim on the reply (string or number).
-pub type RequestId = Value;
+pub(crate) type RequestId = Value;
 
 /// A project id, validated, cheap to clone (the hub keys its maps by it).
-pub type ProjectId = Arc<str>;
+pub(crate) type ProjectId = Arc<str>;
 
 /// What a client asked for.
 #[derive(Debug, PartialEq)]
-pub enum Request {
+pub(crate) enum Request {
     Ping,
     /// Present (or refresh) the connection's token.
     Authenticate {
@@ -42,7 +42,7 @@ pub enum Request {
 
 impl Request {
     /// Label for metrics and logs.
-    pub fn action(&self) -> &'static str {
+    pub(crate) fn action(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
             Request::Authenticate { .. } => "authenticate",
@@ -57,7 +57,7 @@ impl Request {
 }
 
 #[derive(Debug, PartialEq)]
-pub struct SubscribeRequest {
+pub(crate) struct SubscribeRequest {
     pub project_id: ProjectId,
     /// Resume after this position (replay what was missed), when given.
     pub since: Option<StreamPosition>,
@@ -70,7 +70,7 @@ pub struct SubscribeRequest {
 
 /// A message for an agent queue.
 #[derive(Debug, PartialEq)]
-pub struct ForwardRequest {
+pub(crate) struct ForwardRequest {
     /// The `type` as the client sent it; routing to a queue happens in the dispatcher.
     pub message_type: String,
     /// The client's id for the message, or a generated one when it sent none.
@@ -82,7 +82,7 @@ pub struct ForwardRequest {
 
 /// A message to push to a project's subscribers.
 #[derive(Debug, PartialEq)]
-pub struct PublishRequest {
+pub(crate) struct PublishRequest {
     pub project_id: ProjectId,
     pub event: Option<String>,
     pub data: Value,
@@ -90,21 +90,20 @@ pub struct PublishRequest {
 
 /// A parsed frame: the request (or why it is not one) and the id to echo.
 #[derive(Debug)]
-pub struct ParsedFrame {
+pub(crate) struct ParsedFrame {
     pub request_id: Option<RequestId>,
-    pub action: Option<String>,
     pub request: Result<Request, RequestError>,
 }
 
 /// Limits that parsing enforces.
 #[derive(Clone, Copy, Debug)]
-pub struct ParseLimits {
+pub(crate) struct ParseLimits {
     pub max_project_id_bytes: usize,
 }
 
 /// Why a body is not a usable JSON object.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ObjectError {
+pub(crate) enum ObjectError {
     /// Not JSON at all.
     NotJson,
     /// JSON, but not an object.
@@ -118,7 +117,7 @@ pub enum ObjectError {
 /// `"type":"dev","type":"qa"` would reach QA while an agent reading its body saw `dev`. So a
 /// repeated key is refused rather than resolved. Numbers keep their exact digits (serde_json's
 /// `arbitrary_precision`), so what a client sent is what an agent or a subscriber reads.
-pub fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ObjectError> {
+pub(crate) fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ObjectError> {
     let mut duplicate = None;
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     let parsed = serde::de::DeserializeSeed::deserialize(UniqueKeys { duplicate: &mut duplicate }, &mut deserializer)
@@ -167,7 +166,7 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
 
 impl ObjectError {
     /// The error a client gets for it.
-    pub fn to_request_error(&self, not_object: &str) -> RequestError {
+    pub(crate) fn to_request_error(&self, not_object: &str) -> RequestError {
         match self {
             ObjectError::NotJson => RequestError::invalid_json(),
             ObjectError::NotObject => RequestError::new(ErrorCode::InvalidRequest, not_object),
@@ -179,12 +178,12 @@ impl ObjectError {
 }
 
 /// Parses one text frame.
-pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
+pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
     let mut object = match parse_object(text.as_bytes()) {
         Ok(object) => object,
         Err(error) => {
             let error = error.to_request_error("A request must be a JSON object with an \"action\"");
-            return ParsedFrame { request_id: None, action: None, request: Err(error) };
+            return ParsedFrame { request_id: None, request: Err(error) };
         }
     };
     let request_id = object.get("request_id").cloned();
@@ -192,12 +191,11 @@ pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         Some(Value::String(action)) => action.clone(),
         Some(other) => {
             let shown = other.to_string();
-            return ParsedFrame { request_id, action: None, request: Err(RequestError::unknown_action(&shown)) };
+            return ParsedFrame { request_id, request: Err(RequestError::unknown_action(&shown)) };
         }
         None => {
             return ParsedFrame {
                 request_id,
-                action: None,
                 request: Err(RequestError::new(ErrorCode::InvalidRequest, "Missing field: action")),
             }
         }
@@ -216,7 +214,7 @@ pub fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "presence_stats" => project_id(&object, limits).map(|project_id| Request::PresenceStats { project_id }),
         other => Err(RequestError::unknown_action(other)),
     };
-    ParsedFrame { request_id, action: Some(action), request }
+    ParsedFrame { request_id, request }
 }
 
 fn parse_subscribe(object: &Map<String, Value>, limits: ParseLimits) -> Result<SubscribeRequest, RequestError> {
@@ -273,7 +271,7 @@ fn parse_publish(object: &mut Map<String, Value>, limits: ParseLimits) -> Result
 }
 
 /// The optional event name of a publication (`type` or `event`).
-pub fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
+pub(crate) fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(event)) => Ok(Some(event.clone())),
@@ -290,7 +288,7 @@ fn project_id(object: &Map<String, Value>, limits: ParseLimits) -> Result<Projec
 }
 
 /// Checks a project id from any source (frame, URL, HTTP body).
-pub fn validate_project_id(id: &str, limits: ParseLimits) -> Result<ProjectId, RequestError> {
+pub(crate) fn validate_project_id(id: &str, limits: ParseLimits) -> Result<ProjectId, RequestError> {
     if id.is_empty() {
         return Err(RequestError::new(ErrorCode::InvalidProjectId, "project_id must not be empty"));
     }

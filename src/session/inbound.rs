@@ -26,7 +26,7 @@ use tokio_util::codec::Decoder;
 
 /// One complete message or control frame from the client.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     Text(ByteString),
     Binary,
     Ping(Bytes),
@@ -36,7 +36,7 @@ pub enum Inbound {
 
 /// Why the client's side ended abnormally. After one of these the stream ends.
 #[derive(Debug, thiserror::Error)]
-pub enum InboundError {
+pub(crate) enum InboundError {
     #[error("message larger than {limit} bytes")]
     TooBig { limit: usize },
     #[error("WebSocket protocol violation: {0}")]
@@ -55,7 +55,7 @@ struct Fragments {
     bytes: BytesMut,
 }
 
-pub struct InboundFrames {
+pub(crate) struct InboundFrames {
     payload: web::Payload,
     /// Received bytes not yet decoded into a frame.
     unparsed: BytesMut,
@@ -66,7 +66,7 @@ pub struct InboundFrames {
 }
 
 impl InboundFrames {
-    pub fn new(payload: web::Payload, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(payload: web::Payload, max_message_bytes: usize) -> Self {
         InboundFrames {
             payload,
             unparsed: BytesMut::new(),

@@ -24,8 +24,8 @@
 //! connection caps until the actor is dropped.
 
 mod authentication;
-pub mod inbound;
-pub mod outbox;
+pub(crate) mod inbound;
+pub(crate) mod outbox;
 mod presence;
 
 use std::{
@@ -98,7 +98,7 @@ impl Ending {
     }
 }
 
-pub struct Session {
+pub(crate) struct Session {
     id: ConnectionId,
     gateway: Arc<Gateway>,
     outbox: Outbox,
@@ -130,7 +130,7 @@ pub struct Session {
 }
 
 /// Everything needed to start a session.
-pub struct NewSession {
+pub(crate) struct NewSession {
     pub gateway: Arc<Gateway>,
     pub principal: Principal,
     /// Admitted under the connection caps by the upgrade.
@@ -152,7 +152,7 @@ impl Session {
     /// Starts the actor, registers it with the hub (subscribing any project named on the URL)
     /// and queues the `connected` greeting. Returns, once the hub knows it, the body that
     /// carries the connection's outbound frames.
-    pub async fn start(new: NewSession, payload: actix_web::web::Payload) -> Result<OutboundBody, MailboxError> {
+    pub(crate) async fn start(new: NewSession, payload: actix_web::web::Payload) -> Result<OutboundBody, MailboxError> {
         let settings = new.gateway.session;
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let limits = OutboxLimits {

@@ -59,7 +59,7 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// One item for the socket.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     Text(ByteString),
     Ping,
     Pong(Bytes),
@@ -67,7 +67,7 @@ pub enum Outbound {
 
 /// Why a push did not queue.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// The queue was over its limit; the connection is now closing as a slow consumer.
     Full,
     /// The connection is already closing.
@@ -76,7 +76,7 @@ pub enum PushError {
 
 /// A connection's outbound bounds and pacing (from the configuration).
 #[derive(Clone, Copy, Debug)]
-pub struct OutboxLimits {
+pub(crate) struct OutboxLimits {
     /// Frames the queue holds (OUTBOUND_QUEUE_MESSAGES).
     pub max_messages: usize,
     /// Bytes of text frames the queue holds (OUTBOUND_QUEUE_BYTES).
@@ -88,7 +88,7 @@ pub struct OutboxLimits {
 /// The push side of a connection's outbound queue. Cheap to clone; every clone pushes into the
 /// same queue.
 #[derive(Clone)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     tx: mpsc::Sender<Outbound>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
@@ -98,7 +98,7 @@ pub struct Outbox {
 /// Set once with the reason the connection closes. Wakes the body (to send the close frame) and
 /// whoever waits in [`CloseSignal::wait`] (the session, which gives the body a deadline).
 #[derive(Default)]
-pub struct CloseSignal {
+pub(crate) struct CloseSignal {
     code: OnceLock<CloseCode>,
     body: AtomicWaker,
     waiters: Notify,
@@ -116,12 +116,12 @@ impl CloseSignal {
         first
     }
 
-    pub fn requested(&self) -> Option<CloseCode> {
+    pub(crate) fn requested(&self) -> Option<CloseCode> {
         self.code.get().copied()
     }
 
     /// Resolves once a close has been requested.
-    pub async fn wait(&self) -> CloseCode {
+    pub(crate) async fn wait(&self) -> CloseCode {
         loop {
             if let Some(code) = self.requested() {
                 return code;
@@ -134,7 +134,7 @@ impl CloseSignal {
 impl Outbox {
     /// A new queue and the response body that drains it. `done` hears how the body ended: the
     /// close code it sent, or None when the connection went away first.
-    pub fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
+    pub(crate) fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
         let (tx, rx) = mpsc::channel(limits.max_messages);
         let outbox = Outbox {
             tx,
@@ -158,7 +158,7 @@ impl Outbox {
     }
 
     /// Queues a text frame, or closes the connection as a slow consumer when the queue is full.
-    pub fn push_text(&self, text: ByteString) -> Result<(), PushError> {
+    pub(crate) fn push_text(&self, text: ByteString) -> Result<(), PushError> {
         if self.close.requested().is_some() {
             return Err(PushError::Closed);
         }
@@ -184,7 +184,7 @@ impl Outbox {
 
     /// Queues a control frame. A full queue means the peer is not reading; the close that
     /// follows is more useful than the ping.
-    pub fn push_control(&self, control: Outbound) -> Result<(), PushError> {
+    pub(crate) fn push_control(&self, control: Outbound) -> Result<(), PushError> {
         match self.tx.try_send(control) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow()),
@@ -198,29 +198,30 @@ impl Outbox {
     }
 
     /// Asks the body to close the connection with `code`. Idempotent: the first reason wins.
-    pub fn close(&self, code: CloseCode) {
+    pub(crate) fn close(&self, code: CloseCode) {
         self.close.request(code);
     }
 
     /// The reason the connection is closing, once one was given.
-    pub fn close_requested(&self) -> Option<CloseCode> {
+    pub(crate) fn close_requested(&self) -> Option<CloseCode> {
         self.close.requested()
     }
 
     /// The close signal, to wait on.
-    pub fn close_signal(&self) -> Arc<CloseSignal> {
+    pub(crate) fn close_signal(&self) -> Arc<CloseSignal> {
         self.close.clone()
     }
 
     /// Bytes waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)
     }
 }
 
 /// The WebSocket upgrade response's body: the frames of one connection, encoded as they are
 /// queued, ending with the close frame.
-pub struct OutboundBody {
+pub(crate) struct OutboundBody {
     rx: mpsc::Receiver<Outbound>,
     queued_bytes: Arc<AtomicUsize>,
     close: Arc<CloseSignal>,

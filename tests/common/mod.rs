@@ -345,7 +345,7 @@ pub fn free_port() -> u16 {
 
 /// SDK configuration against an emulator endpoint.
 pub async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
-    agenticai_websocket::aws::sdk_config("us-east-1", Some(endpoint)).await
+    agenticai_websocket::sdk_config("us-east-1", Some(endpoint)).await
 }
 
 /// Creates a queue with a unique name (FIFO when `fifo`); returns its URL.

@@ -17,8 +17,8 @@
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`; channel `agenticai:{P}:pub`.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
-pub mod presence;
-pub mod subscriber;
+pub(crate) mod presence;
+pub(crate) mod subscriber;
 
 use std::{sync::Arc, time::Duration};
 
@@ -75,14 +75,14 @@ return {epoch, top, entries}
 
 /// A publication as it travels on a project's channel.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ChannelMessage<'a> {
+pub(crate) struct ChannelMessage<'a> {
     pub position: StreamPosition,
     pub published_at_ms: i64,
     pub frame: &'a str,
 }
 
 impl<'a> ChannelMessage<'a> {
-    pub fn parse(payload: &'a str) -> Option<Self> {
+    pub(crate) fn parse(payload: &'a str) -> Option<Self> {
         let mut parts = payload.splitn(4, ':');
         let offset = parts.next()?.parse().ok()?;
         let epoch = parts.next()?.to_owned();
@@ -96,7 +96,7 @@ impl<'a> ChannelMessage<'a> {
 type StreamEntry = (String, Vec<(String, String)>);
 
 #[derive(Clone)]
-pub struct RedisEngine {
+pub(crate) struct RedisEngine {
     connection: ConnectionManager,
     client: redis::Client,
     publish_script: Arc<Script>,
@@ -116,19 +116,19 @@ fn keys(project_id: &str) -> [String; 3] {
 }
 
 /// The channel a project's publications travel on.
-pub fn channel(project_id: &str) -> String {
+pub(crate) fn channel(project_id: &str) -> String {
     format!("agenticai:{{{project_id}}}:pub")
 }
 
 /// The project a channel belongs to.
-pub fn project_of_channel(channel: &str) -> Option<&str> {
+pub(crate) fn project_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("agenticai:{")?.strip_suffix("}:pub")
 }
 
 impl RedisEngine {
     /// Connects (the connection manager reconnects by itself afterwards).
     /// `presence_ttl`: how long a member outlives its task's last refresh.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         settings: HistorySettings,
         presence_ttl: Duration,
@@ -153,7 +153,7 @@ impl RedisEngine {
         })
     }
 
-    pub fn client(&self) -> &redis::Client {
+    pub(crate) fn client(&self) -> &redis::Client {
         &self.client
     }
 

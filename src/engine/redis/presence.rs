@@ -131,13 +131,13 @@ fn keys(project_id: &str) -> [String; 4] {
 }
 
 /// A change of this task's members, for the writer.
-pub enum Command {
+pub(crate) enum Command {
     Join(ProjectId, Arc<Member>),
     Leave(ProjectId, Arc<Member>),
 }
 
 /// The scripts, and the writer's command channel (its receiver until the writer starts).
-pub struct PresenceStore {
+pub(crate) struct PresenceStore {
     add: Script,
     remove: Script,
     read: Script,
@@ -151,7 +151,7 @@ pub struct PresenceStore {
 }
 
 impl PresenceStore {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         let (commands, pending) = mpsc::unbounded_channel();
         PresenceStore {
             add: Script::new(ADD_SCRIPT),
@@ -163,13 +163,13 @@ impl PresenceStore {
         }
     }
 
-    pub fn send(&self, command: Command) {
+    pub(crate) fn send(&self, command: Command) {
         // The receiver lives as long as the writer, which runs as long as the hub's thread.
         let _ = self.commands.send(command);
     }
 
     /// Counts, and with `list` up to [`PRESENCE_LIST_LIMIT`] members.
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         connection: &ConnectionManager,
         project_id: &str,
@@ -186,7 +186,10 @@ impl PresenceStore {
     }
 
     /// The writer's body, once (None when it runs already).
-    pub fn writer(self: &Arc<Self>, connection: ConnectionManager) -> Option<impl std::future::Future<Output = ()>> {
+    pub(crate) fn writer(
+        self: &Arc<Self>,
+        connection: ConnectionManager,
+    ) -> Option<impl std::future::Future<Output = ()>> {
         let commands = self.pending.lock().ok()?.take()?;
         Some(write(self.clone(), connection, commands))
     }

@@ -41,7 +41,7 @@ const RECONNECT_CAP: Duration = Duration::from_secs(5);
 /// The pub/sub connection's state: not yet connected, up, or lost. `/ready` reads whether it is
 /// up; the hub whether it is known to be down (then a subscribe does not wait on Redis).
 #[derive(Clone)]
-pub struct RedisHealth(Arc<AtomicU8>);
+pub(crate) struct RedisHealth(Arc<AtomicU8>);
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
@@ -54,12 +54,12 @@ impl Default for RedisHealth {
 }
 
 impl RedisHealth {
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.0.load(Ordering::SeqCst) == UP
     }
 
     /// The connection was up and is lost (not merely still connecting at start-up).
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.0.load(Ordering::SeqCst) == DOWN
     }
 
@@ -69,7 +69,7 @@ impl RedisHealth {
     }
 }
 
-pub struct RedisSubscriber {
+pub(crate) struct RedisSubscriber {
     engine: RedisEngine,
     hub: Addr<Hub>,
     health: RedisHealth,
@@ -79,7 +79,7 @@ pub struct RedisSubscriber {
 }
 
 impl RedisSubscriber {
-    pub fn new(engine: RedisEngine, hub: Addr<Hub>, health: RedisHealth, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(engine: RedisEngine, hub: Addr<Hub>, health: RedisHealth, metrics: Arc<Metrics>) -> Self {
         let (commands, pending) = mpsc::unbounded_channel();
         RedisSubscriber { engine, hub, health, metrics, commands, pending: Some(pending) }
     }
