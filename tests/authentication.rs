@@ -3,7 +3,7 @@
 //! the queues and the audit, JWKS keys and their rotation, the attacks a token check must stop
 //! (forged, expired, `alg: none`, algorithm confusion, made-up key ids), and `Origin`.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Records in DynamoDB over the real wire protocol (moto), the 25-item batch limit, retry of
 //! unprocessed items, and the audit read path.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Publishing to subscribers: HTTP and WebSocket publish, fan-out to many clients, order,
 //! unsubscribe and disconnect clean-up, API keys.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

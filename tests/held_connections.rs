@@ -4,7 +4,7 @@
 //! token in the URL, long cookies) does not leave its connection an 8 KiB read buffer for life.
 //! Upstream's buffers cost about 6.5 KiB more per connection, which these bounds do not allow.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

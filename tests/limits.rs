@@ -4,7 +4,7 @@
 //! flooding client, nothing refused ever queued), services' own budget, the publish API's
 //! budget, and slowloris sockets.
 
-mod common;
+pub mod common;
 
 use std::{
     net::SocketAddr,

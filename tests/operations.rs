@@ -1,6 +1,6 @@
 //! Health, readiness and metrics endpoints; the drain on SIGTERM of the real binary.
 
-mod common;
+pub mod common;
 
 use std::{
     process::{Command, Stdio},

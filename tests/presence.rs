@@ -4,7 +4,7 @@
 //! task killed with SIGKILL losing its members after PRESENCE_TTL_SECS, and a Redis that lost its
 //! data getting every member back.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

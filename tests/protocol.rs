@@ -1,7 +1,7 @@
 //! The client protocol through real sockets: every request shape of the original server, the
 //! errors beyond it, and the limits.
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

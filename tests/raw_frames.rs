@@ -2,7 +2,7 @@
 //! its header, before buffering a payload it will not accept, and closes the TCP connection as
 //! soon as a close handshake is done.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

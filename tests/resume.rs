@@ -1,6 +1,6 @@
 //! Offsets, epochs, history and resume in single-task mode (history in memory).
 
-mod common;
+pub mod common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! fan-out exactly once and in order, Redis restarts, a lost pub/sub connection, and resume
 //! across tasks.
 
-mod common;
+pub mod common;
 
 use std::{collections::HashMap, time::Duration};
 

@@ -1,6 +1,6 @@
 //! Forwarding to SQS over the real AWS wire protocol, against the moto emulator.
 
-mod common;
+pub mod common;
 
 use std::{collections::HashSet, time::Duration};
 

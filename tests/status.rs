@@ -1,7 +1,7 @@
 //! The status page and `GET /api/v1/stats`: the figures a running server reports, how they
 //! move under load, and who may read them. (The page in a real browser: scripts/status-page-test.sh.)
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

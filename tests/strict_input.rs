@@ -1,7 +1,7 @@
 //! Input that parses but is not what it seems, and HTTP requests a browser page or a slow
 //! client could send: each gets a clear error, and nothing reaches a queue or a subscriber.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Agent updates long-polled from SQS (moto) and published to their projects; malformed ones
 //! go to the dead-letter queue through the queue's redrive policy.
 
-mod common;
+pub mod common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Test support: a real server on a free loopback port, a real WebSocket client, and the AWS
 //! emulator (moto) over its real wire protocol.
-#![allow(dead_code)] // each test binary uses a different part of this module
+//!
+//! Every test binary declares it `pub mod common;`: it is a library shared by all of them, and
+//! what one binary leaves unused another uses. Public items are its interface; private ones are
+//! still checked for dead code.
 
 pub mod raw;
 pub mod tokens;
@@ -77,10 +80,6 @@ impl TestServer {
     }
 
     /// Fires the drain and waits for the server to finish it.
-    pub fn shutdown(mut self) -> anyhow::Result<()> {
-        self.stop()
-    }
-
     fn stop(&mut self) -> anyhow::Result<()> {
         self.trigger.fire();
         match self.thread.take() {
@@ -307,8 +306,8 @@ pub fn moto_endpoint() -> String {
 
 static MOTO_CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
-/// Starts a private moto server (for tests that stop it); returns its endpoint and process.
-pub fn start_moto() -> (String, Child) {
+/// Starts a moto server on a free port; returns its endpoint and process.
+fn start_moto() -> (String, Child) {
     ensure_dummy_credentials();
     let port = free_port();
     let child = Command::new("moto_server")
