@@ -24,7 +24,7 @@ TARPAULIN_VERSION=0.37.5
 export CARGO_TERM_COLOR=never
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %d s)\n' "$*" "$((SECONDS - started))"; }
 started=$SECONDS
 pids=()
 cleanup() {
