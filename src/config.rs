@@ -2,6 +2,12 @@
 //! flag, so `agenticai-websocket --help` prints the whole table. A bad value stops start-up with
 //! exit status 2 and `invalid configuration: VARIABLE: reason` ([`describe_parse_error`] for what
 //! clap refuses, [`Config::validate`] for the rest).
+//!
+//! Clap parses each value into the type its use needs, so a bad one is refused before anything
+//! reads it: durations into `Duration` (a number in the unit the variable's name says, or with a
+//! unit of its own), counts that must not be 0 into `NonZero*`. `validate` keeps what no single
+//! value can say: rules across settings, URLs and origins, and what the machine must provide
+//! (a resolvable host, a writable DATA_DIR).
 
 use std::{
     ffi::OsStr,
@@ -464,7 +470,7 @@ const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// whole seconds) never rounds it. A refused value becomes clap's error, which names the flag and
 /// so the variable ([`describe_parse_error`]).
 #[derive(Clone, Copy, Debug)]
-pub struct DurationSetting {
+struct DurationSetting {
     /// What a bare number counts, and the granularity of every value.
     unit: Duration,
     unit_name: &'static str,
@@ -473,26 +479,26 @@ pub struct DurationSetting {
 }
 
 impl DurationSetting {
-    pub const MILLISECONDS: Self = Self::counting(Duration::from_millis(1), "milliseconds");
-    pub const SECONDS: Self = Self::counting(Duration::from_secs(1), "seconds");
-    pub const DAYS: Self = Self::counting(Duration::from_secs(86_400), "days");
+    const MILLISECONDS: Self = Self::counting(Duration::from_millis(1), "milliseconds");
+    const SECONDS: Self = Self::counting(Duration::from_secs(1), "seconds");
+    const DAYS: Self = Self::counting(Duration::from_secs(86_400), "days");
 
     const fn counting(unit: Duration, unit_name: &'static str) -> Self {
         Self { unit, unit_name, positive: false, at_most: None }
     }
 
     /// Refuses 0, for the settings where no time at all means nothing (a ping every 0 seconds).
-    pub const fn positive(self) -> Self {
+    const fn positive(self) -> Self {
         Self { positive: true, ..self }
     }
 
     /// Refuses more than `limit`; `why` ends the message.
-    pub const fn at_most(self, limit: Duration, why: &'static str) -> Self {
+    const fn at_most(self, limit: Duration, why: &'static str) -> Self {
         Self { at_most: Some((limit, why)), ..self }
     }
 
     /// The duration `value` names, or why it is refused.
-    pub fn parse(&self, value: &str) -> Result<Duration, String> {
+    fn parse(&self, value: &str) -> Result<Duration, String> {
         let unit_name = self.unit_name;
         let expected = || {
             format!(
@@ -516,11 +522,10 @@ impl DurationSetting {
         if nanos % self.unit.as_nanos() != 0 {
             return Err(format!("{value} is not a whole number of {unit_name}"));
         }
-        let duration = u64::try_from(nanos / 1_000_000_000)
-            .ok()
-            .zip(u32::try_from(nanos % 1_000_000_000).ok())
-            .map(|(secs, subsec_nanos)| Duration::new(secs, subsec_nanos))
-            .ok_or_else(|| format!("{value} is longer than any clock counts"))?;
+        const NANOS_PER_SECOND: u128 = 1_000_000_000;
+        let seconds = u64::try_from(nanos / NANOS_PER_SECOND).map_err(|_| format!("{value} is too long"))?;
+        // The remainder is less than a second's nanoseconds, so the cast keeps it whole.
+        let duration = Duration::from_secs(seconds) + Duration::from_nanos((nanos % NANOS_PER_SECOND) as u64);
         if self.positive && duration.is_zero() {
             return Err("must be greater than 0".into());
         }
@@ -885,6 +890,29 @@ mod tests {
         assert!(!message.contains("SQS_QUEUE_URL_PM"), "{message}");
     }
 
+    /// Why the all-or-none rule is not clap's `requires_all`: clap counts an empty variable as
+    /// set, the gateway as unset.
+    #[test]
+    fn an_empty_queue_url_counts_as_unset() {
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap();
+        let spool = parse(&["--sqs-queue-url-pm", "", "--data-dir", data_dir]);
+        assert!(spool.validate().is_ok());
+        assert_eq!(spool.agent_queue_urls().unwrap(), None);
+        let three = parse(&[
+            "--sqs-queue-url-pm",
+            "http://q/pm",
+            "--sqs-queue-url-dev",
+            "http://q/dev",
+            "--sqs-queue-url-qa",
+            "http://q/qa",
+            "--sqs-queue-url-ops",
+            "",
+        ]);
+        let message = three.validate().unwrap_err().to_string();
+        assert!(message.contains("missing: SQS_QUEUE_URL_OPS."), "{message}");
+    }
+
     #[test]
     fn timeout_must_exceed_ping_interval() {
         let config = parse(&["--ping-interval-secs", "30", "--client-timeout-secs", "30"]);
@@ -970,7 +998,7 @@ mod tests {
             let reason = seconds.parse(garbage).unwrap_err();
             assert!(reason.contains("is not a duration") && reason.contains("30s"), "{garbage}: {reason}");
         }
-        assert!(seconds.parse(&format!("{}d", u64::MAX)).unwrap_err().contains("longer than"));
+        assert!(seconds.parse(&format!("{}d", u64::MAX)).unwrap_err().ends_with("is too long"));
         assert_eq!(seconds.positive().parse("0s").unwrap_err(), "must be greater than 0");
         assert_eq!(seconds.positive().parse("1"), Ok(Duration::from_secs(1)));
         let capped = DurationSetting::MILLISECONDS.at_most(Duration::from_secs(1), "too slow");
