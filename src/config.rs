@@ -2,14 +2,23 @@
 //! flag, so `agenticai-websocket --help` prints the whole table. A bad value stops start-up with
 //! exit status 2 and `invalid configuration: VARIABLE: reason` ([`describe_parse_error`] for what
 //! clap refuses, [`Config::validate`] for the rest).
+//!
+//! Clap parses each value into the type its use needs, so a bad one is refused before anything
+//! reads it: durations into `Duration` (a number in the unit the variable's name says, or with a
+//! unit of its own), counts that must not be 0 into `NonZero*`. `validate` keeps what no single
+//! value can say: rules across settings, URLs and origins, and what the machine must provide
+//! (a resolvable host, a writable DATA_DIR).
 
 use std::{
+    ffi::OsStr,
     net::{SocketAddr, ToSocketAddrs},
+    num::{IntErrorKind, NonZeroU32, NonZeroUsize, ParseIntError},
     path::PathBuf,
+    str::FromStr,
     time::Duration,
 };
 
-use clap::{error::ContextKind, CommandFactory, Parser, ValueEnum};
+use clap::{builder::TypedValueParser, error::ContextKind, CommandFactory, Parser, ValueEnum};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -29,7 +38,9 @@ pub enum LogFormat {
     long_about = "Real-time WebSocket gateway of the AgenticAI platform.\n\nEvery option is also read \
                   from the environment variable named beside it. With no AWS settings the server runs on \
                   its embedded local default: forwards are spooled to DATA_DIR/spool, records to \
-                  DATA_DIR/records.",
+                  DATA_DIR/records.\n\nDurations (the *_SECS, *_MS, *_SECONDS and *_DAYS settings) are a whole \
+                  number in the unit their name says, or a number with a unit: 500ms, 30s, 5m, 2h, 7d, as long \
+                  as it is a whole number of the setting's unit (PING_INTERVAL_SECS=2m, not 1500ms).",
     after_long_help = "Logging: RUST_LOG sets what is logged (default info): a level (error, warn, info, \
                        debug, trace, off), optionally per module, e.g. RUST_LOG=info,agenticai_websocket=debug. \
                        A RUST_LOG that does not parse, or that would silence the gateway's own logs without \
@@ -88,13 +99,24 @@ pub struct Config {
 
     /// Seconds without a publication after which a project's history is forgotten (its epoch
     /// then changes).
-    #[arg(long, env = "HISTORY_TTL_SECS", default_value_t = 3600)]
-    pub history_ttl_secs: u64,
+    #[arg(
+        long = "history-ttl-secs",
+        value_name = "HISTORY_TTL_SECS",
+        env = "HISTORY_TTL_SECS",
+        default_value = "3600",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub history_ttl: Duration,
 
     /// Projects whose history the in-memory store keeps (single-task mode); the least recently
     /// published are forgotten first.
-    #[arg(long, env = "HISTORY_MAX_PROJECTS", default_value_t = 10_000)]
-    pub history_max_projects: usize,
+    #[arg(
+        long,
+        env = "HISTORY_MAX_PROJECTS",
+        default_value = "10000",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub history_max_projects: NonZeroUsize,
 
     /// Directory of the local spool and record store used when AWS is not configured.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
@@ -125,13 +147,25 @@ pub struct Config {
     pub jwt_audience: Option<String>,
 
     /// Seconds of clock skew allowed for `exp` and `nbf`.
-    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
-    pub jwt_leeway_secs: u64,
+    #[arg(
+        long = "jwt-leeway-secs",
+        value_name = "JWT_LEEWAY_SECS",
+        env = "JWT_LEEWAY_SECS",
+        default_value = "5",
+        value_parser = DurationSetting::SECONDS
+    )]
+    pub jwt_leeway: Duration,
 
     /// Seconds a connection without a token may take to send `authenticate` before it is closed
     /// with 3502 (when tokens are required).
-    #[arg(long, env = "AUTH_TIMEOUT_SECS", default_value_t = 10)]
-    pub auth_timeout_secs: u64,
+    #[arg(
+        long = "auth-timeout-secs",
+        value_name = "AUTH_TIMEOUT_SECS",
+        env = "AUTH_TIMEOUT_SECS",
+        default_value = "10",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub auth_timeout: Duration,
 
     /// Without JWT_SECRET or JWT_JWKS_URL, accept anonymous connections from any address, not
     /// only from loopback (protected mode is the default).
@@ -155,47 +189,92 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Seconds between protocol-level pings (below the ALB's idle timeout).
-    #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 25)]
-    pub ping_interval_secs: u64,
+    #[arg(
+        long = "ping-interval-secs",
+        value_name = "PING_INTERVAL_SECS",
+        env = "PING_INTERVAL_SECS",
+        default_value = "25",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub ping_interval: Duration,
 
     /// Seconds of silence after which a peer is closed.
-    #[arg(long, env = "CLIENT_TIMEOUT_SECS", default_value_t = 60)]
-    pub client_timeout_secs: u64,
+    #[arg(
+        long = "client-timeout-secs",
+        value_name = "CLIENT_TIMEOUT_SECS",
+        env = "CLIENT_TIMEOUT_SECS",
+        default_value = "60",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub client_timeout: Duration,
 
     /// Seconds data sent to a client may stay unacknowledged (it stopped reading, or its network
     /// is gone) before the kernel drops the connection (TCP_USER_TIMEOUT). Without it a client
     /// that never reads would keep its socket, and megabytes of kernel send buffer, for ever.
-    #[arg(long, env = "SEND_TIMEOUT_SECS", default_value_t = 60)]
-    pub send_timeout_secs: u64,
+    #[arg(
+        long = "send-timeout-secs",
+        value_name = "SEND_TIMEOUT_SECS",
+        env = "SEND_TIMEOUT_SECS",
+        default_value = "60",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub send_timeout: Duration,
 
     /// Seconds an HTTP request (its head, then its body) may take to arrive, WebSocket upgrades
     /// included. A slower client gets 408 and its connection is closed, so sockets trickling a
     /// byte at a time hold nothing for long.
-    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 5)]
-    pub http_request_timeout_secs: u64,
+    #[arg(
+        long = "http-request-timeout-secs",
+        value_name = "HTTP_REQUEST_TIMEOUT_SECS",
+        env = "HTTP_REQUEST_TIMEOUT_SECS",
+        default_value = "5",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub http_request_timeout: Duration,
 
     /// Largest client frame accepted, in bytes; larger frames close the connection with 1009.
-    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
-    pub max_frame_bytes: usize,
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value = "262144", value_parser = greater_than_zero::<NonZeroUsize>)]
+    pub max_frame_bytes: NonZeroUsize,
 
     /// Messages a connection's outbound queue may hold before the client is closed as slow (3008).
-    #[arg(long, env = "OUTBOUND_QUEUE_MESSAGES", default_value_t = 1024)]
-    pub outbound_queue_messages: usize,
+    #[arg(
+        long,
+        env = "OUTBOUND_QUEUE_MESSAGES",
+        default_value = "1024",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub outbound_queue_messages: NonZeroUsize,
 
     /// Bytes a connection's outbound queue may hold before the client is closed as slow (3008).
-    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
-    pub outbound_queue_bytes: usize,
+    #[arg(
+        long,
+        env = "OUTBOUND_QUEUE_BYTES",
+        default_value = "1048576",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub outbound_queue_bytes: NonZeroUsize,
 
     /// Milliseconds the first frame queued for a connection waits for more to share its write
     /// (0 = written at once). Clients that receive many frames per second then cost less CPU per
     /// delivery (fewer, larger writes), at the price of up to this much added latency. The same
     /// trade as Centrifugo's `client.write_delay`; at most 1000.
-    #[arg(long, env = "WRITE_DELAY_MS", default_value_t = 0)]
-    pub write_delay_ms: u64,
+    #[arg(
+        long = "write-delay-ms",
+        value_name = "WRITE_DELAY_MS",
+        env = "WRITE_DELAY_MS",
+        default_value = "0",
+        value_parser = DurationSetting::MILLISECONDS.at_most(MAX_WRITE_DELAY, "a longer delay only stalls clients")
+    )]
+    pub write_delay: Duration,
 
     /// Projects one connection may subscribe to.
-    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
-    pub max_subscriptions_per_connection: usize,
+    #[arg(
+        long,
+        env = "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value = "100",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub max_subscriptions_per_connection: NonZeroUsize,
 
     /// WebSocket connections this task holds at most; one more is refused with HTTP 503 and
     /// `Retry-After` before it costs any memory (another task, or the autoscaler, takes it).
@@ -228,8 +307,8 @@ pub struct Config {
     pub client_rate_per_second: u32,
 
     /// Requests a client connection may send at once above its rate (the token bucket's size).
-    #[arg(long, env = "CLIENT_RATE_BURST", default_value_t = 200)]
-    pub client_rate_burst: u32,
+    #[arg(long, env = "CLIENT_RATE_BURST", default_value = "200", value_parser = greater_than_zero::<NonZeroU32>)]
+    pub client_rate_burst: NonZeroU32,
 
     /// Refusals in a row after which a connection that keeps sending over its budget is closed
     /// with 3509. 0 = never close.
@@ -243,8 +322,8 @@ pub struct Config {
     pub service_rate_per_second: u32,
 
     /// Burst of a service connection's budget.
-    #[arg(long, env = "SERVICE_RATE_BURST", default_value_t = 20_000)]
-    pub service_rate_burst: u32,
+    #[arg(long, env = "SERVICE_RATE_BURST", default_value = "20000", value_parser = greater_than_zero::<NonZeroU32>)]
+    pub service_rate_burst: NonZeroU32,
 
     /// Publishes a second over HTTP per API key (or per user, with a token); over it HTTP 429
     /// with `Retry-After`. 0 = no limit.
@@ -252,51 +331,101 @@ pub struct Config {
     pub api_rate_per_second: u32,
 
     /// Burst of the HTTP publish budget.
-    #[arg(long, env = "API_RATE_BURST", default_value_t = 2000)]
-    pub api_rate_burst: u32,
+    #[arg(long, env = "API_RATE_BURST", default_value = "2000", value_parser = greater_than_zero::<NonZeroU32>)]
+    pub api_rate_burst: NonZeroU32,
 
     /// Longest project id accepted, in bytes.
-    #[arg(long, env = "MAX_PROJECT_ID_BYTES", default_value_t = 128)]
-    pub max_project_id_bytes: usize,
+    #[arg(long, env = "MAX_PROJECT_ID_BYTES", default_value = "128", value_parser = greater_than_zero::<NonZeroUsize>)]
+    pub max_project_id_bytes: NonZeroUsize,
 
     /// Requests (forwards, publishes) one connection may have in flight; more get `busy`.
-    #[arg(long, env = "MAX_INFLIGHT_PER_CONNECTION", default_value_t = 256)]
-    pub max_inflight_per_connection: usize,
+    #[arg(
+        long,
+        env = "MAX_INFLIGHT_PER_CONNECTION",
+        default_value = "256",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub max_inflight_per_connection: NonZeroUsize,
 
     /// On SIGTERM, clients are closed (1012) spread over this many seconds.
-    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 10)]
-    pub drain_seconds: u64,
+    #[arg(
+        long = "drain-seconds",
+        value_name = "DRAIN_SECONDS",
+        env = "DRAIN_SECONDS",
+        default_value = "10",
+        value_parser = DurationSetting::SECONDS
+    )]
+    pub drain_window: Duration,
 
     /// Longest a batch waits for more entries before it is sent to SQS, in milliseconds. 20 ms
     /// fills batches at 2,000 forwards/s over four queues (5 ms gave 5 entries per call) and
     /// adds at most 20 ms to a confirmation when traffic is light.
-    #[arg(long, env = "SQS_BATCH_LINGER_MS", default_value_t = 20)]
-    pub sqs_batch_linger_ms: u64,
+    #[arg(
+        long = "sqs-batch-linger-ms",
+        value_name = "SQS_BATCH_LINGER_MS",
+        env = "SQS_BATCH_LINGER_MS",
+        default_value = "20",
+        value_parser = DurationSetting::MILLISECONDS
+    )]
+    pub sqs_batch_linger: Duration,
 
     /// Largest SendMessageBatch payload (and single message), in bytes.
-    #[arg(long, env = "SQS_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
-    pub sqs_max_batch_bytes: usize,
+    #[arg(
+        long,
+        env = "SQS_MAX_BATCH_BYTES",
+        default_value = "1048576",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub sqs_max_batch_bytes: NonZeroUsize,
 
     /// A forward not accepted by SQS within this many seconds is reported as `forward_failed`.
-    #[arg(long, env = "FORWARD_DEADLINE_SECS", default_value_t = 10)]
-    pub forward_deadline_secs: u64,
+    #[arg(
+        long = "forward-deadline-secs",
+        value_name = "FORWARD_DEADLINE_SECS",
+        env = "FORWARD_DEADLINE_SECS",
+        default_value = "10",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub forward_deadline: Duration,
 
     /// Forwards waiting in the queue dispatcher before clients get `busy`.
-    #[arg(long, env = "DISPATCHER_MAX_PENDING", default_value_t = 10_000)]
-    pub dispatcher_max_pending: usize,
+    #[arg(
+        long,
+        env = "DISPATCHER_MAX_PENDING",
+        default_value = "10000",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub dispatcher_max_pending: NonZeroUsize,
 
     /// Records the persistence actor buffers while the table is slow or down; beyond it they are
     /// dropped, counted and logged.
-    #[arg(long, env = "PERSISTENCE_BUFFER_RECORDS", default_value_t = 50_000)]
-    pub persistence_buffer_records: usize,
+    #[arg(
+        long,
+        env = "PERSISTENCE_BUFFER_RECORDS",
+        default_value = "50000",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub persistence_buffer_records: NonZeroUsize,
 
     /// Days a record lives before DynamoDB's TTL removes it.
-    #[arg(long, env = "RECORD_TTL_DAYS", default_value_t = 30)]
-    pub record_ttl_days: u64,
+    #[arg(
+        long = "record-ttl-days",
+        value_name = "RECORD_TTL_DAYS",
+        env = "RECORD_TTL_DAYS",
+        default_value = "30",
+        value_parser = DurationSetting::DAYS
+    )]
+    pub record_ttl: Duration,
 
     /// Seconds between CloudWatch Embedded Metric Format lines on stdout (0 = off).
-    #[arg(long, env = "EMF_INTERVAL_SECS", default_value_t = 0)]
-    pub emf_interval_secs: u64,
+    #[arg(
+        long = "emf-interval-secs",
+        value_name = "EMF_INTERVAL_SECS",
+        env = "EMF_INTERVAL_SECS",
+        default_value = "0",
+        value_parser = DurationSetting::SECONDS
+    )]
+    pub emf_interval: Duration,
 
     /// Value of the ServiceName dimension of the EMF metrics.
     #[arg(long, env = "SERVICE_NAME", default_value = "agenticai-websocket")]
@@ -314,8 +443,14 @@ pub struct Config {
     /// With Redis: seconds a presence member outlives its task's last refresh (each task
     /// refreshes its members every third of it), so a task killed without a word loses its
     /// members within this time.
-    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub presence_ttl_secs: u64,
+    #[arg(
+        long = "presence-ttl-secs",
+        value_name = "PRESENCE_TTL_SECS",
+        env = "PRESENCE_TTL_SECS",
+        default_value = "60",
+        value_parser = DurationSetting::SECONDS.positive()
+    )]
+    pub presence_ttl: Duration,
 }
 
 /// The shortest JWT_SECRET accepted (RFC 7518 3.2: a key of at least the hash's size).
@@ -327,7 +462,103 @@ const MIN_JWT_SECRET_BYTES: usize = 32;
 pub const CONNECTION_FD_HEADROOM: u64 = 1024;
 
 /// The longest WRITE_DELAY_MS accepted.
-const MAX_WRITE_DELAY_MS: u64 = 1000;
+const MAX_WRITE_DELAY: Duration = Duration::from_secs(1);
+
+/// How a duration setting is read: a whole number in the unit its name says
+/// (`PING_INTERVAL_SECS=25`), or a number with a unit (`500ms`, `30s`, `5m`, `2h`, `7d`) that is a
+/// whole number of the setting's unit, so what reads it in that unit (the JWT leeway, a TTL in
+/// whole seconds) never rounds it. A refused value becomes clap's error, which names the flag and
+/// so the variable ([`describe_parse_error`]).
+#[derive(Clone, Copy, Debug)]
+struct DurationSetting {
+    /// What a bare number counts, and the granularity of every value.
+    unit: Duration,
+    unit_name: &'static str,
+    positive: bool,
+    at_most: Option<(Duration, &'static str)>,
+}
+
+impl DurationSetting {
+    const MILLISECONDS: Self = Self::counting(Duration::from_millis(1), "milliseconds");
+    const SECONDS: Self = Self::counting(Duration::from_secs(1), "seconds");
+    const DAYS: Self = Self::counting(Duration::from_secs(86_400), "days");
+
+    const fn counting(unit: Duration, unit_name: &'static str) -> Self {
+        Self { unit, unit_name, positive: false, at_most: None }
+    }
+
+    /// Refuses 0, for the settings where no time at all means nothing (a ping every 0 seconds).
+    const fn positive(self) -> Self {
+        Self { positive: true, ..self }
+    }
+
+    /// Refuses more than `limit`; `why` ends the message.
+    const fn at_most(self, limit: Duration, why: &'static str) -> Self {
+        Self { at_most: Some((limit, why)), ..self }
+    }
+
+    /// The duration `value` names, or why it is refused.
+    fn parse(&self, value: &str) -> Result<Duration, String> {
+        let unit_name = self.unit_name;
+        let expected = || {
+            format!(
+                "{value:?} is not a duration: a whole number of {unit_name}, or one with a unit (500ms, 30s, 5m, \
+                 2h, 7d)"
+            )
+        };
+        let (number, suffix) = value.split_at(value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len()));
+        let number: u64 = number.parse().map_err(|_| expected())?;
+        let unit = match suffix {
+            "" => self.unit,
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(expected()),
+        };
+        // At most a day's nanoseconds times u64::MAX: far inside u128.
+        let nanos = unit.as_nanos() * u128::from(number);
+        if nanos % self.unit.as_nanos() != 0 {
+            return Err(format!("{value} is not a whole number of {unit_name}"));
+        }
+        const NANOS_PER_SECOND: u128 = 1_000_000_000;
+        let seconds = u64::try_from(nanos / NANOS_PER_SECOND).map_err(|_| format!("{value} is too long"))?;
+        // The remainder is less than a second's nanoseconds, so the cast keeps it whole.
+        let duration = Duration::from_secs(seconds) + Duration::from_nanos((nanos % NANOS_PER_SECOND) as u64);
+        if self.positive && duration.is_zero() {
+            return Err("must be greater than 0".into());
+        }
+        if let Some((limit, why)) = self.at_most.filter(|(limit, _)| duration > *limit) {
+            return Err(format!("must be at most {} {unit_name}: {why}", limit.as_nanos() / self.unit.as_nanos()));
+        }
+        Ok(duration)
+    }
+}
+
+impl TypedValueParser for DurationSetting {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let setting = *self;
+        // Through clap's parser for functions, so a refusal is clap's own "invalid value" error.
+        (move |text: &str| setting.parse(text)).parse_ref(command, arg, value)
+    }
+}
+
+/// Parses a setting that must be greater than 0 into its `NonZero*` type, saying so when it is 0
+/// (the standard library's "number would be zero for non-zero type" names no rule).
+fn greater_than_zero<T: FromStr<Err = ParseIntError>>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|error: ParseIntError| match error.kind() {
+        IntErrorKind::Zero => "must be greater than 0".to_owned(),
+        _ => error.to_string(),
+    })
+}
 
 /// An http(s) URL with a host (queue URLs, endpoints).
 fn check_http_url(value: &str) -> Result<(), String> {
@@ -385,6 +616,12 @@ pub fn redact_url(url: &str) -> String {
 /// The message for a command line or environment clap refused: `VARIABLE: reason` when the
 /// value came from the environment, `--flag: reason` when from the command line.
 pub fn describe_parse_error(error: &clap::Error) -> String {
+    describe_refusal(error, |variable| std::env::var_os(variable).is_some())
+}
+
+/// [`describe_parse_error`], given which variables are set (clap does not say where a value
+/// came from; a flag's variable being set means it did).
+fn describe_refusal(error: &clap::Error, is_set: impl Fn(&OsStr) -> bool) -> String {
     let rendered = error.to_string();
     // clap's first line, and the valid values it lists after it; not its usage and tips.
     let reason = rendered
@@ -403,7 +640,7 @@ pub fn describe_parse_error(error: &clap::Error) -> String {
         .get_arguments()
         .find(|argument| argument.get_long() == Some(long.as_str()))
         .and_then(|argument| argument.get_env())
-        .filter(|variable| std::env::var_os(variable).is_some())
+        .filter(|variable| is_set(variable))
         .map(|variable| variable.to_string_lossy().into_owned());
     let reason = match &variable {
         // clap names the flag in its reason; the operator set the variable.
@@ -454,52 +691,22 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Checks what clap cannot: ranges and combinations.
+    /// Checks what clap cannot: combinations, URLs, origins, addresses, the data directory (clap
+    /// has already refused values that do not parse, zeros and durations out of range). The
+    /// all-or-none rule of the agent queues is here too: an empty variable counts as unset, which
+    /// clap's `requires` cannot say, and a configuration built in code never meets clap.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("PING_INTERVAL_SECS", self.ping_interval_secs as usize),
-            ("CLIENT_TIMEOUT_SECS", self.client_timeout_secs as usize),
-            ("SEND_TIMEOUT_SECS", self.send_timeout_secs as usize),
-            ("HTTP_REQUEST_TIMEOUT_SECS", self.http_request_timeout_secs as usize),
-            ("AUTH_TIMEOUT_SECS", self.auth_timeout_secs as usize),
-            ("MAX_FRAME_BYTES", self.max_frame_bytes),
-            ("OUTBOUND_QUEUE_MESSAGES", self.outbound_queue_messages),
-            ("OUTBOUND_QUEUE_BYTES", self.outbound_queue_bytes),
-            ("MAX_SUBSCRIPTIONS_PER_CONNECTION", self.max_subscriptions_per_connection),
-            ("MAX_PROJECT_ID_BYTES", self.max_project_id_bytes),
-            ("MAX_INFLIGHT_PER_CONNECTION", self.max_inflight_per_connection),
-            ("CLIENT_RATE_BURST", self.client_rate_burst as usize),
-            ("SERVICE_RATE_BURST", self.service_rate_burst as usize),
-            ("API_RATE_BURST", self.api_rate_burst as usize),
-            ("SQS_MAX_BATCH_BYTES", self.sqs_max_batch_bytes),
-            ("FORWARD_DEADLINE_SECS", self.forward_deadline_secs as usize),
-            ("DISPATCHER_MAX_PENDING", self.dispatcher_max_pending),
-            ("PERSISTENCE_BUFFER_RECORDS", self.persistence_buffer_records),
-            ("HISTORY_TTL_SECS", self.history_ttl_secs as usize),
-            ("HISTORY_MAX_PROJECTS", self.history_max_projects),
-        ];
-        for (variable, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::Invalid { variable, reason: "must be greater than 0".into() });
-            }
-        }
-        if self.client_timeout_secs <= self.ping_interval_secs {
+        if self.client_timeout <= self.ping_interval {
             return Err(ConfigError::Invalid {
                 variable: "CLIENT_TIMEOUT_SECS",
                 reason: format!(
-                    "must be longer than PING_INTERVAL_SECS ({}), or every idle client is closed",
-                    self.ping_interval_secs
+                    "must be longer than PING_INTERVAL_SECS ({:?}), or every idle client is closed",
+                    self.ping_interval
                 ),
             });
         }
         if self.publish_api_keys.iter().any(|key| key.trim().is_empty()) {
             return Err(ConfigError::Invalid { variable: "PUBLISH_API_KEYS", reason: "contains an empty key".into() });
-        }
-        if self.write_delay_ms > MAX_WRITE_DELAY_MS {
-            return Err(ConfigError::Invalid {
-                variable: "WRITE_DELAY_MS",
-                reason: format!("must be at most {MAX_WRITE_DELAY_MS}: a longer delay only stalls clients"),
-            });
         }
         self.agent_queue_urls()?;
         let urls = [
@@ -602,26 +809,6 @@ impl Config {
         self.dynamodb_table_name.as_deref().filter(|name| !name.is_empty())
     }
 
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ping_interval_secs)
-    }
-
-    pub fn client_timeout(&self) -> Duration {
-        Duration::from_secs(self.client_timeout_secs)
-    }
-
-    pub fn send_timeout(&self) -> Duration {
-        Duration::from_secs(self.send_timeout_secs)
-    }
-
-    pub fn http_request_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_request_timeout_secs)
-    }
-
-    pub fn write_delay(&self) -> Duration {
-        Duration::from_millis(self.write_delay_ms)
-    }
-
     pub fn jwt_secret(&self) -> Option<&str> {
         self.jwt_secret.as_deref().filter(|secret| !secret.is_empty())
     }
@@ -645,10 +832,6 @@ impl Config {
             0 => open_files.saturating_sub(CONNECTION_FD_HEADROOM).max(1).try_into().unwrap_or(usize::MAX),
             set => set,
         }
-    }
-
-    pub fn drain_window(&self) -> Duration {
-        Duration::from_secs(self.drain_seconds)
     }
 
     /// Configuration for tests and embedding: defaults, loopback, a free port, no AWS, whatever
@@ -690,6 +873,14 @@ mod tests {
         Config::try_parse_from(argv).expect("arguments parse")
     }
 
+    /// What start-up prints for arguments clap refuses, had they come from the environment.
+    fn refused(args: &[&str]) -> String {
+        let mut argv = vec!["agenticai-websocket"];
+        argv.extend_from_slice(args);
+        let error = Config::try_parse_from(argv).expect_err("arguments are refused");
+        describe_refusal(&error, |_| true)
+    }
+
     #[test]
     fn partial_queue_urls_name_the_missing_ones() {
         let config = parse(&["--sqs-queue-url-pm", "http://q/pm", "--sqs-queue-url-qa", "http://q/qa"]);
@@ -697,6 +888,29 @@ mod tests {
         assert!(message.contains("SQS_QUEUE_URL_DEV"), "{message}");
         assert!(message.contains("SQS_QUEUE_URL_OPS"), "{message}");
         assert!(!message.contains("SQS_QUEUE_URL_PM"), "{message}");
+    }
+
+    /// Why the all-or-none rule is not clap's `requires_all`: clap counts an empty variable as
+    /// set, the gateway as unset.
+    #[test]
+    fn an_empty_queue_url_counts_as_unset() {
+        let data = tempfile::tempdir().unwrap();
+        let data_dir = data.path().to_str().unwrap();
+        let spool = parse(&["--sqs-queue-url-pm", "", "--data-dir", data_dir]);
+        assert!(spool.validate().is_ok());
+        assert_eq!(spool.agent_queue_urls().unwrap(), None);
+        let three = parse(&[
+            "--sqs-queue-url-pm",
+            "http://q/pm",
+            "--sqs-queue-url-dev",
+            "http://q/dev",
+            "--sqs-queue-url-qa",
+            "http://q/qa",
+            "--sqs-queue-url-ops",
+            "",
+        ]);
+        let message = three.validate().unwrap_err().to_string();
+        assert!(message.contains("missing: SQS_QUEUE_URL_OPS."), "{message}");
     }
 
     #[test]
@@ -708,8 +922,8 @@ mod tests {
 
     #[test]
     fn a_write_delay_over_a_second_is_rejected() {
-        assert!(parse(&["--write-delay-ms", "1000"]).validate().is_ok());
-        let message = parse(&["--write-delay-ms", "1001"]).validate().unwrap_err().to_string();
+        assert_eq!(parse(&["--write-delay-ms", "1000"]).write_delay, Duration::from_secs(1));
+        let message = refused(&["--write-delay-ms", "1001"]);
         assert!(message.starts_with("WRITE_DELAY_MS"), "{message}");
     }
 
@@ -729,8 +943,91 @@ mod tests {
 
     #[test]
     fn zero_limits_are_rejected_by_name() {
-        let config = parse(&["--max-frame-bytes", "0"]);
-        assert!(config.validate().unwrap_err().to_string().starts_with("MAX_FRAME_BYTES"));
+        assert!(refused(&["--max-frame-bytes", "0"]).starts_with("MAX_FRAME_BYTES"));
+    }
+
+    #[test]
+    fn a_zero_duration_or_count_is_refused_by_clap_saying_why() {
+        let message = refused(&["--ping-interval-secs", "0"]);
+        assert!(message.starts_with("PING_INTERVAL_SECS") && message.ends_with("must be greater than 0"), "{message}");
+        let message = refused(&["--client-rate-burst", "0"]);
+        assert!(message.starts_with("CLIENT_RATE_BURST") && message.ends_with("must be greater than 0"), "{message}");
+        let message = refused(&["--outbound-queue-bytes", "lots"]);
+        assert!(message.starts_with("OUTBOUND_QUEUE_BYTES") && message.contains("invalid digit"), "{message}");
+    }
+
+    #[test]
+    fn zero_keeps_its_meaning_where_it_has_one() {
+        let config = parse(&[
+            "--max-connections",
+            "0",
+            "--client-rate-per-second",
+            "0",
+            "--emf-interval-secs",
+            "0",
+            "--write-delay-ms",
+            "0",
+            "--drain-seconds",
+            "0",
+            "--jwt-leeway-secs",
+            "0",
+        ]);
+        assert_eq!(config.max_connections, 0);
+        assert_eq!(config.client_rate_per_second, 0);
+        assert!(config.emf_interval.is_zero() && config.write_delay.is_zero());
+        assert!(config.drain_window.is_zero() && config.jwt_leeway.is_zero());
+    }
+
+    #[test]
+    fn durations_are_a_number_in_the_named_unit_or_carry_their_own() {
+        let seconds = DurationSetting::SECONDS;
+        assert_eq!(seconds.parse("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(seconds.parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(seconds.parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(seconds.parse("3000ms"), Ok(Duration::from_secs(3)));
+        assert_eq!(seconds.parse("0"), Ok(Duration::ZERO));
+        assert_eq!(DurationSetting::MILLISECONDS.parse("20"), Ok(Duration::from_millis(20)));
+        assert_eq!(DurationSetting::MILLISECONDS.parse("1s"), Ok(Duration::from_millis(1000)));
+        assert_eq!(DurationSetting::DAYS.parse("30"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(DurationSetting::DAYS.parse("48h"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(seconds.parse(&u64::MAX.to_string()), Ok(Duration::from_secs(u64::MAX)));
+
+        assert_eq!(seconds.parse("1500ms").unwrap_err(), "1500ms is not a whole number of seconds");
+        assert_eq!(DurationSetting::DAYS.parse("36h").unwrap_err(), "36h is not a whole number of days");
+        for garbage in ["", "soon", "-1", "1.5", "5 s", "5S", "s", "10sec"] {
+            let reason = seconds.parse(garbage).unwrap_err();
+            assert!(reason.contains("is not a duration") && reason.contains("30s"), "{garbage}: {reason}");
+        }
+        assert!(seconds.parse(&format!("{}d", u64::MAX)).unwrap_err().ends_with("is too long"));
+        assert_eq!(seconds.positive().parse("0s").unwrap_err(), "must be greater than 0");
+        assert_eq!(seconds.positive().parse("1"), Ok(Duration::from_secs(1)));
+        let capped = DurationSetting::MILLISECONDS.at_most(Duration::from_secs(1), "too slow");
+        assert_eq!(capped.parse("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(capped.parse("1001").unwrap_err(), "must be at most 1000 milliseconds: too slow");
+    }
+
+    #[test]
+    fn duration_settings_read_their_unit_and_name_their_variable_when_refused() {
+        let config = parse(&["--ping-interval-secs", "30s", "--sqs-batch-linger-ms", "5", "--record-ttl-days", "7"]);
+        assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.sqs_batch_linger, Duration::from_millis(5));
+        assert_eq!(config.record_ttl, Duration::from_secs(7 * 86_400));
+        let defaults = parse(&[]);
+        assert_eq!(
+            (defaults.client_timeout, defaults.drain_window),
+            (Duration::from_secs(60), Duration::from_secs(10))
+        );
+        let message = refused(&["--forward-deadline-secs", "soon"]);
+        assert!(message.starts_with("FORWARD_DEADLINE_SECS") && message.contains("not a duration"), "{message}");
+    }
+
+    #[test]
+    fn counts_that_must_not_be_zero_parse_into_non_zero_types() {
+        assert_eq!(greater_than_zero::<NonZeroUsize>("64"), Ok(NonZeroUsize::new(64).unwrap()));
+        assert_eq!(greater_than_zero::<NonZeroU32>("0").unwrap_err(), "must be greater than 0");
+        assert_eq!(greater_than_zero::<NonZeroU32>("00").unwrap_err(), "must be greater than 0");
+        assert_eq!(greater_than_zero::<NonZeroUsize>("-1").unwrap_err(), "invalid digit found in string");
+        assert_eq!(parse(&[]).max_frame_bytes.get(), 256 * 1024);
     }
 
     #[test]

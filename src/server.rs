@@ -102,14 +102,14 @@ impl Server {
 
         let io_arbiter = Arbiter::new();
         let hub_arbiter = Arbiter::new();
-        let ttl = Duration::from_secs(config.record_ttl_days * 86_400);
-        let (persistence, records) = Persistence::new(store, config.persistence_buffer_records, ttl, metrics.clone());
+        let (persistence, records) =
+            Persistence::new(store, config.persistence_buffer_records.get(), config.record_ttl, metrics.clone());
         let persistence = Persistence::start_in_arbiter(&io_arbiter.handle(), move |_| persistence);
         let settings = DispatcherSettings {
-            linger: Duration::from_millis(config.sqs_batch_linger_ms),
-            max_batch_bytes: config.sqs_max_batch_bytes,
-            deadline: Duration::from_secs(config.forward_deadline_secs),
-            max_pending: config.dispatcher_max_pending,
+            linger: config.sqs_batch_linger,
+            max_batch_bytes: config.sqs_max_batch_bytes.get(),
+            deadline: config.forward_deadline,
+            max_pending: config.dispatcher_max_pending.get(),
         };
         let dispatcher = {
             let (metrics, records) = (metrics.clone(), records.clone());
@@ -119,19 +119,18 @@ impl Server {
         };
         let history_settings = HistorySettings {
             size: config.history_size,
-            ttl: Duration::from_secs(config.history_ttl_secs),
-            max_projects: config.history_max_projects,
+            ttl: config.history_ttl,
+            max_projects: config.history_max_projects.get(),
         };
         let engine: Arc<dyn Engine> = match config.redis_url() {
             Some(url) => {
-                let presence_ttl = Duration::from_secs(config.presence_ttl_secs);
-                Arc::new(RedisEngine::connect(url, history_settings, presence_ttl, metrics.clone()).await?)
+                Arc::new(RedisEngine::connect(url, history_settings, config.presence_ttl, metrics.clone()).await?)
             }
             None => Arc::new(MemoryEngine::new(history_settings)),
         };
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
-            let (max_held, presence) = (config.outbound_queue_messages, config.presence);
+            let (max_held, presence) = (config.outbound_queue_messages.get(), config.presence);
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held, presence))
         };
         log::info!(
@@ -141,7 +140,7 @@ impl Server {
         let policy = AccessPolicy::new(
             config.publish_api_keys.clone(),
             config.binds_loopback_only(),
-            config.max_subscriptions_per_connection,
+            config.max_subscriptions_per_connection.get(),
         )
         .with_authentication(authentication(&config)?)
         .with_limits(limits(&config)?);
@@ -160,18 +159,18 @@ impl Server {
             metrics,
             lifecycle: Lifecycle::default(),
             session: SessionSettings {
-                ping_interval: config.ping_interval(),
-                client_timeout: config.client_timeout(),
-                max_frame_bytes: config.max_frame_bytes,
-                outbound_queue_messages: config.outbound_queue_messages,
-                outbound_queue_bytes: config.outbound_queue_bytes,
-                write_delay: config.write_delay(),
-                max_inflight: config.max_inflight_per_connection,
-                parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes },
-                drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(Duration::from_secs(config.forward_deadline_secs)),
-                http_body_timeout: config.http_request_timeout(),
-                auth_timeout: Duration::from_secs(config.auth_timeout_secs),
-                jwt_leeway: Duration::from_secs(config.jwt_leeway_secs),
+                ping_interval: config.ping_interval,
+                client_timeout: config.client_timeout,
+                max_frame_bytes: config.max_frame_bytes.get(),
+                outbound_queue_messages: config.outbound_queue_messages.get(),
+                outbound_queue_bytes: config.outbound_queue_bytes.get(),
+                write_delay: config.write_delay,
+                max_inflight: config.max_inflight_per_connection.get(),
+                parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes.get() },
+                drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(config.forward_deadline),
+                http_body_timeout: config.http_request_timeout,
+                auth_timeout: config.auth_timeout,
+                jwt_leeway: config.jwt_leeway,
                 presence: config.presence,
             },
         });
@@ -189,8 +188,8 @@ impl Server {
 
         let app_data = gateway.clone();
         let cors_origins = config.cors_allowed_origins.clone();
-        let send_timeout = config.send_timeout();
-        let head_timeout = config.http_request_timeout();
+        let send_timeout = config.send_timeout;
+        let head_timeout = config.http_request_timeout;
         let connection_metrics = gateway.metrics.clone();
         let mut http = HttpServer::new(move || {
             App::new()
@@ -211,7 +210,7 @@ impl Server {
             limit_unacknowledged_sends(connection, send_timeout);
             crate::http::handshake::watch_connection(extensions, &connection_metrics, head_timeout);
         })
-        .client_request_timeout(config.http_request_timeout())
+        .client_request_timeout(config.http_request_timeout)
         .shutdown_timeout(2);
         if config.workers > 0 {
             http = http.workers(config.workers);
@@ -245,9 +244,9 @@ impl Server {
         let serving = actix_rt::spawn(self.http);
         self.gateway.lifecycle.set_ready();
         actix_rt::spawn(self.gateway.stats.clone().sample_forever());
-        let emf = (self.config.emf_interval_secs > 0).then(|| {
+        let emf = (!self.config.emf_interval.is_zero()).then(|| {
             let emitter = emf::EmfEmitter::new(self.config.service_name.clone(), self.gateway.metrics.clone());
-            actix_rt::spawn(emitter.clone().emit_every(Duration::from_secs(self.config.emf_interval_secs)));
+            actix_rt::spawn(emitter.clone().emit_every(self.config.emf_interval));
             emitter
         });
         let gateway = self.gateway.clone();
@@ -260,7 +259,7 @@ impl Server {
         });
         log::info!(address:% = self.local_addr; "agenticai-websocket listening");
         wait_for_shutdown(&self.shutdown).await;
-        drain(&self.gateway, self.config.drain_window()).await;
+        drain(&self.gateway, self.config.drain_window).await;
         if let Some(emf) = emf {
             emf.emit();
         }
@@ -281,7 +280,7 @@ fn authentication(config: &Config) -> anyhow::Result<Authentication> {
     let settings = || VerifierSettings {
         issuer: config.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
         audience: config.jwt_audience.clone().filter(|audience| !audience.is_empty()),
-        leeway_secs: config.jwt_leeway_secs,
+        leeway_secs: config.jwt_leeway.as_secs(),
     };
     let verifier = match (config.jwt_secret(), config.jwt_jwks_url()) {
         (Some(secret), _) => Some(
@@ -337,11 +336,11 @@ fn limits(config: &Config) -> anyhow::Result<Limits> {
             .map_err(|reason| anyhow::anyhow!("TRUSTED_PROXIES: {reason}"))?,
         connections: ConnectionLimits::new(caps),
         client_rates: ClientRates {
-            client: Rate::new(config.client_rate_per_second, config.client_rate_burst),
-            service: Rate::new(config.service_rate_per_second, config.service_rate_burst),
+            client: Rate::new(config.client_rate_per_second, config.client_rate_burst.get()),
+            service: Rate::new(config.service_rate_per_second, config.service_rate_burst.get()),
             close_after: config.client_rate_close_after,
         },
-        api: ApiBudgets::new(Rate::new(config.api_rate_per_second, config.api_rate_burst)),
+        api: ApiBudgets::new(Rate::new(config.api_rate_per_second, config.api_rate_burst.get())),
     })
 }
 

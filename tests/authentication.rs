@@ -77,7 +77,7 @@ async fn forged_expired_unsigned_and_misaddressed_tokens_get_401_without_an_upgr
         config.jwt_secret = Some(tokens::SECRET.into());
         config.jwt_issuer = Some("https://id.example".into());
         config.jwt_audience = Some("agenticai".into());
-        config.jwt_leeway_secs = 0;
+        config.jwt_leeway = Duration::ZERO;
     });
     let good = json!({"iss": "https://id.example", "aud": "agenticai"});
     let valid = hs256(&claims("alice", &["*"], 300, good.clone()));
@@ -129,7 +129,7 @@ async fn forged_expired_unsigned_and_misaddressed_tokens_get_401_without_an_upgr
 async fn without_a_token_a_connection_must_authenticate_first() {
     let server = TestServer::start(|config| {
         config.jwt_secret = Some(tokens::SECRET.into());
-        config.auth_timeout_secs = 1;
+        config.auth_timeout = Duration::from_secs(1);
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
@@ -185,7 +185,7 @@ async fn without_a_token_a_connection_must_authenticate_first() {
 async fn a_token_expires_unless_refreshed_for_the_same_user() {
     let server = TestServer::start(|config| {
         config.jwt_secret = Some(tokens::SECRET.into());
-        config.jwt_leeway_secs = 0;
+        config.jwt_leeway = Duration::ZERO;
     });
     // Not refreshed: closed with 3005 at exp.
     let mut lapsing = Client::connect(&token_url(&server, &hs256(&claims("carol", &["*"], 2, json!({}))))).await;

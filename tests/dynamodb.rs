@@ -3,7 +3,10 @@
 
 pub mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    num::NonZeroUsize,
+    time::{Duration, Instant},
+};
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType};
 use common::{aws_config, moto_endpoint, Client, DynamoFaultProxy, TestServer};
@@ -199,7 +202,7 @@ async fn a_table_that_stays_down_drops_records_past_the_buffer_but_never_blocks_
     let server = TestServer::start(|config| {
         config.aws_endpoint_url = Some(outage.endpoint.clone());
         config.dynamodb_table_name = Some(table.clone());
-        config.persistence_buffer_records = 10;
+        config.persistence_buffer_records = NonZeroUsize::new(10).unwrap();
     });
     let mut client = Client::connect(&server.ws_url("/ws?project_id=down")).await;
     for n in 0..60 {

@@ -3,7 +3,7 @@
 
 pub mod common;
 
-use std::time::Duration;
+use std::{num::NonZeroUsize, time::Duration};
 
 use common::{Client, TestServer};
 use serde_json::json;
@@ -144,8 +144,8 @@ async fn publish_api_rejects_bad_bodies_clearly() {
 #[tokio::test]
 async fn a_slow_consumer_is_closed_without_holding_up_the_others() {
     let server = TestServer::start(|config| {
-        config.outbound_queue_messages = 16;
-        config.outbound_queue_bytes = 256 * 1024;
+        config.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
+        config.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
     });
     let mut slow = Client::connect(&server.ws_url("/ws?project_id=busy")).await;
     let mut fast = Client::connect(&server.ws_url("/ws?project_id=busy")).await;
@@ -189,7 +189,7 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_others() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
-    let server = TestServer::start(|config| config.send_timeout_secs = 1);
+    let server = TestServer::start(|config| config.send_timeout = Duration::from_secs(1));
     let stuck = Client::connect(&server.ws_url("/ws?project_id=stuck")).await;
     let stuck_addr = match stuck.stream.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
@@ -215,7 +215,7 @@ async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
 #[tokio::test]
 async fn with_a_write_delay_publications_arrive_after_it_in_order() {
     let delay = Duration::from_millis(1000);
-    let server = TestServer::start(|config| config.write_delay_ms = delay.as_millis() as u64);
+    let server = TestServer::start(|config| config.write_delay = delay);
     let mut client = Client::connect(&server.ws_url("/ws?project_id=paced")).await;
     let started = std::time::Instant::now();
     for seq in 0..3 {

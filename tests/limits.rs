@@ -8,6 +8,7 @@ pub mod common;
 
 use std::{
     net::SocketAddr,
+    num::NonZeroU32,
     time::{Duration, Instant},
 };
 
@@ -136,7 +137,7 @@ fn with_budget(per_second: u32, burst: u32, close_after: u32) -> TestServer {
     TestServer::start(|config| {
         config.publish_api_keys = vec![KEY.into()];
         config.client_rate_per_second = per_second;
-        config.client_rate_burst = burst;
+        config.client_rate_burst = NonZeroU32::new(burst).expect("a burst of at least one frame");
         config.client_rate_close_after = close_after;
     })
 }
@@ -255,7 +256,7 @@ async fn services_have_their_own_budget() {
         config.jwt_secret = Some(tokens::SECRET.into());
         config.publish_api_keys = vec![KEY.into()];
         config.client_rate_per_second = 1;
-        config.client_rate_burst = 1;
+        config.client_rate_burst = NonZeroU32::MIN;
     });
     let keyed = upgrade_request(&server.ws_url("/ws"), &[("authorization", &format!("Bearer {KEY}"))]);
     let publisher = hs256(&claims("publisher", &["p"], 300, json!({"scope": "publish"})));
@@ -280,7 +281,7 @@ async fn the_publish_api_has_a_budget_per_key() {
     let server = TestServer::start(|config| {
         config.publish_api_keys = vec![KEY.into(), "other-key".into()];
         config.api_rate_per_second = 1;
-        config.api_rate_burst = 2;
+        config.api_rate_burst = NonZeroU32::new(2).unwrap();
     });
     let http = reqwest::Client::new();
     let publish = |key: &str| {
@@ -319,7 +320,7 @@ async fn slowloris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 
 #[tokio::test]
 async fn slowloris_sockets_are_closed_while_new_clients_still_connect_promptly() {
-    let server = TestServer::start(|config| config.http_request_timeout_secs = 2);
+    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
     let sockets: Vec<_> = (0..500).map(|_| tokio::spawn(slowloris(server.addr, Duration::from_secs(10)))).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(server.metric("agenticai_ws_pending_handshakes").await >= 500.0, "the 500 sockets are open");

@@ -13,7 +13,7 @@ use serde_json::json;
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
     // EMF on, so its emitter runs too (its line format is unit-tested in src/emf.rs).
-    let server = TestServer::start(|config| config.emf_interval_secs = 1);
+    let server = TestServer::start(|config| config.emf_interval = Duration::from_secs(1));
     let health = reqwest::get(server.http_url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");
@@ -181,7 +181,7 @@ fn every_bad_setting_exits_2_naming_its_variable() {
     let data = tempfile::tempdir().unwrap();
     let a_file = data.path().join("a-file");
     std::fs::write(&a_file, b"").unwrap();
-    let cases: [(&str, String); 9] = [
+    let cases: [(&str, String); 12] = [
         ("WEBSOCKET_PORT", "eighty".into()),
         ("REDIS_URL", "foo".into()),
         ("REDIS_URL", "redis://:hunter2@".into()),
@@ -191,6 +191,9 @@ fn every_bad_setting_exits_2_naming_its_variable() {
         ("RUST_LOG", "verbose".into()),
         ("LOG_FORMAT", "xml".into()),
         ("JWT_SECRET", "too-short".into()),
+        ("PING_INTERVAL_SECS", "0".into()),
+        ("HTTP_REQUEST_TIMEOUT_SECS", "1500ms".into()),
+        ("MAX_FRAME_BYTES", "0".into()),
     ];
     for (variable, value) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))

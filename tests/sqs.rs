@@ -225,7 +225,7 @@ async fn an_emulator_outage_loses_nothing_confirmed_and_reports_the_rest() {
     let proxy = common::OutageProxy::start(&endpoint).await;
     let server = TestServer::start(|config| {
         queues.configure(config, &proxy.endpoint);
-        config.forward_deadline_secs = 4;
+        config.forward_deadline = Duration::from_secs(4);
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let before =
