@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-target/benchmarks}
 mkdir -p "$OUT"
-cargo build --release --quiet --bins
+cargo build --release --quiet --workspace --bins
 LOADTEST=target/release/loadtest
 SERVER_PID=
 

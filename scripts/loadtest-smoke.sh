@@ -4,14 +4,14 @@
 # anything is lost, duplicated or failed. It checks correctness, not speed. Well under 2 minutes.
 #
 # Environment: SERVER_BIN, LOADTEST_BIN (default target/release/...); SKIP_BUILD=1 uses them as
-# they are (otherwise `cargo build --release --bins`, a no-op when fresh).
+# they are (otherwise `cargo build --release --workspace --bins`, a no-op when fresh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SERVER_BIN=${SERVER_BIN:-target/release/agenticai-websocket}
 LOADTEST_BIN=${LOADTEST_BIN:-target/release/loadtest}
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --quiet --bins
+  cargo build --release --quiet --workspace --bins
 fi
 
 tmp=$(mktemp -d)
