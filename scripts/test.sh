@@ -51,8 +51,8 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "starting the AWS emulator (moto) on 127.0.0.1"
 moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -67,16 +67,18 @@ done
 export RUST_LOG=${RUST_LOG:-warn}
 if [ -n "${SKIP_COVERAGE:-}" ]; then
   step "unit and integration tests"
-  cargo test --locked --all-targets
+  cargo test --locked --workspace --all-targets
 else
   step "unit and integration tests, with line coverage (fails under ${COVERAGE_MIN}%)"
   cargo tarpaulin --engine ptrace --locked --skip-clean --all-targets \
-    --exclude-files 'src/bin/*' --exclude-files 'tests/*' --exclude-files 'vendor/*' \
+    --exclude-files 'loadtest/*' --exclude-files 'tests/*' --exclude-files 'vendor/*' \
     --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" --out Stdout
+  step "the load generator's unit tests (not counted in the gateway's coverage)"
+  cargo test --locked -p loadtest
 fi
 
 step "release build"
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 BIN="$ROOT/target/release/agenticai-websocket"
 
 # Starts the release server on a free loopback port with the given environment, runs the endpoint
