@@ -64,10 +64,6 @@ scenario "fanout 50 subscribers x 5 projects (HTTP)" fanout --subscribers 50 --p
 scenario "fanout 50 subscribers x 5 projects (WebSocket)" fanout --subscribers 50 --projects 5 --publishers 2 --rate 200 --duration 2 --via ws --drain-timeout 5
 scenario "forward 5 clients into the local spool" forward --clients 5 --rate 500 --duration 3 --window 16
 
-# The kernel's floor: no server involved (a writer process and readers over loopback sockets).
-check "floor burst 200 sockets x 2" floor --connections 200 --messages 2
-check "floor steady 2000 frames/s over 100 sockets" floor --connections 100 --rate 2000 --duration 1
-
 # A run that must fail: the tool's own failure path (nothing listens on a closed port).
 closed_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 echo "--- loadtest-smoke: a failing run exits non-zero"

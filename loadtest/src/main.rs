@@ -9,9 +9,6 @@
 //! - `forward`: C clients forwarding at a target rate; confirmed forwards/s, confirmation latency,
 //!   errors by code, SQS entries per batch; optionally a bare SDK client against the same
 //!   emulator for comparison (`bare-sqs` alone does only that part).
-//! - `floor`: the `fanout` traffic shapes with no gateway at all: a writer process writes frames
-//!   straight into N loopback TCP sockets, lean mio readers read them; latency percentiles and the
-//!   kernel's CPU per frame (writer user/system, readers), the floor under the `fanout` figures.
 //! - `abuse`: a ping flood, connections over their rate budget, slowloris sockets, one after the
 //!   other, with probe clients measuring round trips and connects and the server's memory
 //!   sampled before, during and after each.
@@ -23,7 +20,6 @@
 mod abuse;
 mod connect;
 mod fanout;
-mod floor;
 mod forward;
 mod net;
 mod scrape;
@@ -56,16 +52,11 @@ enum Command {
     Forward(forward::Args),
     /// A bare aws-sdk-sqs client sending 10-entry SendMessageBatch calls (the reference figure).
     BareSqs(forward::BareArgs),
-    /// No gateway: a writer process -> N loopback TCP sockets -> mio readers (the kernel's floor).
-    Floor(floor::Args),
     /// Floods (pings, requests over budget, slowloris) while probes measure the others' latency.
     Abuse(abuse::Args),
     /// (internal) one child process of a multi-process `connect` run.
     #[command(hide = true)]
     ConnectWorker(connect::WorkerArgs),
-    /// (internal) the writer process of a `floor` run.
-    #[command(hide = true)]
-    FloorWriter(floor::WriterArgs),
 }
 
 /// Options every scenario has.
@@ -225,9 +216,7 @@ fn main() -> ExitCode {
             Command::Fanout(args) => fanout::run(args, nofile).await,
             Command::Forward(args) => forward::run(args).await,
             Command::BareSqs(args) => forward::run_bare(args).await,
-            Command::Floor(args) => floor::run(args, nofile).await,
             Command::Abuse(args) => abuse::run(args).await,
-            Command::FloorWriter(args) => floor::writer_main(args).await,
         }
     });
     // Connections still open are dropped with the runtime, without waiting on the peers.
