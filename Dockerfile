@@ -9,20 +9,22 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /build
 
-# Dependency layer: build every dependency against placeholder sources so that this layer is
-# reused until Cargo.toml, Cargo.lock or a vendored crate (vendor/README.md) change.
+# Dependency layer: build every dependency of the gateway against a placeholder main.rs so that
+# this layer is reused until a manifest, Cargo.lock or a vendored crate (vendor/README.md) change.
+# Cargo loads the whole workspace, so it needs the load generator's manifest too; `-p` builds the
+# gateway alone, so the load generator's sources are never read and need no placeholder.
 COPY Cargo.toml Cargo.lock ./
+COPY loadtest/Cargo.toml ./loadtest/
 COPY vendor ./vendor
-RUN mkdir -p src/bin/loadtest \
+RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/loadtest/main.rs \
-    && cargo build --release --locked --bin agenticai-websocket \
+    && cargo build --release --locked -p agenticai-websocket \
     && rm -rf src target/release/.fingerprint/agenticai-websocket-* \
               target/release/deps/agenticai_websocket-* target/release/agenticai-websocket
 
 # The real sources.
 COPY src ./src
-RUN cargo build --release --locked --bin agenticai-websocket \
+RUN cargo build --release --locked -p agenticai-websocket \
     && cp target/release/agenticai-websocket /agenticai-websocket
 
 # ---------------------------------------------------------------- runtime

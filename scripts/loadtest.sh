@@ -9,5 +9,5 @@
 # Targets are loopback only. See docs/benchmarks.md for the published runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release --quiet --bin loadtest >&2
+cargo build --release --quiet -p loadtest >&2
 exec target/release/loadtest "$@"

@@ -23,6 +23,9 @@
 //! | [`metrics`], [`emf`], [`logging`] | Prometheus, CloudWatch EMF, structured logs |
 //! | [`stats`] | the status page's figures: the registry sampled each second, five minutes kept |
 //!
+//! Beside this crate in the Cargo workspace: `loadtest/`, the load generator, a crate of its own
+//! with its own dependencies, so the gateway (and its image) builds only what it ships.
+//!
 //! # Where a frame goes
 //!
 //! socket -> `session` (parse with `protocol::request`, check with `access`) ->

@@ -121,3 +121,68 @@ impl SeqSet {
         self.missing_from(expected)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_in_milliseconds() {
+        let mut histogram = histogram();
+        for micros in 1..=1000 {
+            record(&mut histogram, micros * 1000);
+        }
+        let p = percentiles(&histogram);
+        assert_eq!(p.count, 1000);
+        // 3 significant figures: within 0.1 % of the exact value.
+        assert!((p.p50_ms - 500.0).abs() <= 0.5, "{p:?}");
+        assert!((p.p99_ms - 990.0).abs() <= 1.0, "{p:?}");
+        assert!((p.max_ms - 1000.0).abs() <= 1.0, "{p:?}");
+        assert!(p.line().starts_with("n=1000 p50=5"), "{}", p.line());
+    }
+
+    #[test]
+    fn an_empty_histogram_reports_zeros() {
+        let p = percentiles(&histogram());
+        assert_eq!((p.count, p.p99_ms, p.max_ms), (0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn histograms_survive_the_trip_between_processes() {
+        let mut sent = histogram();
+        for micros in [3, 3, 150, 20_000] {
+            record(&mut sent, micros);
+        }
+        let mut received = histogram();
+        add_pairs(&mut received, &to_pairs(&sent));
+        assert_eq!(received.len(), 4);
+        assert_eq!(received.max(), sent.max());
+        assert_eq!(received.value_at_quantile(0.5), sent.value_at_quantile(0.5));
+    }
+
+    #[test]
+    fn seq_sets_tell_duplicates_losses_and_extras() {
+        let (mut confirmed, mut seen) = (SeqSet::default(), SeqSet::default());
+        for seq in [0, 1, 2, 200] {
+            confirmed.insert(seq);
+        }
+        assert!(seen.insert(1));
+        assert!(!seen.insert(1), "a second 1 is a duplicate");
+        seen.insert(200);
+        seen.insert(7);
+        assert_eq!(confirmed.missing_from(&seen), 2, "0 and 2 never arrived");
+        assert_eq!(seen.extra_over(&confirmed), 1, "7 was never confirmed");
+    }
+
+    #[test]
+    fn causes_are_counted_and_listed() {
+        let mut causes = Causes::new();
+        assert_eq!(causes_line(&causes), "none");
+        bump(&mut causes, "http_503", 2);
+        let mut more = Causes::new();
+        bump(&mut more, "http_503", 1);
+        bump(&mut more, "connect_refused", 1);
+        merge(&mut causes, &more);
+        assert_eq!(causes_line(&causes), "connect_refused=1 http_503=3");
+    }
+}

@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{net, scrape, stats, Common};
+use crate::{net, report, scrape, stats, Common};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -125,7 +125,6 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         // The phase's sockets are gone; give the server a moment to let go of them.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = scrape::scrape(&http, &metrics_urls).await;
-        let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
         let refusals: Vec<String> = after
             .labelled("agenticai_ws_limit_refusals_total")
             .into_iter()
@@ -142,9 +141,9 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         let (round_trips, connects) = (stats::percentiles(&seen.round_trips), stats::percentiles(&seen.connects));
         lines.push(format!(
             "{name:<13} RSS {:.1} -> peak {:.1} -> {:.1} MiB | probe ping {} | probe connect {} | probe failures {} | refusals: {} | closes: {:?}",
-            mib(before.get(scrape::RSS)),
-            mib(peak.max(before.get(scrape::RSS))),
-            mib(after.get(scrape::RSS)),
+            report::mib(before.get(scrape::RSS)),
+            report::mib(peak.max(before.get(scrape::RSS))),
+            report::mib(after.get(scrape::RSS)),
             round_trips.line(),
             connects.line(),
             seen.failures,
@@ -171,7 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         probes.by_phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().map(|p| p.failures).sum();
     lines.push(format!("probe requests or connects that failed: {failures}"));
     let value = json!({"scenario": "abuse", "phases": results, "probe_failures": failures});
-    Ok(crate::finish(args.common.json, &lines.join("\n"), &value, failures == 0))
+    Ok(report::finish(args.common.json, &lines.join("\n"), &value, failures == 0))
 }
 
 /// A well-behaved client: a `ping` request every 200 ms; probe 0 also reconnects each time.

@@ -9,12 +9,14 @@
 //! - `forward`: C clients forwarding at a target rate; confirmed forwards/s, confirmation latency,
 //!   errors by code, SQS entries per batch; optionally a bare SDK client against the same
 //!   emulator for comparison (`bare-sqs` alone does only that part).
-//! - `floor`: the `fanout` traffic shapes with no gateway at all: a writer process writes frames
-//!   straight into N loopback TCP sockets, lean mio readers read them; latency percentiles and the
-//!   kernel's CPU per frame (writer user/system, readers), the floor under the `fanout` figures.
 //! - `abuse`: a ping flood, connections over their rate budget, slowloris sockets, one after the
 //!   other, with probe clients measuring round trips and connects and the server's memory
 //!   sampled before, during and after each.
+//!
+//! Each scenario's `run` reads as its phases (set-up, the measured window, the checks, the
+//! report); `report` holds what they share: the measured window (metrics and machine CPU before
+//! and after), the printing of a result, and the summary's number formats. The pure parts (the
+//! tallies, the reports built from them, the statistics) have unit tests beside them.
 //!
 //! Every run is bounded in count and in time. A live progress line goes to stderr, the summary to
 //! stdout (with `--json`, the JSON result goes to stdout and the summary to stderr). The exit
@@ -23,9 +25,9 @@
 mod abuse;
 mod connect;
 mod fanout;
-mod floor;
 mod forward;
 mod net;
+mod report;
 mod scrape;
 mod stats;
 mod tokens;
@@ -56,16 +58,11 @@ enum Command {
     Forward(forward::Args),
     /// A bare aws-sdk-sqs client sending 10-entry SendMessageBatch calls (the reference figure).
     BareSqs(forward::BareArgs),
-    /// No gateway: a writer process -> N loopback TCP sockets -> mio readers (the kernel's floor).
-    Floor(floor::Args),
     /// Floods (pings, requests over budget, slowloris) while probes measure the others' latency.
     Abuse(abuse::Args),
     /// (internal) one child process of a multi-process `connect` run.
     #[command(hide = true)]
     ConnectWorker(connect::WorkerArgs),
-    /// (internal) the writer process of a `floor` run.
-    #[command(hide = true)]
-    FloorWriter(floor::WriterArgs),
 }
 
 /// Options every scenario has.
@@ -183,22 +180,6 @@ impl Drop for Progress {
     }
 }
 
-/// Prints the result and picks the exit status.
-pub fn finish(json: bool, human: &str, value: &serde_json::Value, ok: bool) -> ExitCode {
-    if json {
-        eprintln!("{human}");
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
-    } else {
-        println!("{human}");
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("loadtest: FAILED (see the failures above)");
-        ExitCode::from(1)
-    }
-}
-
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -225,9 +206,7 @@ fn main() -> ExitCode {
             Command::Fanout(args) => fanout::run(args, nofile).await,
             Command::Forward(args) => forward::run(args).await,
             Command::BareSqs(args) => forward::run_bare(args).await,
-            Command::Floor(args) => floor::run(args, nofile).await,
             Command::Abuse(args) => abuse::run(args).await,
-            Command::FloorWriter(args) => floor::writer_main(args).await,
         }
     });
     // Connections still open are dropped with the runtime, without waiting on the peers.
@@ -238,5 +217,81 @@ fn main() -> ExitCode {
             eprintln!("loadtest: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    pub(crate) fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn fanout_takes_the_benchmark_series_arguments() {
+        let cli = parse(&[
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:18090/ws",
+            "--subscribers",
+            "1000",
+            "--projects",
+            "10",
+            "--publishers",
+            "8",
+            "--rate",
+            "1500",
+            "--duration",
+            "30",
+            "--via",
+            "ws",
+            "--server-pid",
+            "42",
+        ])
+        .expect("the arguments of scripts/benchmarks.sh");
+        let Command::Fanout(args) = cli.command else { panic!("not fanout") };
+        assert_eq!((args.subscribers, args.projects, args.publishers), (1000, 10, 8));
+        assert_eq!((args.rate, args.duration), (1500.0, 30.0));
+        assert_eq!(args.via, fanout::Via::Ws);
+        assert_eq!(args.common.server_pids, vec![42]);
+        assert_eq!(args.window, 32, "default window");
+    }
+
+    #[test]
+    fn every_scenario_needs_a_url() {
+        for scenario in ["connect", "fanout", "forward", "abuse"] {
+            assert!(parse(&[scenario]).is_err(), "{scenario} without --url");
+        }
+    }
+
+    #[test]
+    fn metrics_urls_default_to_each_distinct_instance() {
+        let cli = parse(&[
+            "connect",
+            "--url",
+            "ws://127.0.0.1:9001/ws",
+            "--url",
+            "ws://127.0.0.1:9000/ws",
+            "--url",
+            "ws://127.0.0.1:9001/ws",
+        ])
+        .expect("valid arguments");
+        let Command::Connect(args) = cli.command else { panic!("not connect") };
+        let targets = args.common.targets().expect("loopback targets");
+        assert_eq!(
+            args.common.metrics_urls(&targets).expect("loopback metrics URLs"),
+            ["http://127.0.0.1:9000/metrics", "http://127.0.0.1:9001/metrics"]
+        );
+    }
+
+    #[test]
+    fn a_non_loopback_target_is_refused() {
+        let cli = parse(&["connect", "--url", "ws://10.0.0.1:8080/ws"]).expect("parses");
+        let Command::Connect(args) = cli.command else { panic!("not connect") };
+        let error = args.common.targets().expect_err("not loopback");
+        assert!(format!("{error:#}").contains("refused"), "{error:#}");
     }
 }

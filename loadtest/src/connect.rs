@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     net::{self, Target},
+    report::{self, Report},
     scrape,
     stats::{self, Causes},
     tokens::TokenArgs,
@@ -323,11 +324,76 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     let processes = if args.processes == 0 { args.connections.div_ceil(15_000) } else { args.processes }.max(1);
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let max_seconds = args.max_ramp + args.hold + 60.0;
-    let before = scrape::scrape(&http, &metrics_urls).await;
-    let cpu_before = scrape::machine_cpu();
+    let window = report::Window::open(&http, &metrics_urls).await;
     let agg = Arc::new(Mutex::new(Agg::default()));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let mut children = Vec::new();
+    let mut children = start_workers(&args, processes, &run_id, max_seconds, tx)?;
+    let collector = {
+        let agg = agg.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                lock(&agg).take(event);
+            }
+        })
+    };
+    let progress = {
+        let agg = agg.clone();
+        let total = args.connections;
+        Progress::start(args.common.quiet, move |elapsed| {
+            let (attempted, connected, failed, dropped, verified) = lock(&agg).totals();
+            let open = connected.saturating_sub(dropped).saturating_sub(verified);
+            format!(
+                "connect {elapsed:>5.0}s attempted {attempted}/{total} open {open} failed {failed} dropped {dropped} verified {verified}"
+            )
+        })
+    };
+    let bound = Instant::now() + Duration::from_secs_f64(max_seconds + 10.0);
+    let workers_until = |enough: fn(&Agg) -> usize| {
+        let (agg, collector) = (&agg, &collector);
+        async move {
+            while enough(&lock(agg)) < processes && Instant::now() < bound && !collector.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // 1. The ramp: until every process has opened its share.
+    workers_until(|agg| agg.ramped.len()).await;
+    let ramped_at = Instant::now();
+    let at_ramp = scrape::scrape(&http, &metrics_urls).await;
+    // 2. The hold.
+    let held = hold(&http, &metrics_urls, ramped_at, Duration::from_secs_f64(args.hold.max(0.0))).await;
+    let held_for = ramped_at.elapsed().as_secs_f64();
+    // 3. The check: every connection must receive one publication to its project.
+    let (reported_subscribers, publish_errors) = verify(&http, &targets, &args, &run_id).await;
+    // 4. Every process finishes (bounded).
+    workers_until(|agg| agg.done.len()).await;
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let measured = window.close(&http, &metrics_urls).await;
+    drop(progress);
+
+    let mut agg = std::mem::take(&mut *lock(&agg));
+    agg.lost_workers = processes - agg.done.len();
+    let outcome = Outcome::new(agg, &publish_errors, reported_subscribers, processes, held_for);
+    let server = ServerFigures::new(&measured, &at_ramp, &held, outcome.connected);
+    Ok(report(&args, nofile, &outcome, &server, &measured).print(args.common.json))
+}
+
+fn lock(agg: &Mutex<Agg>) -> std::sync::MutexGuard<'_, Agg> {
+    agg.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts the run's workers: in this process when there is one, else as child processes
+/// reporting on their stdout. Their events go to `events`.
+fn start_workers(
+    args: &Args,
+    processes: usize,
+    run_id: &str,
+    max_seconds: f64,
+    events: mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<Vec<tokio::process::Child>> {
     let per_rate = args.rate / processes as f64;
     if processes == 1 {
         let worker_args = WorkerArgs {
@@ -338,113 +404,92 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
             projects: args.projects,
             rate: per_rate,
             concurrency: args.concurrency,
-            run_id: run_id.clone(),
+            run_id: run_id.to_owned(),
             max_ramp: args.max_ramp,
             max_seconds,
             tokens: args.tokens.clone(),
         };
-        let tx = tx.clone();
         tokio::spawn(async move {
-            if let Err(error) = worker(worker_args, tx).await {
+            if let Err(error) = worker(worker_args, events).await {
                 eprintln!("loadtest: worker: {error:#}");
             }
         });
-    } else {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        for index in 0..processes {
-            let mut command = tokio::process::Command::new(&exe);
-            command.arg("connect-worker");
-            for url in &args.common.urls {
-                command.arg("--url").arg(url);
-            }
-            command
-                .arg("--source-addrs")
-                .arg(args.common.source_addrs.to_string())
-                .arg("--connect-timeout")
-                .arg(args.common.connect_timeout.to_string())
-                .arg("--worker-index")
-                .arg(index.to_string())
-                .arg("--worker-count")
-                .arg(processes.to_string())
-                .arg("--connections")
-                .arg(args.connections.to_string())
-                .arg("--projects")
-                .arg(args.projects.to_string())
-                .arg("--rate")
-                .arg(per_rate.to_string())
-                .arg("--concurrency")
-                .arg(args.concurrency.to_string())
-                .arg("--run-id")
-                .arg(&run_id)
-                .arg("--max-ramp")
-                .arg(args.max_ramp.to_string())
-                .arg("--max-seconds")
-                .arg(max_seconds.to_string())
-                .args(args.tokens.to_args())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true);
-            let mut child = command.spawn().context("starting a worker process")?;
-            let stdout = child.stdout.take().context("worker stdout")?;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Ok(event) = serde_json::from_str::<Event>(&line) {
-                        if tx.send(event).is_err() {
-                            break;
-                        }
+        return Ok(Vec::new());
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut children = Vec::new();
+    for index in 0..processes {
+        let mut command = tokio::process::Command::new(&exe);
+        command.arg("connect-worker");
+        for url in &args.common.urls {
+            command.arg("--url").arg(url);
+        }
+        command
+            .arg("--source-addrs")
+            .arg(args.common.source_addrs.to_string())
+            .arg("--connect-timeout")
+            .arg(args.common.connect_timeout.to_string())
+            .arg("--worker-index")
+            .arg(index.to_string())
+            .arg("--worker-count")
+            .arg(processes.to_string())
+            .arg("--connections")
+            .arg(args.connections.to_string())
+            .arg("--projects")
+            .arg(args.projects.to_string())
+            .arg("--rate")
+            .arg(per_rate.to_string())
+            .arg("--concurrency")
+            .arg(args.concurrency.to_string())
+            .arg("--run-id")
+            .arg(run_id)
+            .arg("--max-ramp")
+            .arg(args.max_ramp.to_string())
+            .arg("--max-seconds")
+            .arg(max_seconds.to_string())
+            .args(args.tokens.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("starting a worker process")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(event) = serde_json::from_str::<Event>(&line) {
+                    if events.send(event).is_err() {
+                        break;
                     }
                 }
-            });
-            children.push(child);
-        }
-    }
-    drop(tx);
-    let collector = {
-        let agg = agg.clone();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                agg.lock().unwrap().take(event);
             }
-        })
-    };
-    let _progress = {
-        let agg = agg.clone();
-        let total = args.connections;
-        Progress::start(args.common.quiet, move |elapsed| {
-            let agg = agg.lock().unwrap();
-            let (attempted, connected, failed, dropped, verified) = agg.totals();
-            let open = connected.saturating_sub(dropped).saturating_sub(verified);
-            format!(
-                "connect {elapsed:>5.0}s attempted {attempted}/{total} open {open} failed {failed} dropped {dropped} verified {verified}"
-            )
-        })
-    };
-    let started = Instant::now();
-    let bound = started + Duration::from_secs_f64(max_seconds + 10.0);
-    // 1. The ramp: until every process has opened its share.
-    while agg.lock().unwrap().ramped.len() < processes && Instant::now() < bound && !collector.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        children.push(child);
     }
-    let ramped_at = Instant::now();
-    let at_ramp = scrape::scrape(&http, &metrics_urls).await;
-    // 2. The hold; memory sampled after a settle and then every 5 s, the largest kept.
-    let hold = Duration::from_secs_f64(args.hold.max(0.0));
+    Ok(children)
+}
+
+/// Holds the connections for `hold` from `ramped_at`; the server's memory is sampled after a
+/// settle and then every 5 s, and the sample with the largest RSS returned.
+async fn hold(http: &reqwest::Client, metrics_urls: &[String], ramped_at: Instant, hold: Duration) -> scrape::Sample {
     let hold_end = ramped_at + hold;
     tokio::time::sleep(hold.min(Duration::from_secs(2))).await;
-    let mut held = scrape::scrape(&http, &metrics_urls).await;
+    let mut held = scrape::scrape(http, metrics_urls).await;
     while Instant::now() + Duration::from_secs(5) < hold_end {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let sample = scrape::scrape(&http, &metrics_urls).await;
+        let sample = scrape::scrape(http, metrics_urls).await;
         if sample.get(scrape::RSS) > held.get(scrape::RSS) {
             held = sample;
         }
     }
     tokio::time::sleep_until(hold_end.into()).await;
-    let held_for = ramped_at.elapsed().as_secs_f64();
-    // 3. The check: one publication per project, through each instance's publish API.
+    held
+}
+
+/// One publication per project through each instance's publish API: the subscribers the
+/// servers say it reached, and the publications that failed.
+async fn verify(http: &reqwest::Client, targets: &[Target], args: &Args, run_id: &str) -> (u64, Causes) {
     let mut reported_subscribers = 0u64;
     let mut publish_errors = Causes::new();
     let mut bases: Vec<String> = targets.iter().map(Target::http_base).collect();
@@ -452,63 +497,117 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     bases.dedup();
     for base in &bases {
         for k in 0..args.projects {
-            let body = json!({"project_id": project_id(&run_id, k, args.projects), "type": "loadtest_verify", "data": {"verify": run_id}});
-            match crate::fanout::http_publish(&http, base, args.common.api_key.as_deref(), &body).await {
+            let body = json!({"project_id": project_id(run_id, k, args.projects), "type": "loadtest_verify", "data": {"verify": run_id}});
+            match crate::fanout::http_publish(http, base, args.common.api_key.as_deref(), &body).await {
                 Ok(subscribers) => reported_subscribers += subscribers,
                 Err(cause) => stats::bump(&mut publish_errors, &cause, 1),
             }
         }
     }
-    // 4. Every process finishes (bounded).
-    while agg.lock().unwrap().done.len() < processes && Instant::now() < bound && !collector.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for child in &mut children {
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = scrape::scrape(&http, &metrics_urls).await;
-    let machine = scrape::machine_json(
-        &cpu_before,
-        &scrape::machine_cpu(),
-        scrape::delta(&before, &after, scrape::CPU),
-        started.elapsed().as_secs_f64(),
-    );
-    drop(_progress);
+    (reported_subscribers, publish_errors)
+}
 
-    let mut agg = std::mem::take(&mut *agg.lock().unwrap());
-    agg.lost_workers = processes - agg.done.len();
-    let (attempted, connected, _failed, dropped, verified) = agg.totals();
-    let connect_failures: u64 = agg
-        .failures
-        .iter()
-        .filter(|(cause, _)| !cause.starts_with("dropped") && *cause != "verify_timeout")
-        .map(|(_, n)| n)
-        .sum();
-    let start_ns = agg.ramped.values().map(|r| r.0).filter(|&ns| ns > 0).min().unwrap_or(0);
-    let end_ns = agg.ramped.values().map(|r| r.1).max().unwrap_or(0);
-    let ramp_seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let connect_rate = if ramp_seconds > 0.0 { connected as f64 / ramp_seconds } else { 0.0 };
-    let mut handshake = stats::histogram();
-    stats::add_pairs(&mut handshake, &agg.handshake);
-    let handshake = stats::percentiles(&handshake);
-    let rss_before = before.get(scrape::RSS);
-    let rss_held = held.get(scrape::RSS);
-    let per_connection = (connected > 0 && before.ok && held.ok).then(|| (rss_held - rss_before) / connected as f64);
-    let cpu_total = scrape::delta(&before, &after, scrape::CPU);
-    let cpu_ramp = scrape::delta(&before, &at_ramp, scrape::CPU);
-    let closed = scrape::closed_by_code(&before, &after);
-    let mut failures = agg.failures.clone();
-    stats::merge(&mut failures, &publish_errors.iter().map(|(k, v)| (format!("verify_publish_{k}"), *v)).collect());
-    if agg.lost_workers > 0 {
-        stats::bump(&mut failures, "worker_process_lost", agg.lost_workers as u64);
+/// The workers' figures put together.
+struct Outcome {
+    processes: usize,
+    attempted: u64,
+    connected: u64,
+    /// Connections that never opened (a drop or a missed check message is not one).
+    connect_failures: u64,
+    dropped: u64,
+    verified: u64,
+    reported_subscribers: u64,
+    /// Every cause: the workers', the check publications' (`verify_publish_`), lost workers.
+    failures: Causes,
+    ramp_seconds: f64,
+    handshake: stats::Percentiles,
+    held_for: f64,
+}
+
+impl Outcome {
+    fn new(agg: Agg, publish_errors: &Causes, reported_subscribers: u64, processes: usize, held_for: f64) -> Outcome {
+        let (attempted, connected, _failed, dropped, verified) = agg.totals();
+        let connect_failures: u64 = agg
+            .failures
+            .iter()
+            .filter(|(cause, _)| !cause.starts_with("dropped") && *cause != "verify_timeout")
+            .map(|(_, n)| n)
+            .sum();
+        let start_ns = agg.ramped.values().map(|r| r.0).filter(|&ns| ns > 0).min().unwrap_or(0);
+        let end_ns = agg.ramped.values().map(|r| r.1).max().unwrap_or(0);
+        let mut handshake = stats::histogram();
+        stats::add_pairs(&mut handshake, &agg.handshake);
+        let mut failures = agg.failures;
+        stats::merge(&mut failures, &publish_errors.iter().map(|(k, v)| (format!("verify_publish_{k}"), *v)).collect());
+        if agg.lost_workers > 0 {
+            stats::bump(&mut failures, "worker_process_lost", agg.lost_workers as u64);
+        }
+        Outcome {
+            processes,
+            attempted,
+            connected,
+            connect_failures,
+            dropped,
+            verified,
+            reported_subscribers,
+            failures,
+            ramp_seconds: end_ns.saturating_sub(start_ns) as f64 / 1e9,
+            handshake: stats::percentiles(&handshake),
+            held_for,
+        }
     }
+}
+
+/// The server's side: memory before, held and after, CPU over the run and over the ramp.
+struct ServerFigures {
+    rss_before: f64,
+    rss_held: f64,
+    rss_after: f64,
+    per_connection: Option<f64>,
+    active_held: f64,
+    fds_held: f64,
+    cpu_total: f64,
+    cpu_ramp: f64,
+    closed: Causes,
+}
+
+impl ServerFigures {
+    fn new(measured: &report::Measured, at_ramp: &scrape::Sample, held: &scrape::Sample, connected: u64) -> Self {
+        let rss_before = measured.before.get(scrape::RSS);
+        let rss_held = held.get(scrape::RSS);
+        ServerFigures {
+            rss_before,
+            rss_held,
+            rss_after: measured.after.get(scrape::RSS),
+            per_connection: (connected > 0 && measured.before.ok && held.ok)
+                .then(|| (rss_held - rss_before) / connected as f64),
+            active_held: held.get(scrape::ACTIVE),
+            fds_held: held.get(scrape::FDS),
+            cpu_total: measured.server_cpu(),
+            cpu_ramp: scrape::delta(&measured.before, at_ramp, scrape::CPU),
+            closed: scrape::closed_by_code(&measured.before, &measured.after),
+        }
+    }
+}
+
+fn report(args: &Args, nofile: u64, outcome: &Outcome, server: &ServerFigures, measured: &report::Measured) -> Report {
+    let Outcome {
+        processes,
+        connected,
+        connect_failures,
+        dropped,
+        verified,
+        reported_subscribers,
+        ramp_seconds,
+        held_for,
+        ..
+    } = *outcome;
+    let connect_rate = report::per_second(connected, ramp_seconds);
     let ok = connected == args.connections as u64
         && verified == connected
         && dropped == 0
-        && failures.is_empty()
+        && outcome.failures.is_empty()
         && reported_subscribers == connected;
-
     let value = json!({
         "scenario": "connect",
         "ok": ok,
@@ -518,54 +617,134 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         "source_addrs": args.common.source_addrs,
         "target_rate": args.rate,
         "nofile_limit": nofile,
-        "attempted": attempted,
+        "attempted": outcome.attempted,
         "connected": connected,
         "failed": connect_failures,
         "dropped_during_hold": dropped,
         "verified": verified,
         "verify_subscribers_reported": reported_subscribers,
-        "failures": failures,
+        "failures": outcome.failures,
         "ramp_seconds": ramp_seconds,
         "connect_rate_per_s": connect_rate,
-        "handshake_latency": handshake,
+        "handshake_latency": outcome.handshake,
         "held_seconds": held_for,
-        "machine": machine,
+        "machine": measured.machine,
         "server": {
-            "metrics_ok": before.ok && after.ok,
-            "rss_before_bytes": rss_before,
-            "rss_held_bytes": rss_held,
-            "rss_after_bytes": after.get(scrape::RSS),
-            "rss_bytes_per_connection": per_connection,
-            "active_connections_held": held.get(scrape::ACTIVE),
-            "open_fds_held": held.get(scrape::FDS),
-            "cpu_seconds_run": cpu_total,
-            "cpu_seconds_ramp": cpu_ramp,
-            "cpu_us_per_connection_ramp": (connected > 0).then(|| cpu_ramp * 1e6 / connected as f64),
-            "closed_by_code": closed,
+            "metrics_ok": measured.metrics_ok(),
+            "rss_before_bytes": server.rss_before,
+            "rss_held_bytes": server.rss_held,
+            "rss_after_bytes": server.rss_after,
+            "rss_bytes_per_connection": server.per_connection,
+            "active_connections_held": server.active_held,
+            "open_fds_held": server.fds_held,
+            "cpu_seconds_run": server.cpu_total,
+            "cpu_seconds_ramp": server.cpu_ramp,
+            "cpu_us_per_connection_ramp": (connected > 0).then(|| server.cpu_ramp * 1e6 / connected as f64),
+            "closed_by_code": server.closed,
         },
     });
     let human = format!(
-        "connect: {connected}/{} connected over {} process(es) in {ramp_seconds:.2}s = {connect_rate:.0} conn/s; failed {connect_failures}, dropped during hold {dropped}, verified {verified} (server reported {reported_subscribers} subscribers)\n\
+        "connect: {connected}/{} connected over {processes} process(es) in {ramp_seconds:.2}s = {connect_rate:.0} conn/s; failed {connect_failures}, dropped during hold {dropped}, verified {verified} (server reported {reported_subscribers} subscribers)\n\
          failures: {}\n\
          handshake latency: {}\n\
          held {held_for:.1}s; server RSS {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
          server CPU: {} over the run, {} during the ramp\n\
          server closes: {}\n\
-         machine CPU over the run: {}",
+         {}",
         args.connections,
-        processes,
-        stats::causes_line(&failures),
-        handshake.line(),
-        rss_before / 1048576.0,
-        rss_held / 1048576.0,
-        after.get(scrape::RSS) / 1048576.0,
-        per_connection.map_or("unknown".to_owned(), |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
-        held.get(scrape::ACTIVE),
-        held.get(scrape::FDS),
-        scrape::cpu_text(cpu_total),
-        scrape::cpu_text(cpu_ramp),
-        stats::causes_line(&closed),
-        scrape::machine_line(&machine),
+        stats::causes_line(&outcome.failures),
+        outcome.handshake.line(),
+        report::mib(server.rss_before),
+        report::mib(server.rss_held),
+        report::mib(server.rss_after),
+        report::or_unknown(server.per_connection, |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
+        server.active_held,
+        server.fds_held,
+        scrape::cpu_text(server.cpu_total),
+        scrape::cpu_text(server.cpu_ramp),
+        stats::causes_line(&server.closed),
+        measured.machine_line(),
     );
-    Ok(crate::finish(args.common.json, &human, &value, ok))
+    Report { ok, value, human }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(causes: &[(&str, u64)]) -> Causes {
+        causes.iter().map(|&(cause, n)| (cause.to_owned(), n)).collect()
+    }
+
+    /// Two workers: one opened 3 (one dropped during the hold), the other 2 of 3 (one refused).
+    fn two_workers() -> Agg {
+        let mut agg = Agg::default();
+        for (worker, start_ns, end_ns) in [(0, 1_000_000_000, 1_500_000_000), (1, 1_100_000_000, 2_000_000_000)] {
+            agg.take(Event::Progress { worker, attempted: 3, connected: 0, failed: 0, dropped: 0, verified: 0 });
+            agg.take(Event::Ramped { worker, start_ns, end_ns, connected: 0, failed: 0 });
+        }
+        agg.take(Event::Done {
+            worker: 0,
+            connected: 3,
+            verified: 2,
+            dropped: 1,
+            failures: failures(&[("dropped_eof", 1)]),
+            handshake: vec![(1000, 3)],
+        });
+        agg.take(Event::Done {
+            worker: 1,
+            connected: 2,
+            verified: 2,
+            dropped: 0,
+            failures: failures(&[("connect_refused", 1)]),
+            handshake: vec![(3000, 2)],
+        });
+        agg
+    }
+
+    #[test]
+    fn the_workers_reports_add_up() {
+        assert_eq!(two_workers().totals(), (6, 5, 1, 1, 4));
+        let outcome = Outcome::new(two_workers(), &failures(&[("http_503", 1)]), 5, 2, 10.0);
+        assert_eq!((outcome.attempted, outcome.connected, outcome.dropped, outcome.verified), (6, 5, 1, 4));
+        assert_eq!(outcome.connect_failures, 1, "a drop during the hold is not a connect failure");
+        assert_eq!(outcome.ramp_seconds, 1.0, "from the first worker's first attempt to the last handshake");
+        assert_eq!(outcome.handshake.count, 5);
+        assert_eq!(stats::causes_line(&outcome.failures), "connect_refused=1 dropped_eof=1 verify_publish_http_503=1");
+    }
+
+    #[test]
+    fn a_lost_worker_is_a_failure() {
+        let mut agg = two_workers();
+        agg.lost_workers = 1;
+        let outcome = Outcome::new(agg, &Causes::new(), 5, 3, 10.0);
+        assert_eq!(outcome.failures.get("worker_process_lost"), Some(&1));
+    }
+
+    #[test]
+    fn the_report_gives_memory_per_connection() {
+        let cli = crate::tests::parse(&["connect", "--url", "ws://127.0.0.1:1/ws", "--connections", "5"])
+            .expect("valid arguments");
+        let crate::Command::Connect(args) = cli.command else { panic!("not connect") };
+        let mut agg = two_workers();
+        agg.failures.clear();
+        let outcome = Outcome { dropped: 0, verified: 5, ..Outcome::new(agg, &Causes::new(), 5, 2, 10.0) };
+        let measured = report::tests::measured_for_test(&[(scrape::RSS, 10_485_760.0)], &[(scrape::RSS, 10_485_760.0)]);
+        let held = scrape::Sample {
+            series: [(scrape::RSS.to_owned(), 10_485_760.0 + 5.0 * 8192.0)].into_iter().collect(),
+            ok: true,
+        };
+        let server = ServerFigures::new(&measured, &scrape::Sample::default(), &held, outcome.connected);
+        let report = report(&args, 20_000, &outcome, &server, &measured);
+        assert!(report.ok, "{}", report.human);
+        assert_eq!(report.value["server"]["rss_bytes_per_connection"], 8192.0);
+        assert_eq!(report.value["connect_rate_per_s"], 5.0);
+        let line = report.human.lines().nth(3).expect("the memory line");
+        assert!(
+            line.starts_with(
+                "held 10.0s; server RSS 10.0 MiB -> 10.0 MiB held -> 10.0 MiB after = 8192 B (8.00 KiB) per connection"
+            ),
+            "{line}"
+        );
+    }
 }
