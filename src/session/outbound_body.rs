@@ -10,7 +10,7 @@
 //! waited that long, so frames arriving meanwhile share its write: fewer `sendto` calls per
 //! delivery for busy clients, at the price of that much latency. Only a chunk that caught up with
 //! the queue is held (a backlog is written at once), and a held chunk is bounded
-//! ([`MAX_HELD_CHUNK_BYTES`]): once that large it is written at once.
+//! (`MAX_HELD_CHUNK_BYTES`, 64 KiB): once that large it is written at once.
 //!
 //! A close asked for on the connection's [`CloseSignal`](super::state::CloseSignal) wakes the
 //! body, which sends the close frame next, ahead of a full queue. A drain close (1012) and the

@@ -8,8 +8,8 @@
 //! the connection is closed with 3008 (slow consumer).** Nobody waits on a slow client, so one
 //! can neither grow the server's memory nor hold up a fan-out to others.
 //!
-//! The receiving end is the upgrade response's body,
-//! [`OutboundBody`](super::outbound_body::OutboundBody), which writes the queue into the socket.
+//! The receiving end is the upgrade response's body, [`OutboundBody`], which writes the queue
+//! into the socket.
 //!
 //! Closing goes through the connection's [`CloseSignal`] rather than the queue, so it overtakes a
 //! full queue; once a close is asked for, nothing more is queued.
