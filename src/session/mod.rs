@@ -30,7 +30,7 @@ pub mod inbound;
 pub mod outbound_body;
 pub mod outbox;
 mod presence;
-pub mod state;
+pub(crate) mod state;
 
 use std::{
     collections::HashSet,

@@ -81,7 +81,7 @@ pub struct Outbox {
 impl Outbox {
     /// A new queue and the response body that drains it. `done` hears how the body ended: the
     /// close code it sent, or None when the connection went away first.
-    pub fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
+    pub(crate) fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
         let (tx, rx) = mpsc::channel(limits.max_messages);
         let shared = Arc::new(Shared::default());
         let body = OutboundBody::new(rx, shared.clone(), limits.write_delay, done);
@@ -89,7 +89,7 @@ impl Outbox {
     }
 
     /// Queues a text frame, or closes the connection as a slow consumer when the queue is full.
-    pub fn push_text(&self, text: ByteString) -> Result<(), PushError> {
+    pub(crate) fn push_text(&self, text: ByteString) -> Result<(), PushError> {
         if self.shared.close.cause().is_some() {
             return Err(PushError::Closed);
         }
@@ -116,7 +116,7 @@ impl Outbox {
 
     /// Queues a control frame. A full queue means the peer is not reading; the close that
     /// follows is more useful than the ping.
-    pub fn push_control(&self, control: Outbound) -> Result<(), PushError> {
+    pub(crate) fn push_control(&self, control: Outbound) -> Result<(), PushError> {
         match self.tx.try_send(control) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow()),
@@ -131,22 +131,23 @@ impl Outbox {
 
     /// Asks the body to close the connection: with a server's close code, or in answer to the
     /// client's close or the socket's loss. Idempotent: the first cause wins.
-    pub fn close(&self, cause: impl Into<CloseCause>) {
+    pub(crate) fn close(&self, cause: impl Into<CloseCause>) {
         self.shared.close.ask(cause.into());
     }
 
     /// Why the connection is closing, once a close was asked for.
-    pub fn close_cause(&self) -> Option<CloseCause> {
+    pub(crate) fn close_cause(&self) -> Option<CloseCause> {
         self.shared.close.cause()
     }
 
     /// Resolves once a close has been asked for.
-    pub fn close_asked(&self) -> WaitForCancellationFutureOwned {
+    pub(crate) fn close_asked(&self) -> WaitForCancellationFutureOwned {
         self.shared.close.asked()
     }
 
     /// Bytes waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 }

@@ -31,7 +31,7 @@ const ABNORMAL_CLOSURE: u16 = 1006;
 
 /// Why a connection closes, or how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseCause {
+pub(crate) enum CloseCause {
     /// The server closes it with this code (the session, the hub, or a full outbox decided).
     Server(CloseCode),
     /// The client sent a close frame, or ended its side of the stream.
@@ -49,7 +49,7 @@ impl From<CloseCode> for CloseCause {
 impl CloseCause {
     /// The code of the close frame the server sends: its own, or 1000 to answer the client's
     /// (or to end a conversation nobody is reading any more).
-    pub fn frame_code(self) -> CloseCode {
+    pub(crate) fn frame_code(self) -> CloseCode {
         match self {
             CloseCause::Server(code) => code,
             CloseCause::Client | CloseCause::Lost => CloseCode::Normal,
@@ -57,7 +57,7 @@ impl CloseCause {
     }
 
     /// The label of `agenticai_ws_connections_closed_total` and the record's `close_reason`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             CloseCause::Server(code) => code.label(),
             CloseCause::Client => "client_closed",
@@ -67,7 +67,7 @@ impl CloseCause {
 
     /// The close code the connection record carries: 1006 (RFC 6455's "abnormal closure",
     /// never sent on the wire) for a connection that went away without a close frame.
-    pub fn record_code(self) -> u16 {
+    pub(crate) fn record_code(self) -> u16 {
         match self {
             CloseCause::Server(code) => code.code(),
             CloseCause::Client => CloseCode::Normal.code(),
@@ -83,14 +83,14 @@ impl CloseCause {
 /// A `CancellationToken` wakes; the cause is set once, before it. (A `watch` channel would hold
 /// both, but its eight notifiers cost about 340 bytes per connection against the token's 112.)
 #[derive(Default)]
-pub struct CloseSignal {
+pub(crate) struct CloseSignal {
     cause: OnceLock<CloseCause>,
     asked: CancellationToken,
 }
 
 impl CloseSignal {
     /// Asks for the connection to close. Only the first cause counts; returns whether this was it.
-    pub fn ask(&self, cause: CloseCause) -> bool {
+    pub(crate) fn ask(&self, cause: CloseCause) -> bool {
         let first = self.cause.set(cause).is_ok();
         if first {
             // After the cause is set: whoever the token wakes finds it.
@@ -100,19 +100,19 @@ impl CloseSignal {
     }
 
     /// The cause asked for first, once there is one. One atomic load: it is read on every push.
-    pub fn cause(&self) -> Option<CloseCause> {
+    pub(crate) fn cause(&self) -> Option<CloseCause> {
         self.cause.get().copied()
     }
 
     /// Resolves once a close has been asked for (at once if one was).
-    pub fn asked(&self) -> WaitForCancellationFutureOwned {
+    pub(crate) fn asked(&self) -> WaitForCancellationFutureOwned {
         self.asked.clone().cancelled_owned()
     }
 }
 
 /// How the outbound side of a connection finished, as the session hears it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutboundEnd {
+pub(crate) enum OutboundEnd {
     /// The close frame was handed to the connection, or the session stopped waiting for that
     /// (a peer that reads nothing leaves the body unpolled).
     CloseDone,
@@ -122,7 +122,7 @@ pub enum OutboundEnd {
 
 /// The session's side of the lifecycle (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionState {
+pub(crate) enum ConnectionState {
     /// Taking requests.
     Open,
     /// Closing with `code` once the requests in flight are answered: 1012 on a drain, 3509 for a
@@ -136,7 +136,7 @@ impl ConnectionState {
     /// Whether the session looks at the client's text, binary and ping frames at all: not after
     /// the 3509 decision (the rest of the flood is dropped unanswered and uncounted) and not once
     /// closed.
-    pub fn answers_frames(self) -> bool {
+    pub(crate) fn answers_frames(self) -> bool {
         match self {
             ConnectionState::Open => true,
             ConnectionState::WindingDown { code } => code != CloseCode::RateLimitExceeded,
@@ -146,7 +146,7 @@ impl ConnectionState {
 
     /// Whether a request may run now: any while open; only `ping` while winding down (the
     /// others are answered `draining`). Nothing runs once closed.
-    pub fn admits(self, request: &Request) -> Result<(), RequestError> {
+    pub(crate) fn admits(self, request: &Request) -> Result<(), RequestError> {
         match (self, request) {
             (ConnectionState::Open, _) => Ok(()),
             (ConnectionState::WindingDown { .. }, Request::Ping) => Ok(()),
@@ -162,7 +162,7 @@ impl ConnectionState {
     /// Starts winding down toward `code`. Only from open: the first decision stands (a drain
     /// after 3509 changes nothing), and a closed connection stays closed. Returns whether this
     /// call started it.
-    pub fn wind_down(&mut self, code: CloseCode) -> bool {
+    pub(crate) fn wind_down(&mut self, code: CloseCode) -> bool {
         if *self != ConnectionState::Open {
             return false;
         }
@@ -171,7 +171,7 @@ impl ConnectionState {
     }
 
     /// The close to ask for once no request is in flight: the wind-down's, if winding down.
-    pub fn close_when_idle(self) -> Option<CloseCode> {
+    pub(crate) fn close_when_idle(self) -> Option<CloseCode> {
         match self {
             ConnectionState::WindingDown { code } => Some(code),
             ConnectionState::Open | ConnectionState::Closed { .. } => None,
@@ -183,7 +183,7 @@ impl ConnectionState {
     /// such once its frame went out (or was given up on), and as lost if the connection went
     /// away first; with no cause, the connection was lost. Returns the ending, or None when
     /// already closed (the first report stands).
-    pub fn end(&mut self, cause: Option<CloseCause>, outbound: OutboundEnd) -> Option<CloseCause> {
+    pub(crate) fn end(&mut self, cause: Option<CloseCause>, outbound: OutboundEnd) -> Option<CloseCause> {
         if let ConnectionState::Closed { .. } = self {
             return None;
         }
@@ -198,7 +198,7 @@ impl ConnectionState {
 
     /// How the connection ended; a session stopped before its outbound side reported counts as
     /// lost.
-    pub fn ending(self) -> CloseCause {
+    pub(crate) fn ending(self) -> CloseCause {
         match self {
             ConnectionState::Closed { ending } => ending,
             ConnectionState::Open | ConnectionState::WindingDown { .. } => CloseCause::Lost,
