@@ -1,8 +1,8 @@
 //! The session actor: one per WebSocket connection.
 //!
 //! It owns the connection's [`outbox::Outbox`] (the bounded outbound queue, drained by the
-//! upgrade response's body), reads the client's messages ([`inbound::InboundFrames`], as a
-//! `StreamHandler`), parses each with
+//! upgrade response's body, [`outbound_body::OutboundBody`]), reads the client's messages
+//! ([`inbound::InboundFrames`], as a `StreamHandler`), parses each with
 //! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
 //! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
 //! publish path. It keeps the heartbeat and closes a silent peer.
@@ -20,13 +20,17 @@
 //!
 //! A session closes after its in-flight requests on a drain (SIGTERM, 1012) and on 3509: it
 //! stops taking requests, waits (bounded) for the forwards and publishes it accepted to be
-//! answered, then closes. The connection's [`ConnectionPermit`] is its place under the
-//! connection caps until the actor is dropped.
+//! answered, then closes. Where the connection is in its life (open, winding down, closed, and
+//! who closed it) is [`state`]'s one state machine; the session asks it rather than keeping
+//! flags. The connection's [`ConnectionPermit`] is its place under the connection caps until the
+//! actor is dropped.
 
 mod authentication;
 pub(crate) mod inbound;
+pub(crate) mod outbound_body;
 pub(crate) mod outbox;
 mod presence;
+pub(crate) mod state;
 
 use std::{
     collections::HashSet,
@@ -39,7 +43,9 @@ use bytestring::ByteString;
 
 use self::{
     inbound::{Inbound, InboundError, InboundFrames},
-    outbox::{Outbound, OutboundBody, Outbox, OutboxLimits},
+    outbound_body::OutboundBody,
+    outbox::{Outbound, Outbox, OutboxLimits},
+    state::{CloseCause, ConnectionState, OutboundEnd},
 };
 use crate::{
     access::{
@@ -64,40 +70,6 @@ use crate::{
 /// polled at all: the session ends anyway, so the hub and the metrics let go of it.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The close code recorded for a connection lost without a close frame (RFC 6455 7.1.5).
-const ABNORMAL_CLOSURE: u16 = 1006;
-
-/// How a connection ended, for metrics and the connection record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ending {
-    /// The server closed it with this code.
-    Server(CloseCode),
-    /// The client sent a close frame.
-    Client,
-    /// The socket went away without a close.
-    Lost,
-}
-
-impl Ending {
-    fn label(self) -> &'static str {
-        match self {
-            Ending::Server(code) => code.label(),
-            Ending::Client => "client_closed",
-            Ending::Lost => "connection_lost",
-        }
-    }
-
-    /// The close code the connection record carries: 1006 (RFC 6455's "abnormal closure",
-    /// never sent on the wire) for a connection that went away without a close frame.
-    fn code(self) -> u16 {
-        match self {
-            Ending::Server(code) => code.code(),
-            Ending::Client => CloseCode::Normal.code(),
-            Ending::Lost => ABNORMAL_CLOSURE,
-        }
-    }
-}
-
 pub(crate) struct Session {
     id: ConnectionId,
     gateway: Arc<Gateway>,
@@ -109,16 +81,11 @@ pub(crate) struct Session {
     last_heard: Instant,
     /// Forwards and publishes sent on and not yet answered.
     inflight: usize,
-    /// Closing once the in-flight requests are answered: 1012 on a drain, 3509 for a client
-    /// that keeps sending over its budget. New requests are refused meanwhile.
-    closing: Option<CloseCode>,
+    /// Open, winding down or closed (who closed it first is the outbox's close signal).
+    state: ConnectionState,
     /// The connection's place under the connection caps, given back when the session drops.
     permit: ConnectionPermit,
     budget: RequestBudget,
-    client_closed: bool,
-    /// The socket failed under us: nothing more can be sent.
-    connection_lost: bool,
-    ending: Option<Ending>,
     opened_at: String,
     remote_addr: Option<String>,
     /// The timer that ends the connection's identity: the authentication timeout (3502) before
@@ -141,12 +108,6 @@ pub(crate) struct NewSession {
     /// `forbidden` error after the greeting, and nothing of it is delivered.
     pub refused_projects: Vec<(ProjectId, RequestError)>,
 }
-
-/// The outbound side finished: the close frame went out with this code, or the socket was lost
-/// (None).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct OutboundDone(Option<CloseCode>);
 
 impl Session {
     /// Starts the actor, registers it with the hub (subscribing any project named on the URL)
@@ -189,33 +150,34 @@ impl Session {
             subscriptions: new.initial_projects.into_iter().collect(),
             last_heard: Instant::now(),
             inflight: 0,
-            closing: None,
+            state: ConnectionState::Open,
             permit: new.permit,
             budget,
-            client_closed: false,
-            connection_lost: false,
-            ending: None,
             opened_at: crate::protocol::now_iso8601(),
             remote_addr: new.remote_addr,
             identity_deadline: None,
             held_frames: None,
         };
         let member = session.presence_member();
-        let close = outbox.close_signal();
+        let close_asked = outbox.close_asked();
         let inbound = InboundFrames::new(payload, settings.max_frame_bytes);
         let addr = Session::create(move |ctx| {
             ctx.add_stream(inbound);
             let ended = async move {
                 tokio::select! {
-                    sent = done => sent.unwrap_or(None),
-                    code = async {
-                        let code = close.wait().await;
+                    sent = done => match sent {
+                        Ok(Some(_)) => OutboundEnd::CloseDone,
+                        Ok(None) | Err(_) => OutboundEnd::ConnectionGone,
+                    },
+                    () = async {
+                        close_asked.await;
                         tokio::time::sleep(CLOSE_FLUSH_TIMEOUT).await;
-                        code
-                    } => Some(code),
+                    } => OutboundEnd::CloseDone,
                 }
             };
-            ctx.spawn(ended.into_actor(&session).map(|code, _, ctx| ctx.notify(OutboundDone(code))));
+            ctx.spawn(
+                ended.into_actor(&session).map(|outbound, session, ctx| session.outbound_finished(outbound, ctx)),
+            );
             session
         });
         metrics.connections_opened.inc();
@@ -250,9 +212,7 @@ impl Session {
         self.gateway.metrics.frame_in(label);
         let request_id = parsed.request_id;
         let result = parsed.request.and_then(|request| {
-            if self.closing.is_some() && !matches!(request, Request::Ping) {
-                return Err(RequestError::new(ErrorCode::Draining, "The server is restarting; reconnect"));
-            }
+            self.state.admits(&request)?;
             self.route(request, request_id.clone(), ctx)
         });
         if let Err(error) = result {
@@ -341,7 +301,7 @@ impl Session {
 
     fn release_inflight_slot(&mut self) {
         self.inflight -= 1;
-        if let (Some(code), 0) = (self.closing, self.inflight) {
+        if let (Some(code), 0) = (self.state.close_when_idle(), self.inflight) {
             self.outbox.close(code);
         }
     }
@@ -349,10 +309,9 @@ impl Session {
     /// Stops taking requests and closes with `code` once the requests in flight are answered
     /// (at most DRAIN_INFLIGHT_GRACE later).
     fn close_after_inflight(&mut self, code: CloseCode, ctx: &mut Context<Self>) {
-        if self.closing.is_some() {
+        if !self.state.wind_down(code) {
             return;
         }
-        self.closing = Some(code);
         if self.inflight == 0 {
             self.outbox.close(code);
         } else {
@@ -365,7 +324,7 @@ impl Session {
     /// false when the frame must not be executed. A refused text frame is answered
     /// `rate_limited`; frames after the 3509 decision are dropped unanswered.
     fn within_budget(&mut self, text: Option<&str>, ctx: &mut Context<Self>) -> bool {
-        if self.closing == Some(CloseCode::RateLimitExceeded) {
+        if !self.state.answers_frames() {
             return false;
         }
         match self.budget.spend() {
@@ -479,6 +438,14 @@ impl Session {
         Ok(())
     }
 
+    /// The outbound side finished: the connection has ended, and how follows from who asked for
+    /// the close first.
+    fn outbound_finished(&mut self, outbound: OutboundEnd, ctx: &mut Context<Self>) {
+        if self.state.end(self.outbox.close_cause(), outbound).is_some() {
+            ctx.stop();
+        }
+    }
+
     fn heartbeat(&mut self, _: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.gateway.session.client_timeout {
             log::info!(connection_id = &*self.id; "closing silent peer");
@@ -498,7 +465,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let ending = self.ending.unwrap_or(Ending::Lost);
+        let ending = self.state.ending();
         let metrics = &self.gateway.metrics;
         metrics.active_connections.dec();
         if self.principal.identity.is_some() {
@@ -510,7 +477,7 @@ impl Actor for Session {
             connection_id: self.id.to_string(),
             opened_at: std::mem::take(&mut self.opened_at),
             closed_at: crate::protocol::now_iso8601(),
-            close_code: ending.code(),
+            close_code: ending.record_code(),
             close_reason: ending.label().to_owned(),
             remote_addr: self.remote_addr.take(),
             projects: self.subscriptions.iter().map(ToString::to_string).collect(),
@@ -546,21 +513,12 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
                 }
             }
             Ok(Inbound::Pong) => {}
-            Ok(Inbound::Close) => {
-                // A close that answers the server's own is the end of the server's close.
-                if self.outbox.close_requested().is_none() {
-                    self.client_closed = true;
-                }
-                self.outbox.close(CloseCode::Normal);
-            }
-            Err(InboundError::Lost(_)) => {
-                // The peer vanished without a close frame (reset, network drop), unless the
-                // server was closing it: then the reset is its answer to the close.
-                if self.outbox.close_requested().is_none() {
-                    self.connection_lost = true;
-                }
-                self.outbox.close(CloseCode::Normal);
-            }
+            // A close that answers the server's own is the end of the server's close: the first
+            // cause counts.
+            Ok(Inbound::Close) => self.outbox.close(CloseCause::Client),
+            // The peer vanished without a close frame (reset, network drop), unless the server
+            // was closing it: then the reset is its answer to the close.
+            Err(InboundError::Lost(_)) => self.outbox.close(CloseCause::Lost),
             Err(error) => {
                 let code = match error {
                     InboundError::TooBig { .. } => CloseCode::MessageTooBig,
@@ -574,24 +532,7 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
 
     /// The client's side ended; the body sends the close frame and then the actor stops.
     fn finished(&mut self, _: &mut Self::Context) {
-        if self.outbox.close_requested().is_none() {
-            self.client_closed = true;
-        }
-        self.outbox.close(CloseCode::Normal);
-    }
-}
-
-impl Handler<OutboundDone> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: OutboundDone, ctx: &mut Self::Context) {
-        self.ending = Some(match msg.0 {
-            _ if self.client_closed => Ending::Client,
-            _ if self.connection_lost => Ending::Lost,
-            Some(code) => Ending::Server(code),
-            None => Ending::Lost,
-        });
-        ctx.stop();
+        self.outbox.close(CloseCause::Client);
     }
 }
 
