@@ -38,6 +38,20 @@ start_server() {
     sleep 0.1
   done
 }
+# Stops the server with SIGTERM; a server that does not stop within 20 s, or exits non-zero (a
+# failed drain), fails the smoke test.
+stop_server() {
+  kill -TERM "$server_pid"
+  for _ in $(seq 1 200); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$server_pid" 2>/dev/null; then
+    failed=$((failed + 1)); echo "FAIL the server did not stop within 20 s of SIGTERM"
+  elif wait "$server_pid"; then
+    passed=$((passed + 1)); echo "PASS the server stopped cleanly on SIGTERM"
+  else
+    failed=$((failed + 1)); echo "FAIL the server exited non-zero after SIGTERM"; tail -20 "$tmp/server.log"
+  fi
+  server_pid=""
+}
 start_server
 
 url="ws://127.0.0.1:$port/ws"
@@ -79,16 +93,7 @@ else
   passed=$((passed + 1)); echo "PASS a non-loopback target is refused"
 fi
 
-kill -TERM "$server_pid"
-for _ in $(seq 1 200); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$server_pid" 2>/dev/null; then
-  failed=$((failed + 1)); echo "FAIL the server did not stop within 20 s of SIGTERM"
-elif wait "$server_pid"; then
-  passed=$((passed + 1)); echo "PASS the server stopped cleanly on SIGTERM"
-else
-  failed=$((failed + 1)); echo "FAIL the server exited non-zero after SIGTERM"; tail -20 "$tmp/server.log"
-fi
-server_pid=""
+stop_server
 
 # Connection tokens: each connection presents its own HS256 token with 10 project patterns.
 secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
@@ -97,18 +102,14 @@ scenario "connect 100 with a token each (HS256, 10 patterns)" connect --connecti
   --token-secret "$secret" --token-patterns 10
 scenario "connect 100 re-presenting one token" connect --connections 100 --projects 5 --hold 1 \
   --token-secret "$secret" --token-shared
-kill -TERM "$server_pid"
-wait "$server_pid" || true
-server_pid=""
+stop_server
 
 # The floods of the limits issue, against clients on a small budget (with a key configured,
 # plain connections are clients, not services) and a 1 s handshake timeout.
 start_server PUBLISH_API_KEYS=smoke-key CLIENT_RATE_PER_SECOND=10 CLIENT_RATE_BURST=20 HTTP_REQUEST_TIMEOUT_SECS=1
 scenario "abuse: a ping flood, 50 connections over budget, 20 slowloris sockets" abuse --phase-secs 2 \
   --probes 2 --flooders 50 --flood-rate 50 --slowloris 20
-kill -TERM "$server_pid"
-wait "$server_pid" || true
-server_pid=""
+stop_server
 
 echo "loadtest-smoke: $passed passed, $failed failed"
 [ "$failed" = 0 ]

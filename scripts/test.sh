@@ -112,7 +112,7 @@ PY
   wait "$server_pid"
   # Logs never hold a token or a secret.
   local secret
-  for secret in "${WS_TOKEN:-}" "${JWT_SECRET_FOR_TEST:-}"; do
+  for secret in "${WS_TOKEN:-}" "${JWT_SECRET_FOR_TEST:-}" "${PUBLISH_KEY_FOR_TEST:-}"; do
     if [ -n "$secret" ] && grep -qF "$secret" "$data_dir/server.log"; then
       echo "the server log holds a token or secret: $data_dir/server.log" >&2
       exit 1
@@ -122,6 +122,11 @@ PY
 
 step "endpoint integration test against a local server"
 endpoint_test -- --publish-open
+
+step "endpoint integration test with a publish API key (a wrong key refused, the right one publishes)"
+PUBLISH_KEY_FOR_TEST=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+endpoint_test PUBLISH_API_KEYS="$PUBLISH_KEY_FOR_TEST" -- --api-key "$PUBLISH_KEY_FOR_TEST"
+unset PUBLISH_KEY_FOR_TEST
 
 step "endpoint integration test with connection tokens (JWT_SECRET, a token from the token command)"
 JWT_SECRET_FOR_TEST=$(python3 -c 'import secrets; print(secrets.token_hex(32))')

@@ -117,4 +117,17 @@ mod tests {
         }
         assert!(backoff(0, Duration::from_millis(50), Duration::from_secs(2)) <= Duration::from_millis(50));
     }
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_ceiling() {
+        // Attempt 3 of a 50 ms base: a ceiling of 400 ms, each wait drawn evenly under it. A
+        // thousand draws all in one half has a chance of 2^-999.
+        let waits: Vec<Duration> =
+            (0..1000).map(|_| backoff(3, Duration::from_millis(50), Duration::from_secs(2))).collect();
+        assert!(waits.iter().all(|wait| *wait <= Duration::from_millis(400)));
+        assert!(waits.iter().any(|wait| *wait > Duration::from_millis(200)), "never in the upper half");
+        assert!(waits.iter().any(|wait| *wait < Duration::from_millis(200)), "never in the lower half");
+        let capped = (0..1000).map(|_| backoff(30, Duration::from_millis(50), Duration::from_secs(2)));
+        assert!(capped.clone().any(|wait| wait > Duration::from_secs(1)), "the cap is reached");
+    }
 }

@@ -362,3 +362,95 @@ async fn only_listed_origins_may_open_connections_from_a_browser() {
     // A client that sends no Origin (an agent, websocat) is not refused for it.
     Client::connect(&server.ws_url("/ws")).await;
 }
+
+/// While a first token waits on a key fetch, the frames pipelined behind `authenticate` are held
+/// (at most 32, the rest answered `busy` at once) and handled, in order, once it is answered.
+#[tokio::test]
+async fn frames_pipelined_behind_a_pending_authenticate_are_held_then_handled_in_order() {
+    let jwks = JwksServer::start_held(tokens::jwks_of(&["rsa-a"])).await;
+    let url = jwks.url.clone();
+    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let token = tokens::rs256("rsa-a", &claims("judy", &["acme-*"], 300, json!({})));
+    client.send(json!({"action": "authenticate", "token": token, "request_id": "auth"})).await;
+    client.send(json!({"action": "subscribe", "project_id": "acme-web", "request_id": "sub"})).await;
+    for n in 0..31 {
+        client.send(json!({"action": "ping", "request_id": n})).await;
+    }
+    client.send(json!({"action": "ping", "request_id": "one-too-many"})).await;
+    let busy = client.recv().await;
+    assert_eq!(busy["code"], "busy", "the 33rd frame behind a pending authenticate: {busy}");
+    client.expect_silence(Duration::from_millis(300)).await;
+    assert!(jwks.requests() >= 1, "the key fetch is pending");
+
+    jwks.release();
+    let authenticated = client.recv().await;
+    assert_eq!(
+        (authenticated["type"].as_str(), authenticated["request_id"].as_str()),
+        (Some("authenticated"), Some("auth"))
+    );
+    // The hub confirms the subscription on its own turn, so it may come among the pongs.
+    let (mut subscribed, mut pongs) = (Vec::new(), Vec::new());
+    for _ in 0..32 {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("pong") => pongs.push(frame["request_id"].as_i64().expect("the ping's request_id")),
+            _ => subscribed.push(frame),
+        }
+    }
+    assert_eq!(subscribed.len(), 1, "{subscribed:?}");
+    assert_eq!(subscribed[0]["type"], "subscription_confirmed", "the held subscribe ran with the identity");
+    assert_eq!(subscribed[0]["request_id"], "sub");
+    assert_eq!(pongs, (0..31).collect::<Vec<i64>>(), "the held pings, answered in order");
+    client.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// The gateway's own algorithm guard, not jsonwebtoken's key-family check: a JWKS `oct` key never
+/// becomes an HMAC secret, and a key that names its algorithm verifies only tokens of that one.
+#[tokio::test]
+async fn a_jwks_symmetric_key_or_another_algorithm_of_the_family_is_refused_with_its_reason() {
+    let secret = "c3ltbWV0cmljLWtleS10aGF0LWlzLWF0LWxlYXN0LTMyLWJ5dGVz";
+    let mut rsa_rs256_only: Value = serde_json::from_str(&tokens::jwks_of(&["rsa-a"])).unwrap();
+    rsa_rs256_only["keys"][0]["alg"] = json!("RS256");
+    rsa_rs256_only["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "oct", "kid": "shared", "alg": "HS256", "k": secret}));
+    let jwks = JwksServer::start(rsa_rs256_only.to_string()).await;
+    let url = jwks.url.clone();
+    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+
+    let accepted = tokens::rs256("rsa-a", &claims("kate", &["*"], 300, json!({})));
+    Client::connect(&token_url(&server, &accepted)).await;
+
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("shared".into());
+    let k = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret).unwrap();
+    let hmac = jsonwebtoken::encode(
+        &header,
+        &claims("kate", &["*"], 300, json!({})),
+        &jsonwebtoken::EncodingKey::from_secret(&k).unwrap(),
+    )
+    .unwrap();
+    let (status, body) = refused_upgrade(token_url(&server, &hmac)).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["message"], "Invalid token: the token's key is unknown", "an oct key: {body}");
+
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512);
+    header.kid = Some("rsa-a".into());
+    let pem = std::fs::read(format!("{}/tests/fixtures/rsa-a.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let rs512 = jsonwebtoken::encode(
+        &header,
+        &claims("kate", &["*"], 300, json!({})),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let (status, body) = refused_upgrade(token_url(&server, &rs512)).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body["message"], "Invalid token: the token's signature or algorithm is not accepted",
+        "RS512 with a key that allows RS256 only: {body}"
+    );
+    assert_eq!(server.metric("agenticai_ws_auth_failures_total{reason=\"unknown_key\"}").await, 1.0);
+    assert_eq!(server.metric("agenticai_ws_auth_failures_total{reason=\"bad_signature\"}").await, 1.0);
+}

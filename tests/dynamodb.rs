@@ -53,6 +53,24 @@ async fn items_with_pk(dynamo: &aws_sdk_dynamodb::Client, table: &str, pk: &str,
     }
 }
 
+/// One stored item with this partition key, its attributes as DynamoDB holds them.
+async fn raw_item(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    let output = dynamo
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+        .limit(1)
+        .send()
+        .await
+        .expect("query");
+    output.items().first().cloned().unwrap_or_else(|| panic!("no item with pk {pk}"))
+}
+
 #[tokio::test]
 async fn connections_forwards_and_publications_are_recorded_and_read_back_newest_first() {
     let endpoint = moto_endpoint();
@@ -76,6 +94,17 @@ async fn connections_forwards_and_publications_are_recorded_and_read_back_newest
 
     let connection = items_with_pk(&dynamo, &table, &format!("CONN#{connection_id}"), 1).await;
     assert_eq!(connection.len(), 1);
+    // Read the stored attributes themselves, not through the crate's own decoder: DynamoDB's TTL
+    // expires only items whose TTL attribute is a Number of epoch seconds.
+    let raw = raw_item(&dynamo, &table, &format!("CONN#{connection_id}")).await;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    assert_eq!(raw["pk"], AttributeValue::S(format!("CONN#{connection_id}")));
+    assert_eq!(raw["kind"], AttributeValue::S("connection".into()));
+    assert_eq!(raw["projects"], AttributeValue::L(vec![AttributeValue::S("audited".into())]));
+    let AttributeValue::N(ttl) = &raw["ttl"] else { panic!("ttl is not a Number: {:?}", raw["ttl"]) };
+    assert!(ttl.parse::<i64>().expect("whole epoch seconds") > chrono::Utc::now().timestamp());
+    let audit_raw = raw_item(&dynamo, &table, "PROJECT#audited").await;
+    assert!(matches!(audit_raw["sk"], AttributeValue::S(_)), "{audit_raw:?}");
     let record = &connection[0];
     assert_eq!(record["kind"], "connection");
     assert_eq!(record["projects"], json!(["audited"]));

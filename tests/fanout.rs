@@ -188,6 +188,36 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_others() {
 }
 
 #[tokio::test]
+async fn a_slow_consumer_that_reads_again_gets_the_close_code_3008() {
+    // The send timeout is long enough that the server never drops the socket: the close frame
+    // waits behind what the socket buffers hold, and the client finds it once it reads again.
+    let server = TestServer::start(|config| {
+        config.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
+        config.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
+        config.send_timeout = Duration::from_secs(60);
+    });
+    let mut slow = Client::connect(&server.ws_url("/ws?project_id=slow")).await;
+    let payload = "x".repeat(64 * 1024);
+    let mut published = 0;
+    while server.metric("agenticai_ws_slow_consumers_closed_total").await == 0.0 {
+        assert!(published < 1000, "1000 publications of 64 KiB never overflowed the outbound queue");
+        let response = server.publish(json!({"project_id": "slow", "data": {"seq": published, "pad": payload}})).await;
+        assert_eq!(response.status(), 200);
+        published += 1;
+    }
+    let mut received = 0;
+    let code = loop {
+        match slow.next_message().await {
+            tokio_tungstenite::tungstenite::Message::Text(_) => received += 1,
+            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame.map(|frame| u16::from(frame.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(3008), "after {received} of {published} messages");
+    assert!(received < published, "the slow client got everything ({received}); it was not cut off");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
     let server = TestServer::start(|config| config.send_timeout = Duration::from_secs(1));
     let stuck = Client::connect(&server.ws_url("/ws?project_id=stuck")).await;

@@ -25,19 +25,20 @@ async fn health_ready_and_metrics_answer() {
     client.send_text("{").await;
     client.recv().await;
     let text = server.metrics().await;
-    for series in [
-        "agenticai_ws_active_connections 1",
-        "agenticai_ws_connections_opened_total 1",
-        "agenticai_ws_subscriptions 1",
-        "agenticai_ws_projects 1",
-        "agenticai_ws_frames_in_total{action=\"ping\"} 1",
-        "agenticai_ws_frames_in_total{action=\"invalid\"} 1",
-        "agenticai_ws_frames_out_total{type=\"pong\"} 1",
-        "agenticai_ws_frames_out_total{type=\"connected\"} 1",
-        "agenticai_ws_errors_total{code=\"invalid_json\"} 1",
-    ] {
-        assert!(text.contains(series), "missing {series} in\n{text}");
-    }
+    common::assert_metrics(
+        &text,
+        &[
+            ("agenticai_ws_active_connections", 1.0),
+            ("agenticai_ws_connections_opened_total", 1.0),
+            ("agenticai_ws_subscriptions", 1.0),
+            ("agenticai_ws_projects", 1.0),
+            ("agenticai_ws_frames_in_total{action=\"ping\"}", 1.0),
+            ("agenticai_ws_frames_in_total{action=\"invalid\"}", 1.0),
+            ("agenticai_ws_frames_out_total{type=\"pong\"}", 1.0),
+            ("agenticai_ws_frames_out_total{type=\"connected\"}", 1.0),
+            ("agenticai_ws_errors_total{code=\"invalid_json\"}", 1.0),
+        ],
+    );
     for name in [
         "agenticai_ws_process_resident_memory_bytes",
         "agenticai_ws_process_open_fds",

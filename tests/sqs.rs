@@ -305,3 +305,160 @@ async fn a_forward_carries_the_verified_user_to_sqs() {
     assert_eq!(body["user_id"], "olivia");
     assert_eq!(body["gateway"]["user_id"], "olivia");
 }
+
+/// A `SendMessageBatch` proxy in front of the emulator that answers some entries itself, the way
+/// SQS answers a batch in part: an entry whose body holds `fault:sender` is failed as the
+/// sender's fault (every time), `fault:server-once` is failed as SQS's own fault once,
+/// `fault:drop-once` is left out of the answer once (neither successful nor failed). The rest
+/// go to the emulator, and its `Successful` list comes back in reverse order, so only the entry
+/// ids tie a result to its message. `batches` holds the entry ids of each call.
+struct SqsBatchFaultProxy {
+    endpoint: String,
+    batches: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl SqsBatchFaultProxy {
+    fn start(upstream: String) -> Self {
+        use std::sync::{Arc, Mutex};
+
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+
+        struct State {
+            upstream: String,
+            batches: Arc<Mutex<Vec<Vec<String>>>>,
+            /// Markers already applied once.
+            spent: Mutex<HashSet<String>>,
+        }
+
+        fn once(state: &State, body: &str, marker: &str) -> bool {
+            body.contains(marker) && state.spent.lock().unwrap().insert(format!("{marker}{body}"))
+        }
+
+        async fn post(client: &reqwest::Client, url: String, request: &HttpRequest, body: Vec<u8>) -> (u16, Vec<u8>) {
+            let mut upstream = client.post(url).body(body);
+            for (name, value) in request.headers() {
+                if name != "host" && name != "content-length" {
+                    upstream = upstream.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let response = upstream.send().await.expect("the emulator answers");
+            (response.status().as_u16(), response.bytes().await.expect("a body").to_vec())
+        }
+
+        async fn forward(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+            let client = reqwest::Client::new();
+            let url = format!("{}{}", state.upstream, request.uri());
+            let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !target.ends_with("SendMessageBatch") {
+                let (status, bytes) = post(&client, url, &request, body.to_vec()).await;
+                return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body(bytes);
+            }
+            let mut call: Value = serde_json::from_slice(&body).expect("a JSON SendMessageBatch");
+            let entries = call["Entries"].as_array().cloned().unwrap_or_default();
+            let ids = entries.iter().map(|entry| entry["Id"].as_str().unwrap_or_default().to_owned()).collect();
+            state.batches.lock().unwrap().push(ids);
+            let (mut passed, mut failed) = (Vec::new(), Vec::new());
+            for entry in entries {
+                let message = entry["MessageBody"].as_str().unwrap_or_default();
+                if message.contains("fault:sender") {
+                    failed.push(json!({"Id": entry["Id"], "SenderFault": true, "Code": "InvalidParameterValue",
+                                       "Message": "the message is invalid"}));
+                } else if once(&state, message, "fault:server-once") {
+                    failed.push(json!({"Id": entry["Id"], "SenderFault": false, "Code": "InternalError",
+                                       "Message": "try again"}));
+                } else if !once(&state, message, "fault:drop-once") {
+                    passed.push(entry);
+                }
+            }
+            let mut successful = Vec::new();
+            if !passed.is_empty() {
+                call["Entries"] = Value::Array(passed);
+                let (status, bytes) = post(&client, url, &request, serde_json::to_vec(&call).unwrap()).await;
+                assert_eq!(status, 200, "the emulator took the batch: {}", String::from_utf8_lossy(&bytes));
+                let answer: Value = serde_json::from_slice(&bytes).expect("a JSON answer");
+                successful = answer["Successful"].as_array().cloned().unwrap_or_default();
+                successful.reverse();
+            }
+            HttpResponse::Ok()
+                .content_type("application/x-amz-json-1.0")
+                .body(json!({"Successful": successful, "Failed": failed}).to_string())
+        }
+
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let state = web::Data::new(State { upstream, batches: batches.clone(), spent: Mutex::new(HashSet::new()) });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server =
+                    HttpServer::new(move || App::new().app_data(state.clone()).default_service(web::to(forward)))
+                        .workers(1)
+                        .bind(("127.0.0.1", 0))
+                        .unwrap();
+                let _ = tx.send(server.addrs()[0]);
+                let _ = server.run().await;
+            })
+        });
+        let addr = rx.recv_timeout(common::TIMEOUT).unwrap();
+        SqsBatchFaultProxy { endpoint: format!("http://{addr}"), batches, _thread: thread }
+    }
+}
+
+/// The usual SQS failure: a batch answered in part. The sender's fault is reported at once; SQS's
+/// own fault and an entry it did not report are retried, then confirmed; every confirmation
+/// carries the MessageId SQS gave that very message.
+#[tokio::test]
+async fn a_batch_answered_in_part_fails_retries_and_confirms_entry_by_entry() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let proxy = SqsBatchFaultProxy::start(endpoint.clone());
+    let server = TestServer::start(|config| {
+        queues.configure(config, &proxy.endpoint);
+        // Long enough that the six forwards, sent back to back, share one batch.
+        config.sqs_batch_linger = Duration::from_millis(300);
+    });
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let forwards = [
+        ("ok-1", "fine"),
+        ("bad-1", "fault:sender"),
+        ("ok-2", "fine"),
+        ("flaky-1", "fault:server-once"),
+        ("unreported-1", "fault:drop-once"),
+        ("ok-3", "fine"),
+    ];
+    for (message_id, marker) in forwards {
+        client
+            .send(json!({"action": "forward", "type": "dev", "message_id": message_id, "project_id": "p",
+                         "data": {"marker": marker, "of": message_id}}))
+            .await;
+    }
+    let mut replies = Vec::new();
+    for _ in forwards {
+        replies.push(client.recv().await);
+    }
+    let position = |message_id: &str| replies.iter().position(|reply| reply["message_id"] == message_id).unwrap();
+    let refused = &replies[position("bad-1")];
+    assert_eq!(refused["code"], "forward_failed", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("InvalidParameterValue"), "{refused}");
+    // At once: before the retried entries are confirmed.
+    assert!(position("bad-1") < position("flaky-1") && position("bad-1") < position("unreported-1"), "{replies:?}");
+    let first_batch = proxy.batches.lock().unwrap().first().cloned().unwrap_or_default();
+    assert_eq!(first_batch.len(), 6, "the six forwards shared a batch: {first_batch:?}");
+
+    let mut confirmed = std::collections::HashMap::new();
+    for reply in replies.iter().filter(|reply| reply["message_id"] != "bad-1") {
+        assert_eq!(reply["type"], "forward_confirmed", "{reply}");
+        confirmed.insert(reply["message_id"].as_str().unwrap().to_owned(), reply["sqs_message_id"].clone());
+    }
+    let landed = drain_queue(&queues.sqs, &queues.dev, 5).await;
+    assert_eq!(landed.len(), 5, "each confirmed forward once, the refused one never");
+    for message in &landed {
+        let message_id = attribute(message, "MessageId");
+        assert_eq!(
+            confirmed.get(&message_id).and_then(Value::as_str),
+            message.message_id(),
+            "{message_id} was confirmed with another message's SQS id"
+        );
+    }
+    assert!(server.metric("agenticai_ws_forward_entries_total{outcome=\"retried\",queue=\"dev\"}").await >= 2.0);
+}

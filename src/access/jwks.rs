@@ -182,3 +182,78 @@ fn usable_key(jwk: &Jwk) -> Option<(String, Arc<JwksKey>)> {
     let key = DecodingKey::from_jwk(jwk).ok()?;
     Some((kid, Arc::new(JwksKey { key, algorithms })))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const RSA_N: &str = "z1YjYg3WdvvZbb_EBOs69OLodgCsE5Ip-5_GJ_Zty_oKtYNDJlui8Vtqi22p4epEnywJ8Zpu_m4EpbbAqmJLYe47_frvGvai39Lphoh0ejx7vKxyi_vixVOJ8NFchik6YZ5sYvZOYnyL643fFsic2lOYtMhjfBa7bV4WWzyWJGAVBfHur9zdDbvpXpnIIoS1JKtjk4xWQEcfzhQVmGbOINtfo27HB_sZuEckwihY0q1A6XH6jdTjkS02mqKksYZJxS2s1s7Hyvn9vBZyeZe-TPtNcFXzZiF7RaGOY2oT4MmkQpOi7PvSxWXdRpSiUIXnYJ9g_IbUEa-sYY2PdZ0pnQ";
+
+    fn rsa(extra: Value) -> Value {
+        let mut jwk = json!({"kty": "RSA", "kid": "k", "n": RSA_N, "e": "AQAB"});
+        jwk.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        jwk
+    }
+
+    /// The algorithms a JWK is taken for; None when it is ignored.
+    fn algorithms(jwk: Value) -> Option<Vec<Algorithm>> {
+        let jwk: Jwk = serde_json::from_value(jwk).expect("a well-formed JWK");
+        usable_key(&jwk).map(|(kid, key)| {
+            assert_eq!(kid, "k");
+            key.algorithms.clone()
+        })
+    }
+
+    #[test]
+    fn a_symmetric_key_never_becomes_an_hmac_secret() {
+        let oct = json!({"kty": "oct", "kid": "k", "k": "c2VjcmV0LXRoYXQtaXMtYXQtbGVhc3QtMzItYnl0ZXMtbG9uZw"});
+        assert_eq!(algorithms(oct.clone()), None);
+        let mut named = oct;
+        named["alg"] = json!("HS256");
+        assert_eq!(algorithms(named), None);
+    }
+
+    #[test]
+    fn an_encryption_key_is_ignored() {
+        assert_eq!(algorithms(rsa(json!({"use": "enc"}))), None);
+        assert!(algorithms(rsa(json!({"use": "sig"}))).is_some());
+    }
+
+    #[test]
+    fn a_key_naming_an_algorithm_of_another_family_is_ignored() {
+        assert_eq!(algorithms(rsa(json!({"alg": "HS256"}))), None);
+        assert_eq!(algorithms(rsa(json!({"alg": "ES256"}))), None);
+    }
+
+    #[test]
+    fn a_key_naming_its_algorithm_allows_that_one_only() {
+        assert_eq!(algorithms(rsa(json!({"alg": "RS384"}))), Some(vec![Algorithm::RS384]));
+        assert_eq!(algorithms(rsa(json!({}))), Some(vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]));
+    }
+
+    #[test]
+    fn curves_map_to_their_own_algorithm() {
+        let p384 = json!({"kty": "EC", "kid": "k", "crv": "P-384",
+            "x": "mVlg0Dhm_Fc5VnpoivNhsbdEdnZngiHS1t1G7ZB4RJ9hqmoBpBLVXkXIIumdessb",
+            "y": "Q9ert4EkjcFgwcyIFwRmvczkcdISkYcKjmA4CF-4RlnfkXeNf4rR6cG84J5_FN_Y"});
+        assert_eq!(algorithms(p384.clone()), Some(vec![Algorithm::ES384]));
+        let mut p384_claiming_es256 = p384;
+        p384_claiming_es256["alg"] = json!("ES256");
+        assert_eq!(algorithms(p384_claiming_es256), None);
+        let ed25519 =
+            json!({"kty": "OKP", "kid": "k", "crv": "Ed25519", "x": "osj-qY4g-tk8EGL2PP7YF6Gew6IIJnLZ0bFlYK27cGY"});
+        assert_eq!(algorithms(ed25519), Some(vec![Algorithm::EdDSA]));
+        let x25519 =
+            json!({"kty": "OKP", "kid": "k", "crv": "X25519", "x": "osj-qY4g-tk8EGL2PP7YF6Gew6IIJnLZ0bFlYK27cGY"});
+        assert_eq!(algorithms(x25519), None);
+    }
+
+    #[test]
+    fn a_key_without_a_kid_is_ignored() {
+        let mut anonymous = rsa(json!({}));
+        anonymous.as_object_mut().unwrap().remove("kid");
+        assert_eq!(algorithms(anonymous), None);
+    }
+}

@@ -93,20 +93,22 @@ impl TestServer {
         reqwest::get(self.http_url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body")
     }
 
-    /// One sample of a metric (name with labels, exactly as exposed), 0 when absent.
+    /// One sample of a metric (name with labels, exactly as exposed); panics when the series is
+    /// not exposed, so a renamed metric or label fails the test instead of reading as 0.
     pub async fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics().await, series)
     }
 
-    /// Waits until `series` reaches `value` (metrics are updated by other actors, a moment later).
+    /// Waits until `series` is exposed with `value` (metrics are updated by other actors, a
+    /// moment later); a series still absent at the deadline fails like a wrong value.
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let current = self.metric(series).await;
-            if current == value {
+            let current = metric_sample(&self.metrics().await, series);
+            if current == Some(value) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{series} is {current}, expected {value}");
+            assert!(Instant::now() < deadline, "{series} is {current:?} (None: not exposed), expected {value}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -119,12 +121,29 @@ impl TestServer {
             .await
             .expect("POST /api/v1/publish")
     }
+
+    /// Publishes with a publish API key (`Authorization: Bearer KEY`).
+    pub async fn publish_with_key(&self, body: Value, key: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.http_url("/api/v1/publish"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /api/v1/publish")
+    }
 }
 
 impl Drop for TestServer {
+    /// Drains the server and fails the test if the server or its drain failed (an error returned
+    /// or a panic in its thread), unless the test is already failing.
     fn drop(&mut self) {
-        // A drain with no clients is immediate.
-        let _ = self.stop();
+        let outcome = self.stop();
+        if let Err(error) = outcome {
+            if !std::thread::panicking() {
+                panic!("the server failed: {error:#}");
+            }
+        }
     }
 }
 
@@ -133,14 +152,26 @@ pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     reqwest::get(url).await.expect("GET").json().await.expect("a JSON body")
 }
 
+/// The value of one series in a Prometheus text exposition; panics when it is not exposed.
 pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_sample(text, series).unwrap_or_else(|| panic!("{series} is not exposed in\n{text}"))
 }
 
-/// A real WebSocket client.
+/// The value of one series (its name and labels compared whole, as exposed), None when absent.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().unwrap_or_else(|_| panic!("{line:?} has no numeric value")))
+    })
+}
+
+/// Asserts the Prometheus text exposes each series with exactly its value (whole series, whole value).
+pub fn assert_metrics(text: &str, expected: &[(&str, f64)]) {
+    for (series, value) in expected {
+        assert_eq!(metric_sample(text, series), Some(*value), "{series} in\n{text}");
+    }
+}
+
 /// Whether the kernel still has a TCP connection from `local` to `remote` (IPv4 loopback),
 /// read from /proc/net/tcp: what a server that dropped a socket can be checked by while its peer
 /// has not noticed yet.
@@ -157,6 +188,7 @@ pub fn tcp_connection_exists(local: SocketAddr, remote: SocketAddr) -> bool {
     })
 }
 
+/// A real WebSocket client.
 pub struct Client {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub connection_id: String,
@@ -251,10 +283,16 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `window`.
+    /// Asserts nothing arrives for `window` but pings and pongs: a text frame, a close frame or
+    /// the end of the connection fails it.
     pub async fn expect_silence(&mut self, window: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(window, self.stream.next()).await {
-            panic!("expected silence, got {text}");
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
         }
     }
 }

@@ -72,26 +72,43 @@ pub fn jwks_of(kids: &[&str]) -> String {
     json!({ "keys": keys }).to_string()
 }
 
-/// A JWKS endpoint on loopback whose document the test can change, counting its requests.
+/// A JWKS endpoint on loopback whose document the test can change, counting its requests. A
+/// held one answers nothing until [`JwksServer::release`]: a key fetch that is still pending.
 pub struct JwksServer {
     pub url: String,
     document: Arc<Mutex<String>>,
     requests: Arc<AtomicUsize>,
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl JwksServer {
     pub async fn start(document: String) -> Self {
+        Self::start_with(document, false).await
+    }
+
+    /// A JWKS endpoint that holds every answer until [`JwksServer::release`].
+    pub async fn start_held(document: String) -> Self {
+        Self::start_with(document, true).await
+    }
+
+    pub fn release(&self) {
+        self.held.send_replace(false);
+    }
+
+    async fn start_with(document: String, held: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
         let (document, requests) = (Arc::new(Mutex::new(document)), Arc::new(AtomicUsize::new(0)));
         let (served, counted) = (document.clone(), requests.clone());
+        let (held, gate) = tokio::sync::watch::channel(held);
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let (served, counted) = (served.clone(), counted.clone());
+                let (served, counted, mut gate) = (served.clone(), counted.clone(), gate.clone());
                 tokio::spawn(async move {
                     let mut request = [0u8; 4096];
                     let _ = socket.read(&mut request).await;
                     counted.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.wait_for(|held| !held).await;
                     let body = served.lock().unwrap().clone();
                     let response = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -101,7 +118,7 @@ impl JwksServer {
                 });
             }
         });
-        JwksServer { url, document, requests }
+        JwksServer { url, document, requests, held }
     }
 
     pub fn set(&self, document: String) {
