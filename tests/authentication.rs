@@ -194,7 +194,11 @@ async fn a_token_expires_unless_refreshed_for_the_same_user() {
     assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
 
     // Refreshed before exp: open past it, subscriptions kept, fewer projects end some of them.
-    let mut client = Client::connect(&token_url(&server, &hs256(&claims("dave", &["a", "b"], 2, json!({}))))).await;
+    // Long enough for the round trips below on a loaded machine; the test then waits past it.
+    let first_ttl = Duration::from_secs(5);
+    let issued = Instant::now();
+    let first = hs256(&claims("dave", &["a", "b"], first_ttl.as_secs() as i64, json!({})));
+    let mut client = Client::connect(&token_url(&server, &first)).await;
     for project in ["a", "b"] {
         assert_eq!(
             client.request(json!({"action": "subscribe", "project_id": project})).await["type"],
@@ -211,7 +215,7 @@ async fn a_token_expires_unless_refreshed_for_the_same_user() {
     let ended = client.recv().await;
     assert_eq!(ended["code"], "forbidden", "{ended}");
     assert_eq!(ended["project_id"], "b");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep_until((issued + first_ttl + Duration::from_millis(500)).into()).await;
     server.publish(json!({"project_id": "b", "data": "not for dave any more"})).await;
     server.publish(json!({"project_id": "a", "data": "still dave's"})).await;
     assert_eq!(client.recv_type("message").await["data"], "still dave's");

@@ -148,7 +148,8 @@ fn spooled(server: &TestServer) -> String {
 
 #[tokio::test]
 async fn a_request_over_budget_is_refused_not_executed_and_accepted_again_after_waiting() {
-    let server = with_budget(2, 2, 0);
+    // One token a second: the four frames below have a whole second before the bucket refills.
+    let server = with_budget(1, 2, 0);
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let forward =
         |id: &str| json!({"action": "forward", "type": "dev", "project_id": "p", "message_id": id, "request_id": id});
@@ -322,8 +323,11 @@ async fn slowloris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 async fn slowloris_sockets_are_closed_while_new_clients_still_connect_promptly() {
     let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
     let sockets: Vec<_> = (0..500).map(|_| tokio::spawn(slowloris(server.addr, Duration::from_secs(10)))).collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(server.metric("agenticai_ws_pending_handshakes").await >= 500.0, "the 500 sockets are open");
+    let deadline = Instant::now() + common::TIMEOUT;
+    while server.metric("agenticai_ws_pending_handshakes").await < 500.0 {
+        assert!(Instant::now() < deadline, "the 500 sockets never all opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let started = Instant::now();
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");

@@ -183,14 +183,17 @@ async fn a_silent_peer_is_closed_after_the_timeout() {
     // A raw TCP client that completes the handshake and then never answers pings.
     let (mut silent, _) = tokio_tungstenite::connect_async(server.ws_url("/ws")).await.unwrap();
     server.wait_for_metric("agenticai_ws_active_connections", 1.0).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    server.wait_for_metric("agenticai_ws_connections_closed_total{code=\"3011_heartbeat_timeout\"}", 1.0).await;
     // Reading now answers the pings too late: the server already gave up on this peer.
     let mut close_code = None;
-    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut silent).await {
-        if let Message::Close(Some(frame)) = message {
-            close_code = Some(u16::from(frame.code));
+    let read_to_the_end = async {
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut silent).await {
+            if let Message::Close(Some(frame)) = message {
+                close_code = Some(u16::from(frame.code));
+            }
         }
-    }
+    };
+    tokio::time::timeout(common::TIMEOUT, read_to_the_end).await.expect("the connection ends");
     assert_eq!(close_code, Some(3011));
     server.wait_for_metric("agenticai_ws_active_connections", 0.0).await;
 

@@ -119,10 +119,11 @@ async fn after_a_client_close_the_server_closes_tcp_at_once() {
         // The close completes when the server's close frame is read and its TCP FIN arrives.
         while let Some(Ok(_)) = client.stream.next().await {}
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(100), "the close took {took:?}");
+        // At once, not after the 2 s a server waits for a peer that does not finish the close.
+        assert!(took < Duration::from_secs(1), "the close took {took:?}");
     }
     let mut socket = upgraded(&server).await;
     socket.send(&frame(CLOSE, &1000u16.to_be_bytes())).await.unwrap();
     assert_eq!(socket.close_code().await, 1000);
-    assert!(socket.closed_within(Duration::from_millis(100)).await, "TCP still open 100 ms after the handshake");
+    assert!(socket.closed_within(Duration::from_secs(1)).await, "TCP still open 1 s after the handshake");
 }
