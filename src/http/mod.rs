@@ -10,6 +10,8 @@ pub(crate) mod publish;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
+use std::net::IpAddr;
+
 use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
@@ -108,6 +110,14 @@ pub(crate) async fn api_principal(
         gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
         RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"))
     })
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the address it forwarded
+/// ([`crate::access::AccessPolicy::client_address`]).
+pub(crate) fn client_address(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<IpAddr> {
+    let forwarded_for: Vec<&str> =
+        request.headers().get_all("x-forwarded-for").filter_map(|value| value.to_str().ok()).collect();
+    policy.client_address(request.peer_addr().map(|addr| addr.ip()), &forwarded_for)
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.
