@@ -5,6 +5,7 @@
 //! what one binary leaves unused another uses. Public items are its interface; private ones are
 //! still checked for dead code.
 
+pub mod netns;
 pub mod raw;
 pub mod tokens;
 
