@@ -331,7 +331,7 @@ impl AccessPolicy {
         query_token: Option<&str>,
     ) -> Result<Principal, TokenError> {
         let mut principal = self.principal(authorization);
-        let bearer = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let bearer = authorization.and_then(bearer_credentials);
         let bearer_token = bearer.filter(|presented| !self.is_publish_key(presented));
         if let Some(token) = query_token.filter(|token| !token.is_empty()).or(bearer_token) {
             if let Some(verified) = self.verify_token(token).await {
@@ -353,7 +353,7 @@ impl AccessPolicy {
     /// The principal for an `Authorization` header value, as far as publish keys go (absent:
     /// anonymous). [`AccessPolicy::authenticate`] also verifies a token.
     pub(crate) fn principal(&self, authorization: Option<&str>) -> Principal {
-        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let presented = authorization.and_then(bearer_credentials);
         let key_ok = presented.is_some_and(|key| self.is_publish_key(key));
         Principal { can_publish: self.publish_open || key_ok, has_key: key_ok, identity: None }
     }
@@ -463,7 +463,7 @@ impl AccessPolicy {
         principal: &Principal,
         authorization: Option<&str>,
     ) -> Result<(), RequestError> {
-        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let presented = authorization.and_then(bearer_credentials);
         let key_index = presented.and_then(|presented| self.publish_key_index(presented));
         // The key's position, not the key: budgets are keyed by something safe to hold.
         let caller = match (key_index, principal.user_id()) {
@@ -571,6 +571,13 @@ impl OpenRequestRefusal {
             }
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer CREDENTIALS` value. The scheme is
+/// case-insensitive (RFC 7235: `bearer` and `BEARER` are `Bearer`); the credentials are not.
+fn bearer_credentials(authorization: &str) -> Option<&str> {
+    let (scheme, credentials) = authorization.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| credentials.trim())
 }
 
 /// Whether a `Host` header names this machine: `localhost` (and `*.localhost`, RFC 6761) or a
@@ -765,5 +772,16 @@ mod tests {
         assert_eq!(open.admit_local_caller(LOCAL_HOST, behind_local_proxy(&open)), Ok(()));
         let message = LocalCallerRefusal::FromNetwork.to_request_error();
         assert_eq!(message.code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_its_credentials_are_not() {
+        let policy = AccessPolicy::new(vec!["Key1".into()], ANY, 10);
+        for authorization in ["Bearer Key1", "bearer Key1", "BEARER Key1", "bEaReR  Key1 ", "Bearer\tKey1"] {
+            assert!(policy.principal(Some(authorization)).has_key, "{authorization}");
+        }
+        for authorization in ["Bearer key1", "BearerKey1", "Basic Key1", "Key1", "Bearer", ""] {
+            assert!(!policy.principal(Some(authorization)).has_key, "{authorization}");
+        }
     }
 }
