@@ -1,6 +1,7 @@
-//! What a client puts in the server's log cannot forge it (issue 22, item 8b), read from the log
-//! of the server binary: a control character in a token's `sub` cannot start a line of its own
-//! in the text format.
+//! What a client or the configuration puts in the server's log cannot forge or leak (issue 22,
+//! items 8b and 8d), read from the log of the server binary: a control character in a token's
+//! `sub` cannot start a line of its own in the text format, and a password in JWT_JWKS_URL is
+//! shown as `***`, as REDIS_URL's is.
 
 pub mod common;
 
@@ -10,7 +11,7 @@ use std::{
 };
 
 use common::{
-    tokens::{self, claims, hs256},
+    tokens::{self, claims, hs256, JwksServer},
     ChildServer, Client,
 };
 use serde_json::json;
@@ -58,4 +59,21 @@ async fn a_line_break_in_a_tokens_sub_cannot_forge_a_log_line() {
     assert_eq!(forged, 0, "a client wrote a line of the log:\n{text}");
     assert!(!text.contains('\u{1b}') && !text.contains('\r'), "control characters reached the log:\n{text}");
     assert!(text.contains(&format!("mallory\\n{forged_line}\\r\\u{{1b}}[2K")), "the sub, escaped:\n{text}");
+}
+
+#[tokio::test]
+async fn a_password_in_jwt_jwks_url_is_never_logged() {
+    const PASSWORD: &str = "jwks-basic-auth-password";
+    let jwks = JwksServer::start(tokens::jwks_of(&["rsa-a"])).await;
+    let with_credentials = jwks.url.replacen("http://", &format!("http://gateway:{PASSWORD}@"), 1);
+    let (_server, log) = server_logging(&[("JWT_JWKS_URL", with_credentials)]).await;
+    let text = log_holding(&log, "JWKS loaded").await;
+    assert!(text.contains("gateway:***@127.0.0.1"), "the URL, redacted:\n{text}");
+    assert!(!text.contains(PASSWORD), "the password is in the log:\n{text}");
+
+    // An issuer that cannot be reached: the failure's message names the URL too.
+    let unreachable = format!("http://gateway:{PASSWORD}@127.0.0.1:{}/jwks.json", common::free_port());
+    let (_server, log) = server_logging(&[("JWT_JWKS_URL", unreachable)]).await;
+    let text = log_holding(&log, "cannot fetch the JWKS").await;
+    assert!(!text.contains(PASSWORD), "the password is in the log:\n{text}");
 }

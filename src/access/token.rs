@@ -243,7 +243,7 @@ impl TokenVerifier {
     pub(crate) fn describe(&self) -> String {
         match &self.keys {
             Keys::Secret(_) => "JWT_SECRET (HS256, HS384, HS512)".to_owned(),
-            Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.url()),
+            Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.shown_url()),
         }
     }
 
