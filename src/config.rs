@@ -134,8 +134,8 @@ pub struct Config {
     pub jwt_secret: Option<String>,
 
     /// JWKS endpoint of the token issuer (RS256/384/512, ES256/384, EdDSA); keys are cached and
-    /// refreshed. Instead of JWT_SECRET.
-    #[arg(long, env = "JWT_JWKS_URL")]
+    /// refreshed. Instead of JWT_SECRET. A password in it is never shown (`***`).
+    #[arg(long, env = "JWT_JWKS_URL", hide_env_values = true)]
     pub jwt_jwks_url: Option<String>,
 
     /// Required `iss` of tokens, when set.
@@ -735,7 +735,11 @@ impl Config {
             });
         }
         if let Some(url) = self.jwt_jwks_url() {
-            check_http_url(url).map_err(|reason| ConfigError::Invalid { variable: "JWT_JWKS_URL", reason })?;
+            // The URL may hold a password: the message shows it redacted.
+            check_http_url(url).map_err(|_| ConfigError::Invalid {
+                variable: "JWT_JWKS_URL",
+                reason: format!("{} is not an http:// or https:// URL with a host", redact_url(url)),
+            })?;
         }
         for origin in &self.allowed_origins {
             check_origin_pattern(origin)
@@ -1037,6 +1041,14 @@ mod tests {
         assert_eq!(redact_url("redis://token@cache"), "redis://***@cache");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=x@y");
+    }
+
+    #[test]
+    fn a_refused_jwks_url_is_shown_without_its_password() {
+        let refused = parse(&["--jwt-jwks-url", "ftp://gateway:hunter2@issuer/jwks"]).validate().unwrap_err();
+        let message = refused.to_string();
+        assert!(message.starts_with("JWT_JWKS_URL") && message.contains("gateway:***@issuer"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

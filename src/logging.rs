@@ -4,8 +4,15 @@
 //!
 //! actix-http logs some client mistakes at ERROR (a request that does not parse, a broken
 //! fragment): [`ClientFaultLevels`] lowers those, so an operator is not paged for a client's bug.
+//!
+//! Field values may carry what a client chose (a token's `sub`): in the text format their control
+//! characters are escaped ([`escaped_key_values`]), so no value can end a line and write one
+//! that reads as the server's; JSON escapes them itself. Messages carry no client data.
 
-use std::io::Write;
+use std::{
+    fmt,
+    io::{self, Write},
+};
 
 use log::kv::{Key, Value as KvValue, VisitSource};
 use serde_json::{Map, Value};
@@ -15,9 +22,10 @@ use crate::config::LogFormat;
 /// Installs the logger; a second call (tests start several servers) is a no-op.
 pub fn init(format: LogFormat) {
     let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if format == LogFormat::Json {
-        builder.format(|buf, record| writeln!(buf, "{}", json_line(record)));
-    }
+    match format {
+        LogFormat::Json => builder.format(|buf, record| writeln!(buf, "{}", json_line(record))),
+        LogFormat::Text => builder.format_key_values(escaped_key_values),
+    };
     let logger = builder.build();
     let max_level = logger.filter();
     if log::set_boxed_logger(Box::new(ClientFaultLevels(logger))).is_ok() {
@@ -64,6 +72,37 @@ impl<L: log::Log> log::Log for ClientFaultLevels<L> {
 
     fn flush(&self) {
         self.0.flush();
+    }
+}
+
+/// The text format's fields, ` key=value` each as env_logger writes them, with the control
+/// characters of values escaped as Rust writes them (`\n`, `\r`, `\u{1b}`).
+fn escaped_key_values(buf: &mut env_logger::fmt::Formatter, fields: &dyn log::kv::Source) -> io::Result<()> {
+    fields.visit(&mut TextFields(buf)).map_err(io::Error::other)
+}
+
+struct TextFields<'a, W: Write>(&'a mut W);
+
+impl<'kvs, W: Write> VisitSource<'kvs> for TextFields<'_, W> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: KvValue<'kvs>) -> Result<(), log::kv::Error> {
+        write!(self.0, " {key}=")?;
+        fmt::write(&mut EscapeControls(&mut *self.0), format_args!("{value}")).map_err(io::Error::other)?;
+        Ok(())
+    }
+}
+
+/// Writes text through to `W`, each control character escaped.
+struct EscapeControls<'a, W: Write>(&'a mut W);
+
+impl<W: Write> fmt::Write for EscapeControls<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some((at, control)) = rest.char_indices().find(|(_, c)| c.is_control()) {
+            self.0.write_all(&rest.as_bytes()[..at]).map_err(|_| fmt::Error)?;
+            write!(self.0, "{}", control.escape_default()).map_err(|_| fmt::Error)?;
+            rest = &rest[at + control.len_utf8()..];
+        }
+        self.0.write_all(rest.as_bytes()).map_err(|_| fmt::Error)
     }
 }
 
@@ -131,6 +170,22 @@ mod tests {
         log("agenticai_websocket::server", format_args!("stream error: request parse error (ours, kept)"));
         let seen = logger.0 .0.lock().unwrap().iter().map(|(level, _)| *level).collect::<Vec<_>>();
         assert_eq!(seen, vec![log::Level::Debug, log::Level::Debug, log::Level::Warn, log::Level::Error]);
+    }
+
+    #[test]
+    fn text_fields_escape_control_characters_so_a_value_cannot_start_a_line() {
+        let fields: [(&str, log::kv::Value<'_>); 3] = [
+            ("user_id", log::kv::Value::from("mallory\n[2099-01-01T00:00:00Z ERROR forged] hi\r\u{1b}[2K")),
+            ("entries", log::kv::Value::from(10u64)),
+            ("name", log::kv::Value::from("tab\there, é and ✓ kept")),
+        ];
+        let mut text = Vec::new();
+        log::kv::Source::visit(&fields[..], &mut TextFields(&mut text)).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            " user_id=mallory\\n[2099-01-01T00:00:00Z ERROR forged] hi\\r\\u{1b}[2K entries=10 name=tab\\there, é and ✓ kept"
+        );
     }
 
     #[test]

@@ -166,10 +166,11 @@ async fn cors_admits_only_the_configured_origins_to_the_api() {
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
 
-    // WebSocket upgrades are not subject to the API's CORS policy.
+    // WebSocket upgrades are not subject to the API's CORS policy. (Their own Origin rule admits,
+    // without tokens, pages of this machine and ALLOWED_ORIGINS: tests/cross_site.rs.)
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url("/ws")).unwrap();
-    request.headers_mut().insert("Origin", "https://elsewhere.example".parse().unwrap());
+    request.headers_mut().insert("Origin", "http://localhost:5173".parse().unwrap());
     let (mut stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let greeting = futures_util::StreamExt::next(&mut stream).await.unwrap().unwrap();
     assert!(greeting.into_text().unwrap().contains("connected"));

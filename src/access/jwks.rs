@@ -10,6 +10,10 @@
 //! Only signing keys of asymmetric families are taken (RSA, EC P-256/P-384, Ed25519); a symmetric
 //! (`oct`) key or one marked for encryption is ignored, so a JWKS can never turn a public key into
 //! an HMAC secret.
+//!
+//! The URL may carry a password (`https://user:password@issuer/...`, sent as basic auth): logs
+//! and messages show it as `***` ([`crate::config::redact_url`]), and fetch errors leave the URL
+//! out.
 
 use std::{
     collections::HashMap,
@@ -49,6 +53,8 @@ struct Cached {
 
 pub(crate) struct Jwks {
     url: String,
+    /// `url` with any password as `***`, for logs.
+    shown_url: String,
     client: reqwest::Client,
     cached: Mutex<Cached>,
     /// Held while a fetch is in flight: callers that need one wait for it instead of starting
@@ -62,6 +68,7 @@ pub(crate) struct Jwks {
 impl Jwks {
     pub(crate) fn new(url: String) -> Self {
         Jwks {
+            shown_url: crate::config::redact_url(&url),
             url,
             client: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default(),
             cached: Mutex::new(Cached { keys: HashMap::new(), last_fetch: None }),
@@ -70,8 +77,9 @@ impl Jwks {
         }
     }
 
-    pub(crate) fn url(&self) -> &str {
-        &self.url
+    /// The URL as it may be shown: with any password as `***`.
+    pub(crate) fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -106,7 +114,7 @@ impl Jwks {
         match self.fetch_holding_lock().await {
             Ok(()) => self.cached_key(kid).ok_or(TokenError::UnknownKey),
             Err(error) => {
-                log::warn!(url = self.url.as_str(), error = error.as_str(); "cannot fetch the JWKS");
+                log::warn!(url = self.shown_url.as_str(), error = error.as_str(); "cannot fetch the JWKS");
                 Err(if self.lock().keys.is_empty() { TokenError::KeysUnavailable } else { TokenError::UnknownKey })
             }
         }
@@ -122,11 +130,11 @@ impl Jwks {
     /// The caller holds `fetching`.
     async fn fetch_holding_lock(&self) -> Result<(), String> {
         self.lock().last_fetch = Some(Instant::now());
-        let response = self.client.get(&self.url).send().await.map_err(|error| error.to_string())?;
+        let response = self.client.get(&self.url).send().await.map_err(describe_fetch_error)?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let body = response.bytes().await.map_err(|error| error.to_string())?;
+        let body = response.bytes().await.map_err(describe_fetch_error)?;
         if body.len() > MAX_JWKS_BYTES {
             return Err(format!("the document is larger than {MAX_JWKS_BYTES} bytes"));
         }
@@ -137,7 +145,7 @@ impl Jwks {
         cached.keys = keys;
         if changed {
             self.generation.fetch_add(1, Ordering::Relaxed);
-            log::info!(url = self.url.as_str(), keys = cached.keys.len(); "JWKS loaded");
+            log::info!(url = self.shown_url.as_str(), keys = cached.keys.len(); "JWKS loaded");
         }
         Ok(())
     }
@@ -150,11 +158,24 @@ impl Jwks {
                 tokio::time::sleep(REFRESH_INTERVAL).await;
                 let Some(jwks) = jwks.upgrade() else { return };
                 if let Err(error) = jwks.refresh().await {
-                    log::warn!(url = jwks.url.as_str(), error = error.as_str(); "JWKS refresh failed; keeping the keys it had");
+                    log::warn!(url = jwks.shown_url.as_str(), error = error.as_str(); "JWKS refresh failed; keeping the keys it had");
                 }
             }
         });
     }
+}
+
+/// What went wrong with a fetch, and why (its causes), without the URL reqwest's errors name:
+/// it may hold a password.
+fn describe_fetch_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut description = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(reason) = cause {
+        description.push_str(&format!(": {reason}"));
+        cause = reason.source();
+    }
+    description
 }
 
 /// A JWK the gateway verifies with, by its kid; None for anything else.

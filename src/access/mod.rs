@@ -8,6 +8,12 @@
 //! `scope` and `projects` allow. A refusal names the project asked for and never says whether it
 //! exists.
 //!
+//! Without tokens the gateway trusts this machine's callers ([`AccessPolicy::admit_local_caller`]):
+//! open mode (bound to loopback) and protected mode (bound to another address: anonymous callers
+//! from loopback only, unless ALLOW_ANONYMOUS). A web page in the local user's browser is on this
+//! machine too, so that trust also needs a loopback `Host` (not a DNS-rebound name) and, for a
+//! WebSocket, a loopback `Origin` or one in ALLOWED_ORIGINS.
+//!
 //! The abuse limits are decided here too ([`Limits`]): connection caps at the upgrade and at the
 //! first `authenticate`, a request budget per connection, a budget per caller of the publish API.
 //!
@@ -90,10 +96,14 @@ pub(crate) struct Authentication {
 /// Why an upgrade is refused before the WebSocket opens.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum UpgradeRefusal {
-    /// Protected mode: an anonymous connection from a non-loopback peer (HTTP 401).
+    /// Protected mode: an anonymous connection from a non-loopback client (HTTP 401).
     AnonymousFromNetwork,
-    /// The `Origin` is not in ALLOWED_ORIGINS (HTTP 403).
+    /// The `Origin` is not allowed: not in ALLOWED_ORIGINS, or without tokens neither loopback
+    /// nor listed (HTTP 403).
     Origin,
+    /// Trusted for being on this machine, but addressed to a name that is not loopback: a
+    /// DNS-rebound page (HTTP 403).
+    Host,
 }
 
 impl UpgradeRefusal {
@@ -104,9 +114,49 @@ impl UpgradeRefusal {
                 "Anonymous connections are accepted from this machine only: configure JWT_SECRET or \
                  JWT_JWKS_URL for tokens, or set ALLOW_ANONYMOUS=true to accept them from anywhere",
             ),
-            UpgradeRefusal::Origin => {
-                RequestError::new(ErrorCode::Forbidden, "This Origin may not open connections (ALLOWED_ORIGINS)")
-            }
+            UpgradeRefusal::Origin => RequestError::new(
+                ErrorCode::Forbidden,
+                "This Origin may not open connections: list it in ALLOWED_ORIGINS (without tokens, \
+                 pages served from this machine are allowed too)",
+            ),
+            UpgradeRefusal::Host => LocalCallerRefusal::Host.to_request_error(),
+        }
+    }
+}
+
+impl From<LocalCallerRefusal> for UpgradeRefusal {
+    fn from(refusal: LocalCallerRefusal) -> Self {
+        match refusal {
+            LocalCallerRefusal::FromNetwork => UpgradeRefusal::AnonymousFromNetwork,
+            LocalCallerRefusal::Host => UpgradeRefusal::Host,
+        }
+    }
+}
+
+/// Why a caller without a credential is refused where only this machine's callers are served
+/// (protected and open mode; see [`AccessPolicy::admit_local_caller`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LocalCallerRefusal {
+    /// Protected mode: the client is not on this machine (HTTP 401).
+    FromNetwork,
+    /// The request is not addressed to a loopback name (HTTP 403).
+    Host,
+}
+
+impl LocalCallerRefusal {
+    pub(crate) fn to_request_error(self) -> RequestError {
+        match self {
+            LocalCallerRefusal::FromNetwork => RequestError::new(
+                ErrorCode::Unauthorized,
+                "Without a credential this server answers callers on this machine only (protected mode): \
+                 present a publish API key, configure JWT_SECRET or JWT_JWKS_URL for tokens, or set \
+                 ALLOW_ANONYMOUS=true to serve anonymous callers from anywhere",
+            ),
+            LocalCallerRefusal::Host => RequestError::new(
+                ErrorCode::Forbidden,
+                "Without a credential this server answers only requests addressed to a loopback host \
+                 (Host: localhost, 127.0.0.1 or [::1]): present a credential to use another name",
+            ),
         }
     }
 }
@@ -134,6 +184,8 @@ impl Default for Limits {
 
 pub(crate) struct AccessPolicy {
     publish_keys: Vec<String>,
+    /// Every address the server binds is a loopback one (open mode when there are no tokens).
+    loopback_only: bool,
     /// No keys configured and bound to loopback: publishing needs no key.
     publish_open: bool,
     max_subscriptions: usize,
@@ -147,6 +199,7 @@ impl AccessPolicy {
         let publish_open = publish_keys.is_empty() && loopback_only;
         AccessPolicy {
             publish_keys,
+            loopback_only,
             publish_open,
             max_subscriptions,
             authentication: Authentication::default(),
@@ -182,19 +235,57 @@ impl AccessPolicy {
         }
     }
 
-    /// Rules on an upgrade before any token is looked at: the `Origin` allow-list, and protected
-    /// mode (anonymous connections from loopback peers only, unless ALLOW_ANONYMOUS).
-    pub(crate) fn admit_upgrade(&self, origin: Option<&str>, peer: Option<IpAddr>) -> Result<(), UpgradeRefusal> {
+    /// Rules on an upgrade before any token is looked at: the `Origin`, then without tokens
+    /// [`AccessPolicy::admit_local_caller`] (protected mode, the loopback `Host`). `client` is
+    /// the client's address ([`AccessPolicy::client_address`]).
+    ///
+    /// With tokens, an `Origin` must be in ALLOWED_ORIGINS when that is set (the token is the
+    /// protection). Without tokens a connection is trusted for where it comes from, and a page
+    /// of any site open in a local browser comes from here: its `Origin` must be a loopback one
+    /// (`http://localhost:5173`, any port) or listed in ALLOWED_ORIGINS. An upgrade without
+    /// `Origin` (not a browser) is never refused for it.
+    pub(crate) fn admit_upgrade(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), UpgradeRefusal> {
+        let origins = &self.authentication.origins;
         if let Some(origin) = origin {
-            if !self.authentication.origins.allows(origin) {
+            let allowed = if self.tokens_required() {
+                origins.allows(origin)
+            } else {
+                origin::is_loopback_origin(origin) || origins.lists(origin)
+            };
+            if !allowed {
                 return Err(UpgradeRefusal::Origin);
             }
         }
-        let anonymous_allowed = self.tokens_required()
-            || self.authentication.allow_anonymous
-            || peer.is_some_and(|peer| peer.to_canonical().is_loopback());
-        if !anonymous_allowed {
-            return Err(UpgradeRefusal::AnonymousFromNetwork);
+        if self.tokens_required() {
+            return Ok(());
+        }
+        Ok(self.admit_local_caller(host, client)?)
+    }
+
+    /// Without tokens and without ALLOW_ANONYMOUS, callers without a credential are served
+    /// because they are on this machine. In protected mode that is the client's address (behind
+    /// a trusted proxy, the address it forwarded); in open mode the loopback bind is the
+    /// boundary (whoever reaches the port is local). Either way the request must be addressed to
+    /// a loopback `Host`: a page of another site that rebinds its DNS name to 127.0.0.1 is in
+    /// the local browser, but not addressed to this machine by name.
+    pub(crate) fn admit_local_caller(
+        &self,
+        host: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), LocalCallerRefusal> {
+        if self.tokens_required() || self.authentication.allow_anonymous {
+            return Ok(());
+        }
+        if !self.loopback_only && !client.is_some_and(|client| client.to_canonical().is_loopback()) {
+            return Err(LocalCallerRefusal::FromNetwork);
+        }
+        if !host.is_some_and(is_loopback_host) {
+            return Err(LocalCallerRefusal::Host);
         }
         Ok(())
     }
@@ -240,7 +331,7 @@ impl AccessPolicy {
         query_token: Option<&str>,
     ) -> Result<Principal, TokenError> {
         let mut principal = self.principal(authorization);
-        let bearer = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let bearer = authorization.and_then(bearer_credentials);
         let bearer_token = bearer.filter(|presented| !self.is_publish_key(presented));
         if let Some(token) = query_token.filter(|token| !token.is_empty()).or(bearer_token) {
             if let Some(verified) = self.verify_token(token).await {
@@ -262,7 +353,7 @@ impl AccessPolicy {
     /// The principal for an `Authorization` header value, as far as publish keys go (absent:
     /// anonymous). [`AccessPolicy::authenticate`] also verifies a token.
     pub(crate) fn principal(&self, authorization: Option<&str>) -> Principal {
-        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let presented = authorization.and_then(bearer_credentials);
         let key_ok = presented.is_some_and(|key| self.is_publish_key(key));
         Principal { can_publish: self.publish_open || key_ok, has_key: key_ok, identity: None }
     }
@@ -372,7 +463,7 @@ impl AccessPolicy {
         principal: &Principal,
         authorization: Option<&str>,
     ) -> Result<(), RequestError> {
-        let presented = authorization.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let presented = authorization.and_then(bearer_credentials);
         let key_index = presented.and_then(|presented| self.publish_key_index(presented));
         // The key's position, not the key: budgets are keyed by something safe to hold.
         let caller = match (key_index, principal.user_id()) {
@@ -482,6 +573,13 @@ impl OpenRequestRefusal {
     }
 }
 
+/// The credentials of an `Authorization: Bearer CREDENTIALS` value. The scheme is
+/// case-insensitive (RFC 7235: `bearer` and `BEARER` are `Bearer`); the credentials are not.
+fn bearer_credentials(authorization: &str) -> Option<&str> {
+    let (scheme, credentials) = authorization.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| credentials.trim())
+}
+
 /// Whether a `Host` header names this machine: `localhost` (and `*.localhost`, RFC 6761) or a
 /// loopback address, with or without a port.
 fn is_loopback_host(host: &str) -> bool {
@@ -511,6 +609,8 @@ mod tests {
 
     const LOOPBACK: bool = true;
     const ANY: bool = false;
+    /// The `Host` of a request addressed to this machine.
+    const LOCAL_HOST: Option<&str> = Some("localhost:8080");
 
     #[test]
     fn keys_gate_publishing() {
@@ -555,14 +655,14 @@ mod tests {
         let network: IpAddr = "10.1.2.3".parse().unwrap();
         let mapped_loopback: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let protected = AccessPolicy::new(vec![], false, 10);
-        assert_eq!(protected.admit_upgrade(None, Some("127.0.0.1".parse().unwrap())), Ok(()));
-        assert_eq!(protected.admit_upgrade(None, Some("::1".parse().unwrap())), Ok(()));
-        assert_eq!(protected.admit_upgrade(None, Some(mapped_loopback)), Ok(()));
-        assert_eq!(protected.admit_upgrade(None, Some(network)), Err(UpgradeRefusal::AnonymousFromNetwork));
-        assert_eq!(protected.admit_upgrade(None, None), Err(UpgradeRefusal::AnonymousFromNetwork));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, Some("127.0.0.1".parse().unwrap())), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, Some("::1".parse().unwrap())), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, Some(mapped_loopback)), Ok(()));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, Some(network)), Err(UpgradeRefusal::AnonymousFromNetwork));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, None), Err(UpgradeRefusal::AnonymousFromNetwork));
         let open = AccessPolicy::new(vec![], false, 10)
             .with_authentication(Authentication { allow_anonymous: true, ..Authentication::default() });
-        assert_eq!(open.admit_upgrade(None, Some(network)), Ok(()));
+        assert_eq!(open.admit_upgrade(None, LOCAL_HOST, Some(network)), Ok(()));
         let message = UpgradeRefusal::AnonymousFromNetwork.to_request_error().message;
         assert!(message.contains("JWT_SECRET") && message.contains("ALLOW_ANONYMOUS"), "{message}");
     }
@@ -586,7 +686,7 @@ mod tests {
             assert_eq!(policy.check(&anonymous, action).unwrap_err().code, ErrorCode::Unauthorized, "{action:?}");
         }
         // A network peer may connect to authenticate: tokens are the protection then.
-        assert_eq!(policy.admit_upgrade(None, Some("10.1.2.3".parse().unwrap())), Ok(()));
+        assert_eq!(policy.admit_upgrade(None, LOCAL_HOST, Some("10.1.2.3".parse().unwrap())), Ok(()));
     }
 
     #[test]
@@ -596,5 +696,92 @@ mod tests {
         assert!(policy.check(&anyone, Action::Subscribe { project_id: "p", held: 1 }).is_ok());
         let refused = policy.check(&anyone, Action::Subscribe { project_id: "p", held: 2 });
         assert_eq!(refused.unwrap_err().code, ErrorCode::TooManySubscriptions);
+    }
+
+    fn with_origins(policy: AccessPolicy, origins: &[&str]) -> AccessPolicy {
+        let origins: Vec<String> = origins.iter().map(|origin| origin.to_string()).collect();
+        policy.with_authentication(Authentication {
+            origins: OriginAllowList::new(&origins),
+            ..Authentication::default()
+        })
+    }
+
+    #[test]
+    fn without_tokens_pages_connect_only_from_this_machine_or_allowed_origins() {
+        let loopback: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        for policy in [AccessPolicy::new(vec![], LOOPBACK, 10), AccessPolicy::new(vec![], ANY, 10)] {
+            let policy = with_origins(policy, &["https://dash.example.com"]);
+            for origin in ["http://localhost:5173", "http://[::1]", "https://dash.example.com"] {
+                assert_eq!(policy.admit_upgrade(Some(origin), LOCAL_HOST, loopback), Ok(()), "{origin}");
+            }
+            for origin in ["https://evil.example", "null", "https://dash.example.com.evil.example"] {
+                let refused = policy.admit_upgrade(Some(origin), LOCAL_HOST, loopback);
+                assert_eq!(refused, Err(UpgradeRefusal::Origin), "{origin}");
+            }
+        }
+        // ALLOW_ANONYMOUS opens the gateway to every address, not to every site's pages.
+        let anyone = AccessPolicy::new(vec![], ANY, 10)
+            .with_authentication(Authentication { allow_anonymous: true, ..Authentication::default() });
+        assert_eq!(anyone.admit_upgrade(Some("https://evil.example"), None, None), Err(UpgradeRefusal::Origin));
+        assert_eq!(anyone.admit_upgrade(None, Some("gateway.example"), None), Ok(()));
+    }
+
+    #[test]
+    fn with_tokens_an_empty_allow_list_admits_any_origin_and_name() {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        let policy = AccessPolicy::new(vec![], LOOPBACK, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let evil = Some("https://evil.example");
+        assert_eq!(policy.admit_upgrade(evil, Some("evil.example"), Some("127.0.0.1".parse().unwrap())), Ok(()));
+    }
+
+    #[test]
+    fn where_loopback_is_trusted_a_rebound_name_is_refused() {
+        let loopback: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        for policy in [AccessPolicy::new(vec![], LOOPBACK, 10), AccessPolicy::new(vec![], ANY, 10)] {
+            for host in ["evil.example", "evil.example:8080", "127.0.0.1.evil.example"] {
+                assert_eq!(policy.admit_upgrade(None, Some(host), loopback), Err(UpgradeRefusal::Host), "{host}");
+                assert_eq!(policy.admit_local_caller(Some(host), loopback), Err(LocalCallerRefusal::Host), "{host}");
+            }
+            assert_eq!(policy.admit_local_caller(None, loopback), Err(LocalCallerRefusal::Host));
+        }
+        let message = UpgradeRefusal::Host.to_request_error();
+        assert_eq!(message.code, ErrorCode::Forbidden);
+        assert!(message.message.contains("loopback host"), "{}", message.message);
+    }
+
+    #[test]
+    fn protected_mode_judges_the_client_address_and_open_mode_its_loopback_bind() {
+        let behind_local_proxy = |policy: &AccessPolicy| {
+            let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+            policy.client_address(Some(proxy), &["203.0.113.9"])
+        };
+        let proxies = TrustedProxies::parse(&["127.0.0.1".to_owned()]).unwrap();
+        let limits = || Limits { trusted_proxies: proxies.clone(), ..Limits::default() };
+        let protected = AccessPolicy::new(vec![], ANY, 10).with_limits(limits());
+        let client = behind_local_proxy(&protected);
+        assert_eq!(client, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(protected.admit_local_caller(LOCAL_HOST, client), Err(LocalCallerRefusal::FromNetwork));
+        assert_eq!(protected.admit_upgrade(None, LOCAL_HOST, client), Err(UpgradeRefusal::AnonymousFromNetwork));
+        // Bound to loopback, whoever reaches the port is on this machine or let in by it.
+        let open = AccessPolicy::new(vec![], LOOPBACK, 10).with_limits(limits());
+        assert_eq!(open.admit_local_caller(LOCAL_HOST, behind_local_proxy(&open)), Ok(()));
+        let message = LocalCallerRefusal::FromNetwork.to_request_error();
+        assert_eq!(message.code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_its_credentials_are_not() {
+        let policy = AccessPolicy::new(vec!["Key1".into()], ANY, 10);
+        for authorization in ["Bearer Key1", "bearer Key1", "BEARER Key1", "bEaReR  Key1 ", "Bearer\tKey1"] {
+            assert!(policy.principal(Some(authorization)).has_key, "{authorization}");
+        }
+        for authorization in ["Bearer key1", "BearerKey1", "Basic Key1", "Key1", "Bearer", ""] {
+            assert!(!policy.principal(Some(authorization)).has_key, "{authorization}");
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! EdDSA). So `alg: none` (not an algorithm the library knows) and an HMAC token "signed" with
 //! an RSA public key (algorithm confusion) are refused. Verification is `jsonwebtoken`'s.
 //!
-//! Claims: `sub` (the user id, a non-empty string, required), `exp` (required), `nbf` and `iat`
-//! (honoured), `iss`/`aud` (checked when JWT_ISSUER/JWT_AUDIENCE are set), `projects` (project
+//! Claims: `sub` (the user id, a non-empty string, required), `exp` (required, at most
+//! [`MAX_EXPIRY`]), `nbf` and `iat` (honoured), `iss`/`aud` (required when JWT_ISSUER/JWT_AUDIENCE
+//! are set: `iss` a string equal to it, `aud` that string or an array holding it), `projects` (project
 //! ids, `acme-*` matches by prefix, `*` alone matches all; absent: none), `scope`
 //! (space-separated: `subscribe`, `forward`, `publish`, `admin`; absent: `subscribe forward`),
 //! `info` (any JSON, kept for presence, at most [`MAX_INFO_BYTES`] serialized).
@@ -29,6 +30,10 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub(crate) const MAX_INFO_BYTES: usize = 1024;
 /// Most project patterns one token may carry.
 pub(crate) const MAX_PROJECT_PATTERNS: usize = 256;
+/// The latest `exp` accepted: the last second of the year 9999 (the largest RFC 3339 date).
+/// Anything later is not a date an issuer meant, and would overflow the expiry arithmetic
+/// (`exp` plus the leeway, the refresh advice).
+pub(crate) const MAX_EXPIRY: u64 = 253_402_300_799;
 /// Verified tokens remembered (see [`VerifiedTokens`]).
 const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
@@ -125,6 +130,8 @@ pub(crate) enum TokenError {
     NotYetValid,
     #[error("the token's issuer or audience is not accepted")]
     WrongIssuerOrAudience,
+    #[error("the token's expiry (exp) is beyond the year 9999")]
+    ExpiryOutOfRange,
     #[error("the token lacks a valid claim (sub, exp, projects, scope, info)")]
     BadClaims,
     #[error("the token's key is unknown")]
@@ -141,6 +148,7 @@ impl TokenError {
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::WrongIssuerOrAudience => "wrong_issuer_or_audience",
+            TokenError::ExpiryOutOfRange => "exp_out_of_range",
             TokenError::BadClaims => "bad_claims",
             TokenError::UnknownKey => "unknown_key",
             TokenError::KeysUnavailable => "keys_unavailable",
@@ -153,6 +161,12 @@ impl TokenError {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::ImmatureSignature => TokenError::NotYetValid,
             ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongIssuerOrAudience,
+            // Required (configured) and absent, or not a string (an array of them for `aud`).
+            ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim)
+                if claim == "iss" || claim == "aud" =>
+            {
+                TokenError::WrongIssuerOrAudience
+            }
             ErrorKind::InvalidSignature
             | ErrorKind::InvalidAlgorithm
             | ErrorKind::InvalidAlgorithmName
@@ -172,6 +186,8 @@ struct Claims {
     sub: String,
     exp: u64,
     iat: Option<u64>,
+    /// Compared by the library; kept to refuse an array where the issuer is configured.
+    iss: Option<serde_json::Value>,
     #[serde(default)]
     projects: Vec<String>,
     scope: Option<String>,
@@ -227,7 +243,7 @@ impl TokenVerifier {
     pub(crate) fn describe(&self) -> String {
         match &self.keys {
             Keys::Secret(_) => "JWT_SECRET (HS256, HS384, HS512)".to_owned(),
-            Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.url()),
+            Keys::Jwks(jwks) => format!("JWKS from {} (RS*, ES256, ES384, EdDSA)", jwks.shown_url()),
         }
     }
 
@@ -273,16 +289,30 @@ impl TokenVerifier {
         validation.algorithms = algorithms.to_vec();
         validation.leeway = self.leeway_secs;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is required, not only compared when present: a token
+        // without it was not issued for this gateway.
+        let mut required = vec!["exp", "sub"];
         match &self.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let claims =
             jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| TokenError::of(&error))?.claims;
+        // The library accepts an `iss` array holding the issuer; RFC 7519 makes `iss` one string.
+        if self.issuer.is_some() && !matches!(claims.iss, Some(serde_json::Value::String(_))) {
+            return Err(TokenError::WrongIssuerOrAudience);
+        }
+        if claims.exp > MAX_EXPIRY {
+            return Err(TokenError::ExpiryOutOfRange);
+        }
         if claims.sub.is_empty() || claims.projects.len() > MAX_PROJECT_PATTERNS {
             return Err(TokenError::BadClaims);
         }
@@ -455,6 +485,56 @@ mod tests {
             let token = format!("{}.{}.", encode(header), encode(&payload));
             assert!(verifier.verify(&token).await.is_err(), "{header}");
         }
+    }
+
+    /// A token with `claims` merged into [`claims`]'s (a `null` removes one).
+    fn token_with(changes: serde_json::Value) -> String {
+        let mut claims = serde_json::to_value(claims(60)).unwrap();
+        for (name, value) in changes.as_object().unwrap() {
+            match value {
+                serde_json::Value::Null => claims.as_object_mut().unwrap().remove(name),
+                value => claims.as_object_mut().unwrap().insert(name.clone(), value.clone()),
+            };
+        }
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_configured_issuer_and_audience_are_required_and_iss_is_one_string() {
+        let settings =
+            VerifierSettings { issuer: Some("issuer".into()), audience: Some("gateway".into()), leeway_secs: 0 };
+        let verifier = TokenVerifier::with_secret(SECRET, settings).unwrap();
+        for accepted in [serde_json::json!({"aud": "gateway"}), serde_json::json!({"aud": ["other", "gateway"]})] {
+            assert!(verifier.verify(&token_with(accepted.clone())).await.is_ok(), "{accepted}");
+        }
+        for refused in [
+            serde_json::json!({"aud": null}),
+            serde_json::json!({"iss": null, "aud": "gateway"}),
+            serde_json::json!({"iss": null, "aud": null}),
+            serde_json::json!({"iss": ["issuer"], "aud": "gateway"}),
+            serde_json::json!({"iss": 7, "aud": "gateway"}),
+            serde_json::json!({"aud": ["other"]}),
+            serde_json::json!({"aud": "Gateway"}),
+        ] {
+            let verified = verifier.verify(&token_with(refused.clone())).await;
+            assert_eq!(verified, Err(TokenError::WrongIssuerOrAudience), "{refused}");
+        }
+        // Unconfigured, neither is required.
+        let open =
+            TokenVerifier::with_secret(SECRET, VerifierSettings { issuer: None, audience: None, leeway_secs: 0 });
+        assert!(open.unwrap().verify(&token_with(serde_json::json!({"iss": null, "aud": null}))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_expiry_beyond_the_year_9999_is_refused() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        for exp in [u64::MAX, 1 << 63, MAX_EXPIRY + 1] {
+            let verified = verifier.verify(&token_with(serde_json::json!({"exp": exp}))).await;
+            assert_eq!(verified, Err(TokenError::ExpiryOutOfRange), "{exp}");
+        }
+        let last = verifier.verify(&token_with(serde_json::json!({"exp": MAX_EXPIRY}))).await.unwrap();
+        assert!(last.refresh_at() > last.issued_at && last.refresh_at() < MAX_EXPIRY);
     }
 
     #[test]

@@ -15,7 +15,12 @@ use actix_web::{
     web, HttpRequest, HttpResponse,
 };
 
-use crate::protocol::{ErrorCode, RequestError};
+use std::net::IpAddr;
+
+use crate::{
+    access::LocalCallerRefusal,
+    protocol::{ErrorCode, RequestError},
+};
 
 /// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser.
 pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
@@ -98,16 +103,41 @@ impl Refusal {
     }
 }
 
-/// The principal of an API request (a publish key or a token in `Authorization`), or the 401 to
-/// answer when its token does not verify.
+/// The principal of an API request (a publish key or a token in `Authorization`), or the
+/// refusal to answer: 401 when its token does not verify; without a credential, where only this
+/// machine's callers are served ([`AccessPolicy::admit_local_caller`]: protected mode covers
+/// every route that reads or writes project data), 401 from the network and 403 for a name that
+/// is not loopback.
+///
+/// [`AccessPolicy::admit_local_caller`]: crate::access::AccessPolicy::admit_local_caller
 pub(crate) async fn api_principal(
     request: &HttpRequest,
     gateway: &crate::gateway::Gateway,
-) -> Result<crate::access::Principal, RequestError> {
-    gateway.policy.authenticate(authorization(request), None).await.map_err(|error| {
+) -> Result<crate::access::Principal, Refusal> {
+    let policy = &gateway.policy;
+    let principal = policy.authenticate(authorization(request), None).await.map_err(|error| {
         gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
         RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"))
-    })
+    })?;
+    if principal.is_anonymous() {
+        let host = header_str(request, header::HOST);
+        policy.admit_local_caller(host, client_address(request, policy)).map_err(|refusal| {
+            let status = match refusal {
+                LocalCallerRefusal::FromNetwork => StatusCode::UNAUTHORIZED,
+                LocalCallerRefusal::Host => StatusCode::FORBIDDEN,
+            };
+            Refusal::new(refusal.to_request_error(), status)
+        })?;
+    }
+    Ok(principal)
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the address it forwarded
+/// ([`crate::access::AccessPolicy::client_address`]).
+pub(crate) fn client_address(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<IpAddr> {
+    let forwarded_for: Vec<&str> =
+        request.headers().get_all("x-forwarded-for").filter_map(|value| value.to_str().ok()).collect();
+    policy.client_address(request.peer_addr().map(|addr| addr.ip()), &forwarded_for)
 }
 
 /// An HTTP error body in the protocol's error shape: `{"type":"error","code","message"}`.

@@ -2,14 +2,14 @@
 //! may come as `?token=JWT` or `Authorization: Bearer JWT`.
 //!
 //! In order, before any per-connection memory is spent: the drain, the HTTP version, the
-//! `Origin` allow-list and protected mode ([`crate::access::AccessPolicy::admit_upgrade`]), the
+//! `Origin`, protected mode and the loopback `Host` ([`crate::access::AccessPolicy::admit_upgrade`]), the
 //! task's and the client address's connection caps (503 / 429, before a signature is checked),
 //! the token (a token that fails verification gets 401 and no upgrade), its user's connection
 //! cap (429), then the URL's project.
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 
-use super::{authorization, error_response, error_response_with_status, header_str};
+use super::{authorization, client_address, error_response, error_response_with_status, header_str};
 use crate::{
     access::{connections::ConnectionRefusal, Action, UpgradeRefusal},
     gateway::Gateway,
@@ -42,17 +42,15 @@ pub(crate) async fn upgrade(
     }
     let policy = &gateway.policy;
     let origin = header_str(&request, actix_web::http::header::ORIGIN);
-    let peer = request.peer_addr().map(|addr| addr.ip());
-    if let Err(refusal) = policy.admit_upgrade(origin, peer) {
+    let host = header_str(&request, actix_web::http::header::HOST);
+    let client = client_address(&request, policy);
+    if let Err(refusal) = policy.admit_upgrade(origin, host, client) {
         let status = match refusal {
             UpgradeRefusal::AnonymousFromNetwork => StatusCode::UNAUTHORIZED,
-            UpgradeRefusal::Origin => StatusCode::FORBIDDEN,
+            UpgradeRefusal::Origin | UpgradeRefusal::Host => StatusCode::FORBIDDEN,
         };
         return Ok(error_response_with_status(&refusal.to_request_error(), status));
     }
-    let forwarded_for: Vec<&str> =
-        request.headers().get_all("x-forwarded-for").filter_map(|value| value.to_str().ok()).collect();
-    let client = policy.client_address(peer, &forwarded_for);
     let refuse = |refusal: ConnectionRefusal| {
         gateway.metrics.limit_refused(refusal.label());
         Ok(error_response(&policy.connection_refusal(refusal)))

@@ -5,6 +5,7 @@
 //! what one binary leaves unused another uses. Public items are its interface; private ones are
 //! still checked for dead code.
 
+pub mod netns;
 pub mod raw;
 pub mod tokens;
 
@@ -585,6 +586,11 @@ impl ChildServer {
 
     /// Like [`ChildServer::spawn`], with the server's stdout (its EMF lines) going to `stdout`.
     pub async fn spawn_with_stdout(env: &[(&str, String)], stdout: Stdio) -> Self {
+        Self::spawn_with_output(env, stdout, Stdio::inherit()).await
+    }
+
+    /// Like [`ChildServer::spawn_with_stdout`], with its log (stderr) going to `stderr`.
+    pub async fn spawn_with_output(env: &[(&str, String)], stdout: Stdio, stderr: Stdio) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
@@ -595,6 +601,7 @@ impl ChildServer {
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("server binary starts");
         let server = ChildServer { port, child, _data: data };
