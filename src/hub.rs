@@ -463,7 +463,7 @@ impl Handler<Subscribe> for Hub {
             if !reads_history {
                 return Ok(None);
             }
-            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref())).await {
+            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref(), usize::MAX)).await {
                 Ok(read) => read.map(Some).map_err(|error| error.to_string()),
                 Err(_) => Err(format!("no answer within {ENGINE_WAIT:?}")),
             }

@@ -121,6 +121,8 @@ impl Server {
             size: config.history_size,
             ttl: config.history_ttl,
             max_projects: config.history_max_projects.get(),
+            max_bytes: config.history_max_bytes.get(),
+            max_total_bytes: config.history_max_total_bytes.get(),
         };
         let engine: Arc<dyn Engine> = match config.redis_url() {
             Some(url) => {
@@ -150,6 +152,7 @@ impl Server {
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
             engine,
+            history_page_bytes: config.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
             hub,
             dispatcher,

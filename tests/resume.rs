@@ -4,7 +4,7 @@ pub mod common;
 
 use std::time::Duration;
 
-use common::{Client, TestServer};
+use common::{ChildServer, Client, TestServer};
 use serde_json::{json, Value};
 
 async fn publish(server: &TestServer, project: &str, n: u64) -> Value {
@@ -110,4 +110,80 @@ async fn history_over_http() {
     let right_epoch = common::get_json(url).await;
     assert_eq!(right_epoch["recovered"], true);
     assert_eq!(right_epoch["publications"].as_array().unwrap().len(), 2);
+}
+
+/// A publication of about `bytes` bytes, numbered `n`.
+async fn publish_padded(server: &TestServer, project: &str, n: u64, bytes: usize) -> Value {
+    let response = server.publish(json!({"project_id": project, "data": {"n": n, "pad": "x".repeat(bytes)}})).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next() {
+    // 12 publications of 250 KiB: 3 MB, past the 1 MiB a history answer carries.
+    let server = TestServer::start(|_| {});
+    for n in 1..=12 {
+        publish_padded(&server, "pages", n, 250 * 1024).await;
+    }
+    let mut since = 0;
+    let mut offsets = Vec::new();
+    let mut pages = 0;
+    loop {
+        let url = server.http_url(&format!("/api/v1/projects/pages/history?since={since}&limit=1000"));
+        let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+        assert!(body.len() <= 1_100_000, "a history answer of {} bytes", body.len());
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((page["recovered"].as_bool(), page["offset"].as_u64()), (Some(true), Some(12)));
+        let listed = page["publications"].as_array().unwrap();
+        assert!(!listed.is_empty(), "every page makes progress");
+        offsets.extend(listed.iter().map(|publication| publication["offset"].as_u64().unwrap()));
+        pages += 1;
+        match page["next_since"].as_u64() {
+            Some(next) => {
+                assert_eq!(Some(&next), offsets.last(), "the cursor is the last offset listed");
+                since = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(offsets, (1..=12).collect::<Vec<_>>(), "the pages list every publication once");
+    assert!(pages >= 3, "{pages} pages");
+}
+
+#[tokio::test]
+async fn a_project_history_keeps_at_most_history_max_bytes() {
+    // 40 publications of 250 KiB (10 MB) to one project, past the default HISTORY_MAX_BYTES (8 MiB).
+    let server = TestServer::start(|_| {});
+    let mut epoch = String::new();
+    for n in 1..=40 {
+        epoch = publish_padded(&server, "heavy", n, 250 * 1024).await["epoch"].as_str().unwrap().to_owned();
+    }
+    let history =
+        |since: u64| server.http_url(&format!("/api/v1/projects/heavy/history?since={since}&epoch={epoch}&limit=1"));
+    let oldest = common::get_json(history(1)).await;
+    assert_eq!(oldest["recovered"], false, "the oldest publications are no longer kept");
+    let recent = common::get_json(history(35)).await;
+    assert_eq!(recent["recovered"], true, "the newest are");
+}
+
+#[tokio::test]
+async fn past_history_max_total_bytes_the_least_recently_published_projects_lose_their_publications() {
+    // Five projects of 500 KB each, one after the other, under a 2 MB bound for all of them.
+    let server = ChildServer::spawn(&[("HISTORY_MAX_TOTAL_BYTES", "2000000".into())]).await;
+    let projects = ["p0", "p1", "p2", "p3", "p4"];
+    for project in projects {
+        for n in 1..=5 {
+            let body = json!({"project_id": project, "data": {"n": n, "pad": "x".repeat(100_000)}});
+            assert_eq!(server.publish(body).await.status(), 200);
+        }
+    }
+    let history = |project: &str| server.http_url(&format!("/api/v1/projects/{project}/history?since=0"));
+    let oldest = common::get_json(history("p0")).await;
+    assert_eq!((oldest["recovered"].as_bool(), oldest["offset"].as_u64()), (Some(false), Some(5)), "{oldest}");
+    let newest = common::get_json(history("p4")).await;
+    assert_eq!(newest["recovered"], true);
+    assert_eq!(newest["publications"].as_array().unwrap().len(), 5, "the most recently published project keeps all");
+    let receipt: Value = server.publish(json!({"project_id": "p0", "data": {}})).await.json().await.unwrap();
+    assert_eq!((receipt["offset"].as_u64(), &receipt["epoch"]), (Some(6), &oldest["epoch"]), "its position stays");
 }

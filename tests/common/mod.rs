@@ -174,6 +174,11 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("WebSocket handshake");
+        Self::greeted(stream).await
+    }
+
+    /// Reads the `connected` greeting of a new connection.
+    async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
         let mut client = Client { stream, connection_id: String::new() };
         let greeting = client.recv().await;
         assert_eq!(greeting["type"], "connected", "{greeting}");
@@ -547,9 +552,15 @@ impl ChildServer {
 
     /// Like [`ChildServer::spawn`], with the server's stdout (its EMF lines) going to `stdout`.
     pub async fn spawn_with_stdout(env: &[(&str, String)], stdout: Stdio) -> Self {
+        Self::spawn_binary(env!("CARGO_BIN_EXE_agenticai-websocket"), env, stdout).await
+    }
+
+    /// Like [`ChildServer::spawn_with_stdout`], running `binary` (another build of the server,
+    /// a release one to measure it).
+    pub async fn spawn_binary(binary: &str, env: &[(&str, String)], stdout: Stdio) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
+        let child = Command::new(binary)
             .env("WEBSOCKET_HOST", "127.0.0.1")
             .env("WEBSOCKET_PORT", port.to_string())
             .env("DATA_DIR", data.path())
