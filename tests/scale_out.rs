@@ -277,6 +277,21 @@ async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why() {
     }
 }
 
+/// Two tasks over one Redis, each with a queue of 64 messages: a resume on one of 1000
+/// publications of 6 KB made on the other is fed at the client's pace, never closed, and the
+/// publications made meanwhile (overflowing the hold many times) follow without gap or duplicate.
+#[tokio::test]
+async fn a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or_duplicate() {
+    let redis = RedisServer::start();
+    let env =
+        [("REDIS_URL", redis.url()), ("HISTORY_SIZE", "5000".to_owned()), ("OUTBOUND_QUEUE_MESSAGES", "64".to_owned())];
+    let (publisher, subscriber) = (ChildServer::spawn(&env).await, ChildServer::spawn(&env).await);
+    let address = |server: &ChildServer| format!("127.0.0.1:{}", server.port).parse().unwrap();
+    common::resume_while_publishing(address(&publisher), address(&subscriber), "long", 150, 600).await;
+    let text = reqwest::get(subscriber.http_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(common::metric_value(&text, "agenticai_ws_slow_consumers_closed_total"), 0.0);
+}
+
 /// The sum of the frames a project's Redis stream holds.
 fn stream_bytes(redis: &RedisServer, project: &str) -> usize {
     let entries: Vec<(String, Vec<(String, String)>)> =

@@ -510,6 +510,7 @@ mod tests {
         let recovery = history.recover_page(&project, Some(&StreamPosition { offset: 2, epoch }), 3_200);
         assert!(recovery.recovered);
         assert_eq!(recovery.frames.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(!recovery.complete());
         let (top, rest) = history.page(&project, 5, usize::MAX, usize::MAX);
         assert_eq!((top.offset, rest.len()), (10, 5));
     }

@@ -69,10 +69,17 @@ pub(crate) struct Recovery {
     /// and, when they stop before `top`, the pages after them.
     pub recovered: bool,
     /// The first page of the missed publications, oldest first, positions included (empty when
-    /// not recovered).
+    /// not recovered); the replay reads the rest ([`Recovery::complete`] says whether any).
     pub frames: Entries,
     /// The project's current position (the last publication), for the client to resume from.
     pub top: StreamPosition,
+}
+
+impl Recovery {
+    /// Whether `frames` reach the top: nothing more to read after them.
+    pub(crate) fn complete(&self) -> bool {
+        self.frames.last().is_none_or(|(offset, _)| *offset >= self.top.offset)
+    }
 }
 
 /// Retained publications, oldest first: (offset, frame with position).
