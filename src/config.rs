@@ -118,6 +118,27 @@ pub struct Config {
     )]
     pub history_max_projects: NonZeroUsize,
 
+    /// Bytes of publications each project's history keeps (with HISTORY_SIZE, whichever is
+    /// reached first); the oldest go first, the newest is always kept.
+    #[arg(long, env = "HISTORY_MAX_BYTES", default_value = "8388608", value_parser = greater_than_zero::<NonZeroUsize>)]
+    pub history_max_bytes: NonZeroUsize,
+
+    /// Bytes of publications the in-memory store keeps across all projects (single-task mode);
+    /// past it, the retained publications of the least recently published projects are dropped.
+    #[arg(
+        long,
+        env = "HISTORY_MAX_TOTAL_BYTES",
+        default_value = "268435456",
+        value_parser = greater_than_zero::<NonZeroUsize>
+    )]
+    pub history_max_total_bytes: NonZeroUsize,
+
+    /// Bytes of publications one history answer carries at most (at least one publication): a
+    /// GET .../history page (its `next_since` says where the next starts), and each page a
+    /// resume's replay reads (at most half of OUTBOUND_QUEUE_BYTES).
+    #[arg(long, env = "HISTORY_PAGE_BYTES", default_value = "1048576", value_parser = greater_than_zero::<NonZeroUsize>)]
+    pub history_page_bytes: NonZeroUsize,
+
     /// Directory of the local spool and record store used when AWS is not configured.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

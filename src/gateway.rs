@@ -50,6 +50,8 @@ pub(crate) struct Gateway {
     pub publisher: Publisher,
     /// History, positions and other tasks (memory, or Redis with REDIS_URL).
     pub engine: Arc<dyn Engine>,
+    /// Bytes of publications one history answer carries at most (HISTORY_PAGE_BYTES).
+    pub history_page_bytes: usize,
     pub policy: AccessPolicy,
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,

@@ -20,9 +20,10 @@
 //!
 //! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
 //! project's message before its `subscription_confirmed`. A resume (`since`) replays the missed
-//! publications right after the confirmation. The engine's history read is asynchronous: until
-//! it returns, live publications for that member are held back in order and released after the
-//! replay, minus those the replay already contained: no gap and no duplicate at the seam.
+//! publications right after the confirmation, a page at a time as the client reads them
+//! ([`replay`]). Until the history read returns and the replay has caught up, live publications
+//! for that member are held back in order and released after the replay, minus those the replay
+//! already contained: no gap and no duplicate at the seam.
 //!
 //! **Mailbox: [`HUB_MAILBOX_CAPACITY`] messages.** Client-driven messages (subscribe,
 //! unsubscribe) are sent with `try_send`: when full the client gets `busy`. Publishers `send` and
@@ -32,6 +33,8 @@
 //! it is bounded by the number of connections, and losing one would leak a registry entry.
 //! The memory engine's [`PresenceEvent`]s use `do_send` too: one per subscription change the hub
 //! itself made. The Redis subscriber `send`s them and waits, like publications.
+
+mod replay;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -53,6 +56,8 @@ use crate::{
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
     session::outbox::{Outbox, PushError},
 };
+pub(crate) use replay::HoldLimits;
+use replay::{Replay, Seam, Ticket};
 
 /// Longest a subscribe waits on the engine (its channel subscribed, its history read) before it
 /// is confirmed without a position: a back end that hangs must not hold a client's confirmation.
@@ -207,8 +212,8 @@ struct Registered {
 /// One subscriber of a project.
 struct Subscriber {
     outbox: Outbox,
-    /// While a resume is being read from Redis: live publications held back, in order.
-    held: Option<Vec<(u64, ByteString)>>,
+    /// While the subscription is being confirmed and replayed: live publications held back.
+    seam: Option<Seam>,
     join_leave: bool,
     /// As reported to the engine when the subscription was added, so its leave matches.
     member: Arc<Member>,
@@ -220,8 +225,12 @@ pub(crate) struct Hub {
     engine: Arc<dyn Engine>,
     /// The last position [`Deliver`]ed per project, to drop repeats.
     delivered: HashMap<ProjectId, StreamPosition>,
-    /// Publications held back for one resuming member, at most (then it is a slow consumer).
-    max_held: usize,
+    /// Publications held back for one resuming member, at most (then the hold is emptied and
+    /// the replay reads them from the history).
+    hold: HoldLimits,
+    /// Bytes of publications each history read of a replay brings in: HISTORY_PAGE_BYTES, at
+    /// most half of OUTBOUND_QUEUE_BYTES.
+    replay_page_bytes: usize,
     metrics: Arc<Metrics>,
     message_frames: IntCounter,
     /// Told when the set of projects with local subscribers changes (the Redis subscriber
@@ -232,14 +241,21 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(metrics: Arc<Metrics>, engine: Arc<dyn Engine>, max_held: usize, presence: bool) -> Self {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        engine: Arc<dyn Engine>,
+        hold: HoldLimits,
+        replay_page_bytes: usize,
+        presence: bool,
+    ) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
             connections: HashMap::new(),
             subscribers: HashMap::new(),
             engine,
             delivered: HashMap::new(),
-            max_held,
+            hold,
+            replay_page_bytes: replay_page_bytes.max(1),
             metrics,
             message_frames,
             interest: None,
@@ -273,16 +289,16 @@ impl Hub {
                 channel_ready = Some(ready);
             }
         }
-        let held = hold.then(Vec::new);
         match members.get_mut(id) {
             Some(subscriber) => {
-                if subscriber.held.is_none() {
-                    subscriber.held = held;
+                if hold && subscriber.seam.is_none() {
+                    subscriber.seam = Some(Seam::new());
                 }
                 subscriber.join_leave = join_leave;
             }
             None => {
-                members.insert(id.clone(), Subscriber { outbox, held, join_leave, member: member.clone() });
+                let seam = hold.then(Seam::new);
+                members.insert(id.clone(), Subscriber { outbox, seam, join_leave, member: member.clone() });
                 self.metrics.subscriptions.inc();
                 if self.presence {
                     self.engine.presence_join(&project_id, &member);
@@ -333,13 +349,9 @@ impl Hub {
         };
         let mut reached = 0;
         for member in members.values_mut() {
-            if let Some(held) = &mut member.held {
-                if held.len() < self.max_held {
-                    held.push((offset, frame.clone()));
-                    reached += 1;
-                } else {
-                    member.outbox.close(CloseCode::SlowConsumer);
-                }
+            if let Some(seam) = &mut member.seam {
+                seam.hold(offset, frame.clone(), self.hold);
+                reached += 1;
                 continue;
             }
             match member.outbox.push_text(frame.clone()) {
@@ -356,16 +368,30 @@ impl Hub {
         reached
     }
 
-    /// Confirms a subscription and replays a recovery into the member's outbox, then releases
-    /// whatever was held back after the replay's last offset.
-    fn complete_subscription(&mut self, request: &Subscribe, recovery: Option<Recovery>) {
+    /// Confirms a subscription, then starts the replay of a recovery into the member's outbox
+    /// (which releases what was held back once it caught up), or releases the hold at once when
+    /// there is nothing to replay. `ticket`: the subscribe's place on the member's seam (None
+    /// when it went without one, the engine being down); only the latest subscribe through a
+    /// seam replays and releases it, an earlier one only confirms.
+    fn complete_subscription(
+        &mut self,
+        request: &Subscribe,
+        recovery: Option<Recovery>,
+        ticket: Option<Ticket>,
+        ctx: &mut Context<Self>,
+    ) {
         let Subscribe { id, project_id, request_id, since, with_position, .. } = request;
         let (request_id, resumed, with_position) = (request_id.as_ref(), since.is_some(), *with_position);
         let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) else {
             return;
         };
         let outbox = member.outbox.clone();
-        let held = member.held.take().unwrap_or_default();
+        let current = match (&member.seam, &ticket) {
+            (Some(seam), Some(ticket)) => seam.is_current(ticket),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let seam = if current { member.seam.take() } else { None };
         let recovered = recovery.as_ref().is_some_and(|recovery| recovery.recovered);
         if resumed {
             let outcome = if recovered { "recovered" } else { "not_recovered" };
@@ -378,15 +404,53 @@ impl Hub {
         }
         .to_frame(request_id);
         self.push(&outbox, confirmation, "subscription_confirmed");
-        let mut replayed_until = recovery.as_ref().map_or(0, |recovery| recovery.top.offset);
-        for (offset, frame) in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
-            self.push(&outbox, frame, "message");
-            replayed_until = replayed_until.max(offset);
-        }
-        for (offset, frame) in held {
-            if offset == 0 || offset > replayed_until {
-                self.push(&outbox, frame, "message");
+        let Some(mut seam) = seam else { return };
+        let emptied = ticket.as_ref().is_some_and(|ticket| seam.emptied_since(ticket));
+        let Some(recovery) = recovery else {
+            if emptied {
+                // Without a position there is no history to read what the hold let go of.
+                log::warn!(project_id = &**project_id; "hold overflowed before the subscription had a position; closing slow consumer");
+                outbox.close(CloseCode::SlowConsumer);
+            } else {
+                for frame in seam.release(0) {
+                    self.push(&outbox, frame, "message");
+                }
             }
+            return;
+        };
+        let complete = recovery.complete();
+        let Recovery { recovered, frames, top } = recovery;
+        let ticket = match ticket {
+            Some(ticket) if emptied || !complete || !frames.is_empty() => ticket,
+            _ => {
+                for frame in seam.release(top.offset) {
+                    self.push(&outbox, frame, "message");
+                }
+                return;
+            }
+        };
+        // Replayed from `since` when recovered; else the client follows on from the top, and
+        // the replay reads only what the emptied hold let go of.
+        let after = match since {
+            Some(since) if recovered => since.offset,
+            _ => top.offset,
+        };
+        let replay = Replay {
+            engine: self.engine.clone(),
+            hub: ctx.address(),
+            metrics: self.metrics.clone(),
+            outbox,
+            connection_id: id.clone(),
+            project_id: project_id.clone(),
+            page_bytes: self.replay_page_bytes,
+            position: StreamPosition { offset: after, epoch: top.epoch },
+            page: frames.into(),
+            page_top: top.offset,
+            read_generation: ticket.generation(),
+        };
+        seam.start(&ticket, replay);
+        if let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) {
+            member.seam = Some(seam);
         }
     }
 }
@@ -438,7 +502,7 @@ impl Handler<Subscribe> for Hub {
                 .add_subscription(&msg.id, msg.project_id.clone(), false, msg.join_leave, Some(&msg.member))
                 .is_some()
             {
-                self.complete_subscription(&msg, None);
+                self.complete_subscription(&msg, None, None, ctx);
             }
             return;
         }
@@ -448,14 +512,21 @@ impl Handler<Subscribe> for Hub {
         let Some(channel_ready) = added else {
             return;
         };
+        let ticket = self
+            .subscribers
+            .get_mut(&msg.project_id)
+            .and_then(|members| members.get_mut(&msg.id))
+            .and_then(|subscriber| subscriber.seam.as_mut())
+            .map(Seam::begin);
         if channel_ready.is_none() && !reads_history {
             // Nothing to wait for and nothing to read.
-            self.complete_subscription(&msg, None);
+            self.complete_subscription(&msg, None, ticket, ctx);
             return;
         }
         let engine = self.engine.clone();
         let project_id = msg.project_id.clone();
         let since = msg.since.clone();
+        let first_page_bytes = self.replay_page_bytes;
         let read = async move {
             if let Some(ready) = channel_ready {
                 let _ = tokio::time::timeout(ENGINE_WAIT, ready).await;
@@ -463,17 +534,18 @@ impl Handler<Subscribe> for Hub {
             if !reads_history {
                 return Ok(None);
             }
-            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref())).await {
+            match tokio::time::timeout(ENGINE_WAIT, engine.recover(&project_id, since.as_ref(), first_page_bytes)).await
+            {
                 Ok(read) => read.map(Some).map_err(|error| error.to_string()),
                 Err(_) => Err(format!("no answer within {ENGINE_WAIT:?}")),
             }
         };
-        ctx.spawn(read.into_actor(self).map(move |result, hub, _| {
+        ctx.spawn(read.into_actor(self).map(move |result, hub, ctx| {
             let recovery = result.unwrap_or_else(|error| {
                 log::warn!(project_id = &*msg.project_id, error = error.as_str(); "history unavailable; subscribing without position");
                 None
             });
-            hub.complete_subscription(&msg, recovery);
+            hub.complete_subscription(&msg, recovery, ticket, ctx);
         }));
     }
 }
@@ -528,10 +600,9 @@ impl Handler<PresenceEvent> for Hub {
         let kind = msg.change.label();
         let others = members.iter_mut().filter(|(id, _)| **id != msg.connection_id).map(|(_, subscriber)| subscriber);
         for subscriber in others.filter(|subscriber| subscriber.join_leave) {
-            match &mut subscriber.held {
+            match &mut subscriber.seam {
                 // Behind the confirmation, like a publication without a position.
-                Some(held) if held.len() < self.max_held => held.push((0, msg.frame.clone())),
-                Some(_) => subscriber.outbox.close(CloseCode::SlowConsumer),
+                Some(seam) => seam.hold(0, msg.frame.clone(), self.hold),
                 None => match subscriber.outbox.push_text(msg.frame.clone()) {
                     Ok(()) => self.metrics.frame_out(kind),
                     Err(PushError::Full) => {

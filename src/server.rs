@@ -25,7 +25,7 @@ use crate::{
     emf,
     engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
-    hub::{CloseAll, ConnectionCount, DrainAll, Hub},
+    hub::{CloseAll, ConnectionCount, DrainAll, HoldLimits, Hub},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
@@ -121,6 +121,8 @@ impl Server {
             size: config.history_size,
             ttl: config.history_ttl,
             max_projects: config.history_max_projects.get(),
+            max_bytes: config.history_max_bytes.get(),
+            max_total_bytes: config.history_max_total_bytes.get(),
         };
         let engine: Arc<dyn Engine> = match config.redis_url() {
             Some(url) => {
@@ -130,8 +132,15 @@ impl Server {
         };
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
-            let (max_held, presence) = (config.outbound_queue_messages.get(), config.presence);
-            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| Hub::new(metrics, engine, max_held, presence))
+            let (queue_messages, queue_bytes) =
+                (config.outbound_queue_messages.get(), config.outbound_queue_bytes.get());
+            let hold = HoldLimits::half_of_queue(queue_messages, queue_bytes);
+            // A replay's page fits the queue's replay share (src/session/outbox.rs).
+            let replay_page_bytes = config.history_page_bytes.get().min(queue_bytes / 2);
+            let presence = config.presence;
+            Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
+                Hub::new(metrics, engine, hold, replay_page_bytes, presence)
+            })
         };
         log::info!(
             engine = engine.describe(), history_size = config.history_size;
@@ -150,6 +159,7 @@ impl Server {
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
             engine,
+            history_page_bytes: config.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
             hub,
             dispatcher,

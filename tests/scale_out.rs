@@ -276,3 +276,77 @@ async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why() {
         assert!(took < Duration::from_millis(500), "{project}: confirmed after {took:?}");
     }
 }
+
+/// Two tasks over one Redis, each with a queue of 64 messages: a resume on one of 1000
+/// publications of 6 KB made on the other is fed at the client's pace, never closed, and the
+/// publications made meanwhile (overflowing the hold many times) follow without gap or duplicate.
+#[tokio::test]
+async fn a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or_duplicate() {
+    let redis = RedisServer::start();
+    let env =
+        [("REDIS_URL", redis.url()), ("HISTORY_SIZE", "5000".to_owned()), ("OUTBOUND_QUEUE_MESSAGES", "64".to_owned())];
+    let (publisher, subscriber) = (ChildServer::spawn(&env).await, ChildServer::spawn(&env).await);
+    let address = |server: &ChildServer| format!("127.0.0.1:{}", server.port).parse().unwrap();
+    common::resume_while_publishing(address(&publisher), address(&subscriber), "long", 150, 600).await;
+    let text = reqwest::get(subscriber.http_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(common::metric_value(&text, "agenticai_ws_slow_consumers_closed_total"), 0.0);
+}
+
+/// The sum of the frames a project's Redis stream holds.
+fn stream_bytes(redis: &RedisServer, project: &str) -> usize {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis.command(&["XRANGE", &format!("agenticai:{{{project}}}:stream"), "-", "+"]);
+    entries.iter().map(|(_, fields)| fields.iter().map(|(_, frame)| frame.len()).sum::<usize>()).sum()
+}
+
+#[tokio::test]
+async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_read_in_pages() {
+    let redis = RedisServer::start();
+    let server = ChildServer::spawn(&[
+        ("REDIS_URL", redis.url()),
+        ("HISTORY_MAX_BYTES", "1000000".to_owned()),
+        ("HISTORY_PAGE_BYTES", "250000".to_owned()),
+    ])
+    .await;
+    let mut epoch = String::new();
+    for n in 1..=30 {
+        let body = json!({"project_id": "heavy", "data": {"n": n, "pad": "x".repeat(100_000)}});
+        let receipt: Value = server.publish(body).await.json().await.unwrap();
+        epoch = receipt["epoch"].as_str().unwrap().to_owned();
+    }
+    let retained: usize = redis.command(&["XLEN", "agenticai:{heavy}:stream"]);
+    assert!((8..=10).contains(&retained), "{retained} publications of 100 KB kept under 1 MB");
+    let counted: usize = redis.command(&["GET", "agenticai:{heavy}:bytes"]);
+    assert_eq!(counted, stream_bytes(&redis, "heavy"), "the byte counter is the stream's");
+    assert!(counted <= 1_000_000, "{counted} bytes kept");
+
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let oldest = client
+        .request(json!({"action": "subscribe", "project_id": "heavy", "since": {"offset": 1, "epoch": epoch}}))
+        .await;
+    assert_eq!(oldest["recovered"], false, "{oldest}");
+
+    // Over HTTP, from the oldest kept, a page of at most 250 KB at a time.
+    let first_kept = 30 - retained as u64 + 1;
+    let (mut since, mut offsets) = (first_kept - 1, Vec::new());
+    loop {
+        let url = server.http_url(&format!("/api/v1/projects/heavy/history?since={since}&limit=1000"));
+        let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+        assert!(body.len() < 260_000, "a page of {} bytes", body.len());
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(page["recovered"], true, "{since}");
+        offsets.extend(page["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()));
+        match page["next_since"].as_u64() {
+            Some(next) => since = next,
+            None => break,
+        }
+    }
+    assert_eq!(offsets, (first_kept..=30).collect::<Vec<_>>());
+
+    // A counter lost (an eviction policy, an older version's keys) is summed again from the stream.
+    let _deleted: i64 = redis.command(&["DEL", "agenticai:{heavy}:bytes"]);
+    server.publish(json!({"project_id": "heavy", "data": {"n": 31, "pad": "x".repeat(100_000)}})).await;
+    let counted: usize = redis.command(&["GET", "agenticai:{heavy}:bytes"]);
+    assert_eq!(counted, stream_bytes(&redis, "heavy"));
+    assert!(counted <= 1_000_000, "{counted} bytes kept");
+}

@@ -1,5 +1,8 @@
 //! The memory engine: one task, no REDIS_URL. Each project's history is a bounded queue in this
-//! process; publications reach this task's subscribers only. Positions are stamped on the hub's
+//! process (HISTORY_SIZE publications and HISTORY_MAX_BYTES of them, oldest out first), and all
+//! of them together keep at most HISTORY_MAX_TOTAL_BYTES: past it, the least recently published
+//! projects' retained publications are dropped (their positions stay; a resume that needed them
+//! answers `recovered: false`). Publications reach this task's subscribers only. Positions are stamped on the hub's
 //! thread as the hub fans a publication out ([`Engine::stamp`]), so delivery order is offset
 //! order without a lock held across any wait. A restart loses the history, and the new epochs
 //! tell resuming clients so.
@@ -17,7 +20,7 @@ use bytestring::ByteString;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
 use super::{
-    positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    positions::{new_epoch, page, recover, with_position, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
     Engine, EngineFuture, Route,
 };
@@ -86,8 +89,13 @@ impl Engine for MemoryEngine {
         (Some(position), framed)
     }
 
-    fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery> {
-        ready(Ok(self.streams().recover(project_id, since))).boxed()
+    fn recover(
+        &self,
+        project_id: &ProjectId,
+        since: Option<&StreamPosition>,
+        max_bytes: usize,
+    ) -> EngineFuture<Recovery> {
+        ready(Ok(self.streams().recover_page(project_id, since, max_bytes))).boxed()
     }
 
     fn history(
@@ -95,8 +103,9 @@ impl Engine for MemoryEngine {
         project_id: &ProjectId,
         since_offset: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)> {
-        ready(Ok(self.streams().page(project_id, since_offset, limit))).boxed()
+        ready(Ok(self.streams().page(project_id, since_offset, limit, max_bytes))).boxed()
     }
 
     fn backend_up(&self) -> Option<bool> {
@@ -184,19 +193,47 @@ impl MemoryPresence {
 struct ProjectStream {
     epoch: String,
     top: u64,
+    /// Consecutive offsets, oldest first.
     entries: VecDeque<(u64, ByteString)>,
+    /// Bytes of the frames in `entries`.
+    bytes: usize,
     last_publish: Instant,
+}
+
+impl ProjectStream {
+    /// The retained entries after `offset`, oldest first (their offsets are consecutive, so the
+    /// first is found without a scan).
+    fn after(&self, offset: u64) -> impl Iterator<Item = (u64, ByteString)> + '_ {
+        let first = self.entries.front().map_or(0, |(first, _)| *first);
+        let skip = usize::try_from(offset.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        self.entries.iter().skip(skip).cloned()
+    }
+
+    /// Drops the oldest retained entry; returns its bytes.
+    fn drop_oldest(&mut self) -> usize {
+        let dropped = self.entries.pop_front().map_or(0, |(_, frame)| frame.len());
+        self.bytes -= dropped;
+        dropped
+    }
 }
 
 /// The in-memory history of every project.
 pub(crate) struct MemoryHistory {
     streams: HashMap<ProjectId, ProjectStream>,
+    /// Bytes of every project's retained frames, held under HISTORY_MAX_TOTAL_BYTES.
+    total_bytes: usize,
     settings: HistorySettings,
 }
 
 impl MemoryHistory {
     pub(crate) fn new(settings: HistorySettings) -> Self {
-        MemoryHistory { streams: HashMap::new(), settings }
+        MemoryHistory { streams: HashMap::new(), total_bytes: 0, settings }
+    }
+
+    fn forget(&mut self, project_id: &ProjectId) {
+        if let Some(stream) = self.streams.remove(project_id) {
+            self.total_bytes -= stream.bytes;
+        }
     }
 
     /// The project's stream, created (new epoch) if absent or expired.
@@ -204,7 +241,7 @@ impl MemoryHistory {
         let expired =
             self.streams.get(project_id).is_some_and(|stream| stream.last_publish.elapsed() > self.settings.ttl);
         if expired {
-            self.streams.remove(project_id);
+            self.forget(project_id);
         }
         if !self.streams.contains_key(project_id) && self.streams.len() >= self.settings.max_projects {
             self.evict_oldest();
@@ -213,6 +250,7 @@ impl MemoryHistory {
             epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
+            bytes: 0,
             last_publish: Instant::now(),
         })
     }
@@ -224,25 +262,64 @@ impl MemoryHistory {
         by_age.sort_unstable_by_key(|(at, _)| *at);
         let evict = (self.settings.max_projects / 10).max(1);
         for (_, project) in by_age.into_iter().take(evict) {
-            self.streams.remove(&project);
+            self.forget(&project);
         }
     }
 
     /// Appends a publication; returns its position and its frame with the position.
     pub(crate) fn append(&mut self, project_id: &ProjectId, frame: &str) -> (StreamPosition, ByteString) {
-        let size = self.settings.size;
+        let HistorySettings { size, max_bytes, .. } = self.settings;
         let stream = self.stream(project_id);
         stream.top += 1;
         stream.last_publish = Instant::now();
         let position = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
         let framed = with_position(frame, &position);
+        let (mut added, mut dropped) = (0, 0);
         if size > 0 {
             stream.entries.push_back((stream.top, framed.clone()));
-            while stream.entries.len() > size {
-                stream.entries.pop_front();
+            stream.bytes += framed.len();
+            added = framed.len();
+            // The newest stays whatever its size: a resume from just before it still recovers.
+            while stream.entries.len() > 1 && (stream.entries.len() > size || stream.bytes > max_bytes) {
+                dropped += stream.drop_oldest();
             }
         }
+        self.total_bytes = self.total_bytes + added - dropped;
+        if self.total_bytes > self.settings.max_total_bytes {
+            self.shed(project_id);
+        }
         (position, framed)
+    }
+
+    /// Brings the retained bytes of every project back under HISTORY_MAX_TOTAL_BYTES: drops the
+    /// retained publications of the least recently published projects (their positions stay),
+    /// down to nine tenths of the bound so that shedding stays rare; the project just published
+    /// to goes last, and keeps its newest publication.
+    fn shed(&mut self, current: &ProjectId) {
+        let max_total = self.settings.max_total_bytes;
+        let target = max_total / 10 * 9;
+        let mut by_age: Vec<(Instant, ProjectId)> = self
+            .streams
+            .iter()
+            .filter(|(project, stream)| *project != current && stream.bytes > 0)
+            .map(|(project, stream)| (stream.last_publish, project.clone()))
+            .collect();
+        by_age.sort_unstable_by_key(|(at, _)| *at);
+        for (_, project) in by_age {
+            if self.total_bytes <= target {
+                return;
+            }
+            if let Some(stream) = self.streams.get_mut(&project) {
+                self.total_bytes -= stream.bytes;
+                stream.entries = VecDeque::new();
+                stream.bytes = 0;
+            }
+        }
+        if let Some(stream) = self.streams.get_mut(current) {
+            while self.total_bytes > max_total && stream.entries.len() > 1 {
+                self.total_bytes -= stream.drop_oldest();
+            }
+        }
     }
 
     /// The project's current position.
@@ -252,26 +329,40 @@ impl MemoryHistory {
         StreamPosition { offset: stream.top, epoch: stream.epoch.clone() }
     }
 
-    /// What a client resuming from `since` missed.
+    /// What a client resuming from `since` missed, all of it (for the tests of the rule).
+    #[cfg(test)]
     pub(crate) fn recover(&mut self, project_id: &ProjectId, since: Option<&StreamPosition>) -> Recovery {
+        self.recover_page(project_id, since, usize::MAX)
+    }
+
+    /// What a client resuming from `since` missed: its first page, at most `max_bytes`.
+    pub(crate) fn recover_page(
+        &mut self,
+        project_id: &ProjectId,
+        since: Option<&StreamPosition>,
+        max_bytes: usize,
+    ) -> Recovery {
         let stream = self.stream(project_id);
         let top = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
-        let after = since.map_or(u64::MAX, |since| since.offset);
-        let entries = stream.entries.iter().filter(|(offset, _)| *offset > after).cloned().collect();
+        let entries = match since {
+            Some(since) => page(stream.after(since.offset), usize::MAX, max_bytes),
+            None => Vec::new(),
+        };
         recover(since, top, entries)
     }
 
-    /// Up to `limit` retained publications after `since_offset`, oldest first.
+    /// Up to `limit` retained publications after `since_offset` and `max_bytes` of them (at
+    /// least one), oldest first.
     pub(crate) fn page(
         &mut self,
         project_id: &ProjectId,
         since_offset: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> (StreamPosition, Entries) {
         let stream = self.stream(project_id);
         let top = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
-        let frames = stream.entries.iter().filter(|(offset, _)| *offset > since_offset).take(limit).cloned().collect();
-        (top, frames)
+        (top, page(stream.after(since_offset), limit, max_bytes))
     }
 }
 
@@ -281,8 +372,18 @@ mod tests {
 
     use super::*;
 
+    fn settings() -> HistorySettings {
+        HistorySettings {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            max_projects: 100,
+            max_bytes: usize::MAX,
+            max_total_bytes: usize::MAX,
+        }
+    }
+
     fn history(size: usize) -> MemoryHistory {
-        MemoryHistory::new(HistorySettings { size, ttl: Duration::from_secs(60), max_projects: 100 })
+        MemoryHistory::new(HistorySettings { size, ..settings() })
     }
 
     #[test]
@@ -331,7 +432,7 @@ mod tests {
 
     #[test]
     fn expiry_starts_a_new_epoch() {
-        let mut history = MemoryHistory::new(HistorySettings { size: 10, ttl: Duration::ZERO, max_projects: 10 });
+        let mut history = MemoryHistory::new(HistorySettings { ttl: Duration::ZERO, max_projects: 10, ..settings() });
         let project: ProjectId = "p".into();
         let (first, _) = history.append(&project, "{}");
         std::thread::sleep(Duration::from_millis(2));
@@ -342,12 +443,75 @@ mod tests {
 
     #[test]
     fn the_least_recently_published_projects_are_evicted() {
-        let mut history =
-            MemoryHistory::new(HistorySettings { size: 10, ttl: Duration::from_secs(60), max_projects: 3 });
+        let mut history = MemoryHistory::new(HistorySettings { max_projects: 3, ..settings() });
         for project in ["a", "b", "c", "d"] {
             history.append(&project.into(), "{}");
         }
         assert_eq!(history.streams.len(), 3);
         assert!(!history.streams.contains_key("a"));
+    }
+
+    /// A publication frame of about `size` bytes.
+    fn frame(size: usize) -> String {
+        format!("{{\"data\":\"{}\"}}", "x".repeat(size))
+    }
+
+    fn retained(history: &mut MemoryHistory, project: &ProjectId) -> Vec<u64> {
+        history.page(project, 0, usize::MAX, usize::MAX).1.iter().map(|(offset, _)| *offset).collect()
+    }
+
+    #[test]
+    fn a_project_keeps_at_most_its_bytes_and_always_the_newest() {
+        let mut history = MemoryHistory::new(HistorySettings { size: 100, max_bytes: 3_500, ..settings() });
+        let project: ProjectId = "p".into();
+        for _ in 0..10 {
+            history.append(&project, &frame(1_000));
+        }
+        assert_eq!(retained(&mut history, &project), vec![8, 9, 10]);
+        assert!(history.total_bytes <= 3_500, "{}", history.total_bytes);
+        history.append(&project, &frame(10_000));
+        assert_eq!(retained(&mut history, &project), vec![11], "a publication larger than the bound is kept alone");
+    }
+
+    #[test]
+    fn past_the_total_the_least_recently_published_projects_lose_their_publications_first() {
+        let mut history = MemoryHistory::new(HistorySettings { size: 100, max_total_bytes: 10_000, ..settings() });
+        let (old, recent, busy): (ProjectId, ProjectId, ProjectId) = ("old".into(), "recent".into(), "busy".into());
+        history.append(&old, &frame(3_000));
+        std::thread::sleep(Duration::from_millis(2));
+        history.append(&recent, &frame(3_000));
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 0..3 {
+            history.append(&busy, &frame(1_000));
+        }
+        assert_eq!(retained(&mut history, &old), vec![1], "under the total, nothing is shed");
+        history.append(&busy, &frame(1_000));
+        assert!(history.total_bytes <= 10_000, "{}", history.total_bytes);
+        assert!(retained(&mut history, &old).is_empty(), "the least recently published project goes first");
+        assert_eq!(retained(&mut history, &recent), vec![1]);
+        assert_eq!(retained(&mut history, &busy), vec![1, 2, 3, 4]);
+        let (position, _) = history.append(&old, "{}");
+        assert_eq!(position.offset, 2, "a shed project keeps its position");
+        for _ in 0..20 {
+            history.append(&busy, &frame(1_000));
+        }
+        assert!(history.total_bytes <= 10_000, "{}", history.total_bytes);
+        assert_eq!(retained(&mut history, &busy).last(), Some(&24));
+    }
+
+    #[test]
+    fn a_resume_reads_one_page_and_says_whether_more_follows() {
+        let mut history = history(100);
+        let project: ProjectId = "p".into();
+        for _ in 0..10 {
+            history.append(&project, &frame(1_000));
+        }
+        let epoch = history.top(&project).epoch;
+        let recovery = history.recover_page(&project, Some(&StreamPosition { offset: 2, epoch }), 3_200);
+        assert!(recovery.recovered);
+        assert_eq!(recovery.frames.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(!recovery.complete());
+        let (top, rest) = history.page(&project, 5, usize::MAX, usize::MAX);
+        assert_eq!((top.offset, rest.len()), (10, 5));
     }
 }

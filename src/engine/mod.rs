@@ -23,6 +23,10 @@
 //!   to the fan-out are one step: no reader sees an offset without its publication, and no
 //!   subscriber gets a publication the history does not hold (while the back end is up).
 //!   A resume read returns the top position and the entries after `since` from one snapshot.
+//! - **Bounded by bytes.** Each project's history keeps at most HISTORY_SIZE publications and
+//!   HISTORY_MAX_BYTES of them (the newest always); the memory engine also keeps at most
+//!   HISTORY_MAX_TOTAL_BYTES across projects. A read returns one page, at most the bytes asked
+//!   for: nothing reads a whole history into memory at once.
 //! - **While the back end is down** (Redis only; memory has none to lose): a publication is
 //!   still delivered to this task's subscribers, without a position and without history, and its
 //!   publisher is told so ([`Route::Local`] with `unavailable`); resume reads and history pages
@@ -101,16 +105,25 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// position (none without a history to keep it) and the frame with the position spliced in.
     fn stamp(&self, project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString);
 
-    /// What a client resuming from `since` missed, and the project's position.
-    fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery>;
+    /// What a client resuming from `since` missed, and the project's position: the first
+    /// page of it, at most `max_bytes` of frames (at least one publication); the replay reads
+    /// the rest with [`Engine::history`].
+    fn recover(
+        &self,
+        project_id: &ProjectId,
+        since: Option<&StreamPosition>,
+        max_bytes: usize,
+    ) -> EngineFuture<Recovery>;
 
-    /// The project's position and up to `limit` retained publications after `since_offset`,
-    /// oldest first.
+    /// The project's position and a page of the retained publications after `since_offset`,
+    /// oldest first: at most `limit` of them and `max_bytes` of frames (at least one
+    /// publication, when any follows `since_offset`), read in one snapshot with the position.
     fn history(
         &self,
         project_id: &ProjectId,
         since_offset: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)>;
 
     /// Whether the back end is reachable (for `/ready`); `None` when there is none to reach.

@@ -25,6 +25,28 @@ pub(crate) struct HistorySettings {
     /// Projects whose history the memory store keeps; the least recently published are
     /// forgotten first.
     pub max_projects: usize,
+    /// Bytes of publications kept per project (HISTORY_MAX_BYTES): past it the oldest go, as
+    /// past `size`. The newest publication is always kept, whatever its size.
+    pub max_bytes: usize,
+    /// Bytes of publications the memory store keeps across projects (HISTORY_MAX_TOTAL_BYTES):
+    /// past it the least recently published projects are forgotten, as past `max_projects`.
+    pub max_total_bytes: usize,
+}
+
+/// Takes entries (oldest first) for one answer: at most `limit` of them, and while they add up
+/// to at most `max_bytes` of frames; the first is always taken, so a page over one publication
+/// larger than the bound still makes progress.
+pub(crate) fn page(entries: impl IntoIterator<Item = (u64, ByteString)>, limit: usize, max_bytes: usize) -> Entries {
+    let mut bytes = 0usize;
+    let mut taken = Vec::new();
+    for (offset, frame) in entries.into_iter().take(limit) {
+        bytes = bytes.saturating_add(frame.len());
+        if !taken.is_empty() && bytes > max_bytes {
+            break;
+        }
+        taken.push((offset, frame));
+    }
+    taken
 }
 
 /// Adds the position to an encoded publication frame (a JSON object this crate serialized,
@@ -43,12 +65,21 @@ pub(crate) fn new_epoch() -> String {
 /// What a resuming subscriber gets.
 #[derive(Debug)]
 pub(crate) struct Recovery {
-    /// Whether `frames` is everything published after the client's position.
+    /// Whether the history holds everything published after the client's position: `frames`
+    /// and, when they stop before `top`, the pages after them.
     pub recovered: bool,
-    /// The missed publications, oldest first, positions included (empty when not recovered).
+    /// The first page of the missed publications, oldest first, positions included (empty when
+    /// not recovered); the replay reads the rest ([`Recovery::complete`] says whether any).
     pub frames: Entries,
     /// The project's current position (the last publication), for the client to resume from.
     pub top: StreamPosition,
+}
+
+impl Recovery {
+    /// Whether `frames` reach the top: nothing more to read after them.
+    pub(crate) fn complete(&self) -> bool {
+        self.frames.last().is_none_or(|(offset, _)| *offset >= self.top.offset)
+    }
 }
 
 /// Retained publications, oldest first: (offset, frame with position).
@@ -65,8 +96,8 @@ pub(crate) fn covers(since: &StreamPosition, top: &StreamPosition, first_after: 
         }
 }
 
-/// Decides a recovery from a project's state: `entries` are the retained publications after
-/// `since.offset`, oldest first.
+/// Decides a recovery from a project's state: `entries` are the first page of the retained
+/// publications after `since.offset`, oldest first.
 pub(crate) fn recover(since: Option<&StreamPosition>, top: StreamPosition, entries: Entries) -> Recovery {
     let Some(since) = since else {
         return Recovery { recovered: false, frames: Vec::new(), top };
@@ -90,5 +121,26 @@ mod tests {
         assert_eq!(value["offset"], 12);
         assert_eq!(value["epoch"], "ab\"c");
         assert_eq!(value["data"]["x"], 1);
+    }
+
+    fn entries(sizes: &[usize]) -> Entries {
+        sizes.iter().enumerate().map(|(index, size)| (index as u64 + 1, "x".repeat(*size).into())).collect()
+    }
+
+    fn offsets(page: &Entries) -> Vec<u64> {
+        page.iter().map(|(offset, _)| *offset).collect()
+    }
+
+    #[test]
+    fn a_page_stops_before_the_entry_that_would_pass_its_bytes() {
+        assert_eq!(offsets(&page(entries(&[4, 4, 4, 4]), 10, 8)), vec![1, 2]);
+        assert_eq!(offsets(&page(entries(&[4, 4, 4, 4]), 10, 9)), vec![1, 2]);
+        assert_eq!(offsets(&page(entries(&[4, 4, 4, 4]), 3, 100)), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_page_holds_at_least_one_entry() {
+        assert_eq!(offsets(&page(entries(&[100, 1]), 10, 8)), vec![1]);
+        assert!(page(entries(&[]), 10, 8).is_empty());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Answers `{"project_id","offset","epoch","recovered","publications":[...]}`: the project's
 //! current position and up to `limit` publications after offset `since`, oldest first, each
-//! exactly as subscribers received it. `recovered` is false when `epoch` was given and differs,
+//! exactly as subscribers received it, at most HISTORY_PAGE_BYTES of them (at least one): a
+//! history of large publications is read a page at a time, never whole. When more follow the
+//! page, `next_since` is the `since` of the next request. `recovered` is false when `epoch` was given and differs,
 //! or the history no longer reaches back to `since`: then `publications` is empty, and the
 //! client reloads from the source of truth and follows on from the returned `offset`/`epoch`.
 //! Readable by anyone who may subscribe: the same data reaches subscribers.
@@ -35,6 +37,9 @@ struct HistoryResponse<'a> {
     epoch: &'a str,
     recovered: bool,
     publications: Vec<&'a RawValue>,
+    /// The offset to ask the next page after, when the history holds more than this page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_since: Option<u64>,
 }
 
 pub(crate) async fn project_history(
@@ -57,7 +62,7 @@ pub(crate) async fn project_history(
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let (top, frames) = gateway
             .engine
-            .history(&project_id, since, limit)
+            .history(&project_id, since, limit, gateway.history_page_bytes)
             .await
             .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("history unavailable: {error}")))?;
         Ok::<_, Refusal>((project_id, top, frames))
@@ -80,6 +85,7 @@ pub(crate) async fn project_history(
     } else {
         Vec::new()
     };
+    let next_since = frames.last().map(|(offset, _)| *offset).filter(|last| recovered && *last < top.offset);
     gateway.metrics.history_reads.with_label_values(&[if recovered { "hit" } else { "miss" }]).inc();
     HttpResponse::Ok().json(HistoryResponse {
         project_id: &project_id,
@@ -87,5 +93,6 @@ pub(crate) async fn project_history(
         epoch: &top.epoch,
         recovered,
         publications,
+        next_since,
     })
 }

@@ -174,9 +174,13 @@ impl Writer {
         let mut chunk = std::mem::take(&mut self.chunk);
         // Set when the queue is open and empty: only then may more frames come to share a write.
         let mut caught_up = false;
+        let mut took = false;
         for _ in 0..WRITE_BATCH {
             match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(item)) => self.encode(item, &mut chunk),
+                Poll::Ready(Some(item)) => {
+                    self.encode(item, &mut chunk);
+                    took = true;
+                }
                 Poll::Ready(None) => {
                     if chunk.is_empty() {
                         // Every pusher is gone (the session stopped): end the conversation properly.
@@ -190,6 +194,10 @@ impl Writer {
                     break;
                 }
             }
+        }
+        if took {
+            // Room in the queue: a resume's replay waiting for it goes on.
+            self.shared.taken();
         }
         // A chunk waits out the write delay only when it caught up with an open queue and is not
         // yet as large as a held chunk may grow. A backlog goes at once (it shares writes

@@ -13,10 +13,18 @@
 //!
 //! Closing goes through the connection's [`CloseSignal`] rather than the queue, so it overtakes a
 //! full queue; once a close is asked for, nothing more is queued.
+//!
+//! **A resume's replay is not pushed like the rest.** It is the server's own backlog, which may
+//! be far larger than the queue: it is fed with [`Outbox::push_replay`], which queues a frame only
+//! while the queue is within its replay share (half its bytes and half its messages; the other
+//! half stays free for live frames and replies) and otherwise hands the frame back, never
+//! closing; [`Outbox::replay_room`] waits until the client has read the queue down to a quarter.
+//! So a replay of any length goes at the client's pace, and a client that reads promptly is
+//! never closed for it.
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{fence, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -24,7 +32,7 @@ use std::{
 
 use actix_web::web::Bytes;
 use bytestring::ByteString;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{
@@ -50,6 +58,16 @@ pub(crate) enum PushError {
     Closed,
 }
 
+/// Why a replay frame did not queue ([`Outbox::push_replay`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReplayPushError {
+    /// The queue is past its replay share: the frame, to push again after
+    /// [`Outbox::replay_room`].
+    NoRoom(ByteString),
+    /// The connection is closing.
+    Closed,
+}
+
 /// A connection's outbound bounds and pacing (from the configuration).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OutboxLimits {
@@ -67,6 +85,23 @@ pub(super) struct Shared {
     /// Bytes of text frames queued and not yet taken by the body.
     pub(super) queued_bytes: AtomicUsize,
     pub(super) close: CloseSignal,
+    /// Replays waiting for the queue to drain ([`Outbox::replay_room`]); while there are any,
+    /// the body wakes them each time it takes frames off the queue.
+    pub(super) replay_waiters: AtomicUsize,
+    /// Where those replays wait.
+    pub(super) drained: Notify,
+}
+
+impl Shared {
+    /// Called by the body after it took frames off the queue: wakes the replays waiting for
+    /// room. The fence pairs with the one in [`Outbox::replay_room`]: either the waiter sees the
+    /// queue already drained or the body sees the waiter.
+    pub(super) fn taken(&self) {
+        fence(Ordering::SeqCst);
+        if self.replay_waiters.load(Ordering::Relaxed) > 0 {
+            self.drained.notify_waiters();
+        }
+    }
 }
 
 /// The push side of a connection's outbound queue. Cheap to clone; every clone pushes into the
@@ -112,6 +147,77 @@ impl Outbox {
                 Err(PushError::Closed)
             }
         }
+    }
+
+    /// Queues a frame of a resume's replay if the queue is within its replay share (half of
+    /// OUTBOUND_QUEUE_BYTES and half of OUTBOUND_QUEUE_MESSAGES; a frame larger than that still
+    /// goes through an empty queue); otherwise hands it back. Never closes the connection.
+    pub(crate) fn push_replay(&self, text: ByteString) -> Result<(), ReplayPushError> {
+        if self.shared.close.cause().is_some() {
+            return Err(ReplayPushError::Closed);
+        }
+        let len = text.len();
+        let queued_bytes = &self.shared.queued_bytes;
+        let before = queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let over_share = before + len > self.max_bytes / 2 || self.queued_messages() >= self.replay_messages();
+        if before > 0 && over_share {
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(ReplayPushError::NoRoom(text));
+        }
+        match self.tx.try_send(Outbound::Text(text)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Outbound::Text(text))) => {
+                queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Err(ReplayPushError::NoRoom(text))
+            }
+            Err(_) => {
+                queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Err(ReplayPushError::Closed)
+            }
+        }
+    }
+
+    /// Resolves once the client has read the queue down to a quarter of its bytes and of its
+    /// messages (half the replay share, so a replay refills it in batches rather than a frame
+    /// per write), or the connection is closing.
+    pub(crate) async fn replay_room(&self) {
+        let shared = &self.shared;
+        shared.replay_waiters.fetch_add(1, Ordering::Relaxed);
+        // Counted while this waits, however it ends (dropped by a select, or resolved).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _waiting = Waiting(&shared.replay_waiters);
+        let closing = shared.close.asked();
+        tokio::pin!(closing);
+        loop {
+            let drained = shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            fence(Ordering::SeqCst);
+            let roomy = shared.queued_bytes.load(Ordering::Relaxed) <= self.max_bytes / 4
+                && self.queued_messages() <= self.replay_messages() / 2;
+            if roomy || shared.close.cause().is_some() {
+                return;
+            }
+            tokio::select! {
+                () = &mut drained => {}
+                () = &mut closing => return,
+            }
+        }
+    }
+
+    /// Frames in the queue (text and control).
+    fn queued_messages(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Frames a replay may fill the queue with: half of it, at least one.
+    fn replay_messages(&self) -> usize {
+        (self.tx.max_capacity() / 2).max(1)
     }
 
     /// Queues a control frame. A full queue means the peer is not reading; the close that
@@ -183,6 +289,42 @@ mod tests {
     fn an_oversized_message_passes_an_empty_queue() {
         let (outbox, _body) = test_outbox(100, 4);
         assert_eq!(outbox.push_text("larger than four".into()), Ok(()));
+    }
+
+    #[test]
+    fn a_replay_fills_half_the_queue_and_never_closes_it() {
+        let (outbox, _body) = test_outbox(100, 100);
+        assert_eq!(outbox.push_replay("x".repeat(30).into()), Ok(()));
+        let refused = outbox.push_replay("y".repeat(30).into());
+        assert_eq!(refused, Err(ReplayPushError::NoRoom("y".repeat(30).into())), "past half the bytes");
+        assert_eq!(outbox.close_cause(), None);
+        assert_eq!(outbox.push_text("z".repeat(60).into()), Ok(()), "the other half stays for live frames");
+        let (outbox, _body) = test_outbox(4, 1 << 20);
+        assert_eq!(outbox.push_replay("a".into()), Ok(()));
+        assert_eq!(outbox.push_replay("b".into()), Ok(()));
+        assert!(matches!(outbox.push_replay("c".into()), Err(ReplayPushError::NoRoom(_))), "past half the messages");
+    }
+
+    #[test]
+    fn an_oversized_replay_frame_passes_an_empty_queue() {
+        let (outbox, _body) = test_outbox(100, 10);
+        assert_eq!(outbox.push_replay("larger than ten bytes".into()), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn replay_room_waits_for_the_client_to_read() {
+        let (outbox, body) = test_outbox(100, 100);
+        outbox.push_replay("x".repeat(40).into()).unwrap();
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.replay_room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "the queue is over a quarter full");
+        let mut body = Box::pin(body);
+        let chunk = std::future::poll_fn(|cx| actix_web::body::MessageBody::poll_next(body.as_mut(), cx)).await;
+        assert!(chunk.is_some(), "the client read the frame");
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken once read").unwrap();
     }
 
     #[test]

@@ -207,6 +207,27 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("WebSocket handshake");
+        Self::greeted(stream).await
+    }
+
+    /// Like [`Client::connect`] (to `path` on the server at `addr`), over a socket whose receive
+    /// buffer is about `bytes`: the kernel's buffers (megabytes on loopback) then no longer
+    /// absorb what the client has not read, so the server sees the client's own pace.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, path: &str, bytes: u32) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = tokio::time::timeout(TIMEOUT, socket.connect(addr)).await.expect("connect in time").expect("connect");
+        let url = format!("ws://{addr}{path}");
+        let (stream, _) =
+            tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)))
+                .await
+                .expect("handshake in time")
+                .expect("WebSocket handshake");
+        Self::greeted(stream).await
+    }
+
+    /// Reads the `connected` greeting of a new connection.
+    async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
         let mut client = Client { stream, connection_id: String::new() };
         let greeting = client.recv().await;
         assert_eq!(greeting["type"], "connected", "{greeting}");
@@ -296,6 +317,67 @@ impl Client {
             }
         }
     }
+}
+
+/// Publishes `{"n": n, "pad": <pad bytes>}` to `project` on the server at `addr`; its receipt.
+pub async fn publish_numbered(addr: SocketAddr, project: &str, n: u64, pad: usize) -> Value {
+    let body = serde_json::json!({"project_id": project, "data": {"n": n, "pad": "x".repeat(pad)}});
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/publish"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /api/v1/publish");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("a receipt")
+}
+
+/// The resume seam under load. 1000 publications of 6 KB are published to `publish_at`
+/// (6 MB: more than the kernel's socket buffers take for a client with a small receive window,
+/// so the replay has to wait for the client); a client of `subscribe_at` resumes from offset 0;
+/// `before` more of 6 KB are published before it reads anything, and `during` more of 1 KB
+/// while it reads, promptly but not instantly. It must get every offset exactly once, in order,
+/// and then nothing. (The server's HISTORY_SIZE must hold them all; they stay under the default
+/// HISTORY_MAX_BYTES.)
+pub async fn resume_while_publishing(
+    publish_at: SocketAddr,
+    subscribe_at: SocketAddr,
+    project: &str,
+    before: u64,
+    during: u64,
+) {
+    let backlog = 1000;
+    let mut epoch = String::new();
+    for n in 1..=backlog {
+        epoch = publish_numbered(publish_at, project, n, 6_000).await["epoch"].as_str().unwrap().to_owned();
+    }
+    let mut client = Client::connect_with_receive_buffer(subscribe_at, "/ws", 8 * 1024).await;
+    let since = serde_json::json!({"offset": 0, "epoch": epoch});
+    let confirmed =
+        client.request(serde_json::json!({"action": "subscribe", "project_id": project, "since": since})).await;
+    assert_eq!(confirmed["recovered"], true, "{confirmed}");
+    for n in backlog + 1..=backlog + before {
+        publish_numbered(publish_at, project, n, 6_000).await;
+    }
+    let last = backlog + before + during;
+    let project_id = project.to_owned();
+    let publisher = tokio::spawn(async move {
+        for n in backlog + before + 1..=last {
+            publish_numbered(publish_at, &project_id, n, 1_000).await;
+        }
+    });
+    let mut offsets = Vec::new();
+    while offsets.last() != Some(&last) {
+        let message = client.recv().await;
+        assert_eq!(message["type"], "message", "{message}");
+        offsets.push(message["offset"].as_u64().expect("an offset"));
+        if offsets.len() % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    publisher.await.expect("the publisher");
+    assert_eq!(offsets, (1..=last).collect::<Vec<_>>(), "no gap and no duplicate at the seam");
+    client.expect_silence(Duration::from_millis(200)).await;
 }
 
 /// A WebSocket upgrade the server refused, as the client sees it.
@@ -591,9 +673,15 @@ impl ChildServer {
 
     /// Like [`ChildServer::spawn_with_stdout`], with its log (stderr) going to `stderr`.
     pub async fn spawn_with_output(env: &[(&str, String)], stdout: Stdio, stderr: Stdio) -> Self {
+        Self::spawn_binary(env!("CARGO_BIN_EXE_agenticai-websocket"), env, stdout, stderr).await
+    }
+
+    /// Like [`ChildServer::spawn_with_output`], running `binary` (another build of the server,
+    /// a release one to measure it).
+    pub async fn spawn_binary(binary: &str, env: &[(&str, String)], stdout: Stdio, stderr: Stdio) -> Self {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_agenticai-websocket"))
+        let child = Command::new(binary)
             .env("WEBSOCKET_HOST", "127.0.0.1")
             .env("WEBSOCKET_PORT", port.to_string())
             .env("DATA_DIR", data.path())

@@ -100,6 +100,37 @@ test("history shorter than the gap (HISTORY_SIZE, Redis): onReset at the current
   }
 });
 
+test("a resume larger than the server's outbound queue (600 x 2 KB missed): replayed whole, no reconnect loop", async () => {
+  const server = await startServer();
+  const proxy = await startProxy(server.port);
+  const projectId = uniqueProject("long-resume");
+  const { client, log, ready } = record(proxy.url, projectId, { restartDelayMaxMs: 100, backoffBaseMs: 100, backoffMaxMs: 300 });
+  try {
+    await ready;
+    assert.ok(await publish(server.port, projectId, { n: 0 }));
+    await waitFor("the first message", () => log.received.length === 1);
+    proxy.refuseUntil = Infinity; // away until the 600 are published
+    proxy.cut();
+    await waitFor("the disconnection", () => log.states.at(-1).state === "disconnected");
+    const pad = "x".repeat(2_000);
+    for (let n = 1; n <= 600; n++) assert.ok(await publish(server.port, projectId, { n, pad }));
+    const reopened = Date.now();
+    proxy.refuseUntil = 0;
+    await waitFor("every message", () => log.received.length >= 601);
+    await sleep(300); // a duplicate, or a close of the resumed connection, would show now
+    assert.deepEqual(log.received, range(601), "every message once, in order");
+    assert.deepEqual(log.resets, [], "the history covered the gap: no reset");
+    const resumed = log.states.find((change) => change.state === "connected" && change.at >= reopened);
+    const closedSince = log.states.filter((change) => change.state === "disconnected" && change.at > resumed.at);
+    assert.deepEqual(closedSince, [], "the resumed connection stays open: no reconnect loop");
+    assert.equal(log.states.at(-1).state, "connected");
+  } finally {
+    client.close();
+    proxy.close();
+    server.kill();
+  }
+});
+
 test("tokens: refreshed at refresh_at across several expiries, on the same connection", async () => {
   const server = await startServer({ env: { JWT_SECRET, JWT_LEEWAY_SECS: "0" } });
   const projectId = uniqueProject("refresh");

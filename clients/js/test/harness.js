@@ -142,6 +142,10 @@ export async function startProxy(target) {
     target,
     refuseUntil: 0,
     url: `ws://127.0.0.1:${server.address().port}/ws`,
+    /** Drops the connections open now (a network loss: no close frame); new ones still pass. */
+    cut() {
+      for (const socket of sockets) socket.destroy();
+    },
     close() {
       for (const socket of sockets) socket.destroy();
       server.close();

@@ -204,9 +204,13 @@ class Proxy:
             writer.close()
             self._writers.discard(writer)
 
-    def close(self) -> None:
+    def cut(self) -> None:
+        """Drops the connections open now (a network loss: no close frame); new ones still pass."""
         for writer in list(self._writers):
             writer.close()
+
+    def close(self) -> None:
+        self.cut()
         if self._server:
             self._server.close()
 

@@ -191,6 +191,46 @@ def test_history_shorter_than_the_gap_calls_on_reset_at_the_current_position() -
     asyncio.run(scenario())
 
 
+def test_resume_larger_than_the_outbound_queue_is_replayed_whole_without_a_reconnect_loop() -> None:
+    """600 publications of 2 KB missed (more than the server's 1 MiB outbound queue)."""
+
+    async def scenario() -> None:
+        server = await Server.start()
+        proxy = await Proxy(server.port).start()
+        recorder = await Recorder(proxy.url, unique_project("long-resume"), **FAST).start()
+        try:
+            assert await publish(server.port, recorder.project_id, {"n": 0})
+            await wait_for("the first message", lambda: len(recorder.received) == 1)
+            proxy.refuse_until = float("inf")  # away until the 600 are published
+            proxy.cut()
+            await wait_for("the disconnection", lambda: recorder.client.state is ConnectionState.DISCONNECTED)
+            pad = "x" * 2000
+            for n in range(1, 601):
+                assert await publish(server.port, recorder.project_id, {"n": n, "pad": pad})
+            reopened = time.monotonic()
+            proxy.refuse_until = 0.0
+            await wait_for("every message", lambda: len(recorder.received) >= 601)
+            await asyncio.sleep(0.3)  # a duplicate, or a close of the resumed connection, would show now
+            assert recorder.received == list(range(601)), "every message once, in order"
+            assert recorder.resets == [], "the history covered the gap: no reset"
+            resumed_at = next(
+                at for at, change in recorder.states if change.state is ConnectionState.CONNECTED and at >= reopened
+            )
+            closed_since = [
+                change.code
+                for at, change in recorder.states
+                if change.state is ConnectionState.DISCONNECTED and at > resumed_at
+            ]
+            assert closed_since == [], f"the resumed connection stays open, no reconnect loop: {closed_since}"
+            assert recorder.client.state is ConnectionState.CONNECTED
+        finally:
+            await recorder.stop()
+            proxy.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
 def test_upgrade_refused_while_the_server_drains_backs_off_until_the_next_one() -> None:
     async def scenario() -> None:
         # Another connection's forward, stuck on a failing queue, keeps the server draining for

@@ -1,20 +1,33 @@
 //! The Redis engine (ElastiCache for Valkey/Redis in AWS), Centrifugo's design:
 //!
 //! - **Publish** runs one Lua script, atomically: take the project's next offset (`INCR`), append
-//!   the publication to the project's stream (`XADD` with id `<offset>-0`, trimmed to
-//!   HISTORY_SIZE), refresh the keys' expiry (HISTORY_TTL_SECS), and `PUBLISH` it on the
-//!   project's channel as `<offset>:<epoch>:<published-at-ms>:<frame>`.
+//!   the publication to the project's stream (`XADD` with id `<offset>-0`), count its bytes in
+//!   the project's `:bytes` key, trim the oldest entries while the stream is over HISTORY_SIZE
+//!   or HISTORY_MAX_BYTES (`XTRIM MINID`; the newest always stays), refresh the keys' expiry
+//!   (HISTORY_TTL_SECS), and `PUBLISH` it on the project's channel as
+//!   `<offset>:<epoch>:<published-at-ms>:<frame>`.
+//!
+//!   Why a counter key: a stream does not know its bytes, and summing them at each publish
+//!   would read the whole history every time. The counter is kept in the same script as the
+//!   `XADD` and the trim, so it cannot drift from the stream; a counter that is missing while
+//!   the stream exists (an upgrade from a version without it, or an eviction policy that took
+//!   it) is summed once from the stream. Trimming reads only the entries it removes (usually
+//!   one), and `XTRIM MINID` with an exact id removes whole entries without rewriting the
+//!   others.
 //! - **Fan-out**: every task's [`subscriber::RedisSubscriber`] subscribes to the channels of the
 //!   projects it has local subscribers for, and hands each message to its hub in channel order.
-//! - **History and resume**: [`RedisEngine::read`] reads the stream after an offset, with the
-//!   project's epoch and top offset, in one script.
+//! - **History and resume**: [`RedisEngine::read`] reads one page of the stream after an offset
+//!   (at most a count and a number of bytes, summed inside the script so a page of large
+//!   publications never crosses the network whole), with the project's epoch and top offset,
+//!   in one script.
 //! - **Presence**: [`presence`] (a hash and a sorted set by expiry per project, written by each
 //!   task's presence writer, refreshed on a timer); join and leave events travel on the
 //!   project's channel as `join:<connection id>:<frame>` and `leave:<connection id>:<frame>`.
 //! - **While Redis is down**: see the contracts in [`crate::engine`]; [`subscriber::RedisHealth`]
 //!   is what `/ready` and the hub read.
 //!
-//! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`; channel `agenticai:{P}:pub`.
+//! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`, `:bytes`; channel
+//! `agenticai:{P}:pub`.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
 pub(crate) mod presence;
@@ -40,17 +53,54 @@ use crate::{
 use presence::{Command, PresenceStore};
 use subscriber::{RedisHealth, RedisSubscriber};
 
+/// KEYS: stream, offset, epoch, bytes. ARGV: frame, HISTORY_SIZE, TTL, a new epoch, channel,
+/// published-at (ms), HISTORY_MAX_BYTES.
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 end
 local offset = redis.call('INCR', KEYS[2])
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'f', ARGV[1])
+local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[7])
+if size > 0 then
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    local bytes, cursor = 0, '-'
+    while true do
+      local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
+      if #batch == 0 then break end
+      for _, entry in ipairs(batch) do bytes = bytes + #entry[2][2] end
+      cursor = '(' .. batch[#batch][1]
+    end
+    redis.call('SET', KEYS[4], bytes)
+  end
+  redis.call('XADD', KEYS[1], offset .. '-0', 'f', ARGV[1])
+  local bytes = redis.call('INCRBY', KEYS[4], #ARGV[1])
+  local length = redis.call('XLEN', KEYS[1])
+  if length > size or bytes > max_bytes then
+    -- Oldest first, the entries to drop, up to the first one to keep (the newest at least).
+    local keep, cursor = nil, '-'
+    while keep == nil do
+      local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 16)
+      if #batch == 0 then break end
+      for _, entry in ipairs(batch) do
+        if length <= 1 or (length <= size and bytes <= max_bytes) then
+          keep = entry[1]
+          break
+        end
+        bytes = bytes - #entry[2][2]
+        length = length - 1
+        cursor = '(' .. entry[1]
+      end
+    end
+    if keep then
+      redis.call('XTRIM', KEYS[1], 'MINID', keep)
+      redis.call('SET', KEYS[4], bytes)
+    end
+  end
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
@@ -58,17 +108,33 @@ redis.call('PUBLISH', ARGV[5], offset .. ':' .. epoch .. ':' .. ARGV[6] .. ':' .
 return {offset, epoch}
 "#;
 
+/// KEYS: stream, offset, epoch, bytes. ARGV: the offset to read after ('' reads nothing), the
+/// most entries, a new epoch, TTL, the most bytes (one entry at least).
 const READ_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[3]
   redis.call('SET', KEYS[3], epoch, 'EX', ARGV[4])
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 end
 local top = tonumber(redis.call('GET', KEYS[2]) or '0')
 local entries = {}
 if ARGV[1] ~= '' then
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  local limit, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[5])
+  local bytes, cursor, full = 0, '(' .. ARGV[1] .. '-0', false
+  while not full and #entries < limit do
+    local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', math.min(limit - #entries, 16))
+    if #batch == 0 then break end
+    for _, entry in ipairs(batch) do
+      bytes = bytes + #entry[2][2]
+      if #entries > 0 and bytes > max_bytes then
+        full = true
+        break
+      end
+      entries[#entries + 1] = entry
+    end
+    cursor = '(' .. batch[#batch][1]
+  end
 end
 return {epoch, top, entries}
 "#;
@@ -107,11 +173,12 @@ pub(crate) struct RedisEngine {
     presence: Arc<PresenceStore>,
 }
 
-fn keys(project_id: &str) -> [String; 3] {
+fn keys(project_id: &str) -> [String; 4] {
     [
         format!("agenticai:{{{project_id}}}:stream"),
         format!("agenticai:{{{project_id}}}:offset"),
         format!("agenticai:{{{project_id}}}:epoch"),
+        format!("agenticai:{{{project_id}}}:bytes"),
     ]
 }
 
@@ -159,42 +226,49 @@ impl RedisEngine {
 
     /// Appends to the project's history and publishes to every task; the publication's position.
     async fn append_and_publish(&self, project_id: &str, frame: &str) -> RedisResult<StreamPosition> {
-        let [stream, offset, epoch] = keys(project_id);
+        let [stream, offset, epoch, bytes] = keys(project_id);
         let mut connection = self.connection.clone();
         let (offset, epoch): (u64, String) = self
             .publish_script
             .key(stream)
             .key(offset)
             .key(epoch)
+            .key(bytes)
             .arg(frame)
             .arg(self.settings.size)
             .arg(self.settings.ttl.as_secs().max(1))
             .arg(new_epoch())
             .arg(channel(project_id))
             .arg(chrono::Utc::now().timestamp_millis())
+            .arg(self.settings.max_bytes)
             .invoke_async(&mut connection)
             .await?;
         Ok(StreamPosition { offset, epoch })
     }
 
-    /// The project's position and up to HISTORY_SIZE publications after `after` (none when
-    /// `after` is None), oldest first, with positions.
+    /// The project's position and a page of the publications after `after` (none when `after`
+    /// is None), oldest first, with positions: at most `limit` of them and `max_bytes` of
+    /// frames, at least one.
     async fn read(
         &self,
         project_id: &str,
         after: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
     ) -> RedisResult<(StreamPosition, Vec<(u64, ByteString)>)> {
-        let [stream, offset, epoch] = keys(project_id);
+        let [stream, offset, epoch, bytes] = keys(project_id);
         let mut connection = self.connection.clone();
         let (epoch, top, entries): (String, u64, Vec<StreamEntry>) = self
             .read_script
             .key(stream)
             .key(offset)
             .key(epoch)
+            .key(bytes)
             .arg(after.map(|offset| offset.to_string()).unwrap_or_default())
-            .arg(self.settings.size.max(1))
+            .arg(limit.min(self.settings.size).max(1))
             .arg(new_epoch())
             .arg(self.settings.ttl.as_secs().max(1))
+            .arg(max_bytes)
             .invoke_async(&mut connection)
             .await?;
         let top = StreamPosition { offset: top, epoch };
@@ -210,10 +284,25 @@ impl RedisEngine {
         Ok((top, entries))
     }
 
-    /// What a client resuming from `since` missed (no replay without `since`).
-    async fn recover_from(&self, project_id: &str, since: Option<&StreamPosition>) -> RedisResult<Recovery> {
-        let (top, entries) = self.read(project_id, since.map(|since| since.offset)).await?;
+    /// What a client resuming from `since` missed, its first page (no replay without `since`).
+    async fn recover_from(
+        &self,
+        project_id: &str,
+        since: Option<&StreamPosition>,
+        max_bytes: usize,
+    ) -> RedisResult<Recovery> {
+        let (top, entries) = self.read(project_id, since.map(|since| since.offset), usize::MAX, max_bytes).await?;
         Ok(recover(since, top, entries))
+    }
+
+    /// A page of the publications after `after`, with the project's position.
+    pub(crate) async fn page_after(
+        &self,
+        project_id: &str,
+        after: u64,
+        max_bytes: usize,
+    ) -> RedisResult<(StreamPosition, Vec<(u64, ByteString)>)> {
+        self.read(project_id, Some(after), usize::MAX, max_bytes).await
     }
 }
 
@@ -252,9 +341,14 @@ impl Engine for RedisEngine {
         (None, frame)
     }
 
-    fn recover(&self, project_id: &ProjectId, since: Option<&StreamPosition>) -> EngineFuture<Recovery> {
+    fn recover(
+        &self,
+        project_id: &ProjectId,
+        since: Option<&StreamPosition>,
+        max_bytes: usize,
+    ) -> EngineFuture<Recovery> {
         let (engine, project_id, since) = (self.clone(), project_id.clone(), since.cloned());
-        async move { engine.recover_from(&project_id, since.as_ref()).await.map_err(unavailable) }.boxed()
+        async move { engine.recover_from(&project_id, since.as_ref(), max_bytes).await.map_err(unavailable) }.boxed()
     }
 
     fn history(
@@ -262,14 +356,10 @@ impl Engine for RedisEngine {
         project_id: &ProjectId,
         since_offset: u64,
         limit: usize,
+        max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)> {
         let (engine, project_id) = (self.clone(), project_id.clone());
-        async move {
-            let (top, mut entries) = engine.read(&project_id, Some(since_offset)).await.map_err(unavailable)?;
-            entries.truncate(limit);
-            Ok((top, entries))
-        }
-        .boxed()
+        async move { engine.read(&project_id, Some(since_offset), limit, max_bytes).await.map_err(unavailable) }.boxed()
     }
 
     fn backend_up(&self) -> Option<bool> {

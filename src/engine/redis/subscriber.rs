@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use super::{channel, project_of_channel, ChannelMessage, RedisEngine};
 use crate::{
-    engine::presence::Change,
+    engine::{positions::covers, presence::Change},
     hub::{Deliver, Hub, LastPositions, PresenceEvent, ProjectInterest},
     metrics::Metrics,
     protocol::request::ProjectId,
@@ -188,21 +188,34 @@ async fn apply(projects: &mut HashSet<ProjectId>, command: ProjectInterest, sink
     }
 }
 
-/// Hands the hub what was published while the connection was down.
+/// Bytes of publications each read of [`fill_gaps`] brings in: the gap is handed over a page at
+/// a time, so a long outage is never read whole into memory.
+const GAP_PAGE_BYTES: usize = 1 << 20;
+
+/// Hands the hub what was published while the connection was down, a page at a time.
 async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
     let Ok(last_positions) = hub.send(LastPositions).await else { return };
     for (project_id, position) in last_positions {
-        match engine.recover_from(&project_id, Some(&position)).await {
-            Ok(recovery) if recovery.recovered => {
-                for (offset, frame) in recovery.frames {
-                    let position = crate::protocol::StreamPosition { offset, epoch: recovery.top.epoch.clone() };
-                    let _ = hub.send(Deliver { project_id: project_id.clone(), position, frame }).await;
+        let mut delivered = position;
+        loop {
+            let (top, entries) = match engine.page_after(&project_id, delivered.offset, GAP_PAGE_BYTES).await {
+                Ok(page) => page,
+                Err(error) => {
+                    log::warn!(project_id = &*project_id, error:% = error; "gap fill failed");
+                    break;
                 }
+            };
+            if !covers(&delivered, &top, entries.first().map(|(offset, _)| *offset)) {
+                log::warn!(project_id = &*project_id; "history no longer covers the outage; subscribers see a gap");
+                break;
             }
-            Ok(_) => {
-                log::warn!(project_id = &*project_id; "history no longer covers the outage; subscribers see a gap")
+            for (offset, frame) in entries {
+                delivered = crate::protocol::StreamPosition { offset, epoch: top.epoch.clone() };
+                let _ = hub.send(Deliver { project_id: project_id.clone(), position: delivered.clone(), frame }).await;
             }
-            Err(error) => log::warn!(project_id = &*project_id, error:% = error; "gap fill failed"),
+            if delivered.offset >= top.offset {
+                break;
+            }
         }
     }
 }
