@@ -342,3 +342,36 @@ async fn slowloris_sockets_are_closed_while_new_clients_still_connect_promptly()
     }
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
 }
+
+/// An upgrade head (its `Host` aside) with one more header of `padding` bytes, unfinished (no
+/// blank line) unless `finished`.
+fn padded_head(addr: SocketAddr, padding: usize, finished: bool) -> String {
+    let head = handshake("/ws", "HTTP/1.1", addr);
+    let head = head.trim_end_matches("\r\n");
+    let end = if finished { "\r\n\r\n" } else { "\r\n" };
+    format!("{head}\r\nCookie: session={}{end}", "x".repeat(padding))
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_is_answered_431_at_once_and_a_large_one_under_it_is_upgraded() {
+    let server = TestServer::start(|_| {});
+    // Under the cap (a long cookie or token): upgraded as before.
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&padded_head(server.addr, 15 * 1024, true)).await;
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+
+    // A whole head over 16 KiB, sent at once.
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&padded_head(server.addr, 17 * 1024, true)).await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+    // An unfinished one: answered as soon as it passes 16 KiB, not held for the 5 s request
+    // timeout (upstream holds up to 128 KiB of it that long).
+    let started = Instant::now();
+    let mut socket = RawSocket::connect(server.addr).await;
+    socket.send(padded_head(server.addr, 100 * 1024, false).as_bytes()).await.expect("send the head");
+    let response = socket.response_head().await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    assert!(socket.closed_within(Duration::from_secs(2)).await, "the connection is closed after the 431");
+}

@@ -23,7 +23,7 @@ use tracing::{error, trace};
 
 use super::{
     codec::Codec,
-    decoder::MAX_BUFFER_SIZE,
+    decoder::{MAX_BUFFER_SIZE, MAX_REQUEST_HEAD_SIZE},
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
     Message, MessageType,
@@ -1233,9 +1233,18 @@ where
 
         let mut read_some = false;
 
+        // Vendored change: while no request body is being read, what is read is a request head
+        // (or pipelined heads), so reading stops at MAX_REQUEST_HEAD_SIZE: a head over it is
+        // refused anyway, and the buffer of a socket sending one never grows to MAX_BUFFER_SIZE.
+        let max_buffer_size = if this.payload.is_some() {
+            MAX_BUFFER_SIZE
+        } else {
+            MAX_REQUEST_HEAD_SIZE
+        };
+
         loop {
             // Return early when read buf exceed decoder's max buffer size.
-            if this.read_buf.len() >= MAX_BUFFER_SIZE {
+            if this.read_buf.len() >= max_buffer_size {
                 // At this point it's not known IO stream is still scheduled to be waked up so
                 // force wake up dispatcher just in case.
                 //
