@@ -8,6 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use futures_util::future::Either;
 use tokio::sync::Notify;
 
 use crate::{
@@ -190,13 +191,21 @@ impl Server {
         let cors_origins = config.cors_allowed_origins.clone();
         let send_timeout = config.send_timeout;
         let head_timeout = config.http_request_timeout;
-        let connection_metrics = gateway.metrics.clone();
+        let connection_gateway = gateway.clone();
         let mut http = HttpServer::new(move || {
             App::new()
                 .app_data(app_data.clone())
                 .wrap_fn(|request, service| {
-                    crate::http::handshake::request_arrived(request.request());
-                    actix_web::dev::Service::call(service, request)
+                    let handled = match crate::http::handshake::request_arrived(request.request()) {
+                        Some(refusal) => Either::Left(request.into_response(refusal)),
+                        None => Either::Right(actix_web::dev::Service::call(service, request)),
+                    };
+                    async move {
+                        match handled {
+                            Either::Left(refused) => Ok(refused),
+                            Either::Right(handling) => handling.await.map(|response| response.map_into_boxed_body()),
+                        }
+                    }
                 })
                 .configure(|routes| crate::http::configure(routes, &cors_origins))
         })
@@ -208,7 +217,8 @@ impl Server {
         .tcp_nodelay(true)
         .on_connect(move |connection, extensions| {
             limit_unacknowledged_sends(connection, send_timeout);
-            crate::http::handshake::watch_connection(extensions, &connection_metrics, head_timeout);
+            let Gateway { policy, metrics, .. } = &**connection_gateway;
+            crate::http::handshake::watch_connection(connection, extensions, policy, metrics, head_timeout);
         })
         .client_request_timeout(config.http_request_timeout)
         .shutdown_timeout(2);

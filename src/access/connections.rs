@@ -5,6 +5,12 @@
 //! permit is the count (mini-redis's semaphore permit, with three counters), so a connection
 //! that ends in any way gives its place back when the session drops it. The three counters sit
 //! under one lock: a connection is admitted against all of them or none.
+//!
+//! Before that, from the accept until its first request is answered, a TCP connection holds a
+//! [`HandshakePermit`] (kept by `http::handshake`): MAX_CONNECTIONS_PER_IP caps these pending
+//! handshakes per address too, in a count of their own. Their own, because a WebSocket being
+//! upgraded holds both for a moment (it would count twice), and because an address at its
+//! WebSocket cap must still reach the HTTP API (a service holding its connections publishes).
 
 use std::{
     collections::HashMap,
@@ -31,6 +37,9 @@ pub(crate) enum ConnectionRefusal {
     PerUser,
     /// The client address holds MAX_CONNECTIONS_PER_IP here (HTTP 429).
     PerIp,
+    /// The TCP peer has MAX_CONNECTIONS_PER_IP connections whose first request is not answered
+    /// yet (the new one is closed at the accept, without an answer).
+    PendingPerIp,
 }
 
 impl ConnectionRefusal {
@@ -40,6 +49,7 @@ impl ConnectionRefusal {
             ConnectionRefusal::MaxConnections => "max_connections",
             ConnectionRefusal::PerUser => "per_user",
             ConnectionRefusal::PerIp => "per_ip",
+            ConnectionRefusal::PendingPerIp => "pending_per_ip",
         }
     }
 
@@ -57,6 +67,13 @@ impl ConnectionRefusal {
                 ErrorCode::TooManyConnections,
                 format!("This address already holds {} connections here; close one first", caps.max_per_ip),
             ),
+            ConnectionRefusal::PendingPerIp => RequestError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "This address already has {} connections here that have not finished their request; retry later",
+                    caps.max_per_ip
+                ),
+            ),
         };
         error.with_retry_after(crate::access::CONNECTION_RETRY_AFTER)
     }
@@ -67,6 +84,8 @@ struct Counts {
     total: usize,
     by_user: HashMap<Arc<str>, usize>,
     by_ip: HashMap<IpAddr, usize>,
+    /// TCP connections per peer address whose first request is not answered yet.
+    pending_by_ip: HashMap<IpAddr, usize>,
 }
 
 /// The counters behind the caps, shared by every connection of the task.
@@ -106,6 +125,17 @@ impl ConnectionLimits {
         }
         counts.total += 1;
         Ok(ConnectionPermit { limits: self.clone(), ip, user: None })
+    }
+
+    /// Takes a place for a TCP connection just accepted from `peer`, until its first request is
+    /// answered or it closes; refused when `peer` has MAX_CONNECTIONS_PER_IP such connections.
+    pub(crate) fn admit_handshake(self: &Arc<Self>, peer: IpAddr) -> Result<HandshakePermit, ConnectionRefusal> {
+        let mut counts = self.counts();
+        if exceeded(self.caps.max_per_ip, counts.pending_by_ip.get(&peer)) {
+            return Err(ConnectionRefusal::PendingPerIp);
+        }
+        *counts.pending_by_ip.entry(peer).or_default() += 1;
+        Ok(HandshakePermit { limits: self.clone(), peer })
     }
 
     /// Open connections of `user` on this task.
@@ -167,6 +197,19 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// A TCP connection's place among its address's pending handshakes; dropping it (when the first
+/// request has been answered, or the connection closed without one) gives the place back.
+pub(crate) struct HandshakePermit {
+    limits: Arc<ConnectionLimits>,
+    peer: IpAddr,
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        release(&mut self.limits.counts().pending_by_ip, &self.peer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +259,32 @@ mod tests {
             .unwrap();
         assert_eq!(limits.connections_of("svc"), 50);
         drop(permits);
+    }
+
+    #[test]
+    fn pending_handshakes_have_their_own_count_under_the_address_cap() {
+        let limits = limits(100, 0, 2);
+        let (a, b): (IpAddr, IpAddr) = ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
+        let first = limits.admit_handshake(a).unwrap();
+        let second = limits.admit_handshake(a).unwrap();
+        assert_eq!(limits.admit_handshake(a).err(), Some(ConnectionRefusal::PendingPerIp));
+        let _other = limits.admit_handshake(b).unwrap();
+        // Both handshakes become WebSockets: each holds both places for a moment.
+        let sockets = [limits.admit(Some(a)).unwrap(), limits.admit(Some(a)).unwrap()];
+        drop((first, second));
+        // The address is at its WebSocket cap, and may still start two requests (API calls).
+        assert_eq!(limits.admit(Some(a)).err(), Some(ConnectionRefusal::PerIp));
+        let _api_calls = [limits.admit_handshake(a).unwrap(), limits.admit_handshake(a).unwrap()];
+        drop(sockets);
+        assert_eq!(limits.counts().pending_by_ip.get(&a), Some(&2));
+    }
+
+    #[test]
+    fn zero_means_no_cap_on_pending_handshakes() {
+        let limits = limits(100, 0, 0);
+        let permits: Vec<_> =
+            (0..50).map(|_| limits.admit_handshake(IpAddr::from([127, 0, 0, 1]))).collect::<Result<_, _>>().unwrap();
+        drop(permits);
+        assert!(limits.counts().pending_by_ip.is_empty());
     }
 }
