@@ -12,7 +12,7 @@
 use std::{
     ffi::OsStr,
     net::{SocketAddr, ToSocketAddrs},
-    num::{IntErrorKind, NonZeroU32, NonZeroUsize, ParseIntError},
+    num::{IntErrorKind, NonZeroU32, NonZeroU64, NonZeroUsize, ParseIntError},
     path::PathBuf,
     str::FromStr,
     time::Duration,
@@ -121,6 +121,11 @@ pub struct Config {
     /// Directory of the local spool and record store used when AWS is not configured.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Bytes the local spool's four files (DATA_DIR/spool) may hold together; past it forwards
+    /// are refused with `forward_failed` until an operator empties the spool.
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value = "1073741824", value_parser = greater_than_zero::<NonZeroU64>)]
+    pub spool_max_bytes: NonZeroU64,
 
     /// API keys accepted by the publish API (comma separated, sent as `Authorization: Bearer KEY`).
     /// With none, publishing is open only when the server binds to loopback.

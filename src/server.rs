@@ -94,7 +94,7 @@ impl Server {
         };
         let backend = match (queue_urls, &sdk) {
             (Some(urls), Some(sdk)) => QueueBackend::Sqs(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), urls)),
-            _ => QueueBackend::Spool(Spool::open(&config.data_dir)?),
+            _ => QueueBackend::Spool(Spool::open(&config.data_dir, config.spool_max_bytes.get())?),
         };
         log::info!(
             forwards = backend.describe().as_str(), records = store.describe().as_str();
