@@ -55,6 +55,13 @@ pub struct Config {
     #[arg(long, env = "WEBSOCKET_PORT", default_value_t = 8080)]
     pub port: u16,
 
+    /// Port of the operator endpoints (/metrics, /status, /api/v1/stats) on WEBSOCKET_HOST, for
+    /// a network only operators reach: served there without a key, they answer 404 on
+    /// WEBSOCKET_PORT, and that port serves nothing else (0 picks a free one). Unset: they are
+    /// served on WEBSOCKET_PORT.
+    #[arg(long, env = "INTERNAL_PORT")]
+    pub internal_port: Option<u16>,
+
     /// AWS region of the queues and the table.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub aws_region: String,
@@ -763,6 +770,12 @@ impl Config {
             })?;
         }
         self.bind_addresses()?;
+        if self.internal_port.is_some_and(|internal| internal != 0 && internal == self.port) {
+            return Err(ConfigError::Invalid {
+                variable: "INTERNAL_PORT",
+                reason: format!("must differ from WEBSOCKET_PORT ({})", self.port),
+            });
+        }
         if self.table_name().is_none() || self.agent_queue_urls()?.is_none() {
             check_writable_dir(&self.data_dir)
                 .map_err(|reason| ConfigError::Invalid { variable: "DATA_DIR", reason })?;
@@ -772,8 +785,17 @@ impl Config {
 
     /// The addresses WEBSOCKET_HOST names (a host name may resolve to several).
     pub fn bind_addresses(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.addresses_on(self.port)
+    }
+
+    /// The addresses of the operator endpoints' port, when INTERNAL_PORT is set.
+    pub fn internal_bind_addresses(&self) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+        self.internal_port.map(|port| self.addresses_on(port)).transpose()
+    }
+
+    fn addresses_on(&self, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid { variable: "WEBSOCKET_HOST", reason };
-        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
+        let addresses: Vec<SocketAddr> = (self.host.as_str(), port)
             .to_socket_addrs()
             .map_err(|error| invalid(format!("cannot resolve {:?}: {error}", self.host)))?
             .collect();
@@ -847,6 +869,7 @@ impl Config {
         let mut config = Config::parse_from(["agenticai-websocket"]);
         config.host = "127.0.0.1".into();
         config.port = 0;
+        config.internal_port = None;
         config.data_dir = data_dir;
         config.dynamodb_table_name = None;
         config.aws_endpoint_url = None;
@@ -940,6 +963,17 @@ mod tests {
         assert_eq!(config.max_connections(65_536), 64_512);
         assert_eq!(config.max_connections(100), 1, "a tiny limit still admits one connection");
         assert_eq!(parse(&["--max-connections", "5000"]).max_connections(65_536), 5000);
+    }
+
+    #[test]
+    fn the_internal_port_must_differ_from_the_public_one() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let data_dir = data_dir.path().to_str().unwrap();
+        let same = parse(&["--port", "8080", "--internal-port", "8080", "--data-dir", data_dir]);
+        let message = same.validate().unwrap_err().to_string();
+        assert!(message.starts_with("INTERNAL_PORT") && message.contains("8080"), "{message}");
+        assert!(parse(&["--port", "8080", "--internal-port", "9090", "--data-dir", data_dir]).validate().is_ok());
+        assert!(parse(&["--port", "0", "--internal-port", "0", "--data-dir", data_dir]).validate().is_ok());
     }
 
     #[test]

@@ -60,6 +60,8 @@ impl ShutdownTrigger {
 /// A bound, not yet running gateway.
 pub struct Server {
     local_addr: SocketAddr,
+    /// The operator endpoints' own address, with INTERNAL_PORT.
+    internal_addr: Option<SocketAddr>,
     http: actix_web::dev::Server,
     gateway: web::Data<Gateway>,
     shutdown: ShutdownTrigger,
@@ -192,7 +194,10 @@ impl Server {
         let send_timeout = config.send_timeout;
         let head_timeout = config.http_request_timeout;
         let connection_gateway = gateway.clone();
+        let ports = crate::http::ports::Ports::new(config.internal_port.is_some());
+        let app_ports = ports.clone();
         let mut http = HttpServer::new(move || {
+            let (ports, internal_port) = (app_ports.clone(), app_ports.has_internal());
             App::new()
                 .app_data(app_data.clone())
                 .wrap_fn(|request, service| {
@@ -207,7 +212,11 @@ impl Server {
                         }
                     }
                 })
-                .configure(|routes| crate::http::configure(routes, &cors_origins))
+                .wrap_fn(move |request, service| {
+                    ports.mark(&request);
+                    actix_web::dev::Service::call(service, request)
+                })
+                .configure(|routes| crate::http::configure(routes, &cors_origins, internal_port))
         })
         .disable_signals()
         .backlog(4096)
@@ -230,8 +239,19 @@ impl Server {
             .bind(&addresses[..])
             .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", config.host, config.port))?;
         let local_addr = *http.addrs().first().context("the server bound no address")?;
+        let public_listeners = http.addrs().len();
+        let http = match config.internal_bind_addresses()? {
+            Some(internal) => http.bind(&internal[..]).with_context(|| {
+                format!("WEBSOCKET_HOST/INTERNAL_PORT: cannot bind {}:{}", config.host, internal[0].port())
+            })?,
+            None => http,
+        };
+        let internal_addresses = http.addrs()[public_listeners..].to_vec();
+        let internal_addr = internal_addresses.first().copied();
+        ports.set_internal(internal_addresses);
         Ok(Server {
             local_addr,
+            internal_addr,
             http: http.run(),
             gateway,
             shutdown: ShutdownTrigger::default(),
@@ -242,6 +262,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the operator endpoints are served when INTERNAL_PORT is set.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
@@ -267,7 +292,13 @@ impl Server {
                 gateway.policy.forget_idle_api_callers();
             }
         });
-        log::info!(address:% = self.local_addr; "agenticai-websocket listening");
+        match self.internal_addr {
+            Some(internal) => log::info!(
+                address:% = self.local_addr, internal_address:% = internal;
+                "agenticai-websocket listening (operator endpoints on the internal address only)"
+            ),
+            None => log::info!(address:% = self.local_addr; "agenticai-websocket listening"),
+        }
         wait_for_shutdown(&self.shutdown).await;
         drain(&self.gateway, self.config.drain_window).await;
         if let Some(emf) = emf {
