@@ -303,8 +303,8 @@ pub struct Config {
 
     /// Connections one client address may hold on this task; one more gets HTTP 429. The
     /// address is the TCP peer, or behind a proxy in TRUSTED_PROXIES the one it forwarded.
-    /// It caps apart the TCP connections of one peer (not a trusted proxy) still sending their
-    /// first request; one more is closed at the accept.
+    /// It caps apart one peer's (not a trusted proxy's) TCP connections that are not WebSockets:
+    /// in their request, or kept alive between requests; one more is closed at the accept.
     /// 0 = no limit (a load test from one machine needs that).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: usize,

@@ -389,18 +389,30 @@ async fn a_request_head_over_16_kib_is_answered_431_at_once_and_a_large_one_unde
 }
 
 #[tokio::test]
-async fn pending_handshakes_count_against_the_address_cap_and_one_more_is_refused_at_the_accept() {
+async fn http_connections_count_against_the_address_cap_and_one_more_is_refused_at_the_accept() {
     const CAP: usize = 20;
-    let server = TestServer::start(|config| config.max_connections_per_ip = CAP);
+    let server = TestServer::start(|config| {
+        config.max_connections_per_ip = CAP;
+        // Longer than the test, so no stalled socket is closed by the timeout meanwhile.
+        config.http_request_timeout = Duration::from_secs(60);
+    });
     let attacker = [127, 0, 0, 2];
-    // CAP sockets from one address, each holding an unfinished head for the request timeout.
+    // CAP sockets from one address, holding unfinished heads: half in their first request, half
+    // after a first request answered on a kept-alive connection.
     let mut stalled = Vec::new();
-    for _ in 0..CAP {
+    for n in 0..CAP {
         let mut socket = connect_from(attacker, server.addr).await;
+        if n % 2 == 1 {
+            let health = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+            socket.write_all(health.as_bytes()).await.expect("send");
+            let mut answer = [0u8; 512];
+            let read = socket.read(&mut answer).await.expect("an answer");
+            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..read]));
+        }
         socket.write_all(padded_head(server.addr, 8 * 1024, false).as_bytes()).await.expect("send");
         stalled.push(socket);
     }
-    server.wait_for_metric("agenticai_ws_pending_handshakes", CAP as f64 + 1.0).await;
+    server.wait_for_metric("agenticai_ws_pending_handshakes", CAP as f64 / 2.0 + 1.0).await;
 
     // One more from that address, although it holds no WebSocket: closed at once, unanswered
     // (an answer written before the request is an error to HTTP clients, and waiting for the
@@ -435,9 +447,10 @@ async fn pending_handshakes_count_against_the_address_cap_and_one_more_is_refuse
     assert_eq!(published.status(), 200, "another address is not limited");
     let delivered = subscriber.recv().await;
     assert_eq!(delivered["data"], "from another address", "a refused publish was made: {delivered}");
-    assert_eq!(server.metric("agenticai_ws_limit_refusals_total{limit=\"pending_per_ip\"}").await, 21.0);
+    assert_eq!(server.metric("agenticai_ws_limit_refusals_total{limit=\"http_per_ip\"}").await, 21.0);
 
-    // The stalled sockets gone, the address connects again.
+    // The stalled sockets gone (the first-request ones leave the gauge), the address connects
+    // again.
     drop(stalled);
     server.wait_for_metric("agenticai_ws_pending_handshakes", 1.0).await;
     let stream = MaybeTlsStream::Plain(connect_from(attacker, server.addr).await);
@@ -445,4 +458,22 @@ async fn pending_handshakes_count_against_the_address_cap_and_one_more_is_refuse
     let (stream, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("upgraded");
     let mut client = Client { stream, connection_id: String::new() };
     assert_eq!(client.recv().await["type"], "connected");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connections_next_request_head_has_the_request_timeout_too() {
+    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = socket.body(2).await;
+    // The next head begins, then trickles: answered 408 and closed like a first one, not held
+    // for ever (upstream actix-http times the first request's head only).
+    let started = Instant::now();
+    socket.send(b"GET /health HTTP/1.1\r\nX-Slow: ").await.expect("send");
+    while !socket.closed_within(Duration::from_millis(300)).await {
+        assert!(started.elapsed() < Duration::from_secs(6), "the connection is still open");
+        let _ = socket.send(b"y").await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed after {:?}", started.elapsed());
 }

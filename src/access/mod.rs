@@ -29,7 +29,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use self::{
     client_address::TrustedProxies,
-    connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal, HandshakePermit},
+    connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal, HttpConnectionPermit},
     origin::OriginAllowList,
     rate::{ApiBudgets, ClientRates, Rate, RequestBudget},
     token::{Identity, Scopes, TokenError, TokenVerifier},
@@ -335,14 +335,18 @@ impl AccessPolicy {
         self.limits.connections.admit(client)
     }
 
-    /// Takes a place among `peer`'s pending handshakes for a TCP connection just accepted (the
-    /// TCP peer: its `X-Forwarded-For` has not arrived yet). None for a peer in TRUSTED_PROXIES:
-    /// a proxy carries many clients, and forwards a request only once its head is complete.
-    pub(crate) fn admit_handshake(&self, peer: IpAddr) -> Result<Option<HandshakePermit>, ConnectionRefusal> {
+    /// Takes a place among `peer`'s HTTP connections (those not upgraded to a WebSocket) for a
+    /// TCP connection just accepted (the TCP peer: its `X-Forwarded-For` has not arrived yet).
+    /// None for a peer in TRUSTED_PROXIES: a proxy carries many clients, and forwards a request
+    /// only once its head is complete.
+    pub(crate) fn admit_http_connection(
+        &self,
+        peer: IpAddr,
+    ) -> Result<Option<HttpConnectionPermit>, ConnectionRefusal> {
         if self.limits.trusted_proxies.trusts(peer) {
             return Ok(None);
         }
-        self.limits.connections.admit_handshake(peer.to_canonical()).map(Some)
+        self.limits.connections.admit_http_connection(peer.to_canonical()).map(Some)
     }
 
     /// Counts a connection against its user's cap, once it has a verified token.

@@ -8,18 +8,21 @@
 //! more, and never keep another client from connecting. What this module adds is what an
 //! operator sees of it: every accepted connection carries a [`ConnectionWatch`] (inserted by
 //! [`watch_connection`]), marked by [`request_arrived`] when its first request head has been
-//! parsed. The watch lives until that request is handled (the vendored actix-http hands a
-//! connection's data to its first request and keeps none, so a WebSocket does not carry it for
-//! its life: vendor/README.md), keeping `pending_handshakes`, or until the connection closes
-//! without one; after the timeout, that counts `limit_refusals_total{limit="handshake_timeout"}`.
+//! parsed. Until that request is handled (a [`FirstRequest`] in its extensions), or the
+//! connection closes without one, it counts in `pending_handshakes`; closed without one after the
+//! timeout, it counts `limit_refusals_total{limit="handshake_timeout"}`.
 //!
-//! The watch also holds the connection's place among its address's pending handshakes
-//! ([`HandshakePermit`]: MAX_CONNECTIONS_PER_IP of them per TCP peer). Each such socket may hold
-//! a request head of up to 16 KiB (the vendored actix-http answers 431 past it) for up to the
-//! timeout, so the cap bounds what one address can pin. A connection over it is closed at the
-//! accept, without an answer ([`refuse_at_accept`] says why none), and counted in
-//! `limit_refusals_total{limit="pending_per_ip"}`; a request of it that had already arrived is
-//! not executed ([`request_arrived`]).
+//! The watch also holds the connection's place among its address's connections that are not
+//! WebSockets ([`HttpConnectionPermit`]: MAX_CONNECTIONS_PER_IP of them per TCP peer): sockets in
+//! their first request, and HTTP connections kept alive for more. Each may hold a request head
+//! of up to 16 KiB (the vendored actix-http answers 431 past it) for up to the timeout (the
+//! vendored actix-http times every head, not only the first), so the cap bounds what one address
+//! can pin. The watch lives as long as the connection's data: until the connection closes, or
+//! until its upgrade request is handled (the vendored actix-http hands the data to an upgrade
+//! request and keeps none, so a WebSocket does not carry it for its life: vendor/README.md).
+//! A connection over the cap is closed at the accept, without an answer ([`refuse_at_accept`]
+//! says why none), and counted in `limit_refusals_total{limit="http_per_ip"}`; a request of
+//! it that had already arrived is not executed ([`request_arrived`]).
 
 use std::{
     any::Any,
@@ -29,10 +32,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use crate::{
-    access::{connections::HandshakePermit, AccessPolicy},
+    access::{connections::HttpConnectionPermit, AccessPolicy},
     metrics::Metrics,
     protocol::RequestError,
 };
@@ -41,14 +44,25 @@ use crate::{
 /// fire: it reckons from a clock it refreshes every 500 ms.
 const HEAD_TIMER_EARLINESS: Duration = Duration::from_millis(600);
 
-/// Kept in a connection's data until its first request is handled, or it closes without one.
+/// Kept in a connection's data: until the connection closes, or its upgrade request is handled.
 pub(crate) struct ConnectionWatch {
     metrics: Arc<Metrics>,
     head_deadline: Instant,
     request_seen: Cell<bool>,
-    /// The connection's place among its address's pending handshakes (None for a trusted
-    /// proxy's connection, or one that is not TCP); given back when the watch is dropped.
-    permit: Option<HandshakePermit>,
+    /// The connection's place among its address's connections that are not WebSockets (None for
+    /// a trusted proxy's connection, or one that is not TCP); given back when the watch is
+    /// dropped.
+    permit: Option<HttpConnectionPermit>,
+}
+
+/// In the extensions of a connection's first request: it leaves `pending_handshakes` when that
+/// request is handled (dropped with it).
+struct FirstRequest(Arc<Metrics>);
+
+impl Drop for FirstRequest {
+    fn drop(&mut self) {
+        self.0.pending_handshakes.dec();
+    }
 }
 
 /// In the data of a connection refused at the accept: why.
@@ -65,7 +79,7 @@ pub(crate) fn watch_connection(
 ) {
     let stream = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
     let peer = stream.and_then(|stream| stream.peer_addr().ok()).map(|peer| peer.ip());
-    let permit = match peer.map(|peer| policy.admit_handshake(peer)).transpose() {
+    let permit = match peer.map(|peer| policy.admit_http_connection(peer)).transpose() {
         Ok(permit) => permit.flatten(),
         Err(refusal) => {
             metrics.limit_refused(refusal.label());
@@ -103,7 +117,9 @@ fn refuse_at_accept(stream: &actix_web::rt::net::TcpStream) {
 /// the request is not executed).
 pub(crate) fn request_arrived(request: &HttpRequest) -> Option<HttpResponse> {
     if let Some(watch) = request.conn_data::<ConnectionWatch>() {
-        watch.request_seen.set(true);
+        if !watch.request_seen.replace(true) {
+            request.extensions_mut().insert(FirstRequest(watch.metrics.clone()));
+        }
     }
     let RefusedAtAccept(error) = request.conn_data::<RefusedAtAccept>()?;
     let mut response = super::error_response(error);
@@ -115,8 +131,11 @@ impl Drop for ConnectionWatch {
     fn drop(&mut self) {
         // The place first, so whoever sees the gauge fall finds the place free.
         drop(self.permit.take());
+        if self.request_seen.get() {
+            return;
+        }
         self.metrics.pending_handshakes.dec();
-        if !self.request_seen.get() && Instant::now() >= self.head_deadline {
+        if Instant::now() >= self.head_deadline {
             self.metrics.limit_refused("handshake_timeout");
         }
     }

@@ -960,11 +960,16 @@ where
 
                             req.head_mut().peer_addr = *this.peer_addr;
 
-                            // Patched: the connection's data goes to its first request only,
-                            // instead of being held by the dispatcher for the connection's life
-                            // (for a WebSocket, hours). The gateway's data is a watch on the
-                            // handshake, done with once that request is handled.
-                            req.conn_data = this.conn_data.take();
+                            // Patched: an upgrade request takes the connection's data, instead
+                            // of the dispatcher holding it for the connection's life (for a
+                            // WebSocket, hours); other requests share it, as upstream. The
+                            // gateway's data is a watch on the connection, done with once it is
+                            // upgraded (or closed).
+                            req.conn_data = if this.codec.upgrade() {
+                                this.conn_data.take()
+                            } else {
+                                this.conn_data.clone()
+                            };
 
                             match this.codec.message_type() {
                                 // request has no payload
@@ -1410,6 +1415,21 @@ where
                         let inner = inner.as_mut().project();
                         inner.flags.remove(Flags::KEEP_ALIVE);
                         inner.ka_timer.clear(line!());
+
+                        // Vendored change: the next request's head has as long to arrive as
+                        // the first's (client_request_timeout, then 408), from its first byte.
+                        // Upstream times only the first: a kept-alive connection could trickle
+                        // a head for ever. (KEEP_ALIVE is set again on every poll while no
+                        // request is in hand, hence the check for a timer already running.)
+                        if !matches!(inner.head_timer, TimerState::Active { .. }) {
+                            if let Some(deadline) = inner.config.client_request_deadline() {
+                                inner.head_timer.set_and_init(
+                                    cx,
+                                    sleep_until(deadline.into()),
+                                    line!(),
+                                );
+                            }
+                        }
                     }
 
                     if !inner.flags.contains(Flags::STARTED) {
