@@ -200,6 +200,7 @@ impl Server {
             let (ports, internal_port) = (app_ports.clone(), app_ports.has_internal());
             App::new()
                 .app_data(app_data.clone())
+                // A request on a connection refused at the accept is answered, never handled.
                 .wrap_fn(|request, service| {
                     let handled = match crate::http::handshake::request_arrived(request.request()) {
                         Some(refusal) => Either::Left(request.into_response(refusal)),
@@ -212,6 +213,7 @@ impl Server {
                         }
                     }
                 })
+                // Which port a request came in on, for the routes' guards (before routing).
                 .wrap_fn(move |request, service| {
                     ports.mark(&request);
                     actix_web::dev::Service::call(service, request)
