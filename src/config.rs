@@ -12,7 +12,7 @@
 use std::{
     ffi::OsStr,
     net::{SocketAddr, ToSocketAddrs},
-    num::{IntErrorKind, NonZeroU32, NonZeroUsize, ParseIntError},
+    num::{IntErrorKind, NonZeroU32, NonZeroU64, NonZeroUsize, ParseIntError},
     path::PathBuf,
     str::FromStr,
     time::Duration,
@@ -54,6 +54,13 @@ pub struct Config {
     /// Port to bind (0 picks a free one).
     #[arg(long, env = "WEBSOCKET_PORT", default_value_t = 8080)]
     pub port: u16,
+
+    /// Port of the operator endpoints (/metrics, /status, /api/v1/stats) on WEBSOCKET_HOST, for
+    /// a network only operators reach: served there without a key, they answer 404 on
+    /// WEBSOCKET_PORT, and that port serves nothing else (0 picks a free one). Unset: they are
+    /// served on WEBSOCKET_PORT.
+    #[arg(long, env = "INTERNAL_PORT")]
+    pub internal_port: Option<u16>,
 
     /// AWS region of the queues and the table.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
@@ -142,6 +149,11 @@ pub struct Config {
     /// Directory of the local spool and record store used when AWS is not configured.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Bytes the local spool's four files (DATA_DIR/spool) may hold together; past it forwards
+    /// are refused with `forward_failed` until an operator empties the spool.
+    #[arg(long, env = "SPOOL_MAX_BYTES", default_value = "1073741824", value_parser = greater_than_zero::<NonZeroU64>)]
+    pub spool_max_bytes: NonZeroU64,
 
     /// API keys accepted by the publish API (comma separated, sent as `Authorization: Bearer KEY`).
     /// With none, publishing is open only when the server binds to loopback.
@@ -312,6 +324,8 @@ pub struct Config {
 
     /// Connections one client address may hold on this task; one more gets HTTP 429. The
     /// address is the TCP peer, or behind a proxy in TRUSTED_PROXIES the one it forwarded.
+    /// It caps apart one peer's (not a trusted proxy's) TCP connections that are not WebSockets:
+    /// in their request, or kept alive between requests; one more is closed at the accept.
     /// 0 = no limit (a load test from one machine needs that).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: usize,
@@ -781,6 +795,12 @@ impl Config {
             })?;
         }
         self.bind_addresses()?;
+        if self.internal_port.is_some_and(|internal| internal != 0 && internal == self.port) {
+            return Err(ConfigError::Invalid {
+                variable: "INTERNAL_PORT",
+                reason: format!("must differ from WEBSOCKET_PORT ({})", self.port),
+            });
+        }
         if self.table_name().is_none() || self.agent_queue_urls()?.is_none() {
             check_writable_dir(&self.data_dir)
                 .map_err(|reason| ConfigError::Invalid { variable: "DATA_DIR", reason })?;
@@ -790,8 +810,17 @@ impl Config {
 
     /// The addresses WEBSOCKET_HOST names (a host name may resolve to several).
     pub fn bind_addresses(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.addresses_on(self.port)
+    }
+
+    /// The addresses of the operator endpoints' port, when INTERNAL_PORT is set.
+    pub fn internal_bind_addresses(&self) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+        self.internal_port.map(|port| self.addresses_on(port)).transpose()
+    }
+
+    fn addresses_on(&self, port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid { variable: "WEBSOCKET_HOST", reason };
-        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
+        let addresses: Vec<SocketAddr> = (self.host.as_str(), port)
             .to_socket_addrs()
             .map_err(|error| invalid(format!("cannot resolve {:?}: {error}", self.host)))?
             .collect();
@@ -865,6 +894,7 @@ impl Config {
         let mut config = Config::parse_from(["agenticai-websocket"]);
         config.host = "127.0.0.1".into();
         config.port = 0;
+        config.internal_port = None;
         config.data_dir = data_dir;
         config.dynamodb_table_name = None;
         config.aws_endpoint_url = None;
@@ -958,6 +988,17 @@ mod tests {
         assert_eq!(config.max_connections(65_536), 64_512);
         assert_eq!(config.max_connections(100), 1, "a tiny limit still admits one connection");
         assert_eq!(parse(&["--max-connections", "5000"]).max_connections(65_536), 5000);
+    }
+
+    #[test]
+    fn the_internal_port_must_differ_from_the_public_one() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let data_dir = data_dir.path().to_str().unwrap();
+        let same = parse(&["--port", "8080", "--internal-port", "8080", "--data-dir", data_dir]);
+        let message = same.validate().unwrap_err().to_string();
+        assert!(message.starts_with("INTERNAL_PORT") && message.contains("8080"), "{message}");
+        assert!(parse(&["--port", "8080", "--internal-port", "9090", "--data-dir", data_dir]).validate().is_ok());
+        assert!(parse(&["--port", "0", "--internal-port", "0", "--data-dir", data_dir]).validate().is_ok());
     }
 
     #[test]

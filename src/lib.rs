@@ -9,7 +9,7 @@
 //! | where | what |
 //! |---|---|
 //! | [`server`] | builds everything from [`config`], serves, and owns the drain order |
-//! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics`, the status page |
+//! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics`, the status page (`/metrics` and the status page on INTERNAL_PORT when set: `http::ports`) |
 //! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::inbound`] decodes its frames, [`session::outbox`] is its bounded outbound queue, [`session::outbound_body`] the body that writes it, [`session::state`] the connection's lifecycle (close signal, open / winding down / closed) |
 //! | [`protocol`] | the wire format: [`protocol::request`] parses a frame, [`protocol::reply`] encodes answers and publications, [`protocol::errors`] the error and close-code catalogues |
 //! | [`access`] | the one place that decides whether a connection may do an action |

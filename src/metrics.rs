@@ -57,7 +57,9 @@ pub(crate) struct Metrics {
     pub token_expiries: IntCounter,
     /// Refusals by the abuse limits, by `limit`: `max_connections`, `per_user`, `per_ip`,
     /// `rate` (a frame over its connection's budget), `api_rate` (the publish API's budget),
-    /// `handshake_timeout` (a TCP connection closed before its HTTP request arrived).
+    /// `handshake_timeout` (a TCP connection closed before its HTTP request arrived),
+    /// `http_per_ip` (a TCP connection closed at the accept: its address held
+    /// MAX_CONNECTIONS_PER_IP HTTP connections, not WebSockets).
     pub limit_refusals: IntCounterVec,
     /// TCP connections whose first HTTP request has not been handled yet: sockets in their
     /// handshake (slowloris ones among them) and first API requests in progress.
@@ -71,7 +73,8 @@ pub(crate) struct Metrics {
 }
 
 /// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
-pub(crate) const LIMITS: [&str; 6] = ["max_connections", "per_user", "per_ip", "rate", "api_rate", "handshake_timeout"];
+pub(crate) const LIMITS: [&str; 7] =
+    ["max_connections", "per_user", "per_ip", "rate", "api_rate", "handshake_timeout", "http_per_ip"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(NAMESPACE)

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use futures_util::future::Either;
 use tokio::sync::Notify;
 
 use crate::{
@@ -59,6 +60,8 @@ impl ShutdownTrigger {
 /// A bound, not yet running gateway.
 pub struct Server {
     local_addr: SocketAddr,
+    /// The operator endpoints' own address, with INTERNAL_PORT.
+    internal_addr: Option<SocketAddr>,
     http: actix_web::dev::Server,
     gateway: web::Data<Gateway>,
     shutdown: ShutdownTrigger,
@@ -93,7 +96,7 @@ impl Server {
         };
         let backend = match (queue_urls, &sdk) {
             (Some(urls), Some(sdk)) => QueueBackend::Sqs(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), urls)),
-            _ => QueueBackend::Spool(Spool::open(&config.data_dir)?),
+            _ => QueueBackend::Spool(Spool::open(&config.data_dir, config.spool_max_bytes.get())?),
         };
         log::info!(
             forwards = backend.describe().as_str(), records = store.describe().as_str();
@@ -200,15 +203,32 @@ impl Server {
         let cors_origins = config.cors_allowed_origins.clone();
         let send_timeout = config.send_timeout;
         let head_timeout = config.http_request_timeout;
-        let connection_metrics = gateway.metrics.clone();
+        let connection_gateway = gateway.clone();
+        let ports = crate::http::ports::Ports::new(config.internal_port.is_some());
+        let app_ports = ports.clone();
         let mut http = HttpServer::new(move || {
+            let (ports, internal_port) = (app_ports.clone(), app_ports.has_internal());
             App::new()
                 .app_data(app_data.clone())
+                // A request on a connection refused at the accept is answered, never handled.
                 .wrap_fn(|request, service| {
-                    crate::http::handshake::request_arrived(request.request());
+                    let handled = match crate::http::handshake::request_arrived(request.request()) {
+                        Some(refusal) => Either::Left(request.into_response(refusal)),
+                        None => Either::Right(actix_web::dev::Service::call(service, request)),
+                    };
+                    async move {
+                        match handled {
+                            Either::Left(refused) => Ok(refused),
+                            Either::Right(handling) => handling.await.map(|response| response.map_into_boxed_body()),
+                        }
+                    }
+                })
+                // Which port a request came in on, for the routes' guards (before routing).
+                .wrap_fn(move |request, service| {
+                    ports.mark(&request);
                     actix_web::dev::Service::call(service, request)
                 })
-                .configure(|routes| crate::http::configure(routes, &cors_origins))
+                .configure(|routes| crate::http::configure(routes, &cors_origins, internal_port))
         })
         .disable_signals()
         .backlog(4096)
@@ -218,7 +238,8 @@ impl Server {
         .tcp_nodelay(true)
         .on_connect(move |connection, extensions| {
             limit_unacknowledged_sends(connection, send_timeout);
-            crate::http::handshake::watch_connection(extensions, &connection_metrics, head_timeout);
+            let Gateway { policy, metrics, .. } = &**connection_gateway;
+            crate::http::handshake::watch_connection(connection, extensions, policy, metrics, head_timeout);
         })
         .client_request_timeout(config.http_request_timeout)
         .shutdown_timeout(2);
@@ -230,8 +251,19 @@ impl Server {
             .bind(&addresses[..])
             .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", config.host, config.port))?;
         let local_addr = *http.addrs().first().context("the server bound no address")?;
+        let public_listeners = http.addrs().len();
+        let http = match config.internal_bind_addresses()? {
+            Some(internal) => http.bind(&internal[..]).with_context(|| {
+                format!("WEBSOCKET_HOST/INTERNAL_PORT: cannot bind {}:{}", config.host, internal[0].port())
+            })?,
+            None => http,
+        };
+        let internal_addresses = http.addrs()[public_listeners..].to_vec();
+        let internal_addr = internal_addresses.first().copied();
+        ports.set_internal(internal_addresses);
         Ok(Server {
             local_addr,
+            internal_addr,
             http: http.run(),
             gateway,
             shutdown: ShutdownTrigger::default(),
@@ -242,6 +274,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the operator endpoints are served when INTERNAL_PORT is set.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
@@ -267,7 +304,13 @@ impl Server {
                 gateway.policy.forget_idle_api_callers();
             }
         });
-        log::info!(address:% = self.local_addr; "agenticai-websocket listening");
+        match self.internal_addr {
+            Some(internal) => log::info!(
+                address:% = self.local_addr, internal_address:% = internal;
+                "agenticai-websocket listening (operator endpoints on the internal address only)"
+            ),
+            None => log::info!(address:% = self.local_addr; "agenticai-websocket listening"),
+        }
         wait_for_shutdown(&self.shutdown).await;
         drain(&self.gateway, self.config.drain_window).await;
         if let Some(emf) = emf {

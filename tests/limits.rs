@@ -18,8 +18,11 @@ use common::{
     Client, TestServer,
 };
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, http::HeaderValue},
+    MaybeTlsStream,
+};
 
 const KEY: &str = "service-key";
 
@@ -345,4 +348,136 @@ async fn slowloris_sockets_are_closed_while_new_clients_still_connect_promptly()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (any of 127.0.0.0/8 reaches a
+/// server bound to 127.0.0.1): a second client address for the per-address caps, so the test's
+/// own requests (metrics) from 127.0.0.1 are not counted with the attacker's.
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::from((source, 0))).expect("bind the source address");
+    tokio::time::timeout(common::TIMEOUT, socket.connect(addr)).await.expect("connect in time").expect("connect")
+}
+
+/// An upgrade head (its `Host` aside) with one more header of `padding` bytes, unfinished (no
+/// blank line) unless `finished`.
+fn padded_head(addr: SocketAddr, padding: usize, finished: bool) -> String {
+    let head = handshake("/ws", "HTTP/1.1", addr);
+    let head = head.trim_end_matches("\r\n");
+    let end = if finished { "\r\n\r\n" } else { "\r\n" };
+    format!("{head}\r\nCookie: session={}{end}", "x".repeat(padding))
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_is_answered_431_at_once_and_a_large_one_under_it_is_upgraded() {
+    let server = TestServer::start(|_| {});
+    // Under the cap (a long cookie or token): upgraded as before.
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&padded_head(server.addr, 15 * 1024, true)).await;
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+
+    // A whole head over 16 KiB, sent at once.
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&padded_head(server.addr, 17 * 1024, true)).await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+    // An unfinished one: answered as soon as it passes 16 KiB, not held for the 5 s request
+    // timeout (upstream holds up to 128 KiB of it that long).
+    let started = Instant::now();
+    let mut socket = RawSocket::connect(server.addr).await;
+    socket.send(padded_head(server.addr, 100 * 1024, false).as_bytes()).await.expect("send the head");
+    let response = socket.response_head().await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    assert!(socket.closed_within(Duration::from_secs(2)).await, "the connection is closed after the 431");
+}
+
+#[tokio::test]
+async fn http_connections_count_against_the_address_cap_and_one_more_is_refused_at_the_accept() {
+    const CAP: usize = 20;
+    let server = TestServer::start(|config| {
+        config.max_connections_per_ip = CAP;
+        // Longer than the test, so no stalled socket is closed by the timeout meanwhile.
+        config.http_request_timeout = Duration::from_secs(60);
+    });
+    let attacker = [127, 0, 0, 2];
+    // CAP sockets from one address, holding unfinished heads: half in their first request, half
+    // after a first request answered on a kept-alive connection.
+    let mut stalled = Vec::new();
+    for n in 0..CAP {
+        let mut socket = connect_from(attacker, server.addr).await;
+        if n % 2 == 1 {
+            let health = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+            socket.write_all(health.as_bytes()).await.expect("send");
+            let mut answer = [0u8; 512];
+            let read = socket.read(&mut answer).await.expect("an answer");
+            assert!(answer[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..read]));
+        }
+        socket.write_all(padded_head(server.addr, 8 * 1024, false).as_bytes()).await.expect("send");
+        stalled.push(socket);
+    }
+    server.wait_for_metric("agenticai_ws_pending_handshakes", CAP as f64 / 2.0 + 1.0).await;
+
+    // One more from that address, although it holds no WebSocket: closed at once, unanswered
+    // (an answer written before the request is an error to HTTP clients, and waiting for the
+    // request would hold what the cap bounds).
+    let started = Instant::now();
+    let mut refused = connect_from(attacker, server.addr).await;
+    refused.write_all(handshake("/ws", "HTTP/1.1", server.addr).as_bytes()).await.expect("send the upgrade");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(common::TIMEOUT, refused.read_to_end(&mut answer)).await.expect("closed in time");
+    assert_eq!(String::from_utf8_lossy(&answer), "", "no answer");
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+
+    // A request refused so is not executed, even when it arrived whole before the accept
+    // (written at once after the TCP handshake, as here): publishes are not made.
+    let mut subscriber = Client::connect(&server.ws_url("/ws?project_id=pending-p")).await;
+    server.wait_for_metric("agenticai_ws_subscriptions", 1.0).await;
+    for n in 0..20 {
+        let body = json!({"project_id": "pending-p", "data": n}).to_string();
+        let publish = format!(
+            "POST /api/v1/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            server.addr,
+            body.len()
+        );
+        let mut refused = connect_from(attacker, server.addr).await;
+        refused.write_all(publish.as_bytes()).await.expect("send the publish");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(common::TIMEOUT, refused.read_to_end(&mut answer)).await.expect("closed in time");
+        assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "publish {n} was answered");
+    }
+    let published = server.publish(json!({"project_id": "pending-p", "data": "from another address"})).await;
+    assert_eq!(published.status(), 200, "another address is not limited");
+    let delivered = subscriber.recv().await;
+    assert_eq!(delivered["data"], "from another address", "a refused publish was made: {delivered}");
+    assert_eq!(server.metric("agenticai_ws_limit_refusals_total{limit=\"http_per_ip\"}").await, 21.0);
+
+    // The stalled sockets gone (the first-request ones leave the gauge), the address connects
+    // again.
+    drop(stalled);
+    server.wait_for_metric("agenticai_ws_pending_handshakes", 1.0).await;
+    let stream = MaybeTlsStream::Plain(connect_from(attacker, server.addr).await);
+    let url = server.ws_url("/ws");
+    let (stream, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("upgraded");
+    let mut client = Client { stream, connection_id: String::new() };
+    assert_eq!(client.recv().await["type"], "connected");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connections_next_request_head_has_the_request_timeout_too() {
+    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
+    let mut socket = RawSocket::connect(server.addr).await;
+    let response = socket.request(&format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = socket.body(2).await;
+    // The next head begins, then trickles: answered 408 and closed like a first one, not held
+    // for ever (upstream actix-http times the first request's head only).
+    let started = Instant::now();
+    socket.send(b"GET /health HTTP/1.1\r\nX-Slow: ").await.expect("send");
+    while !socket.closed_within(Duration::from_millis(300)).await {
+        assert!(started.elapsed() < Duration::from_secs(6), "the connection is still open");
+        let _ = socket.send(b"y").await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed after {:?}", started.elapsed());
 }

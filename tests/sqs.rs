@@ -287,6 +287,68 @@ async fn forwards_with_no_aws_go_to_the_local_spool_before_confirmation() {
     assert_eq!(line["body"]["gateway"]["connection_id"], client.connection_id.as_str());
 }
 
+/// Every line in the local spool's files, parsed.
+fn spool_lines(data_dir: &std::path::Path) -> Vec<Value> {
+    ["pm", "dev", "qa", "ops"]
+        .iter()
+        .flat_map(|queue| {
+            std::fs::read_to_string(data_dir.join(format!("spool/{queue}.jsonl")))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|line| serde_json::from_str(&line).expect("a whole JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_local_spool_refuses_forwards_past_spool_max_bytes_and_keeps_every_confirmed_one() {
+    const CAP: u64 = 600 * 1024;
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        TestServer::start(|config| {
+            config.data_dir = data.path().to_path_buf();
+            config.spool_max_bytes = std::num::NonZeroU64::new(CAP).unwrap();
+        })
+    };
+    let forward = |id: &str, queue: &str, bytes: usize| json!({"action": "forward", "type": queue, "message_id": id, "project_id": "p", "data": "x".repeat(bytes)});
+    let server = start();
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    // Two forwards of 240 KiB fit; the third would take the spool past 600 KiB.
+    for id in ["big-1", "big-2"] {
+        let reply = client.request(forward(id, "dev", 240 * 1024)).await;
+        assert_eq!(reply["type"], "forward_confirmed", "{reply}");
+    }
+    let refused = client.request(forward("big-3", "dev", 240 * 1024)).await;
+    assert_eq!((refused["code"].as_str(), refused["message_id"].as_str()), (Some("forward_failed"), Some("big-3")));
+    assert!(refused["message"].as_str().unwrap().contains("SPOOL_MAX_BYTES"), "{refused}");
+    // The cap is the four files together: a small forward to another queue still fits.
+    assert_eq!(client.request(forward("small", "qa", 1024)).await["type"], "forward_confirmed");
+    assert_eq!(client.request(forward("big-4", "ops", 240 * 1024)).await["code"], "forward_failed");
+    drop(client);
+    drop(server);
+
+    let confirmed: Vec<Value> =
+        spool_lines(data.path()).iter().map(|line| line["body"]["message_id"].clone()).collect();
+    assert_eq!(confirmed, ["big-1", "big-2", "small"].map(Value::from), "every confirmed forward, nothing else");
+    let size: u64 =
+        std::fs::read_dir(data.path().join("spool")).unwrap().map(|file| file.unwrap().metadata().unwrap().len()).sum();
+    assert!(size <= CAP, "the spool holds {size} bytes");
+
+    // What is on disk counts after a restart; once an operator moved the files away, forwards
+    // are accepted again.
+    let server = start();
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    assert_eq!(client.request(forward("after-restart", "dev", 240 * 1024)).await["code"], "forward_failed");
+    drop(client);
+    drop(server);
+    std::fs::rename(data.path().join("spool"), data.path().join("spool-drained")).unwrap();
+    let server = start();
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    assert_eq!(client.request(forward("after-drain", "dev", 240 * 1024)).await["type"], "forward_confirmed");
+}
+
 /// An authenticated connection's forward reaches SQS naming who asked: in the body (replacing a
 /// client's own `user_id`), in `gateway.user_id` and in the `UserId` attribute.
 #[tokio::test]

@@ -167,3 +167,49 @@ async fn without_keys_stats_are_open_on_loopback_to_loopback_hosts_only() {
         .unwrap();
     assert_eq!(rebound.status(), 403);
 }
+
+#[tokio::test]
+async fn with_an_internal_port_the_operator_endpoints_answer_there_without_a_key_and_404_on_the_public_port() {
+    let server = TestServer::start(|config| {
+        config.internal_port = Some(0);
+        config.publish_api_keys = vec!["status-key".into()];
+    });
+    let internal = server.internal_addr.expect("the internal port is bound");
+    assert_ne!(internal.port(), server.addr.port());
+    let get = |url: String| async move { reqwest::get(url).await.expect("an answer") };
+    let operator_paths = ["/metrics", "/status", "/status/app.js", "/status/style.css", "/api/v1/stats"];
+
+    // The public port: the operator endpoints are not there, even with the key; the rest is.
+    for path in operator_paths {
+        assert_eq!(get(server.http_url(path)).await.status(), 404, "{path} on the public port");
+    }
+    assert_eq!(stats(&server, "", Some("status-key")).await.status(), 404);
+    assert_eq!(get(server.http_url("/health")).await.status(), 200);
+    assert_eq!(get(server.http_url("/ready")).await.status(), 200);
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
+
+    // The internal port: every operator endpoint, with no key.
+    for path in operator_paths {
+        assert_eq!(get(format!("http://{internal}{path}")).await.status(), 200, "{path} on the internal port");
+    }
+    let metrics = get(format!("http://{internal}/metrics")).await.text().await.unwrap();
+    assert_eq!(common::metric_value(&metrics, "agenticai_ws_active_connections"), 1.0, "{metrics}");
+    let report: Value = get(format!("http://{internal}/api/v1/stats")).await.json().await.unwrap();
+    assert_eq!(report["phase"], "ready", "{report}");
+
+    // And nothing else: no WebSocket, no API, no health checks there.
+    for path in ["/", "/ws", "/health", "/ready", "/api/v1/projects/p/history"] {
+        assert_eq!(get(format!("http://{internal}{path}")).await.status(), 404, "{path} on the internal port");
+    }
+    let publish = reqwest::Client::new()
+        .post(format!("http://{internal}/api/v1/publish"))
+        .bearer_auth("status-key")
+        .json(&json!({"project_id": "p", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publish.status(), 404);
+    let upgrade = common::refused_upgrade(format!("ws://{internal}/ws")).await;
+    assert_eq!(upgrade.status, 404);
+}

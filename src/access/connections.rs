@@ -5,6 +5,13 @@
 //! permit is the count (mini-redis's semaphore permit, with three counters), so a connection
 //! that ends in any way gives its place back when the session drops it. The three counters sit
 //! under one lock: a connection is admitted against all of them or none.
+//!
+//! Before that, from the accept until it closes or is upgraded, a TCP connection holds an
+//! [`HttpConnectionPermit`] (kept by `http::handshake`): MAX_CONNECTIONS_PER_IP caps these HTTP
+//! connections per address too (sockets in their first request, connections kept alive between
+//! API calls), in a count of their own. Their own, because a WebSocket being upgraded holds both
+//! for a moment (it would count twice), and because an address at its WebSocket cap must still
+//! reach the HTTP API (a service holding its connections publishes).
 
 use std::{
     collections::HashMap,
@@ -31,6 +38,9 @@ pub(crate) enum ConnectionRefusal {
     PerUser,
     /// The client address holds MAX_CONNECTIONS_PER_IP here (HTTP 429).
     PerIp,
+    /// The TCP peer holds MAX_CONNECTIONS_PER_IP HTTP connections (not WebSockets) here (the new
+    /// one is closed at the accept, without an answer).
+    HttpPerIp,
 }
 
 impl ConnectionRefusal {
@@ -40,6 +50,7 @@ impl ConnectionRefusal {
             ConnectionRefusal::MaxConnections => "max_connections",
             ConnectionRefusal::PerUser => "per_user",
             ConnectionRefusal::PerIp => "per_ip",
+            ConnectionRefusal::HttpPerIp => "http_per_ip",
         }
     }
 
@@ -57,6 +68,13 @@ impl ConnectionRefusal {
                 ErrorCode::TooManyConnections,
                 format!("This address already holds {} connections here; close one first", caps.max_per_ip),
             ),
+            ConnectionRefusal::HttpPerIp => RequestError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "This address already holds {} HTTP connections here (not WebSockets); retry later",
+                    caps.max_per_ip
+                ),
+            ),
         };
         error.with_retry_after(crate::access::CONNECTION_RETRY_AFTER)
     }
@@ -67,6 +85,8 @@ struct Counts {
     total: usize,
     by_user: HashMap<Arc<str>, usize>,
     by_ip: HashMap<IpAddr, usize>,
+    /// TCP connections per peer address that are not WebSockets (yet).
+    http_by_ip: HashMap<IpAddr, usize>,
 }
 
 /// The counters behind the caps, shared by every connection of the task.
@@ -106,6 +126,20 @@ impl ConnectionLimits {
         }
         counts.total += 1;
         Ok(ConnectionPermit { limits: self.clone(), ip, user: None })
+    }
+
+    /// Takes a place for a TCP connection just accepted from `peer`, until it closes or is
+    /// upgraded; refused when `peer` holds MAX_CONNECTIONS_PER_IP such connections.
+    pub(crate) fn admit_http_connection(
+        self: &Arc<Self>,
+        peer: IpAddr,
+    ) -> Result<HttpConnectionPermit, ConnectionRefusal> {
+        let mut counts = self.counts();
+        if exceeded(self.caps.max_per_ip, counts.http_by_ip.get(&peer)) {
+            return Err(ConnectionRefusal::HttpPerIp);
+        }
+        *counts.http_by_ip.entry(peer).or_default() += 1;
+        Ok(HttpConnectionPermit { limits: self.clone(), peer })
     }
 
     /// Open connections of `user` on this task.
@@ -167,6 +201,19 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// A TCP connection's place among its address's HTTP connections; dropping it (when the
+/// connection closes, or its upgrade request has been handled) gives the place back.
+pub(crate) struct HttpConnectionPermit {
+    limits: Arc<ConnectionLimits>,
+    peer: IpAddr,
+}
+
+impl Drop for HttpConnectionPermit {
+    fn drop(&mut self) {
+        release(&mut self.limits.counts().http_by_ip, &self.peer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +263,34 @@ mod tests {
             .unwrap();
         assert_eq!(limits.connections_of("svc"), 50);
         drop(permits);
+    }
+
+    #[test]
+    fn http_connections_have_their_own_count_under_the_address_cap() {
+        let limits = limits(100, 0, 2);
+        let (a, b): (IpAddr, IpAddr) = ("203.0.113.1".parse().unwrap(), "203.0.113.2".parse().unwrap());
+        let first = limits.admit_http_connection(a).unwrap();
+        let second = limits.admit_http_connection(a).unwrap();
+        assert_eq!(limits.admit_http_connection(a).err(), Some(ConnectionRefusal::HttpPerIp));
+        let _other = limits.admit_http_connection(b).unwrap();
+        // Both become WebSockets: each holds both places for a moment.
+        let sockets = [limits.admit(Some(a)).unwrap(), limits.admit(Some(a)).unwrap()];
+        drop((first, second));
+        // The address is at its WebSocket cap, and may still start two requests (API calls).
+        assert_eq!(limits.admit(Some(a)).err(), Some(ConnectionRefusal::PerIp));
+        let _api_calls = [limits.admit_http_connection(a).unwrap(), limits.admit_http_connection(a).unwrap()];
+        drop(sockets);
+        assert_eq!(limits.counts().http_by_ip.get(&a), Some(&2));
+    }
+
+    #[test]
+    fn zero_means_no_cap_on_http_connections() {
+        let limits = limits(100, 0, 0);
+        let permits: Vec<_> = (0..50)
+            .map(|_| limits.admit_http_connection(IpAddr::from([127, 0, 0, 1])))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        drop(permits);
+        assert!(limits.counts().http_by_ip.is_empty());
     }
 }

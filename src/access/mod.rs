@@ -35,7 +35,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use self::{
     client_address::TrustedProxies,
-    connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal},
+    connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal, HttpConnectionPermit},
     origin::OriginAllowList,
     rate::{ApiBudgets, ClientRates, Rate, RequestBudget},
     token::{Identity, Scopes, TokenError, TokenVerifier},
@@ -424,6 +424,20 @@ impl AccessPolicy {
     /// place until it ends.
     pub(crate) fn admit_connection(&self, client: Option<IpAddr>) -> Result<ConnectionPermit, ConnectionRefusal> {
         self.limits.connections.admit(client)
+    }
+
+    /// Takes a place among `peer`'s HTTP connections (those not upgraded to a WebSocket) for a
+    /// TCP connection just accepted (the TCP peer: its `X-Forwarded-For` has not arrived yet).
+    /// None for a peer in TRUSTED_PROXIES: a proxy carries many clients, and forwards a request
+    /// only once its head is complete.
+    pub(crate) fn admit_http_connection(
+        &self,
+        peer: IpAddr,
+    ) -> Result<Option<HttpConnectionPermit>, ConnectionRefusal> {
+        if self.limits.trusted_proxies.trusts(peer) {
+            return Ok(None);
+        }
+        self.limits.connections.admit_http_connection(peer.to_canonical()).map(Some)
     }
 
     /// Counts a connection against its user's cap, once it has a verified token.

@@ -75,7 +75,9 @@ impl QueueBackend {
                 queues.url(AgentRole::Qa),
                 queues.url(AgentRole::Ops)
             ),
-            QueueBackend::Spool(spool) => format!("local spool in {}", spool.dir().display()),
+            QueueBackend::Spool(spool) => {
+                format!("local spool in {} (at most {} bytes)", spool.dir().display(), spool.max_bytes())
+            }
         }
     }
 }

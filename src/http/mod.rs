@@ -1,10 +1,12 @@
 //! HTTP routes: the WebSocket upgrade, the publish API, the audit read path, the operations
 //! endpoints (`/health`, `/ready`, `/metrics`) and the status page (`/status`, `/api/v1/stats`).
+//! With INTERNAL_PORT, the operator endpoints are on a port of their own ([`ports`]).
 
 pub(crate) mod audit;
 pub(crate) mod handshake;
 pub(crate) mod history;
 pub(crate) mod operations;
+pub(crate) mod ports;
 pub(crate) mod presence;
 pub(crate) mod publish;
 pub(crate) mod status;
@@ -22,28 +24,57 @@ use crate::{
     protocol::{ErrorCode, RequestError},
 };
 
-/// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser.
-pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]) {
+/// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser. With
+/// `internal_port`, the operator endpoints answer only on the internal port, and the rest only
+/// on the public one ([`ports`]).
+pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String], internal_port: bool) {
     config
         .app_data(web::QueryConfig::default().error_handler(|error, _| bad_query(error)))
-        .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)))
+        .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)));
+    if internal_port {
+        config
+            .service(
+                web::scope("")
+                    .guard(ports::on(ports::Port::Internal))
+                    .configure(operator_pages)
+                    .route("/api/v1/stats", web::get().to(status::stats)),
+            )
+            .service(
+                web::scope("")
+                    .guard(ports::on(ports::Port::Public))
+                    .configure(|routes| public_routes(routes, cors_origins, false)),
+            );
+    } else {
+        public_routes(config, cors_origins, true);
+    }
+}
+
+/// The routes of the public port; `with_operator`: the operator endpoints too.
+fn public_routes(config: &mut web::ServiceConfig, cors_origins: &[String], with_operator: bool) {
+    config
         .route("/", web::get().to(upgrade::upgrade))
         .route("/ws", web::get().to(upgrade::upgrade))
         .route("/health", web::get().to(operations::health))
-        .route("/ready", web::get().to(operations::ready))
+        .route("/ready", web::get().to(operations::ready));
+    if with_operator {
+        operator_pages(config);
+    }
+    let api = web::scope("/api/v1")
+        .wrap(cors(cors_origins))
+        .route("/publish", web::post().to(publish::publish))
+        .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
+        .route("/projects/{project_id}/history", web::get().to(history::project_history))
+        .route("/projects/{project_id}/presence", web::get().to(presence::project_presence));
+    config.service(if with_operator { api.route("/stats", web::get().to(status::stats)) } else { api });
+}
+
+/// The operator endpoints but `/api/v1/stats`: the metrics and the status page.
+fn operator_pages(config: &mut web::ServiceConfig) {
+    config
         .route("/metrics", web::get().to(operations::metrics))
         .route("/status", web::get().to(status::page))
         .route("/status/app.js", web::get().to(status::script))
-        .route("/status/style.css", web::get().to(status::style))
-        .service(
-            web::scope("/api/v1")
-                .wrap(cors(cors_origins))
-                .route("/publish", web::post().to(publish::publish))
-                .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
-                .route("/projects/{project_id}/history", web::get().to(history::project_history))
-                .route("/projects/{project_id}/presence", web::get().to(presence::project_presence))
-                .route("/stats", web::get().to(status::stats)),
-        );
+        .route("/status/style.css", web::get().to(status::style));
 }
 
 /// The API's CORS policy: the listed origins, the methods and headers the API uses; with no

@@ -3,7 +3,8 @@
 //!
 //! The page is a shell compiled into the binary (`src/http/status/`): no CDN, works offline,
 //! and holds no figure itself, so it is served to anyone; everything it shows comes from
-//! `/api/v1/stats`, which is protected like the audit read ([`AccessPolicy::check_operator`]).
+//! `/api/v1/stats`, which is protected like the audit read ([`AccessPolicy::check_operator`]),
+//! unless it came in on INTERNAL_PORT (`super::ports`): that port is the operators' own.
 //! Where a credential is needed the page asks for one and sends it as `Authorization: Bearer`.
 //! Its Content-Security-Policy allows only its own script, style and API: an injected string
 //! cannot run, and no other site may frame it.
@@ -58,16 +59,19 @@ pub(crate) async fn stats(
     query: web::Query<StatsQuery>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
-    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
-        return refusal;
-    }
-    let allowed = async {
-        let principal = api_principal(&request, &gateway).await?;
-        gateway.policy.check_operator(&principal).map_err(|error| Refusal::access(error, &principal))
-    }
-    .await;
-    if let Err(refusal) = allowed {
-        return refusal.response();
+    // On the internal port (INTERNAL_PORT), reachable only from the operators' network, no key.
+    if !super::ports::is_internal(&request) {
+        if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
+            return refusal;
+        }
+        let allowed = async {
+            let principal = api_principal(&request, &gateway).await?;
+            gateway.policy.check_operator(&principal).map_err(|error| Refusal::access(error, &principal))
+        }
+        .await;
+        if let Err(refusal) = allowed {
+            return refusal.response();
+        }
     }
     let state =
         ServerState { phase: gateway.lifecycle.phase(), redis_configured: gateway.engine.backend_up().is_some() };

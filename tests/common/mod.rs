@@ -35,6 +35,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A gateway running in its own thread (its own actix System), stopped on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The operator endpoints' port, when the test set INTERNAL_PORT.
+    pub internal_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
@@ -64,12 +66,19 @@ impl TestServer {
                         return Err(error);
                     }
                 };
-                let _ = ready_tx.send(Ok((server.local_addr(), server.shutdown_trigger())));
+                let _ = ready_tx.send(Ok((server.local_addr(), server.internal_addr(), server.shutdown_trigger())));
                 server.run().await
             })
         });
-        let (addr, trigger) = ready_rx.recv_timeout(TIMEOUT).expect("server thread answered")?;
-        Ok(TestServer { addr, data_dir: data.path().to_path_buf(), trigger, thread: Some(thread), _data: data })
+        let (addr, internal_addr, trigger) = ready_rx.recv_timeout(TIMEOUT).expect("server thread answered")?;
+        Ok(TestServer {
+            addr,
+            internal_addr,
+            data_dir: data.path().to_path_buf(),
+            trigger,
+            thread: Some(thread),
+            _data: data,
+        })
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -78,6 +87,11 @@ impl TestServer {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// A URL on the port of the operator endpoints: the internal one when set, else the public.
+    pub fn operator_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.internal_addr.unwrap_or(self.addr), path)
     }
 
     /// Fires the drain and waits for the server to finish it.
@@ -91,7 +105,7 @@ impl TestServer {
 
     /// The Prometheus text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.http_url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body")
+        reqwest::get(self.operator_url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body")
     }
 
     /// One sample of a metric (name with labels, exactly as exposed); panics when the series is

@@ -12,6 +12,10 @@ use super::chunked::ChunkedState;
 use crate::{error::ParseError, header::HeaderMap, ConnectionType, Request, ResponseHead};
 
 pub(crate) const MAX_BUFFER_SIZE: usize = 131_072;
+// Vendored change: the most a request head (request line, headers and the blank line that ends
+// them) may take; a longer one is answered 431. Upstream lets an unfinished head grow to
+// MAX_BUFFER_SIZE and holds it until the request timeout: 128 KiB per socket.
+pub(crate) const MAX_REQUEST_HEAD_SIZE: usize = 16 * 1024;
 const MAX_HEADERS: usize = 96;
 
 /// Incoming message decoder
@@ -274,6 +278,11 @@ impl MessageType for Request {
 
             match req.parse_with_uninit_headers(src, &mut parsed)? {
                 httparse::Status::Complete(len) => {
+                    // Vendored change: the same cap for a head that arrived whole in one read.
+                    if len > MAX_REQUEST_HEAD_SIZE {
+                        trace!("request head over MAX_REQUEST_HEAD_SIZE");
+                        return Err(ParseError::TooLarge);
+                    }
                     let method = Method::from_bytes(req.method.unwrap().as_bytes())
                         .map_err(|_| ParseError::Method)?;
                     let uri = Uri::try_from(req.path.unwrap())?;
@@ -288,8 +297,9 @@ impl MessageType for Request {
                 }
 
                 httparse::Status::Partial => {
-                    return if src.len() >= MAX_BUFFER_SIZE {
-                        trace!("MAX_BUFFER_SIZE unprocessed data reached, closing");
+                    // Vendored change: MAX_REQUEST_HEAD_SIZE instead of MAX_BUFFER_SIZE.
+                    return if src.len() >= MAX_REQUEST_HEAD_SIZE {
+                        trace!("MAX_REQUEST_HEAD_SIZE unprocessed data reached, closing");
                         Err(ParseError::TooLarge)
                     } else {
                         // Return None to notify more read are needed for parsing request

@@ -23,7 +23,7 @@ use tracing::{error, trace};
 
 use super::{
     codec::Codec,
-    decoder::MAX_BUFFER_SIZE,
+    decoder::{MAX_BUFFER_SIZE, MAX_REQUEST_HEAD_SIZE},
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
     Message, MessageType,
@@ -960,11 +960,16 @@ where
 
                             req.head_mut().peer_addr = *this.peer_addr;
 
-                            // Patched: the connection's data goes to its first request only,
-                            // instead of being held by the dispatcher for the connection's life
-                            // (for a WebSocket, hours). The gateway's data is a watch on the
-                            // handshake, done with once that request is handled.
-                            req.conn_data = this.conn_data.take();
+                            // Patched: an upgrade request takes the connection's data, instead
+                            // of the dispatcher holding it for the connection's life (for a
+                            // WebSocket, hours); other requests share it, as upstream. The
+                            // gateway's data is a watch on the connection, done with once it is
+                            // upgraded (or closed).
+                            req.conn_data = if this.codec.upgrade() {
+                                this.conn_data.take()
+                            } else {
+                                this.conn_data.clone()
+                            };
 
                             match this.codec.message_type() {
                                 // request has no payload
@@ -1233,9 +1238,18 @@ where
 
         let mut read_some = false;
 
+        // Vendored change: while no request body is being read, what is read is a request head
+        // (or pipelined heads), so reading stops at MAX_REQUEST_HEAD_SIZE: a head over it is
+        // refused anyway, and the buffer of a socket sending one never grows to MAX_BUFFER_SIZE.
+        let max_buffer_size = if this.payload.is_some() {
+            MAX_BUFFER_SIZE
+        } else {
+            MAX_REQUEST_HEAD_SIZE
+        };
+
         loop {
             // Return early when read buf exceed decoder's max buffer size.
-            if this.read_buf.len() >= MAX_BUFFER_SIZE {
+            if this.read_buf.len() >= max_buffer_size {
                 // At this point it's not known IO stream is still scheduled to be waked up so
                 // force wake up dispatcher just in case.
                 //
@@ -1401,6 +1415,21 @@ where
                         let inner = inner.as_mut().project();
                         inner.flags.remove(Flags::KEEP_ALIVE);
                         inner.ka_timer.clear(line!());
+
+                        // Vendored change: the next request's head has as long to arrive as
+                        // the first's (client_request_timeout, then 408), from its first byte.
+                        // Upstream times only the first: a kept-alive connection could trickle
+                        // a head for ever. (KEEP_ALIVE is set again on every poll while no
+                        // request is in hand, hence the check for a timer already running.)
+                        if !matches!(inner.head_timer, TimerState::Active { .. }) {
+                            if let Some(deadline) = inner.config.client_request_deadline() {
+                                inner.head_timer.set_and_init(
+                                    cx,
+                                    sleep_until(deadline.into()),
+                                    line!(),
+                                );
+                            }
+                        }
                     }
 
                     if !inner.flags.contains(Flags::STARTED) {
