@@ -3,7 +3,8 @@
 #   1. vendor/actix-http checked against the crates.io release plus its patch, cargo fmt --check,
 #      cargo clippy --all-targets -D warnings
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
-#      cargo-tarpaulin, failing under 80% line coverage of the server code
+#      cargo-llvm-cov (source-based coverage: the server processes the tests spawn are counted
+#      too), failing under 90% line coverage of the server code
 #   3. the release binary: the endpoint integration test, the client libraries' tests, the
 #      container smoke test, the load-test smoke, the status page in headless Chromium, the
 #      platform stack created in moto's CloudFormation and used for real, with the
@@ -11,16 +12,16 @@
 #   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
 #
 # Usage: scripts/test.sh            (what .ci/run and the README run)
-# Environment: TOOLS_DIR (.tools), COVERAGE_MIN (80), SKIP_COVERAGE=1 runs plain cargo test.
+# Environment: TOOLS_DIR (.tools), COVERAGE_MIN (90), SKIP_COVERAGE=1 runs plain cargo test.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 TOOLS_DIR=${TOOLS_DIR:-$ROOT/.tools}
-COVERAGE_MIN=${COVERAGE_MIN:-80}
+COVERAGE_MIN=${COVERAGE_MIN:-90}
 AWS_VENV="$TOOLS_DIR/aws-venv"
 MOTO_PIN="moto[server]==5.2.5"
-TARPAULIN_VERSION=0.37.5
+LLVM_COV_VERSION=0.9.1
 export CARGO_TERM_COLOR=never
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 
@@ -45,8 +46,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 fi
-if [ -z "${SKIP_COVERAGE:-}" ] && ! cargo tarpaulin --version 2>/dev/null | grep -q "$TARPAULIN_VERSION"; then
-  cargo install --locked --quiet cargo-tarpaulin --version "$TARPAULIN_VERSION"
+if [ -z "${SKIP_COVERAGE:-}" ]; then
+  # LLVM's profile tools, matching the toolchain's LLVM, for source-based coverage.
+  rustup component list --installed | grep -q '^llvm-tools' || rustup component add llvm-tools
+  if ! cargo llvm-cov --version 2>/dev/null | grep -q "$LLVM_COV_VERSION"; then
+    cargo install --locked --quiet cargo-llvm-cov --version "$LLVM_COV_VERSION"
+  fi
 fi
 
 step "vendored actix-http is the release plus its patch; rust-version is true"
@@ -74,12 +79,14 @@ if [ -n "${SKIP_COVERAGE:-}" ]; then
   cargo test --locked --workspace --all-targets
 else
   # The whole workspace's tests (the load generator's own unit tests too, sharing the build);
-  # coverage counts the gateway's code.
+  # coverage counts the gateway's code, in the test processes and in every server process they
+  # spawn (each writes its own profile when it exits).
   step "unit and integration tests, with line coverage of the gateway (fails under ${COVERAGE_MIN}%)"
-  cargo tarpaulin --engine ptrace --locked --skip-clean --workspace --all-targets \
-    --exclude-files 'loadtest/*' --exclude-files 'tests/*' --exclude-files 'vendor/*' \
-    --target-dir target/tarpaulin --timeout 300 --fail-under "$COVERAGE_MIN" \
-    --out Stdout --out Xml --output-dir target/coverage
+  cargo llvm-cov --no-report --locked --workspace --all-targets
+  coverage_scope=(--ignore-filename-regex '(^|/)(loadtest|tests|vendor)/')
+  mkdir -p target/coverage
+  cargo llvm-cov report "${coverage_scope[@]}" --cobertura --output-path target/coverage/cobertura.xml
+  cargo llvm-cov report "${coverage_scope[@]}" --summary-only --fail-under-lines "$COVERAGE_MIN"
 fi
 
 step "release build"
