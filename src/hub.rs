@@ -213,7 +213,9 @@ struct Registered {
 struct Subscriber {
     outbox: Outbox,
     /// While the subscription is being confirmed and replayed: live publications held back.
-    seam: Option<Seam>,
+    /// Boxed: a subscription holds one only while it is confirmed and replayed, and every
+    /// subscription of the task would otherwise carry its size.
+    seam: Option<Box<Seam>>,
     join_leave: bool,
     /// As reported to the engine when the subscription was added, so its leave matches.
     member: Arc<Member>,
@@ -292,12 +294,12 @@ impl Hub {
         match members.get_mut(id) {
             Some(subscriber) => {
                 if hold && subscriber.seam.is_none() {
-                    subscriber.seam = Some(Seam::new());
+                    subscriber.seam = Some(Box::new(Seam::new()));
                 }
                 subscriber.join_leave = join_leave;
             }
             None => {
-                let seam = hold.then(Seam::new);
+                let seam = hold.then(|| Box::new(Seam::new()));
                 members.insert(id.clone(), Subscriber { outbox, seam, join_leave, member: member.clone() });
                 self.metrics.subscriptions.inc();
                 if self.presence {
@@ -517,7 +519,7 @@ impl Handler<Subscribe> for Hub {
             .get_mut(&msg.project_id)
             .and_then(|members| members.get_mut(&msg.id))
             .and_then(|subscriber| subscriber.seam.as_mut())
-            .map(Seam::begin);
+            .map(|seam| seam.begin());
         if channel_ready.is_none() && !reads_history {
             // Nothing to wait for and nothing to read.
             self.complete_subscription(&msg, None, ticket, ctx);
