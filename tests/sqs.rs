@@ -388,7 +388,7 @@ impl SqsBatchFaultProxy {
     fn start(upstream: String) -> Self {
         use std::sync::{Arc, Mutex};
 
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, HttpRequest, HttpResponse};
 
         struct State {
             upstream: String,
@@ -453,19 +453,9 @@ impl SqsBatchFaultProxy {
 
         let batches = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new(State { upstream, batches: batches.clone(), spent: Mutex::new(HashSet::new()) });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server =
-                    HttpServer::new(move || App::new().app_data(state.clone()).default_service(web::to(forward)))
-                        .workers(1)
-                        .bind(("127.0.0.1", 0))
-                        .unwrap();
-                let _ = tx.send(server.addrs()[0]);
-                let _ = server.run().await;
-            })
+        let (addr, thread) = common::serve_on_loopback(move |routes| {
+            routes.app_data(state.clone()).default_service(web::to(forward));
         });
-        let addr = rx.recv_timeout(common::TIMEOUT).unwrap();
         SqsBatchFaultProxy { endpoint: format!("http://{addr}"), batches, _thread: thread }
     }
 }

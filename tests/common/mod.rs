@@ -534,7 +534,7 @@ pub struct DynamoFaultProxy {
 
 impl DynamoFaultProxy {
     pub fn start(upstream: String, unprocessed_once: usize) -> Self {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, HttpRequest, HttpResponse};
         use std::sync::{
             atomic::{AtomicUsize, Ordering},
             Arc,
@@ -616,21 +616,31 @@ impl DynamoFaultProxy {
             batch_sizes: batch_sizes.clone(),
             poisoned_batches: poisoned_batches.clone(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server =
-                    HttpServer::new(move || App::new().app_data(state.clone()).default_service(web::to(forward)))
-                        .workers(1)
-                        .bind(("127.0.0.1", 0))
-                        .unwrap();
-                let _ = tx.send(server.addrs()[0]);
-                let _ = server.run().await;
-            })
+        let (addr, thread) = serve_on_loopback(move |routes| {
+            routes.app_data(state.clone()).default_service(web::to(forward));
         });
-        let addr = rx.recv_timeout(TIMEOUT).unwrap();
         DynamoFaultProxy { endpoint: format!("http://{addr}"), batch_sizes, poisoned_batches, _thread: thread }
     }
+}
+
+/// Serves HTTP with the routes `configure` mounts on a free loopback port, with one worker in a
+/// thread of its own (its own actix System), for as long as the test binary runs: the tests'
+/// fault-injecting proxies. Returns its address and thread.
+pub fn serve_on_loopback(
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+                .workers(1)
+                .bind(("127.0.0.1", 0))
+                .expect("a free loopback port");
+            let _ = tx.send(server.addrs()[0]);
+            let _ = server.run().await;
+        })
+    });
+    (rx.recv_timeout(TIMEOUT).expect("the server thread answered"), thread)
 }
 
 /// A TCP proxy that can be switched off: while down it drops every connection at once, so the
