@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use futures_util::future::Either;
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::Notify;
 
 use crate::{
@@ -210,16 +210,17 @@ impl Server {
             let (ports, internal_port) = (app_ports.clone(), app_ports.has_internal());
             App::new()
                 .app_data(app_data.clone())
-                // A request on a connection refused at the accept is answered, never handled.
-                .wrap_fn(|request, service| {
-                    let handled = match crate::http::handshake::request_arrived(request.request()) {
-                        Some(refusal) => Either::Left(request.into_response(refusal)),
-                        None => Either::Right(actix_web::dev::Service::call(service, request)),
-                    };
-                    async move {
-                        match handled {
-                            Either::Left(refused) => Ok(refused),
-                            Either::Right(handling) => handling.await.map(|response| response.map_into_boxed_body()),
+                // A request on a connection refused at the accept is answered, never handled. The
+                // future is boxed: actix-http keeps the app's request future inline in each
+                // connection's dispatcher for the connection's life, so every byte of it is paid by
+                // every held WebSocket, not only during the handshake (docs/benchmarks.md, "Issue
+                // 22's changes"); boxed, a connection holds a pointer to it.
+                .wrap_fn(|request, service| -> LocalBoxFuture<'static, _> {
+                    match crate::http::handshake::request_arrived(request.request()) {
+                        Some(refusal) => Box::pin(std::future::ready(Ok(request.into_response(refusal)))),
+                        None => {
+                            let handling = actix_web::dev::Service::call(service, request);
+                            Box::pin(async move { handling.await.map(|response| response.map_into_boxed_body()) })
                         }
                     }
                 })
