@@ -7,6 +7,7 @@ use actix::Addr;
 
 use crate::{
     access::AccessPolicy,
+    config::Config,
     dispatcher::QueueDispatcher,
     engine::Engine,
     hub::Hub,
@@ -18,7 +19,12 @@ use crate::{
     stats::StatsHistory,
 };
 
-/// Per-connection settings, from the configuration.
+/// Longest a draining session waits for its in-flight forwards before closing.
+const DRAIN_INFLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Per-connection settings: the connection group's, and what a session takes from other groups
+/// (the access policy's token timing, the HTTP server's body timeout, presence, the dispatcher's
+/// deadline).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SessionSettings {
     pub ping_interval: Duration,
@@ -40,6 +46,27 @@ pub(crate) struct SessionSettings {
     pub jwt_leeway: Duration,
     /// Whether presence is kept (PRESENCE).
     pub presence: bool,
+}
+
+impl SessionSettings {
+    pub(crate) fn configure(config: &Config) -> Self {
+        let connection = &config.connection;
+        SessionSettings {
+            ping_interval: connection.ping_interval,
+            client_timeout: connection.client_timeout,
+            max_frame_bytes: connection.max_frame_bytes.get(),
+            outbound_queue_messages: connection.outbound_queue_messages.get(),
+            outbound_queue_bytes: connection.outbound_queue_bytes.get(),
+            write_delay: connection.write_delay,
+            max_inflight: connection.max_inflight_per_connection.get(),
+            parse_limits: connection.parse_limits(),
+            drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(config.dispatcher.forward_deadline),
+            http_body_timeout: config.server.http_request_timeout,
+            auth_timeout: config.access.auth_timeout,
+            jwt_leeway: config.access.jwt_leeway,
+            presence: config.engine.presence,
+        }
+    }
 }
 
 pub(crate) struct Gateway {

@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     if let Err(error) = config.validate() {
         return invalid(&error.to_string());
     }
-    logging::init(config.log_format);
+    logging::init(config.telemetry.log_format);
     let result = actix_rt::System::new().block_on(async move { Server::bind(config).await?.run().await });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -316,10 +316,16 @@ impl Metrics {
         self.frames_out.with_label_values(&["message"])
     }
 
-    /// Every registered metric's current value, for readers that look metrics up by name
-    /// (the status page).
-    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.registry.gather()
+    /// Connections closed, by ending: written only through [`Metrics::connections_closed`],
+    /// read by the status page.
+    pub(crate) fn closed_by_ending(&self) -> &IntCounterVec {
+        &self.connections_closed
+    }
+
+    /// Error replies, by code: written only through [`Metrics::error_sent`], read by the status
+    /// page.
+    pub(crate) fn errors_by_code(&self) -> &IntCounterVec {
+        &self.errors
     }
 
     /// The Prometheus text exposition.

@@ -12,25 +12,17 @@ use futures_util::future::LocalBoxFuture;
 use tokio::sync::Notify;
 
 use crate::{
-    access::{
-        client_address::TrustedProxies,
-        connections::{ConnectionCaps, ConnectionLimits},
-        jwks::Jwks,
-        origin::OriginAllowList,
-        rate::{ApiBudgets, ClientRates, Rate},
-        token::{TokenVerifier, VerifierSettings},
-        AccessPolicy, Authentication, Limits,
-    },
-    config::Config,
-    dispatcher::{self, spool::Spool, sqs::SqsQueues, DispatcherSettings, QueueBackend, QueueDispatcher},
+    access::AccessPolicy,
+    config::{AwsSettings, Config},
+    dispatcher::{self, spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
     emf,
-    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
+    engine::{memory::MemoryEngine, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
     hub::{CloseAll, ConnectionCount, DrainAll, HoldLimits, Hub},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
-    protocol::{request::ParseLimits, CloseCode},
+    protocol::CloseCode,
     publish::Publisher,
     updates::UpdatesConsumer,
 };
@@ -41,8 +33,6 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
 /// Longest the shutdown waits for buffered records to be written.
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest a draining session waits for its in-flight forwards before closing.
-const DRAIN_INFLIGHT_GRACE: Duration = Duration::from_secs(5);
 /// How often the publish API's budgets of idle callers are forgotten.
 const API_BUDGET_SWEEP: Duration = Duration::from_secs(60);
 
@@ -76,27 +66,30 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-        let queue_urls = config.agent_queue_urls()?;
-        let needs_aws = queue_urls.is_some() || config.table_name().is_some() || config.updates_queue_url().is_some();
+        let queue_urls = config.queues.agent_queue_urls()?;
+        let table = config.storage.table_name();
+        let needs_aws = queue_urls.is_some() || table.is_some() || config.queues.updates_queue_url().is_some();
         let sdk = if needs_aws {
+            let AwsSettings { aws_region: region, aws_endpoint_url: endpoint } = &config.aws;
             log::info!(
-                region = config.aws_region.as_str(),
-                endpoint = config.aws_endpoint_url.as_deref().unwrap_or("AWS (the region's public endpoints)");
+                region = region.as_str(),
+                endpoint = endpoint.as_deref().unwrap_or("AWS (the region's public endpoints)");
                 "AWS configured"
             );
-            Some(crate::aws::sdk_config(&config.aws_region, config.aws_endpoint_url.as_deref()).await)
+            Some(crate::aws::sdk_config(region, endpoint.as_deref()).await)
         } else {
             None
         };
-        let store = match (config.table_name(), &sdk) {
+        let data_dir = &config.storage.data_dir;
+        let store = match (table, &sdk) {
             (Some(table), Some(sdk)) => {
                 RecordStore::Dynamo(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()))
             }
-            _ => RecordStore::Local(LocalStore::open(&config.data_dir)?),
+            _ => RecordStore::Local(LocalStore::open(data_dir)?),
         };
         let backend = match (queue_urls, &sdk) {
             (Some(urls), Some(sdk)) => QueueBackend::Sqs(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), urls)),
-            _ => QueueBackend::Spool(Spool::open(&config.data_dir, config.spool_max_bytes.get())?),
+            _ => QueueBackend::Spool(Spool::open(data_dir, config.storage.spool_max_bytes.get())?),
         };
         log::info!(
             forwards = backend.describe().as_str(), records = store.describe().as_str();
@@ -105,64 +98,50 @@ impl Server {
 
         let io_arbiter = Arbiter::new();
         let hub_arbiter = Arbiter::new();
-        let (persistence, records) =
-            Persistence::new(store, config.persistence_buffer_records.get(), config.record_ttl, metrics.clone());
+        let (persistence, records) = Persistence::new(
+            store,
+            config.storage.persistence_buffer_records.get(),
+            config.storage.record_ttl,
+            metrics.clone(),
+        );
         let persistence = Persistence::start_in_arbiter(&io_arbiter.handle(), move |_| persistence);
-        let settings = DispatcherSettings {
-            linger: config.sqs_batch_linger,
-            max_batch_bytes: config.sqs_max_batch_bytes.get(),
-            deadline: config.forward_deadline,
-            max_pending: config.dispatcher_max_pending.get(),
-        };
         let dispatcher = {
-            let (metrics, records) = (metrics.clone(), records.clone());
+            let (settings, metrics, records) = (config.dispatcher, metrics.clone(), records.clone());
             QueueDispatcher::start_in_arbiter(&io_arbiter.handle(), move |_| {
                 QueueDispatcher::new(backend, settings, metrics, records)
             })
         };
-        let history_settings = HistorySettings {
-            size: config.history_size,
-            ttl: config.history_ttl,
-            max_projects: config.history_max_projects.get(),
-            max_bytes: config.history_max_bytes.get(),
-            max_total_bytes: config.history_max_total_bytes.get(),
-        };
-        let engine: Arc<dyn Engine> = match config.redis_url() {
+        let engine_settings = &config.engine;
+        let history = engine_settings.history();
+        let engine: Arc<dyn Engine> = match engine_settings.redis_url() {
             Some(url) => {
-                Arc::new(RedisEngine::connect(url, history_settings, config.presence_ttl, metrics.clone()).await?)
+                Arc::new(RedisEngine::connect(url, history, engine_settings.presence_ttl, metrics.clone()).await?)
             }
-            None => Arc::new(MemoryEngine::new(history_settings)),
+            None => Arc::new(MemoryEngine::new(history)),
         };
+        let session = SessionSettings::configure(&config);
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
-            let (queue_messages, queue_bytes) =
-                (config.outbound_queue_messages.get(), config.outbound_queue_bytes.get());
-            let hold = HoldLimits::half_of_queue(queue_messages, queue_bytes);
+            let hold = HoldLimits::half_of_queue(session.outbound_queue_messages, session.outbound_queue_bytes);
             // A replay's page fits the queue's replay share (src/session/outbox.rs).
-            let replay_page_bytes = config.history_page_bytes.get().min(queue_bytes / 2);
-            let presence = config.presence;
+            let replay_page_bytes = engine_settings.history_page_bytes.get().min(session.outbound_queue_bytes / 2);
+            let presence = engine_settings.presence;
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
                 Hub::new(metrics, engine, hold, replay_page_bytes, presence)
             })
         };
         log::info!(
-            engine = engine.describe(), history_size = config.history_size;
+            engine = engine.describe(), history_size = history.size;
             "engine configured (history, positions, fan-out across tasks)"
         );
-        let policy = AccessPolicy::new(
-            config.publish_api_keys.clone(),
-            config.binds_loopback_only(),
-            config.max_subscriptions_per_connection.get(),
-        )
-        .with_authentication(authentication(&config)?)
-        .with_limits(limits(&config)?);
+        let policy = AccessPolicy::configure(&config.access, config.server.binds_loopback_only())?;
         log::info!("{}", policy.describe());
         log::info!("{}", policy.describe_authentication());
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
             engine,
-            history_page_bytes: config.history_page_bytes.get(),
+            history_page_bytes: engine_settings.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
             hub,
             dispatcher,
@@ -171,24 +150,10 @@ impl Server {
             policy,
             metrics,
             lifecycle: Lifecycle::default(),
-            session: SessionSettings {
-                ping_interval: config.ping_interval,
-                client_timeout: config.client_timeout,
-                max_frame_bytes: config.max_frame_bytes.get(),
-                outbound_queue_messages: config.outbound_queue_messages.get(),
-                outbound_queue_bytes: config.outbound_queue_bytes.get(),
-                write_delay: config.write_delay,
-                max_inflight: config.max_inflight_per_connection.get(),
-                parse_limits: ParseLimits { max_project_id_bytes: config.max_project_id_bytes.get() },
-                drain_inflight_grace: DRAIN_INFLIGHT_GRACE.min(config.forward_deadline),
-                http_body_timeout: config.http_request_timeout,
-                auth_timeout: config.auth_timeout,
-                jwt_leeway: config.jwt_leeway,
-                presence: config.presence,
-            },
+            session,
         });
 
-        if let (Some(url), Some(sdk)) = (config.updates_queue_url(), &sdk) {
+        if let (Some(url), Some(sdk)) = (config.queues.updates_queue_url(), &sdk) {
             let consumer = UpdatesConsumer::new(
                 aws_sdk_sqs::Client::new(sdk),
                 url.to_owned(),
@@ -200,11 +165,11 @@ impl Server {
         }
 
         let app_data = gateway.clone();
-        let cors_origins = config.cors_allowed_origins.clone();
-        let send_timeout = config.send_timeout;
-        let head_timeout = config.http_request_timeout;
+        let server = &config.server;
+        let cors_origins = config.access.cors_allowed_origins.clone();
+        let (send_timeout, head_timeout) = (server.send_timeout, server.http_request_timeout);
         let connection_gateway = gateway.clone();
-        let ports = crate::http::ports::Ports::new(config.internal_port.is_some());
+        let ports = crate::http::ports::Ports::new(server.internal_port.is_some());
         let app_ports = ports.clone();
         let mut http = HttpServer::new(move || {
             let (ports, internal_port) = (app_ports.clone(), app_ports.has_internal());
@@ -242,20 +207,20 @@ impl Server {
             let Gateway { policy, metrics, .. } = &**connection_gateway;
             crate::http::handshake::watch_connection(connection, extensions, policy, metrics, head_timeout);
         })
-        .client_request_timeout(config.http_request_timeout)
+        .client_request_timeout(head_timeout)
         .shutdown_timeout(2);
-        if config.workers > 0 {
-            http = http.workers(config.workers);
+        if server.workers > 0 {
+            http = http.workers(server.workers);
         }
-        let addresses = config.bind_addresses()?;
+        let addresses = server.bind_addresses()?;
         let http = http
             .bind(&addresses[..])
-            .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", config.host, config.port))?;
+            .with_context(|| format!("WEBSOCKET_HOST/WEBSOCKET_PORT: cannot bind {}:{}", server.host, server.port))?;
         let local_addr = *http.addrs().first().context("the server bound no address")?;
         let public_listeners = http.addrs().len();
-        let http = match config.internal_bind_addresses()? {
+        let http = match server.internal_bind_addresses()? {
             Some(internal) => http.bind(&internal[..]).with_context(|| {
-                format!("WEBSOCKET_HOST/INTERNAL_PORT: cannot bind {}:{}", config.host, internal[0].port())
+                format!("WEBSOCKET_HOST/INTERNAL_PORT: cannot bind {}:{}", server.host, internal[0].port())
             })?,
             None => http,
         };
@@ -292,9 +257,10 @@ impl Server {
         let serving = actix_rt::spawn(self.http);
         self.gateway.lifecycle.set_ready();
         actix_rt::spawn(self.gateway.stats.clone().sample_forever());
-        let emf = (!self.config.emf_interval.is_zero()).then(|| {
-            let emitter = emf::EmfEmitter::new(self.config.service_name.clone(), self.gateway.metrics.clone());
-            actix_rt::spawn(emitter.clone().emit_every(self.config.emf_interval));
+        let telemetry = &self.config.telemetry;
+        let emf = (!telemetry.emf_interval.is_zero()).then(|| {
+            let emitter = emf::EmfEmitter::new(telemetry.service_name.clone(), self.gateway.metrics.clone());
+            actix_rt::spawn(emitter.clone().emit_every(telemetry.emf_interval));
             emitter
         });
         let gateway = self.gateway.clone();
@@ -313,7 +279,7 @@ impl Server {
             None => log::info!(address:% = self.local_addr; "agenticai-websocket listening"),
         }
         wait_for_shutdown(&self.shutdown).await;
-        drain(&self.gateway, self.config.drain_window).await;
+        drain(&self.gateway, self.config.server.drain_window).await;
         if let Some(emf) = emf {
             emf.emit();
         }
@@ -325,77 +291,6 @@ impl Server {
         log::info!("shutdown complete");
         Ok(())
     }
-}
-
-/// How connections authenticate, from the configuration: a verifier for JWT_SECRET or
-/// JWT_JWKS_URL (whose keys are fetched now, and refreshed in the background), the protected
-/// mode's ALLOW_ANONYMOUS, and ALLOWED_ORIGINS.
-fn authentication(config: &Config) -> anyhow::Result<Authentication> {
-    let settings = || VerifierSettings {
-        issuer: config.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
-        audience: config.jwt_audience.clone().filter(|audience| !audience.is_empty()),
-        leeway_secs: config.jwt_leeway.as_secs(),
-    };
-    let verifier = match (config.jwt_secret(), config.jwt_jwks_url()) {
-        (Some(secret), _) => Some(
-            TokenVerifier::with_secret(secret.as_bytes(), settings())
-                .map_err(|error| anyhow::anyhow!("JWT_SECRET: {error}"))?,
-        ),
-        (None, Some(url)) => {
-            let jwks = Arc::new(Jwks::new(url.to_owned()));
-            // A first fetch now, so the first tokens need not wait; a failure is retried when a
-            // token arrives (refused meanwhile as keys_unavailable) and in the background.
-            let first = jwks.clone();
-            actix_rt::spawn(async move {
-                if let Err(error) = first.refresh().await {
-                    log::warn!(error = error.as_str(); "cannot fetch the JWKS at start-up; tokens wait for it");
-                }
-            });
-            jwks.refresh_in_background();
-            Some(TokenVerifier::with_jwks(jwks, settings()))
-        }
-        (None, None) => None,
-    };
-    Ok(Authentication {
-        verifier: verifier.map(Arc::new),
-        allow_anonymous: config.allow_anonymous,
-        origins: OriginAllowList::new(&config.allowed_origins),
-    })
-}
-
-/// The abuse limits from the configuration. MAX_CONNECTIONS defaults to what the open-files
-/// limit allows, after raising its soft value to the hard one (a container's soft limit is
-/// often far below what the task may hold).
-fn limits(config: &Config) -> anyhow::Result<Limits> {
-    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(error) => {
-            log::warn!(error:% = error; "cannot read or raise the open-files limit; assuming 1024");
-            1024
-        }
-    };
-    let caps = ConnectionCaps {
-        max_connections: config.max_connections(open_files),
-        max_per_user: config.max_connections_per_user,
-        max_per_ip: config.max_connections_per_ip,
-    };
-    if caps.max_connections as u64 > open_files {
-        log::warn!(
-            max_connections = caps.max_connections, open_files;
-            "MAX_CONNECTIONS is above the open-files limit: accepts will fail before the cap answers 503"
-        );
-    }
-    Ok(Limits {
-        trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)
-            .map_err(|reason| anyhow::anyhow!("TRUSTED_PROXIES: {reason}"))?,
-        connections: ConnectionLimits::new(caps),
-        client_rates: ClientRates {
-            client: Rate::new(config.client_rate_per_second, config.client_rate_burst.get()),
-            service: Rate::new(config.service_rate_per_second, config.service_rate_burst.get()),
-            close_after: config.client_rate_close_after,
-        },
-        api: ApiBudgets::new(Rate::new(config.api_rate_per_second, config.api_rate_burst.get())),
-    })
 }
 
 /// Sets TCP_USER_TIMEOUT on an accepted connection. A client that stops reading fills its

@@ -1,9 +1,10 @@
-//! The figures of the status page and `GET /api/v1/stats`: the Prometheus registry, sampled
+//! The figures of the status page and `GET /api/v1/stats`: the Prometheus metrics, sampled
 //! once a second and kept for the last five minutes, so a page opened now draws its charts at
 //! once and every rate is measured over the same second for every reader.
 //!
-//! [`StatsHistory::sample`] reads the registry by metric name ([`Sample`]); a metric that is not
-//! registered reads 0, so a figure whose metric another part adds later simply appears.
+//! [`StatsHistory::sample`] reads each figure from the metric's own handle in [`Metrics`]
+//! ([`Sample::read`]), never by name, so renaming a metric cannot silently zero the page; a
+//! labelled series that has not been created yet reads 0.
 //! [`StatsHistory::report`] turns the newest two samples into the JSON answer (rates are their
 //! difference over the time between them) and, when asked, the charts' series. The answer's
 //! shape is documented in docs/protocol.md (HTTP API, `GET /api/v1/stats`).
@@ -14,19 +15,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::{
+    core::Collector,
+    proto::{Metric, MetricType},
+};
 use serde_json::{json, Value};
 
 use crate::{dispatcher::routing::AgentRole, metrics::Metrics};
 
-/// How often the registry is sampled: the resolution of every rate and chart.
+/// How often the metrics are sampled: the resolution of every rate and chart.
 pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Samples kept: five minutes of charts.
 pub(crate) const KEPT_SAMPLES: usize = 300;
 
-const PREFIX: &str = "agenticai_ws_";
-
-/// The registry at one instant: every counter and gauge the report (and the EMF lines,
+/// The metrics at one instant: every counter and gauge the report (and the EMF lines,
 /// [`crate::emf`]) use.
 #[derive(Clone, Debug)]
 pub(crate) struct Sample {
@@ -74,27 +76,37 @@ impl QueueSample {
     }
 }
 
-/// Looks metrics up by name in one gathering of the registry.
-struct Gathered(Vec<MetricFamily>);
+/// The series one labelled metric holds now, read from its own handle: no name is looked up, so
+/// a renamed metric is read all the same.
+struct Series {
+    kind: MetricType,
+    series: Vec<Metric>,
+}
 
-impl Gathered {
-    fn family(&self, name: &str) -> Option<&MetricFamily> {
-        self.0.iter().find(|family| family.name().strip_prefix(PREFIX) == Some(name))
+impl Series {
+    fn of(handle: &impl Collector) -> Self {
+        let mut kind = MetricType::UNTYPED;
+        let mut series = Vec::new();
+        for mut family in handle.collect() {
+            kind = family.get_field_type();
+            series.extend(family.take_metric());
+        }
+        Series { kind, series }
+    }
+
+    /// The series whose labels include every pair of `only`.
+    fn matching<'a>(&'a self, only: &'a [(&str, &str)]) -> impl Iterator<Item = &'a Metric> {
+        self.series.iter().filter(move |metric| {
+            only.iter().all(|(label, wanted)| {
+                metric.get_label().iter().any(|pair| pair.name() == *label && pair.value() == *wanted)
+            })
+        })
     }
 
     /// The sum of a counter's or gauge's series whose labels include every pair of `only`.
-    fn value_where(&self, name: &str, only: &[(&str, &str)]) -> f64 {
-        let Some(family) = self.family(name) else { return 0.0 };
-        let kind = family.get_field_type();
-        family
-            .get_metric()
-            .iter()
-            .filter(|metric| {
-                only.iter().all(|(label, wanted)| {
-                    metric.get_label().iter().any(|pair| pair.name() == *label && pair.value() == *wanted)
-                })
-            })
-            .map(|metric| match kind {
+    fn sum_where(&self, only: &[(&str, &str)]) -> f64 {
+        self.matching(only)
+            .map(|metric| match self.kind {
                 MetricType::COUNTER => metric.get_counter().value(),
                 MetricType::GAUGE => metric.get_gauge().value(),
                 _ => 0.0,
@@ -102,91 +114,82 @@ impl Gathered {
             .sum()
     }
 
-    fn value(&self, name: &str) -> f64 {
-        self.value_where(name, &[])
+    fn total(&self) -> f64 {
+        self.sum_where(&[])
     }
 
     /// A counter's or gauge's series summed by one label's values.
-    fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
+    fn by_label(&self, label: &str) -> BTreeMap<String, f64> {
         let mut values = BTreeMap::new();
-        let Some(family) = self.family(name) else { return values };
-        for metric in family.get_metric() {
+        for metric in &self.series {
             let Some(pair) = metric.get_label().iter().find(|pair| pair.name() == label) else { continue };
-            let value = self.value_where(name, &[(label, pair.value())]);
-            values.insert(pair.value().to_owned(), value);
+            values.entry(pair.value().to_owned()).or_insert_with(|| self.sum_where(&[(label, pair.value())]));
         }
         values
     }
 
     /// A histogram's (sum, count) over its series whose labels include every pair of `only`.
-    fn histogram_where(&self, name: &str, only: &[(&str, &str)]) -> (f64, f64) {
-        let Some(family) = self.family(name) else { return (0.0, 0.0) };
-        family
-            .get_metric()
-            .iter()
-            .filter(|metric| {
-                only.iter().all(|(label, wanted)| {
-                    metric.get_label().iter().any(|pair| pair.name() == *label && pair.value() == *wanted)
-                })
-            })
-            .map(|metric| metric.get_histogram())
-            .fold((0.0, 0.0), |(sum, count), histogram| {
-                (sum + histogram.sample_sum(), count + histogram.sample_count() as f64)
-            })
+    fn histogram_where(&self, only: &[(&str, &str)]) -> (f64, f64) {
+        self.matching(only).map(|metric| metric.get_histogram()).fold((0.0, 0.0), |(sum, count), histogram| {
+            (sum + histogram.sample_sum(), count + histogram.sample_count() as f64)
+        })
     }
 }
 
 impl Sample {
     pub(crate) fn read(metrics: &Metrics) -> Self {
-        let registry = Gathered(metrics.gather());
+        let (entries, held, batches) = (
+            Series::of(&metrics.forward_entries),
+            Series::of(&metrics.forward_queue_entries),
+            Series::of(&metrics.sqs_batch_seconds),
+        );
         let queues = AgentRole::ALL
             .iter()
             .map(|role| {
                 let queue = role.name();
-                let entries =
-                    |outcome| registry.value_where("forward_entries_total", &[("queue", queue), ("outcome", outcome)]);
-                let held = |state| registry.value_where("forward_queue_entries", &[("queue", queue), ("state", state)]);
+                let entries = |outcome| entries.sum_where(&[("queue", queue), ("outcome", outcome)]);
+                let held = |state| held.sum_where(&[("queue", queue), ("state", state)]);
                 let sample = QueueSample {
                     waiting: held("waiting"),
                     in_flight: held("in_flight"),
                     sent: entries("sent"),
                     failed: entries("failed"),
                     retried: entries("retried"),
-                    batches: registry.histogram_where("sqs_batch_seconds", &[("queue", queue)]).1,
+                    batches: batches.histogram_where(&[("queue", queue)]).1,
                 };
                 (queue, sample)
             })
             .collect();
-        let (fanout_sum, fanout_count) = registry.histogram_where("publish_fanout_size", &[]);
+        let fanout = &metrics.publish_fanout;
         Sample {
             at: Instant::now(),
             unix_ms: chrono::Utc::now().timestamp_millis(),
-            active: registry.value("active_connections"),
-            authenticated: registry.value("authenticated_connections"),
-            opened: registry.value("connections_opened_total"),
-            closed: registry.by_label("connections_closed_total", "code"),
-            projects: registry.value("projects"),
-            subscriptions: registry.value("subscriptions"),
-            publications: registry.by_label("publications_total", "source"),
-            deliveries: registry.value("deliveries_total"),
-            fanout_sum,
-            fanout_count,
-            forward_pending: registry.value("forward_pending"),
+            active: metrics.active_connections.get() as f64,
+            authenticated: metrics.authenticated_connections.get() as f64,
+            opened: metrics.connections_opened.get() as f64,
+            closed: Series::of(metrics.closed_by_ending()).by_label("code"),
+            projects: metrics.projects.get() as f64,
+            subscriptions: metrics.subscriptions.get() as f64,
+            publications: Series::of(&metrics.publications).by_label("source"),
+            deliveries: metrics.deliveries.get() as f64,
+            fanout_sum: fanout.get_sample_sum(),
+            fanout_count: fanout.get_sample_count() as f64,
+            forward_pending: metrics.forward_pending.get() as f64,
             queues,
-            records_buffered: registry.value("records_buffered"),
-            records_written: registry.value("records_written_total"),
-            records_dropped: registry.value("records_dropped_total"),
-            record_retries: registry.value("record_retries_total"),
-            redis_connected: registry.value("redis_connected"),
-            redis_reconnects: registry.value("redis_reconnects_total"),
-            auth_failures: registry.by_label("auth_failures_total", "reason"),
-            limit_refusals: registry.by_label("limit_refusals_total", "limit"),
-            errors: registry.by_label("errors_total", "code"),
+            records_buffered: metrics.records_buffered.get() as f64,
+            records_written: Series::of(&metrics.records_written).total(),
+            records_dropped: metrics.records_dropped.get() as f64,
+            record_retries: metrics.record_retries.get() as f64,
+            redis_connected: metrics.redis_connected.get() as f64,
+            redis_reconnects: metrics.redis_reconnects.get() as f64,
+            auth_failures: Series::of(&metrics.auth_failures).by_label("reason"),
+            limit_refusals: Series::of(&metrics.limit_refusals).by_label("limit"),
+            errors: Series::of(metrics.errors_by_code()).by_label("code"),
         }
     }
 }
 
-/// What the report needs from outside the registry.
+/// What the report needs from outside the metrics.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerState {
     /// `starting`, `ready` or `draining`.
@@ -195,7 +198,7 @@ pub(crate) struct ServerState {
     pub redis_configured: bool,
 }
 
-/// The last [`KEPT_SAMPLES`] samples of one server's registry.
+/// The last [`KEPT_SAMPLES`] samples of one server's metrics.
 pub(crate) struct StatsHistory {
     metrics: Arc<Metrics>,
     started: Instant,
@@ -419,5 +422,115 @@ mod tests {
         assert_eq!(refusals.len(), crate::metrics::LIMITS.len());
         assert!(refusals.values().all(|count| count == 0), "{refusals:?}");
         assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    /// Every figure the page shows comes from its own metric: each is given a value no other
+    /// has, so a figure no longer read (or read from another metric) fails here, by name.
+    #[test]
+    fn every_figure_reads_its_own_metric() {
+        let metrics = Metrics::new().unwrap();
+        metrics.active_connections.set(1);
+        metrics.authenticated_connections.set(2);
+        metrics.connections_opened.inc_by(3);
+        metrics.connections_closed("client_closed");
+        metrics.projects.set(5);
+        metrics.subscriptions.set(6);
+        metrics.publications.with_label_values(&["http"]).inc_by(7);
+        metrics.deliveries.inc_by(8);
+        metrics.publish_fanout.observe(9.0);
+        metrics.forward_pending.set(10);
+        for (index, queue) in AgentRole::ALL.iter().map(|role| role.name()).enumerate() {
+            let base = 100 * (index as u64 + 1);
+            metrics.forward_queue_entries.with_label_values(&[queue, "waiting"]).set(base as i64 + 1);
+            metrics.forward_queue_entries.with_label_values(&[queue, "in_flight"]).set(base as i64 + 2);
+            metrics.forward_entries.with_label_values(&[queue, "sent"]).inc_by(base + 3);
+            metrics.forward_entries.with_label_values(&[queue, "failed"]).inc_by(base + 4);
+            metrics.forward_entries.with_label_values(&[queue, "retried"]).inc_by(base + 5);
+            for _ in 0..index + 1 {
+                metrics.sqs_batch_seconds.with_label_values(&[queue]).observe(0.01);
+            }
+        }
+        metrics.records_buffered.set(11);
+        metrics.records_written.with_label_values(&["audit"]).inc_by(12);
+        metrics.records_dropped.inc_by(13);
+        metrics.record_retries.inc_by(14);
+        metrics.redis_connected.set(1);
+        metrics.redis_reconnects.inc_by(15);
+        metrics.auth_failures.with_label_values(&["expired"]).inc_by(16);
+        metrics.limit_refused("rate");
+        metrics.error_sent(crate::protocol::ErrorCode::Busy);
+
+        // Named field by field, so a figure added to the sample must be added here too.
+        let Sample {
+            at: _,
+            unix_ms: _,
+            active,
+            authenticated,
+            opened,
+            closed,
+            projects,
+            subscriptions,
+            publications,
+            deliveries,
+            fanout_sum,
+            fanout_count,
+            forward_pending,
+            queues,
+            records_buffered,
+            records_written,
+            records_dropped,
+            record_retries,
+            redis_connected,
+            redis_reconnects,
+            auth_failures,
+            limit_refusals,
+            errors,
+        } = Sample::read(&metrics);
+        let scalars = [
+            ("active", active, 1.0),
+            ("authenticated", authenticated, 2.0),
+            ("opened", opened, 3.0),
+            ("projects", projects, 5.0),
+            ("subscriptions", subscriptions, 6.0),
+            ("deliveries", deliveries, 8.0),
+            ("fanout_sum", fanout_sum, 9.0),
+            ("fanout_count", fanout_count, 1.0),
+            ("forward_pending", forward_pending, 10.0),
+            ("records_buffered", records_buffered, 11.0),
+            ("records_written", records_written, 12.0),
+            ("records_dropped", records_dropped, 13.0),
+            ("record_retries", record_retries, 14.0),
+            ("redis_connected", redis_connected, 1.0),
+            ("redis_reconnects", redis_reconnects, 15.0),
+        ];
+        for (figure, read, expected) in scalars {
+            assert_eq!(read, expected, "{figure}");
+        }
+        let labelled = [
+            ("closed", &closed, "client_closed", 1.0),
+            ("publications", &publications, "http", 7.0),
+            ("auth_failures", &auth_failures, "expired", 16.0),
+            ("limit_refusals", &limit_refusals, "rate", 1.0),
+            ("errors", &errors, crate::protocol::ErrorCode::Busy.as_str(), 1.0),
+        ];
+        for (figure, read, label, expected) in labelled {
+            assert_eq!(read.get(label), Some(&expected), "{figure}: {read:?}");
+        }
+        assert_eq!(queues.len(), AgentRole::ALL.len());
+        for (index, queue) in AgentRole::ALL.iter().map(|role| role.name()).enumerate() {
+            let base = 100.0 * (index as f64 + 1.0);
+            let read = queues[queue];
+            let figures = [
+                ("waiting", read.waiting, base + 1.0),
+                ("in_flight", read.in_flight, base + 2.0),
+                ("sent", read.sent, base + 3.0),
+                ("failed", read.failed, base + 4.0),
+                ("retried", read.retried, base + 5.0),
+                ("batches", read.batches, index as f64 + 1.0),
+            ];
+            for (figure, read, expected) in figures {
+                assert_eq!(read, expected, "{queue} {figure}");
+            }
+        }
     }
 }

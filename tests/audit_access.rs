@@ -26,7 +26,7 @@ async fn read_audit(server: &TestServer, authorization: Option<&str>) -> (u16, V
 
 #[tokio::test]
 async fn with_publish_keys_only_the_right_key_reads_the_audit() {
-    let server = TestServer::start(|config| config.publish_api_keys = vec![KEY.into()]);
+    let server = TestServer::start(|config| config.access.publish_api_keys = vec![KEY.into()]);
     let published = server.publish_with_key(json!({"project_id": PROJECT, "data": 1}), KEY).await;
     assert_eq!(published.status(), 200);
 
@@ -44,8 +44,8 @@ async fn with_publish_keys_only_the_right_key_reads_the_audit() {
 async fn with_tokens_only_a_publish_token_for_the_project_reads_its_audit() {
     // A key configured too: without one, a loopback bind opens the HTTP API to this machine.
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.publish_api_keys = vec![KEY.into()];
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.publish_api_keys = vec![KEY.into()];
     });
     let bearer = |claims: &Value| format!("Bearer {}", hs256(claims));
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
 fn with_secret() -> TestServer {
-    TestServer::start(|config| config.jwt_secret = Some(tokens::SECRET.into()))
+    TestServer::start(|config| config.access.jwt_secret = Some(tokens::SECRET.into()))
 }
 
 /// The HTTP status and JSON body of a refused upgrade.
@@ -74,10 +74,10 @@ async fn a_token_on_the_upgrade_allows_its_projects_and_nothing_else() {
 async fn forged_expired_unsigned_and_misaddressed_tokens_get_401_without_an_upgrade() {
     use base64::Engine as _;
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.jwt_issuer = Some("https://id.example".into());
-        config.jwt_audience = Some("agenticai".into());
-        config.jwt_leeway = Duration::ZERO;
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.jwt_issuer = Some("https://id.example".into());
+        config.access.jwt_audience = Some("agenticai".into());
+        config.access.jwt_leeway = Duration::ZERO;
     });
     let good = json!({"iss": "https://id.example", "aud": "agenticai"});
     let valid = hs256(&claims("alice", &["*"], 300, good.clone()));
@@ -128,8 +128,8 @@ async fn forged_expired_unsigned_and_misaddressed_tokens_get_401_without_an_upgr
 #[tokio::test]
 async fn without_a_token_a_connection_must_authenticate_first() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.auth_timeout = Duration::from_secs(1);
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.auth_timeout = Duration::from_secs(1);
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
@@ -184,8 +184,8 @@ async fn without_a_token_a_connection_must_authenticate_first() {
 #[tokio::test]
 async fn a_token_expires_unless_refreshed_for_the_same_user() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.jwt_leeway = Duration::ZERO;
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.jwt_leeway = Duration::ZERO;
     });
     // Not refreshed: closed with 3005 at exp.
     let mut lapsing = Client::connect(&token_url(&server, &hs256(&claims("carol", &["*"], 2, json!({}))))).await;
@@ -227,8 +227,8 @@ async fn a_token_expires_unless_refreshed_for_the_same_user() {
 #[tokio::test]
 async fn scopes_gate_forward_and_publish_and_who_asked_travels_with_the_work() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.publish_api_keys = vec!["service-key".into()];
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.publish_api_keys = vec!["service-key".into()];
     });
     let forwarder = hs256(&claims("erin", &["acme-*"], 600, json!({"scope": "forward"})));
     let mut erin = Client::connect(&token_url(&server, &forwarder)).await;
@@ -302,7 +302,7 @@ async fn scopes_gate_forward_and_publish_and_who_asked_travels_with_the_work() {
 async fn jwks_keys_verify_rs256_and_es256_and_a_rotated_key_is_fetched() {
     let jwks = JwksServer::start(tokens::jwks_of(&["rsa-a", "ec-p256"])).await;
     let url = jwks.url.clone();
-    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+    let server = TestServer::start(move |config| config.access.jwt_jwks_url = Some(url));
     let rsa = tokens::rs256("rsa-a", &claims("frank", &["*"], 300, json!({})));
     let ec = tokens::es256(&claims("grace", &["*"], 300, json!({})));
     let mut frank = Client::connect(&token_url(&server, &rsa)).await;
@@ -327,7 +327,7 @@ async fn jwks_keys_verify_rs256_and_es256_and_a_rotated_key_is_fetched() {
 async fn a_flood_of_made_up_key_ids_costs_the_issuer_one_fetch() {
     let jwks = JwksServer::start(tokens::jwks_of(&["rsa-a"])).await;
     let url = jwks.url.clone();
-    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+    let server = TestServer::start(move |config| config.access.jwt_jwks_url = Some(url));
     let valid = tokens::rs256("rsa-a", &claims("ivan", &["*"], 300, json!({})));
     Client::connect(&token_url(&server, &valid)).await;
     let before = jwks.requests();
@@ -348,7 +348,7 @@ async fn a_flood_of_made_up_key_ids_costs_the_issuer_one_fetch() {
 #[tokio::test]
 async fn only_listed_origins_may_open_connections_from_a_browser() {
     let server = TestServer::start(|config| {
-        config.allowed_origins = vec!["https://dash.example.com".into(), "https://*.agents.example".into()];
+        config.access.allowed_origins = vec!["https://dash.example.com".into(), "https://*.agents.example".into()];
     });
     let with_origin = |origin: &str| {
         let mut request = server.ws_url("/ws").into_client_request().unwrap();
@@ -373,7 +373,7 @@ async fn only_listed_origins_may_open_connections_from_a_browser() {
 async fn frames_pipelined_behind_a_pending_authenticate_are_held_then_handled_in_order() {
     let jwks = JwksServer::start_held(tokens::jwks_of(&["rsa-a"])).await;
     let url = jwks.url.clone();
-    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+    let server = TestServer::start(move |config| config.access.jwt_jwks_url = Some(url));
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let token = tokens::rs256("rsa-a", &claims("judy", &["acme-*"], 300, json!({})));
     client.send(json!({"action": "authenticate", "token": token, "request_id": "auth"})).await;
@@ -422,7 +422,7 @@ async fn a_jwks_symmetric_key_or_another_algorithm_of_the_family_is_refused_with
         .push(json!({"kty": "oct", "kid": "shared", "alg": "HS256", "k": secret}));
     let jwks = JwksServer::start(rsa_rs256_only.to_string()).await;
     let url = jwks.url.clone();
-    let server = TestServer::start(move |config| config.jwt_jwks_url = Some(url));
+    let server = TestServer::start(move |config| config.access.jwt_jwks_url = Some(url));
 
     let accepted = tokens::rs256("rsa-a", &claims("kate", &["*"], 300, json!({})));
     Client::connect(&token_url(&server, &accepted)).await;

@@ -61,7 +61,7 @@ async fn assert_connects(request: Request) {
 
 fn protected_mode_server(configure: impl FnOnce(&mut agenticai_websocket::config::Config)) -> TestServer {
     TestServer::start(|config| {
-        config.host = "0.0.0.0".into();
+        config.server.host = "0.0.0.0".into();
         configure(config);
     })
 }
@@ -110,7 +110,7 @@ async fn protected_mode_refuses_pages_of_other_sites_and_rebound_names_in_the_lo
 
 #[tokio::test]
 async fn allowed_origins_adds_sites_to_the_local_pages_without_tokens() {
-    let server = TestServer::start(|config| config.allowed_origins = vec!["https://dash.example.com".into()]);
+    let server = TestServer::start(|config| config.access.allowed_origins = vec!["https://dash.example.com".into()]);
     assert_connects(upgrade(&server, &[("Origin", "https://dash.example.com")])).await;
     assert_connects(upgrade(&server, &[("Origin", "http://localhost:5173")])).await;
     assert_origin_refused(&server, "https://evil.example").await;
@@ -118,7 +118,7 @@ async fn allowed_origins_adds_sites_to_the_local_pages_without_tokens() {
 
 #[tokio::test]
 async fn allow_anonymous_does_not_open_the_gateway_to_other_sites_pages() {
-    let server = protected_mode_server(|config| config.allow_anonymous = true);
+    let server = protected_mode_server(|config| config.access.allow_anonymous = true);
     assert_origin_refused(&server, "https://evil.example").await;
     // Anonymous connections from anywhere, on purpose: the name a client uses is not a question.
     assert_connects(upgrade(&server, &[("Host", "gateway.example")])).await;
@@ -126,7 +126,7 @@ async fn allow_anonymous_does_not_open_the_gateway_to_other_sites_pages() {
 
 #[tokio::test]
 async fn with_tokens_any_origin_and_name_may_connect_as_before_the_token_protects() {
-    let server = TestServer::start(|config| config.jwt_secret = Some(tokens::SECRET.into()));
+    let server = TestServer::start(|config| config.access.jwt_secret = Some(tokens::SECRET.into()));
     let token = tokens::hs256(&tokens::claims("alice", &["p"], 300, json!({})));
     let bearer = format!("Bearer {token}");
     let request =

@@ -76,8 +76,8 @@ async fn connections_forwards_and_publications_are_recorded_and_read_back_newest
     let endpoint = moto_endpoint();
     let (dynamo, table) = create_table(&endpoint).await;
     let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(endpoint.clone());
-        config.dynamodb_table_name = Some(table.clone());
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.storage.dynamodb_table_name = Some(table.clone());
     });
     let mut client = Client::connect(&server.ws_url("/ws?project_id=audited")).await;
     let connection_id = client.connection_id.clone();
@@ -160,8 +160,8 @@ async fn server_behind_fault_proxy(
     let (dynamo, table) = create_table(&endpoint).await;
     let proxy = DynamoFaultProxy::start(endpoint, unprocessed_once);
     let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(proxy.endpoint.clone());
-        config.dynamodb_table_name = Some(table.clone());
+        config.aws.aws_endpoint_url = Some(proxy.endpoint.clone());
+        config.storage.dynamodb_table_name = Some(table.clone());
     });
     (dynamo, table, proxy, server)
 }
@@ -229,9 +229,9 @@ async fn a_table_that_stays_down_drops_records_past_the_buffer_but_never_blocks_
     let outage = common::OutageProxy::start(&endpoint).await;
     outage.set_down(true);
     let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(outage.endpoint.clone());
-        config.dynamodb_table_name = Some(table.clone());
-        config.persistence_buffer_records = NonZeroUsize::new(10).unwrap();
+        config.aws.aws_endpoint_url = Some(outage.endpoint.clone());
+        config.storage.dynamodb_table_name = Some(table.clone());
+        config.storage.persistence_buffer_records = NonZeroUsize::new(10).unwrap();
     });
     let mut client = Client::connect(&server.ws_url("/ws?project_id=down")).await;
     for n in 0..60 {

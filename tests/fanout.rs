@@ -95,7 +95,7 @@ async fn unsubscribe_and_disconnect_clean_up() {
 
 #[tokio::test]
 async fn publish_needs_a_key_when_keys_are_configured() {
-    let server = TestServer::start(|config| config.publish_api_keys = vec!["s3cret".into()]);
+    let server = TestServer::start(|config| config.access.publish_api_keys = vec!["s3cret".into()]);
     let mut watcher = Client::connect(&server.ws_url("/ws?project_id=p")).await;
     let http = reqwest::Client::new();
     let body = json!({"project_id": "p", "data": "hello"});
@@ -144,8 +144,8 @@ async fn publish_api_rejects_bad_bodies_clearly() {
 #[tokio::test]
 async fn a_slow_consumer_is_closed_without_holding_up_the_others() {
     let server = TestServer::start(|config| {
-        config.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
-        config.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
+        config.connection.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
+        config.connection.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
     });
     let mut slow = Client::connect(&server.ws_url("/ws?project_id=busy")).await;
     let mut fast = Client::connect(&server.ws_url("/ws?project_id=busy")).await;
@@ -192,9 +192,9 @@ async fn a_slow_consumer_that_reads_again_gets_the_close_code_3008() {
     // The send timeout is long enough that the server never drops the socket: the close frame
     // waits behind what the socket buffers hold, and the client finds it once it reads again.
     let server = TestServer::start(|config| {
-        config.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
-        config.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
-        config.send_timeout = Duration::from_secs(60);
+        config.connection.outbound_queue_messages = NonZeroUsize::new(16).unwrap();
+        config.connection.outbound_queue_bytes = NonZeroUsize::new(256 * 1024).unwrap();
+        config.server.send_timeout = Duration::from_secs(60);
     });
     let mut slow = Client::connect(&server.ws_url("/ws?project_id=slow")).await;
     let payload = "x".repeat(64 * 1024);
@@ -219,7 +219,7 @@ async fn a_slow_consumer_that_reads_again_gets_the_close_code_3008() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
-    let server = TestServer::start(|config| config.send_timeout = Duration::from_secs(1));
+    let server = TestServer::start(|config| config.server.send_timeout = Duration::from_secs(1));
     let stuck = Client::connect(&server.ws_url("/ws?project_id=stuck")).await;
     let stuck_addr = match stuck.stream.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
@@ -245,7 +245,7 @@ async fn a_client_that_stops_reading_loses_its_socket_after_the_send_timeout() {
 #[tokio::test]
 async fn with_a_write_delay_publications_arrive_after_it_in_order() {
     let delay = Duration::from_millis(1000);
-    let server = TestServer::start(|config| config.write_delay = delay);
+    let server = TestServer::start(|config| config.connection.write_delay = delay);
     let mut client = Client::connect(&server.ws_url("/ws?project_id=paced")).await;
     let started = std::time::Instant::now();
     for seq in 0..3 {

@@ -55,7 +55,7 @@ async fn refused(request: tokio_tungstenite::tungstenite::handshake::client::Req
 
 #[tokio::test]
 async fn the_task_cap_answers_503_with_retry_after_and_a_closed_connection_frees_its_place() {
-    let server = TestServer::start(|config| config.max_connections = 2);
+    let server = TestServer::start(|config| config.access.max_connections = 2);
     let first = Client::connect(&server.ws_url("/ws")).await;
     let _second = Client::connect(&server.ws_url("/ws")).await;
     let (status, retry_after, body) = refused(upgrade_request(&server.ws_url("/ws"), &[])).await;
@@ -72,7 +72,7 @@ async fn the_task_cap_answers_503_with_retry_after_and_a_closed_connection_frees
 
 #[tokio::test]
 async fn the_address_cap_counts_the_tcp_peer_whatever_x_forwarded_for_a_client_writes() {
-    let server = TestServer::start(|config| config.max_connections_per_ip = 2);
+    let server = TestServer::start(|config| config.access.max_connections_per_ip = 2);
     let url = server.ws_url("/ws");
     let _a = connect_with(upgrade_request(&url, &[("x-forwarded-for", "203.0.113.1")])).await;
     let _b = connect_with(upgrade_request(&url, &[("x-forwarded-for", "203.0.113.2")])).await;
@@ -85,8 +85,8 @@ async fn the_address_cap_counts_the_tcp_peer_whatever_x_forwarded_for_a_client_w
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_address_it_appended_is_limited_and_client_written_entries_are_not() {
     let server = TestServer::start(|config| {
-        config.max_connections_per_ip = 1;
-        config.trusted_proxies = vec!["127.0.0.0/8".into()];
+        config.access.max_connections_per_ip = 1;
+        config.access.trusted_proxies = vec!["127.0.0.0/8".into()];
     });
     let url = server.ws_url("/ws");
     let _first = connect_with(upgrade_request(&url, &[("x-forwarded-for", "203.0.113.1")])).await;
@@ -106,8 +106,8 @@ async fn behind_a_trusted_proxy_the_address_it_appended_is_limited_and_client_wr
 #[tokio::test]
 async fn the_user_cap_is_429_on_the_upgrade_and_3504_after_authenticate() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.max_connections_per_user = 2;
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.max_connections_per_user = 2;
     });
     let alice = hs256(&claims("alice", &["p-*"], 300, json!({})));
     let url = server.ws_url(&format!("/ws?token={alice}"));
@@ -138,10 +138,10 @@ async fn the_user_cap_is_429_on_the_upgrade_and_3504_after_authenticate() {
 /// a client's, not a service's).
 fn with_budget(per_second: u32, burst: u32, close_after: u32) -> TestServer {
     TestServer::start(|config| {
-        config.publish_api_keys = vec![KEY.into()];
-        config.client_rate_per_second = per_second;
-        config.client_rate_burst = NonZeroU32::new(burst).expect("a burst of at least one frame");
-        config.client_rate_close_after = close_after;
+        config.access.publish_api_keys = vec![KEY.into()];
+        config.access.client_rate_per_second = per_second;
+        config.access.client_rate_burst = NonZeroU32::new(burst).expect("a burst of at least one frame");
+        config.access.client_rate_close_after = close_after;
     })
 }
 
@@ -257,10 +257,10 @@ async fn a_flooding_client_that_goes_on_sending_still_reads_its_close_frame() {
 #[tokio::test]
 async fn services_have_their_own_budget() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.publish_api_keys = vec![KEY.into()];
-        config.client_rate_per_second = 1;
-        config.client_rate_burst = NonZeroU32::MIN;
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.publish_api_keys = vec![KEY.into()];
+        config.access.client_rate_per_second = 1;
+        config.access.client_rate_burst = NonZeroU32::MIN;
     });
     let keyed = upgrade_request(&server.ws_url("/ws"), &[("authorization", &format!("Bearer {KEY}"))]);
     let publisher = hs256(&claims("publisher", &["p"], 300, json!({"scope": "publish"})));
@@ -283,9 +283,9 @@ async fn services_have_their_own_budget() {
 #[tokio::test]
 async fn the_publish_api_has_a_budget_per_key() {
     let server = TestServer::start(|config| {
-        config.publish_api_keys = vec![KEY.into(), "other-key".into()];
-        config.api_rate_per_second = 1;
-        config.api_rate_burst = NonZeroU32::new(2).unwrap();
+        config.access.publish_api_keys = vec![KEY.into(), "other-key".into()];
+        config.access.api_rate_per_second = 1;
+        config.access.api_rate_burst = NonZeroU32::new(2).unwrap();
     });
     let http = reqwest::Client::new();
     let publish = |key: &str| {
@@ -324,7 +324,7 @@ async fn slowloris(addr: SocketAddr, give_up: Duration) -> Option<Duration> {
 
 #[tokio::test]
 async fn slowloris_sockets_are_closed_while_new_clients_still_connect_promptly() {
-    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
+    let server = TestServer::start(|config| config.server.http_request_timeout = Duration::from_secs(2));
     let sockets: Vec<_> = (0..500).map(|_| tokio::spawn(slowloris(server.addr, Duration::from_secs(10)))).collect();
     let deadline = Instant::now() + common::TIMEOUT;
     while server.metric("agenticai_ws_pending_handshakes").await < 500.0 {
@@ -396,9 +396,9 @@ async fn a_request_head_over_16_kib_is_answered_431_at_once_and_a_large_one_unde
 async fn http_connections_count_against_the_address_cap_and_one_more_is_refused_at_the_accept() {
     const CAP: usize = 20;
     let server = TestServer::start(|config| {
-        config.max_connections_per_ip = CAP;
+        config.access.max_connections_per_ip = CAP;
         // Longer than the test, so no stalled socket is closed by the timeout meanwhile.
-        config.http_request_timeout = Duration::from_secs(60);
+        config.server.http_request_timeout = Duration::from_secs(60);
     });
     let attacker = [127, 0, 0, 2];
     // CAP sockets from one address, holding unfinished heads: half in their first request, half
@@ -466,7 +466,7 @@ async fn http_connections_count_against_the_address_cap_and_one_more_is_refused_
 
 #[tokio::test]
 async fn a_kept_alive_connections_next_request_head_has_the_request_timeout_too() {
-    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(2));
+    let server = TestServer::start(|config| config.server.http_request_timeout = Duration::from_secs(2));
     let mut socket = RawSocket::connect(server.addr).await;
     let response = socket.request(&format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr)).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -22,9 +22,9 @@ const PROJECT: &str = "shared-plans";
 fn protected_mode_server(trusted_proxies: &[&str]) -> TestServer {
     let trusted_proxies = trusted_proxies.iter().map(|proxy| proxy.to_string()).collect();
     TestServer::start(move |config| {
-        config.host = "0.0.0.0".into();
-        config.publish_api_keys = vec![KEY.into()];
-        config.trusted_proxies = trusted_proxies;
+        config.server.host = "0.0.0.0".into();
+        config.access.publish_api_keys = vec![KEY.into()];
+        config.access.trusted_proxies = trusted_proxies;
     })
 }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
     // EMF on, so its emitter runs too (its line format is unit-tested in src/emf.rs).
-    let server = TestServer::start(|config| config.emf_interval = Duration::from_secs(1));
+    let server = TestServer::start(|config| config.telemetry.emf_interval = Duration::from_secs(1));
     let health = reqwest::get(server.http_url("/health")).await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");
@@ -52,7 +52,7 @@ async fn health_ready_and_metrics_answer() {
 
 #[tokio::test]
 async fn start_up_refuses_partial_queue_configuration() {
-    let error = TestServer::try_start(|config| config.sqs_queue_url_pm = Some("http://127.0.0.1:1/q".into()))
+    let error = TestServer::try_start(|config| config.queues.sqs_queue_url_pm = Some("http://127.0.0.1:1/q".into()))
         .err()
         .expect("start-up fails");
     assert!(error.contains("SQS_QUEUE_URL_DEV") && error.contains("SQS_QUEUE_URL_OPS"), "{error}");
@@ -151,7 +151,7 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test]
 async fn cors_admits_only_the_configured_origins_to_the_api() {
-    let server = TestServer::start(|config| config.cors_allowed_origins = vec!["https://dash.example".into()]);
+    let server = TestServer::start(|config| config.access.cors_allowed_origins = vec!["https://dash.example".into()]);
     let http = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         http.request(reqwest::Method::OPTIONS, server.http_url("/api/v1/publish"))

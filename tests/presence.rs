@@ -58,7 +58,7 @@ async fn await_presence(client: &mut Client, project: &str, expected: &[String],
 
 #[tokio::test]
 async fn one_task_lists_members_with_their_info_and_announces_joins_and_leaves() {
-    let server = TestServer::start(|config| config.jwt_secret = Some(tokens::SECRET.into()));
+    let server = TestServer::start(|config| config.access.jwt_secret = Some(tokens::SECRET.into()));
     let url = server.ws_url("/ws");
     let alice = token("alice", &["p"], json!({"name": "Alice"}));
     let mut watcher = member(&url, &alice, "p", true).await;
@@ -139,7 +139,7 @@ async fn one_task_lists_members_with_their_info_and_announces_joins_and_leaves()
 
 #[tokio::test]
 async fn with_presence_off_nothing_is_announced_and_reads_say_so() {
-    let server = TestServer::start(|config| config.presence = false);
+    let server = TestServer::start(|config| config.engine.presence = false);
     let url = server.ws_url("/ws");
     let mut watcher = Client::connect(&url).await;
     watcher.request(json!({"action": "subscribe", "project_id": "p", "join_leave": true})).await;

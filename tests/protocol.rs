@@ -53,7 +53,7 @@ async fn request_id_is_echoed_on_replies_and_errors() {
 
 #[tokio::test]
 async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
-    let server = TestServer::start(|config| config.max_project_id_bytes = NonZeroUsize::new(8).unwrap());
+    let server = TestServer::start(|config| config.connection.max_project_id_bytes = NonZeroUsize::new(8).unwrap());
     let mut client = Client::connect(&server.ws_url("/ws")).await;
 
     client.send_text("this is not json").await;
@@ -98,7 +98,8 @@ async fn bad_frames_get_clear_errors_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn too_many_subscriptions_are_refused_but_resubscribing_is_fine() {
-    let server = TestServer::start(|config| config.max_subscriptions_per_connection = NonZeroUsize::new(2).unwrap());
+    let server =
+        TestServer::start(|config| config.access.max_subscriptions_per_connection = NonZeroUsize::new(2).unwrap());
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     for project in ["a", "b"] {
         let reply = client.request(json!({"action": "subscribe", "project_id": project})).await;
@@ -115,7 +116,7 @@ async fn too_many_subscriptions_are_refused_but_resubscribing_is_fine() {
 
 #[tokio::test]
 async fn oversized_frames_close_with_1009() {
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let fits = json!({"action": "ping", "pad": "x".repeat(900)});
     assert_eq!(client.request(fits).await["type"], "pong");
@@ -130,7 +131,7 @@ async fn fragmented_messages_are_reassembled_within_the_limit() {
         coding::{Data, OpCode},
         Frame,
     };
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let text = json!({"action": "ping", "request_id": "frag"}).to_string();
     let (first, second) = text.as_bytes().split_at(10);
@@ -148,7 +149,7 @@ async fn fragments_over_the_limit_close_with_1009_and_broken_ones_with_1002() {
         coding::{Data, OpCode},
         Frame,
     };
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(1024).unwrap());
     let fragment = |opcode: Data, is_final: bool| {
         let mut frame = Frame::message(vec![b' '; 600], OpCode::Data(opcode), true);
         frame.header_mut().is_final = is_final;
@@ -177,8 +178,8 @@ async fn fragments_over_the_limit_close_with_1009_and_broken_ones_with_1002() {
 #[tokio::test]
 async fn a_silent_peer_is_closed_after_the_timeout() {
     let server = TestServer::start(|config| {
-        config.ping_interval = Duration::from_secs(1);
-        config.client_timeout = Duration::from_secs(2);
+        config.connection.ping_interval = Duration::from_secs(1);
+        config.connection.client_timeout = Duration::from_secs(2);
     });
     // A raw TCP client that completes the handshake and then never answers pings.
     let (mut silent, _) = tokio_tungstenite::connect_async(server.ws_url("/ws")).await.unwrap();

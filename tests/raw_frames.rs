@@ -46,7 +46,7 @@ async fn refused_at_once(server: &TestServer, preamble: &[u8], header: &[u8], co
 
 #[tokio::test]
 async fn a_data_frame_declaring_more_than_the_limit_is_refused_with_1009_at_its_header() {
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(64 * 1024).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(64 * 1024).unwrap());
     for first in [TEXT, BINARY] {
         refused_at_once(&server, &[], &frame_header(first, TERABYTE, false), 1009).await;
         refused_at_once(&server, &[], &frame_header(first, 64 * 1024 + 1, false), 1009).await;
@@ -59,7 +59,7 @@ async fn a_data_frame_declaring_more_than_the_limit_is_refused_with_1009_at_its_
 
 #[tokio::test]
 async fn a_client_streaming_a_huge_frame_is_cut_off_instead_of_buffered() {
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(64 * 1024).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(64 * 1024).unwrap());
     let mut socket = upgraded(&server).await;
     socket.send(&frame_header(TEXT, TERABYTE, false)).await.unwrap();
     // Keep streaming as the attacker did; the server has already given up on this frame.
@@ -97,7 +97,7 @@ async fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
 
 #[tokio::test]
 async fn a_frame_at_the_limit_is_accepted_even_when_it_trickles_in() {
-    let server = TestServer::start(|config| config.max_frame_bytes = NonZeroUsize::new(4096).unwrap());
+    let server = TestServer::start(|config| config.connection.max_frame_bytes = NonZeroUsize::new(4096).unwrap());
     let mut socket = upgraded(&server).await;
     let request = serde_json::json!({"action": "ping", "request_id": "trickled", "pad": "x".repeat(3000)}).to_string();
     let bytes = frame(TEXT, request.as_bytes());

@@ -61,7 +61,7 @@ async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
 
 #[tokio::test]
 async fn a_resume_the_history_cannot_cover_says_recovered_false() {
-    let server = TestServer::start(|config| config.history_size = 3);
+    let server = TestServer::start(|config| config.engine.history_size = 3);
     for n in 1..=6 {
         publish(&server, "p", n).await;
     }
@@ -89,7 +89,7 @@ async fn a_resume_the_history_cannot_cover_says_recovered_false() {
 
 #[tokio::test]
 async fn history_over_http() {
-    let server = TestServer::start(|config| config.history_size = 5);
+    let server = TestServer::start(|config| config.engine.history_size = 5);
     for n in 1..=8 {
         publish(&server, "h", n).await;
     }
@@ -156,7 +156,7 @@ async fn a_resume_larger_than_the_outbound_queue_is_replayed_whole_and_the_conne
 
 #[tokio::test]
 async fn publications_during_a_long_replay_follow_it_without_gap_or_duplicate() {
-    let server = TestServer::start(|config| config.history_size = 5_000);
+    let server = TestServer::start(|config| config.engine.history_size = 5_000);
     common::resume_while_publishing(server.addr, server.addr, "seam", 20, 20).await;
     assert_eq!(server.metric("agenticai_ws_slow_consumers_closed_total").await, 0.0);
 }
@@ -165,8 +165,8 @@ async fn publications_during_a_long_replay_follow_it_without_gap_or_duplicate() 
 async fn publications_overflowing_the_hold_during_a_replay_are_read_from_the_history() {
     // A queue of 64 messages: the hold (half of it) overflows many times while the replay goes.
     let server = TestServer::start(|config| {
-        config.history_size = 5_000;
-        config.outbound_queue_messages = std::num::NonZeroUsize::new(64).unwrap();
+        config.engine.history_size = 5_000;
+        config.connection.outbound_queue_messages = std::num::NonZeroUsize::new(64).unwrap();
     });
     common::resume_while_publishing(server.addr, server.addr, "overflow", 150, 600).await;
     assert_eq!(server.metric("agenticai_ws_slow_consumers_closed_total").await, 0.0);

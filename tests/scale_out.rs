@@ -209,8 +209,8 @@ async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
 #[tokio::test]
 async fn in_process_tasks_share_fan_out_history_and_resume() {
     let redis = RedisServer::start();
-    let first = common::TestServer::start(|config| config.redis_url = Some(redis.url()));
-    let second = common::TestServer::start(|config| config.redis_url = Some(redis.url()));
+    let first = common::TestServer::start(|config| config.engine.redis_url = Some(redis.url()));
+    let second = common::TestServer::start(|config| config.engine.redis_url = Some(redis.url()));
     let mut watcher = Client::connect(&second.ws_url("/ws")).await;
     let confirmed = watcher.request(json!({"action": "subscribe", "project_id": "ip", "recover": true})).await;
     assert_eq!(confirmed["offset"], 0);

@@ -29,11 +29,11 @@ impl Queues {
     }
 
     fn configure(&self, config: &mut Config, endpoint: &str) {
-        config.aws_endpoint_url = Some(endpoint.to_owned());
-        config.sqs_queue_url_pm = Some(self.pm.clone());
-        config.sqs_queue_url_dev = Some(self.dev.clone());
-        config.sqs_queue_url_qa = Some(self.qa.clone());
-        config.sqs_queue_url_ops = Some(self.ops.clone());
+        config.aws.aws_endpoint_url = Some(endpoint.to_owned());
+        config.queues.sqs_queue_url_pm = Some(self.pm.clone());
+        config.queues.sqs_queue_url_dev = Some(self.dev.clone());
+        config.queues.sqs_queue_url_qa = Some(self.qa.clone());
+        config.queues.sqs_queue_url_ops = Some(self.ops.clone());
     }
 }
 
@@ -107,7 +107,7 @@ async fn a_thousand_forwards_from_twenty_clients_arrive_exactly_once_in_full_bat
     let server = TestServer::start(|config| {
         queues.configure(config, &endpoint);
         // A linger no loaded machine outruns: twenty clients' forwards fill each batch first.
-        config.sqs_batch_linger = Duration::from_millis(250);
+        config.dispatcher.sqs_batch_linger = Duration::from_millis(250);
     });
     let roles = ["pm", "dev", "qa", "ops"];
     let mut tasks = Vec::new();
@@ -205,7 +205,7 @@ async fn a_missing_queue_is_reported_per_message() {
     let queues = Queues::create(&endpoint, false).await;
     let server = TestServer::start(|config| {
         queues.configure(config, &endpoint);
-        config.sqs_queue_url_qa = Some(format!("{endpoint}/123456789012/no-such-queue"));
+        config.queues.sqs_queue_url_qa = Some(format!("{endpoint}/123456789012/no-such-queue"));
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let reply =
@@ -229,7 +229,7 @@ async fn an_emulator_outage_loses_nothing_confirmed_and_reports_the_rest() {
     let proxy = common::OutageProxy::start(&endpoint).await;
     let server = TestServer::start(|config| {
         queues.configure(config, &proxy.endpoint);
-        config.forward_deadline = Duration::from_secs(4);
+        config.dispatcher.forward_deadline = Duration::from_secs(4);
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let before =
@@ -308,8 +308,8 @@ async fn the_local_spool_refuses_forwards_past_spool_max_bytes_and_keeps_every_c
     let data = tempfile::tempdir().unwrap();
     let start = || {
         TestServer::start(|config| {
-            config.data_dir = data.path().to_path_buf();
-            config.spool_max_bytes = std::num::NonZeroU64::new(CAP).unwrap();
+            config.storage.data_dir = data.path().to_path_buf();
+            config.storage.spool_max_bytes = std::num::NonZeroU64::new(CAP).unwrap();
         })
     };
     let forward = |id: &str, queue: &str, bytes: usize| json!({"action": "forward", "type": queue, "message_id": id, "project_id": "p", "data": "x".repeat(bytes)});
@@ -357,7 +357,7 @@ async fn a_forward_carries_the_verified_user_to_sqs() {
     let queues = Queues::create(&endpoint, false).await;
     let server = TestServer::start(|config| {
         queues.configure(config, &endpoint);
-        config.jwt_secret = Some(common::tokens::SECRET.into());
+        config.access.jwt_secret = Some(common::tokens::SECRET.into());
     });
     let token = common::tokens::hs256(&common::tokens::claims("olivia", &["proj-*"], 300, json!({})));
     let mut client = Client::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
@@ -471,7 +471,7 @@ async fn a_batch_answered_in_part_fails_retries_and_confirms_entry_by_entry() {
     let server = TestServer::start(|config| {
         queues.configure(config, &proxy.endpoint);
         // Long enough that the six forwards, sent back to back, share one batch.
-        config.sqs_batch_linger = Duration::from_millis(300);
+        config.dispatcher.sqs_batch_linger = Duration::from_millis(300);
     });
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let forwards = [

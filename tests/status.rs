@@ -110,7 +110,7 @@ fn sum(counts: &Value) -> u64 {
 
 #[tokio::test]
 async fn the_page_and_its_assets_are_embedded_with_a_strict_policy() {
-    let server = TestServer::start(|config| config.publish_api_keys = vec!["status-key".into()]);
+    let server = TestServer::start(|config| config.access.publish_api_keys = vec!["status-key".into()]);
     for (path, content_type) in
         [("/status", "text/html"), ("/status/app.js", "text/javascript"), ("/status/style.css", "text/css")]
     {
@@ -131,8 +131,8 @@ async fn the_page_and_its_assets_are_embedded_with_a_strict_policy() {
 #[tokio::test]
 async fn stats_need_a_publish_key_or_an_admin_token() {
     let server = TestServer::start(|config| {
-        config.publish_api_keys = vec!["status-key".into()];
-        config.jwt_secret = Some(tokens::SECRET.into());
+        config.access.publish_api_keys = vec!["status-key".into()];
+        config.access.jwt_secret = Some(tokens::SECRET.into());
     });
     let refused = stats(&server, "", None).await;
     assert_eq!(refused.status(), 401);
@@ -171,8 +171,8 @@ async fn without_keys_stats_are_open_on_loopback_to_loopback_hosts_only() {
 #[tokio::test]
 async fn with_an_internal_port_the_operator_endpoints_answer_there_without_a_key_and_404_on_the_public_port() {
     let server = TestServer::start(|config| {
-        config.internal_port = Some(0);
-        config.publish_api_keys = vec!["status-key".into()];
+        config.server.internal_port = Some(0);
+        config.access.publish_api_keys = vec!["status-key".into()];
     });
     let internal = server.internal_addr.expect("the internal port is bound");
     assert_ne!(internal.port(), server.addr.port());

@@ -112,7 +112,7 @@ async fn open_publishing_takes_only_json_addressed_to_a_loopback_host() {
 
 #[tokio::test]
 async fn a_trickled_request_body_gets_408_and_others_are_served_meanwhile() {
-    let server = TestServer::start(|config| config.http_request_timeout = Duration::from_secs(1));
+    let server = TestServer::start(|config| config.server.http_request_timeout = Duration::from_secs(1));
     let started = Instant::now();
     let mut trickling = Vec::new();
     for _ in 0..20 {
@@ -160,7 +160,7 @@ async fn an_http_1_0_upgrade_is_refused() {
 
 #[tokio::test]
 async fn a_history_read_that_cannot_recover_lists_nothing() {
-    let server = TestServer::start(|config| config.history_size = 3);
+    let server = TestServer::start(|config| config.engine.history_size = 3);
     for n in 1..=5 {
         server.publish(json!({"project_id": "h", "data": n})).await;
     }

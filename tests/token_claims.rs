@@ -30,9 +30,9 @@ async fn refused(url: String) -> (u16, Value) {
 #[tokio::test]
 async fn with_an_issuer_and_audience_configured_both_claims_are_required_and_must_match() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.jwt_issuer = Some(ISSUER.into());
-        config.jwt_audience = Some(AUDIENCE.into());
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.jwt_issuer = Some(ISSUER.into());
+        config.access.jwt_audience = Some(AUDIENCE.into());
     });
     let accepted = [json!({"iss": ISSUER, "aud": AUDIENCE}), json!({"iss": ISSUER, "aud": ["elsewhere", AUDIENCE]})];
     for extra in accepted {
@@ -71,8 +71,8 @@ async fn with_an_issuer_and_audience_configured_both_claims_are_required_and_mus
 #[tokio::test]
 async fn an_issuer_alone_requires_iss_and_leaves_aud_alone() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.jwt_issuer = Some(ISSUER.into());
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.jwt_issuer = Some(ISSUER.into());
     });
     Client::connect(&token_url(&server, &hs256(&claims("alice", &["p"], 300, json!({"iss": ISSUER}))))).await;
     let (status, _) = refused(token_url(&server, &hs256(&claims("mallory", &["p"], 300, json!({}))))).await;
@@ -81,7 +81,7 @@ async fn an_issuer_alone_requires_iss_and_leaves_aud_alone() {
 
 #[tokio::test]
 async fn an_expiry_beyond_the_year_9999_is_a_bad_token_not_an_instant_close() {
-    let server = TestServer::start(|config| config.jwt_secret = Some(tokens::SECRET.into()));
+    let server = TestServer::start(|config| config.access.jwt_secret = Some(tokens::SECRET.into()));
     for exp in [u64::MAX, u64::MAX - 3600, 1 << 63, 253_402_300_800] {
         let token = hs256(&claims("mallory", &["*"], 300, json!({"exp": exp})));
         let (status, body) = refused(token_url(&server, &token)).await;
@@ -105,8 +105,8 @@ async fn an_expiry_beyond_the_year_9999_is_a_bad_token_not_an_instant_close() {
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let server = TestServer::start(|config| {
-        config.jwt_secret = Some(tokens::SECRET.into());
-        config.publish_api_keys = vec![KEY.into()];
+        config.access.jwt_secret = Some(tokens::SECRET.into());
+        config.access.publish_api_keys = vec![KEY.into()];
     });
     let http = reqwest::Client::new();
     for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {

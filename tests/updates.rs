@@ -36,8 +36,8 @@ async fn updates_reach_subscribers_and_malformed_ones_reach_the_dead_letter_queu
         .await
         .unwrap();
     let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(endpoint.clone());
-        config.sqs_queue_url_updates = Some(updates.clone());
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.queues.sqs_queue_url_updates = Some(updates.clone());
     });
     let mut watcher = Client::connect(&server.ws_url("/ws?project_id=agent-p")).await;
 
@@ -87,8 +87,8 @@ async fn an_update_sent_late_in_an_idle_long_poll_arrives_at_once() {
     let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
     let updates = create_queue(&sqs, "updates-idle-poll", false).await;
     let server = TestServer::start(|config| {
-        config.aws_endpoint_url = Some(endpoint.clone());
-        config.sqs_queue_url_updates = Some(updates.clone());
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.queues.sqs_queue_url_updates = Some(updates.clone());
     });
     let mut watcher = Client::connect(&server.ws_url("/ws?project_id=idle-p")).await;
     // Each delivery starts a new poll, so each wait is measured from the previous delivery.

@@ -17,6 +17,7 @@
 //! The abuse limits are decided here too ([`Limits`]): connection caps at the upgrade and at the
 //! first `authenticate`, a request budget per connection, a budget per caller of the publish API.
 //!
+//! - [`configure`]: the policy built from its settings (ACCESS: keys, tokens, origins, limits).
 //! - [`token`]: what a token grants, and its verification.
 //! - [`jwks`]: the issuer's keys, when tokens are verified against a JWKS.
 //! - [`origin`]: the `Origin` allow-list of WebSocket upgrades.
@@ -25,6 +26,7 @@
 //! - [`rate`]: request budgets (token buckets) per connection and per API caller.
 
 pub(crate) mod client_address;
+mod configure;
 pub(crate) mod connections;
 pub(crate) mod jwks;
 pub(crate) mod origin;

@@ -30,6 +30,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 use self::{message::QueueMessage, routing::AgentRole, spool::Spool, sqs::SqsQueues};
 use crate::{
+    config::DispatcherSettings,
     metrics::Metrics,
     persistence::{Record, RecordSink},
     protocol::{ErrorCode, RequestError},
@@ -115,15 +116,6 @@ pub(crate) struct Forward {
 #[rtype(result = "()")]
 pub(crate) struct Flush;
 
-/// Settings the dispatcher takes from the configuration.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct DispatcherSettings {
-    pub linger: Duration,
-    pub max_batch_bytes: usize,
-    pub deadline: Duration,
-    pub max_pending: usize,
-}
-
 struct Pending {
     message: QueueMessage,
     reply: oneshot::Sender<ForwardResult>,
@@ -195,18 +187,18 @@ impl QueueDispatcher {
             let waited = oldest.enqueued_at.elapsed();
             let full = lane.waiting.len() >= MAX_BATCH_ENTRIES
                 || lane.waiting.iter().take(MAX_BATCH_ENTRIES).map(|p| p.size).sum::<usize>()
-                    > self.settings.max_batch_bytes;
-            if !(full || self.flushing || waited >= self.settings.linger) {
+                    > self.settings.sqs_max_batch_bytes.get();
+            if !(full || self.flushing || waited >= self.settings.sqs_batch_linger) {
                 if !lane.timer_armed {
                     lane.timer_armed = true;
-                    ctx.run_later(self.settings.linger - waited, move |dispatcher, ctx| {
+                    ctx.run_later(self.settings.sqs_batch_linger - waited, move |dispatcher, ctx| {
                         dispatcher.lanes[role.index()].timer_armed = false;
                         dispatcher.pump(role, ctx);
                     });
                 }
                 break;
             }
-            let batch = take_batch(&mut lane.waiting, self.settings.max_batch_bytes);
+            let batch = take_batch(&mut lane.waiting, self.settings.sqs_max_batch_bytes.get());
             let size = batch.len();
             lane.in_flight += 1;
             lane.in_flight_entries += size;
@@ -236,7 +228,7 @@ impl QueueDispatcher {
                 self.metrics.forward_entries.with_label_values(&[role.name(), "failed"]).inc();
                 let reason = format!(
                     "not accepted by the {role} queue within {} s: queue busy",
-                    self.settings.deadline.as_secs()
+                    self.settings.forward_deadline.as_secs()
                 );
                 pending.answer(Err(RequestError::new(ErrorCode::ForwardFailed, reason)));
             } else {
@@ -356,16 +348,17 @@ impl Handler<Forward> for QueueDispatcher {
 
     fn handle(&mut self, msg: Forward, ctx: &mut Self::Context) {
         let size = msg.message.payload_size();
-        if self.unanswered >= self.settings.max_pending {
+        if self.unanswered >= self.settings.dispatcher_max_pending.get() {
             let _ = msg.reply.send(Err(RequestError::busy("Too many forwards are waiting for the agent queues")));
             return;
         }
-        if size > self.settings.max_batch_bytes {
+        if size > self.settings.sqs_max_batch_bytes.get() {
             let error = RequestError::new(
                 ErrorCode::ForwardFailed,
                 format!(
                     "Message {} is {size} bytes; the queue accepts at most {}",
-                    msg.message.message_id, self.settings.max_batch_bytes
+                    msg.message.message_id,
+                    self.settings.sqs_max_batch_bytes.get()
                 ),
             );
             let _ = msg.reply.send(Err(error));
@@ -378,7 +371,7 @@ impl Handler<Forward> for QueueDispatcher {
             reply: msg.reply,
             size,
             enqueued_at: now,
-            deadline: now + self.settings.deadline,
+            deadline: now + self.settings.forward_deadline,
         });
         self.unanswered += 1;
         self.metrics.forward_pending.set(self.unanswered as i64);

@@ -53,9 +53,9 @@ impl TestServer {
     pub fn try_start(configure: impl FnOnce(&mut Config)) -> Result<Self, String> {
         let data = tempfile::tempdir().expect("temp dir");
         let mut config = Config::local_defaults(data.path().to_path_buf());
-        config.workers = 2;
+        config.server.workers = 2;
         configure(&mut config);
-        agenticai_websocket::logging::init(config.log_format);
+        agenticai_websocket::logging::init(config.telemetry.log_format);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
