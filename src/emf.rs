@@ -9,12 +9,10 @@
 //! end of it. The figures come from the same registry reading as the status page
 //! ([`crate::stats`]).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     metrics::Metrics,
@@ -29,32 +27,36 @@ pub(crate) struct EmfEmitter {
     service_name: String,
     metrics: Arc<Metrics>,
     /// The reading the next lines count from.
-    previous: Mutex<Sample>,
+    previous: Sample,
 }
 
 impl EmfEmitter {
-    pub(crate) fn new(service_name: String, metrics: Arc<Metrics>) -> Arc<Self> {
-        let previous = Mutex::new(Sample::read(&metrics));
-        Arc::new(EmfEmitter { service_name, metrics, previous })
+    pub(crate) fn new(service_name: String, metrics: Arc<Metrics>) -> Self {
+        let previous = Sample::read(&metrics);
+        EmfEmitter { service_name, metrics, previous }
     }
 
     /// Prints the lines of the time since the last print.
-    pub(crate) fn emit(&self) {
+    fn emit(&mut self) {
         let now = Sample::read(&self.metrics);
-        // A reading is replaced whole: a panicking holder cannot leave it half written.
-        let mut previous = self.previous.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for line in lines(&self.service_name, &now, &previous) {
+        for line in lines(&self.service_name, &now, &self.previous) {
             println!("{line}");
         }
-        *previous = now;
+        self.previous = now;
     }
 
-    /// Prints every `interval`, forever.
-    pub(crate) async fn emit_every(self: Arc<Self>, interval: Duration) {
+    /// Prints every `interval`, and once more when `stop` fires: what was counted since the
+    /// last interval (the drain's final figures) is not lost with the task.
+    pub(crate) async fn emit_until_stopped(mut self, interval: Duration, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(interval);
         loop {
-            ticker.tick().await;
-            self.emit();
+            tokio::select! {
+                _ = ticker.tick() => self.emit(),
+                () = stop.cancelled() => {
+                    self.emit();
+                    return;
+                }
+            }
         }
     }
 }

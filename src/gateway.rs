@@ -11,7 +11,7 @@ use crate::{
     dispatcher::QueueDispatcher,
     engine::Engine,
     hub::Hub,
-    lifecycle::Lifecycle,
+    lifecycle::{BackgroundLoops, Lifecycle},
     metrics::Metrics,
     persistence::{Persistence, RecordSink},
     protocol::request::ParseLimits,
@@ -82,6 +82,11 @@ pub(crate) struct Gateway {
     pub policy: AccessPolicy,
     pub metrics: Arc<Metrics>,
     pub lifecycle: Lifecycle,
+    /// The agent-updates consumer: stopped first by the drain, so nothing is published after it.
+    pub intake: BackgroundLoops,
+    /// The other loops beside the actors (stats, EMF, API-budget sweep, JWKS refresh): stopped
+    /// last by the drain.
+    pub loops: BackgroundLoops,
     pub session: SessionSettings,
     /// The status page's figures, sampled by the task [`crate::server::Server::run`] spawns.
     pub stats: Arc<StatsHistory>,

@@ -161,17 +161,14 @@ pub(crate) struct LastPositions;
 #[rtype(result = "()")]
 pub(crate) struct DrainAll {
     pub window: Duration,
+    /// Answered when the last connection has left the registry (at once if none is there).
+    pub emptied: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Sent to each session by the drain.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Drain;
-
-/// How many connections are registered.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub(crate) struct ConnectionCount;
 
 /// Closes every registered connection at once (used when the drain window is over).
 #[derive(Message)]
@@ -240,6 +237,8 @@ pub(crate) struct Hub {
     interest: Option<Recipient<ProjectInterest>>,
     /// Report subscriptions to the engine's presence (PRESENCE).
     presence: bool,
+    /// During the drain: told when the registry empties.
+    on_empty: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Hub {
@@ -262,6 +261,7 @@ impl Hub {
             message_frames,
             interest: None,
             presence,
+            on_empty: None,
         }
     }
 
@@ -310,6 +310,15 @@ impl Hub {
             }
         }
         Some(channel_ready)
+    }
+
+    /// Answers the drain once no connection is registered.
+    fn tell_if_empty(&mut self) {
+        if self.connections.is_empty() {
+            if let Some(emptied) = self.on_empty.take() {
+                let _ = emptied.send(());
+            }
+        }
     }
 
     fn remove_subscription(&mut self, id: &ConnectionId, project_id: &ProjectId) {
@@ -489,6 +498,7 @@ impl Handler<Disconnect> for Hub {
                 self.remove_subscription(&msg.id, project_id);
             }
         }
+        self.tell_if_empty();
     }
 }
 
@@ -633,14 +643,6 @@ impl Handler<LastPositions> for Hub {
     }
 }
 
-impl Handler<ConnectionCount> for Hub {
-    type Result = usize;
-
-    fn handle(&mut self, _: ConnectionCount, _: &mut Self::Context) -> usize {
-        self.connections.len()
-    }
-}
-
 /// The drain's granularity: closes due within one tick are sent together.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
 
@@ -648,6 +650,8 @@ impl Handler<DrainAll> for Hub {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: DrainAll, _: &mut Self::Context) -> Self::Result {
+        self.on_empty = Some(msg.emptied);
+        self.tell_if_empty();
         let mut pending: Vec<Recipient<Drain>> =
             self.connections.values().map(|registered| registered.session.clone()).collect();
         // Spread the reconnects evenly over the window, in random order: client i of n is told

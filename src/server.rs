@@ -14,25 +14,18 @@ use tokio::sync::Notify;
 use crate::{
     access::AccessPolicy,
     config::{AwsSettings, Config},
-    dispatcher::{self, spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
+    dispatcher::{spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
     emf,
     engine::{memory::MemoryEngine, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
-    hub::{CloseAll, ConnectionCount, DrainAll, HoldLimits, Hub},
-    lifecycle::Lifecycle,
+    hub::{HoldLimits, Hub},
+    lifecycle::{BackgroundLoops, Lifecycle},
     metrics::Metrics,
-    persistence::{self, dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
-    protocol::CloseCode,
+    persistence::{dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     publish::Publisher,
     updates::UpdatesConsumer,
 };
 
-/// Extra time after the drain window for the last clients to finish closing.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// Longest the shutdown waits for the queue dispatcher to answer every accepted forward.
-const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
-/// Longest the shutdown waits for buffered records to be written.
-const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the publish API's budgets of idle callers are forgotten.
 const API_BUDGET_SWEEP: Duration = Duration::from_secs(60);
 
@@ -134,7 +127,8 @@ impl Server {
             engine = engine.describe(), history_size = history.size;
             "engine configured (history, positions, fan-out across tasks)"
         );
-        let policy = AccessPolicy::configure(&config.access, config.server.binds_loopback_only())?;
+        let (intake, loops) = (BackgroundLoops::default(), BackgroundLoops::default());
+        let policy = AccessPolicy::configure(&config.access, config.server.binds_loopback_only(), &loops)?;
         log::info!("{}", policy.describe());
         log::info!("{}", policy.describe_authentication());
         log::info!("{}", policy.describe_limits());
@@ -150,6 +144,8 @@ impl Server {
             policy,
             metrics,
             lifecycle: Lifecycle::default(),
+            intake,
+            loops,
             session,
         });
 
@@ -161,7 +157,7 @@ impl Server {
                 gateway.metrics.clone(),
                 gateway.session.parse_limits,
             );
-            UpdatesConsumer::start_in_arbiter(&io_arbiter.handle(), move |_| consumer);
+            gateway.intake.spawn_on(&io_arbiter.handle(), move |stop| consumer.run(stop));
         }
 
         let app_data = gateway.clone();
@@ -256,15 +252,16 @@ impl Server {
         let handle = self.http.handle();
         let serving = actix_rt::spawn(self.http);
         self.gateway.lifecycle.set_ready();
-        actix_rt::spawn(self.gateway.stats.clone().sample_forever());
+        let loops = &self.gateway.loops;
+        loops.spawn(self.gateway.stats.clone().sample_forever());
         let telemetry = &self.config.telemetry;
-        let emf = (!telemetry.emf_interval.is_zero()).then(|| {
+        if !telemetry.emf_interval.is_zero() {
             let emitter = emf::EmfEmitter::new(telemetry.service_name.clone(), self.gateway.metrics.clone());
-            actix_rt::spawn(emitter.clone().emit_every(telemetry.emf_interval));
-            emitter
-        });
+            let interval = telemetry.emf_interval;
+            loops.spawn_with_stop(move |stop| emitter.emit_until_stopped(interval, stop));
+        }
         let gateway = self.gateway.clone();
-        actix_rt::spawn(async move {
+        loops.spawn(async move {
             let mut sweep = tokio::time::interval(API_BUDGET_SWEEP);
             loop {
                 sweep.tick().await;
@@ -279,10 +276,7 @@ impl Server {
             None => log::info!(address:% = self.local_addr; "agenticai-websocket listening"),
         }
         wait_for_shutdown(&self.shutdown).await;
-        drain(&self.gateway, self.config.server.drain_window).await;
-        if let Some(emf) = emf {
-            emf.emit();
-        }
+        crate::lifecycle::drain(&self.gateway, self.config.server.drain_window).await;
         handle.stop(true).await;
         let _ = serving.await;
         for arbiter in self.arbiters {
@@ -320,45 +314,4 @@ async fn wait_for_shutdown(trigger: &ShutdownTrigger) {
         _ = interrupt.recv() => log::info!(signal = "SIGINT"; "shutdown requested"),
         () = trigger.0.notified() => log::info!("shutdown requested by trigger"),
     }
-}
-
-/// The drain, in order:
-/// 1. `/ready` answers 503 and new upgrades are refused;
-/// 2. every client is told to reconnect (1012), spread over DRAIN_SECONDS, each after its
-///    in-flight forwards were answered (bounded);
-/// 3. whoever is still connected after the window and a grace period is closed at once;
-/// 4. the queue dispatcher sends every accepted forward (bounded);
-/// 5. the persistence actor writes every buffered record (bounded).
-///
-/// Then the caller stops the HTTP server and the process exits 0.
-async fn drain(gateway: &Gateway, window: Duration) {
-    gateway.lifecycle.set_draining();
-    gateway.metrics.draining.set(1);
-    let started = tokio::time::Instant::now();
-    if gateway.hub.send(DrainAll { window }).await.is_err() {
-        log::error!("hub unavailable during drain");
-    }
-    let deadline = started + window + DRAIN_GRACE;
-    loop {
-        let remaining = gateway.hub.send(ConnectionCount).await.unwrap_or(0);
-        if remaining == 0 {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            log::warn!(connections = remaining; "drain window over, closing the remaining connections");
-            let _ = gateway.hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        log::error!("queue dispatcher did not finish within {DISPATCHER_FLUSH_TIMEOUT:?}; unanswered forwards were not confirmed to clients");
-    }
-    let flushed = tokio::time::timeout(PERSISTENCE_FLUSH_TIMEOUT, gateway.persistence.send(persistence::Flush)).await;
-    if !matches!(flushed, Ok(Ok(()))) {
-        log::error!(records = gateway.records.outstanding(); "records not written before exit");
-    }
-    log::info!(elapsed_ms = started.elapsed().as_millis() as u64; "drain complete");
 }

@@ -11,8 +11,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use actix::prelude::*;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     metrics::Metrics,
@@ -48,17 +48,6 @@ impl UpdatesConsumer {
     }
 }
 
-impl Actor for UpdatesConsumer {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        log::info!(queue_url = self.queue_url.as_str(); "consuming agent updates");
-        let poll =
-            poll(self.sqs.clone(), self.queue_url.clone(), self.publisher.clone(), self.metrics.clone(), self.limits);
-        ctx.spawn(poll.into_actor(self));
-    }
-}
-
 /// Parses an update body into a publication request.
 pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
     let mut object = match parse_object(body.as_bytes()) {
@@ -75,64 +64,75 @@ pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishReq
     Ok(PublishRequest { project_id, event, data })
 }
 
-async fn poll(
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    publisher: Publisher,
-    metrics: Arc<Metrics>,
-    limits: ParseLimits,
-) {
-    let mut failures = 0;
-    let long_poll = aws_sdk_sqs::config::Builder::default().timeout_config(crate::aws::long_poll_timeouts(WAIT));
-    loop {
-        let received = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(WAIT.as_secs() as i32)
-            .customize()
-            .config_override(long_poll.clone())
-            .send()
-            .await;
-        let output = match received {
-            Ok(output) => {
-                failures = 0;
-                output
-            }
-            Err(error) => {
-                if failures == 0 {
-                    log::warn!(error = crate::aws::describe(&error).as_str(); "cannot receive agent updates, retrying");
+impl UpdatesConsumer {
+    /// Long-polls the queue and publishes what it receives until `stop` fires: a receive in
+    /// progress is abandoned (what it would have returned stays on the queue), an update being
+    /// published is finished first, and the rest of its batch is left to SQS, which delivers it
+    /// again (to another task) after its visibility timeout.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        log::info!(queue_url = self.queue_url.as_str(); "consuming agent updates");
+        let mut failures = 0;
+        let long_poll = aws_sdk_sqs::config::Builder::default().timeout_config(crate::aws::long_poll_timeouts(WAIT));
+        while !stop.is_cancelled() {
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(WAIT.as_secs() as i32)
+                .customize()
+                .config_override(long_poll.clone())
+                .send();
+            let received = tokio::select! {
+                received = receive => received,
+                () = stop.cancelled() => break,
+            };
+            let output = match received {
+                Ok(output) => {
+                    failures = 0;
+                    output
                 }
-                tokio::time::sleep(crate::aws::backoff(failures, RETRY_BASE, RETRY_CAP)).await;
-                failures += 1;
-                continue;
-            }
-        };
-        for message in output.messages() {
-            let message_id = message.message_id().unwrap_or("unknown");
-            let request = match parse_update(message.body().unwrap_or_default(), limits) {
-                Ok(request) => request,
-                Err(reason) => {
-                    metrics.updates.with_label_values(&["malformed"]).inc();
-                    log::warn!(
-                        sqs_message_id = message_id, reason = reason.as_str();
-                        "malformed agent update left for the dead-letter queue"
-                    );
+                Err(error) => {
+                    if failures == 0 {
+                        log::warn!(error = crate::aws::describe(&error).as_str(); "cannot receive agent updates, retrying");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(crate::aws::backoff(failures, RETRY_BASE, RETRY_CAP)) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    failures += 1;
                     continue;
                 }
             };
-            if let Err(error) = publisher.publish(request, PublishSource::AgentUpdate, None).await {
-                metrics.updates.with_label_values(&["publish_failed"]).inc();
-                log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
-                continue;
-            }
-            let Some(receipt) = message.receipt_handle() else { continue };
-            match sqs.delete_message().queue_url(&queue_url).receipt_handle(receipt).send().await {
-                Ok(_) => metrics.updates.with_label_values(&["published"]).inc(),
-                Err(error) => {
-                    // Published but still on the queue: it will be published again (at least once).
-                    metrics.updates.with_label_values(&["delete_failed"]).inc();
-                    log::warn!(sqs_message_id = message_id, error = crate::aws::describe(&error).as_str(); "agent update published but not deleted");
+            for message in output.messages() {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let message_id = message.message_id().unwrap_or("unknown");
+                let request = match parse_update(message.body().unwrap_or_default(), self.limits) {
+                    Ok(request) => request,
+                    Err(reason) => {
+                        self.metrics.updates.with_label_values(&["malformed"]).inc();
+                        log::warn!(
+                            sqs_message_id = message_id, reason = reason.as_str();
+                            "malformed agent update left for the dead-letter queue"
+                        );
+                        continue;
+                    }
+                };
+                if let Err(error) = self.publisher.publish(request, PublishSource::AgentUpdate, None).await {
+                    self.metrics.updates.with_label_values(&["publish_failed"]).inc();
+                    log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
+                    continue;
+                }
+                let Some(receipt) = message.receipt_handle() else { continue };
+                match self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(receipt).send().await {
+                    Ok(_) => self.metrics.updates.with_label_values(&["published"]).inc(),
+                    Err(error) => {
+                        // Published but still on the queue: it will be published again (at least once).
+                        self.metrics.updates.with_label_values(&["delete_failed"]).inc();
+                        log::warn!(sqs_message_id = message_id, error = crate::aws::describe(&error).as_str(); "agent update published but not deleted");
+                    }
                 }
             }
         }

@@ -12,19 +12,23 @@ use super::{
     token::{TokenVerifier, VerifierSettings},
     AccessPolicy, Authentication, Limits,
 };
-use crate::config::AccessSettings;
+use crate::{config::AccessSettings, lifecycle::BackgroundLoops};
 
 impl AccessPolicy {
     /// The policy its settings describe; `loopback_only`: every address the server binds is
-    /// a loopback one. With JWT_JWKS_URL the keys are fetched now, and refreshed in the
-    /// background, so it must be called inside the server's runtime.
-    pub(crate) fn configure(settings: &AccessSettings, loopback_only: bool) -> anyhow::Result<Self> {
+    /// a loopback one. With JWT_JWKS_URL the keys are fetched now, and refreshed by a loop of
+    /// `loops`, so it must be called inside the server's runtime.
+    pub(crate) fn configure(
+        settings: &AccessSettings,
+        loopback_only: bool,
+        loops: &BackgroundLoops,
+    ) -> anyhow::Result<Self> {
         Ok(AccessPolicy::new(
             settings.publish_api_keys.clone(),
             loopback_only,
             settings.max_subscriptions_per_connection.get(),
         )
-        .with_authentication(Authentication::configure(settings)?)
+        .with_authentication(Authentication::configure(settings, loops)?)
         .with_limits(Limits::configure(settings)?))
     }
 }
@@ -32,7 +36,7 @@ impl AccessPolicy {
 impl Authentication {
     /// A verifier for JWT_SECRET or JWT_JWKS_URL, the protected mode's ALLOW_ANONYMOUS, and
     /// ALLOWED_ORIGINS.
-    fn configure(settings: &AccessSettings) -> anyhow::Result<Self> {
+    fn configure(settings: &AccessSettings, loops: &BackgroundLoops) -> anyhow::Result<Self> {
         let verifier_settings = || VerifierSettings {
             issuer: settings.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
             audience: settings.jwt_audience.clone().filter(|audience| !audience.is_empty()),
@@ -45,15 +49,7 @@ impl Authentication {
             ),
             (None, Some(url)) => {
                 let jwks = Arc::new(Jwks::new(url.to_owned()));
-                // A first fetch now, so the first tokens need not wait; a failure is retried when a
-                // token arrives (refused meanwhile as keys_unavailable) and in the background.
-                let first = jwks.clone();
-                actix_rt::spawn(async move {
-                    if let Err(error) = first.refresh().await {
-                        log::warn!(error = error.as_str(); "cannot fetch the JWKS at start-up; tokens wait for it");
-                    }
-                });
-                jwks.refresh_in_background();
+                jwks.refresh_in_background(loops);
                 Some(TokenVerifier::with_jwks(jwks, verifier_settings()))
             }
             (None, None) => None,

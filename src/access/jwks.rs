@@ -30,6 +30,7 @@ use jsonwebtoken::{
 };
 
 use super::token::TokenError;
+use crate::lifecycle::BackgroundLoops;
 
 /// Shortest time between two fetches caused by unknown kids.
 pub(crate) const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -150,13 +151,17 @@ impl Jwks {
         Ok(())
     }
 
-    /// Refreshes the set every [`REFRESH_INTERVAL`] for as long as the runtime lives.
-    pub(crate) fn refresh_in_background(self: &Arc<Self>) {
-        let jwks = Arc::downgrade(self);
-        actix_rt::spawn(async move {
+    /// Fetches the set now, so the first tokens need not wait (a failure is retried when a token
+    /// arrives, refused meanwhile as keys_unavailable), then every [`REFRESH_INTERVAL`] until
+    /// the gateway's background loops stop.
+    pub(crate) fn refresh_in_background(self: &Arc<Self>, loops: &BackgroundLoops) {
+        let jwks = self.clone();
+        loops.spawn(async move {
+            if let Err(error) = jwks.refresh().await {
+                log::warn!(error = error.as_str(); "cannot fetch the JWKS at start-up; tokens wait for it");
+            }
             loop {
                 tokio::time::sleep(REFRESH_INTERVAL).await;
-                let Some(jwks) = jwks.upgrade() else { return };
                 if let Err(error) = jwks.refresh().await {
                     log::warn!(url = jwks.shown_url.as_str(), error = error.as_str(); "JWKS refresh failed; keeping the keys it had");
                 }
