@@ -4,18 +4,15 @@
 //! [`Engine`](crate::engine::Engine), delivered to the project's subscribers on every task,
 //! counted and audited.
 //!
-//! The engine routes it ([`Route`]): either it is on its way to every task's hub already (Redis),
-//! or this task's hub stamps it as it fans it out (memory; and Redis while Redis is down, when
-//! it reaches this task's subscribers only, without a position, and the publisher gets
-//! `unavailable` saying so).
+//! One path whichever engine runs: the engine positions it, keeps it and delivers it to every
+//! task's subscribers ([`Engine::publish`]); the receipt says how many of this task's it reached.
+//! While the engine's back end is down it reaches this task's subscribers only, without a
+//! position, and the publisher gets `unavailable` saying so.
 
 use std::sync::Arc;
 
-use actix::Addr;
-
 use crate::{
-    engine::{Engine, Route},
-    hub::{Hub, Publish, SubscriberCount},
+    engine::{Engine, Published},
     metrics::Metrics,
     persistence::{PublicationAudit, Record, RecordSink},
     protocol::{ErrorCode, Publication, PublishRequest, RequestError, StreamPosition},
@@ -53,19 +50,14 @@ pub(crate) struct PublishReceipt {
 
 #[derive(Clone)]
 pub(crate) struct Publisher {
-    hub: Addr<Hub>,
     engine: Arc<dyn Engine>,
     records: RecordSink,
     metrics: Arc<Metrics>,
 }
 
-fn hub_unavailable(error: actix::MailboxError) -> RequestError {
-    RequestError::new(ErrorCode::Internal, format!("hub unavailable: {error}"))
-}
-
 impl Publisher {
-    pub(crate) fn new(hub: Addr<Hub>, engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
-        Publisher { hub, engine, records, metrics }
+    pub(crate) fn new(engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
+        Publisher { engine, records, metrics }
     }
 
     /// Publishes to the project's subscribers; answers once the publication is in the history
@@ -80,20 +72,11 @@ impl Publisher {
         let publication = Publication::new(&request.project_id, request.event, request.data);
         let frame = publication.to_frame();
         let size = frame.len();
-        let project_id = request.project_id;
-        let (reached, position, unavailable) = match self.engine.publish(&project_id, &frame).await {
-            Route::Broadcast(position) => {
-                let reached = self.hub.send(SubscriberCount { project_id }).await.map_err(hub_unavailable)?;
-                (reached, Some(position), None)
-            }
-            Route::Local { unavailable } => {
-                let local = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
-                if let Some(reason) = &unavailable {
-                    log::warn!(error = reason.as_str(), local_subscribers = local.reached; "publish failed on the engine; delivered locally only");
-                }
-                (local.reached, local.position, unavailable)
-            }
-        };
+        let Published { position, subscribers: reached, unavailable } =
+            self.engine.publish(&request.project_id, frame).await;
+        if let Some(reason) = &unavailable {
+            log::warn!(error = reason.as_str(), local_subscribers = reached; "publish failed on the engine; delivered locally only");
+        }
         self.metrics.publications.with_label_values(&[source.label()]).inc();
         // Audited even when the back end was down: local subscribers saw it (the record has no
         // offset).

@@ -39,6 +39,8 @@ use crate::{
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Longest the shutdown waits for the queue dispatcher to answer every accepted forward.
 const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
+/// Longest the shutdown waits for the engine to end its loops (this task's presence removed).
+const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest the shutdown waits for buffered records to be written.
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a draining session waits for its in-flight forwards before closing.
@@ -160,7 +162,7 @@ impl Server {
         log::info!("{}", policy.describe_authentication());
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
-            publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
+            publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
             engine,
             history_page_bytes: config.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
@@ -432,7 +434,8 @@ async fn wait_for_shutdown(trigger: &ShutdownTrigger) {
 ///    in-flight forwards were answered (bounded);
 /// 3. whoever is still connected after the window and a grace period is closed at once;
 /// 4. the queue dispatcher sends every accepted forward (bounded);
-/// 5. the persistence actor writes every buffered record (bounded).
+/// 5. the engine ends its loops: this task's members leave presence (bounded);
+/// 6. the persistence actor writes every buffered record (bounded).
 ///
 /// Then the caller stops the HTTP server and the process exits 0.
 async fn drain(gateway: &Gateway, window: Duration) {
@@ -459,6 +462,9 @@ async fn drain(gateway: &Gateway, window: Duration) {
     let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {
         log::error!("queue dispatcher did not finish within {DISPATCHER_FLUSH_TIMEOUT:?}; unanswered forwards were not confirmed to clients");
+    }
+    if tokio::time::timeout(ENGINE_CLOSE_TIMEOUT, gateway.engine.close()).await.is_err() {
+        log::error!("engine did not close within {ENGINE_CLOSE_TIMEOUT:?}; this task's presence expires after the TTL");
     }
     let flushed = tokio::time::timeout(PERSISTENCE_FLUSH_TIMEOUT, gateway.persistence.send(persistence::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {
