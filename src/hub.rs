@@ -676,3 +676,181 @@ impl Handler<CloseAll> for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{
+        connection::{outbound_body::OutboundBody, outbox::OutboxLimits},
+        engine::{
+            memory::MemoryEngine,
+            positions::{Entries, HistorySettings},
+            presence::Presence,
+            EngineFuture, Health, Published,
+        },
+    };
+
+    /// The memory engine, recording which projects the hub follows and keeping the delivery the
+    /// hub handed it.
+    struct Recording {
+        engine: MemoryEngine,
+        followed: Mutex<Vec<String>>,
+        delivery: Mutex<Option<Arc<dyn LocalDelivery>>>,
+    }
+
+    impl Recording {
+        fn new() -> Arc<Self> {
+            let settings = HistorySettings {
+                size: 10,
+                ttl: Duration::from_secs(60),
+                max_projects: 10,
+                max_bytes: usize::MAX,
+                max_total_bytes: usize::MAX,
+            };
+            Arc::new(Recording {
+                engine: MemoryEngine::new(settings),
+                followed: Mutex::default(),
+                delivery: Mutex::default(),
+            })
+        }
+
+        fn followed(&self) -> Vec<String> {
+            self.followed.lock().unwrap().clone()
+        }
+
+        fn subscriber_count(&self, project_id: &str) -> usize {
+            self.delivery.lock().unwrap().as_ref().expect("started").subscriber_count(&project_id.into())
+        }
+    }
+
+    impl Engine for Recording {
+        fn describe(&self) -> &'static str {
+            "recording"
+        }
+
+        fn start(&self, delivery: Arc<dyn LocalDelivery>) {
+            *self.delivery.lock().unwrap() = Some(delivery.clone());
+            self.engine.start(delivery);
+        }
+
+        fn subscribe(&self, project_id: &ProjectId) -> BoxFuture<'static, ()> {
+            self.followed.lock().unwrap().push(format!("+{project_id}"));
+            self.engine.subscribe(project_id)
+        }
+
+        fn unsubscribe(&self, project_id: &ProjectId) {
+            self.followed.lock().unwrap().push(format!("-{project_id}"));
+        }
+
+        fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published> {
+            self.engine.publish(project_id, frame)
+        }
+
+        fn recover(
+            &self,
+            project_id: &ProjectId,
+            since: Option<&StreamPosition>,
+            max_bytes: usize,
+        ) -> EngineFuture<Recovery> {
+            self.engine.recover(project_id, since, max_bytes)
+        }
+
+        fn history(
+            &self,
+            project_id: &ProjectId,
+            since_offset: u64,
+            limit: usize,
+            max_bytes: usize,
+        ) -> EngineFuture<(StreamPosition, Entries)> {
+            self.engine.history(project_id, since_offset, limit, max_bytes)
+        }
+
+        fn health(&self) -> Health {
+            self.engine.health()
+        }
+
+        fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+            self.engine.presence_join(project_id, member);
+        }
+
+        fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+            self.engine.presence_leave(project_id, member);
+        }
+
+        fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+            self.engine.presence(project_id, list)
+        }
+
+        fn close(&self) -> BoxFuture<'static, ()> {
+            self.engine.close()
+        }
+    }
+
+    /// Stands in for a session: the hub only tells it to drain.
+    struct Sessionless;
+
+    impl Actor for Sessionless {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Drain> for Sessionless {
+        type Result = ();
+
+        fn handle(&mut self, _: Drain, _: &mut Self::Context) {}
+    }
+
+    fn hub(engine: Arc<Recording>) -> Addr<Hub> {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        Hub::new(metrics, engine, HoldLimits::half_of_queue(64, 1 << 20), 1 << 16, true).start()
+    }
+
+    /// Registers a connection subscribed to `projects`; its outbox and the body that keeps it
+    /// open.
+    async fn connect(hub: &Addr<Hub>, id: &str, projects: &[&str]) -> (Outbox, OutboundBody) {
+        let limits = OutboxLimits { max_messages: 64, max_bytes: 1 << 20, write_delay: Duration::ZERO };
+        let (outbox, body) = Outbox::new(limits, oneshot::channel().0);
+        let member = Arc::new(Member::new(id.into(), None, "2026-01-01T00:00:00Z", None));
+        let connect = Connect {
+            id: id.into(),
+            outbox: outbox.clone(),
+            projects: projects.iter().map(|project| (*project).into()).collect(),
+            session: Sessionless.start().recipient(),
+            member,
+        };
+        hub.send(connect).await.expect("the hub");
+        (outbox, body)
+    }
+
+    #[actix_rt::test]
+    async fn the_engine_follows_a_project_from_its_first_subscriber_to_its_last_and_reads_its_count() {
+        let engine = Recording::new();
+        let hub = hub(engine.clone());
+        let _first = connect(&hub, "c1", &["p"]).await;
+        let _second = connect(&hub, "c2", &["p"]).await;
+        assert_eq!(engine.followed(), ["+p"], "subscribed once, for the first subscriber");
+        assert_eq!(engine.subscriber_count("p"), 2);
+        hub.send(Disconnect { id: "c1".into() }).await.expect("the hub");
+        assert_eq!((engine.followed().len(), engine.subscriber_count("p")), (1, 1));
+        hub.send(Disconnect { id: "c2".into() }).await.expect("the hub");
+        assert_eq!(engine.followed(), ["+p", "-p"], "unsubscribed with the last");
+        assert_eq!(engine.subscriber_count("p"), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_publication_the_engine_delivers_is_queued_once_to_each_subscriber_of_its_project() {
+        let engine = Recording::new();
+        let hub = hub(engine.clone());
+        let (subscriber, _body) = connect(&hub, "c1", &["p"]).await;
+        let (elsewhere, _other_body) = connect(&hub, "c2", &["q"]).await;
+        let frame = ByteString::from_static(r#"{"type":"message","data":1}"#);
+        let published = engine.publish(&"p".into(), frame.clone()).await;
+        let position = published.position.expect("a position");
+        assert_eq!((position.offset, published.subscribers), (1, 1));
+        assert_eq!(subscriber.queued_bytes(), position.spliced_into(&frame).len(), "the frame, with its position");
+        assert_eq!(elsewhere.queued_bytes(), 0);
+        hub.send(Disconnect { id: "c1".into() }).await.expect("the hub");
+        assert_eq!(engine.publish(&"p".into(), frame).await.subscribers, 0);
+    }
+}

@@ -109,3 +109,84 @@ impl Publisher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Mutex, time::Duration};
+
+    use bytestring::ByteString;
+    use futures_util::future::{ready, BoxFuture, FutureExt};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        connection::ConnectionId,
+        engine::{memory::MemoryEngine, positions::HistorySettings, presence::Change, LocalDelivery},
+        persistence::{local::LocalStore, Persistence, RecordStore},
+        protocol::request::ProjectId,
+    };
+
+    /// Records what the engine hands over, and answers that it reached `reach` subscribers.
+    struct Delivered {
+        frames: Mutex<Vec<(Option<StreamPosition>, ByteString)>>,
+        reach: usize,
+    }
+
+    impl LocalDelivery for Delivered {
+        fn publication(
+            &self,
+            _project_id: &ProjectId,
+            position: Option<StreamPosition>,
+            frame: ByteString,
+        ) -> BoxFuture<'static, usize> {
+            self.frames.lock().unwrap().push((position, frame));
+            ready(self.reach).boxed()
+        }
+
+        fn presence_change(&self, _: &ProjectId, _: Change, _: ConnectionId, _: ByteString) -> BoxFuture<'static, ()> {
+            ready(()).boxed()
+        }
+
+        fn subscriber_count(&self, _project_id: &ProjectId) -> usize {
+            self.reach
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_publication_is_positioned_delivered_once_and_its_receipt_names_both() {
+        let settings = HistorySettings {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            max_projects: 10,
+            max_bytes: usize::MAX,
+            max_total_bytes: usize::MAX,
+        };
+        let engine = Arc::new(MemoryEngine::new(settings));
+        let delivered = Arc::new(Delivered { frames: Mutex::default(), reach: 4 });
+        engine.start(delivered.clone());
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let store = RecordStore::Local(LocalStore::open(data.path()).expect("a local store"));
+        let (_persistence, records) = Persistence::new(store, 16, Duration::from_secs(60), metrics.clone());
+        let publisher = Publisher::new(engine, records, metrics);
+        let mut receipts = Vec::new();
+        for n in 1..=2 {
+            let request = PublishRequest { project_id: "p".into(), event: None, data: json!({ "n": n }) };
+            receipts.push(publisher.publish(request, PublishSource::Http, None).await.expect("published"));
+        }
+        let frames = delivered.frames.lock().unwrap().clone();
+        assert_eq!(frames.len(), 2, "each delivered once");
+        for (receipt, (position, frame)) in receipts.iter().zip(&frames) {
+            assert_eq!(receipt.subscribers, 4);
+            assert_eq!(&receipt.position, position, "the receipt names the delivered position");
+            let message: serde_json::Value = serde_json::from_str(frame).expect("JSON");
+            assert_eq!(
+                (message["id"].as_str(), message["offset"].as_u64()),
+                (Some(&*receipt.id), position.as_ref().map(|p| p.offset))
+            );
+        }
+        let offsets: Vec<_> =
+            receipts.iter().filter_map(|receipt| receipt.position.as_ref().map(|p| p.offset)).collect();
+        assert_eq!(offsets, [1, 2]);
+    }
+}
