@@ -140,7 +140,7 @@ impl Server {
             let (queue_messages, queue_bytes) =
                 (config.outbound_queue_messages.get(), config.outbound_queue_bytes.get());
             let hold = HoldLimits::half_of_queue(queue_messages, queue_bytes);
-            // A replay's page fits the queue's replay share (src/session/outbox.rs).
+            // A replay's page fits the queue's replay share (src/connection/outbox.rs).
             let replay_page_bytes = config.history_page_bytes.get().min(queue_bytes / 2);
             let presence = config.presence;
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
