@@ -176,7 +176,7 @@ struct PresenceEvent {
 /// Each project's local subscribers, as the hub last changed them: the engine reads a
 /// publication's receipt count here rather than asking the hub and waiting for an answer.
 #[derive(Default)]
-pub(crate) struct SubscriberCounts(RwLock<HashMap<ProjectId, usize>>);
+struct SubscriberCounts(RwLock<HashMap<ProjectId, usize>>);
 
 impl SubscriberCounts {
     fn get(&self, project_id: &ProjectId) -> usize {

@@ -79,7 +79,7 @@ impl Engine for MemoryEngine {
     }
 
     fn subscribe(&self, _project_id: &ProjectId) -> BoxFuture<'static, ()> {
-        // Every publication is handed to this task's hub, followed or not.
+        // Every publication is handed over, followed or not: nothing to wait for.
         ready(()).boxed()
     }
 
