@@ -7,15 +7,16 @@
 //! each subscriber's [`Outbox`] without waiting on anyone: a full outbox closes that client as
 //! a slow consumer and the fan-out goes on.
 //!
-//! Publications arrive two ways. [`Publish`]: not yet positioned; the hub asks the engine to
-//! stamp it as it fans it out (the memory engine keeps it in its history there, so offsets
-//! follow delivery order). [`Deliver`]: already positioned by the engine (the Redis subscriber);
-//! the hub drops any it already delivered (same epoch, offset not above the last), which makes
-//! gap-filling after a reconnect safe.
+//! Publications arrive one way, whichever engine runs: the engine hands each over through
+//! [`LocalDelivery`], which the hub implements ([`HubDelivery`], given to the engine once as the
+//! hub starts), in the project's offset order, each once; the hub fans it out. The hub tells the
+//! engine which projects it follows ([`Engine::subscribe`] for a project's first local
+//! subscriber, [`Engine::unsubscribe`] for its last) and keeps a count of each project's
+//! subscribers that the engine reads without a message ([`SubscriberCounts`]).
 //!
 //! Presence: each subscription added or removed is reported to the engine
 //! ([`Engine::presence_join`] / [`Engine::presence_leave`]), which announces joins and leaves
-//! back to every task's hub ([`PresenceEvent`]); the hub passes them to the other members that
+//! back through every task's [`LocalDelivery`]; the hub passes them to the other members that
 //! asked (`join_leave`), behind their confirmation like a publication.
 //!
 //! Subscriptions are confirmed by the hub, after it registered them, so a client never sees a
@@ -26,35 +27,43 @@
 //! already contained: no gap and no duplicate at the seam.
 //!
 //! **Mailbox: [`HUB_MAILBOX_CAPACITY`] messages.** Client-driven messages (subscribe,
-//! unsubscribe) are sent with `try_send`: when full the client gets `busy`. Publishers `send` and
-//! wait for room (their HTTP request, or the session's in-flight budget, bounds them).
-//! `Connect` is awaited by the upgrade handler, so accepting slows down instead of queueing.
-//! `Disconnect` uses `do_send`, which ignores the bound: there is exactly one per connection, so
-//! it is bounded by the number of connections, and losing one would leak a registry entry.
-//! The memory engine's [`PresenceEvent`]s use `do_send` too: one per subscription change the hub
-//! itself made. The Redis subscriber `send`s them and waits, like publications.
+//! unsubscribe) are sent with `try_send`: when full the client gets `busy`. `Connect` is awaited
+//! by the upgrade handler, so accepting slows down instead of queueing. `Disconnect` uses
+//! `do_send`, which ignores the bound: there is exactly one per connection, so it is bounded by
+//! the number of connections, and losing one would leak a registry entry. The engine's
+//! deliveries ([`Deliver`], [`PresenceEvent`]) use `do_send` too, because the engine's order
+//! must be the mailbox's (a `send` that waits for room would let a later one overtake it); each
+//! caller waits for its delivery's answer before the next (a publisher for its receipt, bounded
+//! by its HTTP request or the session's in-flight budget; the Redis subscriber for each message
+//! of its connection), so they are bounded by the number of callers. The memory engine's join
+//! and leave events are not waited for: one per subscription change the hub itself made.
 
 mod replay;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures_util::future::{BoxFuture, FutureExt};
 use prometheus::IntCounter;
+use tokio::sync::oneshot;
 
 use crate::{
+    connection::{
+        outbox::{Outbox, PushError},
+        ConnectionId,
+    },
     engine::{
         positions::Recovery,
         presence::{Change, Member},
-        Engine,
+        Engine, LocalDelivery,
     },
     metrics::Metrics,
     protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
-    session::outbox::{Outbox, PushError},
 };
 pub(crate) use replay::HoldLimits;
 use replay::{Replay, Seam, Ticket};
@@ -65,9 +74,6 @@ const ENGINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages the hub's mailbox holds before senders are told to back off.
 pub(crate) const HUB_MAILBOX_CAPACITY: usize = 4096;
-
-/// A connection's id as clients see it (a UUID).
-pub(crate) type ConnectionId = Arc<str>;
 
 /// Registers a connection. Its outbox is where the hub delivers.
 #[derive(Message)]
@@ -116,45 +122,18 @@ pub(crate) struct Unsubscribe {
     pub confirmation: ByteString,
 }
 
-/// A publication without a position ([`crate::engine::Route::Local`]): the hub has the engine
-/// stamp it and fans it out.
+/// A publication from the engine ([`LocalDelivery::publication`]), for local subscribers;
+/// answered with how many it was queued to.
 #[derive(Message)]
-#[rtype(result = "Published")]
-pub(crate) struct Publish {
-    pub project_id: ProjectId,
-    /// The encoded publication frame, without position.
-    pub frame: ByteString,
-}
-
-/// What a [`Publish`] did.
-#[derive(Debug, MessageResponse)]
-pub(crate) struct Published {
-    pub reached: usize,
-    pub position: Option<StreamPosition>,
-}
-
-/// A publication already positioned by the engine, for local subscribers.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub(crate) struct Deliver {
-    pub project_id: ProjectId,
-    pub position: StreamPosition,
+#[rtype(result = "()")]
+struct Deliver {
+    project_id: ProjectId,
+    /// None: the back end did not take it (then it has no place in the history).
+    position: Option<StreamPosition>,
     /// The encoded frame, position included.
-    pub frame: ByteString,
+    frame: ByteString,
+    reached: oneshot::Sender<usize>,
 }
-
-/// Local subscribers of a project.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub(crate) struct SubscriberCount {
-    pub project_id: ProjectId,
-}
-
-/// The last position [`Deliver`]ed for each project with local subscribers, for gap-filling
-/// after the engine's back end reconnects.
-#[derive(Message)]
-#[rtype(result = "Vec<(ProjectId, StreamPosition)>")]
-pub(crate) struct LastPositions;
 
 /// Starts the drain: every connection is told to close with 1012, spread over `window`.
 #[derive(Message)]
@@ -177,26 +156,79 @@ pub(crate) struct CloseAll {
     pub code: CloseCode,
 }
 
-/// A join or leave event of a project, from the engine, for the members that asked for them.
+/// A join or leave event of a project, from the engine ([`LocalDelivery::presence_change`]),
+/// for the members that asked for them; answered once handed over.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct PresenceEvent {
-    pub project_id: ProjectId,
-    pub change: Change,
+struct PresenceEvent {
+    project_id: ProjectId,
+    change: Change,
     /// Whose join or leave: that connection is not told about itself.
-    pub connection_id: ConnectionId,
+    connection_id: ConnectionId,
     /// `{"type":"join"|"leave",...}`, encoded once.
-    pub frame: ByteString,
+    frame: ByteString,
+    handed_over: oneshot::Sender<()>,
 }
 
-/// The hub gained its first or lost its last local subscriber of a project.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub(crate) enum ProjectInterest {
-    /// Answered on the sender once the project's channel is subscribed, so a history read
-    /// after it cannot miss a publication.
-    Gained(ProjectId, Option<tokio::sync::oneshot::Sender<()>>),
-    Lost(ProjectId),
+/// Each project's local subscribers, as the hub last changed them: the engine reads a
+/// publication's receipt count here rather than asking the hub and waiting for an answer.
+#[derive(Default)]
+struct SubscriberCounts(RwLock<HashMap<ProjectId, usize>>);
+
+impl SubscriberCounts {
+    fn get(&self, project_id: &ProjectId) -> usize {
+        // Each change is one map operation: a panic cannot leave it half done.
+        self.0.read().unwrap_or_else(PoisonError::into_inner).get(project_id).copied().unwrap_or(0)
+    }
+
+    fn set(&self, project_id: &ProjectId, count: usize) {
+        let mut counts = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if count == 0 {
+            counts.remove(project_id);
+        } else {
+            counts.insert(project_id.clone(), count);
+        }
+    }
+}
+
+/// The hub as the engine sees it: its [`LocalDelivery`]. Deliveries are queued with `do_send`
+/// when called, so the engine's order is the mailbox's (see the mailbox note above).
+struct HubDelivery {
+    hub: Addr<Hub>,
+    counts: Arc<SubscriberCounts>,
+}
+
+impl LocalDelivery for HubDelivery {
+    fn publication(
+        &self,
+        project_id: &ProjectId,
+        position: Option<StreamPosition>,
+        frame: ByteString,
+    ) -> BoxFuture<'static, usize> {
+        let (reached, answer) = oneshot::channel();
+        self.hub.do_send(Deliver { project_id: project_id.clone(), position, frame, reached });
+        // No answer: the hub stopped, and nobody was reached.
+        async move { answer.await.unwrap_or(0) }.boxed()
+    }
+
+    fn presence_change(
+        &self,
+        project_id: &ProjectId,
+        change: Change,
+        connection_id: ConnectionId,
+        frame: ByteString,
+    ) -> BoxFuture<'static, ()> {
+        let (handed_over, answer) = oneshot::channel();
+        self.hub.do_send(PresenceEvent { project_id: project_id.clone(), change, connection_id, frame, handed_over });
+        async move {
+            let _ = answer.await;
+        }
+        .boxed()
+    }
+
+    fn subscriber_count(&self, project_id: &ProjectId) -> usize {
+        self.counts.get(project_id)
+    }
 }
 
 struct Registered {
@@ -222,8 +254,8 @@ pub(crate) struct Hub {
     connections: HashMap<ConnectionId, Registered>,
     subscribers: HashMap<ProjectId, HashMap<ConnectionId, Subscriber>>,
     engine: Arc<dyn Engine>,
-    /// The last position [`Deliver`]ed per project, to drop repeats.
-    delivered: HashMap<ProjectId, StreamPosition>,
+    /// `subscribers`' sizes, for the engine.
+    counts: Arc<SubscriberCounts>,
     /// Publications held back for one resuming member, at most (then the hold is emptied and
     /// the replay reads them from the history).
     hold: HoldLimits,
@@ -232,9 +264,6 @@ pub(crate) struct Hub {
     replay_page_bytes: usize,
     metrics: Arc<Metrics>,
     message_frames: IntCounter,
-    /// Told when the set of projects with local subscribers changes (the Redis subscriber
-    /// subscribes and unsubscribes their channels); given by the engine when the hub starts.
-    interest: Option<Recipient<ProjectInterest>>,
     /// Report subscriptions to the engine's presence (PRESENCE).
     presence: bool,
     /// During the drain: told when the registry empties.
@@ -254,12 +283,11 @@ impl Hub {
             connections: HashMap::new(),
             subscribers: HashMap::new(),
             engine,
-            delivered: HashMap::new(),
+            counts: Arc::default(),
             hold,
             replay_page_bytes: replay_page_bytes.max(1),
             metrics,
             message_frames,
-            interest: None,
             presence,
             on_empty: None,
         }
@@ -267,8 +295,8 @@ impl Hub {
 
     /// Registers a subscription (idempotent; a new one is reported to presence as `member`, or
     /// as the connection was when it connected). `None` when the connection is gone; else, when
-    /// this is the project's first local subscriber and a cross-task engine follows the project
-    /// set, a receiver answered once the engine subscribed the project's channel.
+    /// this is the project's first local subscriber and the engine's subscribe did not complete
+    /// at once, what resolves when it did.
     fn add_subscription(
         &mut self,
         id: &ConnectionId,
@@ -276,7 +304,7 @@ impl Hub {
         hold: bool,
         join_leave: bool,
         member: Option<&Arc<Member>>,
-    ) -> Option<Option<tokio::sync::oneshot::Receiver<()>>> {
+    ) -> Option<Option<BoxFuture<'static, ()>>> {
         let registered = self.connections.get_mut(id)?;
         let outbox = registered.outbox.clone();
         let member = member.unwrap_or(&registered.member).clone();
@@ -285,10 +313,9 @@ impl Hub {
         let mut channel_ready = None;
         if members.is_empty() {
             self.metrics.projects.inc();
-            if let Some(interest) = &self.interest {
-                let (ack, ready) = tokio::sync::oneshot::channel();
-                interest.do_send(ProjectInterest::Gained(project_id.clone(), Some(ack)));
-                channel_ready = Some(ready);
+            let mut subscribed = self.engine.subscribe(&project_id);
+            if (&mut subscribed).now_or_never().is_none() {
+                channel_ready = Some(subscribed);
             }
         }
         match members.get_mut(id) {
@@ -301,6 +328,7 @@ impl Hub {
             None => {
                 let seam = hold.then(|| Box::new(Seam::new()));
                 members.insert(id.clone(), Subscriber { outbox, seam, join_leave, member: member.clone() });
+                self.counts.set(&project_id, members.len());
                 self.metrics.subscriptions.inc();
                 if self.presence {
                     self.engine.presence_join(&project_id, &member);
@@ -328,6 +356,7 @@ impl Hub {
         let Some(subscriber) = members.remove(id) else {
             return;
         };
+        self.counts.set(project_id, members.len());
         self.metrics.subscriptions.dec();
         if self.presence {
             self.engine.presence_leave(project_id, &subscriber.member);
@@ -337,10 +366,7 @@ impl Hub {
         if members.is_empty() {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
-            self.delivered.remove(project_id);
-            if let Some(interest) = &self.interest {
-                interest.do_send(ProjectInterest::Lost(project_id.clone()));
-            }
+            self.engine.unsubscribe(project_id);
         }
     }
 
@@ -471,7 +497,7 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
-        self.interest = self.engine.attach(ctx.address());
+        self.engine.start(Arc::new(HubDelivery { hub: ctx.address(), counts: self.counts.clone() }));
     }
 }
 
@@ -506,7 +532,7 @@ impl Handler<Subscribe> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
-        if self.engine.is_down() {
+        if self.engine.health().is_lost() {
             // Answered at once, without a position (the engine follows the project again when
             // its back end is back).
             log::debug!(project_id = &*msg.project_id; "engine down; subscribing without position");
@@ -576,31 +602,14 @@ impl Handler<Unsubscribe> for Hub {
     }
 }
 
-impl Handler<Publish> for Hub {
-    type Result = Published;
-
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Published {
-        let (position, frame) = self.engine.stamp(&msg.project_id, msg.frame);
-        let offset = position.as_ref().map_or(0, |position| position.offset);
-        let reached = self.fan_out(&msg.project_id, offset, &frame);
-        Published { reached, position }
-    }
-}
-
 impl Handler<Deliver> for Hub {
-    type Result = usize;
+    type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> usize {
-        if !self.subscribers.contains_key(&msg.project_id) {
-            return 0;
-        }
-        if let Some(last) = self.delivered.get(&msg.project_id) {
-            if last.epoch == msg.position.epoch && msg.position.offset <= last.offset {
-                return 0;
-            }
-        }
-        self.delivered.insert(msg.project_id.clone(), msg.position.clone());
-        self.fan_out(&msg.project_id, msg.position.offset, &msg.frame)
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        let offset = msg.position.as_ref().map_or(0, |position| position.offset);
+        let reached = self.fan_out(&msg.project_id, offset, &msg.frame);
+        // The caller may have stopped waiting for the count.
+        let _ = msg.reached.send(reached);
     }
 }
 
@@ -608,6 +617,8 @@ impl Handler<PresenceEvent> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: PresenceEvent, _: &mut Self::Context) {
+        // Answered whatever happens below; the caller may not be waiting.
+        let _ = msg.handed_over.send(());
         let Some(members) = self.subscribers.get_mut(&msg.project_id) else { return };
         let kind = msg.change.label();
         let others = members.iter_mut().filter(|(id, _)| **id != msg.connection_id).map(|(_, subscriber)| subscriber);
@@ -624,22 +635,6 @@ impl Handler<PresenceEvent> for Hub {
                 },
             }
         }
-    }
-}
-
-impl Handler<SubscriberCount> for Hub {
-    type Result = usize;
-
-    fn handle(&mut self, msg: SubscriberCount, _: &mut Self::Context) -> usize {
-        self.subscribers.get(&msg.project_id).map_or(0, HashMap::len)
-    }
-}
-
-impl Handler<LastPositions> for Hub {
-    type Result = MessageResult<LastPositions>;
-
-    fn handle(&mut self, _: LastPositions, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.delivered.iter().map(|(project, position)| (project.clone(), position.clone())).collect())
     }
 }
 
@@ -683,5 +678,183 @@ impl Handler<CloseAll> for Hub {
         for registered in self.connections.values() {
             registered.outbox.close(msg.code);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{
+        connection::{outbound_body::OutboundBody, outbox::OutboxLimits},
+        engine::{
+            memory::MemoryEngine,
+            positions::{Entries, HistorySettings},
+            presence::Presence,
+            EngineFuture, Health, Published,
+        },
+    };
+
+    /// The memory engine, recording which projects the hub follows and keeping the delivery the
+    /// hub handed it.
+    struct Recording {
+        engine: MemoryEngine,
+        followed: Mutex<Vec<String>>,
+        delivery: Mutex<Option<Arc<dyn LocalDelivery>>>,
+    }
+
+    impl Recording {
+        fn new() -> Arc<Self> {
+            let settings = HistorySettings {
+                size: 10,
+                ttl: Duration::from_secs(60),
+                max_projects: 10,
+                max_bytes: usize::MAX,
+                max_total_bytes: usize::MAX,
+            };
+            Arc::new(Recording {
+                engine: MemoryEngine::new(settings),
+                followed: Mutex::default(),
+                delivery: Mutex::default(),
+            })
+        }
+
+        fn followed(&self) -> Vec<String> {
+            self.followed.lock().unwrap().clone()
+        }
+
+        fn subscriber_count(&self, project_id: &str) -> usize {
+            self.delivery.lock().unwrap().as_ref().expect("started").subscriber_count(&project_id.into())
+        }
+    }
+
+    impl Engine for Recording {
+        fn describe(&self) -> &'static str {
+            "recording"
+        }
+
+        fn start(&self, delivery: Arc<dyn LocalDelivery>) {
+            *self.delivery.lock().unwrap() = Some(delivery.clone());
+            self.engine.start(delivery);
+        }
+
+        fn subscribe(&self, project_id: &ProjectId) -> BoxFuture<'static, ()> {
+            self.followed.lock().unwrap().push(format!("+{project_id}"));
+            self.engine.subscribe(project_id)
+        }
+
+        fn unsubscribe(&self, project_id: &ProjectId) {
+            self.followed.lock().unwrap().push(format!("-{project_id}"));
+        }
+
+        fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published> {
+            self.engine.publish(project_id, frame)
+        }
+
+        fn recover(
+            &self,
+            project_id: &ProjectId,
+            since: Option<&StreamPosition>,
+            max_bytes: usize,
+        ) -> EngineFuture<Recovery> {
+            self.engine.recover(project_id, since, max_bytes)
+        }
+
+        fn history(
+            &self,
+            project_id: &ProjectId,
+            since_offset: u64,
+            limit: usize,
+            max_bytes: usize,
+        ) -> EngineFuture<(StreamPosition, Entries)> {
+            self.engine.history(project_id, since_offset, limit, max_bytes)
+        }
+
+        fn health(&self) -> Health {
+            self.engine.health()
+        }
+
+        fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
+            self.engine.presence_join(project_id, member);
+        }
+
+        fn presence_leave(&self, project_id: &ProjectId, member: &Arc<Member>) {
+            self.engine.presence_leave(project_id, member);
+        }
+
+        fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
+            self.engine.presence(project_id, list)
+        }
+
+        fn close(&self) -> BoxFuture<'static, ()> {
+            self.engine.close()
+        }
+    }
+
+    /// Stands in for a session: the hub only tells it to drain.
+    struct Sessionless;
+
+    impl Actor for Sessionless {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Drain> for Sessionless {
+        type Result = ();
+
+        fn handle(&mut self, _: Drain, _: &mut Self::Context) {}
+    }
+
+    fn hub(engine: Arc<Recording>) -> Addr<Hub> {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        Hub::new(metrics, engine, HoldLimits::half_of_queue(64, 1 << 20), 1 << 16, true).start()
+    }
+
+    /// Registers a connection subscribed to `projects`; its outbox and the body that keeps it
+    /// open.
+    async fn connect(hub: &Addr<Hub>, id: &str, projects: &[&str]) -> (Outbox, OutboundBody) {
+        let limits = OutboxLimits { max_messages: 64, max_bytes: 1 << 20, write_delay: Duration::ZERO };
+        let (outbox, body) = Outbox::new(limits, oneshot::channel().0);
+        let member = Arc::new(Member::new(id.into(), None, "2026-01-01T00:00:00Z", None));
+        let connect = Connect {
+            id: id.into(),
+            outbox: outbox.clone(),
+            projects: projects.iter().map(|project| (*project).into()).collect(),
+            session: Sessionless.start().recipient(),
+            member,
+        };
+        hub.send(connect).await.expect("the hub");
+        (outbox, body)
+    }
+
+    #[actix_rt::test]
+    async fn the_engine_follows_a_project_from_its_first_subscriber_to_its_last_and_reads_its_count() {
+        let engine = Recording::new();
+        let hub = hub(engine.clone());
+        let _first = connect(&hub, "c1", &["p"]).await;
+        let _second = connect(&hub, "c2", &["p"]).await;
+        assert_eq!(engine.followed(), ["+p"], "subscribed once, for the first subscriber");
+        assert_eq!(engine.subscriber_count("p"), 2);
+        hub.send(Disconnect { id: "c1".into() }).await.expect("the hub");
+        assert_eq!((engine.followed().len(), engine.subscriber_count("p")), (1, 1));
+        hub.send(Disconnect { id: "c2".into() }).await.expect("the hub");
+        assert_eq!(engine.followed(), ["+p", "-p"], "unsubscribed with the last");
+        assert_eq!(engine.subscriber_count("p"), 0);
+    }
+
+    #[actix_rt::test]
+    async fn a_publication_the_engine_delivers_is_queued_once_to_each_subscriber_of_its_project() {
+        let engine = Recording::new();
+        let hub = hub(engine.clone());
+        let (subscriber, _body) = connect(&hub, "c1", &["p"]).await;
+        let (elsewhere, _other_body) = connect(&hub, "c2", &["q"]).await;
+        let frame = ByteString::from_static(r#"{"type":"message","data":1}"#);
+        let published = engine.publish(&"p".into(), frame.clone()).await;
+        let position = published.position.expect("a position");
+        assert_eq!((position.offset, published.subscribers), (1, 1));
+        assert_eq!(subscriber.queued_bytes(), position.spliced_into(&frame).len(), "the frame, with its position");
+        assert_eq!(elsewhere.queued_bytes(), 0);
+        hub.send(Disconnect { id: "c1".into() }).await.expect("the hub");
+        assert_eq!(engine.publish(&"p".into(), frame).await.subscribers, 0);
     }
 }

@@ -10,11 +10,12 @@
 //! |---|---|
 //! | [`server`] | builds everything from [`config`], serves, and owns the drain order |
 //! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics`, the status page (`/metrics` and the status page on INTERNAL_PORT when set: `http::ports`) |
-//! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::inbound`] decodes its frames, [`session::outbox`] is its bounded outbound queue, [`session::outbound_body`] the body that writes it, [`session::state`] the connection's lifecycle (close signal, open / winding down / closed) |
+//! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::inbound`] decodes its frames |
+//! | [`connection`] | what the session and the hub share about a connection, below both: its id, [`connection::outbox`] its bounded outbound queue, [`connection::outbound_body`] the body that writes it, [`connection::state`] its lifecycle (close signal, open / winding down / closed) |
 //! | [`protocol`] | the wire format: [`protocol::request`] parses a frame, [`protocol::reply`] encodes answers and publications, [`protocol::errors`] the error and close-code catalogues |
 //! | [`access`] | the one place that decides whether a connection may do an action |
-//! | [`hub`] | **hub actor**: this task's connection registry, subscriptions, local fan-out |
-//! | [`engine`] | the one interface to history, positions, resume reads, other tasks and presence, and its contracts; [`engine::memory`] (one task) and [`engine::redis`] (with its **Redis subscriber actor** and presence writer) implement it; [`engine::positions`] is the recovery rule both share, [`engine::presence`] the member and its frames |
+//! | [`hub`] | **hub actor**: this task's connection registry, subscriptions, local fan-out of what the engine delivers |
+//! | [`engine`] | the one interface to history, positions, resume reads, other tasks and presence, and its contracts; [`engine::memory`] (one task) and [`engine::redis`] (with its subscriber and presence writer loops) implement it, delivering through [`engine::LocalDelivery`], which the hub implements; [`engine::positions`] is the recovery rule both share, [`engine::presence`] the member and its frames |
 //! | [`publish`] | the publish path every publication takes (stamp, encode once, engine, audit) |
 //! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
 //! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
@@ -42,6 +43,7 @@
 mod access;
 mod aws;
 pub mod config;
+mod connection;
 mod dispatcher;
 mod emf;
 mod engine;

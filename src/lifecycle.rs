@@ -27,6 +27,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 const CLOSE_ALL_GRACE: Duration = Duration::from_millis(500);
 /// Longest the shutdown waits for the queue dispatcher to answer every accepted forward.
 const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
+/// Longest the shutdown waits for the engine to end its loops (this task's presence removed).
+const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest the shutdown waits for the persistence actor to write every buffered record.
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest the shutdown waits for a group of loops to notice the stop and end.
@@ -153,6 +155,9 @@ pub(crate) async fn drain(gateway: &Gateway, window: Duration) {
     let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {
         log::error!("queue dispatcher did not finish within {DISPATCHER_FLUSH_TIMEOUT:?}; unanswered forwards were not confirmed to clients");
+    }
+    if tokio::time::timeout(ENGINE_CLOSE_TIMEOUT, gateway.engine.close()).await.is_err() {
+        log::error!("engine did not close within {ENGINE_CLOSE_TIMEOUT:?}; this task's presence expires after the TTL");
     }
     let flushed = tokio::time::timeout(PERSISTENCE_FLUSH_TIMEOUT, gateway.persistence.send(persistence::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {

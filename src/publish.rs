@@ -4,18 +4,15 @@
 //! [`Engine`](crate::engine::Engine), delivered to the project's subscribers on every task,
 //! counted and audited.
 //!
-//! The engine routes it ([`Route`]): either it is on its way to every task's hub already (Redis),
-//! or this task's hub stamps it as it fans it out (memory; and Redis while Redis is down, when
-//! it reaches this task's subscribers only, without a position, and the publisher gets
-//! `unavailable` saying so).
+//! One path whichever engine runs: the engine positions it, keeps it and delivers it to every
+//! task's subscribers ([`Engine::publish`]); the receipt says how many of this task's it reached.
+//! While the engine's back end is down it reaches this task's subscribers only, without a
+//! position, and the publisher gets `unavailable` saying so.
 
 use std::sync::Arc;
 
-use actix::Addr;
-
 use crate::{
-    engine::{Engine, Route},
-    hub::{Hub, Publish, SubscriberCount},
+    engine::{Engine, Published},
     metrics::Metrics,
     persistence::{PublicationAudit, Record, RecordSink},
     protocol::{ErrorCode, Publication, PublishRequest, RequestError, StreamPosition},
@@ -53,19 +50,14 @@ pub(crate) struct PublishReceipt {
 
 #[derive(Clone)]
 pub(crate) struct Publisher {
-    hub: Addr<Hub>,
     engine: Arc<dyn Engine>,
     records: RecordSink,
     metrics: Arc<Metrics>,
 }
 
-fn hub_unavailable(error: actix::MailboxError) -> RequestError {
-    RequestError::new(ErrorCode::Internal, format!("hub unavailable: {error}"))
-}
-
 impl Publisher {
-    pub(crate) fn new(hub: Addr<Hub>, engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
-        Publisher { hub, engine, records, metrics }
+    pub(crate) fn new(engine: Arc<dyn Engine>, records: RecordSink, metrics: Arc<Metrics>) -> Self {
+        Publisher { engine, records, metrics }
     }
 
     /// Publishes to the project's subscribers; answers once the publication is in the history
@@ -80,20 +72,11 @@ impl Publisher {
         let publication = Publication::new(&request.project_id, request.event, request.data);
         let frame = publication.to_frame();
         let size = frame.len();
-        let project_id = request.project_id;
-        let (reached, position, unavailable) = match self.engine.publish(&project_id, &frame).await {
-            Route::Broadcast(position) => {
-                let reached = self.hub.send(SubscriberCount { project_id }).await.map_err(hub_unavailable)?;
-                (reached, Some(position), None)
-            }
-            Route::Local { unavailable } => {
-                let local = self.hub.send(Publish { project_id, frame }).await.map_err(hub_unavailable)?;
-                if let Some(reason) = &unavailable {
-                    log::warn!(error = reason.as_str(), local_subscribers = local.reached; "publish failed on the engine; delivered locally only");
-                }
-                (local.reached, local.position, unavailable)
-            }
-        };
+        let Published { position, subscribers: reached, unavailable } =
+            self.engine.publish(&request.project_id, frame).await;
+        if let Some(reason) = &unavailable {
+            log::warn!(error = reason.as_str(), local_subscribers = reached; "publish failed on the engine; delivered locally only");
+        }
         self.metrics.publications.with_label_values(&[source.label()]).inc();
         // Audited even when the back end was down: local subscribers saw it (the record has no
         // offset).
@@ -124,5 +107,86 @@ impl Publisher {
             published_at: publication.published_at,
             position,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Mutex, time::Duration};
+
+    use bytestring::ByteString;
+    use futures_util::future::{ready, BoxFuture, FutureExt};
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        connection::ConnectionId,
+        engine::{memory::MemoryEngine, positions::HistorySettings, presence::Change, LocalDelivery},
+        persistence::{local::LocalStore, Persistence, RecordStore},
+        protocol::request::ProjectId,
+    };
+
+    /// Records what the engine hands over, and answers that it reached `reach` subscribers.
+    struct Delivered {
+        frames: Mutex<Vec<(Option<StreamPosition>, ByteString)>>,
+        reach: usize,
+    }
+
+    impl LocalDelivery for Delivered {
+        fn publication(
+            &self,
+            _project_id: &ProjectId,
+            position: Option<StreamPosition>,
+            frame: ByteString,
+        ) -> BoxFuture<'static, usize> {
+            self.frames.lock().unwrap().push((position, frame));
+            ready(self.reach).boxed()
+        }
+
+        fn presence_change(&self, _: &ProjectId, _: Change, _: ConnectionId, _: ByteString) -> BoxFuture<'static, ()> {
+            ready(()).boxed()
+        }
+
+        fn subscriber_count(&self, _project_id: &ProjectId) -> usize {
+            self.reach
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_publication_is_positioned_delivered_once_and_its_receipt_names_both() {
+        let settings = HistorySettings {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            max_projects: 10,
+            max_bytes: usize::MAX,
+            max_total_bytes: usize::MAX,
+        };
+        let engine = Arc::new(MemoryEngine::new(settings));
+        let delivered = Arc::new(Delivered { frames: Mutex::default(), reach: 4 });
+        engine.start(delivered.clone());
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let store = RecordStore::Local(LocalStore::open(data.path()).expect("a local store"));
+        let (_persistence, records) = Persistence::new(store, 16, Duration::from_secs(60), metrics.clone());
+        let publisher = Publisher::new(engine, records, metrics);
+        let mut receipts = Vec::new();
+        for n in 1..=2 {
+            let request = PublishRequest { project_id: "p".into(), event: None, data: json!({ "n": n }) };
+            receipts.push(publisher.publish(request, PublishSource::Http, None).await.expect("published"));
+        }
+        let frames = delivered.frames.lock().unwrap().clone();
+        assert_eq!(frames.len(), 2, "each delivered once");
+        for (receipt, (position, frame)) in receipts.iter().zip(&frames) {
+            assert_eq!(receipt.subscribers, 4);
+            assert_eq!(&receipt.position, position, "the receipt names the delivered position");
+            let message: serde_json::Value = serde_json::from_str(frame).expect("JSON");
+            assert_eq!(
+                (message["id"].as_str(), message["offset"].as_u64()),
+                (Some(&*receipt.id), position.as_ref().map(|p| p.offset))
+            );
+        }
+        let offsets: Vec<_> =
+            receipts.iter().filter_map(|receipt| receipt.position.as_ref().map(|p| p.offset)).collect();
+        assert_eq!(offsets, [1, 2]);
     }
 }

@@ -116,7 +116,7 @@ impl Server {
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
             let hold = HoldLimits::half_of_queue(session.outbound_queue_messages, session.outbound_queue_bytes);
-            // A replay's page fits the queue's replay share (src/session/outbox.rs).
+            // A replay's page fits the queue's replay share (src/connection/outbox.rs).
             let replay_page_bytes = engine_settings.history_page_bytes.get().min(session.outbound_queue_bytes / 2);
             let presence = engine_settings.presence;
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
@@ -133,7 +133,7 @@ impl Server {
         log::info!("{}", policy.describe_authentication());
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
-            publisher: Publisher::new(hub.clone(), engine.clone(), records.clone(), metrics.clone()),
+            publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
             engine,
             history_page_bytes: engine_settings.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),

@@ -2,12 +2,15 @@
 //! process (HISTORY_SIZE publications and HISTORY_MAX_BYTES of them, oldest out first), and all
 //! of them together keep at most HISTORY_MAX_TOTAL_BYTES: past it, the least recently published
 //! projects' retained publications are dropped (their positions stay; a resume that needed them
-//! answers `recovered: false`). Publications reach this task's subscribers only. Positions are stamped on the hub's
-//! thread as the hub fans a publication out ([`Engine::stamp`]), so delivery order is offset
-//! order without a lock held across any wait. A restart loses the history, and the new epochs
-//! tell resuming clients so.
+//! answers `recovered: false`). Publications reach this task's subscribers only.
 //!
-//! Presence is a map of this task's members; join and leave events go straight back to the hub.
+//! One delivery path, Centrifuge's memory broker's: [`Engine::publish`] takes the offset,
+//! appends, and hands the publication to [`LocalDelivery`] under the history's lock, so delivery
+//! order is offset order; the lock is never held across a wait (the hand-over only queues). A
+//! restart loses the history, and the new epochs tell resuming clients so.
+//!
+//! Presence is a map of this task's members; join and leave events go straight to
+//! [`LocalDelivery`].
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -15,28 +18,24 @@ use std::{
     time::Instant,
 };
 
-use actix::{Addr, Recipient};
 use bytestring::ByteString;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
 use super::{
-    positions::{new_epoch, page, recover, with_position, Entries, HistorySettings, Recovery},
+    positions::{new_epoch, page, recover, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
-    Engine, EngineFuture, Route,
+    Engine, EngineFuture, Health, LocalDelivery, Published,
 };
-use crate::{
-    hub::{Hub, PresenceEvent, ProjectInterest},
-    protocol::{request::ProjectId, StreamPosition},
-};
+use crate::protocol::{request::ProjectId, StreamPosition};
 
 pub(crate) struct MemoryEngine {
-    /// Written by the hub's thread as it stamps; read by resumes (also on the hub's thread) and
-    /// by HTTP history reads, so the lock is rarely contended.
+    /// Written by publishers, each for the time of an append and a hand-over; read by resumes
+    /// and HTTP history reads.
     history: Mutex<MemoryHistory>,
     /// Changed by the hub's thread, read by presence requests.
     presence: Mutex<MemoryPresence>,
-    /// Where join and leave events go; set when the hub starts.
-    hub: OnceLock<Addr<Hub>>,
+    /// Where publications and join and leave events go; set when the hub starts.
+    delivery: OnceLock<Arc<dyn LocalDelivery>>,
 }
 
 impl MemoryEngine {
@@ -44,7 +43,7 @@ impl MemoryEngine {
         MemoryEngine {
             history: Mutex::new(MemoryHistory::new(settings)),
             presence: Mutex::default(),
-            hub: OnceLock::new(),
+            delivery: OnceLock::new(),
         }
     }
 
@@ -54,12 +53,11 @@ impl MemoryEngine {
     }
 
     fn announce(&self, change: Change, project_id: &ProjectId, member: &Member) {
-        if let Some(hub) = self.hub.get() {
-            // Ignores the mailbox bound, as the hub's own `Disconnect` does: one event per
-            // subscription change the hub made, and a lost one is a wrong dashboard.
+        if let Some(delivery) = self.delivery.get() {
+            // Queued when called; nothing to wait for: one event per subscription change the
+            // hub made, on the hub's own thread.
             let frame = change.frame(project_id, member);
-            let connection_id = member.connection_id.clone();
-            hub.do_send(PresenceEvent { project_id: project_id.clone(), change, connection_id, frame });
+            drop(delivery.presence_change(project_id, change, member.connection_id.clone(), frame));
         }
     }
 
@@ -75,18 +73,33 @@ impl Engine for MemoryEngine {
         "memory"
     }
 
-    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
-        let _ = self.hub.set(hub);
-        None
+    fn start(&self, delivery: Arc<dyn LocalDelivery>) {
+        // A second hub would be a bug; the first one keeps its deliveries.
+        let _ = self.delivery.set(delivery);
     }
 
-    fn publish(&self, _project_id: &ProjectId, _frame: &ByteString) -> BoxFuture<'static, Route> {
-        ready(Route::Local { unavailable: None }).boxed()
+    fn subscribe(&self, _project_id: &ProjectId) -> BoxFuture<'static, ()> {
+        // Every publication is handed over, followed or not: nothing to wait for.
+        ready(()).boxed()
     }
 
-    fn stamp(&self, project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString) {
-        let (position, framed) = self.streams().append(project_id, &frame);
-        (Some(position), framed)
+    fn unsubscribe(&self, _project_id: &ProjectId) {}
+
+    fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published> {
+        let mut streams = self.streams();
+        let (position, framed) = streams.append(project_id, &frame);
+        // Handed over under the lock: the next publication of the project queues behind it.
+        let delivered =
+            self.delivery.get().map(|delivery| delivery.publication(project_id, Some(position.clone()), framed));
+        drop(streams);
+        async move {
+            let subscribers = match delivered {
+                Some(delivered) => delivered.await,
+                None => 0,
+            };
+            Published { position: Some(position), subscribers, unavailable: None }
+        }
+        .boxed()
     }
 
     fn recover(
@@ -108,12 +121,8 @@ impl Engine for MemoryEngine {
         ready(Ok(self.streams().page(project_id, since_offset, limit, max_bytes))).boxed()
     }
 
-    fn backend_up(&self) -> Option<bool> {
-        None
-    }
-
-    fn is_down(&self) -> bool {
-        false
+    fn health(&self) -> Health {
+        Health::InProcess
     }
 
     fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
@@ -130,6 +139,11 @@ impl Engine for MemoryEngine {
 
     fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
         ready(Ok(self.members().read(project_id, list))).boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        // No loops, and the members live and die with this process: nobody else reads them.
+        ready(()).boxed()
     }
 }
 
@@ -273,7 +287,7 @@ impl MemoryHistory {
         stream.top += 1;
         stream.last_publish = Instant::now();
         let position = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
-        let framed = with_position(frame, &position);
+        let framed = position.spliced_into(frame);
         let (mut added, mut dropped) = (0, 0);
         if size > 0 {
             stream.entries.push_back((stream.top, framed.clone()));

@@ -4,21 +4,29 @@
 //! splits the same duties into its `Broker` and `PresenceManager` interfaces; the hub never asks
 //! which engine runs.
 //!
-//! What goes through the engine: a publication's position and its place in the history
-//! ([`Engine::publish`], [`Engine::stamp`]), resume reads ([`Engine::recover`]), history pages
-//! ([`Engine::history`]), cross-task delivery (the Redis engine's subscriber actor, which
-//! [`Engine::attach`] starts) and presence ([`Engine::presence_join`], [`Engine::presence`]; see
-//! [`presence`]). What stays in [`crate::hub`]: the registry of this task's connections and the
-//! fan-out of a publication (or a join/leave event) to them.
+//! The engine sits below the hub and never names it. Like Centrifuge's broker, which knows a
+//! `BrokerEventHandler` and not the node, it delivers through [`LocalDelivery`], the small
+//! interface this task's hub implements and hands over once ([`Engine::start`]); and it learns
+//! which projects this task follows from the hub's [`Engine::subscribe`] and
+//! [`Engine::unsubscribe`] (with Redis, the subscriber subscribes their channels).
 //!
-//! # Contracts (both implementations keep them)
+//! What goes through the engine: a publication's position, its place in the history and its
+//! delivery to every task ([`Engine::publish`], one path for both engines: the memory engine
+//! appends under its history's lock and hands the publication to [`LocalDelivery`] there; the
+//! Redis engine's subscriber hands over what arrives on the project's channel), resume reads
+//! ([`Engine::recover`]), history pages ([`Engine::history`]), presence
+//! ([`Engine::presence_join`], [`Engine::presence`]; see [`presence`]), the back end's health
+//! ([`Engine::health`]) and the end of its own loops ([`Engine::close`]). What stays in
+//! [`crate::hub`]: the registry of this task's connections and the fan-out to them.
+//!
+//! # Contracts (both implementations keep them; `tests/engine_contract.rs` checks them on both)
 //!
 //! - **Ordering per project.** Offsets of a project grow by one per publication within an epoch,
-//!   and every task's hub receives a project's publications in offset order. The memory engine
-//!   stamps on the hub's thread as the hub fans out ([`Engine::stamp`]), so its mailbox order is
-//!   the offset order; the Redis engine stamps in one Lua script and delivers through one pub/sub
-//!   connection per task, whose order is the order of the scripts. Nothing is ordered across
-//!   projects.
+//!   and every task's [`LocalDelivery`] receives a project's publications in offset order, each
+//!   once. The memory engine takes the offset and hands the publication over under one lock; the
+//!   Redis engine stamps in one Lua script and delivers through one pub/sub connection per task,
+//!   whose order is the order of the scripts, dropping what it delivered already (after a
+//!   reconnect, the gap is read from the history first). Nothing is ordered across projects.
 //! - **Atomicity.** Taking the next offset, appending to the history and handing the publication
 //!   to the fan-out are one step: no reader sees an offset without its publication, and no
 //!   subscriber gets a publication the history does not hold (while the back end is up).
@@ -27,12 +35,12 @@
 //!   HISTORY_MAX_BYTES of them (the newest always); the memory engine also keeps at most
 //!   HISTORY_MAX_TOTAL_BYTES across projects. A read returns one page, at most the bytes asked
 //!   for: nothing reads a whole history into memory at once.
-//! - **While the back end is down** (Redis only; memory has none to lose): a publication is
-//!   still delivered to this task's subscribers, without a position and without history, and its
-//!   publisher is told so ([`Route::Local`] with `unavailable`); resume reads and history pages
-//!   fail with [`EngineError::Unavailable`]; subscribes are confirmed at once without a position
-//!   ([`Engine::is_down`]). When the back end returns, the subscriber fills each project's gap
-//!   from the history and the hub drops what it delivered already.
+//! - **While the back end is down** (Redis only; memory has none to lose, [`Health::InProcess`]):
+//!   a publication is still delivered to this task's subscribers, without a position and without
+//!   history, and its publisher is told so ([`Published::unavailable`]); resume reads and history
+//!   pages fail with [`EngineError::Unavailable`]; subscribes are confirmed at once without a
+//!   position ([`Health::Lost`]). When the back end returns, the subscriber fills each project's
+//!   gap from the history.
 //! - **Presence.** Each task reports its own members (a connection's subscription to a project)
 //!   in order: [`Engine::presence_join`] and [`Engine::presence_leave`], called by the hub once
 //!   per subscription added and removed. A read ([`Engine::presence`]) sees every task's
@@ -41,10 +49,10 @@
 //!   PRESENCE_TTL_SECS (Redis entries expire unless their task refreshes them every TTL / 3); a
 //!   Redis that lost its data: every task puts its members back at its next refresh. While Redis
 //!   is down, reads fail with [`EngineError::Unavailable`] and changes are written when it is
-//!   back.
+//!   back. A task that closes its engine ([`Engine::close`]) removes its members at once.
 //! - **Join and leave events: at most once.** The engine announces a member it did not hold
 //!   (`join`) and the removal of one it held (`leave`) to the project's subscribers on every task
-//!   ([`crate::hub::PresenceEvent`]), in order with the project's publications. Members that
+//!   ([`LocalDelivery::presence_change`]), in order with the project's publications. Members that
 //!   expire (their task died) and changes made while the back end is down are not announced; a
 //!   client reconciles by asking `presence` after it (re)subscribes.
 
@@ -55,16 +63,15 @@ pub(crate) mod redis;
 
 use std::sync::Arc;
 
-use actix::{Addr, Recipient};
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
 
 use crate::{
-    hub::{Hub, ProjectInterest},
+    connection::ConnectionId,
     protocol::{request::ProjectId, StreamPosition},
 };
 use positions::{Entries, Recovery};
-use presence::{Member, Presence};
+use presence::{Change, Member, Presence};
 
 /// The back end did not answer or failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +83,79 @@ pub(crate) enum EngineError {
 /// An engine's answer, later.
 pub(crate) type EngineFuture<T> = BoxFuture<'static, Result<T, EngineError>>;
 
-/// How a publication reaches this task's subscribers after [`Engine::publish`].
+/// Where an engine hands over what this task's subscribers get: implemented by the hub, given
+/// to the engine once by [`Engine::start`]. Centrifuge's `BrokerEventHandler`.
+pub(crate) trait LocalDelivery: Send + Sync + 'static {
+    /// A publication of the project, with its position (None: the back end did not take it,
+    /// so it has none). Called in the project's offset order, each publication once; it is queued
+    /// for the fan-out before this returns, so the order of the calls is the order subscribers
+    /// see. Resolves, once it was fanned out, to how many subscribers it was queued to. A caller
+    /// that waits for that before its next call has at most one publication on its way.
+    fn publication(
+        &self,
+        project_id: &ProjectId,
+        position: Option<StreamPosition>,
+        frame: ByteString,
+    ) -> BoxFuture<'static, usize>;
+
+    /// A member's join or leave (`frame`: the event, encoded once), for the project's
+    /// subscribers that asked for them, except the member's own connection. Queued before this
+    /// returns, like a publication; resolves once handed over.
+    fn presence_change(
+        &self,
+        project_id: &ProjectId,
+        change: Change,
+        connection_id: ConnectionId,
+        frame: ByteString,
+    ) -> BoxFuture<'static, ()>;
+
+    /// This task's subscribers of the project now, without waiting: what the receipt of a
+    /// publication delivered through the back end counts.
+    fn subscriber_count(&self, project_id: &ProjectId) -> usize;
+}
+
+/// What [`Engine::publish`] did.
 #[derive(Debug)]
-pub(crate) enum Route {
-    /// Stamped, kept, and on its way to every task's hub (this one included) through the back
-    /// end.
-    Broadcast(StreamPosition),
-    /// To be handed to this task's hub, which gives it its position with [`Engine::stamp`] as
-    /// it fans it out. `unavailable` says why it reaches no other task and is not kept (the back
-    /// end is down); `None` when this task is all there is.
-    Local { unavailable: Option<String> },
+pub(crate) struct Published {
+    /// The publication's place in the project's stream; None when the back end did not take
+    /// it.
+    pub position: Option<StreamPosition>,
+    /// This task's subscribers it was queued to (delivered through the back end: this task's
+    /// subscribers of the project when it was published).
+    pub subscribers: usize,
+    /// Why it reached this task's subscribers only and is not kept: the back end is down.
+    pub unavailable: Option<String>,
+}
+
+/// The state of the engine's back end, the one question `/ready`, the status page and a
+/// subscribe ask about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// There is no back end to lose: everything is in this process.
+    InProcess,
+    /// The back end has not answered yet since start-up.
+    Connecting,
+    Up,
+    /// The back end answered and is lost.
+    Lost,
+}
+
+impl Health {
+    /// The back end as `/ready` and the status page show it: None when there is none, else
+    /// whether it is up.
+    pub(crate) fn backend_up(self) -> Option<bool> {
+        match self {
+            Health::InProcess => None,
+            Health::Up => Some(true),
+            Health::Connecting | Health::Lost => Some(false),
+        }
+    }
+
+    /// Whether a subscribe goes on without waiting for the back end: it was up and is lost (a
+    /// back end still connecting at start-up is waited for).
+    pub(crate) fn is_lost(self) -> bool {
+        self == Health::Lost
+    }
 }
 
 /// The engine's interface; see the module documentation for the contracts.
@@ -93,17 +163,25 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// `memory` or `redis`, for logs.
     fn describe(&self) -> &'static str;
 
-    /// Called once by the hub as it starts, on the hub's thread. Returns who follows the set
-    /// of projects with local subscribers (the Redis subscriber, which subscribes their
-    /// channels), if anyone must.
-    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>>;
+    /// Hands the engine where to deliver and starts its own loops (Redis: the subscriber and
+    /// the presence writer), on the caller's thread. Called once, by the hub as it starts; a
+    /// second call changes nothing.
+    fn start(&self, delivery: Arc<dyn LocalDelivery>);
 
-    /// Starts a publication on its way; the frame is the encoded publication without position.
-    fn publish(&self, project_id: &ProjectId, frame: &ByteString) -> BoxFuture<'static, Route>;
+    /// This task has its first subscriber of the project: deliver its publications from now on.
+    /// Resolves once every publication taken after this point will be delivered (Redis: the
+    /// project's channel is subscribed), so a history read that follows cannot miss one; at
+    /// once when there is nothing to wait for.
+    fn subscribe(&self, project_id: &ProjectId) -> BoxFuture<'static, ()>;
 
-    /// Called by the hub, on its thread, for a publication routed [`Route::Local`]: its
-    /// position (none without a history to keep it) and the frame with the position spliced in.
-    fn stamp(&self, project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString);
+    /// This task lost its last subscriber of the project.
+    fn unsubscribe(&self, project_id: &ProjectId);
+
+    /// Positions, keeps and delivers a publication (the encoded frame, without position) to the
+    /// project's subscribers on every task, this task's through [`LocalDelivery`]. With the
+    /// memory engine the publication is positioned and queued for delivery when this is called,
+    /// so calls are delivered in the order they were made.
+    fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published>;
 
     /// What a client resuming from `since` missed, and the project's position: the first
     /// page of it, at most `max_bytes` of frames (at least one publication); the replay reads
@@ -126,12 +204,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
         max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)>;
 
-    /// Whether the back end is reachable (for `/ready`); `None` when there is none to reach.
-    fn backend_up(&self) -> Option<bool>;
-
-    /// Whether the back end was up and is lost (not merely still connecting at start-up): then
-    /// a subscribe does not wait on it.
-    fn is_down(&self) -> bool;
+    /// The back end's state.
+    fn health(&self) -> Health;
 
     /// A connection of this task subscribed to the project. Called by the hub, on its thread,
     /// once per subscription; never waits.
@@ -143,4 +217,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// The project's members on every task: the counts, and with `list` up to
     /// [`presence::PRESENCE_LIST_LIMIT`] of them.
     fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence>;
+
+    /// Stops the engine's own loops, for the drain once the connections are closed: this task's
+    /// members leave presence (with Redis, written within a bound and announced to the other
+    /// tasks), and the subscriber stops. Safe to call twice; resolves once the loops ended.
+    fn close(&self) -> BoxFuture<'static, ()>;
 }

@@ -5,8 +5,9 @@
 //! means nothing.
 //!
 //! The stores themselves are the engines' ([`super::memory`] in a map, [`super::redis`] in Redis
-//! streams); this module holds what both must agree on: how a position is spliced into a frame,
-//! and when a history covers what a resuming client missed.
+//! streams); this module holds what both must agree on: how a page of it is cut, and when a
+//! history covers what a resuming client missed. (How a position is spliced into a frame is
+//! the wire format's: [`StreamPosition::spliced_into`].)
 
 use std::time::Duration;
 
@@ -47,14 +48,6 @@ pub(crate) fn page(entries: impl IntoIterator<Item = (u64, ByteString)>, limit: 
         taken.push((offset, frame));
     }
     taken
-}
-
-/// Adds the position to an encoded publication frame (a JSON object this crate serialized,
-/// so it ends in `}`), without re-serializing it.
-pub(crate) fn with_position(frame: &str, position: &StreamPosition) -> ByteString {
-    let body = frame.strip_suffix('}').unwrap_or(frame);
-    let epoch = serde_json::to_string(&position.epoch).unwrap_or_else(|_| "\"\"".into());
-    ByteString::from(format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset))
 }
 
 /// A fresh random epoch.
@@ -112,16 +105,6 @@ pub(crate) fn recover(since: Option<&StreamPosition>, top: StreamPosition, entri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_are_spliced_into_the_frame() {
-        let position = StreamPosition { offset: 12, epoch: "ab\"c".into() };
-        let frame = with_position(r#"{"type":"message","data":{"x":1}}"#, &position);
-        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(value["offset"], 12);
-        assert_eq!(value["epoch"], "ab\"c");
-        assert_eq!(value["data"]["x"], 1);
-    }
 
     fn entries(sizes: &[usize]) -> Entries {
         sizes.iter().enumerate().map(|(index, size)| (index as u64 + 1, "x".repeat(*size).into())).collect()

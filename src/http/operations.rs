@@ -14,7 +14,7 @@ pub(crate) async fn health() -> HttpResponse {
 /// `{"status":"ready"|"starting"|"draining"|"redis_down","redis":null|"up"|"down"}`, so the
 /// status of a 503 never reads "ready".
 pub(crate) async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {
-    let redis_up = gateway.engine.backend_up();
+    let redis_up = gateway.engine.health().backend_up();
     let phase = gateway.lifecycle.phase();
     let status = if gateway.lifecycle.is_ready() && redis_up == Some(false) { "redis_down" } else { phase };
     let ready = status == "ready";

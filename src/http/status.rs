@@ -73,8 +73,10 @@ pub(crate) async fn stats(
             return refusal.response();
         }
     }
-    let state =
-        ServerState { phase: gateway.lifecycle.phase(), redis_configured: gateway.engine.backend_up().is_some() };
+    let state = ServerState {
+        phase: gateway.lifecycle.phase(),
+        redis_configured: gateway.engine.health().backend_up().is_some(),
+    };
     let history = query.history.unwrap_or(0).min(KEPT_SAMPLES);
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(gateway.stats.report(state, history))
 }

@@ -40,12 +40,15 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConnectionId, Hub, ENGINE_WAIT};
+use super::{Hub, ENGINE_WAIT};
 use crate::{
+    connection::{
+        outbox::{Outbox, ReplayPushError},
+        ConnectionId,
+    },
     engine::{positions::covers, Engine},
     metrics::Metrics,
     protocol::{request::ProjectId, Reply, StreamPosition},
-    session::outbox::{Outbox, ReplayPushError},
 };
 
 /// How much a seam holds back per subscriber: half of the outbound queue (OUTBOUND_QUEUE_MESSAGES

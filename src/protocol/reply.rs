@@ -17,6 +17,18 @@ pub(crate) struct StreamPosition {
     pub epoch: String,
 }
 
+impl StreamPosition {
+    /// A publication frame (as [`Publication::to_frame`] encoded it, without a position) with
+    /// this position added, without re-serializing it: the frame is a JSON object this crate
+    /// wrote, so it ends in `}`. The engines keep and deliver frames spliced this way.
+    pub(crate) fn spliced_into(&self, frame: &str) -> ByteString {
+        let body = frame.strip_suffix('}').unwrap_or(frame);
+        // A string always serializes.
+        let epoch = serde_json::to_string(&self.epoch).unwrap_or_else(|_| "\"\"".into());
+        ByteString::from(format!("{body},\"offset\":{},\"epoch\":{epoch}}}", self.offset))
+    }
+}
+
 /// A reply to one request.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -195,5 +207,15 @@ mod tests {
         assert_eq!(frame["epoch"], "ep");
         let round_trip: Publication = serde_json::from_value(frame).unwrap();
         assert_eq!(round_trip, publication);
+    }
+
+    #[test]
+    fn positions_are_spliced_into_the_frame() {
+        let position = StreamPosition { offset: 12, epoch: "ab\"c".into() };
+        let frame = position.spliced_into(r#"{"type":"message","data":{"x":1}}"#);
+        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(value["offset"], 12);
+        assert_eq!(value["epoch"], "ab\"c");
+        assert_eq!(value["data"]["x"], 1);
     }
 }

@@ -1,7 +1,7 @@
 //! The session actor: one per WebSocket connection.
 //!
-//! It owns the connection's [`outbox::Outbox`] (the bounded outbound queue, drained by the
-//! upgrade response's body, [`outbound_body::OutboundBody`]), reads the client's messages
+//! It owns the connection's [`Outbox`] (the bounded outbound queue, drained by the upgrade
+//! response's body, [`OutboundBody`]; both in [`crate::connection`]), reads the client's messages
 //! ([`inbound::InboundFrames`], as a `StreamHandler`), parses each with
 //! [`crate::protocol::request::parse`], asks [`crate::access::AccessPolicy`] whether it may, and
 //! routes it: subscriptions to the hub, forwards to the queue dispatcher, publishes to the
@@ -21,16 +21,13 @@
 //! A session closes after its in-flight requests on a drain (SIGTERM, 1012) and on 3509: it
 //! stops taking requests, waits (bounded) for the forwards and publishes it accepted to be
 //! answered, then closes. Where the connection is in its life (open, winding down, closed, and
-//! who closed it) is [`state`]'s one state machine; the session asks it rather than keeping
+//! who closed it) is [`crate::connection::state`]'s one state machine; the session asks it rather than keeping
 //! flags. The connection's [`ConnectionPermit`] is its place under the connection caps until the
 //! actor is dropped.
 
 mod authentication;
 pub(crate) mod inbound;
-pub(crate) mod outbound_body;
-pub(crate) mod outbox;
 mod presence;
-pub(crate) mod state;
 
 use std::{
     collections::HashSet,
@@ -41,21 +38,22 @@ use std::{
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use self::{
-    inbound::{Inbound, InboundError, InboundFrames},
-    outbound_body::OutboundBody,
-    outbox::{Outbound, Outbox, OutboxLimits},
-    state::{CloseCause, ConnectionState, OutboundEnd},
-};
+use self::inbound::{Inbound, InboundError, InboundFrames};
 use crate::{
     access::{
         connections::ConnectionPermit,
         rate::{RequestBudget, Spend},
         Action, Principal,
     },
+    connection::{
+        outbound_body::OutboundBody,
+        outbox::{Outbound, Outbox, OutboxLimits},
+        state::{CloseCause, ConnectionState, OutboundEnd},
+        ConnectionId,
+    },
     dispatcher::{message::QueueMessage, routing::AgentRole, Forward},
     gateway::Gateway,
-    hub::{Connect, ConnectionId, Disconnect, Drain, Subscribe, Unsubscribe},
+    hub::{Connect, Disconnect, Drain, Subscribe, Unsubscribe},
     persistence::{ConnectionRecord, Record},
     protocol::{
         request::{self, ProjectId},

@@ -14,8 +14,9 @@
 //!   it) is summed once from the stream. Trimming reads only the entries it removes (usually
 //!   one), and `XTRIM MINID` with an exact id removes whole entries without rewriting the
 //!   others.
-//! - **Fan-out**: every task's [`subscriber::RedisSubscriber`] subscribes to the channels of the
-//!   projects it has local subscribers for, and hands each message to its hub in channel order.
+//! - **Fan-out**: every task's subscriber ([`subscriber`]) subscribes to the channels of the
+//!   projects the hub follows ([`Engine::subscribe`]), and hands each message to
+//!   [`LocalDelivery`] in channel order, once.
 //! - **History and resume**: [`RedisEngine::read`] reads one page of the stream after an offset
 //!   (at most a count and a number of bytes, summed inside the script so a page of large
 //!   publications never crosses the network whole), with the project's epoch and top offset,
@@ -24,7 +25,9 @@
 //!   task's presence writer, refreshed on a timer); join and leave events travel on the
 //!   project's channel as `join:<connection id>:<frame>` and `leave:<connection id>:<frame>`.
 //! - **While Redis is down**: see the contracts in [`crate::engine`]; [`subscriber::RedisHealth`]
-//!   is what `/ready` and the hub read.
+//!   is what [`Engine::health`] reads.
+//! - **Its own loops** (the subscriber and the presence writer) start with [`Engine::start`] and
+//!   stop on [`Engine::close`]: one cancellation token, and their join handles to wait on.
 //!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`, `:bytes`; channel
 //! `agenticai:{P}:pub`.
@@ -33,25 +36,28 @@
 pub(crate) mod presence;
 pub(crate) mod subscriber;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::Duration,
+};
 
-use actix::{Actor, Addr, Recipient};
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::{aio::ConnectionManager, RedisResult, Script};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    positions::{new_epoch, recover, with_position, Entries, HistorySettings, Recovery},
+    positions::{new_epoch, recover, Entries, HistorySettings, Recovery},
     presence::{Member, Presence},
-    Engine, EngineError, EngineFuture, Route,
+    Engine, EngineError, EngineFuture, Health, LocalDelivery, Published,
 };
 use crate::{
-    hub::{Hub, ProjectInterest},
     metrics::Metrics,
     protocol::{request::ProjectId, StreamPosition},
 };
 use presence::{Command, PresenceStore};
-use subscriber::{RedisHealth, RedisSubscriber};
+use subscriber::{Interest, RedisHealth, Subscriptions};
 
 /// KEYS: stream, offset, epoch, bytes. ARGV: frame, HISTORY_SIZE, TTL, a new epoch, channel,
 /// published-at (ms), HISTORY_MAX_BYTES.
@@ -171,6 +177,15 @@ pub(crate) struct RedisEngine {
     health: RedisHealth,
     metrics: Arc<Metrics>,
     presence: Arc<PresenceStore>,
+    /// The projects this task follows, for the subscriber.
+    subscriptions: Arc<Subscriptions>,
+    /// Where publications and join and leave events go; set by [`Engine::start`].
+    delivery: Arc<OnceLock<Arc<dyn LocalDelivery>>>,
+    /// Cancelled by [`Engine::close`]: the subscriber and the presence writer stop.
+    shutdown: CancellationToken,
+    /// The subscriber and the presence writer, for [`Engine::close`] to wait on (taken by the
+    /// first call).
+    loops: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 fn keys(project_id: &str) -> [String; 4] {
@@ -217,6 +232,10 @@ impl RedisEngine {
             health: RedisHealth::default(),
             metrics,
             presence: Arc::new(PresenceStore::new(presence_ttl)),
+            subscriptions: Arc::new(Subscriptions::default()),
+            delivery: Arc::default(),
+            shutdown: CancellationToken::new(),
+            loops: Arc::default(),
         })
     }
 
@@ -278,7 +297,7 @@ impl RedisEngine {
                 let offset: u64 = id.split('-').next()?.parse().ok()?;
                 let (_, frame) = fields.into_iter().find(|(name, _)| name == "f")?;
                 let position = StreamPosition { offset, epoch: top.epoch.clone() };
-                Some((offset, with_position(&frame, &position)))
+                Some((offset, position.spliced_into(&frame)))
             })
             .collect();
         Ok((top, entries))
@@ -315,30 +334,60 @@ impl Engine for RedisEngine {
         "redis"
     }
 
-    fn attach(&self, hub: Addr<Hub>) -> Option<Recipient<ProjectInterest>> {
-        // Started on the caller's thread, the hub's: the subscriber awaits the hub for each
-        // delivery, so the two sharing a thread costs no cross-thread wake-up.
-        if let Some(writer) = self.presence.writer(self.connection.clone()) {
-            actix::spawn(writer);
+    fn start(&self, delivery: Arc<dyn LocalDelivery>) {
+        if self.delivery.set(delivery.clone()).is_err() {
+            return;
         }
-        let subscriber = RedisSubscriber::new(self.clone(), hub, self.health.clone(), self.metrics.clone());
-        Some(subscriber.start().recipient())
+        // Started on the caller's thread, the hub's: the subscriber waits on the hub for each
+        // delivery, so the two sharing a thread costs no cross-thread wake-up.
+        let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(writer) = self.presence.writer(self.connection.clone(), self.shutdown.clone()) {
+            loops.push(actix::spawn(writer));
+        }
+        if let Some(subscriber) = self.subscriptions.subscriber(self.clone(), delivery, self.shutdown.clone()) {
+            loops.push(actix::spawn(subscriber));
+        }
     }
 
-    fn publish(&self, project_id: &ProjectId, frame: &ByteString) -> BoxFuture<'static, Route> {
-        let (engine, project_id, frame) = (self.clone(), project_id.clone(), frame.clone());
+    fn subscribe(&self, project_id: &ProjectId) -> BoxFuture<'static, ()> {
+        let (subscribed, done) = tokio::sync::oneshot::channel();
+        self.subscriptions.send(Interest::Gained(project_id.clone(), subscribed));
+        // An error: the subscriber stopped (closed), and nothing will be subscribed.
         async move {
-            match engine.append_and_publish(&project_id, &frame).await {
-                Ok(position) => Route::Broadcast(position),
-                Err(error) => Route::Local { unavailable: Some(format!("Redis is unavailable ({error})")) },
-            }
+            let _ = done.await;
         }
         .boxed()
     }
 
-    fn stamp(&self, _project_id: &ProjectId, frame: ByteString) -> (Option<StreamPosition>, ByteString) {
-        // Only publications Redis did not take come this way: they have no position to get.
-        (None, frame)
+    fn unsubscribe(&self, project_id: &ProjectId) {
+        self.subscriptions.send(Interest::Lost(project_id.clone()));
+    }
+
+    fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move {
+            let delivery = engine.delivery.get();
+            match engine.append_and_publish(&project_id, &frame).await {
+                Ok(position) => Published {
+                    position: Some(position),
+                    // Delivered here by the subscriber, like on every other task: counted now.
+                    subscribers: delivery.map_or(0, |delivery| delivery.subscriber_count(&project_id)),
+                    unavailable: None,
+                },
+                Err(error) => {
+                    let subscribers = match delivery {
+                        Some(delivery) => delivery.publication(&project_id, None, frame).await,
+                        None => 0,
+                    };
+                    Published {
+                        position: None,
+                        subscribers,
+                        unavailable: Some(format!("Redis is unavailable ({error})")),
+                    }
+                }
+            }
+        }
+        .boxed()
     }
 
     fn recover(
@@ -362,12 +411,8 @@ impl Engine for RedisEngine {
         async move { engine.read(&project_id, Some(since_offset), limit, max_bytes).await.map_err(unavailable) }.boxed()
     }
 
-    fn backend_up(&self) -> Option<bool> {
-        Some(self.health.is_up())
-    }
-
-    fn is_down(&self) -> bool {
-        self.health.is_down()
+    fn health(&self) -> Health {
+        self.health.get()
     }
 
     fn presence_join(&self, project_id: &ProjectId, member: &Arc<Member>) {
@@ -381,6 +426,19 @@ impl Engine for RedisEngine {
     fn presence(&self, project_id: &ProjectId, list: bool) -> EngineFuture<Presence> {
         let (engine, project_id) = (self.clone(), project_id.clone());
         async move { engine.presence.read(&engine.connection, &project_id, list).await.map_err(unavailable) }.boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        self.shutdown.cancel();
+        // A second call finds nothing left to wait on: the first one waits.
+        let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(PoisonError::into_inner));
+        async move {
+            for ended in loops {
+                // A loop that panicked has ended too.
+                let _ = ended.await;
+            }
+        }
+        .boxed()
     }
 }
 

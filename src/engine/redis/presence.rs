@@ -20,6 +20,11 @@
 //! script on the project's channel (`join:<connection id>:<frame>`, `leave:...`), so every task's subscriber delivers them in
 //! order with the project's publications. A refresh re-adds without announcing.
 //!
+//! **Closing** ([`crate::engine::Engine::close`], after the drain closed the connections): the
+//! writer applies the changes still queued, removes every member it still holds (announcing
+//! their leaves), within [`CLOSE_WRITE_TIMEOUT`], and ends; what it could not write expires
+//! after the TTL.
+//!
 //! **Channel bound**: the writer's command channel is unbounded: one command per subscription
 //! change the hub accepted (bounded by the hub's mailbox), and a lost one would leave a member
 //! listed until it expired, or missing until the next refresh.
@@ -32,6 +37,7 @@ use std::{
 
 use redis::{aio::ConnectionManager, Script};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::channel;
 use crate::{
@@ -41,6 +47,10 @@ use crate::{
 
 /// Commands applied per pipeline, at most.
 const BATCH: usize = 512;
+
+/// Longest the writer takes, once closed, to write what is queued and remove this task's
+/// members.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Adds or refreshes a member. KEYS: presence, presence_expiry, presence_users,
 /// presence_users_expiry. ARGV: ttl ms, connection id, member JSON, user id ('' for none),
@@ -142,11 +152,10 @@ pub(crate) struct PresenceStore {
     remove: Script,
     read: Script,
     ttl: Duration,
-    /// Shared by every clone of the engine and by the writer itself, so the writer runs until its
-    /// thread (the hub's arbiter) stops at shutdown, after the drain closed every connection and
-    /// queued their leaves; whatever it had not written by then expires after the TTL.
+    /// Shared by every clone of the engine and by the writer itself, so the channel stays open
+    /// as long as the writer runs; the writer ends on the engine's shutdown token instead.
     commands: mpsc::UnboundedSender<Command>,
-    /// Taken by [`PresenceStore::writer`] when the hub attaches the engine.
+    /// Taken by [`PresenceStore::writer`] when the engine starts.
     pending: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
 }
 
@@ -164,7 +173,8 @@ impl PresenceStore {
     }
 
     pub(crate) fn send(&self, command: Command) {
-        // The receiver lives as long as the writer, which runs as long as the hub's thread.
+        // Refused only once the writer ended (the engine closed): the member expires after the
+        // TTL.
         let _ = self.commands.send(command);
     }
 
@@ -185,13 +195,15 @@ impl PresenceStore {
         Ok(Presence { num_clients, num_users, clients })
     }
 
-    /// The writer's body, once (None when it runs already).
+    /// The writer's body, once (None when it runs already); it ends when `shutdown` is
+    /// cancelled, after removing this task's members.
     pub(crate) fn writer(
         self: &Arc<Self>,
         connection: ConnectionManager,
+        shutdown: CancellationToken,
     ) -> Option<impl std::future::Future<Output = ()>> {
         let commands = self.pending.lock().ok()?.take()?;
-        Some(write(self.clone(), connection, commands))
+        Some(write(self.clone(), connection, commands, shutdown))
     }
 
     fn add_to(&self, pipe: &mut redis::Pipeline, project_id: &str, member: &Member, announce: bool) {
@@ -234,21 +246,134 @@ impl PresenceStore {
     }
 }
 
+/// The presence writer's state: this task's members as written (or to be written) to Redis.
+struct Writer {
+    store: Arc<PresenceStore>,
+    connection: ConnectionManager,
+    members: HashMap<ProjectId, HashMap<Arc<str>, Arc<Member>>>,
+    /// Leaves Redis did not take: retried at each refresh unless the member came back.
+    unsent_leaves: Vec<(ProjectId, Arc<Member>)>,
+    /// Whether the last write failed (logged once per outage).
+    failing: bool,
+}
+
+impl Writer {
+    /// Writes a batch of joins and leaves, in order, in one pipeline.
+    async fn apply(&mut self, batch: Vec<Command>) {
+        let mut pipe = redis::pipe();
+        let mut leaves = Vec::new();
+        for command in batch {
+            match command {
+                Command::Join(project_id, member) => {
+                    self.store.add_to(&mut pipe, &project_id, &member, true);
+                    self.members.entry(project_id).or_default().insert(member.connection_id.clone(), member);
+                }
+                Command::Leave(project_id, member) => {
+                    self.store.remove_from(&mut pipe, &project_id, &member);
+                    if let Some(project) = self.members.get_mut(&project_id) {
+                        project.remove(&member.connection_id);
+                        if project.is_empty() {
+                            self.members.remove(&project_id);
+                        }
+                    }
+                    leaves.push((project_id, member));
+                }
+            }
+        }
+        if let Err(error) = self.store.run(&mut self.connection, &pipe).await {
+            if !self.failing {
+                log::warn!(error:% = error; "presence not written to Redis; retried at the next refresh");
+            }
+            self.failing = true;
+            self.unsent_leaves.extend(leaves);
+        }
+    }
+
+    /// Re-adds every member with a fresh expiry, and retries the leaves Redis did not take.
+    async fn refresh(&mut self) {
+        let mut pipe = redis::pipe();
+        let mut queued = 0;
+        let retried = std::mem::take(&mut self.unsent_leaves);
+        for (project_id, member) in &retried {
+            let back = self.members.get(project_id).is_some_and(|project| project.contains_key(&member.connection_id));
+            if !back {
+                self.store.remove_from(&mut pipe, project_id, member);
+                queued += 1;
+            }
+        }
+        let mut result = Ok(());
+        for (project_id, project) in &self.members {
+            for member in project.values() {
+                self.store.add_to(&mut pipe, project_id, member, false);
+                queued += 1;
+                if queued >= BATCH {
+                    result = result.and(self.store.run(&mut self.connection, &pipe).await);
+                    pipe = redis::pipe();
+                    queued = 0;
+                }
+            }
+        }
+        if queued > 0 {
+            result = result.and(self.store.run(&mut self.connection, &pipe).await);
+        }
+        match result {
+            Ok(()) if self.failing => {
+                log::info!("presence written to Redis again");
+                self.failing = false;
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if !self.failing {
+                    log::warn!(error:% = error; "presence refresh failed; retried at the next refresh");
+                }
+                self.failing = true;
+                self.unsent_leaves = retried;
+            }
+        }
+    }
+
+    /// The task is closing: writes what is queued, then removes every member still held (and
+    /// retries the leaves Redis did not take).
+    async fn leave_all(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
+        let mut queued = Vec::new();
+        while let Ok(command) = commands.try_recv() {
+            queued.push(command);
+        }
+        self.apply_in_batches(queued).await;
+        let held = self.members.iter().flat_map(|(project_id, project)| {
+            project.values().map(|member| Command::Leave(project_id.clone(), member.clone()))
+        });
+        let unsent =
+            self.unsent_leaves.iter().map(|(project_id, member)| Command::Leave(project_id.clone(), member.clone()));
+        let leaves = held.chain(unsent).collect();
+        self.unsent_leaves.clear();
+        self.apply_in_batches(leaves).await;
+    }
+
+    async fn apply_in_batches(&mut self, commands: Vec<Command>) {
+        let mut commands = commands.into_iter().peekable();
+        while commands.peek().is_some() {
+            let batch = commands.by_ref().take(BATCH).collect();
+            self.apply(batch).await;
+        }
+    }
+}
+
 /// The presence writer: applies the hub's joins and leaves in order, and refreshes every local
-/// member every TTL / 3. Runs as long as its thread.
+/// member every TTL / 3, until `shutdown`; then removes this task's members.
 async fn write(
     store: Arc<PresenceStore>,
-    mut connection: ConnectionManager,
+    connection: ConnectionManager,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    shutdown: CancellationToken,
 ) {
-    let mut members: HashMap<ProjectId, HashMap<Arc<str>, Arc<Member>>> = HashMap::new();
-    // Leaves Redis did not take: retried at each refresh unless the member came back.
-    let mut unsent_leaves: Vec<(ProjectId, Arc<Member>)> = Vec::new();
     let mut refresh = tokio::time::interval((store.ttl / 3).max(Duration::from_millis(100)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
+    let mut writer = Writer { store, connection, members: HashMap::new(), unsent_leaves: Vec::new(), failing: false };
     loop {
         tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
             command = commands.recv() => {
                 let Some(command) = command else { return };
                 let mut batch = vec![command];
@@ -258,75 +383,14 @@ async fn write(
                         Err(_) => break,
                     }
                 }
-                let mut pipe = redis::pipe();
-                let mut leaves = Vec::new();
-                for command in batch {
-                    match command {
-                        Command::Join(project_id, member) => {
-                            store.add_to(&mut pipe, &project_id, &member, true);
-                            members.entry(project_id).or_default().insert(member.connection_id.clone(), member);
-                        }
-                        Command::Leave(project_id, member) => {
-                            store.remove_from(&mut pipe, &project_id, &member);
-                            if let Some(project) = members.get_mut(&project_id) {
-                                project.remove(&member.connection_id);
-                                if project.is_empty() {
-                                    members.remove(&project_id);
-                                }
-                            }
-                            leaves.push((project_id, member));
-                        }
-                    }
-                }
-                if let Err(error) = store.run(&mut connection, &pipe).await {
-                    if !failing {
-                        log::warn!(error:% = error; "presence not written to Redis; retried at the next refresh");
-                    }
-                    failing = true;
-                    unsent_leaves.extend(leaves);
-                }
+                writer.apply(batch).await;
             }
-            _ = refresh.tick() => {
-                let mut pipe = redis::pipe();
-                let mut queued = 0;
-                let retried = std::mem::take(&mut unsent_leaves);
-                for (project_id, member) in &retried {
-                    let back = members.get(project_id).is_some_and(|project| project.contains_key(&member.connection_id));
-                    if !back {
-                        store.remove_from(&mut pipe, project_id, member);
-                        queued += 1;
-                    }
-                }
-                let mut result = Ok(());
-                for (project_id, project) in &members {
-                    for member in project.values() {
-                        store.add_to(&mut pipe, project_id, member, false);
-                        queued += 1;
-                        if queued >= BATCH {
-                            result = result.and(store.run(&mut connection, &pipe).await);
-                            pipe = redis::pipe();
-                            queued = 0;
-                        }
-                    }
-                }
-                if queued > 0 {
-                    result = result.and(store.run(&mut connection, &pipe).await);
-                }
-                match result {
-                    Ok(()) if failing => {
-                        log::info!("presence written to Redis again");
-                        failing = false;
-                    }
-                    Ok(()) => {}
-                    Err(error) => {
-                        if !failing {
-                            log::warn!(error:% = error; "presence refresh failed; retried at the next refresh");
-                        }
-                        failing = true;
-                        unsent_leaves = retried;
-                    }
-                }
-            }
+            _ = refresh.tick() => writer.refresh().await,
         }
+    }
+    if tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.leave_all(&mut commands)).await.is_err() {
+        log::warn!(
+            "presence of this task not removed from Redis within {CLOSE_WRITE_TIMEOUT:?}; it expires after the TTL"
+        );
     }
 }

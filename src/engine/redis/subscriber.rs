@@ -1,45 +1,49 @@
-//! The Redis subscriber actor: one per task. It keeps one pub/sub connection, subscribed to the
-//! channel of every project the hub has local subscribers for, and hands each publication to
-//! the hub in channel order (and each join or leave event, which travels on the same channel) (awaiting the hub, so a busy hub slows this connection rather than
-//! growing a queue here).
+//! The Redis subscriber: one loop per task. It keeps one pub/sub connection, subscribed to the
+//! channel of every project the hub follows ([`Interest`], from [`Engine::subscribe`] and
+//! [`Engine::unsubscribe`]), and hands each publication to [`LocalDelivery`] in channel order
+//! (and each join or leave event, which travels on the same channel), waiting for each to be
+//! fanned out, so a busy hub slows this connection rather than growing a queue here.
 //!
-//! When the connection drops it marks Redis down (`/ready` answers 503, the
+//! It keeps the last position it delivered of each project it follows ([`Followed`]) and drops
+//! repeats. When the connection drops it marks Redis down (`/ready` answers 503, the
 //! `agenticai_ws_redis_connected` gauge goes to 0), reconnects with jittered backoff,
 //! resubscribes, and fills the gap: for each project it reads the history after the last
-//! position the hub delivered and hands that over first. The hub drops repeats by offset, so a
-//! publication that arrives both ways is delivered once, in order.
+//! position it delivered and hands that over first. A publication that arrives both ways is
+//! delivered once, in order.
 //!
-//! **Mailbox**: [`ProjectInterest`] changes come from the hub, one per project gained or lost,
-//! and are forwarded into an unbounded command channel: bounded by the number of subscribe and
-//! unsubscribe requests the hub accepted, and never dropped (a lost one would leave a channel
-//! subscribed or, worse, unsubscribed).
+//! **Channel bound**: the changes of interest come from the hub, one per project gained or
+//! lost, into an unbounded channel: bounded by the number of subscribe and unsubscribe requests
+//! the hub accepted, and never dropped (a lost one would leave a channel subscribed or, worse,
+//! unsubscribed).
+//!
+//! [`Engine::subscribe`]: crate::engine::Engine::subscribe
+//! [`Engine::unsubscribe`]: crate::engine::Engine::unsubscribe
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
+    future::Future,
     sync::{
         atomic::{AtomicU8, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
-use actix::prelude::*;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::{channel, project_of_channel, ChannelMessage, RedisEngine};
 use crate::{
-    engine::{positions::covers, presence::Change},
-    hub::{Deliver, Hub, LastPositions, PresenceEvent, ProjectInterest},
+    engine::{positions::covers, presence::Change, Health, LocalDelivery},
     metrics::Metrics,
-    protocol::request::ProjectId,
+    protocol::{request::ProjectId, StreamPosition},
 };
 
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
-/// The pub/sub connection's state: not yet connected, up, or lost. `/ready` reads whether it is
-/// up; the hub whether it is known to be down (then a subscribe does not wait on Redis).
+/// The pub/sub connection's state: not yet connected, up, or lost.
 #[derive(Clone)]
 pub(crate) struct RedisHealth(Arc<AtomicU8>);
 
@@ -54,13 +58,12 @@ impl Default for RedisHealth {
 }
 
 impl RedisHealth {
-    pub(crate) fn is_up(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == UP
-    }
-
-    /// The connection was up and is lost (not merely still connecting at start-up).
-    pub(crate) fn is_down(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == DOWN
+    pub(crate) fn get(&self) -> Health {
+        match self.0.load(Ordering::SeqCst) {
+            UP => Health::Up,
+            DOWN => Health::Lost,
+            _ => Health::Connecting,
+        }
     }
 
     fn set(&self, up: bool, metrics: &Metrics) {
@@ -69,54 +72,111 @@ impl RedisHealth {
     }
 }
 
-pub(crate) struct RedisSubscriber {
-    engine: RedisEngine,
-    hub: Addr<Hub>,
-    health: RedisHealth,
-    metrics: Arc<Metrics>,
-    commands: mpsc::UnboundedSender<ProjectInterest>,
-    pending: Option<mpsc::UnboundedReceiver<ProjectInterest>>,
+/// A change of the projects the hub follows.
+#[derive(Debug)]
+pub(crate) enum Interest {
+    /// Answered once the project's channel is subscribed (or, while Redis is unreachable, will
+    /// be as the connection comes back), so a history read after it cannot miss a publication.
+    Gained(ProjectId, oneshot::Sender<()>),
+    Lost(ProjectId),
 }
 
-impl RedisSubscriber {
-    pub(crate) fn new(engine: RedisEngine, hub: Addr<Hub>, health: RedisHealth, metrics: Arc<Metrics>) -> Self {
+/// The hub's changes of interest, queued for the subscriber loop.
+pub(crate) struct Subscriptions {
+    /// Held by every clone of the engine, so the channel stays open as long as the loop runs;
+    /// the loop ends on the engine's shutdown token instead.
+    commands: mpsc::UnboundedSender<Interest>,
+    /// Taken by [`Subscriptions::subscriber`] when the engine starts.
+    pending: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
         let (commands, pending) = mpsc::unbounded_channel();
-        RedisSubscriber { engine, hub, health, metrics, commands, pending: Some(pending) }
+        Subscriptions { commands, pending: Mutex::new(Some(pending)) }
     }
 }
 
-impl Actor for RedisSubscriber {
-    type Context = Context<Self>;
+impl Subscriptions {
+    pub(crate) fn send(&self, interest: Interest) {
+        // Refused only once the loop ended (the engine closed): an unanswered `Gained` then
+        // resolves its subscribe at once.
+        let _ = self.commands.send(interest);
+    }
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(commands) = self.pending.take() {
-            let run = run(self.engine.clone(), self.hub.clone(), commands, self.health.clone(), self.metrics.clone());
-            ctx.spawn(run.into_actor(self));
+    /// The subscriber loop, once (None when it runs already); it ends when `shutdown` is
+    /// cancelled.
+    pub(crate) fn subscriber(
+        &self,
+        engine: RedisEngine,
+        delivery: Arc<dyn LocalDelivery>,
+        shutdown: CancellationToken,
+    ) -> Option<impl Future<Output = ()>> {
+        let commands = self.pending.lock().ok()?.take()?;
+        Some(async move {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {}
+                () = run(engine, &*delivery, commands) => {}
+            }
+        })
+    }
+}
+
+/// The projects this task follows, each with the last position delivered (None before the
+/// first): what a repeat is, and where a gap starts after a reconnect.
+#[derive(Default)]
+struct Followed(HashMap<ProjectId, Option<StreamPosition>>);
+
+impl Followed {
+    /// Whether a publication at `position` is due for the project's subscribers here: the
+    /// project is followed and the position is past the last one delivered (or in another
+    /// epoch). It then becomes the last one delivered.
+    fn advance(&mut self, project_id: &str, position: &StreamPosition) -> bool {
+        let Some(last) = self.0.get_mut(project_id) else { return false };
+        if let Some(last) = last {
+            if last.epoch == position.epoch && position.offset <= last.offset {
+                return false;
+            }
+        }
+        *last = Some(position.clone());
+        true
+    }
+
+    /// The followed projects that delivered something, and the last position each delivered.
+    fn delivered(&self) -> Vec<(ProjectId, StreamPosition)> {
+        self.0.iter().filter_map(|(project, last)| Some((project.clone(), last.clone()?))).collect()
+    }
+
+    /// Applies a change of interest, and to the live connection when there is one.
+    async fn apply(&mut self, interest: Interest, sink: Option<&mut redis::aio::PubSubSink>) {
+        match interest {
+            Interest::Gained(project_id, subscribed) => {
+                if let Some(sink) = sink {
+                    if let Err(error) = sink.subscribe(channel(&project_id)).await {
+                        log::warn!(project_id = &*project_id, error:% = error; "redis subscribe failed");
+                    }
+                }
+                self.0.entry(project_id).or_insert(None);
+                let _ = subscribed.send(());
+            }
+            Interest::Lost(project_id) => {
+                if let Some(sink) = sink {
+                    let _ = sink.unsubscribe(channel(&project_id)).await;
+                }
+                self.0.remove(&project_id);
+            }
         }
     }
 }
 
-impl Handler<ProjectInterest> for RedisSubscriber {
-    type Result = ();
-
-    fn handle(&mut self, msg: ProjectInterest, _: &mut Self::Context) {
-        // The receiver lives as long as this actor's run loop.
-        let _ = self.commands.send(msg);
-    }
-}
-
-async fn run(
-    engine: RedisEngine,
-    hub: Addr<Hub>,
-    mut commands: mpsc::UnboundedReceiver<ProjectInterest>,
-    health: RedisHealth,
-    metrics: Arc<Metrics>,
-) {
-    let mut projects: HashSet<ProjectId> = HashSet::new();
+async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mpsc::UnboundedReceiver<Interest>) {
+    let (health, metrics) = (&engine.health, &*engine.metrics);
+    let mut followed = Followed::default();
     let mut attempt = 0;
     loop {
-        while let Ok(command) = commands.try_recv() {
-            apply(&mut projects, command, None).await;
+        while let Ok(interest) = commands.try_recv() {
+            followed.apply(interest, None).await;
         }
         let pubsub = match engine.client().get_async_pubsub().await {
             Ok(pubsub) => pubsub,
@@ -124,7 +184,7 @@ async fn run(
                 if attempt == 0 {
                     log::warn!(error:% = error; "redis pub/sub unavailable, reconnecting with backoff");
                 }
-                health.set(false, &metrics);
+                health.set(false, metrics);
                 tokio::time::sleep(crate::aws::backoff(attempt, RECONNECT_BASE, RECONNECT_CAP)).await;
                 attempt += 1;
                 continue;
@@ -132,7 +192,7 @@ async fn run(
         };
         let (mut sink, mut stream) = pubsub.split();
         let mut subscribed = true;
-        for project_id in &projects {
+        for project_id in followed.0.keys() {
             if sink.subscribe(channel(project_id)).await.is_err() {
                 subscribed = false;
                 break;
@@ -141,50 +201,27 @@ async fn run(
         if !subscribed {
             continue;
         }
-        fill_gaps(&engine, &hub).await;
+        fill_gaps(&engine, delivery, &mut followed).await;
         if attempt > 0 {
-            log::info!(projects = projects.len(); "redis pub/sub reconnected and resubscribed");
+            log::info!(projects = followed.0.len(); "redis pub/sub reconnected and resubscribed");
         }
-        health.set(true, &metrics);
+        health.set(true, metrics);
         attempt = 0;
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => deliver(&hub, &metrics, &message).await,
+                    Some(message) => deliver(delivery, &mut followed, metrics, &message).await,
                     None => break,
                 },
-                command = commands.recv() => match command {
-                    Some(command) => apply(&mut projects, command, Some(&mut sink)).await,
+                interest = commands.recv() => match interest {
+                    Some(interest) => followed.apply(interest, Some(&mut sink)).await,
                     None => return,
                 },
             }
         }
-        health.set(false, &metrics);
+        health.set(false, metrics);
         metrics.redis_reconnects.inc();
         log::warn!("redis pub/sub connection lost, reconnecting");
-    }
-}
-
-/// Applies a change of interest to the set, and to the live connection when there is one.
-async fn apply(projects: &mut HashSet<ProjectId>, command: ProjectInterest, sink: Option<&mut redis::aio::PubSubSink>) {
-    match command {
-        ProjectInterest::Gained(project_id, ack) => {
-            if let Some(sink) = sink {
-                if let Err(error) = sink.subscribe(channel(&project_id)).await {
-                    log::warn!(project_id = &*project_id, error:% = error; "redis subscribe failed");
-                }
-            }
-            projects.insert(project_id);
-            if let Some(ack) = ack {
-                let _ = ack.send(());
-            }
-        }
-        ProjectInterest::Lost(project_id) => {
-            if let Some(sink) = sink {
-                let _ = sink.unsubscribe(channel(&project_id)).await;
-            }
-            projects.remove(&project_id);
-        }
     }
 }
 
@@ -192,11 +229,9 @@ async fn apply(projects: &mut HashSet<ProjectId>, command: ProjectInterest, sink
 /// a time, so a long outage is never read whole into memory.
 const GAP_PAGE_BYTES: usize = 1 << 20;
 
-/// Hands the hub what was published while the connection was down, a page at a time.
-async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
-    let Ok(last_positions) = hub.send(LastPositions).await else { return };
-    for (project_id, position) in last_positions {
-        let mut delivered = position;
+/// Hands over what was published while the connection was down, a page at a time.
+async fn fill_gaps(engine: &RedisEngine, delivery: &dyn LocalDelivery, followed: &mut Followed) {
+    for (project_id, mut delivered) in followed.delivered() {
         loop {
             let (top, entries) = match engine.page_after(&project_id, delivered.offset, GAP_PAGE_BYTES).await {
                 Ok(page) => page,
@@ -210,8 +245,10 @@ async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
                 break;
             }
             for (offset, frame) in entries {
-                delivered = crate::protocol::StreamPosition { offset, epoch: top.epoch.clone() };
-                let _ = hub.send(Deliver { project_id: project_id.clone(), position: delivered.clone(), frame }).await;
+                delivered = StreamPosition { offset, epoch: top.epoch.clone() };
+                if followed.advance(&project_id, &delivered) {
+                    delivery.publication(&project_id, Some(delivered.clone()), frame).await;
+                }
             }
             if delivered.offset >= top.offset {
                 break;
@@ -220,9 +257,9 @@ async fn fill_gaps(engine: &RedisEngine, hub: &Addr<Hub>) {
     }
 }
 
-async fn deliver(hub: &Addr<Hub>, metrics: &Metrics, message: &redis::Msg) {
+async fn deliver(delivery: &dyn LocalDelivery, followed: &mut Followed, metrics: &Metrics, message: &redis::Msg) {
     let channel_name = message.get_channel_name();
-    let Some(project_id) = project_of_channel(channel_name) else { return };
+    let Some(project) = project_of_channel(channel_name) else { return };
     let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
     let change = match payload.split_once(':') {
         Some(("join", event)) => Some((Change::Join, event)),
@@ -231,13 +268,9 @@ async fn deliver(hub: &Addr<Hub>, metrics: &Metrics, message: &redis::Msg) {
     };
     if let Some((change, event)) = change {
         let Some((connection_id, frame)) = event.split_once(':') else { return };
-        let event = PresenceEvent {
-            project_id: project_id.into(),
-            change,
-            connection_id: connection_id.into(),
-            frame: frame.into(),
-        };
-        let _ = hub.send(event).await;
+        if followed.0.contains_key(project) {
+            delivery.presence_change(&project.into(), change, connection_id.into(), frame.into()).await;
+        }
         return;
     }
     let Some(parsed) = ChannelMessage::parse(payload) else {
@@ -246,6 +279,53 @@ async fn deliver(hub: &Addr<Hub>, metrics: &Metrics, message: &redis::Msg) {
     };
     let latency_ms = chrono::Utc::now().timestamp_millis().saturating_sub(parsed.published_at_ms).max(0);
     metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
-    let frame = crate::engine::positions::with_position(parsed.frame, &parsed.position);
-    let _ = hub.send(Deliver { project_id: project_id.into(), position: parsed.position, frame }).await;
+    if followed.advance(project, &parsed.position) {
+        let frame = parsed.position.spliced_into(parsed.frame);
+        delivery.publication(&project.into(), Some(parsed.position), frame).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(offset: u64, epoch: &str) -> StreamPosition {
+        StreamPosition { offset, epoch: epoch.into() }
+    }
+
+    fn following(projects: &[&str]) -> Followed {
+        Followed(projects.iter().map(|project| (ProjectId::from(*project), None)).collect())
+    }
+
+    #[test]
+    fn a_followed_project_is_delivered_each_position_once_in_order() {
+        let mut followed = following(&["p"]);
+        assert!(followed.advance("p", &at(1, "e")));
+        assert!(followed.advance("p", &at(2, "e")));
+        assert!(!followed.advance("p", &at(2, "e")), "a repeat (live after a gap fill)");
+        assert!(!followed.advance("p", &at(1, "e")), "an older one");
+        assert!(followed.advance("p", &at(1, "new")), "another epoch starts over");
+        assert_eq!(followed.delivered(), vec![(ProjectId::from("p"), at(1, "new"))]);
+    }
+
+    #[test]
+    fn a_project_not_followed_is_not_delivered_and_has_no_gap() {
+        let mut followed = following(&["p"]);
+        assert!(!followed.advance("q", &at(1, "e")));
+        assert!(followed.delivered().is_empty(), "nothing delivered yet: nothing to fill");
+    }
+
+    #[tokio::test]
+    async fn interest_gained_is_answered_and_lost_forgets_the_last_position() {
+        let mut followed = Followed::default();
+        let (subscribed, answer) = oneshot::channel();
+        followed.apply(Interest::Gained("p".into(), subscribed), None).await;
+        assert!(answer.await.is_ok(), "answered even without a connection");
+        assert!(followed.advance("p", &at(3, "e")));
+        followed.apply(Interest::Lost("p".into()), None).await;
+        assert!(!followed.advance("p", &at(4, "e")));
+        let (subscribed, _answer) = oneshot::channel();
+        followed.apply(Interest::Gained("p".into(), subscribed), None).await;
+        assert!(followed.advance("p", &at(3, "e")), "followed again: no memory of the old position");
+    }
 }

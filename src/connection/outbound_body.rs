@@ -257,7 +257,7 @@ impl Drop for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::outbox::{Outbox, OutboxLimits, PushError};
+    use crate::connection::outbox::{Outbox, OutboxLimits, PushError};
 
     fn limits(max_messages: usize, max_bytes: usize) -> OutboxLimits {
         OutboxLimits { max_messages, max_bytes, write_delay: Duration::ZERO }
