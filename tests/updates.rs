@@ -105,3 +105,48 @@ async fn an_update_sent_late_in_an_idle_long_poll_arrives_at_once() {
         poll_started = Instant::now();
     }
 }
+
+/// The drain stops intake first: an update sent once the drain has begun is not published by
+/// the draining task (its clients are leaving) but left on the queue for another task.
+#[tokio::test]
+async fn a_draining_task_leaves_new_updates_on_the_queue() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let updates = create_queue(&sqs, "updates-drain", false).await;
+    // The long poll the drain abandons may still take the update at the emulator: it is then
+    // visible again a second later.
+    sqs.set_queue_attributes()
+        .queue_url(&updates)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .send()
+        .await
+        .unwrap();
+    let server = TestServer::start(|config| {
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.queues.sqs_queue_url_updates = Some(updates.clone());
+        config.server.drain_window = Duration::from_secs(6);
+    });
+    let mut watcher = Client::connect(&server.ws_url("/ws?project_id=drain-p")).await;
+    // Two connections: the drain tells the second to reconnect half-way through the window, so
+    // the server is still draining (and serving /metrics) while the test looks.
+    let _second = Client::connect(&server.ws_url("/ws?project_id=drain-p")).await;
+    let update = |task: u64| json!({"project_id": "drain-p", "type": "task_done", "data": {"task": task}}).to_string();
+    sqs.send_message().queue_url(&updates).message_body(update(1)).send().await.unwrap();
+    assert_eq!(watcher.recv_type("message").await["data"]["task"], 1, "the consumer runs before the drain");
+
+    server.begin_drain();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(server.http_url("/ready")).await.map(|r| r.status() != 503).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqs.send_message().queue_url(&updates).message_body(update(2)).send().await.unwrap();
+    // Well inside the drain window: a consumer still running would have published it by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.metric("agenticai_ws_agent_updates_total{outcome=\"published\"}").await, 1.0);
+    drop(server);
+
+    let left = common::drain_queue(&sqs, &updates, 1).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body(), Some(update(2).as_str()));
+}

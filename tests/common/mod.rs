@@ -94,6 +94,11 @@ impl TestServer {
         format!("http://{}{}", self.internal_addr.unwrap_or(self.addr), path)
     }
 
+    /// Fires the drain without waiting for it (dropping the server waits).
+    pub fn begin_drain(&self) {
+        self.trigger.fire();
+    }
+
     /// Fires the drain and waits for the server to finish it.
     fn stop(&mut self) -> anyhow::Result<()> {
         self.trigger.fire();
