@@ -31,8 +31,9 @@ const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
 const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest the shutdown waits for the persistence actor to write every buffered record.
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest the shutdown waits for a group of loops to notice the stop and end.
-const LOOPS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the shutdown waits for a group of loops to notice the stop and end: the updates
+/// consumer's publish in progress (during the connections' drain), the EMF loop's last lines.
+const LOOPS_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -136,21 +137,8 @@ pub(crate) async fn drain(gateway: &Gateway, window: Duration) {
     let started = tokio::time::Instant::now();
     gateway.lifecycle.set_draining();
     gateway.metrics.draining.set(1);
-    gateway.intake.stop("intake").await;
-
-    let (emptied, registry_empty) = tokio::sync::oneshot::channel();
-    if gateway.hub.send(DrainAll { window, emptied }).await.is_err() {
-        log::error!("hub unavailable during drain");
-    }
-    let mut registry_empty = std::pin::pin!(registry_empty);
-    let window_over = started + window + DRAIN_GRACE;
-    if tokio::time::timeout_at(window_over, registry_empty.as_mut()).await.is_err() {
-        log::warn!("drain window over, closing the remaining connections");
-        let _ = gateway.hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
-        if tokio::time::timeout(CLOSE_ALL_GRACE, registry_empty).await.is_err() {
-            log::warn!("connections still registered after being closed; exiting without them");
-        }
-    }
+    // The consumer finishes the update it is publishing while the connections drain.
+    tokio::join!(gateway.intake.stop("intake"), drain_connections(gateway, window, started));
 
     let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {
@@ -165,4 +153,23 @@ pub(crate) async fn drain(gateway: &Gateway, window: Duration) {
     }
     gateway.loops.stop("background").await;
     log::info!(elapsed_ms = started.elapsed().as_millis() as u64; "drain complete");
+}
+
+/// Step 2 of the drain: returns once the hub's registry is empty, or the window, its grace and
+/// the close-all grace are over.
+async fn drain_connections(gateway: &Gateway, window: Duration, started: tokio::time::Instant) {
+    let (emptied, registry_empty) = tokio::sync::oneshot::channel();
+    if gateway.hub.send(DrainAll { window, emptied }).await.is_err() {
+        log::error!("hub unavailable during drain");
+        return;
+    }
+    let mut registry_empty = std::pin::pin!(registry_empty);
+    if tokio::time::timeout_at(started + window + DRAIN_GRACE, registry_empty.as_mut()).await.is_ok() {
+        return;
+    }
+    log::warn!("drain window over, closing the remaining connections");
+    let _ = gateway.hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
+    if tokio::time::timeout(CLOSE_ALL_GRACE, registry_empty).await.is_err() {
+        log::warn!("connections still registered after being closed; exiting without them");
+    }
 }
