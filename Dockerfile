@@ -2,7 +2,7 @@
 # AgenticAI WebSocket gateway image.
 #   docker build -t agenticai-websocket .
 #   docker run --init -p 8080:8080 agenticai-websocket
-# scripts/run-image-smoke.sh runs the release binary the way this image does (same user kind, same ENV,
+# scripts/checks/run-image-smoke.sh runs the release binary the way this image does (same user kind, same ENV,
 # same HEALTHCHECK command) on machines without a Docker engine.
 
 # ---------------------------------------------------------------- builder

@@ -37,9 +37,9 @@ step "installing test tools"
 mkdir -p "$TOOLS_DIR"
 if [ ! -x "$AWS_VENV/bin/moto_server" ]; then
   python3 -m venv "$AWS_VENV"
-  "$AWS_VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/requirements.txt
+  "$AWS_VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/checks/requirements.txt
 fi
-"$AWS_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements.txt
+"$AWS_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/checks/requirements.txt
 export PATH="$AWS_VENV/bin:$PATH"
 if ! command -v redis-server >/dev/null 2>&1; then
   # Debian's redis-server, for the multi-process scale-out tests (they start their own).
@@ -55,7 +55,7 @@ if [ -z "${SKIP_COVERAGE:-}" ]; then
 fi
 
 step "vendored actix-http is the release plus its patch; rust-version is true"
-bash scripts/check-dependencies.sh
+bash scripts/checks/check-dependencies.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -114,7 +114,7 @@ for _ in range(200):
     except OSError:
         time.sleep(0.05)
 PY
-  python3 scripts/integration_test.py "ws://127.0.0.1:$port" "${test_args[@]}"
+  python3 scripts/checks/integration_test.py "ws://127.0.0.1:$port" "${test_args[@]}"
   kill -TERM "$server_pid"
   wait "$server_pid"
   # Logs never hold a token or a secret.
@@ -143,21 +143,21 @@ endpoint_test JWT_SECRET="$JWT_SECRET_FOR_TEST" RUST_LOG=debug -- --publish-open
 unset WS_TOKEN JWT_SECRET_FOR_TEST
 
 step "client libraries against the release binary (JavaScript in Node and headless Chromium, Python)"
-bash scripts/client-tests.sh "$BIN"
+bash scripts/checks/client-tests.sh "$BIN"
 
 step "container smoke test (the image's user and environment)"
-bash scripts/run-image-smoke.sh "$BIN"
+bash scripts/checks/run-image-smoke.sh "$BIN"
 
 step "load-test smoke (correctness of every scenario)"
-bash scripts/loadtest-smoke.sh
+bash scripts/checks/loadtest-smoke.sh
 
 step "status page in headless Chromium (screenshots in target/status-page/)"
-bash scripts/status-page-test.sh "$BIN"
+bash scripts/checks/status-page-test.sh "$BIN"
 
 step "platform stack in moto's CloudFormation, one forward per queue through it, then table restore and DLQ redrive"
-bash scripts/cfn-stack-test.sh "$BIN"
+bash scripts/checks/cfn-stack-test.sh "$BIN"
 
 step "infrastructure linters"
-bash scripts/check-infra.sh
+bash scripts/checks/check-infra.sh
 
 step "all checks passed in $((SECONDS - started)) s"

@@ -1,5 +1,5 @@
 //! The status page and `GET /api/v1/stats`: the figures a running server reports, how they
-//! move under load, and who may read them. (The page in a real browser: scripts/status-page-test.sh.)
+//! move under load, and who may read them. (The page in a real browser: scripts/checks/status-page-test.sh.)
 
 pub mod common;
 

@@ -251,7 +251,7 @@ pub(crate) mod tests {
             "--server-pid",
             "42",
         ])
-        .expect("the arguments of scripts/benchmarks.sh");
+        .expect("the arguments of scripts/bench/benchmarks.sh");
         let Command::Fanout(args) = cli.command else { panic!("not fanout") };
         assert_eq!((args.subscribers, args.projects, args.publishers), (1000, 10, 8));
         assert_eq!((args.rate, args.duration), (1500.0, 30.0));

@@ -3,7 +3,7 @@
 //! and the printing of a result (human summary, JSON) with its exit status.
 //!
 //! A scenario gathers its figures into a plain struct, and a pure function of that struct builds
-//! its [`Report`]: the JSON field names and the summary lines are what scripts/benchmarks.sh and
+//! its [`Report`]: the JSON field names and the summary lines are what scripts/bench/benchmarks.sh and
 //! docs/benchmarks.md read, so they are built (and unit-tested) apart from the sockets.
 
 use std::{process::ExitCode, time::Instant};

@@ -1,7 +1,7 @@
 // The JavaScript client in Node against the real gateway binary:
 //   AGENTICAI_BIN=target/release/agenticai-websocket REDIS_PORT=6379 \
 //     node --experimental-websocket --test clients/js/test/
-// (scripts/client-tests.sh starts Redis and runs this with the Chromium and Python suites.)
+// (scripts/checks/client-tests.sh starts Redis and runs this with the Chromium and Python suites.)
 
 import { test } from "node:test";
 import assert from "node:assert/strict";

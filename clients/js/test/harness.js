@@ -1,7 +1,7 @@
 // Real processes for the client tests: the gateway binary (AGENTICAI_BIN), publishing over its
 // HTTP API, tokens from its `token` command, a TCP proxy standing in for a load balancer, and the
 // numbered-stream scenarios shared by the Node and the Chromium suites. Redis is started by
-// scripts/client-tests.sh (REDIS_PORT).
+// scripts/checks/client-tests.sh (REDIS_PORT).
 
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync } from "node:fs";
@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 export const BIN = process.env.AGENTICAI_BIN;
 export const REDIS_URL = process.env.REDIS_PORT ? `redis://127.0.0.1:${process.env.REDIS_PORT}` : null;
 export const JWT_SECRET = "3f".repeat(32);
-if (!BIN) throw new Error("set AGENTICAI_BIN to the gateway binary (scripts/client-tests.sh does)");
+if (!BIN) throw new Error("set AGENTICAI_BIN to the gateway binary (scripts/checks/client-tests.sh does)");
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -182,7 +182,7 @@ export const range = (count) => Array.from({ length: count }, (_, n) => n);
  * many messages were published while the subscriber was away, and for how long.
  */
 export async function drainScenario(subscriber, { takeover }) {
-  assert.ok(REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)");
+  assert.ok(REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)");
   const projectId = uniqueProject(takeover ? "takeover" : "restart");
   const env = { REDIS_URL };
   let current = await startServer({ env });

@@ -1,6 +1,6 @@
 """Real processes for the client tests: the gateway binary (AGENTICAI_BIN), publishing over its
 HTTP API, tokens from its ``token`` command, and a TCP proxy standing in for a load balancer.
-Redis is started by scripts/client-tests.sh (REDIS_PORT)."""
+Redis is started by scripts/checks/client-tests.sh (REDIS_PORT)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class Server:
         prepare: Callable[[Path], None] = lambda data_dir: None,
     ) -> "Server":
         """Starts it (``prepare(data_dir)`` first) and waits until it answers /ready."""
-        assert BIN, "set AGENTICAI_BIN to the gateway binary (scripts/client-tests.sh does)"
+        assert BIN, "set AGENTICAI_BIN to the gateway binary (scripts/checks/client-tests.sh does)"
         server = cls(port, env, prepare)
         await wait_for(f"the server on port {server.port} (log: {server.data_dir}/server.log)", server._ready)
         return server

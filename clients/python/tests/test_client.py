@@ -2,7 +2,7 @@
 
     AGENTICAI_BIN=target/release/agenticai-websocket REDIS_PORT=6379 python -m pytest clients/python
 
-(scripts/client-tests.sh starts Redis and runs this with the JavaScript suites.)
+(scripts/checks/client-tests.sh starts Redis and runs this with the JavaScript suites.)
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def drain_scenario(takeover: bool) -> None:
     """A subscriber follows a numbered stream while its server drains (SIGTERM, 1012) and restarts
     on the same port, or another task behind the same proxy takes over; both share Redis. It
     ends with every number exactly once, in order, and no reset."""
-    assert REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)"
+    assert REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)"
     env = {"REDIS_URL": REDIS_URL}
     servers = [await Server.start(env=env)]
     if takeover:
@@ -533,7 +533,7 @@ def test_presence_join_and_leave_events_presence_stats_and_forbidden() -> None:
 
 def test_presence_after_a_restart_hands_over_the_members_missed_while_away() -> None:
     async def scenario() -> None:
-        assert REDIS_URL, "REDIS_PORT is set (scripts/client-tests.sh starts Redis)"
+        assert REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)"
         env = {"REDIS_URL": REDIS_URL, "JWT_SECRET": JWT_SECRET}
         restarting = await Server.start(env=env)
         other = await Server.start(env=env)  # another task of the same service, up throughout

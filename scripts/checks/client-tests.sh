@@ -4,13 +4,13 @@
 # client with pytest. Starts its own Redis (Debian's redis-server, loopback, a free port, a
 # temporary directory) for the scenarios where a restarted or another task takes over.
 #
-# Usage: scripts/client-tests.sh BIN      (BIN: the release binary, target/release/agenticai-websocket)
+# Usage: scripts/checks/client-tests.sh BIN      (BIN: the release binary, target/release/agenticai-websocket)
 # Environment: TOOLS_DIR (.tools; the Python venv is $TOOLS_DIR/aws-venv, as in scripts/test.sh),
 #              CHROMIUM (/usr/bin/chromium). Installs chromium and redis-server with apt-get if missing.
 set -euo pipefail
 
-BIN=$(realpath "${1:?usage: scripts/client-tests.sh BIN}")
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=$(realpath "${1:?usage: scripts/checks/client-tests.sh BIN}")
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TOOLS_DIR=${TOOLS_DIR:-$PWD/.tools}
 VENV="$TOOLS_DIR/aws-venv"
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}

@@ -2,7 +2,7 @@
 # Disaster recovery: moves the messages of an agent's dead-letter queue back to the agent queue,
 # once the agent that failed on them is fixed.
 #
-#   scripts/dr-redrive-dlq.sh ENV ROLE [--copy] [--max N] [--dry-run] [--region REGION]
+#   scripts/ops/dr-redrive-dlq.sh ENV ROLE [--copy] [--max N] [--dry-run] [--region REGION]
 #
 #   ENV        dev | staging | prod
 #   ROLE       pm | dev | qa | ops | updates   (agenticai-ROLE-dlq-ENV -> agenticai-ROLE-queue-ENV)

@@ -12,7 +12,7 @@ long the last one took.
 Loopback only: the target must be a loopback address (this is an attack, run it against your
 own server). Mind the open-files limit of both processes (`ulimit -n`).
 
-    scripts/head-flood.py --target 127.0.0.1:18090 --sockets 1500 --head-bytes 122880 \
+    scripts/bench/head-flood.py --target 127.0.0.1:18090 --sockets 1500 --head-bytes 122880 \
         --server-pid "$SERVER_PID"
 """
 

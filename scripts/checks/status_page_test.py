@@ -1,13 +1,13 @@
 """The status page in a real headless Chromium, driven over the DevTools protocol.
 
-    python3 scripts/status_page_test.py http://127.0.0.1:PORT SCREENSHOT_DIR
+    python3 scripts/checks/status_page_test.py http://127.0.0.1:PORT SCREENSHOT_DIR
 
 Against a running gateway (open on loopback, or PUBLISH_API_KEY in the environment, entered
 into the page's form as an operator would): loads /status at a phone's size, runs a small load
 (WebSocket clients that subscribe and forward, HTTP publishes), and checks that the page shows
 the figures moving, lays out without sideways scrolling, and logs no error (exceptions,
 console errors, failed loads, Content-Security-Policy violations). Saves screenshots (phone and
-desktop) into SCREENSHOT_DIR. Needs `websockets` (scripts/requirements.txt) and Chromium.
+desktop) into SCREENSHOT_DIR. Needs `websockets` (scripts/checks/requirements.txt) and Chromium.
 """
 
 import asyncio

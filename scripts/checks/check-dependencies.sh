@@ -7,13 +7,13 @@
 # is true: not older than any package's in the locked dependency graph (the vendored crate's
 # included), the newest of which is the real minimum.
 #
-# Usage: scripts/check-dependencies.sh
+# Usage: scripts/checks/check-dependencies.sh
 # Environment: TOOLS_DIR (default .tools in the repository).
 # To change the vendored copy: edit a fresh copy of the release, regenerate the patch with
 # `diff -ruN` (vendor/README.md, "Upgrading"), then copy the patched tree into vendor/actix-http.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 TOOLS_DIR=${TOOLS_DIR:-.tools}
 VENDORED=vendor/actix-http
 PATCH=vendor/actix-http.patch

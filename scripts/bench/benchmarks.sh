@@ -3,10 +3,10 @@
 # connect and fan-out scenario of issue 6 against a fresh release server on loopback, each run's
 # human summary saved as OUT_DIR/SCENARIO-RUN.txt. About 10 minutes; needs the machine to itself.
 #
-#   scripts/benchmarks.sh [OUT_DIR]          # default: target/benchmarks
-#   scripts/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
-#   scripts/benchmarks.sh OUT_DIR limits     # only the abuse-limit series (about 3 minutes)
-#   scripts/benchmarks.sh OUT_DIR presence   # only connect with presence on and off (about 2 minutes)
+#   scripts/bench/benchmarks.sh [OUT_DIR]          # default: target/benchmarks
+#   scripts/bench/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
+#   scripts/bench/benchmarks.sh OUT_DIR limits     # only the abuse-limit series (about 3 minutes)
+#   scripts/bench/benchmarks.sh OUT_DIR presence   # only connect with presence on and off (about 2 minutes)
 #
 # Then the fan-out runs again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The
 # machine's floor and the write delay"; the floor itself was measured by the `floor` scenario, which
@@ -15,7 +15,7 @@
 # "One engine, and presence"). About 20 minutes in all.
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${1:-target/benchmarks}
 mkdir -p "$OUT"
 cargo build --release --quiet --workspace --bins

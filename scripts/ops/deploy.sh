@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the gateway to ECS Fargate.
 #
-#   scripts/deploy.sh ENV [--dry-run] [--infra] [--region REGION]
+#   scripts/ops/deploy.sh ENV [--dry-run] [--infra] [--region REGION]
 #
 #   ENV        dev | staging | prod
 #   --dry-run  print every command instead of running it (needs no AWS access, no docker: values
@@ -22,7 +22,7 @@
 # ALLOW_ANONYMOUS=true on purpose; the stack refuses to start with none of them.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 usage() {
   sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -63,7 +63,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 # shellcheck source=lib/dry-run.sh
-source scripts/lib/dry-run.sh
+source scripts/ops/lib/dry-run.sh
 
 say "deploy $SERVICE to $CLUSTER in $REGION (revision $GIT_REV, tag $TIMESTAMP)$([ "$DRY_RUN" -eq 1 ] && echo ' [dry run]')"
 
@@ -170,5 +170,5 @@ capture ENDPOINT "<SERVICE_URL>" \
   --query "Stacks[0].Outputs[?OutputKey=='ServiceUrl'].OutputValue" --output text
 echo "deployed $IMAGE to $SERVICE"
 echo "endpoint: $ENDPOINT"
-echo "check:    python3 scripts/integration_test.py $ENDPOINT"
-echo "rollback: scripts/rollback.sh $ENV_NAME"
+echo "check:    python3 scripts/checks/integration_test.py $ENDPOINT"
+echo "rollback: scripts/ops/rollback.sh $ENV_NAME"

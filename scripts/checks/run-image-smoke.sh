@@ -7,12 +7,12 @@
 # then checks /ready, JSON logs, and that SIGTERM (the image's STOPSIGNAL) ends it with exit
 # status 0 within the ECS stop timeout (20 s).
 #
-#   scripts/run-image-smoke.sh [BINARY]      (default target/release/agenticai-websocket)
+#   scripts/checks/run-image-smoke.sh [BINARY]      (default target/release/agenticai-websocket)
 #
 # Environment: SMOKE_USER (agenticai), WEBSOCKET_PORT (a free port), STOP_TIMEOUT (20).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 BIN=${1:-target/release/agenticai-websocket}
 SMOKE_USER=${SMOKE_USER:-agenticai}
