@@ -9,7 +9,7 @@ use std::{
 use super::free_port;
 
 /// The AWS emulator: `MOTO_ENDPOINT` when the test command started one, else one started here
-/// (once per test binary) with `moto_server` from PyPI.
+/// (once per test binary) with `moto_server` from PyPI, which ends with the test binary.
 pub fn moto_endpoint() -> String {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT
@@ -25,22 +25,30 @@ pub fn moto_endpoint() -> String {
         .clone()
 }
 
+/// The started emulators' keepers: held for the binary's life. Statics are never dropped, so
+/// the process exit is what stops the emulator: it closes the keeper's stdin.
 static MOTO_CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 
-/// Starts a moto server on a free port; returns its endpoint and process.
+/// Starts a moto server on a free port; returns its endpoint and its keeper, a shell that kills
+/// it when its stdin reaches the end (when this process exits, however it exits).
 fn start_moto() -> (String, Child) {
     ensure_dummy_credentials();
     let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let child = Command::new("sh")
+        .args(["-c", "moto_server -H 127.0.0.1 -p \"$1\" & moto=$!; cat >/dev/null; kill $moto", "moto-keeper"])
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("moto_server is installed (pip install 'moto[server]'; scripts/test.sh does)");
+        .expect("sh starts moto_server");
     let endpoint = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start on {endpoint}");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start on {endpoint} (installed? pip install 'moto[server]'; scripts/test.sh does)"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (endpoint, child)
