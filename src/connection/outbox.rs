@@ -58,11 +58,12 @@ pub(crate) enum PushError {
     Closed,
 }
 
-/// Why a replay frame did not queue ([`Outbox::push_replay`]).
+/// Why a frame did not queue: what [`Outbox::push_replay`] answers (a live frame's no room is
+/// a slow-consumer close instead: [`PushError::Full`]).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ReplayPushError {
-    /// The queue is past its replay share: the frame, to push again after
-    /// [`Outbox::replay_room`].
+pub(crate) enum NotQueued {
+    /// The queue is past the frame's budget (for a replay, its share): the frame, to push again
+    /// after [`Outbox::replay_room`].
     NoRoom(ByteString),
     /// The connection is closing.
     Closed,
@@ -125,56 +126,41 @@ impl Outbox {
 
     /// Queues a text frame, or closes the connection as a slow consumer when the queue is full.
     pub(crate) fn push_text(&self, text: ByteString) -> Result<(), PushError> {
-        if self.shared.close.cause().is_some() {
-            return Err(PushError::Closed);
-        }
-        let len = text.len();
-        let queued_bytes = &self.shared.queued_bytes;
-        let before = queued_bytes.fetch_add(len, Ordering::Relaxed);
-        // One message larger than the whole byte budget still goes through an empty queue.
-        if before > 0 && before + len > self.max_bytes {
-            queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(self.overflow());
-        }
-        match self.tx.try_send(Outbound::Text(text)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(self.overflow())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(PushError::Closed)
-            }
-        }
+        self.enqueue(text, |queued| queued <= self.max_bytes).map_err(|refused| match refused {
+            NotQueued::NoRoom(_) => self.overflow(),
+            NotQueued::Closed => PushError::Closed,
+        })
     }
 
     /// Queues a frame of a resume's replay if the queue is within its replay share (half of
     /// OUTBOUND_QUEUE_BYTES and half of OUTBOUND_QUEUE_MESSAGES; a frame larger than that still
     /// goes through an empty queue); otherwise hands it back. Never closes the connection.
-    pub(crate) fn push_replay(&self, text: ByteString) -> Result<(), ReplayPushError> {
+    pub(crate) fn push_replay(&self, text: ByteString) -> Result<(), NotQueued> {
+        self.enqueue(text, |queued| queued <= self.max_bytes / 2 && self.queued_messages() < self.replay_messages())
+    }
+
+    /// Queues `text` and counts its bytes if `has_room(the queue's bytes with it)` says so, or
+    /// the queue is empty (one frame larger than a budget still goes through); else hands it
+    /// back. The one place where frames enter the queue, whichever budget they are held to.
+    fn enqueue(&self, text: ByteString, has_room: impl FnOnce(usize) -> bool) -> Result<(), NotQueued> {
         if self.shared.close.cause().is_some() {
-            return Err(ReplayPushError::Closed);
+            return Err(NotQueued::Closed);
         }
         let len = text.len();
         let queued_bytes = &self.shared.queued_bytes;
         let before = queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let over_share = before + len > self.max_bytes / 2 || self.queued_messages() >= self.replay_messages();
-        if before > 0 && over_share {
+        if before > 0 && !has_room(before + len) {
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(ReplayPushError::NoRoom(text));
+            return Err(NotQueued::NoRoom(text));
         }
-        match self.tx.try_send(Outbound::Text(text)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Outbound::Text(text))) => {
-                queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(ReplayPushError::NoRoom(text))
+        self.tx.try_send(Outbound::Text(text)).map_err(|refused| {
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            match refused {
+                mpsc::error::TrySendError::Full(Outbound::Text(text)) => NotQueued::NoRoom(text),
+                // The channel is closed (a full one hands back the text it was given: above).
+                _ => NotQueued::Closed,
             }
-            Err(_) => {
-                queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                Err(ReplayPushError::Closed)
-            }
-        }
+        })
     }
 
     /// Resolves once the client has read the queue down to a quarter of its bytes and of its
@@ -296,13 +282,13 @@ mod tests {
         let (outbox, _body) = test_outbox(100, 100);
         assert_eq!(outbox.push_replay("x".repeat(30).into()), Ok(()));
         let refused = outbox.push_replay("y".repeat(30).into());
-        assert_eq!(refused, Err(ReplayPushError::NoRoom("y".repeat(30).into())), "past half the bytes");
+        assert_eq!(refused, Err(NotQueued::NoRoom("y".repeat(30).into())), "past half the bytes");
         assert_eq!(outbox.close_cause(), None);
         assert_eq!(outbox.push_text("z".repeat(60).into()), Ok(()), "the other half stays for live frames");
         let (outbox, _body) = test_outbox(4, 1 << 20);
         assert_eq!(outbox.push_replay("a".into()), Ok(()));
         assert_eq!(outbox.push_replay("b".into()), Ok(()));
-        assert!(matches!(outbox.push_replay("c".into()), Err(ReplayPushError::NoRoom(_))), "past half the messages");
+        assert!(matches!(outbox.push_replay("c".into()), Err(NotQueued::NoRoom(_))), "past half the messages");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Hub, ENGINE_WAIT};
 use crate::{
     connection::{
-        outbox::{Outbox, ReplayPushError},
+        outbox::{NotQueued, Outbox},
         ConnectionId,
     },
     engine::{positions::covers, Engine},
@@ -321,11 +321,11 @@ impl Replay {
                     self.metrics.frame_out(kind);
                     return Ok(());
                 }
-                Err(ReplayPushError::NoRoom(back)) => {
+                Err(NotQueued::NoRoom(back)) => {
                     frame = back;
                     self.outbox.replay_room().await;
                 }
-                Err(ReplayPushError::Closed) => return Err(Gone),
+                Err(NotQueued::Closed) => return Err(Gone),
             }
         }
     }
