@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Vulnerability gate: the locked dependency graph, and the vendored actix-http (a path crate,
+# which cargo audit skips) under its crates.io name and version, against the RustSec advisory
+# database. Fails on any advisory, and on any crate yanked from crates.io.
+#
+# The database: ADVISORY_DB when set; else the snapshot at ../shared/advisory-db beside the
+# repository when present (machines that cannot reach its git host; its SNAPSHOT.md says which
+# commit), used as is (--no-fetch --stale); else cargo audit fetches the live one.
+#
+# Usage: scripts/checks/audit.sh      (needs cargo-audit; scripts/test.sh installs it)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+db=${ADVISORY_DB:-}
+if [ -z "$db" ] && [ -d ../shared/advisory-db/crates ]; then
+  db=$(cd ../shared/advisory-db && pwd)
+fi
+audit=(cargo audit --deny warnings)
+if [ -n "$db" ]; then
+  audit+=(--db "$db" --no-fetch --stale)
+  echo "audit: advisory database $db ($(grep -o 'commit [0-9a-f]*' "$db/SNAPSHOT.md" 2>/dev/null || echo 'no SNAPSHOT.md'))"
+fi
+
+"${audit[@]}"
+
+# The vendored copy: a one-package lockfile naming it as the registry crate it was copied from.
+version=$(awk '/^\[package\]/ { p = 1 } p && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' vendor/actix-http/Cargo.toml)
+[ -n "$version" ] || { echo "audit: no version in vendor/actix-http/Cargo.toml" >&2; exit 1; }
+lockdir=$(mktemp -d)
+trap 'rm -rf "$lockdir"' EXIT
+cat >"$lockdir/Cargo.lock" <<LOCK
+version = 4
+
+[[package]]
+name = "actix-http"
+version = "$version"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+LOCK
+# Without a fetch: the run above left the database in place, fetched or not.
+[ -n "$db" ] || audit+=(--no-fetch)
+"${audit[@]}" --file "$lockdir/Cargo.lock"
+echo "audit: vendored actix-http $version checked as the crates.io release"
