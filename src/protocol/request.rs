@@ -88,6 +88,17 @@ pub(crate) struct PublishRequest {
     pub data: Value,
 }
 
+impl PublishRequest {
+    /// The publication a body asks for, its project already read from it: each source (frame,
+    /// HTTP body, queued update) reads and refuses the project id in its own words and order,
+    /// and shares the rest. Takes `data` out of `body`.
+    pub(crate) fn from_body(project_id: ProjectId, body: &mut Map<String, Value>) -> Result<Self, RequestError> {
+        let event = event_name(body.get("type").or_else(|| body.get("event")))?;
+        let data = body.remove("data").unwrap_or(Value::Null);
+        Ok(PublishRequest { project_id, event, data })
+    }
+}
+
 /// A parsed frame: the request (or why it is not one) and the id to echo.
 #[derive(Debug)]
 pub(crate) struct ParsedFrame {
@@ -209,7 +220,10 @@ pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "subscribe" => parse_subscribe(&object, limits).map(Request::Subscribe),
         "unsubscribe" => project_id(&object, limits).map(|project_id| Request::Unsubscribe { project_id }),
         "forward" => parse_forward(&mut object, limits).map(Request::Forward),
-        "publish" => parse_publish(&mut object, limits).map(Request::Publish),
+        "publish" => {
+            { project_id(&object, limits).and_then(|project_id| PublishRequest::from_body(project_id, &mut object)) }
+                .map(Request::Publish)
+        }
         "presence" => project_id(&object, limits).map(|project_id| Request::Presence { project_id }),
         "presence_stats" => project_id(&object, limits).map(|project_id| Request::PresenceStats { project_id }),
         other => Err(RequestError::unknown_action(other)),
@@ -263,15 +277,8 @@ fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result
     Ok(ForwardRequest { message_type, message_id, project_id, body: std::mem::take(object) })
 }
 
-fn parse_publish(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<PublishRequest, RequestError> {
-    let project_id = project_id(object, limits)?;
-    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
-    let data = object.remove("data").unwrap_or(Value::Null);
-    Ok(PublishRequest { project_id, event, data })
-}
-
 /// The optional event name of a publication (`type` or `event`).
-pub(crate) fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
+fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(event)) => Ok(Some(event.clone())),
