@@ -24,8 +24,9 @@ use super::{authorization, client_address, header_str, Refusal};
 use crate::{
     access::{AccessPolicy, Action, LocalCallerRefusal, Principal},
     gateway::Gateway,
+    metrics::Metrics,
     protocol::{
-        request::{validate_project_id, ProjectId},
+        request::{validate_project_id, ParseLimits, ProjectId},
         ErrorCode, RequestError,
     },
 };
@@ -52,10 +53,13 @@ impl ApiCaller {
     /// writes project data), 401 from the network and 403 for a name that is not loopback.
     ///
     /// [`AccessPolicy::admit_local_caller`]: crate::access::AccessPolicy::admit_local_caller
-    pub(crate) async fn identify(request: &HttpRequest, gateway: &Gateway) -> Result<Self, Refusal> {
-        let policy = &gateway.policy;
+    pub(crate) async fn identify(
+        request: &HttpRequest,
+        policy: &AccessPolicy,
+        metrics: &Metrics,
+    ) -> Result<Self, Refusal> {
         let principal = policy.authenticate(authorization(request), None).await.map_err(|error| {
-            gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
+            metrics.auth_failures.with_label_values(&[error.label()]).inc();
             RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"))
         })?;
         if principal.is_anonymous() {
@@ -86,7 +90,7 @@ impl FromRequest for ApiCaller {
         Box::pin(async move {
             let gateway = gateway(&request)?;
             check_host(&request, &gateway.policy)?;
-            Ok(ApiCaller::identify(&request, &gateway).await?)
+            Ok(ApiCaller::identify(&request, &gateway.policy, &gateway.metrics).await?)
         })
     }
 }
@@ -129,6 +133,23 @@ pub(crate) struct ProjectRequest<A> {
     action: PhantomData<A>,
 }
 
+impl<A: ProjectAction> ProjectRequest<A> {
+    /// The prologue for `path_project_id`, the `{project_id}` segment as the path gave it.
+    async fn admit(
+        request: &HttpRequest,
+        path_project_id: &str,
+        policy: &AccessPolicy,
+        metrics: &Metrics,
+        limits: ParseLimits,
+    ) -> Result<Self, Refusal> {
+        check_host(request, policy)?;
+        let project_id = validate_project_id(path_project_id, limits)?;
+        let caller = ApiCaller::identify(request, policy, metrics).await?;
+        caller.authorize(policy, A::action(&project_id))?;
+        Ok(ProjectRequest { project_id, action: PhantomData })
+    }
+}
+
 impl<A: ProjectAction + 'static> FromRequest for ProjectRequest<A> {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -138,11 +159,8 @@ impl<A: ProjectAction + 'static> FromRequest for ProjectRequest<A> {
         Box::pin(async move {
             let path = web::Path::<String>::extract(&request).await?;
             let gateway = gateway(&request)?;
-            check_host(&request, &gateway.policy)?;
-            let project_id = validate_project_id(&path, gateway.session.parse_limits).map_err(Refusal::from)?;
-            let caller = ApiCaller::identify(&request, &gateway).await?;
-            caller.authorize(&gateway.policy, A::action(&project_id))?;
-            Ok(ProjectRequest { project_id, action: PhantomData })
+            let (policy, metrics, limits) = (&gateway.policy, &gateway.metrics, gateway.session.parse_limits);
+            Ok(ProjectRequest::admit(&request, &path, policy, metrics, limits).await?)
         })
     }
 }
@@ -177,4 +195,55 @@ fn gateway(request: &HttpRequest) -> Result<web::Data<Gateway>, actix_web::Error
         .app_data::<web::Data<Gateway>>()
         .cloned()
         .ok_or_else(|| actix_web::error::ErrorInternalServerError("the gateway is not registered on the app"))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    const LIMITS: ParseLimits = ParseLimits { max_project_id_bytes: 64 };
+    const LOOPBACK_ONLY: bool = true;
+    const LOCAL: (&str, &str) = ("host", "localhost:8080");
+
+    /// The refusal of an audit read of `project_id` by a request with these headers, if any.
+    async fn refusal(policy: &AccessPolicy, project_id: &str, headers: &[(&str, &str)]) -> Option<(u16, ErrorCode)> {
+        let request = headers.iter().fold(TestRequest::default(), |request, header| request.insert_header(*header));
+        let metrics = Metrics::new().expect("the metrics register");
+        let request = request.to_http_request();
+        let admitted = ProjectRequest::<ReadAudit>::admit(&request, project_id, policy, &metrics, LIMITS);
+        admitted.await.err().map(|refusal| (refusal.status.as_u16(), refusal.error.code))
+    }
+
+    #[actix_web::test]
+    async fn the_host_rule_comes_before_the_project_id_and_the_caller() {
+        let open = AccessPolicy::new(vec![], LOOPBACK_ONLY, 10);
+        let foreign = [("host", "evil.example")];
+        assert_eq!(refusal(&open, "p", &foreign).await, Some((403, ErrorCode::Forbidden)));
+        assert_eq!(refusal(&open, "", &foreign).await, Some((403, ErrorCode::Forbidden)));
+        assert_eq!(refusal(&open, "p", &[LOCAL]).await, None);
+    }
+
+    #[actix_web::test]
+    async fn a_malformed_project_id_is_refused_alike_whoever_asks() {
+        let keyed = AccessPolicy::new(vec!["k1".into()], LOOPBACK_ONLY, 10);
+        let malformed = "p\u{202e}";
+        for authorization in [None, Some("Bearer nope"), Some("Bearer k1")] {
+            let headers: Vec<_> =
+                [Some(LOCAL), authorization.map(|value| ("authorization", value))].into_iter().flatten().collect();
+            assert_eq!(refusal(&keyed, malformed, &headers).await, Some((400, ErrorCode::InvalidProjectId)));
+        }
+    }
+
+    #[actix_web::test]
+    async fn with_keys_the_caller_needs_one_and_every_project_is_refused_alike() {
+        let keyed = AccessPolicy::new(vec!["k1".into()], LOOPBACK_ONLY, 10);
+        for project_id in ["exists", "never-created"] {
+            assert_eq!(refusal(&keyed, project_id, &[LOCAL]).await, Some((401, ErrorCode::Forbidden)));
+            let wrong_key = [LOCAL, ("authorization", "Bearer k2")];
+            assert_eq!(refusal(&keyed, project_id, &wrong_key).await, Some((401, ErrorCode::Forbidden)));
+            assert_eq!(refusal(&keyed, project_id, &[LOCAL, ("authorization", "bearer k1")]).await, None);
+        }
+    }
 }

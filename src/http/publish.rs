@@ -61,7 +61,7 @@ async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway)
         Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits)?,
         _ => return Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id").into()),
     };
-    let caller = ApiCaller::identify(request, gateway).await?;
+    let caller = ApiCaller::identify(request, policy, &gateway.metrics).await?;
     caller.authorize(policy, Action::Publish { project_id: &project_id })?;
     policy.check_api_rate(&caller.principal, authorization(request)).inspect_err(|_| {
         gateway.metrics.limit_refused("api_rate");
