@@ -220,10 +220,7 @@ pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "subscribe" => parse_subscribe(&object, limits).map(Request::Subscribe),
         "unsubscribe" => project_id(&object, limits).map(|project_id| Request::Unsubscribe { project_id }),
         "forward" => parse_forward(&mut object, limits).map(Request::Forward),
-        "publish" => {
-            { project_id(&object, limits).and_then(|project_id| PublishRequest::from_body(project_id, &mut object)) }
-                .map(Request::Publish)
-        }
+        "publish" => parse_publish(&mut object, limits).map(Request::Publish),
         "presence" => project_id(&object, limits).map(|project_id| Request::Presence { project_id }),
         "presence_stats" => project_id(&object, limits).map(|project_id| Request::PresenceStats { project_id }),
         other => Err(RequestError::unknown_action(other)),
@@ -275,6 +272,11 @@ fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result
         }
     };
     Ok(ForwardRequest { message_type, message_id, project_id, body: std::mem::take(object) })
+}
+
+fn parse_publish(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<PublishRequest, RequestError> {
+    let project_id = project_id(object, limits)?;
+    PublishRequest::from_body(project_id, object)
 }
 
 /// The optional event name of a publication (`type` or `event`).
