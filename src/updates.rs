@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     metrics::Metrics,
     protocol::{
-        request::{event_name, parse_object, validate_project_id, ObjectError, ParseLimits},
+        request::{parse_object, validate_project_id, ObjectError, ParseLimits},
         PublishRequest,
     },
     publish::{PublishSource, Publisher},
@@ -59,9 +59,7 @@ pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishReq
         Some(Value::String(id)) => validate_project_id(id, limits).map_err(|error| error.message)?,
         _ => return Err("missing project_id".into()),
     };
-    let event = event_name(object.get("type").or_else(|| object.get("event"))).map_err(|error| error.message)?;
-    let data = object.remove("data").unwrap_or(Value::Null);
-    Ok(PublishRequest { project_id, event, data })
+    PublishRequest::from_body(project_id, &mut object).map_err(|error| error.message)
 }
 
 impl UpdatesConsumer {

@@ -1,14 +1,16 @@
 //! `GET /api/v1/projects/{project_id}/messages?limit=N&cursor=C`: a project's recent forwarded
 //! and published messages, newest first, paginated (`next_cursor`). Same key as publishing.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::{api_principal, refuse_foreign_host, Refusal};
+use super::{
+    caller::{ProjectRequest, ReadAudit},
+    Refusal,
+};
 use crate::{
-    access::Action,
     gateway::Gateway,
     persistence::QueryProject,
-    protocol::{request::validate_project_id, ErrorCode, RequestError},
+    protocol::{ErrorCode, RequestError},
 };
 
 const DEFAULT_LIMIT: usize = 50;
@@ -21,35 +23,17 @@ pub(crate) struct PageQuery {
 }
 
 pub(crate) async fn project_messages(
-    request: HttpRequest,
-    path: web::Path<String>,
     query: web::Query<PageQuery>,
     gateway: web::Data<Gateway>,
-) -> HttpResponse {
-    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
-        return refusal;
-    }
-    let result = async {
-        let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
-        let principal = api_principal(&request, &gateway).await?;
-        gateway
-            .policy
-            .check(&principal, Action::ReadAudit { project_id: &project_id })
-            .map_err(|error| Refusal::access(error, &principal))?;
-        let query = query.into_inner();
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        gateway
-            .persistence
-            .send(QueryProject { project_id: project_id.to_string(), limit, cursor: query.cursor })
-            .await
-            .map_err(|error| RequestError::new(ErrorCode::Internal, format!("persistence unavailable: {error}")))?
-            .map_err(|reason| {
-                Refusal::from(RequestError::new(ErrorCode::Internal, format!("audit query failed: {reason}")))
-            })
-    }
-    .await;
-    match result {
-        Ok(page) => HttpResponse::Ok().json(page),
-        Err(refusal) => refusal.response(),
-    }
+    project: ProjectRequest<ReadAudit>,
+) -> Result<HttpResponse, Refusal> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let page = gateway
+        .persistence
+        .send(QueryProject { project_id: project.project_id.to_string(), limit, cursor: query.cursor })
+        .await
+        .map_err(|error| RequestError::new(ErrorCode::Internal, format!("persistence unavailable: {error}")))?
+        .map_err(|reason| RequestError::new(ErrorCode::Internal, format!("audit query failed: {reason}")))?;
+    Ok(HttpResponse::Ok().json(page))
 }

@@ -9,15 +9,17 @@
 //! client reloads from the source of truth and follows on from the returned `offset`/`epoch`.
 //! Readable by anyone who may subscribe: the same data reaches subscribers.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::value::RawValue;
 
-use super::{api_principal, refuse_foreign_host, Refusal};
+use super::{
+    caller::{ProjectRequest, ReadHistory},
+    Refusal,
+};
 use crate::{
-    access::Action,
     engine::positions::covers,
     gateway::Gateway,
-    protocol::{request::validate_project_id, ErrorCode, RequestError, StreamPosition},
+    protocol::{ErrorCode, RequestError, StreamPosition},
 };
 
 const DEFAULT_LIMIT: usize = 100;
@@ -43,35 +45,17 @@ struct HistoryResponse<'a> {
 }
 
 pub(crate) async fn project_history(
-    request: HttpRequest,
-    path: web::Path<String>,
     query: web::Query<HistoryQuery>,
     gateway: web::Data<Gateway>,
-) -> HttpResponse {
-    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
-        return refusal;
-    }
-    let result = async {
-        let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
-        let principal = api_principal(&request, &gateway).await?;
-        gateway
-            .policy
-            .check(&principal, Action::ReadHistory { project_id: &project_id })
-            .map_err(|error| Refusal::access(error, &principal))?;
-        let since = query.since.unwrap_or(0);
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let (top, frames) = gateway
-            .engine
-            .history(&project_id, since, limit, gateway.history_page_bytes)
-            .await
-            .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("history unavailable: {error}")))?;
-        Ok::<_, Refusal>((project_id, top, frames))
-    }
-    .await;
-    let (project_id, top, frames) = match result {
-        Ok(found) => found,
-        Err(refusal) => return refusal.response(),
-    };
+    project: ProjectRequest<ReadHistory>,
+) -> Result<HttpResponse, Refusal> {
+    let project_id = project.project_id;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let (top, frames) = gateway
+        .engine
+        .history(&project_id, query.since.unwrap_or(0), limit, gateway.history_page_bytes)
+        .await
+        .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("history unavailable: {error}")))?;
     let since = StreamPosition {
         offset: query.since.unwrap_or(0),
         epoch: query.epoch.clone().unwrap_or_else(|| top.epoch.clone()),
@@ -87,12 +71,12 @@ pub(crate) async fn project_history(
     };
     let next_since = frames.last().map(|(offset, _)| *offset).filter(|last| recovered && *last < top.offset);
     gateway.metrics.history_reads.with_label_values(&[if recovered { "hit" } else { "miss" }]).inc();
-    HttpResponse::Ok().json(HistoryResponse {
+    Ok(HttpResponse::Ok().json(HistoryResponse {
         project_id: &project_id,
         offset: top.offset,
         epoch: &top.epoch,
         recovered,
         publications,
         next_since,
-    })
+    }))
 }

@@ -3,6 +3,7 @@
 //! With INTERNAL_PORT, the operator endpoints are on a port of their own ([`ports`]).
 
 pub(crate) mod audit;
+pub(crate) mod caller;
 pub(crate) mod handshake;
 pub(crate) mod history;
 pub(crate) mod operations;
@@ -14,15 +15,12 @@ pub(crate) mod upgrade;
 
 use actix_web::{
     http::{header, StatusCode},
-    web, HttpRequest, HttpResponse,
+    web, HttpRequest, HttpResponse, ResponseError,
 };
 
 use std::net::IpAddr;
 
-use crate::{
-    access::LocalCallerRefusal,
-    protocol::{ErrorCode, RequestError},
-};
+use crate::protocol::{ErrorCode, RequestError};
 
 /// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser. With
 /// `internal_port`, the operator endpoints answer only on the internal port, and the rest only
@@ -101,6 +99,10 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
 }
 
 /// An error answer and its HTTP status; from a bare [`RequestError`] the status is its code's.
+/// A handler or extractor returns it as its error and it renders itself
+/// ([`error_response_with_status`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {error}")]
 pub(crate) struct Refusal {
     pub error: RequestError,
     pub status: StatusCode,
@@ -128,39 +130,16 @@ impl Refusal {
         };
         Refusal { error, status }
     }
-
-    pub(crate) fn response(&self) -> HttpResponse {
-        error_response_with_status(&self.error, self.status)
-    }
 }
 
-/// The principal of an API request (a publish key or a token in `Authorization`), or the
-/// refusal to answer: 401 when its token does not verify; without a credential, where only this
-/// machine's callers are served ([`AccessPolicy::admit_local_caller`]: protected mode covers
-/// every route that reads or writes project data), 401 from the network and 403 for a name that
-/// is not loopback.
-///
-/// [`AccessPolicy::admit_local_caller`]: crate::access::AccessPolicy::admit_local_caller
-pub(crate) async fn api_principal(
-    request: &HttpRequest,
-    gateway: &crate::gateway::Gateway,
-) -> Result<crate::access::Principal, Refusal> {
-    let policy = &gateway.policy;
-    let principal = policy.authenticate(authorization(request), None).await.map_err(|error| {
-        gateway.metrics.auth_failures.with_label_values(&[error.label()]).inc();
-        RequestError::new(ErrorCode::Unauthorized, format!("Invalid token: {error}"))
-    })?;
-    if principal.is_anonymous() {
-        let host = header_str(request, header::HOST);
-        policy.admit_local_caller(host, client_address(request, policy)).map_err(|refusal| {
-            let status = match refusal {
-                LocalCallerRefusal::FromNetwork => StatusCode::UNAUTHORIZED,
-                LocalCallerRefusal::Host => StatusCode::FORBIDDEN,
-            };
-            Refusal::new(refusal.to_request_error(), status)
-        })?;
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        self.status
     }
-    Ok(principal)
+
+    fn error_response(&self) -> HttpResponse {
+        error_response_with_status(&self.error, self.status)
+    }
 }
 
 /// The client's address: the TCP peer, or behind a trusted proxy the address it forwarded
@@ -190,13 +169,6 @@ pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCod
         body["retry_after_ms"] = retry_after_ms.into();
     }
     response.json(body)
-}
-
-/// The open-mode Host rule ([`crate::access::AccessPolicy::check_open_request`]) for a request
-/// without a body: the refusal to answer with, if any.
-pub(crate) fn refuse_foreign_host(request: &HttpRequest, policy: &crate::access::AccessPolicy) -> Option<HttpResponse> {
-    let refusal = policy.check_open_request(header_str(request, header::HOST), None, false).err()?;
-    Some(error_response_with_status(&refusal.to_request_error(), StatusCode::FORBIDDEN))
 }
 
 /// A request header, if present and readable as text.

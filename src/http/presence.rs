@@ -4,13 +4,15 @@
 //! `stats=true` the counts only, as `presence_stats`. Readable by whoever may subscribe to the
 //! project (and by a publish key, a service's credential).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use super::{api_principal, refuse_foreign_host, Refusal};
+use super::{
+    caller::{ProjectRequest, ReadPresence},
+    Refusal,
+};
 use crate::{
-    access::Action,
     gateway::Gateway,
-    protocol::{request::validate_project_id, ErrorCode, RequestError},
+    protocol::{ErrorCode, RequestError},
 };
 
 #[derive(serde::Deserialize)]
@@ -20,39 +22,21 @@ pub(crate) struct PresenceQuery {
 }
 
 pub(crate) async fn project_presence(
-    request: HttpRequest,
-    path: web::Path<String>,
     query: web::Query<PresenceQuery>,
     gateway: web::Data<Gateway>,
-) -> HttpResponse {
-    if let Some(refusal) = refuse_foreign_host(&request, &gateway.policy) {
-        return refusal;
+    project: ProjectRequest<ReadPresence>,
+) -> Result<HttpResponse, Refusal> {
+    if !gateway.session.presence {
+        return Err(RequestError::new(ErrorCode::Unavailable, "Presence is off on this server (PRESENCE=false)").into());
     }
     let list = !query.stats;
-    let result = async {
-        let project_id = validate_project_id(&path, gateway.session.parse_limits)?;
-        let principal = api_principal(&request, &gateway).await?;
-        gateway
-            .policy
-            .check(&principal, Action::ReadPresence { project_id: &project_id })
-            .map_err(|error| Refusal::access(error, &principal))?;
-        if !gateway.session.presence {
-            return Err(
-                RequestError::new(ErrorCode::Unavailable, "Presence is off on this server (PRESENCE=false)").into()
-            );
-        }
-        let kind = if list { "presence" } else { "presence_stats" };
-        gateway.metrics.presence_queries.with_label_values(&[kind, "http"]).inc();
-        let presence = gateway
-            .engine
-            .presence(&project_id, list)
-            .await
-            .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("Presence unavailable: {error}")))?;
-        Ok::<_, Refusal>(presence.to_json(None, &project_id, list, None))
-    }
-    .await;
-    match result {
-        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
-        Err(refusal) => refusal.response(),
-    }
+    let kind = if list { "presence" } else { "presence_stats" };
+    gateway.metrics.presence_queries.with_label_values(&[kind, "http"]).inc();
+    let presence = gateway
+        .engine
+        .presence(&project.project_id, list)
+        .await
+        .map_err(|error| RequestError::new(ErrorCode::Unavailable, format!("Presence unavailable: {error}")))?;
+    let body = presence.to_json(None, &project.project_id, list, None);
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }

@@ -13,28 +13,37 @@ use std::time::Duration;
 
 use actix_web::{
     http::{header, StatusCode},
-    web, HttpRequest, HttpResponse,
+    web, HttpRequest, HttpResponse, ResponseError,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{api_principal, authorization, header_str, refuse_foreign_host, Refusal};
+use super::{
+    authorization,
+    caller::{check_host, ApiCaller},
+    header_str, Refusal,
+};
 use crate::{
     access::Action,
     gateway::Gateway,
     protocol::{
-        request::{event_name, parse_object, validate_project_id},
+        request::{parse_object, validate_project_id},
         ErrorCode, PublishRequest, RequestError,
     },
     publish::PublishSource,
 };
 
 pub(crate) async fn publish(request: HttpRequest, payload: web::Payload, gateway: web::Data<Gateway>) -> HttpResponse {
+    // The Host refusal is answered before the body is read, and is not counted with the errors
+    // a publication can meet.
+    if let Err(refusal) = check_host(&request, &gateway.policy) {
+        return refusal.error_response();
+    }
     match accept(&request, payload, &gateway).await {
         Ok(response) => response,
         Err(refusal) => {
             gateway.metrics.error_sent(refusal.error.code);
-            refusal.response()
+            refusal.error_response()
         }
     }
 }
@@ -42,9 +51,6 @@ pub(crate) async fn publish(request: HttpRequest, payload: web::Payload, gateway
 async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) -> Result<HttpResponse, Refusal> {
     let policy = &gateway.policy;
     let host = header_str(request, header::HOST);
-    if let Some(refusal) = refuse_foreign_host(request, policy) {
-        return Ok(refusal);
-    }
     let body = read_body(payload, gateway.session.max_frame_bytes, gateway.session.http_body_timeout).await?;
     let mut object = parse_object(&body).map_err(|error| error.to_request_error("Body must be a JSON object"))?;
     // Checked once the body parsed, so a body that is not JSON is told so whatever it claims.
@@ -55,17 +61,13 @@ async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway)
         Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits)?,
         _ => return Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id").into()),
     };
-    let principal = api_principal(request, gateway).await?;
-    policy
-        .check(&principal, Action::Publish { project_id: &project_id })
-        .map_err(|error| Refusal::access(error, &principal))?;
-    policy.check_api_rate(&principal, authorization(request)).inspect_err(|_| {
+    let caller = ApiCaller::identify(request, policy, &gateway.metrics).await?;
+    caller.authorize(policy, Action::Publish { project_id: &project_id })?;
+    policy.check_api_rate(&caller.principal, authorization(request)).inspect_err(|_| {
         gateway.metrics.limit_refused("api_rate");
     })?;
-    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
-    let data = object.remove("data").unwrap_or(Value::Null);
-    let publication = PublishRequest { project_id, event, data };
-    let receipt = gateway.publisher.publish(publication, PublishSource::Http, principal.user_id()).await?;
+    let publication = PublishRequest::from_body(project_id, &mut object)?;
+    let receipt = gateway.publisher.publish(publication, PublishSource::Http, caller.principal.user_id()).await?;
     Ok(HttpResponse::Ok().json(receipt))
 }
 

@@ -88,6 +88,17 @@ pub(crate) struct PublishRequest {
     pub data: Value,
 }
 
+impl PublishRequest {
+    /// The publication a body asks for, its project already read from it: each source (frame,
+    /// HTTP body, queued update) reads and refuses the project id in its own words and order,
+    /// and shares the rest. Takes `data` out of `body`.
+    pub(crate) fn from_body(project_id: ProjectId, body: &mut Map<String, Value>) -> Result<Self, RequestError> {
+        let event = event_name(body.get("type").or_else(|| body.get("event")))?;
+        let data = body.remove("data").unwrap_or(Value::Null);
+        Ok(PublishRequest { project_id, event, data })
+    }
+}
+
 /// A parsed frame: the request (or why it is not one) and the id to echo.
 #[derive(Debug)]
 pub(crate) struct ParsedFrame {
@@ -265,13 +276,11 @@ fn parse_forward(object: &mut Map<String, Value>, limits: ParseLimits) -> Result
 
 fn parse_publish(object: &mut Map<String, Value>, limits: ParseLimits) -> Result<PublishRequest, RequestError> {
     let project_id = project_id(object, limits)?;
-    let event = event_name(object.get("type").or_else(|| object.get("event")))?;
-    let data = object.remove("data").unwrap_or(Value::Null);
-    Ok(PublishRequest { project_id, event, data })
+    PublishRequest::from_body(project_id, object)
 }
 
 /// The optional event name of a publication (`type` or `event`).
-pub(crate) fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
+fn event_name(value: Option<&Value>) -> Result<Option<String>, RequestError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(event)) => Ok(Some(event.clone())),
