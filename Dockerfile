@@ -22,10 +22,20 @@ RUN mkdir src \
     && rm -rf src target/release/.fingerprint/agenticai-websocket-* \
               target/release/deps/agenticai_websocket-* target/release/agenticai-websocket
 
-# The real sources.
+# The real sources. The image's binary keeps its symbol table, so a panic's backtraces
+# (RUST_BACKTRACE=1) name every function, but not its debug info (the line tables, about three
+# quarters of the file): that goes to agenticai-websocket.debug, which the binary names
+# (.gnu_debuglink) for gdb and addr2line, and which `docker build --target debug-symbols
+# --output type=local,dest=symbols .` exports beside the image.
 COPY src ./src
 RUN cargo build --release --locked -p agenticai-websocket \
-    && cp target/release/agenticai-websocket /agenticai-websocket
+    && objcopy --only-keep-debug target/release/agenticai-websocket /agenticai-websocket.debug \
+    && objcopy --strip-debug --add-gnu-debuglink=/agenticai-websocket.debug \
+               target/release/agenticai-websocket /agenticai-websocket
+
+# ---------------------------------------------------------------- debug symbols (not in the image)
+FROM scratch AS debug-symbols
+COPY --from=builder /agenticai-websocket.debug /
 
 # ---------------------------------------------------------------- runtime
 FROM debian:bookworm-slim AS runtime
@@ -60,7 +70,7 @@ USER 10001:10001
 EXPOSE 8080
 
 # On SIGTERM the server answers 503 on /ready, closes clients with 1012 over DRAIN_SECONDS,
-# flushes its queues and exits 0 (the ECS stop timeout is 20 s).
+# flushes its queues and exits 0 (the ECS stop timeout is 30 s: cloudformation/service.yaml).
 STOPSIGNAL SIGTERM
 
 # Liveness through bash's /dev/tcp: no HTTP client in the image. The same command is the container

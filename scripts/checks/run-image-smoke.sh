@@ -5,18 +5,18 @@
 #     Dockerfile), except WEBSOCKET_HOST=127.0.0.1, a free WEBSOCKET_PORT and a temporary DATA_DIR,
 #   - probed with the Dockerfile's own HEALTHCHECK command (read from the Dockerfile),
 # then checks /ready, JSON logs, and that SIGTERM (the image's STOPSIGNAL) ends it with exit
-# status 0 within the ECS stop timeout (20 s).
+# status 0 within the ECS stop timeout (30 s, cloudformation/service.yaml).
 #
 #   scripts/checks/run-image-smoke.sh [BINARY]      (default target/release/agenticai-websocket)
 #
-# Environment: SMOKE_USER (agenticai), WEBSOCKET_PORT (a free port), STOP_TIMEOUT (20).
+# Environment: SMOKE_USER (agenticai), WEBSOCKET_PORT (a free port), STOP_TIMEOUT (30).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 BIN=${1:-target/release/agenticai-websocket}
 SMOKE_USER=${SMOKE_USER:-agenticai}
-STOP_TIMEOUT=${STOP_TIMEOUT:-20}
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 
 log() { printf 'smoke: %s\n' "$*" >&2; }
 
@@ -80,10 +80,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Like the image: the binary in a root-owned directory, a data directory the user owns.
+# Like the image: the binary stripped of its debug info as the Dockerfile's builder does it (the
+# same objcopy commands), in a root-owned directory; a data directory the user owns.
 mkdir -p "$WORK/bin" "$WORK/data"
-cp "$BIN" "$WORK/bin/agenticai-websocket"
+objcopy --only-keep-debug "$BIN" "$WORK/agenticai-websocket.debug"
+objcopy --strip-debug --add-gnu-debuglink="$WORK/agenticai-websocket.debug" "$BIN" "$WORK/bin/agenticai-websocket"
 chmod 755 "$WORK" "$WORK/bin" "$WORK/bin/agenticai-websocket"
+if nm "$WORK/bin/agenticai-websocket" | grep 'agenticai_websocket.*server.*bind' >/dev/null; then
+  pass "the image's binary keeps its symbols: $(du -m "$BIN" | cut -f1) MB built, $(du -m "$WORK/bin/agenticai-websocket" | cut -f1) MB shipped, $(du -m "$WORK/agenticai-websocket.debug" | cut -f1) MB of debug info beside it"
+else
+  fail "the stripped binary lost its symbol table (backtraces would show no function names)"
+fi
 
 RUN_AS=()
 if [ "$(id -u)" -eq 0 ]; then
