@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what it needs, then
-#   1. vendor/actix-http checked against the crates.io release plus its patch, cargo fmt --check,
-#      cargo clippy --all-targets -D warnings
+#   1. vendor/actix-http checked against the crates.io release plus its patch, cargo audit (RustSec
+#      advisories: scripts/checks/audit.sh), cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
 #      cargo-llvm-cov (source-based coverage: the server processes the tests spawn are counted
 #      too), failing under 90% line coverage of the server code
@@ -22,6 +22,7 @@ COVERAGE_MIN=${COVERAGE_MIN:-90}
 AWS_VENV="$TOOLS_DIR/aws-venv"
 MOTO_PIN="moto[server]==5.2.5"
 LLVM_COV_VERSION=0.9.1
+CARGO_AUDIT_VERSION=0.22.2
 export CARGO_TERM_COLOR=never
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 
@@ -46,6 +47,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 fi
+if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
+  cargo install --locked --quiet cargo-audit --version "$CARGO_AUDIT_VERSION"
+fi
 if [ -z "${SKIP_COVERAGE:-}" ]; then
   # LLVM's profile tools, matching the toolchain's LLVM, for source-based coverage.
   rustup component list --installed | grep -q '^llvm-tools' || rustup component add llvm-tools
@@ -56,6 +60,9 @@ fi
 
 step "vendored actix-http is the release plus its patch; rust-version is true"
 bash scripts/checks/check-dependencies.sh
+
+step "cargo audit: no RustSec advisory in the dependency graph or the vendored actix-http"
+bash scripts/checks/audit.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

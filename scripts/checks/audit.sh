@@ -19,7 +19,7 @@ fi
 audit=(cargo audit --deny warnings)
 if [ -n "$db" ]; then
   audit+=(--db "$db" --no-fetch --stale)
-  echo "audit: advisory database $db ($(grep -o 'commit [0-9a-f]*' "$db/SNAPSHOT.md" 2>/dev/null || echo 'no SNAPSHOT.md'))"
+  echo "audit: advisory database $db (commit $(grep -o -m1 '[0-9a-f]\{40\}' "$db/SNAPSHOT.md" 2>/dev/null || echo 'unknown'))"
 fi
 
 "${audit[@]}"
@@ -37,7 +37,8 @@ name = "actix-http"
 version = "$version"
 source = "registry+https://github.com/rust-lang/crates.io-index"
 LOCK
-# Without a fetch: the run above left the database in place, fetched or not.
+# Without a fetch (the run above left the database in place, fetched or not), and without the
+# yanked check: the crates.io index cache holds only what the build resolved, not this name.
 [ -n "$db" ] || audit+=(--no-fetch)
-"${audit[@]}" --file "$lockdir/Cargo.lock"
+"${audit[@]}" --no-yanked --file "$lockdir/Cargo.lock"
 echo "audit: vendored actix-http $version checked as the crates.io release"
