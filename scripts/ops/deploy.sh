@@ -11,8 +11,9 @@
 #              definition revision and updates the service itself)
 #
 # Steps: ECR login, docker build, tag (timestamp, git revision, IMAGE_VERSION if set, latest), push,
-# register a new revision of the service's current task definition with the new image, update the
-# service, wait until it is stable, print the endpoint.
+# wait for ECR's scan of the image and stop on any critical or high finding, register a new
+# revision of the service's current task definition with the new image, update the service, wait
+# until it is stable, print the endpoint.
 #
 # Environment: AWS_REGION (us-east-1), PLATFORM_STACK (agenticai-platform-ENV), SERVICE_STACK
 # (agenticai-websocket-ENV), IMAGE_VERSION (extra tag, e.g. the release tag v1.2.3), SKIP_ECR_LOGIN=1
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 usage() {
-  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -108,6 +109,28 @@ run docker build --pull --platform linux/amd64 \
 for tag in "${TAGS[@]}"; do
   run docker push "$REPOSITORY_URI:$tag"
 done
+
+# The repository scans every pushed image (ScanOnPush, cloudformation/platform.yaml): nothing
+# runs an image with a critical or high finding. A refused image stays in ECR, unused; the
+# service keeps its task definition.
+say "image scan: no critical or high finding"
+scan_target=(--region "$REGION" --repository-name "${REPOSITORY_URI#*/}" --image-id "imageTag=$TIMESTAMP")
+run aws ecr wait image-scan-complete "${scan_target[@]}"
+capture SCAN_COUNTS '{}' aws ecr describe-image-scan-findings "${scan_target[@]}" \
+  --query 'imageScanFindings.findingSeverityCounts' --output json
+if ! python3 - "$SCAN_COUNTS" <<'PY'
+import json
+import sys
+
+counts = json.loads(sys.argv[1]) or {}
+blocking = {severity: counts.get(severity, 0) for severity in ("CRITICAL", "HIGH")}
+print("findings by severity:", json.dumps(counts, sort_keys=True) if counts else "none")
+sys.exit(1 if any(blocking.values()) else 0)
+PY
+then
+  echo "deploy: refused: $IMAGE has critical or high findings (aws ecr describe-image-scan-findings ${scan_target[*]})" >&2
+  exit 1
+fi
 
 if [ "$INFRA" -eq 1 ]; then
   # CloudFormation registers the task definition revision and updates the service, waiting for
