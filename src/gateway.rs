@@ -7,11 +7,12 @@ use actix::Addr;
 
 use crate::{
     access::AccessPolicy,
+    background::BackgroundLoops,
     config::Config,
     dispatcher::QueueDispatcher,
     engine::Engine,
     hub::Hub,
-    lifecycle::{BackgroundLoops, Lifecycle},
+    lifecycle::{Drained, Lifecycle},
     metrics::Metrics,
     persistence::{Persistence, RecordSink},
     protocol::request::ParseLimits,
@@ -90,4 +91,21 @@ pub(crate) struct Gateway {
     pub session: SessionSettings,
     /// The status page's figures, sampled by the task [`crate::server::Server::run`] spawns.
     pub stats: Arc<StatsHistory>,
+}
+
+impl Gateway {
+    /// What the drain stops ([`crate::lifecycle::drain`]).
+    pub(crate) fn drained(&self) -> Drained<'_> {
+        Drained {
+            lifecycle: &self.lifecycle,
+            metrics: &self.metrics,
+            intake: &self.intake,
+            hub: &self.hub,
+            dispatcher: &self.dispatcher,
+            engine: &*self.engine,
+            persistence: &self.persistence,
+            records: &self.records,
+            loops: &self.loops,
+        }
+    }
 }

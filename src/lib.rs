@@ -42,6 +42,7 @@
 
 mod access;
 mod aws;
+mod background;
 pub mod config;
 mod connection;
 mod dispatcher;

@@ -1,9 +1,9 @@
 //! The server's life: its phase ([`Lifecycle`], read by `/ready` and the upgrade handler:
-//! starting, ready, draining), the loops that run beside the actors ([`BackgroundLoops`]), and
-//! the drain ([`drain`]), the one place where the order of a shutdown is written.
+//! starting, ready, draining), and the drain ([`drain`]), the one place where the order of a
+//! shutdown is written. It is given what it stops ([`Drained`]), so it depends on the actors
+//! and the engine, never on the gateway that holds them.
 
 use std::{
-    future::Future,
     sync::{
         atomic::{AtomicU8, Ordering},
         Arc,
@@ -11,13 +11,15 @@ use std::{
     time::Duration,
 };
 
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use actix::Addr;
 
 use crate::{
-    dispatcher,
-    gateway::Gateway,
-    hub::{CloseAll, DrainAll},
-    persistence,
+    background::BackgroundLoops,
+    dispatcher::{self, QueueDispatcher},
+    engine::Engine,
+    hub::{CloseAll, DrainAll, Hub},
+    metrics::Metrics,
+    persistence::{self, Persistence, RecordSink},
     protocol::CloseCode,
 };
 
@@ -31,9 +33,6 @@ const DISPATCHER_FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
 const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest the shutdown waits for the persistence actor to write every buffered record.
 const PERSISTENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest the shutdown waits for a group of loops to notice the stop and end: the updates
-/// consumer's publish in progress (during the connections' drain), the EMF loop's last lines.
-const LOOPS_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -69,55 +68,17 @@ impl Lifecycle {
     }
 }
 
-/// A group of loops that run beside the actors, stopped together by one signal and waited for.
-/// The gateway has two: the intake (the agent-updates consumer, stopped first so nothing is
-/// published once the drain has begun) and the rest (stats sampler, EMF, API-budget sweep, JWKS
-/// refresh), stopped last.
-#[derive(Clone, Default)]
-pub(crate) struct BackgroundLoops {
-    /// Cancelled by [`BackgroundLoops::stop`]; each loop holds a clone and ends when it fires.
-    stop: CancellationToken,
-    /// Every loop spawned through this group; `stop` waits until each has returned.
-    tracker: TaskTracker,
-}
-
-impl BackgroundLoops {
-    /// Runs `work` on the current arbiter until the group stops; it is dropped there, so it must
-    /// hold nothing that needs finishing (a loop that does uses [`BackgroundLoops::spawn_with_stop`]).
-    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + 'static) {
-        self.spawn_with_stop(|stop| async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = work => {}
-            }
-        });
-    }
-
-    /// Runs the loop `start` makes on the current arbiter; it is given the stop signal and must
-    /// return soon after it fires, having finished what it was doing.
-    pub(crate) fn spawn_with_stop<F: Future<Output = ()> + 'static>(&self, start: impl FnOnce(CancellationToken) -> F) {
-        actix_rt::spawn(self.tracker.track_future(start(self.stop.clone())));
-    }
-
-    /// Like [`BackgroundLoops::spawn_with_stop`], on another arbiter.
-    pub(crate) fn spawn_on<F: Future<Output = ()> + Send + 'static>(
-        &self,
-        arbiter: &actix_rt::ArbiterHandle,
-        start: impl FnOnce(CancellationToken) -> F,
-    ) {
-        if !arbiter.spawn(self.tracker.track_future(start(self.stop.clone()))) {
-            log::error!("a background loop could not start: its arbiter has stopped");
-        }
-    }
-
-    /// Signals every loop of the group and waits (bounded) until each has returned.
-    pub(crate) async fn stop(&self, group: &'static str) {
-        self.stop.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(LOOPS_STOP_TIMEOUT, self.tracker.wait()).await.is_err() {
-            log::error!(group, running = self.tracker.len(); "background loops did not stop within {LOOPS_STOP_TIMEOUT:?}");
-        }
-    }
+/// What the drain stops, borrowed from the gateway ([`crate::gateway::Gateway::drained`]).
+pub(crate) struct Drained<'a> {
+    pub lifecycle: &'a Lifecycle,
+    pub metrics: &'a Metrics,
+    pub intake: &'a BackgroundLoops,
+    pub hub: &'a Addr<Hub>,
+    pub dispatcher: &'a Addr<QueueDispatcher>,
+    pub engine: &'a dyn Engine,
+    pub persistence: &'a Addr<Persistence>,
+    pub records: &'a RecordSink,
+    pub loops: &'a BackgroundLoops,
 }
 
 /// The drain, in order:
@@ -133,12 +94,12 @@ impl BackgroundLoops {
 /// 6. stop the other background loops and wait for them (the EMF loop prints its last lines).
 ///
 /// Then the caller stops the HTTP server and the process exits 0.
-pub(crate) async fn drain(gateway: &Gateway, window: Duration) {
+pub(crate) async fn drain(gateway: Drained<'_>, window: Duration) {
     let started = tokio::time::Instant::now();
     gateway.lifecycle.set_draining();
     gateway.metrics.draining.set(1);
     // The consumer finishes the update it is publishing while the connections drain.
-    tokio::join!(gateway.intake.stop("intake"), drain_connections(gateway, window, started));
+    tokio::join!(gateway.intake.stop("intake"), drain_connections(gateway.hub, window, started));
 
     let flushed = tokio::time::timeout(DISPATCHER_FLUSH_TIMEOUT, gateway.dispatcher.send(dispatcher::Flush)).await;
     if !matches!(flushed, Ok(Ok(()))) {
@@ -157,9 +118,9 @@ pub(crate) async fn drain(gateway: &Gateway, window: Duration) {
 
 /// Step 2 of the drain: returns once the hub's registry is empty, or the window, its grace and
 /// the close-all grace are over.
-async fn drain_connections(gateway: &Gateway, window: Duration, started: tokio::time::Instant) {
+async fn drain_connections(hub: &Addr<Hub>, window: Duration, started: tokio::time::Instant) {
     let (emptied, registry_empty) = tokio::sync::oneshot::channel();
-    if gateway.hub.send(DrainAll { window, emptied }).await.is_err() {
+    if hub.send(DrainAll { window, emptied }).await.is_err() {
         log::error!("hub unavailable during drain");
         return;
     }
@@ -168,7 +129,7 @@ async fn drain_connections(gateway: &Gateway, window: Duration, started: tokio::
         return;
     }
     log::warn!("drain window over, closing the remaining connections");
-    let _ = gateway.hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
+    let _ = hub.send(CloseAll { code: CloseCode::ServiceRestart }).await;
     if tokio::time::timeout(CLOSE_ALL_GRACE, registry_empty).await.is_err() {
         log::warn!("connections still registered after being closed; exiting without them");
     }

@@ -13,13 +13,14 @@ use tokio::sync::Notify;
 
 use crate::{
     access::AccessPolicy,
+    background::BackgroundLoops,
     config::{AwsSettings, Config},
     dispatcher::{spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
     emf,
-    engine::{memory::MemoryEngine, redis::RedisEngine, Engine},
+    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
     gateway::{Gateway, SessionSettings},
     hub::{HoldLimits, Hub},
-    lifecycle::{BackgroundLoops, Lifecycle},
+    lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     publish::Publisher,
@@ -105,7 +106,7 @@ impl Server {
             })
         };
         let engine_settings = &config.engine;
-        let history = engine_settings.history();
+        let history = HistorySettings::from(engine_settings);
         let engine: Arc<dyn Engine> = match engine_settings.redis_url() {
             Some(url) => {
                 Arc::new(RedisEngine::connect(url, history, engine_settings.presence_ttl, metrics.clone()).await?)
@@ -276,7 +277,7 @@ impl Server {
             None => log::info!(address:% = self.local_addr; "agenticai-websocket listening"),
         }
         wait_for_shutdown(&self.shutdown).await;
-        crate::lifecycle::drain(&self.gateway, self.config.server.drain_window).await;
+        crate::lifecycle::drain(self.gateway.drained(), self.config.server.drain_window).await;
         handle.stop(true).await;
         let _ = serving.await;
         for arbiter in self.arbiters {

@@ -19,18 +19,7 @@ pub(crate) struct TrustedProxies {
 impl TrustedProxies {
     /// From TRUSTED_PROXIES: CIDRs (`10.0.0.0/16`) or single addresses (`10.0.0.7`).
     pub(crate) fn parse(entries: &[String]) -> Result<Self, String> {
-        let networks = entries
-            .iter()
-            .map(|entry| entry.trim())
-            .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{entry:?} is neither a CIDR (10.0.0.0/16) nor an IP address"))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(TrustedProxies { networks })
+        Ok(TrustedProxies { networks: crate::config::parse_networks(entries)? })
     }
 
     pub(crate) fn is_empty(&self) -> bool {

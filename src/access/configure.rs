@@ -12,7 +12,7 @@ use super::{
     token::{TokenVerifier, VerifierSettings},
     AccessPolicy, Authentication, Limits,
 };
-use crate::{config::AccessSettings, lifecycle::BackgroundLoops};
+use crate::{background::BackgroundLoops, config::AccessSettings};
 
 impl AccessPolicy {
     /// The policy its settings describe; `loopback_only`: every address the server binds is

@@ -30,7 +30,7 @@ use jsonwebtoken::{
 };
 
 use super::token::TokenError;
-use crate::lifecycle::BackgroundLoops;
+use crate::background::BackgroundLoops;
 
 /// Shortest time between two fetches caused by unknown kids.
 pub(crate) const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::{
     values::{
-        check_http_url, check_origin, check_origin_pattern, greater_than_zero, non_empty, redact_url, DurationSetting,
+        check_http_url, check_origin, check_origin_pattern, greater_than_zero, non_empty, parse_networks, redact_url,
+        DurationSetting,
     },
     ConfigError,
 };
@@ -184,7 +185,7 @@ impl AccessSettings {
             check_origin_pattern(origin)
                 .map_err(|reason| ConfigError::Invalid { variable: "ALLOWED_ORIGINS", reason })?;
         }
-        crate::access::client_address::TrustedProxies::parse(&self.trusted_proxies)
+        parse_networks(&self.trusted_proxies)
             .map_err(|reason| ConfigError::Invalid { variable: "TRUSTED_PROXIES", reason })?;
         for origin in &self.cors_allowed_origins {
             check_origin(origin).map_err(|reason| ConfigError::Invalid { variable: "CORS_ALLOWED_ORIGINS", reason })?;

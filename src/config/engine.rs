@@ -6,7 +6,6 @@ use super::{
     values::{greater_than_zero, non_empty, redact_url, DurationSetting},
     ConfigError,
 };
-use crate::engine::positions::HistorySettings;
 
 /// The engine's settings ([`crate::engine`]): which one runs, its history and its presence.
 #[derive(Clone, Debug, clap::Args)]
@@ -97,16 +96,5 @@ impl EngineSettings {
     /// Redis, when configured; otherwise the engine is the memory one.
     pub fn redis_url(&self) -> Option<&str> {
         non_empty(&self.redis_url)
-    }
-
-    /// The retention both engines apply to each project's history.
-    pub(crate) fn history(&self) -> HistorySettings {
-        HistorySettings {
-            size: self.history_size,
-            ttl: self.history_ttl,
-            max_projects: self.history_max_projects.get(),
-            max_bytes: self.history_max_bytes.get(),
-            max_total_bytes: self.history_max_total_bytes.get(),
-        }
     }
 }

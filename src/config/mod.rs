@@ -44,6 +44,7 @@ use std::{ffi::OsStr, path::PathBuf};
 
 use clap::{error::ContextKind, Arg, CommandFactory, Parser};
 
+pub(crate) use self::values::parse_networks;
 pub use self::{
     access::{AccessSettings, CONNECTION_FD_HEADROOM},
     aws::AwsSettings,

@@ -145,6 +145,21 @@ pub(super) fn check_writable_dir(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Networks from CIDRs (`10.0.0.0/16`) or single addresses (`10.0.0.7`); blank entries skipped.
+pub(crate) fn parse_networks(entries: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    entries
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{entry:?} is neither a CIDR (10.0.0.0/16) nor an IP address"))
+        })
+        .collect()
+}
+
 /// A URL with any password replaced by `***`, for logs and messages.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -3,7 +3,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::protocol::ForwardRequest;
+use crate::{
+    persistence::{records::ForwardAudit, Record},
+    protocol::ForwardRequest,
+};
 
 use super::routing::AgentRole;
 
@@ -26,6 +29,21 @@ pub(crate) struct QueueMessage {
 }
 
 impl QueueMessage {
+    /// The audit record of this message, once the queue has it as `sqs_message_id`.
+    pub(crate) fn record(&self, sqs_message_id: &str, size: usize) -> Record {
+        Record::Forward(ForwardAudit {
+            project_id: self.project_id.clone(),
+            message_type: self.message_type.clone(),
+            queue: self.role.name().to_owned(),
+            message_id: self.message_id.clone(),
+            sqs_message_id: sqs_message_id.to_owned(),
+            size,
+            connection_id: self.connection_id.clone(),
+            at: self.received_at.clone(),
+            user_id: self.user_id.clone(),
+        })
+    }
+
     /// `user_id`: the connection's verified user. It is written into the body's `gateway`
     /// object and as the body's `user_id` (replacing whatever the client wrote there), so an
     /// agent reads who asked from the gateway, never from the client's claim.

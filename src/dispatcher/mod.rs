@@ -32,7 +32,7 @@ use self::{message::QueueMessage, routing::AgentRole, spool::Spool, sqs::SqsQueu
 use crate::{
     config::DispatcherSettings,
     metrics::Metrics,
-    persistence::{Record, RecordSink},
+    persistence::RecordSink,
     protocol::{ErrorCode, RequestError},
 };
 
@@ -290,7 +290,7 @@ async fn deliver(
             match outcome {
                 EntryOutcome::Sent(sqs_message_id) => {
                     metrics.forward_entries.with_label_values(&[queue, "sent"]).inc();
-                    records.record(Record::forward(&pending.message, &sqs_message_id, pending.size));
+                    records.record(pending.message.record(&sqs_message_id, pending.size));
                     pending.answer(Ok(ForwardReceipt { sqs_message_id, queue: role }));
                 }
                 EntryOutcome::Failed(reason) => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
-use crate::protocol::StreamPosition;
+use crate::{config::EngineSettings, protocol::StreamPosition};
 
 /// Retention of each project's history.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +32,19 @@ pub(crate) struct HistorySettings {
     /// Bytes of publications the memory store keeps across projects (HISTORY_MAX_TOTAL_BYTES):
     /// past it the least recently published projects are forgotten, as past `max_projects`.
     pub max_total_bytes: usize,
+}
+
+impl From<&EngineSettings> for HistorySettings {
+    /// The retention both engines apply to each project's history.
+    fn from(settings: &EngineSettings) -> Self {
+        HistorySettings {
+            size: settings.history_size,
+            ttl: settings.history_ttl,
+            max_projects: settings.history_max_projects.get(),
+            max_bytes: settings.history_max_bytes.get(),
+            max_total_bytes: settings.history_max_total_bytes.get(),
+        }
+    }
 }
 
 /// Takes entries (oldest first) for one answer: at most `limit` of them, and while they add up

@@ -14,8 +14,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::dispatcher::message::QueueMessage;
-
 /// One thing to persist.
 #[derive(Clone, Debug)]
 pub(crate) enum Record {
@@ -71,20 +69,6 @@ pub(crate) struct PublicationAudit {
 }
 
 impl Record {
-    pub(crate) fn forward(message: &QueueMessage, sqs_message_id: &str, size: usize) -> Self {
-        Record::Forward(ForwardAudit {
-            project_id: message.project_id.clone(),
-            message_type: message.message_type.clone(),
-            queue: message.role.name().to_owned(),
-            message_id: message.message_id.clone(),
-            sqs_message_id: sqs_message_id.to_owned(),
-            size,
-            connection_id: message.connection_id.clone(),
-            at: message.received_at.clone(),
-            user_id: message.user_id.clone(),
-        })
-    }
-
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Record::Connection(_) => "connection",
