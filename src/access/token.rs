@@ -669,4 +669,12 @@ mod tests {
         let verified = verifier.verify(&token_with(serde_json::json!({ "nbf": nbf }))).await;
         assert_eq!(verified, Err(TokenError::NotYetValid));
     }
+
+    #[tokio::test]
+    async fn a_claim_of_the_wrong_type_is_malformed_not_an_issuer_or_audience_mismatch() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        // `nbf` is checked by the library alone, which says InvalidClaimFormat("nbf").
+        let verified = verifier.verify(&token_with(serde_json::json!({"nbf": "soon"}))).await;
+        assert_eq!(verified, Err(TokenError::Malformed));
+    }
 }
