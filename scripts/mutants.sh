@@ -21,8 +21,9 @@
 # Environment:
 #   MUTANTS_RE        only the mutants whose name matches this regex (cargo mutants --re), e.g.
 #                     'TokenVerifier::|usable_key' for a quick look at a change
-#   MUTANTS_OUT       where the results go ($CARGO_TARGET_DIR/mutants, else target/mutants): GROUP/mutants.out (tier 2, with
-#                     previously_caught.txt) and GROUP/mutants.out.old (tier 1)
+#   MUTANTS_OUT       where the results go ($CARGO_TARGET_DIR/mutants, else target/mutants):
+#                     GROUP/mutants.out (tier 2; its log/ names the tests that caught each
+#                     mutant) and GROUP/mutants.out.old (tier 1)
 #   MUTANTS_BASELINE  run (default: each tier first runs its tests unmutated, and stops if they
 #                     fail) or skip (they were just run green)
 #   MOTO_ENDPOINT     an AWS emulator to use; without it one is started (moto_server on PATH or
