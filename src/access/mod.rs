@@ -798,4 +798,19 @@ mod tests {
             assert!(!policy.principal(Some(authorization)).has_key, "{authorization}");
         }
     }
+
+    #[test]
+    fn with_tokens_presence_is_read_with_a_publish_key_or_a_token_for_the_project() {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        let policy = AccessPolicy::new(vec!["k".into()], ANY, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let read = Action::ReadPresence { project_id: "p" };
+        assert_eq!(policy.check(&policy.principal(Some("Bearer k")), read).map_err(|error| error.code), Ok(()));
+        let anonymous = policy.check(&Principal::default(), read);
+        assert_eq!(anonymous.unwrap_err().code, ErrorCode::Unauthorized);
+    }
 }
