@@ -813,4 +813,12 @@ mod tests {
         let anonymous = policy.check(&Principal::default(), read);
         assert_eq!(anonymous.unwrap_err().code, ErrorCode::Unauthorized);
     }
+
+    #[test]
+    fn a_key_with_the_same_bytes_in_another_order_is_not_the_key() {
+        // Differences that cancel out when combined by XOR instead of OR.
+        let policy = AccessPolicy::new(vec!["key-ab".into()], ANY, 10);
+        assert!(!policy.principal(Some("Bearer key-ba")).has_key);
+        assert!(policy.principal(Some("Bearer key-ab")).has_key);
+    }
 }
