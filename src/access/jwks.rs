@@ -274,6 +274,14 @@ mod tests {
         let x25519 =
             json!({"kty": "OKP", "kid": "k", "crv": "X25519", "x": "osj-qY4g-tk8EGL2PP7YF6Gew6IIJnLZ0bFlYK27cGY"});
         assert_eq!(algorithms(x25519), None);
+        let p256 = json!({"kty": "EC", "kid": "k", "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tG8TF4lIHv4Hg4ydLkmZk-1DQbGo"});
+        assert_eq!(algorithms(p256), Some(vec![Algorithm::ES256]));
+        // The library builds an Ed25519 key from any octet key pair's `x`, whatever its curve.
+        let okp_p256 =
+            json!({"kty": "OKP", "kid": "k", "crv": "P-256", "x": "osj-qY4g-tk8EGL2PP7YF6Gew6IIJnLZ0bFlYK27cGY"});
+        assert_eq!(algorithms(okp_p256), None);
     }
 
     #[test]

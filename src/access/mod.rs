@@ -800,4 +800,27 @@ mod tests {
             assert!(!policy.principal(Some(authorization)).has_key, "{authorization}");
         }
     }
+
+    #[test]
+    fn with_tokens_presence_is_read_with_a_publish_key_or_a_token_for_the_project() {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        let policy = AccessPolicy::new(vec!["k".into()], ANY, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let read = Action::ReadPresence { project_id: "p" };
+        assert_eq!(policy.check(&policy.principal(Some("Bearer k")), read).map_err(|error| error.code), Ok(()));
+        let anonymous = policy.check(&Principal::default(), read);
+        assert_eq!(anonymous.unwrap_err().code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn a_key_with_the_same_bytes_in_another_order_is_not_the_key() {
+        // Differences that cancel out when combined by XOR instead of OR.
+        let policy = AccessPolicy::new(vec!["key-ab".into()], ANY, 10);
+        assert!(!policy.principal(Some("Bearer key-ba")).has_key);
+        assert!(policy.principal(Some("Bearer key-ab")).has_key);
+    }
 }

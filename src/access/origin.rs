@@ -143,4 +143,19 @@ mod tests {
             assert!(!is_loopback_origin(origin), "{origin}");
         }
     }
+
+    #[test]
+    fn a_list_of_one_kind_refuses_the_origins_it_does_not_list() {
+        let exact_only = OriginAllowList::new(&["https://dash.example.com".into()]);
+        assert!(!exact_only.allows("https://evil.example"));
+        let subdomains_only = OriginAllowList::new(&["https://*.agents.example".into()]);
+        assert!(!subdomains_only.allows("https://evil.example"));
+        // A pattern's suffix alone is not a subdomain of it.
+        assert!(!subdomains_only.allows("https://.agents.example"));
+    }
+
+    #[test]
+    fn an_origin_with_a_user_name_is_not_a_loopback_one() {
+        assert!(!is_loopback_origin("http://user@localhost:3000"));
+    }
 }

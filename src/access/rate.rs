@@ -163,4 +163,30 @@ mod tests {
         assert_eq!(budgets.tracked(), 2);
         assert_eq!(ApiBudgets::new(Rate::UNLIMITED).spend("anyone"), None);
     }
+
+    #[test]
+    fn with_close_after_zero_refusals_never_close_the_connection() {
+        let rates = ClientRates { client: Rate::new(1, 1), service: Rate::UNLIMITED, close_after: 0 };
+        let mut budget = RequestBudget::new(&rates, false);
+        assert_eq!(budget.spend(), Spend::Allowed);
+        assert!((0..10).all(|_| matches!(budget.spend(), Spend::Refused { .. })));
+    }
+
+    #[test]
+    fn a_budget_knows_whether_it_is_a_services() {
+        let rates = ClientRates::default();
+        assert!(RequestBudget::new(&rates, true).is_service());
+        assert!(!RequestBudget::new(&rates, false).is_service());
+    }
+
+    #[test]
+    fn idle_api_callers_are_forgotten_once_their_bucket_is_full_again() {
+        let budgets = ApiBudgets::new(Rate::new(1000, 1));
+        assert_eq!(budgets.spend("key#0"), None);
+        assert_eq!(budgets.tracked(), 1);
+        // One request refills in a millisecond at 1000 a second.
+        std::thread::sleep(Duration::from_millis(20));
+        budgets.forget_idle();
+        assert_eq!(budgets.tracked(), 0);
+    }
 }

@@ -549,4 +549,132 @@ mod tests {
         };
         assert_eq!(identity.refresh_at(), 800);
     }
+
+    #[tokio::test]
+    async fn a_token_of_max_token_bytes_verifies_and_a_longer_one_is_malformed() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        // Base64 makes the length move in steps of one or two: pad until each side is hit.
+        let padded = |length: usize| {
+            (MAX_TOKEN_BYTES / 2..MAX_TOKEN_BYTES)
+                .map(|pad| token_with(serde_json::json!({"pad": "x".repeat(pad)})))
+                .find(|token| token.len() >= length)
+                .unwrap()
+        };
+        let longest = padded(MAX_TOKEN_BYTES);
+        assert_eq!(longest.len(), MAX_TOKEN_BYTES);
+        assert!(verifier.verify(&longest).await.is_ok());
+        let longer = padded(MAX_TOKEN_BYTES + 1);
+        assert_eq!(verifier.verify(&longer).await, Err(TokenError::Malformed), "{} bytes", longer.len());
+    }
+
+    #[tokio::test]
+    async fn a_token_without_sub_or_exp_lacks_a_valid_claim() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        for missing in ["sub", "exp"] {
+            let verified = verifier.verify(&token_with(serde_json::json!({ missing: null }))).await;
+            assert_eq!(verified, Err(TokenError::BadClaims), "without {missing}");
+        }
+    }
+
+    #[tokio::test]
+    async fn projects_and_info_are_bounded() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        let projects =
+            |count: usize| serde_json::json!({"projects": (0..count).map(|n| format!("p{n}")).collect::<Vec<_>>()});
+        assert!(verifier.verify(&token_with(projects(MAX_PROJECT_PATTERNS))).await.is_ok());
+        let too_many = verifier.verify(&token_with(projects(MAX_PROJECT_PATTERNS + 1))).await;
+        assert_eq!(too_many, Err(TokenError::BadClaims));
+        // `info` is measured serialized: a JSON string of n bytes is n + 2 with its quotes.
+        let info = |bytes: usize| serde_json::json!({"info": "i".repeat(bytes - 2)});
+        let largest = verifier.verify(&token_with(info(MAX_INFO_BYTES))).await.unwrap();
+        assert_eq!(largest.info.as_deref().map(str::len), Some(MAX_INFO_BYTES));
+        assert_eq!(verifier.verify(&token_with(info(MAX_INFO_BYTES + 1))).await, Err(TokenError::BadClaims));
+    }
+
+    #[tokio::test]
+    async fn the_lifetime_starts_at_iat_unless_iat_is_after_exp() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let earlier = verifier.verify(&token_with(serde_json::json!({"iat": now - 100, "exp": now + 100}))).await;
+        let earlier = earlier.unwrap();
+        assert_eq!((earlier.issued_at, earlier.refresh_at()), (now - 100, now + 60));
+        let after_exp = verifier.verify(&token_with(serde_json::json!({"iat": now + 500, "exp": now + 100}))).await;
+        let issued_at = after_exp.unwrap().issued_at;
+        assert!((now..now + 5).contains(&issued_at), "the time of verification, not {issued_at}");
+    }
+
+    #[test]
+    fn each_scope_name_grants_its_scope_also_when_repeated() {
+        let named = [
+            ("subscribe", Scopes::SUBSCRIBE),
+            ("forward", Scopes::FORWARD),
+            ("publish", Scopes::PUBLISH),
+            ("admin", Scopes::ADMIN),
+        ];
+        for (name, scope) in named {
+            assert!(Scopes::parse(Some(name)).has(scope), "{name}");
+            assert!(Scopes::parse(Some(&format!("{name} publish {name}"))).has(scope), "{name} twice");
+        }
+    }
+
+    fn identity(user: &str, expires_at: u64) -> Arc<Identity> {
+        Arc::new(Identity {
+            user_id: user.into(),
+            expires_at,
+            issued_at: 0,
+            projects: ProjectPatterns::default(),
+            scopes: Scopes::parse(None),
+            info: None,
+        })
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_as_itself_until_it_expires_or_the_keys_change() {
+        let verified = VerifiedTokens::default();
+        let alice = identity("alice", 1_000);
+        verified.insert("token-a", &alice);
+        assert_eq!(verified.get("token-a", 999, 0, 0), Some(alice.clone()));
+        assert_eq!(verified.get("token-b", 999, 0, 0), None, "another token is not the one remembered");
+        // Expired at `exp`, or `exp` plus the leeway.
+        assert_eq!(verified.get("token-a", 1_000, 0, 0), None);
+        assert_eq!(verified.get("token-a", 1_004, 5, 0), Some(alice.clone()));
+        assert_eq!(verified.get("token-a", 1_005, 5, 0), None);
+        // Another key set: forgotten, also when asked again under it.
+        assert_eq!(verified.get("token-a", 999, 0, 1), None);
+        assert_eq!(verified.get("token-a", 999, 0, 1), None);
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_tokens_first_and_stays_bounded() {
+        let verified = VerifiedTokens::default();
+        let live = identity("live", u64::MAX / 2);
+        verified.insert("live", &live);
+        let expired = identity("gone", 1);
+        for n in 1..VERIFIED_CACHE_ENTRIES {
+            verified.insert(&format!("expired-{n}"), &expired);
+        }
+        verified.insert("one more", &live);
+        assert_eq!(verified.get("live", 2, 0, 0), Some(live.clone()), "a live token survives the clean-up");
+        for n in 0..2 * VERIFIED_CACHE_ENTRIES {
+            verified.insert(&format!("live-{n}"), &live);
+        }
+        let held = verified.0.lock().unwrap().tokens.len();
+        assert!(held <= VERIFIED_CACHE_ENTRIES, "{held} entries");
+    }
+
+    #[tokio::test]
+    async fn a_token_before_its_nbf_is_not_yet_valid() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        let nbf = jsonwebtoken::get_current_timestamp() + 120;
+        let verified = verifier.verify(&token_with(serde_json::json!({ "nbf": nbf }))).await;
+        assert_eq!(verified, Err(TokenError::NotYetValid));
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_the_wrong_type_is_malformed_not_an_issuer_or_audience_mismatch() {
+        let verifier = TokenVerifier::with_secret(SECRET, settings()).unwrap();
+        // `nbf` is checked by the library alone, which says InvalidClaimFormat("nbf").
+        let verified = verifier.verify(&token_with(serde_json::json!({"nbf": "soon"}))).await;
+        assert_eq!(verified, Err(TokenError::Malformed));
+    }
 }
