@@ -8,7 +8,10 @@
 //!
 //! | where | what |
 //! |---|---|
-//! | [`server`] | builds everything from [`config`], serves, and owns the drain order |
+//! | [`config`] | the settings, one group per component (flat environment variable names) |
+//! | [`server`] | builds everything from [`config`] and serves until a stop signal |
+//! | [`lifecycle`] | the server's phase and the drain: the order of a shutdown, written once |
+//! | [`background`] | the loops beside the actors (stats, EMF, budget sweep, JWKS refresh, updates consumer), stopped by one signal and waited for |
 //! | [`http`] | routes: WebSocket upgrade, publish API, audit read, `/health` `/ready` `/metrics`, the status page (`/metrics` and the status page on INTERNAL_PORT when set: `http::ports`) |
 //! | [`session`] | **session actor**, one per connection: parses and routes frames, heartbeat; [`session::inbound`] decodes its frames |
 //! | [`connection`] | what the session and the hub share about a connection, below both: its id, [`connection::outbox`] its bounded outbound queue, [`connection::outbound_body`] the body that writes it, [`connection::state`] its lifecycle (close signal, open / winding down / closed) |
@@ -22,7 +25,7 @@
 //! | [`updates`] | agent updates long-polled from SQS and published to their projects |
 //! | [`aws`] | SDK configuration, error classification, backoff |
 //! | [`metrics`], [`emf`], [`logging`] | Prometheus, CloudWatch EMF, structured logs |
-//! | [`stats`] | the status page's figures: the registry sampled each second, five minutes kept |
+//! | [`stats`] | the status page's figures: the metrics sampled each second, five minutes kept |
 //!
 //! Beside this crate in the Cargo workspace: `loadtest/`, the load generator, a crate of its own
 //! with its own dependencies, so the gateway (and its image) builds only what it ships.
