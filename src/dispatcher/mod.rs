@@ -398,3 +398,89 @@ impl Handler<Flush> for QueueDispatcher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::{
+        persistence::{local::LocalStore, Persistence, RecordStore},
+        protocol::ForwardRequest,
+    };
+
+    /// A dispatcher over the local spool in `dir`, lingering `linger` for a batch to fill.
+    fn dispatcher(dir: &std::path::Path, linger: Duration) -> Addr<QueueDispatcher> {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = RecordStore::Local(LocalStore::open(dir).expect("record store"));
+        let (_persistence, records) = Persistence::new(store, 1000, Duration::from_secs(60), metrics.clone());
+        let settings = DispatcherSettings {
+            sqs_batch_linger: linger,
+            sqs_max_batch_bytes: NonZeroUsize::new(256 * 1024).expect("not zero"),
+            forward_deadline: Duration::from_secs(30),
+            dispatcher_max_pending: NonZeroUsize::new(1000).expect("not zero"),
+        };
+        let backend = QueueBackend::Spool(Spool::open(dir, 1 << 30).expect("spool"));
+        QueueDispatcher::new(backend, settings, metrics, records).start()
+    }
+
+    /// Forward `n` to the dev queue; its answer arrives on the receiver.
+    fn forward(dispatcher: &Addr<QueueDispatcher>, n: usize) -> oneshot::Receiver<ForwardResult> {
+        let body = json!({"action": "forward", "type": "dev", "message_id": format!("m{n}"), "data": {"n": n}});
+        let request = ForwardRequest {
+            message_type: "dev".into(),
+            message_id: format!("m{n}"),
+            project_id: "p".into(),
+            body: body.as_object().expect("an object").clone(),
+        };
+        let (reply, answer) = oneshot::channel();
+        let message = QueueMessage::new(AgentRole::Dev, request, "connection", None);
+        dispatcher.do_send(Forward { message, reply });
+        answer
+    }
+
+    #[actix_rt::test]
+    async fn full_batches_leave_at_once_the_rest_at_the_flush_each_answered_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A linger no test waits for: what leaves before the flush left because its batch was full.
+        let dispatcher = dispatcher(dir.path(), Duration::from_secs(3600));
+        let mut answers: Vec<_> = (0..25).map(|n| forward(&dispatcher, n)).collect();
+        let rest = answers.split_off(2 * MAX_BATCH_ENTRIES);
+        for answer in answers {
+            let receipt = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .expect("a full batch left")
+                .expect("answered");
+            assert_eq!(receipt.expect("confirmed").queue, AgentRole::Dev);
+        }
+        let mut rest: Vec<_> = rest.into_iter().map(Box::pin).collect();
+        for answer in &mut rest {
+            let early = tokio::time::timeout(Duration::from_millis(100), answer.as_mut()).await;
+            assert!(early.is_err(), "a forward of a batch that is not full waits for the linger");
+        }
+        tokio::time::timeout(Duration::from_secs(5), dispatcher.send(Flush))
+            .await
+            .expect("the flush answered once every forward was")
+            .expect("flushed");
+        let mut ids = std::collections::HashSet::new();
+        for answer in rest {
+            let receipt = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .expect("the flush sent it")
+                .expect("answered")
+                .expect("confirmed");
+            assert!(ids.insert(receipt.sqs_message_id), "one id per forward");
+        }
+
+        let spooled = std::fs::read_to_string(dir.path().join("spool/dev.jsonl")).expect("the dev spool");
+        let order: Vec<u64> = spooled
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).expect("a JSON line")["body"]["data"]["n"].as_u64().expect("n")
+            })
+            .collect();
+        assert_eq!(order, (0..25).collect::<Vec<u64>>(), "the queue got each forward once, in arrival order");
+    }
+}
