@@ -370,27 +370,37 @@ async fn write(
     let mut refresh = tokio::time::interval((store.ttl / 3).max(Duration::from_millis(100)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut writer = Writer { store, connection, members: HashMap::new(), unsent_leaves: Vec::new(), failing: false };
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            command = commands.recv() => {
-                let Some(command) = command else { return };
-                let mut batch = vec![command];
-                while batch.len() < BATCH {
-                    match commands.try_recv() {
-                        Ok(command) => batch.push(command),
-                        Err(_) => break,
+    let writing = async {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    let mut batch = vec![command];
+                    while batch.len() < BATCH {
+                        match commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
                     }
+                    writer.apply(batch).await;
                 }
-                writer.apply(batch).await;
+                _ = refresh.tick() => writer.refresh().await,
             }
-            _ = refresh.tick() => writer.refresh().await,
         }
-    }
-    if tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.leave_all(&mut commands)).await.is_err() {
-        log::warn!(
+        writer.leave_all(&mut commands).await;
+    };
+    // From the stop on, the writer has CLOSE_WRITE_TIMEOUT in all: to finish the write it is in
+    // (which waits for Redis as long as Redis is down) and to remove this task's members.
+    let closing = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(CLOSE_WRITE_TIMEOUT).await;
+    };
+    tokio::select! {
+        () = writing => {}
+        () = closing => log::warn!(
             "presence of this task not removed from Redis within {CLOSE_WRITE_TIMEOUT:?}; it expires after the TTL"
-        );
+        ),
     }
 }
