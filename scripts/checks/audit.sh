@@ -4,7 +4,7 @@
 # database. Fails on any advisory, and on any crate yanked from crates.io.
 #
 # The database: ADVISORY_DB when set; else the snapshot at ../shared/advisory-db beside the
-# repository when present (machines that cannot reach its git host; its SNAPSHOT.md says which
+# repository (or beside the local repository it was cloned from) when present (machines that cannot reach its git host; its SNAPSHOT.md says which
 # commit), used as is (--no-fetch --stale); else cargo audit fetches the live one.
 #
 # Usage: scripts/checks/audit.sh      (needs cargo-audit; scripts/test.sh installs it)
@@ -12,10 +12,15 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
+# The snapshot beside this checkout, or beside the local repository it was cloned from (a CI
+# clone in a scratch directory has no ../shared of its own).
 db=${ADVISORY_DB:-}
-if [ -z "$db" ] && [ -d ../shared/advisory-db/crates ]; then
-  db=$(cd ../shared/advisory-db && pwd)
-fi
+origin=$(git config --get remote.origin.url 2>/dev/null || true)
+for beside in . "$origin"; do
+  if [ -z "$db" ] && [ -n "$beside" ] && [ -d "$beside/../shared/advisory-db/crates" ]; then
+    db=$(cd "$beside/../shared/advisory-db" && pwd)
+  fi
+done
 audit=(cargo audit --deny warnings)
 if [ -n "$db" ]; then
   audit+=(--db "$db" --no-fetch --stale)
