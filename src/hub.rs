@@ -971,7 +971,7 @@ mod tests {
             memory::MemoryEngine,
             positions::{Entries, HistorySettings},
             presence::Presence,
-            streams::{Append, AppendOutcome, StartOutcome},
+            streams::{Append, AppendOutcome, CancelOutcome, StartOutcome},
             EngineFuture, Health, Published,
         },
         protocol::streams::StreamMeta,
@@ -1068,6 +1068,15 @@ mod tests {
 
         fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
             self.engine.stream_end(project_id, end)
+        }
+
+        fn stream_cancel(
+            &self,
+            project_id: &ProjectId,
+            stream_id: &StreamId,
+            message_id: &str,
+        ) -> EngineFuture<CancelOutcome> {
+            self.engine.stream_cancel(project_id, stream_id, message_id)
         }
 
         fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {

@@ -143,7 +143,12 @@ impl Server {
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
-            streams: Streams::new(engine.clone(), metrics.clone()),
+            streams: Streams::new(
+                engine.clone(),
+                dispatcher.clone(),
+                metrics.clone(),
+                config.streams.stream_cancel_grace,
+            ),
             engine,
             history_page_bytes: engine_settings.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),

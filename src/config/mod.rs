@@ -173,6 +173,7 @@ const HELP_ORDER: &[&str] = &[
     "presence_ttl",
     "stream_rollup",
     "stream_idle_timeout",
+    "stream_cancel_grace",
     "stream_max_bytes",
     "stream_max_open_per_project",
     "stream_max_appends_per_sec",

@@ -31,6 +31,17 @@ pub struct StreamSettings {
     )]
     pub stream_idle_timeout: Duration,
 
+    /// Seconds an agent has to end its stream after a `cancel` before the gateway ends it as
+    /// `cancelled` itself.
+    #[arg(
+        long = "stream-cancel-grace-secs",
+        value_name = "STREAM_CANCEL_GRACE_SECS",
+        env = "STREAM_CANCEL_GRACE_SECS",
+        default_value = "30",
+        value_parser = DurationSetting::SECONDS
+    )]
+    pub stream_cancel_grace: Duration,
+
     /// Bytes of text (UTF-8) one stream may hold; an append past it is refused with
     /// `stream_too_large`.
     #[arg(long, env = "STREAM_MAX_BYTES", default_value = "1048576", value_parser = greater_than_zero::<NonZeroUsize>)]

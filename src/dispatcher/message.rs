@@ -26,6 +26,9 @@ pub(crate) struct QueueMessage {
     /// The JSON body: the client's request object plus a `gateway` object with what a consumer
     /// needs (connection id, received-at).
     pub body: String,
+    /// What the gateway itself tells the agent (attribute `Kind`: `cancel`); None for a
+    /// client's forward.
+    pub kind: Option<&'static str>,
 }
 
 impl QueueMessage {
@@ -69,6 +72,33 @@ impl QueueMessage {
             connection_id: connection_id.to_owned(),
             user_id: user_id.map(str::to_owned),
             body: Value::Object(body).to_string(),
+            kind: None,
+        }
+    }
+
+    /// A message of the gateway's own to an agent (`kind`: `cancel`), body `{"kind",...fields}`.
+    pub(crate) fn control(
+        role: AgentRole,
+        kind: &'static str,
+        project_id: &str,
+        fields: Map<String, Value>,
+        connection_id: &str,
+        user_id: Option<&str>,
+    ) -> Self {
+        let mut body = Map::new();
+        body.insert("kind".into(), Value::String(kind.to_owned()));
+        body.insert("project_id".into(), Value::String(project_id.to_owned()));
+        body.extend(fields);
+        QueueMessage {
+            role,
+            message_id: uuid::Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            message_type: kind.to_owned(),
+            received_at: crate::protocol::now_iso8601(),
+            connection_id: connection_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            body: Value::Object(body).to_string(),
+            kind: Some(kind),
         }
     }
 
@@ -83,6 +113,7 @@ impl QueueMessage {
         ]
         .into_iter()
         .chain(self.user_id.as_deref().map(|user_id| ("UserId", user_id)))
+        .chain(self.kind.map(|kind| ("Kind", kind)))
     }
 
     /// Bytes SQS counts against its payload limit: body plus attribute names, types and values.

@@ -25,7 +25,9 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use super::{
     positions::{new_epoch, page, recover, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
-    streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot, StreamTable},
+    streams::{
+        Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot, StreamTable,
+    },
     Engine, EngineFuture, Health, LocalDelivery, Published,
 };
 use crate::protocol::{
@@ -186,6 +188,15 @@ impl Engine for MemoryEngine {
             Ok(EndOutcome::Ended { length, position: Some(position) })
         }
         .boxed()
+    }
+
+    fn stream_cancel(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        message_id: &str,
+    ) -> EngineFuture<CancelOutcome> {
+        ready(Ok(self.state().streams.cancel(project_id, stream_id, message_id))).boxed()
     }
 
     fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {

@@ -84,7 +84,7 @@ use crate::{
 };
 use positions::{Entries, Recovery};
 use presence::{Change, Member, Presence};
-use streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamSnapshot};
+use streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamSnapshot};
 
 /// The back end did not answer or failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +245,15 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Ends an open stream: its end becomes a publication of the project (delivered as
     /// `stream_ended`, kept in the history as a `stream_snapshot` with the final text).
     fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome>;
+
+    /// Records the first cancel of an open stream, as `message_id` (the one its agent is sent):
+    /// one per stream, however many ask, across tasks.
+    fn stream_cancel(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        message_id: &str,
+    ) -> EngineFuture<CancelOutcome>;
 
     /// The project's open streams, whole.
     fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>>;

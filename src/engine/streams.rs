@@ -165,6 +165,24 @@ pub(crate) enum EndOutcome {
     NotIdle,
 }
 
+/// What a cancel found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CancelOutcome {
+    /// The first cancel of an open stream: recorded with its message id; the agent to tell.
+    First {
+        agent: Option<String>,
+    },
+    /// Cancelled already: the first cancel's message id (nothing new is sent).
+    Repeat {
+        message_id: String,
+    },
+    Ended {
+        status: StreamStatus,
+        length: u64,
+    },
+    NotFound,
+}
+
 /// One stream in the memory engine.
 struct StreamRecord {
     meta: StreamMeta,
@@ -175,6 +193,8 @@ struct StreamRecord {
     /// The second (since the table's start) whose appends `appends_this_second` counts.
     second: u64,
     appends_this_second: u32,
+    /// The message id of the first cancel, once one came.
+    cancel: Option<String>,
 }
 
 impl StreamRecord {
@@ -255,6 +275,7 @@ impl StreamTable {
             last_activity: Instant::now(),
             second: 0,
             appends_this_second: 0,
+            cancel: None,
         };
         streams.insert(stream_id.clone(), record);
         Ok(())
@@ -301,6 +322,21 @@ impl StreamTable {
         record.text.push_str(&append.text);
         record.last_activity = Instant::now();
         AppendOutcome::Applied { length: record.text.len() as u64 }
+    }
+
+    /// Records the first cancel of an open stream (as `message_id`).
+    pub(crate) fn cancel(&mut self, project_id: &ProjectId, stream_id: &str, message_id: &str) -> CancelOutcome {
+        let Some(record) = self.open.get_mut(project_id).and_then(|streams| streams.get_mut(stream_id)) else {
+            return match self.ended(project_id, stream_id) {
+                Some(record) => CancelOutcome::Ended { status: record.status, length: record.text.len() as u64 },
+                None => CancelOutcome::NotFound,
+            };
+        };
+        if let Some(first) = &record.cancel {
+            return CancelOutcome::Repeat { message_id: first.clone() };
+        }
+        record.cancel = Some(message_id.to_owned());
+        CancelOutcome::First { agent: record.meta.agent.clone() }
     }
 
     /// Ends an open stream: what its end publications are made of; or why not.

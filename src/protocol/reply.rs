@@ -105,6 +105,14 @@ pub(crate) enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none", flatten)]
         position: Option<&'a StreamPosition>,
     },
+    /// A cancel reached the stream's agent queue as `message_id` (None: the stream had no agent
+    /// and was ended at once).
+    CancelRequested {
+        project_id: &'a str,
+        stream_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,

@@ -45,6 +45,8 @@ pub(crate) enum Request {
     StreamStart(StreamStartRequest),
     StreamAppend(StreamAppendRequest),
     StreamEnd(StreamEndRequest),
+    /// Asks a stream's agent to stop.
+    Cancel(CancelRequest),
 }
 
 impl Request {
@@ -62,6 +64,7 @@ impl Request {
             Request::StreamStart(_) => "stream_start",
             Request::StreamAppend(_) => "stream_append",
             Request::StreamEnd(_) => "stream_end",
+            Request::Cancel(_) => "cancel",
         }
     }
 }
@@ -228,6 +231,26 @@ impl StreamEndRequest {
     }
 }
 
+/// Asks a stream's agent to stop.
+#[derive(Debug, PartialEq)]
+pub(crate) struct CancelRequest {
+    pub project_id: ProjectId,
+    pub stream_id: StreamId,
+    pub reason: Option<String>,
+}
+
+impl CancelRequest {
+    fn from_body(project_id: ProjectId, body: &Map<String, Value>) -> Result<Self, RequestError> {
+        let stream_id = required_stream_id(body)?;
+        let reason = match body.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(reason)) => Some(reason.clone()),
+            Some(_) => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"reason\" must be a string")),
+        };
+        Ok(CancelRequest { project_id, stream_id, reason })
+    }
+}
+
 /// A parsed frame: the request (or why it is not one) and the id to echo.
 #[derive(Debug)]
 pub(crate) struct ParsedFrame {
@@ -358,6 +381,9 @@ pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "stream_append" => project_id(&object, limits)
             .and_then(|project_id| StreamAppendRequest::from_body(project_id, None, &mut object))
             .map(Request::StreamAppend),
+        "cancel" => project_id(&object, limits)
+            .and_then(|project_id| CancelRequest::from_body(project_id, &object))
+            .map(Request::Cancel),
         "stream_end" => project_id(&object, limits)
             .and_then(|project_id| StreamEndRequest::from_body(project_id, None, &mut object))
             .map(Request::StreamEnd),

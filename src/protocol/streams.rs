@@ -144,6 +144,20 @@ pub(crate) fn append_frame(project_id: &str, stream_id: &str, text: &str, length
     ByteString::from(encode(&Append { head, text, length }))
 }
 
+#[derive(Serialize)]
+struct CancelRequested<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+}
+
+/// `{"type":"stream_cancel_requested",...}`, without position: a publication of the project.
+pub(crate) fn cancel_requested_frame(project_id: &str, stream_id: &str, user_id: Option<&str>) -> ByteString {
+    let head = Head { kind: "stream_cancel_requested", project_id, stream_id };
+    ByteString::from(encode(&CancelRequested { head, user_id }))
+}
+
 /// The live end frame up to its length: `{"type":"stream_ended",...,"length":` (with the end's
 /// `data`).
 pub(crate) fn ended_prefix(project_id: &str, stream_id: &str, status: StreamStatus, data: &Value) -> String {

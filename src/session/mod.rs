@@ -65,7 +65,7 @@ use crate::{
         SubscribeRequest,
     },
     publish::PublishSource,
-    streams::{Appended, Ended, Started},
+    streams::{Appended, CancelRequested, Canceller, Ended, Started},
 };
 
 /// How long the connection may take to hand over the close frame once a close is asked for. A
@@ -280,6 +280,16 @@ impl Session {
                 // tokens does not want a frame back for each.
                 let answered = request_id.is_some();
                 self.stream_request(appended, (Appended::reply, "stream_appended"), answered, request_id)
+            }
+            Request::Cancel(cancel) => {
+                policy.check(&self.principal, Action::Forward { project_id: &cancel.project_id })?;
+                let (streams, connection_id) = (self.gateway.streams.clone(), self.id.clone());
+                let user_id = self.principal.user_id().map(str::to_owned);
+                let cancelled = async move {
+                    let canceller = Canceller { connection_id: &connection_id, user_id: user_id.as_deref() };
+                    streams.cancel(cancel, canceller).await
+                };
+                self.stream_request(cancelled, (CancelRequested::reply, "cancel_requested"), true, request_id)
             }
             Request::StreamEnd(end) => {
                 policy.check(&self.principal, Action::Publish { project_id: &end.project_id })?;

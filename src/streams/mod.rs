@@ -4,25 +4,35 @@
 //! and its outcome is answered in the protocol's words: a refusal is a [`RequestError`] naming
 //! the stream and where it stands.
 //!
+//! A **cancel** ([`Streams::cancel`]) is recorded in the engine (the first one per stream wins;
+//! a later one is answered with its message id and sends nothing), announced to the project's
+//! viewers (`stream_cancel_requested`, a publication), and sent to the stream's agent queue
+//! through the queue dispatcher, with a forward's guarantee: answered once the queue has it.
+//! The agent then ends the stream as `cancelled`; if it has not within
+//! STREAM_CANCEL_GRACE_SECS, the task that took the cancel ends it itself. A stream without an
+//! agent is ended at once.
+//!
 //! What viewers get (rollups, snapshots) is the hub's ([`crate::hub::streams`]); the frames are
 //! the wire format's ([`crate::protocol::streams`]).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use actix::Addr;
 use bytestring::ByteString;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 use crate::{
+    dispatcher::{message::QueueMessage, routing::AgentRole, Forward, QueueDispatcher},
     engine::{
-        streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamSnapshot},
+        streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamSnapshot},
         Engine,
     },
     metrics::Metrics,
     protocol::{
         errors::StreamRefusal,
         now_iso8601,
-        request::{ProjectId, StreamAppendRequest, StreamEndRequest, StreamStartRequest},
-        streams::{new_stream_id, started_frame, StreamId, StreamMeta, StreamStatus},
+        request::{CancelRequest, ProjectId, StreamAppendRequest, StreamEndRequest, StreamStartRequest},
+        streams::{cancel_requested_frame, new_stream_id, started_frame, StreamId, StreamMeta, StreamStatus},
         ErrorCode, Reply, RequestError, StreamPosition,
     },
     publish::PublishSource,
@@ -97,6 +107,32 @@ impl Ended {
     }
 }
 
+/// A cancel, as its requester is told.
+#[derive(Debug)]
+pub(crate) struct CancelRequested {
+    pub project_id: ProjectId,
+    pub stream_id: StreamId,
+    /// The message the agent's queue has (the first cancel's, for a repeat); None: the stream had
+    /// no agent and was ended at once.
+    pub message_id: Option<String>,
+}
+
+impl CancelRequested {
+    pub(crate) fn reply(&self) -> Reply<'_> {
+        Reply::CancelRequested {
+            project_id: &self.project_id,
+            stream_id: &self.stream_id,
+            message_id: self.message_id.as_deref(),
+        }
+    }
+}
+
+/// Who asks for a cancel: the connection and its verified user.
+pub(crate) struct Canceller<'a> {
+    pub connection_id: &'a str,
+    pub user_id: Option<&'a str>,
+}
+
 fn engine_error(error: crate::engine::EngineError) -> RequestError {
     RequestError::new(ErrorCode::Unavailable, format!("{error}: nothing was applied; retry later"))
 }
@@ -114,12 +150,99 @@ fn ended(stream_id: &StreamId, status: StreamStatus, length: u64) -> RequestErro
 #[derive(Clone)]
 pub(crate) struct Streams {
     engine: Arc<dyn Engine>,
+    dispatcher: Addr<QueueDispatcher>,
     metrics: Arc<Metrics>,
+    /// STREAM_CANCEL_GRACE_SECS.
+    cancel_grace: Duration,
 }
 
 impl Streams {
-    pub(crate) fn new(engine: Arc<dyn Engine>, metrics: Arc<Metrics>) -> Self {
-        Streams { engine, metrics }
+    pub(crate) fn new(
+        engine: Arc<dyn Engine>,
+        dispatcher: Addr<QueueDispatcher>,
+        metrics: Arc<Metrics>,
+        cancel_grace: Duration,
+    ) -> Self {
+        Streams { engine, dispatcher, metrics, cancel_grace }
+    }
+
+    /// Asks the stream's agent to stop; see the module documentation.
+    pub(crate) async fn cancel(
+        &self,
+        request: CancelRequest,
+        canceller: Canceller<'_>,
+    ) -> Result<CancelRequested, RequestError> {
+        let CancelRequest { project_id, stream_id, reason } = request;
+        let requested_at = now_iso8601();
+        let mut fields = Map::new();
+        fields.insert("stream_id".into(), json!(&*stream_id));
+        fields.insert("reason".into(), json!(reason));
+        fields.insert("user_id".into(), json!(canceller.user_id));
+        fields.insert("requested_at".into(), json!(requested_at));
+        // The role is settled once the engine names the agent; the id is the message's.
+        let draft = QueueMessage::control(
+            AgentRole::Dev,
+            "cancel",
+            &project_id,
+            fields,
+            canceller.connection_id,
+            canceller.user_id,
+        );
+        let outcome =
+            self.engine.stream_cancel(&project_id, &stream_id, &draft.message_id).await.map_err(engine_error)?;
+        let agent = match outcome {
+            CancelOutcome::Repeat { message_id } => {
+                return Ok(CancelRequested { project_id, stream_id, message_id: Some(message_id) })
+            }
+            CancelOutcome::Ended { status, length } => return Err(ended(&stream_id, status, length)),
+            CancelOutcome::NotFound => return Err(not_found(&stream_id)),
+            CancelOutcome::First { agent } => agent,
+        };
+        let announcement = cancel_requested_frame(&project_id, &stream_id, canceller.user_id);
+        let announced = self.engine.publish(&project_id, announcement).await;
+        if let Some(reason) = announced.unavailable {
+            log::warn!(project_id = &*project_id, error = reason.as_str(); "stream_cancel_requested reached this task's viewers only");
+        }
+        let Some(role) = agent.as_deref().and_then(|agent| AgentRole::route(agent).ok()) else {
+            // Nobody to tell: it ends now.
+            self.end_cancelled(&project_id, &stream_id).await?;
+            return Ok(CancelRequested { project_id, stream_id, message_id: None });
+        };
+        let message = QueueMessage { role, ..draft };
+        let message_id = message.message_id.clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.dispatcher
+            .try_send(Forward { message, reply })
+            .map_err(|_| RequestError::busy("The agent queues are busy"))?;
+        self.end_after_grace(project_id.clone(), stream_id.clone());
+        match answer.await {
+            Ok(Ok(_receipt)) => Ok(CancelRequested { project_id, stream_id, message_id: Some(message_id) }),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(RequestError::new(ErrorCode::ForwardFailed, "The queue dispatcher stopped before answering")),
+        }
+    }
+
+    /// Ends the stream as `cancelled` after STREAM_CANCEL_GRACE_SECS, unless its agent did.
+    fn end_after_grace(&self, project_id: ProjectId, stream_id: StreamId) {
+        let (streams, grace) = (self.clone(), self.cancel_grace);
+        actix::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Err(error) = streams.end_cancelled(&project_id, &stream_id).await {
+                log::warn!(project_id = &*project_id, stream_id = &*stream_id, error:% = error; "cancelled stream not ended after its grace");
+            }
+        });
+    }
+
+    /// Ends the stream as `cancelled` if it is still open.
+    async fn end_cancelled(&self, project_id: &ProjectId, stream_id: &StreamId) -> Result<(), RequestError> {
+        let end = End {
+            stream_id: stream_id.clone(),
+            status: StreamStatus::Cancelled,
+            data: Value::Null,
+            only_if_idle: false,
+        };
+        self.engine.stream_end(project_id, end).await.map_err(engine_error)?;
+        Ok(())
     }
 
     pub(crate) async fn start(

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     positions::{new_epoch, recover, Entries, HistorySettings, Recovery},
     presence::{Member, Presence},
-    streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot},
+    streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot},
     Engine, EngineError, EngineFuture, Health, LocalDelivery, Published,
 };
 use crate::{
@@ -458,6 +458,17 @@ impl Engine for RedisEngine {
     fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
         let (engine, project_id) = (self.clone(), project_id.clone());
         async move { engine.end_stream(&project_id, &end).await.map_err(unavailable) }.boxed()
+    }
+
+    fn stream_cancel(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        message_id: &str,
+    ) -> EngineFuture<CancelOutcome> {
+        let (engine, project_id, stream_id, message_id) =
+            (self.clone(), project_id.clone(), stream_id.clone(), message_id.to_owned());
+        async move { engine.cancel_stream(&project_id, &stream_id, &message_id).await.map_err(unavailable) }.boxed()
     }
 
     fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {

@@ -18,7 +18,7 @@ use super::{channel, keys, RedisEngine, PUBLISH_FUNCTION};
 use crate::{
     engine::{
         positions::new_epoch,
-        streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamSnapshot},
+        streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamSnapshot},
     },
     protocol::{
         request::ProjectId,
@@ -113,6 +113,18 @@ local offset, epoch = publish_entry(KEYS, kept, live, tonumber(ARGV[1]), ARGV[2]
 return {'ended', length, offset, epoch}
 "#;
 
+/// KEYS: 1 the stream's hash, 2 its text. ARGV: 1 the cancel's message id. The first cancel of an
+/// open stream is recorded (`cancel`), a later one answered with it.
+const CANCEL: &str = r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'not_found'} end
+if status ~= 'open' then return {'ended', status, redis.call('STRLEN', KEYS[2])} end
+local first = redis.call('HGET', KEYS[1], 'cancel')
+if first then return {'repeat', first} end
+redis.call('HSET', KEYS[1], 'cancel', ARGV[1])
+return {'first', redis.call('HGET', KEYS[1], 'meta') or '{}'}
+"#;
+
 /// KEYS: 1 the open set. ARGV: 1 the streams' key prefix (`agenticai:{P}:s:`). Each open
 /// stream as {id, status, meta, result, idle ms, text}; an id whose keys expired is dropped.
 const READ_OPEN: &str = r#"
@@ -146,6 +158,7 @@ pub(crate) struct StreamScripts {
     end: Script,
     read_open: Script,
     read_one: Script,
+    cancel: Script,
 }
 
 impl StreamScripts {
@@ -156,6 +169,7 @@ impl StreamScripts {
             end: Script::new(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{END}")),
             read_open: Script::new(&format!("{NOW_FUNCTION}{READ_OPEN}")),
             read_one: Script::new(&format!("{NOW_FUNCTION}{READ_ONE}")),
+            cancel: Script::new(CANCEL),
         }
     }
 }
@@ -319,6 +333,42 @@ impl RedisEngine {
             Some("not_idle") => EndOutcome::NotIdle,
             Some("not_found") => EndOutcome::NotFound,
             _ => return Err(malformed("end")),
+        })
+    }
+
+    pub(super) async fn cancel_stream(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        message_id: &str,
+    ) -> RedisResult<CancelOutcome> {
+        let key = stream_key(project_id, stream_id);
+        let answer: Vec<Value> = self
+            .stream_scripts
+            .cancel
+            .key(&key)
+            .key(format!("{key}:text"))
+            .arg(message_id)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(match answer.first().and_then(text).as_deref() {
+            Some("first") => {
+                let meta: Option<StreamMeta> =
+                    answer.get(1).and_then(text).and_then(|meta| serde_json::from_str(&meta).ok());
+                CancelOutcome::First { agent: meta.and_then(|meta| meta.agent) }
+            }
+            Some("repeat") => CancelOutcome::Repeat {
+                message_id: answer.get(1).and_then(text).ok_or_else(|| malformed("cancel id"))?,
+            },
+            Some("ended") => {
+                let status = answer.get(1).and_then(text).and_then(|status| StreamStatus::parse(&status));
+                CancelOutcome::Ended {
+                    status: status.ok_or_else(|| malformed("stream status"))?,
+                    length: answer.get(2).and_then(number).unwrap_or(0),
+                }
+            }
+            Some("not_found") => CancelOutcome::NotFound,
+            _ => return Err(malformed("cancel")),
         })
     }
 
