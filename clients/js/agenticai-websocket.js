@@ -279,10 +279,11 @@ export class AgentStream {
     if (this.#sending || this.length >= this.#total) return;
     this.#sending = true;
     const at = this.length;
-    const frame = { action: "stream_append", project_id: this.projectId, stream_id: this.streamId, text: this.#textFrom(at), at };
+    const text = this.#textFrom(at);
+    const frame = { action: "stream_append", project_id: this.projectId, stream_id: this.streamId, text, at };
     this.#request(frame, "stream_appended", { resend: true })
       .then(
-        (reply) => this.#follow(reply.length),
+        (reply) => this.#follow(Number.isInteger(reply.length) ? reply.length : at + utf8Length(text)),
         (error) => this.#refused(error),
       )
       .finally(() => {

@@ -9,6 +9,7 @@ subscriptions and refreshes its token on its own.
 """
 
 from .client import (
+    AgentStream,
     Client,
     ConnectionState,
     JoinLeave,
@@ -20,11 +21,15 @@ from .client import (
     RequestError,
     Reset,
     StateChange,
+    Stream,
+    StreamUpdate,
     Subscription,
     backoff_delay,
+    utf8_length,
 )
 
 __all__ = [
+    "AgentStream",
     "Client",
     "ConnectionState",
     "JoinLeave",
@@ -36,6 +41,9 @@ __all__ = [
     "RequestError",
     "Reset",
     "StateChange",
+    "Stream",
+    "StreamUpdate",
     "Subscription",
     "backoff_delay",
+    "utf8_length",
 ]
