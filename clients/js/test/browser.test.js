@@ -1,7 +1,7 @@
 // The JavaScript client in a real headless Chromium (Debian's /usr/bin/chromium, or CHROMIUM),
 // driven through the DevTools protocol: a page served from loopback imports the module, and the
-// test runs the drain scenarios of harness.js with the page as the subscriber, reading what it
-// recorded with Runtime.evaluate.
+// test runs the drain scenarios of harness.js (publications, and an agent stream) with the page
+// as the subscriber, reading what it recorded with Runtime.evaluate.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { Client } from "../agenticai-websocket.js";
-import { JWT_SECRET, drainScenario, mintToken, publish, startServer, uniqueProject, waitFor } from "./harness.js";
+import { JWT_SECRET, drainScenario, mintToken, publish, startServer, streamDrainScenario, uniqueProject, waitFor } from "./harness.js";
 
 const PACKAGE_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -130,6 +130,16 @@ test("browser: a drained server restarted on the same port (Redis): every messag
 
 test("browser: another task takes over from a drained one: every message once, in order", async (t) => {
   report(t, await drainScenario(browserSubscriber(), { takeover: true }));
+});
+
+test("browser: an agent stream followed across a drain, the server restarted (Redis): the exact text", async (t) => {
+  const { awayMs, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: false });
+  t.diagnostic(`viewer away ${awayMs} ms; ${appendFrames} append frames for ${tokens} tokens`);
+});
+
+test("browser: an agent stream followed across a drain, another task taking over: the exact text", async (t) => {
+  const { awayMs, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: true });
+  t.diagnostic(`viewer away ${awayMs} ms; ${appendFrames} append frames for ${tokens} tokens`);
 });
 
 test("browser: a restart without Redis calls onReset", async () => {
