@@ -109,8 +109,10 @@ export interface Stream<Data = unknown> {
   status: StreamStatus;
   agent: string | null;
   event: string | null;
-  /** The start's data, replaced by the end's when the end carries some. */
+  /** The start's data. */
   data: Data | null;
+  /** The end's data (a live end's `data`, a snapshot's `result`); null until then, or without. */
+  result: unknown;
   /** When it started, RFC 3339 (null when the server did not say). */
   startedAt: string | null;
   /**
@@ -126,7 +128,7 @@ export type StreamUpdate =
   /** `text`: every append since the previous frame of the stream; `length`: the stream's length after it. */
   | { type: "stream_append"; project_id: string; stream_id: string; text: string; length: number }
   /** Replaces the copy: sent after every (re)subscribe for each open stream, and for an end in a replay. */
-  | { type: "stream_snapshot"; project_id: string; stream_id: string; status: StreamStatus; text: string; length: number; agent?: string | null; event?: string | null; data?: unknown; started_at?: string; offset?: number; epoch?: string }
+  | { type: "stream_snapshot"; project_id: string; stream_id: string; status: StreamStatus; text: string; length: number; agent?: string | null; event?: string | null; data?: unknown; result?: unknown; started_at?: string; offset?: number; epoch?: string }
   | { type: "stream_ended"; project_id: string; stream_id: string; status: Exclude<StreamStatus, "open">; length: number; data?: unknown; offset?: number; epoch?: string };
 
 /** The answer to a stream start. */
@@ -134,6 +136,9 @@ export interface StreamStarted {
   type: "stream_started";
   project_id: string;
   stream_id: string;
+  /** With `length`, when a stream of the id given existed already. */
+  status?: StreamStatus;
+  length?: number;
   agent?: string | null;
   event?: string | null;
   data?: unknown;
@@ -178,8 +183,8 @@ export declare class AgentStream {
   readonly length: number;
   /**
    * Resolves with the stream's length after `text` once applied. Rejects with the server's code
-   * ("stream_ended", "stream_too_large", "stream_not_found", "forbidden", ...; "rate_limited" is
-   * waited out), and so does every append made after it.
+   * ("stream_ended", "stream_too_large", "stream_not_found", "forbidden", ...; "rate_limited" and
+   * "busy" are waited out), and so does every append made after it.
    */
   append(text: string): Promise<number>;
   /** After every append made before it; resolves with the stream_ended answer. */

@@ -59,6 +59,9 @@ const ABUSIVE_CLIENT = 3509;
 // of queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
 const APPEND_BATCH_BYTES = 64 * 1024;
 const STREAM_FRAMES = new Set(["stream_started", "stream_append", "stream_snapshot", "stream_ended"]);
+// How long an AgentStream waits before sending an append refused with `busy` (the connection
+// had too many requests in flight: not executed) again.
+const BUSY_RETRY_MS = 100;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -160,7 +163,13 @@ export class Subscription {
     switch (frame.type) {
       case "stream_snapshot": {
         const copy = stream ?? newStream(frame);
-        Object.assign(copy, streamFields(frame), { text: frame.text ?? "", length: frame.length ?? 0, status: frame.status, stale: false });
+        Object.assign(copy, streamFields(frame), {
+          text: frame.text ?? "",
+          length: frame.length ?? 0,
+          status: frame.status,
+          result: frame.result ?? null,
+          stale: false,
+        });
         this.streams.set(frame.stream_id, copy);
         return copy;
       }
@@ -183,7 +192,7 @@ export class Subscription {
       case "stream_ended": {
         if (!stream) return null;
         stream.status = frame.status;
-        if (frame.data != null) stream.data = frame.data;
+        stream.result = frame.data ?? null;
         if (frame.length !== stream.length) stream.stale = true;
         return stream;
       }
@@ -200,7 +209,7 @@ function streamFields(frame) {
 
 // A subscriber's copy of a stream, as its start announces it.
 function newStream(frame) {
-  return { streamId: frame.stream_id, projectId: frame.project_id, text: "", length: 0, status: "open", ...streamFields(frame), stale: false };
+  return { streamId: frame.stream_id, projectId: frame.project_id, text: "", length: 0, status: "open", ...streamFields(frame), result: null, stale: false };
 }
 
 /**
@@ -225,8 +234,9 @@ export class AgentStream {
     this.streamId = started.stream_id;
     /** The stream_started answer (agent, event, data, started_at, offset, epoch). */
     this.started = started;
-    /** "open", or the final status once ended (by end(), or as the server answered an append). */
-    this.status = "open";
+    /** "open", or the final status once ended (by end(), or as the server answered; a start
+     * naming an ended stream says so). */
+    this.status = started.status ?? "open";
     /** The stream's length in UTF-8 bytes, as the server last confirmed it. */
     this.length = started.length ?? 0;
     this.#base = this.length;
@@ -310,6 +320,7 @@ export class AgentStream {
 
   #refused(error) {
     if (error.code === "timeout") return; // its fate is unknown: the pump sends it again, same `at`
+    if (error.code === "busy") return new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS)); // then again
     if (error.code === "stream_conflict" && Number.isInteger(error.reply.length) && error.reply.length >= this.#base) {
       return this.#follow(error.reply.length);
     }

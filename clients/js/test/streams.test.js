@@ -185,15 +185,15 @@ test("viewer: snapshots replace the copy, appends continue it, repeats are ignor
       frame("stream_snapshot", { status: "open", text: "Héllo wörld", length: 13, agent: "dev", event: "answer", data: { n: 1 }, started_at: "t" }),
       frame("stream_append", { text: " 👋", length: 13 }), // at or below the snapshot: a repeat
       frame("stream_append", { text: " 👋", length: 18 }),
-      frame("stream_ended", { status: "completed", length: 18, offset: 2, epoch: "e" }),
+      frame("stream_ended", { status: "completed", length: 18, data: { passed: 3 }, offset: 2, epoch: "e" }),
       frame("stream_ended", { status: "completed", length: 18, offset: 2, epoch: "e" }), // replayed twice
     ];
     for (const each of frames) gateway.push(socket, each);
     await new Promise((resolve) => setTimeout(resolve, 50));
     const stream = subscription.streams.get("s");
     assert.deepEqual(
-      { text: stream.text, length: stream.length, status: stream.status, agent: stream.agent, event: stream.event, data: stream.data, stale: stream.stale },
-      { text: "Héllo wörld 👋", length: 18, status: "completed", agent: "dev", event: "answer", data: { n: 1 }, stale: false },
+      { text: stream.text, length: stream.length, status: stream.status, agent: stream.agent, event: stream.event, data: stream.data, result: stream.result, stale: stream.stale },
+      { text: "Héllo wörld 👋", length: 18, status: "completed", agent: "dev", event: "answer", data: { n: 1 }, result: { passed: 3 }, stale: false },
     );
     assert.deepEqual(updates.map(([type]) => type), ["stream_started", "stream_append", "stream_append", "stream_snapshot", "stream_append", "stream_ended"]);
     assert.deepEqual(subscription.position, { offset: 2, epoch: "e" }, "starts and ends count in the resume position");

@@ -45,6 +45,9 @@ ABUSIVE_CLIENT = 3509
 # queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
 APPEND_BATCH_BYTES = 64 * 1024
 STREAM_FRAMES = frozenset({"stream_started", "stream_append", "stream_snapshot", "stream_ended"})
+# How long an AgentStream waits before sending an append refused with ``busy`` (the connection
+# had too many requests in flight: not executed) again.
+BUSY_RETRY = 0.1
 
 T = TypeVar("T")
 TokenSource = Callable[[], Union[Optional[str], Awaitable[Optional[str]]]]
@@ -180,8 +183,9 @@ class Stream:
     status: str = "open"  # or completed, failed, cancelled, abandoned
     agent: Optional[str] = None
     event: Optional[str] = None
-    data: Any = None  # the start's, replaced by the end's when the end carries some
+    data: Any = None  # the start's
     started_at: Optional[str] = None
+    result: Any = None  # the end's data (a live end's ``data``, a snapshot's ``result``)
     # True when the copy missed text (an append that does not continue it: not expected); it
     # stays as it is until the next snapshot, which every resubscribe brings.
     stale: bool = False
@@ -325,6 +329,7 @@ class Subscription:
             stream.text = frame.get("text", "")
             stream.length = frame.get("length", 0)
             stream.status = frame.get("status", "open")
+            stream.result = frame.get("result")
             stream.stale = False
             self.streams[stream_id] = stream
             return StreamUpdate(kind, stream)
@@ -347,8 +352,7 @@ class Subscription:
             stream.length = length
             return StreamUpdate(kind, stream, text)
         stream.status = frame.get("status", "completed")
-        if frame.get("data") is not None:
-            stream.data = frame["data"]
+        stream.result = frame.get("data")
         if frame.get("length") != stream.length:
             stream.stale = True
         return StreamUpdate(kind, stream)
@@ -374,7 +378,7 @@ class AgentStream:
         self.project_id: str = started["project_id"]
         self.stream_id: str = started["stream_id"]
         self.started = started  # the stream_started answer: agent, event, data, started_at, offset, epoch
-        self.status = "open"  # or the final status, once ended
+        self.status: str = started.get("status", "open")  # or the final status, once ended
         self.length: int = started.get("length", 0)  # in UTF-8 bytes, as the server last confirmed it
         self._base = self.length  # where _chunks begin
         self._chunks: list[_Chunk] = []  # every text appended from _base on, in order
@@ -437,7 +441,10 @@ class AgentStream:
             length = reply.get("length")
             self._follow(length if isinstance(length, int) else at + utf8_length(text))
         except RequestError as error:
-            self._refused(error)
+            if error.code == "busy":
+                await asyncio.sleep(BUSY_RETRY)  # then again
+            else:
+                self._refused(error)
         finally:
             self._sending = False
             self._pump()

@@ -182,7 +182,7 @@ def test_viewer_snapshots_replace_appends_continue_repeats_are_ignored_a_gap_wai
                 frame("stream_snapshot", status="open", text="Héllo wörld", length=13, **meta),
                 frame("stream_append", text=" 👋", length=13),  # at or below the snapshot: a repeat
                 frame("stream_append", text=" 👋", length=18),
-                frame("stream_ended", status="completed", length=18, offset=2, epoch="e"),
+                frame("stream_ended", status="completed", length=18, data={"passed": 3}, offset=2, epoch="e"),
                 frame("stream_ended", status="completed", length=18, offset=2, epoch="e"),  # replayed twice
             ]:
                 await gateway.push(each)
@@ -197,7 +197,7 @@ def test_viewer_snapshots_replace_appends_continue_repeats_are_ignored_a_gap_wai
                 await asyncio.sleep(0.01)
             stream = subscription.streams["s"]
             assert (stream.text, stream.length, stream.status, stream.stale) == ("Héllo wörld 👋", 18, "completed", False)
-            assert (stream.agent, stream.event, stream.data) == ("dev", "answer", {"n": 1})
+            assert (stream.agent, stream.event, stream.data, stream.result) == ("dev", "answer", {"n": 1}, {"passed": 3})
             kinds = [update.type for update in updates]
             assert kinds == ["stream_started", "stream_append", "stream_append", "stream_snapshot", "stream_append", "stream_ended"]
             assert [update.text for update in updates if update.type == "stream_append"] == ["Hé", "llo", " 👋"]
