@@ -255,6 +255,7 @@ export class AgentStream {
     }
     const start = this.#total;
     this.#total += utf8Length(text);
+    if (this.#total === start && !this.#waiting.length) return Promise.resolve(this.length); // nothing to send, nothing before it
     this.#chunks.push({ text, start, end: this.#total });
     const entry = { end: this.#total };
     entry.promise = new Promise((resolve, reject) => Object.assign(entry, { resolve, reject }));

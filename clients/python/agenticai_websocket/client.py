@@ -400,6 +400,9 @@ class AgentStream:
             return future
         start = self._total
         self._total += utf8_length(text)
+        if self._total == start and not self._waiting:
+            future.set_result(self.length)  # nothing to send, nothing before it
+            return future
         self._chunks.append(_Chunk(text, start, self._total))
         self._waiting.append((self._total, future))
         self._pump()
