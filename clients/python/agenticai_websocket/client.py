@@ -293,7 +293,8 @@ class Subscription:
         if lost:
             # A stream that ended in the gap would stay open here for good; the open ones come
             # back with the snapshots that follow the confirmation.
-            self.streams = {key: stream for key, stream in self.streams.items() if stream.status != "open"}
+            for stream_id in [key for key, stream in self.streams.items() if stream.status == "open"]:
+                del self.streams[stream_id]
             reset = Reset(self.project_id, position)
             self.resets.append(reset)
             if self.on_reset:
