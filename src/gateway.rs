@@ -18,6 +18,7 @@ use crate::{
     protocol::request::ParseLimits,
     publish::Publisher,
     stats::StatsHistory,
+    streams::Streams,
 };
 
 /// Longest a draining session waits for its in-flight forwards before closing.
@@ -76,6 +77,8 @@ pub(crate) struct Gateway {
     pub persistence: Addr<Persistence>,
     pub records: RecordSink,
     pub publisher: Publisher,
+    /// The agent-stream path (start, append, end, reads).
+    pub streams: Streams,
     /// History, positions and other tasks (memory, or Redis with REDIS_URL).
     pub engine: Arc<dyn Engine>,
     /// Bytes of publications one history answer carries at most (HISTORY_PAGE_BYTES).

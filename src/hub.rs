@@ -14,6 +14,10 @@
 //! subscriber, [`Engine::unsubscribe`] for its last) and keeps a count of each project's
 //! subscribers that the engine reads without a message ([`SubscriberCounts`]).
 //!
+//! Agent streams ([`streams`]): the hub keeps a copy of each open stream of the projects it
+//! follows, rolls the engine's appends up into one `stream_append` frame per window for its
+//! viewers, gives a viewer that joins a `stream_snapshot` of each, and ends streams left quiet.
+//!
 //! Presence: each subscription added or removed is reported to the engine
 //! ([`Engine::presence_join`] / [`Engine::presence_leave`]), which announces joins and leaves
 //! back through every task's [`LocalDelivery`]; the hub passes them to the other members that
@@ -39,6 +43,7 @@
 //! and leave events are not waited for: one per subscription change the hub itself made.
 
 mod replay;
+pub(crate) mod streams;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -48,7 +53,7 @@ use std::{
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
@@ -60,13 +65,25 @@ use crate::{
     engine::{
         positions::Recovery,
         presence::{Change, Member},
-        Engine, LocalDelivery,
+        streams::{End, EndOutcome, StreamSnapshot},
+        Engine, EngineError, LocalDelivery,
     },
     metrics::Metrics,
-    protocol::{request::ProjectId, CloseCode, Reply, RequestId, StreamPosition},
+    protocol::{
+        request::ProjectId,
+        streams::{StreamId, StreamStatus},
+        CloseCode, Reply, RequestId, StreamPosition,
+    },
 };
 pub(crate) use replay::HoldLimits;
 use replay::{Replay, Seam, Ticket};
+use streams::{Applied, ProjectStreams, StreamHubSettings, StreamPublication};
+
+/// How often the hub looks for streams left quiet past STREAM_IDLE_TIMEOUT_SECS.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+/// How long after a failed read of a project's streams the hub tries again.
+const STREAM_REREAD_DELAY: Duration = Duration::from_secs(1);
 
 /// Longest a subscribe waits on the engine (its channel subscribed, its history read) before it
 /// is confirmed without a position: a back end that hangs must not hold a client's confirmation.
@@ -170,6 +187,18 @@ struct PresenceEvent {
     handed_over: oneshot::Sender<()>,
 }
 
+/// An append to a stream, from the engine ([`LocalDelivery::stream_append`]); answered once
+/// handed over.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StreamAppended {
+    project_id: ProjectId,
+    stream_id: StreamId,
+    text: ByteString,
+    length: u64,
+    handed_over: oneshot::Sender<()>,
+}
+
 /// Each project's local subscribers, as the hub last changed them: the engine reads a
 /// publication's receipt count here rather than asking the hub and waiting for an answer.
 #[derive(Default)]
@@ -229,6 +258,23 @@ impl LocalDelivery for HubDelivery {
     fn subscriber_count(&self, project_id: &ProjectId) -> usize {
         self.counts.get(project_id)
     }
+
+    fn stream_append(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        text: ByteString,
+        length: u64,
+    ) -> BoxFuture<'static, ()> {
+        let (handed_over, answer) = oneshot::channel();
+        let appended =
+            StreamAppended { project_id: project_id.clone(), stream_id: stream_id.clone(), text, length, handed_over };
+        self.hub.do_send(appended);
+        async move {
+            let _ = answer.await;
+        }
+        .boxed()
+    }
 }
 
 struct Registered {
@@ -266,6 +312,11 @@ pub(crate) struct Hub {
     message_frames: IntCounter,
     /// Report subscriptions to the engine's presence (PRESENCE).
     presence: bool,
+    /// The open streams of each followed project (read from the engine when first followed).
+    streams: HashMap<ProjectId, ProjectStreams>,
+    stream_settings: StreamHubSettings,
+    /// Numbers the reads of projects' streams, so a late answer to an older one is ignored.
+    stream_reads: u64,
     /// During the drain: told when the registry empties.
     on_empty: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -277,6 +328,7 @@ impl Hub {
         hold: HoldLimits,
         replay_page_bytes: usize,
         presence: bool,
+        stream_settings: StreamHubSettings,
     ) -> Self {
         let message_frames = metrics.message_frames_out();
         Hub {
@@ -290,6 +342,9 @@ impl Hub {
             message_frames,
             presence,
             on_empty: None,
+            streams: HashMap::new(),
+            stream_settings,
+            stream_reads: 0,
         }
     }
 
@@ -304,6 +359,7 @@ impl Hub {
         hold: bool,
         join_leave: bool,
         member: Option<&Arc<Member>>,
+        ctx: &mut Context<Self>,
     ) -> Option<Option<BoxFuture<'static, ()>>> {
         let registered = self.connections.get_mut(id)?;
         let outbox = registered.outbox.clone();
@@ -311,12 +367,14 @@ impl Hub {
         registered.projects.insert(project_id.clone());
         let members = self.subscribers.entry(project_id.clone()).or_default();
         let mut channel_ready = None;
+        let mut first_follow = None;
         if members.is_empty() {
             self.metrics.projects.inc();
-            let mut subscribed = self.engine.subscribe(&project_id);
-            if (&mut subscribed).now_or_never().is_none() {
-                channel_ready = Some(subscribed);
+            let subscribed = self.engine.subscribe(&project_id).shared();
+            if subscribed.clone().now_or_never().is_none() {
+                channel_ready = Some(subscribed.clone().boxed());
             }
+            first_follow = Some(subscribed);
         }
         match members.get_mut(id) {
             Some(subscriber) => {
@@ -337,7 +395,159 @@ impl Hub {
                 }
             }
         }
+        if let Some(subscribed) = first_follow {
+            self.stream_reads += 1;
+            self.streams.insert(project_id.clone(), ProjectStreams::reading(self.stream_reads));
+            self.read_streams(project_id, Some(subscribed), Duration::ZERO, ctx);
+        }
         Some(channel_ready)
+    }
+
+    /// Reads the project's open streams (after `subscribed`: the engine delivers the project's
+    /// traffic here) for the read in flight, `delay` from now.
+    fn read_streams(
+        &mut self,
+        project_id: ProjectId,
+        subscribed: Option<Shared<BoxFuture<'static, ()>>>,
+        delay: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(read) = self.streams.get(&project_id).and_then(|streams| streams.awaits_read()) else { return };
+        let engine = self.engine.clone();
+        let reading = async move {
+            tokio::time::sleep(delay).await;
+            if let Some(subscribed) = subscribed {
+                let _ = tokio::time::timeout(ENGINE_WAIT, subscribed).await;
+            }
+            match tokio::time::timeout(ENGINE_WAIT, engine.open_streams(&project_id)).await {
+                Ok(answer) => (project_id, answer),
+                Err(_) => (project_id, Err(EngineError::Unavailable(format!("no answer within {ENGINE_WAIT:?}")))),
+            }
+        };
+        ctx.spawn(reading.into_actor(self).map(move |(project_id, answer), hub, ctx| {
+            hub.streams_read(project_id, read, answer, ctx);
+        }));
+    }
+
+    /// A read of the project's streams answered.
+    fn streams_read(
+        &mut self,
+        project_id: ProjectId,
+        read: u64,
+        answer: Result<Vec<StreamSnapshot>, EngineError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(streams) = self.streams.get_mut(&project_id).filter(|streams| streams.awaits(read)) else { return };
+        let read_again = match answer {
+            Ok(snapshots) => streams.read(snapshots).is_err(),
+            Err(error) => {
+                log::warn!(project_id = &*project_id, error:% = error; "agent streams unreadable; retrying");
+                self.stream_reads += 1;
+                streams.reread(self.stream_reads);
+                self.read_streams(project_id, None, STREAM_REREAD_DELAY, ctx);
+                return;
+            }
+        };
+        if read_again {
+            self.reread_streams(project_id, ctx);
+            return;
+        }
+        self.count_open_streams();
+        // Every viewer already live gets the streams as read (those in a seam, when it ends).
+        let live: Vec<Outbox> = self
+            .subscribers
+            .get(&project_id)
+            .map(|members| {
+                members.values().filter(|member| member.seam.is_none()).map(|member| member.outbox.clone()).collect()
+            })
+            .unwrap_or_default();
+        for outbox in live {
+            self.send_snapshots(&project_id, &outbox);
+        }
+    }
+
+    /// The copy of the project's streams misses text: read them again.
+    fn reread_streams(&mut self, project_id: ProjectId, ctx: &mut Context<Self>) {
+        let Some(streams) = self.streams.get_mut(&project_id) else { return };
+        self.stream_reads += 1;
+        streams.reread(self.stream_reads);
+        log::info!(project_id = &*project_id; "agent stream copy has a gap; reading the project's streams again");
+        self.read_streams(project_id, None, Duration::ZERO, ctx);
+    }
+
+    fn count_open_streams(&self) {
+        let open: usize = self.streams.values().map(|streams| streams.open.len()).sum();
+        self.metrics.streams_open.set(open as i64);
+    }
+
+    /// A `stream_snapshot` of each open stream of the project, for a viewer that just went live
+    /// (nothing while the streams are being read: the read's answer sends them).
+    fn send_snapshots(&self, project_id: &ProjectId, outbox: &Outbox) {
+        let Some(streams) = self.streams.get(project_id).filter(|streams| streams.is_read()) else { return };
+        for (stream_id, stream) in &streams.open {
+            self.push(outbox, stream.snapshot(project_id, stream_id), "stream_snapshot");
+        }
+    }
+
+    /// Sends a stream's frame to every live viewer of the project.
+    fn send_to_viewers(&self, project_id: &ProjectId, frame: ByteString) {
+        self.metrics.stream_rollups.inc();
+        let Some(members) = self.subscribers.get(project_id) else { return };
+        for member in members.values().filter(|member| member.seam.is_none()) {
+            self.push(&member.outbox, frame.clone(), "stream_append");
+        }
+    }
+
+    /// A rollup window of the stream ended.
+    fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
+        let Some(frame) =
+            self.streams.get_mut(&project_id).and_then(|streams| streams.window_ended(&project_id, &stream_id))
+        else {
+            return;
+        };
+        self.send_to_viewers(&project_id, frame);
+        self.schedule_window_end(project_id, stream_id, ctx);
+    }
+
+    fn schedule_window_end(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
+        ctx.run_later(self.stream_settings.rollup, move |hub, ctx| hub.window_ended(project_id, stream_id, ctx));
+    }
+
+    /// Asks the engine to end the streams left quiet past STREAM_IDLE_TIMEOUT_SECS as
+    /// `abandoned`.
+    fn end_idle_streams(&mut self, ctx: &mut Context<Self>) {
+        let idle_timeout = self.stream_settings.idle_timeout;
+        let mut idle = Vec::new();
+        for (project_id, streams) in &mut self.streams {
+            for (stream_id, stream) in streams.open.iter_mut().filter(|(_, stream)| stream.is_idle(idle_timeout)) {
+                stream.abandoning = true;
+                idle.push((project_id.clone(), stream_id.clone()));
+            }
+        }
+        for (project_id, stream_id) in idle {
+            {
+                let end = End {
+                    stream_id: stream_id.clone(),
+                    status: StreamStatus::Abandoned,
+                    data: serde_json::Value::Null,
+                    only_if_idle: true,
+                };
+                let ending = self.engine.stream_end(&project_id, end);
+                ctx.spawn(ending.into_actor(self).map(move |outcome, hub, _| {
+                    if let Ok(EndOutcome::Ended { .. }) = outcome {
+                        hub.metrics.streams_abandoned.inc();
+                        log::info!(project_id = &*project_id, stream_id = &*stream_id; "agent stream abandoned: idle past STREAM_IDLE_TIMEOUT_SECS");
+                        return;
+                    }
+                    let stream = hub.streams.get_mut(&project_id).and_then(|streams| streams.open.get_mut(&stream_id));
+                    if let Some(stream) = stream {
+                        // Not idle on the engine (a later append elsewhere), or not reachable:
+                        // counted from now.
+                        stream.touched();
+                    }
+                }));
+            }
+        }
     }
 
     /// Answers the drain once no connection is registered.
@@ -367,6 +577,9 @@ impl Hub {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
             self.engine.unsubscribe(project_id);
+            if self.streams.remove(project_id).is_some() {
+                self.count_open_streams();
+            }
         }
     }
 
@@ -378,8 +591,9 @@ impl Hub {
         }
     }
 
-    /// Pushes a publication to every member of the project; returns how many it reached.
-    fn fan_out(&mut self, project_id: &ProjectId, offset: u64, frame: &ByteString) -> usize {
+    /// Pushes a publication to every member of the project (those in a seam hold `held` when
+    /// given, else the frame); returns how many it reached.
+    fn fan_out(&mut self, project_id: &ProjectId, offset: u64, frame: &ByteString, held: Option<&ByteString>) -> usize {
         let Some(members) = self.subscribers.get_mut(project_id) else {
             self.metrics.publish_fanout.observe(0.0);
             return 0;
@@ -387,7 +601,7 @@ impl Hub {
         let mut reached = 0;
         for member in members.values_mut() {
             if let Some(seam) = &mut member.seam {
-                seam.hold(offset, frame.clone(), self.hold);
+                seam.hold(offset, held.unwrap_or(frame).clone(), self.hold);
                 reached += 1;
                 continue;
             }
@@ -442,16 +656,18 @@ impl Hub {
         .to_frame(request_id);
         self.push(&outbox, confirmation, "subscription_confirmed");
         let Some(mut seam) = seam else { return };
+        let project_id = project_id.clone();
         let emptied = ticket.as_ref().is_some_and(|ticket| seam.emptied_since(ticket));
         let Some(recovery) = recovery else {
             if emptied {
                 // Without a position there is no history to read what the hold let go of.
-                log::warn!(project_id = &**project_id; "hold overflowed before the subscription had a position; closing slow consumer");
+                log::warn!(project_id = &*project_id; "hold overflowed before the subscription had a position; closing slow consumer");
                 outbox.close(CloseCode::SlowConsumer);
             } else {
                 for frame in seam.release(0) {
                     self.push(&outbox, frame, "message");
                 }
+                self.send_snapshots(&project_id, &outbox);
             }
             return;
         };
@@ -463,6 +679,7 @@ impl Hub {
                 for frame in seam.release(top.offset) {
                     self.push(&outbox, frame, "message");
                 }
+                self.send_snapshots(&project_id, &outbox);
                 return;
             }
         };
@@ -486,7 +703,7 @@ impl Hub {
             read_generation: ticket.generation(),
         };
         seam.start(&ticket, replay);
-        if let Some(member) = self.subscribers.get_mut(project_id).and_then(|members| members.get_mut(id)) {
+        if let Some(member) = self.subscribers.get_mut(&project_id).and_then(|members| members.get_mut(id)) {
             member.seam = Some(seam);
         }
     }
@@ -498,19 +715,22 @@ impl Actor for Hub {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
         self.engine.start(Arc::new(HubDelivery { hub: ctx.address(), counts: self.counts.clone() }));
+        ctx.run_interval(IDLE_SWEEP, |hub, ctx| hub.end_idle_streams(ctx));
     }
 }
 
 impl Handler<Connect> for Hub {
     type Result = ();
 
-    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) {
         let id = msg.id.clone();
+        let outbox = msg.outbox.clone();
         let registered =
             Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new(), member: msg.member };
         self.connections.insert(msg.id, registered);
         for project_id in msg.projects {
-            self.add_subscription(&id, project_id, false, false, None);
+            self.add_subscription(&id, project_id.clone(), false, false, None, ctx);
+            self.send_snapshots(&project_id, &outbox);
         }
     }
 }
@@ -537,16 +757,21 @@ impl Handler<Subscribe> for Hub {
             // its back end is back).
             log::debug!(project_id = &*msg.project_id; "engine down; subscribing without position");
             if self
-                .add_subscription(&msg.id, msg.project_id.clone(), false, msg.join_leave, Some(&msg.member))
+                .add_subscription(&msg.id, msg.project_id.clone(), false, msg.join_leave, Some(&msg.member), ctx)
                 .is_some()
             {
                 self.complete_subscription(&msg, None, None, ctx);
+                let outbox = self.connections.get(&msg.id).map(|registered| registered.outbox.clone());
+                if let Some(outbox) = outbox {
+                    self.send_snapshots(&msg.project_id, &outbox);
+                }
             }
             return;
         }
         let reads_history = msg.since.is_some() || msg.with_position;
         // Held until confirmed: whatever arrives before the confirmation waits behind it.
-        let added = self.add_subscription(&msg.id, msg.project_id.clone(), true, msg.join_leave, Some(&msg.member));
+        let added =
+            self.add_subscription(&msg.id, msg.project_id.clone(), true, msg.join_leave, Some(&msg.member), ctx);
         let Some(channel_ready) = added else {
             return;
         };
@@ -605,11 +830,65 @@ impl Handler<Unsubscribe> for Hub {
 impl Handler<Deliver> for Hub {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let offset = msg.position.as_ref().map_or(0, |position| position.offset);
-        let reached = self.fan_out(&msg.project_id, offset, &msg.frame);
+        let mut held = None;
+        match self.streams.contains_key(&msg.project_id).then(|| StreamPublication::of(&msg.frame)).flatten() {
+            Some(StreamPublication::Started(started)) => {
+                let overflowed = self
+                    .streams
+                    .get_mut(&msg.project_id)
+                    .is_some_and(|streams| streams.started(started.stream_id.into(), started.meta));
+                if overflowed {
+                    self.reread_streams(msg.project_id.clone(), ctx);
+                }
+                self.count_open_streams();
+            }
+            Some(StreamPublication::Ended(ended)) => {
+                let copy = self.streams.get_mut(&msg.project_id).and_then(|streams| streams.ended(&ended.stream_id));
+                if let Some(mut copy) = copy {
+                    // What the window still held goes first; a viewer in its seam gets the whole
+                    // stream in place of the end.
+                    if let Some(pending) = copy.take_pending(&msg.project_id, &ended.stream_id) {
+                        self.send_to_viewers(&msg.project_id, pending);
+                    }
+                    held = copy.final_snapshot(&msg.project_id, &ended.stream_id, &ended).zip(msg.position.as_ref());
+                }
+                self.count_open_streams();
+            }
+            None => {}
+        }
+        let held = held.map(|(snapshot, position)| position.spliced_into(&snapshot));
+        let reached = self.fan_out(&msg.project_id, offset, &msg.frame, held.as_ref());
         // The caller may have stopped waiting for the count.
         let _ = msg.reached.send(reached);
+    }
+}
+
+impl Handler<StreamAppended> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamAppended, ctx: &mut Self::Context) {
+        let _ = msg.handed_over.send(());
+        let rollup = !self.stream_settings.rollup.is_zero();
+        let Some(streams) = self.streams.get_mut(&msg.project_id) else { return };
+        self.metrics.stream_appends_delivered.inc();
+        match streams.append(&msg.stream_id, msg.text, msg.length, rollup) {
+            Applied::Nothing | Applied::Pending => {}
+            Applied::Reread => self.reread_streams(msg.project_id, ctx),
+            Applied::SendNowAndOpenWindow => {
+                let pending = streams
+                    .open
+                    .get_mut(&msg.stream_id)
+                    .and_then(|stream| stream.take_pending(&msg.project_id, &msg.stream_id));
+                if let Some(frame) = pending {
+                    self.send_to_viewers(&msg.project_id, frame);
+                }
+                if rollup {
+                    self.schedule_window_end(msg.project_id, msg.stream_id, ctx);
+                }
+            }
+        }
     }
 }
 
@@ -692,8 +971,10 @@ mod tests {
             memory::MemoryEngine,
             positions::{Entries, HistorySettings},
             presence::Presence,
+            streams::{Append, AppendOutcome, StartOutcome},
             EngineFuture, Health, Published,
         },
+        protocol::streams::StreamMeta,
     };
 
     /// The memory engine, recording which projects the hub follows and keeping the delivery the
@@ -771,6 +1052,36 @@ mod tests {
             self.engine.history(project_id, since_offset, limit, max_bytes)
         }
 
+        fn stream_start(
+            &self,
+            project_id: &ProjectId,
+            stream_id: &StreamId,
+            meta: &StreamMeta,
+            frame: ByteString,
+        ) -> EngineFuture<StartOutcome> {
+            self.engine.stream_start(project_id, stream_id, meta, frame)
+        }
+
+        fn stream_append(&self, project_id: &ProjectId, append: Append) -> EngineFuture<AppendOutcome> {
+            self.engine.stream_append(project_id, append)
+        }
+
+        fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
+            self.engine.stream_end(project_id, end)
+        }
+
+        fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {
+            self.engine.open_streams(project_id)
+        }
+
+        fn stream_snapshot(
+            &self,
+            project_id: &ProjectId,
+            stream_id: &StreamId,
+        ) -> EngineFuture<Option<StreamSnapshot>> {
+            self.engine.stream_snapshot(project_id, stream_id)
+        }
+
         fn health(&self) -> Health {
             self.engine.health()
         }
@@ -807,7 +1118,8 @@ mod tests {
 
     fn hub(engine: Arc<Recording>) -> Addr<Hub> {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        Hub::new(metrics, engine, HoldLimits::half_of_queue(64, 1 << 20), 1 << 16, true).start()
+        let streams = StreamHubSettings { rollup: Duration::from_millis(40), idle_timeout: Duration::from_secs(300) };
+        Hub::new(metrics, engine, HoldLimits::half_of_queue(64, 1 << 20), 1 << 16, true, streams).start()
     }
 
     /// Registers a connection subscribed to `projects`; its outbox and the body that keeps it

@@ -70,6 +70,18 @@ pub(crate) struct Metrics {
     pub presence_events: IntCounterVec,
     /// `presence` and `presence_stats` requests, by kind and where they came from.
     pub presence_queries: IntCounterVec,
+    /// Appends to agent streams this task accepted, by source (`websocket`, `http`,
+    /// `agent_update`).
+    pub stream_appends: IntCounterVec,
+    /// Appends this task's hub received for its viewers (from every task).
+    pub stream_appends_delivered: IntCounter,
+    /// `stream_append` frames the hub encoded for its viewers: one per rollup window per stream.
+    /// The rollup ratio is `stream_appends_delivered_total / stream_rollups_total`.
+    pub stream_rollups: IntCounter,
+    /// Open agent streams of the projects this task's connections follow.
+    pub streams_open: IntGauge,
+    /// Streams this task ended as `abandoned` (quiet for STREAM_IDLE_TIMEOUT_SECS).
+    pub streams_abandoned: IntCounter,
 }
 
 /// The `limit` labels of `limit_refusals_total`, created at start so a dashboard sees zeros.
@@ -228,6 +240,26 @@ impl Metrics {
                 ),
                 &["kind", "via"],
             )?,
+            stream_appends: IntCounterVec::new(
+                opts("stream_appends_total", "Appends to agent streams this task accepted, by source"),
+                &["source"],
+            )?,
+            stream_appends_delivered: IntCounter::with_opts(opts(
+                "stream_appends_delivered_total",
+                "Appends to agent streams this task's viewers were sent (from every task), before rollup",
+            ))?,
+            stream_rollups: IntCounter::with_opts(opts(
+                "stream_rollups_total",
+                "stream_append frames encoded for this task's viewers (one per rollup window per stream)",
+            ))?,
+            streams_open: IntGauge::with_opts(opts(
+                "streams_open",
+                "Open agent streams of the projects this task's connections follow",
+            ))?,
+            streams_abandoned: IntCounter::with_opts(opts(
+                "streams_abandoned_total",
+                "Agent streams this task ended as abandoned (no append for STREAM_IDLE_TIMEOUT_SECS)",
+            ))?,
             registry,
         };
         metrics.register_all()?;
@@ -277,6 +309,11 @@ impl Metrics {
         r.register(Box::new(self.presence_members.clone()))?;
         r.register(Box::new(self.presence_events.clone()))?;
         r.register(Box::new(self.presence_queries.clone()))?;
+        r.register(Box::new(self.stream_appends.clone()))?;
+        r.register(Box::new(self.stream_appends_delivered.clone()))?;
+        r.register(Box::new(self.stream_rollups.clone()))?;
+        r.register(Box::new(self.streams_open.clone()))?;
+        r.register(Box::new(self.streams_abandoned.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,

@@ -123,7 +123,7 @@ mod tests {
         connection::ConnectionId,
         engine::{memory::MemoryEngine, positions::HistorySettings, presence::Change, LocalDelivery},
         persistence::{local::LocalStore, Persistence, RecordStore},
-        protocol::request::ProjectId,
+        protocol::{request::ProjectId, streams::StreamId},
     };
 
     /// Records what the engine hands over, and answers that it reached `reach` subscribers.
@@ -149,6 +149,10 @@ mod tests {
 
         fn subscriber_count(&self, _project_id: &ProjectId) -> usize {
             self.reach
+        }
+
+        fn stream_append(&self, _: &ProjectId, _: &StreamId, _: ByteString, _: u64) -> BoxFuture<'static, ()> {
+            ready(()).boxed()
         }
     }
 

@@ -17,13 +17,14 @@ use crate::{
     config::{AwsSettings, Config},
     dispatcher::{spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
     emf,
-    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, Engine},
+    engine::{memory::MemoryEngine, positions::HistorySettings, redis::RedisEngine, streams::StreamLimits, Engine},
     gateway::{Gateway, SessionSettings},
-    hub::{HoldLimits, Hub},
+    hub::{streams::StreamHubSettings, HoldLimits, Hub},
     lifecycle::Lifecycle,
     metrics::Metrics,
     persistence::{dynamo::DynamoStore, local::LocalStore, Persistence, RecordStore},
     publish::Publisher,
+    streams::Streams,
     updates::UpdatesConsumer,
 };
 
@@ -107,11 +108,14 @@ impl Server {
         };
         let engine_settings = &config.engine;
         let history = HistorySettings::from(engine_settings);
+        let stream_limits = StreamLimits::from(&config.streams);
         let engine: Arc<dyn Engine> = match engine_settings.redis_url() {
-            Some(url) => {
-                Arc::new(RedisEngine::connect(url, history, engine_settings.presence_ttl, metrics.clone()).await?)
-            }
-            None => Arc::new(MemoryEngine::new(history)),
+            Some(url) => Arc::new(
+                RedisEngine::connect(url, history, engine_settings.presence_ttl, metrics.clone())
+                    .await?
+                    .with_stream_limits(stream_limits),
+            ),
+            None => Arc::new(MemoryEngine::with_stream_limits(history, stream_limits)),
         };
         let session = SessionSettings::configure(&config);
         let hub = {
@@ -120,8 +124,12 @@ impl Server {
             // A replay's page fits the queue's replay share (src/connection/outbox.rs).
             let replay_page_bytes = engine_settings.history_page_bytes.get().min(session.outbound_queue_bytes / 2);
             let presence = engine_settings.presence;
+            let streams = StreamHubSettings {
+                rollup: config.streams.stream_rollup,
+                idle_timeout: config.streams.stream_idle_timeout,
+            };
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
-                Hub::new(metrics, engine, hold, replay_page_bytes, presence)
+                Hub::new(metrics, engine, hold, replay_page_bytes, presence, streams)
             })
         };
         log::info!(
@@ -135,6 +143,7 @@ impl Server {
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
+            streams: Streams::new(engine.clone(), metrics.clone()),
             engine,
             history_page_bytes: engine_settings.history_page_bytes.get(),
             stats: Arc::new(crate::stats::StatsHistory::new(metrics.clone())),
@@ -155,6 +164,7 @@ impl Server {
                 aws_sdk_sqs::Client::new(sdk),
                 url.to_owned(),
                 gateway.publisher.clone(),
+                gateway.streams.clone(),
                 gateway.metrics.clone(),
                 gateway.session.parse_limits,
             );

@@ -3,7 +3,11 @@
 //! to its project through the [`Publisher`], like any other publication.
 //!
 //! An update's body is `{"project_id": "P", "type": "<event>", "data": <any JSON>}` (`event`
-//! is accepted for `type`). It is deleted from the queue only after the publication is durable
+//! is accepted for `type`). Agents stream through the queue too ([`crate::streams`]): a `type`
+//! of `stream_start` (with the `stream_id` the agent chose), `stream_append` (`stream_id`,
+//! `text`, `at`) or `stream_end` (`stream_id`, `status`, `data`). With `at`, SQS's redeliveries
+//! and reordering are harmless: a repeat is answered as applied, and an append that would leave
+//! a gap stays on the queue until the ones before it are in. It is deleted from the queue only after the publication is durable
 //! in the history (the engine's: Redis, or memory in single-task mode); if publishing fails it
 //! stays and SQS delivers it again after its visibility timeout. A malformed update is logged
 //! and counted and left alone: the queue's redrive policy moves it to the dead-letter queue after
@@ -17,10 +21,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     metrics::Metrics,
     protocol::{
-        request::{parse_object, validate_project_id, ObjectError, ParseLimits},
-        PublishRequest,
+        request::{
+            parse_object, validate_project_id, ObjectError, ParseLimits, StreamAppendRequest, StreamEndRequest,
+            StreamStartRequest,
+        },
+        ErrorCode, PublishRequest, RequestError,
     },
     publish::{PublishSource, Publisher},
+    streams::Streams,
 };
 
 /// SQS long-poll wait (the maximum SQS allows).
@@ -32,8 +40,18 @@ pub(crate) struct UpdatesConsumer {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     publisher: Publisher,
+    streams: Streams,
     metrics: Arc<Metrics>,
     limits: ParseLimits,
+}
+
+/// What an update asks for.
+#[derive(Debug)]
+pub(crate) enum Update {
+    Publish(PublishRequest),
+    StreamStart(StreamStartRequest),
+    StreamAppend(StreamAppendRequest),
+    StreamEnd(StreamEndRequest),
 }
 
 impl UpdatesConsumer {
@@ -41,15 +59,34 @@ impl UpdatesConsumer {
         sqs: aws_sdk_sqs::Client,
         queue_url: String,
         publisher: Publisher,
+        streams: Streams,
         metrics: Arc<Metrics>,
         limits: ParseLimits,
     ) -> Self {
-        UpdatesConsumer { sqs, queue_url, publisher, metrics, limits }
+        UpdatesConsumer { sqs, queue_url, publisher, streams, metrics, limits }
+    }
+
+    /// Does what the update asks; Ok once it is done (or was already: a redelivery).
+    async fn apply(&self, update: Update) -> Result<(), RequestError> {
+        match update {
+            Update::Publish(request) => {
+                self.publisher.publish(request, PublishSource::AgentUpdate, None).await.map(drop)
+            }
+            Update::StreamStart(request) => {
+                self.streams.start(request, PublishSource::AgentUpdate, None).await.map(drop)
+            }
+            Update::StreamAppend(request) => self.streams.append(request, PublishSource::AgentUpdate).await.map(drop),
+            Update::StreamEnd(request) => match self.streams.end(request, PublishSource::AgentUpdate, None).await {
+                // Ended already: this is a redelivery of the end.
+                Err(error) if error.code == ErrorCode::StreamEnded => Ok(()),
+                ended => ended.map(drop),
+            },
+        }
     }
 }
 
-/// Parses an update body into a publication request.
-pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishRequest, String> {
+/// Parses an update body into what it asks for.
+pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<Update, String> {
     let mut object = match parse_object(body.as_bytes()) {
         Ok(object) => object,
         Err(ObjectError::DuplicateKey(key)) => return Err(format!("body names {key:?} twice")),
@@ -59,7 +96,20 @@ pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<PublishReq
         Some(Value::String(id)) => validate_project_id(id, limits).map_err(|error| error.message)?,
         _ => return Err("missing project_id".into()),
     };
-    PublishRequest::from_body(project_id, &mut object).map_err(|error| error.message)
+    let update = match object.get("type").and_then(Value::as_str) {
+        Some("stream_start") => {
+            if object.get("stream_id").is_none() {
+                return Err("a stream_start through the queue names its stream_id (redeliveries start it once)".into());
+            }
+            StreamStartRequest::from_body(project_id, &mut object).map(Update::StreamStart)
+        }
+        Some("stream_append") => {
+            StreamAppendRequest::from_body(project_id, None, &mut object).map(Update::StreamAppend)
+        }
+        Some("stream_end") => StreamEndRequest::from_body(project_id, None, &mut object).map(Update::StreamEnd),
+        _ => PublishRequest::from_body(project_id, &mut object).map(Update::Publish),
+    };
+    update.map_err(|error| error.message)
 }
 
 impl UpdatesConsumer {
@@ -118,9 +168,9 @@ impl UpdatesConsumer {
                         continue;
                     }
                 };
-                if let Err(error) = self.publisher.publish(request, PublishSource::AgentUpdate, None).await {
+                if let Err(error) = self.apply(request).await {
                     self.metrics.updates.with_label_values(&["publish_failed"]).inc();
-                    log::warn!(sqs_message_id = message_id, error:% = error; "agent update not published; SQS will redeliver it");
+                    log::warn!(sqs_message_id = message_id, error:% = error; "agent update not applied; SQS will redeliver it");
                     continue;
                 }
                 let Some(receipt) = message.receipt_handle() else { continue };
@@ -145,10 +195,25 @@ mod tests {
 
     #[test]
     fn updates_name_their_project() {
-        let request = parse_update(r#"{"project_id":"p","type":"status","data":{"ok":true}}"#, LIMITS).unwrap();
+        let Ok(Update::Publish(request)) =
+            parse_update(r#"{"project_id":"p","type":"status","data":{"ok":true}}"#, LIMITS)
+        else {
+            panic!("a publication");
+        };
         assert_eq!(&*request.project_id, "p");
         assert_eq!(request.event.as_deref(), Some("status"));
         assert_eq!(request.data["ok"], true);
+    }
+
+    #[test]
+    fn stream_updates_name_their_stream() {
+        let append = r#"{"project_id":"p","type":"stream_append","stream_id":"run-1","text":"hi","at":3}"#;
+        let Ok(Update::StreamAppend(append)) = parse_update(append, LIMITS) else { panic!("an append") };
+        assert_eq!((&*append.stream_id, append.text.as_str(), append.at), ("run-1", "hi", Some(3)));
+        let start = r#"{"project_id":"p","type":"stream_start","agent":"dev"}"#;
+        assert!(parse_update(start, LIMITS).unwrap_err().contains("stream_id"), "the agent names it");
+        let end = r#"{"project_id":"p","type":"stream_end","stream_id":"run-1","status":"failed"}"#;
+        assert!(matches!(parse_update(end, LIMITS), Ok(Update::StreamEnd(_))));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | [`Config::aws`] | [`aws`] | the AWS SDK: region, emulator endpoint |
 //! | [`Config::queues`] | [`queues`] | the four agent queues and the updates queue |
 //! | [`Config::engine`] | [`engine`] | the engine: Redis or memory, history, presence |
+//! | [`Config::streams`] | [`streams`] | agent streams: rollup window, idle timeout, bounds |
 //! | [`Config::storage`] | [`storage`] | the record store and the local spool |
 //! | [`Config::access`] | [`access`] | the access policy: keys, tokens, origins, abuse limits |
 //! | [`Config::connection`] | [`connection`] | each WebSocket session |
@@ -37,6 +38,7 @@ mod engine;
 mod queues;
 mod server;
 mod storage;
+mod streams;
 mod telemetry;
 mod values;
 
@@ -54,6 +56,7 @@ pub use self::{
     queues::{AgentQueueUrls, QueueSettings},
     server::ServerSettings,
     storage::StorageSettings,
+    streams::StreamSettings,
     telemetry::{LogFormat, TelemetrySettings},
     values::{check_origin, redact_url},
 };
@@ -85,6 +88,8 @@ pub struct Config {
     pub queues: QueueSettings,
     #[command(flatten)]
     pub engine: EngineSettings,
+    #[command(flatten)]
+    pub streams: StreamSettings,
     #[command(flatten)]
     pub storage: StorageSettings,
     #[command(flatten)]
@@ -166,6 +171,11 @@ const HELP_ORDER: &[&str] = &[
     "workers",
     "presence",
     "presence_ttl",
+    "stream_rollup",
+    "stream_idle_timeout",
+    "stream_max_bytes",
+    "stream_max_open_per_project",
+    "stream_max_appends_per_sec",
 ];
 
 /// Places a setting in `--help` by [`HELP_ORDER`] (clap would list them group by group).

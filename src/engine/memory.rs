@@ -10,7 +10,8 @@
 //! restart loses the history, and the new epochs tell resuming clients so.
 //!
 //! Presence is a map of this task's members; join and leave events go straight to
-//! [`LocalDelivery`].
+//! [`LocalDelivery`]. Agent streams are a [`StreamTable`] under the same lock as the history, so
+//! a stream's start, appends and end are handed over in the order they applied.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -24,14 +25,25 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use super::{
     positions::{new_epoch, page, recover, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
+    streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot, StreamTable},
     Engine, EngineFuture, Health, LocalDelivery, Published,
 };
-use crate::protocol::{request::ProjectId, StreamPosition};
+use crate::protocol::{
+    request::ProjectId,
+    streams::{ended_frame, ended_prefix, snapshot_frame, snapshot_prefix, StreamId, StreamMeta},
+    StreamPosition,
+};
+
+/// The history and the streams, under one lock.
+struct MemoryState {
+    history: MemoryHistory,
+    streams: StreamTable,
+}
 
 pub(crate) struct MemoryEngine {
     /// Written by publishers, each for the time of an append and a hand-over; read by resumes
     /// and HTTP history reads.
-    history: Mutex<MemoryHistory>,
+    state: Mutex<MemoryState>,
     /// Changed by the hub's thread, read by presence requests.
     presence: Mutex<MemoryPresence>,
     /// Where publications and join and leave events go; set when the hub starts.
@@ -39,12 +51,14 @@ pub(crate) struct MemoryEngine {
 }
 
 impl MemoryEngine {
+    #[cfg(test)]
     pub(crate) fn new(settings: HistorySettings) -> Self {
-        MemoryEngine {
-            history: Mutex::new(MemoryHistory::new(settings)),
-            presence: Mutex::default(),
-            delivery: OnceLock::new(),
-        }
+        Self::with_stream_limits(settings, StreamLimits::default())
+    }
+
+    pub(crate) fn with_stream_limits(settings: HistorySettings, limits: StreamLimits) -> Self {
+        let state = MemoryState { history: MemoryHistory::new(settings), streams: StreamTable::new(limits) };
+        MemoryEngine { state: Mutex::new(state), presence: Mutex::default(), delivery: OnceLock::new() }
     }
 
     fn members(&self) -> MutexGuard<'_, MemoryPresence> {
@@ -61,10 +75,24 @@ impl MemoryEngine {
         }
     }
 
-    fn streams(&self) -> MutexGuard<'_, MemoryHistory> {
+    fn state(&self) -> MutexGuard<'_, MemoryState> {
         // A panic while holding the lock leaves at worst one publication half appended; the
         // history stays usable.
-        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands a positioned publication over (under the caller's lock); resolves to the
+    /// subscribers it reached.
+    fn hand_over(
+        &self,
+        project_id: &ProjectId,
+        position: &StreamPosition,
+        frame: ByteString,
+    ) -> BoxFuture<'static, usize> {
+        match self.delivery.get() {
+            Some(delivery) => delivery.publication(project_id, Some(position.clone()), frame),
+            None => ready(0).boxed(),
+        }
     }
 }
 
@@ -86,20 +114,86 @@ impl Engine for MemoryEngine {
     fn unsubscribe(&self, _project_id: &ProjectId) {}
 
     fn publish(&self, project_id: &ProjectId, frame: ByteString) -> BoxFuture<'static, Published> {
-        let mut streams = self.streams();
-        let (position, framed) = streams.append(project_id, &frame);
+        let mut state = self.state();
+        let (position, framed) = state.history.append(project_id, &frame);
         // Handed over under the lock: the next publication of the project queues behind it.
-        let delivered =
-            self.delivery.get().map(|delivery| delivery.publication(project_id, Some(position.clone()), framed));
-        drop(streams);
+        let delivered = self.hand_over(project_id, &position, framed);
+        drop(state);
         async move {
-            let subscribers = match delivered {
-                Some(delivered) => delivered.await,
-                None => 0,
-            };
+            let subscribers = delivered.await;
             Published { position: Some(position), subscribers, unavailable: None }
         }
         .boxed()
+    }
+
+    fn stream_start(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        meta: &StreamMeta,
+        frame: ByteString,
+    ) -> EngineFuture<StartOutcome> {
+        let mut state = self.state();
+        if let Err(refused) = state.streams.start(project_id, stream_id, meta) {
+            return ready(Ok(refused)).boxed();
+        }
+        let (position, framed) = state.history.append(project_id, &frame);
+        let delivered = self.hand_over(project_id, &position, framed);
+        drop(state);
+        async move {
+            delivered.await;
+            Ok(StartOutcome::Started { position: Some(position) })
+        }
+        .boxed()
+    }
+
+    fn stream_append(&self, project_id: &ProjectId, append: Append) -> EngineFuture<AppendOutcome> {
+        let mut state = self.state();
+        let outcome = state.streams.append(project_id, &append);
+        let delivered = match (&outcome, self.delivery.get()) {
+            (AppendOutcome::Applied { length }, Some(delivery)) => {
+                Some(delivery.stream_append(project_id, &append.stream_id, append.text.into(), *length))
+            }
+            _ => None,
+        };
+        drop(state);
+        async move {
+            if let Some(delivered) = delivered {
+                delivered.await;
+            }
+            Ok(outcome)
+        }
+        .boxed()
+    }
+
+    fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
+        let mut state = self.state();
+        let ending = match state.streams.end(project_id, &end) {
+            Ok(ending) => ending,
+            Err(refused) => return ready(Ok(refused)).boxed(),
+        };
+        let length = ending.text.len() as u64;
+        let kept = snapshot_frame(
+            &snapshot_prefix(project_id, &end.stream_id, end.status, &ending.meta, &end.data),
+            &ending.text,
+        );
+        let live = ended_frame(&ended_prefix(project_id, &end.stream_id, end.status, &end.data), length);
+        let (position, framed) = state.history.append_kept_apart(project_id, &kept, &live);
+        let delivered = self.hand_over(project_id, &position, framed);
+        drop(state);
+        async move {
+            delivered.await;
+            Ok(EndOutcome::Ended { length, position: Some(position) })
+        }
+        .boxed()
+    }
+
+    fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {
+        ready(Ok(self.state().streams.open_streams(project_id))).boxed()
+    }
+
+    fn stream_snapshot(&self, project_id: &ProjectId, stream_id: &StreamId) -> EngineFuture<Option<StreamSnapshot>> {
+        ready(Ok(self.state().streams.snapshot(project_id, stream_id))).boxed()
     }
 
     fn recover(
@@ -108,7 +202,7 @@ impl Engine for MemoryEngine {
         since: Option<&StreamPosition>,
         max_bytes: usize,
     ) -> EngineFuture<Recovery> {
-        ready(Ok(self.streams().recover_page(project_id, since, max_bytes))).boxed()
+        ready(Ok(self.state().history.recover_page(project_id, since, max_bytes))).boxed()
     }
 
     fn history(
@@ -118,7 +212,7 @@ impl Engine for MemoryEngine {
         limit: usize,
         max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)> {
-        ready(Ok(self.streams().page(project_id, since_offset, limit, max_bytes))).boxed()
+        ready(Ok(self.state().history.page(project_id, since_offset, limit, max_bytes))).boxed()
     }
 
     fn health(&self) -> Health {
@@ -282,6 +376,19 @@ impl MemoryHistory {
 
     /// Appends a publication; returns its position and its frame with the position.
     pub(crate) fn append(&mut self, project_id: &ProjectId, frame: &str) -> (StreamPosition, ByteString) {
+        self.keep(project_id, frame)
+    }
+
+    /// Appends a publication kept as `kept` and delivered as `live` (a stream's end: kept with its
+    /// final text); returns its position and the live frame with it.
+    fn append_kept_apart(&mut self, project_id: &ProjectId, kept: &str, live: &str) -> (StreamPosition, ByteString) {
+        let (position, _) = self.keep(project_id, kept);
+        let framed = position.spliced_into(live);
+        (position, framed)
+    }
+
+    /// Positions and keeps a frame; its position and the frame with it.
+    fn keep(&mut self, project_id: &ProjectId, frame: &str) -> (StreamPosition, ByteString) {
         let HistorySettings { size, max_bytes, .. } = self.settings;
         let stream = self.stream(project_id);
         stream.top += 1;

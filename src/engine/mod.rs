@@ -55,11 +55,19 @@
 //!   ([`LocalDelivery::presence_change`]), in order with the project's publications. Members that
 //!   expire (their task died) and changes made while the back end is down are not announced; a
 //!   client reconciles by asking `presence` after it (re)subscribes.
+//! - **Agent streams** ([`streams`]). A stream's text and state live in the engine: appends to
+//!   one stream apply in one order whichever task accepted them ([`Engine::stream_append`]), and
+//!   every task's [`LocalDelivery::stream_append`] receives them in that order, in order with
+//!   the project's publications (a stream's start and end are publications). An append is
+//!   delivered once per task while the back end is up; one missed across a Redis reconnect
+//!   shows as a gap in the lengths, and the hub then reads the stream again
+//!   ([`Engine::open_streams`]). Refusals (ended, conflict, bounds) apply nothing.
 
 pub(crate) mod memory;
 pub(crate) mod positions;
 pub(crate) mod presence;
 pub(crate) mod redis;
+pub(crate) mod streams;
 
 use std::sync::Arc;
 
@@ -68,10 +76,15 @@ use futures_util::future::BoxFuture;
 
 use crate::{
     connection::ConnectionId,
-    protocol::{request::ProjectId, StreamPosition},
+    protocol::{
+        request::ProjectId,
+        streams::{StreamId, StreamMeta},
+        StreamPosition,
+    },
 };
 use positions::{Entries, Recovery};
 use presence::{Change, Member, Presence};
+use streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamSnapshot};
 
 /// The back end did not answer or failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +125,17 @@ pub(crate) trait LocalDelivery: Send + Sync + 'static {
     /// This task's subscribers of the project now, without waiting: what the receipt of a
     /// publication delivered through the back end counts.
     fn subscriber_count(&self, project_id: &ProjectId) -> usize;
+
+    /// `text` was appended to a stream of the project, making it `length` bytes long. Called in
+    /// the order the appends applied, in order with the project's publications; queued before
+    /// this returns, resolves once handed over.
+    fn stream_append(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        text: ByteString,
+        length: u64,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// What [`Engine::publish`] did.
@@ -203,6 +227,30 @@ pub(crate) trait Engine: Send + Sync + 'static {
         limit: usize,
         max_bytes: usize,
     ) -> EngineFuture<(StreamPosition, Entries)>;
+
+    /// Opens a stream: its start (`frame`, `{"type":"stream_started",...}` without position)
+    /// becomes a publication of the project, delivered like [`Engine::publish`]'s.
+    fn stream_start(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        meta: &StreamMeta,
+        frame: ByteString,
+    ) -> EngineFuture<StartOutcome>;
+
+    /// Appends to an open stream and hands the text to every task's
+    /// [`LocalDelivery::stream_append`]; resolves once this task's was handed over.
+    fn stream_append(&self, project_id: &ProjectId, append: Append) -> EngineFuture<AppendOutcome>;
+
+    /// Ends an open stream: its end becomes a publication of the project (delivered as
+    /// `stream_ended`, kept in the history as a `stream_snapshot` with the final text).
+    fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome>;
+
+    /// The project's open streams, whole.
+    fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>>;
+
+    /// One stream, open or ended (while the engine keeps it).
+    fn stream_snapshot(&self, project_id: &ProjectId, stream_id: &StreamId) -> EngineFuture<Option<StreamSnapshot>>;
 
     /// The back end's state.
     fn health(&self) -> Health;

@@ -107,6 +107,14 @@ pub(crate) struct ReadAudit;
 pub(crate) struct ReadHistory;
 /// Reading who is subscribed to a project.
 pub(crate) struct ReadPresence;
+/// Publishing to a project (its agent streams).
+pub(crate) struct PublishTo;
+
+impl ProjectAction for PublishTo {
+    fn action(project_id: &str) -> Action<'_> {
+        Action::Publish { project_id }
+    }
+}
 
 impl ProjectAction for ReadAudit {
     fn action(project_id: &str) -> Action<'_> {
@@ -130,6 +138,8 @@ impl ProjectAction for ReadPresence {
 /// the Host rule, the project id's form, the caller and the policy's verdict, in that order.
 pub(crate) struct ProjectRequest<A> {
     pub project_id: ProjectId,
+    /// Who asked (for budgets and the audit).
+    pub caller: ApiCaller,
     action: PhantomData<A>,
 }
 
@@ -146,7 +156,7 @@ impl<A: ProjectAction> ProjectRequest<A> {
         let project_id = validate_project_id(path_project_id, limits)?;
         let caller = ApiCaller::identify(request, policy, metrics).await?;
         caller.authorize(policy, A::action(&project_id))?;
-        Ok(ProjectRequest { project_id, action: PhantomData })
+        Ok(ProjectRequest { project_id, caller, action: PhantomData })
     }
 }
 
@@ -157,7 +167,8 @@ impl<A: ProjectAction + 'static> FromRequest for ProjectRequest<A> {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let request = request.clone();
         Box::pin(async move {
-            let path = web::Path::<String>::extract(&request).await?;
+            // By name: a route may have more segments after it (`.../streams/{stream_id}`).
+            let path = request.match_info().get("project_id").unwrap_or_default().to_owned();
             let gateway = gateway(&request)?;
             let (policy, metrics, limits) = (&gateway.policy, &gateway.metrics, gateway.session.parse_limits);
             Ok(ProjectRequest::admit(&request, &path, policy, metrics, limits).await?)

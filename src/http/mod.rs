@@ -11,6 +11,7 @@ pub(crate) mod ports;
 pub(crate) mod presence;
 pub(crate) mod publish;
 pub(crate) mod status;
+pub(crate) mod streams;
 pub(crate) mod upgrade;
 
 use actix_web::{
@@ -62,7 +63,12 @@ fn public_routes(config: &mut web::ServiceConfig, cors_origins: &[String], with_
         .route("/publish", web::post().to(publish::publish))
         .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
         .route("/projects/{project_id}/history", web::get().to(history::project_history))
-        .route("/projects/{project_id}/presence", web::get().to(presence::project_presence));
+        .route("/projects/{project_id}/presence", web::get().to(presence::project_presence))
+        .route("/projects/{project_id}/streams", web::post().to(streams::start))
+        .route("/projects/{project_id}/streams", web::get().to(streams::list))
+        .route("/projects/{project_id}/streams/{stream_id}", web::get().to(streams::one))
+        .route("/projects/{project_id}/streams/{stream_id}/append", web::post().to(streams::append))
+        .route("/projects/{project_id}/streams/{stream_id}/end", web::post().to(streams::end));
     config.service(if with_operator { api.route("/stats", web::get().to(status::stats)) } else { api });
 }
 
@@ -94,6 +100,9 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Busy | ErrorCode::Draining | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::StreamConflict | ErrorCode::StreamEnded | ErrorCode::TooManyStreams => StatusCode::CONFLICT,
+        ErrorCode::StreamNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::StreamTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -167,6 +176,13 @@ pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCod
     if let Some(retry_after_ms) = error.retry_after_ms() {
         response.insert_header((header::RETRY_AFTER, retry_after_ms.div_ceil(1000).to_string()));
         body["retry_after_ms"] = retry_after_ms.into();
+    }
+    if let Some(stream) = &error.stream {
+        if let (Some(body), Ok(serde_json::Value::Object(fields))) =
+            (body.as_object_mut(), serde_json::to_value(stream))
+        {
+            body.extend(fields);
+        }
     }
     response.json(body)
 }

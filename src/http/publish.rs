@@ -48,15 +48,26 @@ pub(crate) async fn publish(request: HttpRequest, payload: web::Payload, gateway
     }
 }
 
+/// A request's JSON object body: read within its deadline and MAX_FRAME_BYTES, parsed, and (on
+/// an open server) sent as JSON from this machine.
+pub(super) async fn json_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    gateway: &Gateway,
+) -> Result<serde_json::Map<String, Value>, Refusal> {
+    let body = read_body(payload, gateway.session.max_frame_bytes, gateway.session.http_body_timeout).await?;
+    let object = parse_object(&body).map_err(|error| error.to_request_error("Body must be a JSON object"))?;
+    // Checked once the body parsed, so a body that is not JSON is told so whatever it claims.
+    gateway
+        .policy
+        .check_open_request(header_str(request, header::HOST), header_str(request, header::CONTENT_TYPE), true)
+        .map_err(|refusal| Refusal::new(refusal.to_request_error(), StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
+    Ok(object)
+}
+
 async fn accept(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) -> Result<HttpResponse, Refusal> {
     let policy = &gateway.policy;
-    let host = header_str(request, header::HOST);
-    let body = read_body(payload, gateway.session.max_frame_bytes, gateway.session.http_body_timeout).await?;
-    let mut object = parse_object(&body).map_err(|error| error.to_request_error("Body must be a JSON object"))?;
-    // Checked once the body parsed, so a body that is not JSON is told so whatever it claims.
-    policy
-        .check_open_request(host, header_str(request, header::CONTENT_TYPE), true)
-        .map_err(|refusal| Refusal::new(refusal.to_request_error(), StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
+    let mut object = json_body(request, payload, gateway).await?;
     let project_id = match object.get("project_id") {
         Some(Value::String(id)) => validate_project_id(id, gateway.session.parse_limits)?,
         _ => return Err(RequestError::new(ErrorCode::InvalidProjectId, "Missing field: project_id").into()),

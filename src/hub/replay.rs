@@ -216,6 +216,7 @@ impl Handler<ReplayCaughtUp> for Hub {
             for frame in seam.release(msg.replayed_until) {
                 self.push(&outbox, frame, "message");
             }
+            self.send_snapshots(&msg.project_id, &outbox);
         }
         true
     }

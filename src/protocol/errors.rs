@@ -49,6 +49,18 @@ pub(crate) enum ErrorCode {
     /// This user already holds MAX_CONNECTIONS_PER_USER connections on this task (the answer
     /// to an `authenticate` before close 3504). Over HTTP: 429.
     TooManyConnections,
+    /// An append's `at` is not the stream's length (a gap or an overlap): nothing applied; the
+    /// error's `length` is where to resume. Over HTTP: 409.
+    StreamConflict,
+    /// The stream has ended (`status`, `length`): nothing applied. Over HTTP: 409.
+    StreamEnded,
+    /// No such stream in that project (what another project's stream id gets too). Over HTTP:
+    /// 404.
+    StreamNotFound,
+    /// The append would take the stream past STREAM_MAX_BYTES: nothing applied. Over HTTP: 413.
+    StreamTooLarge,
+    /// The project has STREAM_MAX_OPEN_PER_PROJECT streams open. Over HTTP: 409.
+    TooManyStreams,
 }
 
 impl ErrorCode {
@@ -70,6 +82,11 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::StreamConflict => "stream_conflict",
+            ErrorCode::StreamEnded => "stream_ended",
+            ErrorCode::StreamNotFound => "stream_not_found",
+            ErrorCode::StreamTooLarge => "stream_too_large",
+            ErrorCode::TooManyStreams => "too_many_streams",
         }
     }
 }
@@ -83,11 +100,30 @@ pub(crate) struct RequestError {
     /// When the request may be retried, for [`ErrorCode::RateLimited`]: the reply's
     /// `retry_after_ms`, and over HTTP the `Retry-After` header.
     pub retry_after: Option<std::time::Duration>,
+    /// The stream a refusal is about, and where it stands (boxed: most errors have none).
+    pub stream: Option<Box<StreamRefusal>>,
+}
+
+/// The fields an agent-stream refusal adds to the error: which stream, its length now, and its
+/// status once ended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct StreamRefusal {
+    pub stream_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<super::streams::StreamStatus>,
 }
 
 impl RequestError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RequestError { code, message: message.into(), retry_after: None }
+        RequestError { code, message: message.into(), retry_after: None, stream: None }
+    }
+
+    /// The same error, about this stream.
+    pub(crate) fn about_stream(mut self, stream: StreamRefusal) -> Self {
+        self.stream = Some(Box::new(stream));
+        self
     }
 
     /// A request over its sender's budget, to retry after `retry_after`.

@@ -11,6 +11,7 @@
 pub(crate) mod errors;
 pub(crate) mod reply;
 pub(crate) mod request;
+pub(crate) mod streams;
 
 pub(crate) use errors::{CloseCode, ErrorCode, RequestError};
 pub(crate) use reply::{Publication, Reply, StreamPosition};

@@ -7,7 +7,11 @@ use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ErrorCode, RequestError, RequestId};
+use super::{
+    errors::StreamRefusal,
+    streams::{StreamMeta, StreamStatus},
+    ErrorCode, RequestError, RequestId,
+};
 
 /// A publication's place in its project's stream: Centrifugo's model. `offset` grows by one per
 /// publication; `epoch` changes when the history was lost, so an old offset means nothing in it.
@@ -69,6 +73,38 @@ pub(crate) enum Reply<'a> {
         /// When to refresh: at 80% of the token's lifetime, unix seconds.
         refresh_at: u64,
     },
+    /// A stream was started (or, `status` and `length` given, one of that id exists).
+    StreamStarted {
+        project_id: &'a str,
+        stream_id: &'a str,
+        #[serde(flatten)]
+        meta: &'a StreamMeta,
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        position: Option<&'a StreamPosition>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<StreamStatus>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        length: Option<u64>,
+    },
+    /// An append applied (or, `duplicate`, found applied already); `length` after it.
+    StreamAppended {
+        project_id: &'a str,
+        stream_id: &'a str,
+        length: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+    },
+    /// A stream ended at `length`; its end is the publication at `position`.
+    StreamEnded {
+        project_id: &'a str,
+        stream_id: &'a str,
+        status: StreamStatus,
+        length: u64,
+        #[serde(skip_serializing_if = "Value::is_null")]
+        data: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        position: Option<&'a StreamPosition>,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -80,6 +116,9 @@ pub(crate) enum Reply<'a> {
         /// `rate_limited`: milliseconds until the request would be accepted.
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// An agent-stream refusal: the stream, its length, its status.
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        stream: Option<&'a StreamRefusal>,
     },
 }
 
@@ -108,6 +147,7 @@ impl<'a> Reply<'a> {
             message_id,
             project_id,
             retry_after_ms: error.retry_after_ms(),
+            stream: error.stream.as_deref(),
         }
     }
 

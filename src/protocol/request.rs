@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{reply::StreamPosition, ErrorCode, RequestError};
+use super::{
+    reply::StreamPosition,
+    streams::{is_valid_stream_id, StreamId, StreamStatus},
+    ErrorCode, RequestError,
+};
 
 /// A client's correlation id, echoed verbatim on the reply (string or number).
 pub(crate) type RequestId = Value;
@@ -38,6 +42,9 @@ pub(crate) enum Request {
     PresenceStats {
         project_id: ProjectId,
     },
+    StreamStart(StreamStartRequest),
+    StreamAppend(StreamAppendRequest),
+    StreamEnd(StreamEndRequest),
 }
 
 impl Request {
@@ -52,6 +59,9 @@ impl Request {
             Request::Publish(_) => "publish",
             Request::Presence { .. } => "presence",
             Request::PresenceStats { .. } => "presence_stats",
+            Request::StreamStart(_) => "stream_start",
+            Request::StreamAppend(_) => "stream_append",
+            Request::StreamEnd(_) => "stream_end",
         }
     }
 }
@@ -96,6 +106,125 @@ impl PublishRequest {
         let event = event_name(body.get("type").or_else(|| body.get("event")))?;
         let data = body.remove("data").unwrap_or(Value::Null);
         Ok(PublishRequest { project_id, event, data })
+    }
+}
+
+/// The agents a stream's `agent` may name: the queues a cancel can reach.
+const STREAM_AGENTS: [&str; 4] = ["pm", "dev", "qa", "ops"];
+
+/// Opens an agent stream.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StreamStartRequest {
+    pub project_id: ProjectId,
+    /// The agent's own id for it (a start naming an existing stream answers with that one);
+    /// None: the server names it.
+    pub stream_id: Option<StreamId>,
+    pub agent: Option<String>,
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+/// Appends text to an agent stream.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StreamAppendRequest {
+    pub project_id: ProjectId,
+    pub stream_id: StreamId,
+    pub text: String,
+    /// The stream's length before `text`, in UTF-8 bytes, when the agent says so.
+    pub at: Option<u64>,
+}
+
+/// Ends an agent stream.
+#[derive(Debug, PartialEq)]
+pub(crate) struct StreamEndRequest {
+    pub project_id: ProjectId,
+    pub stream_id: StreamId,
+    pub status: StreamStatus,
+    pub data: Value,
+}
+
+fn stream_id_field(value: Option<&Value>) -> Result<Option<StreamId>, RequestError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) if is_valid_stream_id(id) => Ok(Some(StreamId::from(id.as_str()))),
+        Some(_) => Err(RequestError::new(
+            ErrorCode::InvalidRequest,
+            "\"stream_id\" must be 1 to 64 letters, digits, '.', '_' or '-'",
+        )),
+    }
+}
+
+fn required_stream_id(body: &Map<String, Value>) -> Result<StreamId, RequestError> {
+    stream_id_field(body.get("stream_id"))?
+        .ok_or_else(|| RequestError::new(ErrorCode::InvalidRequest, "Missing field: stream_id"))
+}
+
+impl StreamStartRequest {
+    /// The start a body asks for (its project already read from it); takes `data` out of it.
+    pub(crate) fn from_body(project_id: ProjectId, body: &mut Map<String, Value>) -> Result<Self, RequestError> {
+        let agent = match body.get("agent") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(agent)) if STREAM_AGENTS.contains(&agent.as_str()) => Some(agent.clone()),
+            Some(_) => {
+                return Err(RequestError::new(ErrorCode::InvalidRequest, "\"agent\" must be one of pm, dev, qa, ops"))
+            }
+        };
+        let event = match body.get("event") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(event)) => Some(event.clone()),
+            Some(_) => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"event\" must be a string")),
+        };
+        let stream_id = stream_id_field(body.get("stream_id"))?;
+        let data = body.remove("data").unwrap_or(Value::Null);
+        Ok(StreamStartRequest { project_id, stream_id, agent, event, data })
+    }
+}
+
+impl StreamAppendRequest {
+    /// The append a body asks for; `stream_id` from the body unless the caller has it (a URL).
+    pub(crate) fn from_body(
+        project_id: ProjectId,
+        stream_id: Option<StreamId>,
+        body: &mut Map<String, Value>,
+    ) -> Result<Self, RequestError> {
+        let stream_id = match stream_id {
+            Some(stream_id) => stream_id,
+            None => required_stream_id(body)?,
+        };
+        let text = match body.remove("text") {
+            Some(Value::String(text)) if !text.is_empty() => text,
+            _ => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"text\" must be a non-empty string")),
+        };
+        let at = match body.get("at") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_u64().ok_or_else(|| {
+                RequestError::new(ErrorCode::InvalidRequest, "\"at\" must be a whole number of bytes")
+            })?),
+        };
+        Ok(StreamAppendRequest { project_id, stream_id, text, at })
+    }
+}
+
+impl StreamEndRequest {
+    /// The end a body asks for; `stream_id` from the body unless the caller has it (a URL).
+    pub(crate) fn from_body(
+        project_id: ProjectId,
+        stream_id: Option<StreamId>,
+        body: &mut Map<String, Value>,
+    ) -> Result<Self, RequestError> {
+        let stream_id = match stream_id {
+            Some(stream_id) => stream_id,
+            None => required_stream_id(body)?,
+        };
+        let status = match body.get("status") {
+            None | Some(Value::Null) => StreamStatus::Completed,
+            Some(Value::String(status)) => StreamStatus::parse_final(status).ok_or_else(|| {
+                RequestError::new(ErrorCode::InvalidRequest, "\"status\" must be completed, failed or cancelled")
+            })?,
+            Some(_) => return Err(RequestError::new(ErrorCode::InvalidRequest, "\"status\" must be a string")),
+        };
+        let data = body.remove("data").unwrap_or(Value::Null);
+        Ok(StreamEndRequest { project_id, stream_id, status, data })
     }
 }
 
@@ -223,6 +352,15 @@ pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "publish" => parse_publish(&mut object, limits).map(Request::Publish),
         "presence" => project_id(&object, limits).map(|project_id| Request::Presence { project_id }),
         "presence_stats" => project_id(&object, limits).map(|project_id| Request::PresenceStats { project_id }),
+        "stream_start" => project_id(&object, limits)
+            .and_then(|project_id| StreamStartRequest::from_body(project_id, &mut object))
+            .map(Request::StreamStart),
+        "stream_append" => project_id(&object, limits)
+            .and_then(|project_id| StreamAppendRequest::from_body(project_id, None, &mut object))
+            .map(Request::StreamAppend),
+        "stream_end" => project_id(&object, limits)
+            .and_then(|project_id| StreamEndRequest::from_body(project_id, None, &mut object))
+            .map(Request::StreamEnd),
         other => Err(RequestError::unknown_action(other)),
     };
     ParsedFrame { request_id, request }

@@ -28,6 +28,7 @@
 mod authentication;
 pub(crate) mod inbound;
 mod presence;
+mod streams;
 
 use std::{
     collections::HashSet,
@@ -38,7 +39,10 @@ use std::{
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use self::inbound::{Inbound, InboundError, InboundFrames};
+use self::{
+    inbound::{Inbound, InboundError, InboundFrames},
+    streams::StreamRequests,
+};
 use crate::{
     access::{
         connections::ConnectionPermit,
@@ -61,6 +65,7 @@ use crate::{
         SubscribeRequest,
     },
     publish::PublishSource,
+    streams::{Appended, Ended, Started},
 };
 
 /// How long the connection may take to hand over the close frame once a close is asked for. A
@@ -79,6 +84,8 @@ pub(crate) struct Session {
     last_heard: Instant,
     /// Forwards and publishes sent on and not yet answered.
     inflight: usize,
+    /// Agent-stream requests, applied in order (started with the first).
+    stream_requests: Option<StreamRequests>,
     /// Open, winding down or closed (who closed it first is the outbox's close signal).
     state: ConnectionState,
     /// The connection's place under the connection caps, given back when the session drops.
@@ -148,6 +155,7 @@ impl Session {
             subscriptions: new.initial_projects.into_iter().collect(),
             last_heard: Instant::now(),
             inflight: 0,
+            stream_requests: None,
             state: ConnectionState::Open,
             permit: new.permit,
             budget,
@@ -258,7 +266,43 @@ impl Session {
                 policy.check(&self.principal, Action::ReadPresence { project_id: &project_id })?;
                 self.presence(project_id, false, request_id, ctx)
             }
+            Request::StreamStart(start) => {
+                policy.check(&self.principal, Action::Publish { project_id: &start.project_id })?;
+                let (streams, user_id) = (self.gateway.streams.clone(), self.principal.user_id().map(str::to_owned));
+                let started = async move { streams.start(start, PublishSource::WebSocket, user_id.as_deref()).await };
+                self.stream_request(started, (Started::reply, "stream_started"), true, request_id)
+            }
+            Request::StreamAppend(append) => {
+                policy.check(&self.principal, Action::Publish { project_id: &append.project_id })?;
+                let streams = self.gateway.streams.clone();
+                let appended = async move { streams.append(append, PublishSource::WebSocket).await };
+                // A success is answered only when asked for (a request_id): an agent streaming
+                // tokens does not want a frame back for each.
+                let answered = request_id.is_some();
+                self.stream_request(appended, (Appended::reply, "stream_appended"), answered, request_id)
+            }
+            Request::StreamEnd(end) => {
+                policy.check(&self.principal, Action::Publish { project_id: &end.project_id })?;
+                let (streams, user_id) = (self.gateway.streams.clone(), self.principal.user_id().map(str::to_owned));
+                let ended = async move { streams.end(end, PublishSource::WebSocket, user_id.as_deref()).await };
+                self.stream_request(ended, (Ended::reply, "stream_ended"), true, request_id)
+            }
         }
+    }
+
+    /// Queues an agent-stream request behind the connection's others ([`streams`]).
+    fn stream_request<T: 'static>(
+        &mut self,
+        request: impl std::future::Future<Output = Result<T, RequestError>> + 'static,
+        answer: (for<'a> fn(&'a T) -> Reply<'a>, &'static str),
+        answered: bool,
+        request_id: Option<RequestId>,
+    ) -> Result<(), RequestError> {
+        let (outbox, metrics, capacity) = (&self.outbox, &self.gateway.metrics, self.gateway.session.max_inflight);
+        let requests = self
+            .stream_requests
+            .get_or_insert_with(|| StreamRequests::start(outbox.clone(), metrics.clone(), capacity));
+        requests.queue(request, answer, answered, request_id)
     }
 
     fn subscribe(&mut self, subscribe: SubscribeRequest, request_id: Option<RequestId>) -> Result<(), RequestError> {

@@ -34,6 +34,7 @@
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
 pub(crate) mod presence;
+pub(crate) mod streams;
 pub(crate) mod subscriber;
 
 use std::{
@@ -50,67 +51,84 @@ use tokio_util::sync::CancellationToken;
 use super::{
     positions::{new_epoch, recover, Entries, HistorySettings, Recovery},
     presence::{Member, Presence},
+    streams::{Append, AppendOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot},
     Engine, EngineError, EngineFuture, Health, LocalDelivery, Published,
 };
 use crate::{
     metrics::Metrics,
-    protocol::{request::ProjectId, StreamPosition},
+    protocol::{
+        request::ProjectId,
+        streams::{StreamId, StreamMeta},
+        StreamPosition,
+    },
 };
 use presence::{Command, PresenceStore};
 use subscriber::{Interest, RedisHealth, Subscriptions};
 
-/// KEYS: stream, offset, epoch, bytes. ARGV: frame, HISTORY_SIZE, TTL, a new epoch, channel,
-/// published-at (ms), HISTORY_MAX_BYTES.
-const PUBLISH_SCRIPT: &str = r#"
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-end
-local offset = redis.call('INCR', KEYS[2])
-local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[7])
-if size > 0 then
-  if redis.call('EXISTS', KEYS[4]) == 0 then
-    local bytes, cursor = 0, '-'
-    while true do
-      local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 100)
-      if #batch == 0 then break end
-      for _, entry in ipairs(batch) do bytes = bytes + #entry[2][2] end
-      cursor = '(' .. batch[#batch][1]
-    end
-    redis.call('SET', KEYS[4], bytes)
+/// `publish_entry(keys, kept, live, size, ttl, new_epoch, channel, published_at, max_bytes)`:
+/// the one step every publication takes, shared by the publish script and the stream scripts.
+/// `keys`: stream, offset, epoch, bytes (the first four of the script's KEYS). `kept` goes into
+/// the history and `live` onto the channel (the same frame, but for a stream's end, kept with its
+/// final text). Returns the offset and the epoch.
+const PUBLISH_FUNCTION: &str = r#"
+local function publish_entry(keys, kept, live, size, ttl, new_epoch, channel, published_at, max_bytes)
+  local epoch = redis.call('GET', keys[3])
+  if not epoch then
+    epoch = new_epoch
+    redis.call('SET', keys[3], epoch)
+    redis.call('DEL', keys[1], keys[2], keys[4])
   end
-  redis.call('XADD', KEYS[1], offset .. '-0', 'f', ARGV[1])
-  local bytes = redis.call('INCRBY', KEYS[4], #ARGV[1])
-  local length = redis.call('XLEN', KEYS[1])
-  if length > size or bytes > max_bytes then
-    -- Oldest first, the entries to drop, up to the first one to keep (the newest at least).
-    local keep, cursor = nil, '-'
-    while keep == nil do
-      local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 16)
-      if #batch == 0 then break end
-      for _, entry in ipairs(batch) do
-        if length <= 1 or (length <= size and bytes <= max_bytes) then
-          keep = entry[1]
-          break
+  local offset = redis.call('INCR', keys[2])
+  if size > 0 then
+    if redis.call('EXISTS', keys[4]) == 0 then
+      local bytes, cursor = 0, '-'
+      while true do
+        local batch = redis.call('XRANGE', keys[1], cursor, '+', 'COUNT', 100)
+        if #batch == 0 then break end
+        for _, entry in ipairs(batch) do bytes = bytes + #entry[2][2] end
+        cursor = '(' .. batch[#batch][1]
+      end
+      redis.call('SET', keys[4], bytes)
+    end
+    redis.call('XADD', keys[1], offset .. '-0', 'f', kept)
+    local bytes = redis.call('INCRBY', keys[4], #kept)
+    local length = redis.call('XLEN', keys[1])
+    if length > size or bytes > max_bytes then
+      -- Oldest first, the entries to drop, up to the first one to keep (the newest at least).
+      local keep, cursor = nil, '-'
+      while keep == nil do
+        local batch = redis.call('XRANGE', keys[1], cursor, '+', 'COUNT', 16)
+        if #batch == 0 then break end
+        for _, entry in ipairs(batch) do
+          if length <= 1 or (length <= size and bytes <= max_bytes) then
+            keep = entry[1]
+            break
+          end
+          bytes = bytes - #entry[2][2]
+          length = length - 1
+          cursor = '(' .. entry[1]
         end
-        bytes = bytes - #entry[2][2]
-        length = length - 1
-        cursor = '(' .. entry[1]
+      end
+      if keep then
+        redis.call('XTRIM', keys[1], 'MINID', keep)
+        redis.call('SET', keys[4], bytes)
       end
     end
-    if keep then
-      redis.call('XTRIM', KEYS[1], 'MINID', keep)
-      redis.call('SET', KEYS[4], bytes)
-    end
+    redis.call('EXPIRE', keys[1], ttl)
+    redis.call('EXPIRE', keys[4], ttl)
   end
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', KEYS[4], ARGV[3])
+  redis.call('EXPIRE', keys[2], ttl)
+  redis.call('EXPIRE', keys[3], ttl)
+  redis.call('PUBLISH', channel, offset .. ':' .. epoch .. ':' .. published_at .. ':' .. live)
+  return offset, epoch
 end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-redis.call('PUBLISH', ARGV[5], offset .. ':' .. epoch .. ':' .. ARGV[6] .. ':' .. ARGV[1])
+"#;
+
+/// KEYS: stream, offset, epoch, bytes. ARGV: frame, HISTORY_SIZE, TTL, a new epoch, channel,
+/// published-at (ms), HISTORY_MAX_BYTES.
+const PUBLISH_CALL: &str = r#"
+local offset, epoch = publish_entry(KEYS, ARGV[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  tonumber(ARGV[7]))
 return {offset, epoch}
 "#;
 
@@ -173,6 +191,8 @@ pub(crate) struct RedisEngine {
     client: redis::Client,
     publish_script: Arc<Script>,
     read_script: Arc<Script>,
+    stream_scripts: Arc<streams::StreamScripts>,
+    stream_limits: StreamLimits,
     settings: HistorySettings,
     health: RedisHealth,
     metrics: Arc<Metrics>,
@@ -226,7 +246,9 @@ impl RedisEngine {
         Ok(RedisEngine {
             connection,
             client,
-            publish_script: Arc::new(Script::new(PUBLISH_SCRIPT)),
+            publish_script: Arc::new(Script::new(&format!("{PUBLISH_FUNCTION}{PUBLISH_CALL}"))),
+            stream_scripts: Arc::new(streams::StreamScripts::new()),
+            stream_limits: StreamLimits::default(),
             read_script: Arc::new(Script::new(READ_SCRIPT)),
             settings,
             health: RedisHealth::default(),
@@ -237,6 +259,12 @@ impl RedisEngine {
             shutdown: CancellationToken::new(),
             loops: Arc::default(),
         })
+    }
+
+    /// The same engine with these bounds on agent streams.
+    pub(crate) fn with_stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.stream_limits = limits;
+        self
     }
 
     pub(crate) fn client(&self) -> &redis::Client {
@@ -409,6 +437,37 @@ impl Engine for RedisEngine {
     ) -> EngineFuture<(StreamPosition, Entries)> {
         let (engine, project_id) = (self.clone(), project_id.clone());
         async move { engine.read(&project_id, Some(since_offset), limit, max_bytes).await.map_err(unavailable) }.boxed()
+    }
+
+    fn stream_start(
+        &self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        meta: &StreamMeta,
+        frame: ByteString,
+    ) -> EngineFuture<StartOutcome> {
+        let (engine, project_id, stream_id, meta) = (self.clone(), project_id.clone(), stream_id.clone(), meta.clone());
+        async move { engine.start_stream(&project_id, &stream_id, &meta, &frame).await.map_err(unavailable) }.boxed()
+    }
+
+    fn stream_append(&self, project_id: &ProjectId, append: Append) -> EngineFuture<AppendOutcome> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.append_to_stream(&project_id, &append).await.map_err(unavailable) }.boxed()
+    }
+
+    fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.end_stream(&project_id, &end).await.map_err(unavailable) }.boxed()
+    }
+
+    fn open_streams(&self, project_id: &ProjectId) -> EngineFuture<Vec<StreamSnapshot>> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.read_open_streams(&project_id).await.map_err(unavailable) }.boxed()
+    }
+
+    fn stream_snapshot(&self, project_id: &ProjectId, stream_id: &StreamId) -> EngineFuture<Option<StreamSnapshot>> {
+        let (engine, project_id, stream_id) = (self.clone(), project_id.clone(), stream_id.clone());
+        async move { engine.read_stream(&project_id, &stream_id).await.map_err(unavailable) }.boxed()
     }
 
     fn health(&self) -> Health {

@@ -4,6 +4,10 @@
 //! (and each join or leave event, which travels on the same channel), waiting for each to be
 //! fanned out, so a busy hub slows this connection rather than growing a queue here.
 //!
+//! Appends to agent streams travel on the same channel (`a:` messages) and are handed over in
+//! the same order; one lost while the connection was down shows as a gap in the stream's lengths,
+//! which the hub repairs by reading the stream again.
+//!
 //! It keeps the last position it delivered of each project it follows ([`Followed`]) and drops
 //! repeats. When the connection drops it marks Redis down (`/ready` answers 503, the
 //! `agenticai_ws_redis_connected` gauge goes to 0), reconnects with jittered backoff,
@@ -264,6 +268,12 @@ async fn deliver(delivery: &dyn LocalDelivery, followed: &mut Followed, metrics:
     let change = match payload.split_once(':') {
         Some(("join", event)) => Some((Change::Join, event)),
         Some(("leave", event)) => Some((Change::Leave, event)),
+        Some(("a", append)) => {
+            if followed.0.contains_key(project) {
+                deliver_append(delivery, project, append).await;
+            }
+            return;
+        }
         _ => None,
     };
     if let Some((change, event)) = change {
@@ -283,6 +293,17 @@ async fn deliver(delivery: &dyn LocalDelivery, followed: &mut Followed, metrics:
         let frame = parsed.position.spliced_into(parsed.frame);
         delivery.publication(&project.into(), Some(parsed.position), frame).await;
     }
+}
+
+/// An append to a stream, `<stream id>:<length>:<text>` ([`super::streams`]).
+async fn deliver_append(delivery: &dyn LocalDelivery, project: &str, append: &str) {
+    let mut parts = append.splitn(3, ':');
+    let (Some(stream_id), Some(length), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+        log::warn!(project_id = project; "malformed stream append on a project channel");
+        return;
+    };
+    let Ok(length) = length.parse() else { return };
+    delivery.stream_append(&project.into(), &stream_id.into(), text.into(), length).await;
 }
 
 #[cfg(test)]

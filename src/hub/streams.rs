@@ -1,0 +1,387 @@
+//! Agent streams on this task: the hub's copy of each open stream of the projects it follows,
+//! the rollup of appends into one frame per window for its viewers, and the snapshots a viewer
+//! gets when it (re)joins.
+//!
+//! **The copy.** When a project gets its first local subscriber, the hub reads its open streams
+//! from the engine ([`Engine::open_streams`](crate::engine::Engine::open_streams), once the
+//! engine delivers the project's traffic here, so nothing falls between the read and the live
+//! appends); appends that arrive meanwhile wait in order and are applied after it, minus what the
+//! read already held. From then on each append the engine delivers is applied in order: one
+//! already held (a repeat) is skipped, one that starts past the copy's end (appends were lost, a
+//! Redis reconnect) makes the hub read the project's streams again, and every viewer then gets
+//! a snapshot. So a viewer's frames always concatenate to the stream's text.
+//!
+//! **Rollup.** The first append to a quiet stream goes out at once and opens a window of
+//! STREAM_ROLLUP_MS; appends within it go out together at its end (one frame, encoded once for
+//! every viewer), which opens the next window; a window with nothing to send closes. An end sends
+//! what is pending first. At most 1000/window + 1 frames per stream a second reach a viewer.
+//!
+//! **Snapshots.** A viewer that joins (a subscription that goes live: after its confirmation
+//! and any replay) gets a `stream_snapshot` of each open stream with the text sent to the other
+//! viewers so far; what is pending reaches it with the next frame, like everyone. A viewer
+//! still in its resume seam gets no appends: its snapshots, when its seam ends, hold them; and a
+//! stream that ends meanwhile reaches its hold as the final snapshot in place of `stream_ended`.
+//!
+//! **Abandoned streams.** Every second the hub looks for open streams without an append for
+//! STREAM_IDLE_TIMEOUT_SECS and asks the engine to end them as `abandoned` (only if still idle
+//! there: another task may have seen a later append). A stream nobody follows is ended when
+//! next touched (an append to it is refused as ended).
+//!
+//! Memory: each open stream's text once per task that follows its project (at most
+//! STREAM_MAX_BYTES each, STREAM_MAX_OPEN_PER_PROJECT per project), and while a read is in
+//! flight at most [`MAX_WAITING`] events.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    engine::streams::StreamSnapshot,
+    protocol::streams::{append_frame, snapshot_frame, snapshot_prefix, StreamId, StreamMeta, StreamStatus},
+};
+
+/// Events held while a project's streams are read; past it the read starts over.
+pub(super) const MAX_WAITING: usize = 4096;
+
+/// Settings the hub applies to streams.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamHubSettings {
+    /// STREAM_ROLLUP_MS; zero sends every append alone.
+    pub rollup: Duration,
+    /// STREAM_IDLE_TIMEOUT_SECS.
+    pub idle_timeout: Duration,
+}
+
+/// One open stream as this task knows it.
+pub(super) struct LiveStream {
+    meta: StreamMeta,
+    text: String,
+    /// Bytes of `text` sent to the viewers; the rest waits for the window's end.
+    sent: usize,
+    /// A rollup window is open (its end is scheduled).
+    window_open: bool,
+    last_activity: Instant,
+    /// The hub asked the engine to end it as abandoned and has no answer yet.
+    pub(super) abandoning: bool,
+}
+
+impl LiveStream {
+    fn new(meta: StreamMeta, text: String, last_activity: Instant) -> Self {
+        let sent = text.len();
+        LiveStream { meta, text, sent, window_open: false, last_activity, abandoning: false }
+    }
+
+    /// The snapshot a joining viewer gets: the text sent to the others so far.
+    pub(super) fn snapshot(&self, project_id: &str, stream_id: &str) -> ByteString {
+        let prefix = snapshot_prefix(project_id, stream_id, StreamStatus::Open, &self.meta, &Value::Null);
+        ByteString::from(snapshot_frame(&prefix, &self.text[..self.sent]))
+    }
+
+    /// The final snapshot, for a viewer still in its seam when the stream ended at `length`;
+    /// None when this copy does not hold the whole text.
+    pub(super) fn final_snapshot(&self, project_id: &str, stream_id: &str, ended: &EndedStream) -> Option<ByteString> {
+        if self.text.len() as u64 != ended.length {
+            return None;
+        }
+        let prefix = snapshot_prefix(project_id, stream_id, ended.status, &self.meta, &ended.data);
+        Some(ByteString::from(snapshot_frame(&prefix, &self.text)))
+    }
+
+    /// The frame of what is pending, if anything is; it counts as sent.
+    pub(super) fn take_pending(&mut self, project_id: &str, stream_id: &str) -> Option<ByteString> {
+        if self.sent == self.text.len() {
+            return None;
+        }
+        let frame = append_frame(project_id, stream_id, &self.text[self.sent..], self.text.len() as u64);
+        self.sent = self.text.len();
+        Some(frame)
+    }
+
+    /// Whether it has been quiet for `idle_timeout` and is not being ended already.
+    pub(super) fn is_idle(&self, idle_timeout: Duration) -> bool {
+        !self.abandoning && self.last_activity.elapsed() >= idle_timeout
+    }
+
+    /// The engine saw activity the hub did not: count from now.
+    pub(super) fn touched(&mut self) {
+        self.last_activity = Instant::now();
+        self.abandoning = false;
+    }
+}
+
+/// What applying an append asks of the hub.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// Nothing new (a repeat, or a stream this copy does not follow while reading).
+    Nothing,
+    /// Send what is pending now and open a window (the stream was quiet).
+    SendNowAndOpenWindow,
+    /// It waits for the open window's end.
+    Pending,
+    /// The copy misses text (lost appends, an unknown stream): read the project again.
+    Reread,
+}
+
+/// A stream's end as its publication tells it.
+#[derive(Debug, Deserialize)]
+pub(super) struct EndedStream {
+    pub stream_id: String,
+    pub status: StreamStatus,
+    pub length: u64,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// A stream's start as its publication tells it.
+#[derive(Debug, Deserialize)]
+pub(super) struct StartedStream {
+    pub stream_id: String,
+    #[serde(flatten)]
+    pub meta: StreamMeta,
+}
+
+/// What a project's publication means to its streams.
+pub(super) enum StreamPublication {
+    Started(StartedStream),
+    Ended(EndedStream),
+}
+
+impl StreamPublication {
+    /// Reads a stream's start or end out of a publication frame (only those frames begin so: a
+    /// plain publication is `{"type":"message",...`).
+    pub(super) fn of(frame: &str) -> Option<Self> {
+        if frame.starts_with(r#"{"type":"stream_started""#) {
+            serde_json::from_str(frame).ok().map(StreamPublication::Started)
+        } else if frame.starts_with(r#"{"type":"stream_ended""#) {
+            serde_json::from_str(frame).ok().map(StreamPublication::Ended)
+        } else {
+            None
+        }
+    }
+}
+
+/// An event that arrived while the project's streams were being read.
+enum Waiting {
+    Started(StreamId, StreamMeta),
+    Appended(StreamId, ByteString, u64),
+    Ended(StreamId),
+}
+
+/// The open streams of one followed project.
+pub(super) struct ProjectStreams {
+    pub(super) open: HashMap<StreamId, LiveStream>,
+    /// While a read of the project's streams is in flight: its number and what arrived since.
+    reading: Option<(u64, Vec<Waiting>)>,
+}
+
+impl ProjectStreams {
+    /// A project whose streams read number `read` is reading.
+    pub(super) fn reading(read: u64) -> Self {
+        ProjectStreams { open: HashMap::new(), reading: Some((read, Vec::new())) }
+    }
+
+    pub(super) fn is_read(&self) -> bool {
+        self.reading.is_none()
+    }
+
+    /// Starts another read, number `read`: what the copy holds is replaced when it answers.
+    pub(super) fn reread(&mut self, read: u64) {
+        self.reading = Some((read, Vec::new()));
+    }
+
+    /// The number of the read in flight, if one is.
+    pub(super) fn awaits_read(&self) -> Option<u64> {
+        self.reading.as_ref().map(|(number, _)| *number)
+    }
+
+    /// Whether the read in flight is number `read`.
+    pub(super) fn awaits(&self, read: u64) -> bool {
+        self.reading.as_ref().is_some_and(|(number, _)| *number == read)
+    }
+
+    /// Whether the events waiting for the read overflowed (the read must start over).
+    fn wait(&mut self, event: Waiting) -> bool {
+        let Some((_, waiting)) = &mut self.reading else { return false };
+        waiting.push(event);
+        waiting.len() > MAX_WAITING
+    }
+
+    /// A stream started. Whether the waiting events overflowed.
+    pub(super) fn started(&mut self, stream_id: StreamId, meta: StreamMeta) -> bool {
+        if self.reading.is_some() {
+            return self.wait(Waiting::Started(stream_id, meta));
+        }
+        self.open.entry(stream_id).or_insert_with(|| LiveStream::new(meta, String::new(), Instant::now()));
+        false
+    }
+
+    /// A stream ended: its copy, when it had one and is not reading.
+    pub(super) fn ended(&mut self, stream_id: &str) -> Option<LiveStream> {
+        if self.reading.is_some() {
+            self.wait(Waiting::Ended(stream_id.into()));
+            return None;
+        }
+        self.open.remove(stream_id)
+    }
+
+    /// Applies an append that made the stream `length` bytes long.
+    pub(super) fn append(&mut self, stream_id: &StreamId, text: ByteString, length: u64, rollup: bool) -> Applied {
+        if self.reading.is_some() {
+            return if self.wait(Waiting::Appended(stream_id.clone(), text, length)) {
+                Applied::Reread
+            } else {
+                Applied::Nothing
+            };
+        }
+        let Some(stream) = self.open.get_mut(stream_id) else { return Applied::Reread };
+        let held = stream.text.len() as u64;
+        let Some(start) = length.checked_sub(text.len() as u64) else { return Applied::Reread };
+        if length <= held {
+            return Applied::Nothing;
+        }
+        if start > held {
+            return Applied::Reread;
+        }
+        // Starts inside what is held (a read that already had part of it): the rest, cut at
+        // an append's boundary, so a character boundary.
+        let Some(new) = text.get((held - start) as usize..) else { return Applied::Reread };
+        stream.text.push_str(new);
+        stream.last_activity = Instant::now();
+        if rollup && stream.window_open {
+            Applied::Pending
+        } else {
+            stream.window_open = rollup;
+            Applied::SendNowAndOpenWindow
+        }
+    }
+
+    /// A window of the stream ended: the frame of what is pending (and the window stays open
+    /// for another), or None (and it closes).
+    pub(super) fn window_ended(&mut self, project_id: &str, stream_id: &str) -> Option<ByteString> {
+        let stream = self.open.get_mut(stream_id)?;
+        let frame = stream.take_pending(project_id, stream_id);
+        stream.window_open = frame.is_some();
+        frame
+    }
+
+    /// The read answered: the copy is what it read plus what arrived meanwhile. `Err(())`: the
+    /// events since show a gap again, read once more.
+    pub(super) fn read(&mut self, snapshots: Vec<StreamSnapshot>) -> Result<(), ()> {
+        let waiting = self.reading.take().map(|(_, waiting)| waiting).unwrap_or_default();
+        let now = Instant::now();
+        self.open = snapshots
+            .into_iter()
+            .filter(|snapshot| snapshot.status == StreamStatus::Open)
+            .map(|snapshot| {
+                let last_activity = now.checked_sub(snapshot.idle_for).unwrap_or(now);
+                (snapshot.stream_id, LiveStream::new(snapshot.meta, snapshot.text, last_activity))
+            })
+            .collect();
+        for event in waiting {
+            match event {
+                Waiting::Started(stream_id, meta) => {
+                    self.started(stream_id, meta);
+                }
+                Waiting::Appended(stream_id, text, length) => {
+                    if self.append(&stream_id, text, length, false) == Applied::Reread {
+                        return Err(());
+                    }
+                }
+                Waiting::Ended(stream_id) => {
+                    self.open.remove(&stream_id);
+                }
+            }
+        }
+        for stream in self.open.values_mut() {
+            stream.sent = stream.text.len();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_project(streams: Vec<StreamSnapshot>) -> ProjectStreams {
+        let mut project = ProjectStreams::reading(1);
+        project.read(streams).expect("read");
+        project
+    }
+
+    fn snapshot(id: &str, text: &str) -> StreamSnapshot {
+        StreamSnapshot {
+            stream_id: id.into(),
+            status: StreamStatus::Open,
+            meta: StreamMeta::default(),
+            result: Value::Null,
+            text: text.into(),
+            idle_for: Duration::ZERO,
+        }
+    }
+
+    fn text_of(project: &ProjectStreams, id: &str) -> String {
+        project.open[id].text.clone()
+    }
+
+    #[test]
+    fn appends_apply_once_and_in_order_and_a_gap_asks_for_a_reread() {
+        let mut project = read_project(vec![snapshot("s", "ab")]);
+        let s: StreamId = "s".into();
+        assert_eq!(project.append(&s, "cd".into(), 4, true), Applied::SendNowAndOpenWindow);
+        assert_eq!(project.append(&s, "e".into(), 5, true), Applied::Pending, "within the window");
+        assert_eq!(project.append(&s, "de".into(), 5, true), Applied::Nothing, "a repeat");
+        assert_eq!(project.append(&s, "efg".into(), 7, true), Applied::Pending, "overlapping: the new part");
+        assert_eq!(text_of(&project, "s"), "abcdefg");
+        assert_eq!(project.append(&s, "z".into(), 9, true), Applied::Reread, "a byte is missing");
+        assert_eq!(project.append(&"t".into(), "z".into(), 1, true), Applied::Reread, "an unknown stream");
+    }
+
+    #[test]
+    fn a_window_sends_what_it_gathered_then_closes_when_quiet() {
+        let mut project = read_project(vec![snapshot("s", "")]);
+        let s: StreamId = "s".into();
+        project.append(&s, "a".into(), 1, true);
+        let first = project.open.get_mut("s").unwrap().take_pending("p", "s").expect("the first goes at once");
+        assert!(first.contains(r#""text":"a","length":1"#), "{first}");
+        project.append(&s, "b".into(), 2, true);
+        project.append(&s, "c".into(), 3, true);
+        let rolled = project.window_ended("p", "s").expect("the window's appends");
+        assert!(rolled.contains(r#""text":"bc","length":3"#), "{rolled}");
+        assert!(project.window_ended("p", "s").is_none(), "nothing new: the window closes");
+        assert_eq!(project.append(&s, "d".into(), 4, true), Applied::SendNowAndOpenWindow);
+    }
+
+    #[test]
+    fn what_arrives_during_a_read_is_applied_after_it_minus_what_it_held() {
+        let mut project = ProjectStreams::reading(7);
+        assert!(project.awaits(7) && !project.is_read());
+        let s: StreamId = "s".into();
+        project.append(&s, "b".into(), 2, true);
+        project.append(&s, "c".into(), 3, true);
+        project.started("t".into(), StreamMeta::default());
+        project.ended("u");
+        project.read(vec![snapshot("s", "ab"), snapshot("u", "x")]).expect("no gap");
+        assert_eq!(text_of(&project, "s"), "abc");
+        assert!(project.open.contains_key("t") && !project.open.contains_key("u"));
+        let joining = project.open["s"].snapshot("p", "s");
+        assert!(joining.contains(r#""text":"abc""#), "a joiner gets all of it: {joining}");
+    }
+
+    #[test]
+    fn stream_publications_are_recognised_by_their_type() {
+        let started =
+            r#"{"type":"stream_started","project_id":"p","stream_id":"s","started_at":"t","offset":1,"epoch":"e"}"#;
+        assert!(matches!(StreamPublication::of(started), Some(StreamPublication::Started(s)) if s.stream_id == "s"));
+        let ended = r#"{"type":"stream_ended","project_id":"p","stream_id":"s","status":"failed","length":3}"#;
+        assert!(
+            matches!(StreamPublication::of(ended), Some(StreamPublication::Ended(e)) if e.length == 3 && e.status == StreamStatus::Failed)
+        );
+        assert!(StreamPublication::of(r#"{"type":"message","data":{"type":"stream_ended"}}"#).is_none());
+    }
+}

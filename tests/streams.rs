@@ -1,0 +1,362 @@
+//! Agent streams (docs/protocol.md, "Agent streams"), through real sockets on both engines: each
+//! test runs as `memory::NAME` (no REDIS_URL) and `redis::NAME` (a private redis-server). An
+//! agent starts, appends and ends; viewers get rollups whose texts concatenate to the stream's,
+//! a late joiner a snapshot, a resume an ended stream whole in one place of the history; `at`
+//! makes retries harmless; refusals name the stream; a quiet stream is abandoned. Then two tasks
+//! over one Redis: appends through either reach a viewer in one order.
+
+pub mod common;
+
+use std::time::Duration;
+
+use agenticai_websocket::config::Config;
+use common::{Client, RedisServer, TestServer};
+use serde_json::{json, Value};
+
+enum Backend {
+    Memory,
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn server(&self, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let redis_url = match self {
+            Backend::Memory => None,
+            Backend::Redis(redis) => Some(redis.url()),
+        };
+        TestServer::start(move |config| {
+            config.engine.redis_url = redis_url;
+            configure(config);
+        })
+    }
+}
+
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::Memory).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::Redis(super::RedisServer::start())).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    viewers_get_rollups_that_concatenate_to_the_text_then_the_end,
+    a_late_joiner_gets_the_text_so_far_then_the_live_appends,
+    a_resume_gets_an_ended_stream_whole_at_its_end_and_it_takes_two_places,
+    retries_with_at_apply_once_and_refusals_name_the_stream,
+    the_http_api_starts_appends_ends_and_reads_streams,
+    a_quiet_stream_is_abandoned_by_the_gateway,
+);
+
+async fn viewer(server: &TestServer, project: &str) -> Client {
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let confirmed = client.request(json!({"action": "subscribe", "project_id": project})).await;
+    assert_eq!(confirmed["type"], "subscription_confirmed", "{confirmed}");
+    client
+}
+
+/// Starts a stream from `agent`; its id.
+async fn start(agent: &mut Client, project: &str) -> String {
+    let started = agent
+        .request(json!({"action": "stream_start", "project_id": project, "agent": "dev", "event": "answer",
+                        "data": {"task": 7}, "request_id": "s1"}))
+        .await;
+    assert_eq!(
+        (started["type"].as_str(), started["request_id"].as_str()),
+        (Some("stream_started"), Some("s1")),
+        "{started}"
+    );
+    started["stream_id"].as_str().expect("a stream id").to_owned()
+}
+
+/// Reads a viewer's stream frames until the stream's end; the text they concatenate to (from
+/// `text` on), checking each frame continues the last, and how many append frames came.
+async fn follow_to_end(viewer: &mut Client, stream_id: &str, mut text: String) -> (String, usize, Value) {
+    let mut frames = 0;
+    loop {
+        let frame = viewer.recv().await;
+        if frame["stream_id"] != stream_id {
+            continue;
+        }
+        match frame["type"].as_str() {
+            Some("stream_append") => {
+                let added = frame["text"].as_str().expect("text");
+                assert_eq!(frame["length"].as_u64(), Some((text.len() + added.len()) as u64), "continuity: {frame}");
+                text.push_str(added);
+                frames += 1;
+            }
+            Some("stream_snapshot") => text = frame["text"].as_str().expect("text").to_owned(),
+            Some("stream_ended") => return (text, frames, frame),
+            _ => {}
+        }
+    }
+}
+
+fn token(n: usize) -> String {
+    format!("tok{n} é ")
+}
+
+async fn viewers_get_rollups_that_concatenate_to_the_text_then_the_end(backend: Backend) {
+    let server = backend.server(|_| {});
+    let mut viewers = vec![viewer(&server, "roll").await, viewer(&server, "roll").await];
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "roll").await;
+    for viewer in &mut viewers {
+        let started = viewer.recv_type("stream_started").await;
+        assert_eq!((started["stream_id"].as_str(), started["agent"].as_str()), (Some(&*stream_id), Some("dev")));
+        assert_eq!((started["event"].as_str(), started["data"]["task"].as_u64()), (Some("answer"), Some(7)));
+        assert!(started["offset"].as_u64().is_some() && started["epoch"].is_string(), "{started}");
+    }
+    let mut expected = String::new();
+    for n in 0..200 {
+        let text = token(n);
+        agent
+            .send(json!({"action": "stream_append", "project_id": "roll", "stream_id": stream_id, "text": text,
+                         "at": expected.len()}))
+            .await;
+        expected.push_str(&text);
+    }
+    let ended = agent
+        .request(json!({"action": "stream_end", "project_id": "roll", "stream_id": stream_id, "status": "completed",
+                        "data": {"tokens": 200}}))
+        .await;
+    assert_eq!(
+        (ended["type"].as_str(), ended["length"].as_u64()),
+        (Some("stream_ended"), Some(expected.len() as u64)),
+        "{ended}"
+    );
+    for viewer in &mut viewers {
+        let (text, frames, end) = follow_to_end(viewer, &stream_id, String::new()).await;
+        assert_eq!(text, expected, "the frames concatenate to the stream's text");
+        assert!(frames < 200, "200 appends sent at once reach a viewer rolled up: {frames} frames");
+        assert_eq!((end["status"].as_str(), end["length"].as_u64()), (Some("completed"), Some(expected.len() as u64)));
+        assert_eq!(end["data"]["tokens"], 200);
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(common::metric_value(&metrics, "agenticai_ws_stream_appends_total{source=\"websocket\"}"), 200.0);
+    assert!(common::metric_value(&metrics, "agenticai_ws_stream_rollups_total") < 200.0);
+    assert_eq!(common::metric_value(&metrics, "agenticai_ws_streams_open"), 0.0);
+}
+
+async fn a_late_joiner_gets_the_text_so_far_then_the_live_appends(backend: Backend) {
+    let server = backend.server(|_| {});
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "late").await;
+    let mut expected = String::new();
+    for n in 0..50 {
+        let text = token(n);
+        let appended = agent
+            .request(json!({"action": "stream_append", "project_id": "late", "stream_id": stream_id, "text": text,
+                            "request_id": n}))
+            .await;
+        expected.push_str(&text);
+        assert_eq!(
+            (appended["type"].as_str(), appended["length"].as_u64()),
+            (Some("stream_appended"), Some(expected.len() as u64))
+        );
+    }
+    let mut late = Client::connect(&server.ws_url("/ws")).await;
+    let confirmed = late.request(json!({"action": "subscribe", "project_id": "late"})).await;
+    assert_eq!(confirmed["type"], "subscription_confirmed");
+    let snapshot = late.recv().await;
+    assert_eq!(snapshot["type"], "stream_snapshot", "right after the confirmation: {snapshot}");
+    assert_eq!((snapshot["status"].as_str(), snapshot["text"].as_str()), (Some("open"), Some(&*expected)));
+    assert_eq!((snapshot["agent"].as_str(), snapshot["length"].as_u64()), (Some("dev"), Some(expected.len() as u64)));
+    let listed = common::get_json(server.http_url("/api/v1/projects/late/streams")).await;
+    assert_eq!(listed["streams"][0]["text"].as_str(), Some(&*expected), "{listed}");
+    for n in 50..80 {
+        let text = token(n);
+        agent
+            .send(json!({"action": "stream_append", "project_id": "late", "stream_id": stream_id, "text": text}))
+            .await;
+        expected.push_str(&text);
+    }
+    agent.send(json!({"action": "stream_end", "project_id": "late", "stream_id": stream_id})).await;
+    let seen = snapshot["text"].as_str().expect("text").to_owned();
+    let (text, _, end) = follow_to_end(&mut late, &stream_id, seen).await;
+    assert_eq!(text, expected, "nothing missing, nothing doubled after the snapshot");
+    assert_eq!(end["status"], "completed");
+}
+
+async fn a_resume_gets_an_ended_stream_whole_at_its_end_and_it_takes_two_places(backend: Backend) {
+    let server = backend.server(|config| config.engine.history_size = 10);
+    let published = server.publish(json!({"project_id": "replay", "data": {"before": true}})).await;
+    let before: Value = published.json().await.expect("a receipt");
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "replay").await;
+    let mut expected = String::new();
+    for n in 0..100 {
+        expected.push_str(&token(n));
+        agent
+            .send(json!({"action": "stream_append", "project_id": "replay", "stream_id": stream_id, "text": token(n)}))
+            .await;
+    }
+    let ended = agent
+        .request(json!({"action": "stream_end", "project_id": "replay", "stream_id": stream_id, "status": "failed"}))
+        .await;
+    assert_eq!(ended["offset"].as_u64(), Some(3), "a hundred appends took no place: start 2, end 3: {ended}");
+    let mut resumed = Client::connect(&server.ws_url("/ws")).await;
+    let since = json!({"offset": before["offset"], "epoch": before["epoch"]});
+    let confirmed = resumed.request(json!({"action": "subscribe", "project_id": "replay", "since": since})).await;
+    assert_eq!(confirmed["recovered"], true, "{confirmed}");
+    let start_frame = resumed.recv().await;
+    assert_eq!((start_frame["type"].as_str(), start_frame["offset"].as_u64()), (Some("stream_started"), Some(2)));
+    let whole = resumed.recv().await;
+    assert_eq!((whole["type"].as_str(), whole["offset"].as_u64()), (Some("stream_snapshot"), Some(3)), "{whole}");
+    assert_eq!((whole["status"].as_str(), whole["text"].as_str()), (Some("failed"), Some(&*expected)));
+    resumed.expect_silence(Duration::from_millis(200)).await;
+    let one = common::get_json(server.http_url(&format!("/api/v1/projects/replay/streams/{stream_id}"))).await;
+    assert_eq!((one["status"].as_str(), one["length"].as_u64()), (Some("failed"), Some(expected.len() as u64)));
+}
+
+async fn retries_with_at_apply_once_and_refusals_name_the_stream(backend: Backend) {
+    let server = backend.server(|config| {
+        config.streams.stream_max_bytes = std::num::NonZeroUsize::new(12).expect("not zero");
+        config.streams.stream_max_open_per_project = std::num::NonZeroUsize::new(1).expect("not zero");
+    });
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "rules").await;
+    let append = |text: &str, at: u64| {
+        json!({"action": "stream_append", "project_id": "rules", "stream_id": stream_id, "text": text, "at": at,
+               "request_id": "a"})
+    };
+    assert_eq!(agent.request(append("hello", 0)).await["length"], 5);
+    let retry = agent.request(append("hello", 0)).await;
+    assert_eq!((retry["length"].as_u64(), retry["duplicate"].as_bool()), (Some(5), Some(true)), "{retry}");
+    let gap = agent.request(append("!", 9)).await;
+    assert_eq!((gap["code"].as_str(), gap["length"].as_u64()), (Some("stream_conflict"), Some(5)), "{gap}");
+    assert_eq!(gap["stream_id"].as_str(), Some(&*stream_id));
+    let overlap = agent.request(append("HELLO", 3)).await;
+    assert_eq!(overlap["code"], "stream_conflict", "{overlap}");
+    let too_large = agent.request(append(" world, again", 5)).await;
+    assert_eq!((too_large["code"].as_str(), too_large["length"].as_u64()), (Some("stream_too_large"), Some(5)));
+    let second = agent.request(json!({"action": "stream_start", "project_id": "rules", "request_id": "b"})).await;
+    assert_eq!(second["code"], "too_many_streams", "{second}");
+    let again = agent
+        .request(json!({"action": "stream_start", "project_id": "rules", "stream_id": stream_id, "request_id": "c"}))
+        .await;
+    assert_eq!(
+        (again["type"].as_str(), again["length"].as_u64()),
+        (Some("stream_started"), Some(5)),
+        "the same one: {again}"
+    );
+    agent.request(json!({"action": "stream_end", "project_id": "rules", "stream_id": stream_id})).await;
+    let late = agent.request(append("x", 5)).await;
+    assert_eq!((late["code"].as_str(), late["status"].as_str()), (Some("stream_ended"), Some("completed")), "{late}");
+    let retried_before_end = agent.request(append("hello", 0)).await;
+    assert_eq!(retried_before_end["duplicate"], true, "a redelivery of an applied append: {retried_before_end}");
+    let elsewhere = agent
+        .request(json!({"action": "stream_append", "project_id": "other", "stream_id": stream_id, "text": "x"}))
+        .await;
+    assert_eq!(elsewhere["code"], "stream_not_found", "another project's stream is not found: {elsewhere}");
+    let bad =
+        agent.request(json!({"action": "stream_append", "project_id": "rules", "stream_id": "a:b", "text": "x"})).await;
+    assert_eq!(bad["code"], "invalid_request");
+}
+
+async fn the_http_api_starts_appends_ends_and_reads_streams(backend: Backend) {
+    let server = backend.server(|_| {});
+    let http = reqwest::Client::new();
+    let url = |path: &str| server.http_url(&format!("/api/v1/projects/api{path}"));
+    let created = http.post(url("/streams")).json(&json!({"agent": "qa", "event": "log"})).send().await.expect("POST");
+    assert_eq!(created.status(), 201);
+    let started: Value = created.json().await.expect("JSON");
+    let stream_id = started["stream_id"].as_str().expect("an id").to_owned();
+    let post = |path: String, body: Value| http.post(url(&path)).json(&body).send();
+    let appended =
+        post(format!("/streams/{stream_id}/append"), json!({"text": "line 1\n", "at": 0})).await.expect("POST");
+    assert_eq!(appended.status(), 200);
+    assert_eq!(appended.json::<Value>().await.expect("JSON")["length"], 7);
+    let conflict = post(format!("/streams/{stream_id}/append"), json!({"text": "x", "at": 3})).await.expect("POST");
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(conflict.json::<Value>().await.expect("JSON")["length"], 7);
+    let listed = common::get_json(url("/streams")).await;
+    assert_eq!(listed["streams"][0]["text"], "line 1\n", "{listed}");
+    let ended = post(format!("/streams/{stream_id}/end"), json!({"status": "completed"})).await.expect("POST");
+    assert_eq!(ended.status(), 200);
+    assert_eq!(ended.json::<Value>().await.expect("JSON")["length"], 7);
+    assert_eq!(common::get_json(url("/streams")).await["streams"], json!([]));
+    let missing = http.get(url("/streams/nope")).send().await.expect("GET");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.expect("JSON")["code"], "stream_not_found");
+    let after_end = post(format!("/streams/{stream_id}/append"), json!({"text": "x"})).await.expect("POST");
+    assert_eq!(after_end.status(), 409);
+}
+
+async fn a_quiet_stream_is_abandoned_by_the_gateway(backend: Backend) {
+    let server = backend.server(|config| config.streams.stream_idle_timeout = Duration::from_secs(1));
+    let mut watcher = viewer(&server, "quiet").await;
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "quiet").await;
+    agent
+        .send(json!({"action": "stream_append", "project_id": "quiet", "stream_id": stream_id, "text": "thinking"}))
+        .await;
+    let began = std::time::Instant::now();
+    let (text, _, end) = follow_to_end(&mut watcher, &stream_id, String::new()).await;
+    assert_eq!((text.as_str(), end["status"].as_str()), ("thinking", Some("abandoned")));
+    assert!(began.elapsed() < Duration::from_secs(4), "ended within a second or two of the deadline");
+    server.wait_for_metric("agenticai_ws_streams_abandoned_total", 1.0).await;
+    let late = agent
+        .request(json!({"action": "stream_append", "project_id": "quiet", "stream_id": stream_id, "text": "!"}))
+        .await;
+    assert_eq!((late["code"].as_str(), late["status"].as_str()), (Some("stream_ended"), Some("abandoned")));
+}
+
+/// Two tasks over one Redis, appends alternating between them (as HTTP appends behind the ALB
+/// would): a viewer on either gets one text in one order, and one joining on the other task
+/// mid-stream gets the same text as a snapshot.
+#[tokio::test]
+async fn appends_through_two_tasks_reach_viewers_on_both_in_one_order() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let tasks = [
+        TestServer::start({
+            let url = url.clone();
+            move |config| config.engine.redis_url = Some(url)
+        }),
+        TestServer::start(move |config| config.engine.redis_url = Some(url)),
+    ];
+    let mut first = viewer(&tasks[0], "shared").await;
+    let mut agents = [Client::connect(&tasks[0].ws_url("/ws")).await, Client::connect(&tasks[1].ws_url("/ws")).await];
+    let stream_id = start(&mut agents[0], "shared").await;
+    let mut expected = String::new();
+    for n in 0..30 {
+        append_through(&mut agents[n % 2], &stream_id, n, &mut expected).await;
+    }
+    let mut second = viewer(&tasks[1], "shared").await;
+    let snapshot = second.recv_type("stream_snapshot").await;
+    assert_eq!(snapshot["text"].as_str(), Some(&*expected), "the other task's copy is the same text");
+    let mut seen_by_second = snapshot["text"].as_str().expect("text").to_owned();
+    for n in 30..60 {
+        append_through(&mut agents[n % 2], &stream_id, n, &mut expected).await;
+    }
+    agents[1].send(json!({"action": "stream_end", "project_id": "shared", "stream_id": stream_id})).await;
+    let (text, _, _) = follow_to_end(&mut first, &stream_id, String::new()).await;
+    assert_eq!(text, expected);
+    (seen_by_second, _, _) = follow_to_end(&mut second, &stream_id, seen_by_second).await;
+    assert_eq!(seen_by_second, expected);
+}
+
+/// Appends token `n` through `agent` and waits for its answer.
+async fn append_through(agent: &mut Client, stream_id: &str, n: usize, expected: &mut String) {
+    let text = token(n);
+    let appended = agent
+        .request(json!({"action": "stream_append", "project_id": "shared", "stream_id": stream_id, "text": text,
+                        "at": expected.len(), "request_id": n}))
+        .await;
+    expected.push_str(&text);
+    assert_eq!(appended["length"].as_u64(), Some(expected.len() as u64), "{appended}");
+}
