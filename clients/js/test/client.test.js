@@ -104,8 +104,10 @@ test("agent stream: an append whose answer was lost is re-sent after the reconne
     assert.ok(agent.state === "connected", "reconnected");
     late = record(server.url, projectId);
     await late.ready;
-    const snapshot = await waitFor("the late joiner's snapshot", () => late.log.streams[stream.streamId]);
-    assert.deepEqual([snapshot.status, snapshot.text], ["open", half.join("")], "the snapshot holds the text so far");
+    // The snapshot may be a rollup window behind what the agent was answered: the appends that
+    // follow it bring the copy up to date.
+    const caughtUp = await waitFor("the late joiner's copy, caught up", () => late.log.streams[stream.streamId]?.text === half.join("") && late.log.streams[stream.streamId]);
+    assert.equal(caughtUp.status, "open");
     await Promise.all(tokens.slice(30).map((token) => stream.append(token)));
     const ended = await stream.end("completed", { data: { passed: 12 } });
     const expected = tokens.join("");

@@ -252,8 +252,11 @@ def test_agent_stream_late_joiner_gets_the_snapshot_then_the_appends() -> None:
                 await until(asyncio.gather(*[stream.append(token) for token in tokens[:30]]))
                 late = await Recorder(server.url, project_id).start()
                 late_view = late.subscription.streams
-                await wait_for("the late joiner's snapshot", lambda: stream.stream_id in late_view)
-                assert (late_view[stream.stream_id].status, late_view[stream.stream_id].text) == ("open", "".join(tokens[:30]))
+                # The snapshot may be a rollup window behind what the agent was answered: the
+                # appends that follow it bring the copy up to date.
+                so_far = "".join(tokens[:30])
+                await wait_for("the late joiner's copy, caught up", lambda: stream.stream_id in late_view and late_view[stream.stream_id].text == so_far)
+                assert late_view[stream.stream_id].status == "open"
                 for token in tokens[30:]:
                     stream.append(token)
                 ended = await until(stream.end("completed", data={"passed": 12}))
