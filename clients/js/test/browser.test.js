@@ -133,13 +133,13 @@ test("browser: another task takes over from a drained one: every message once, i
 });
 
 test("browser: an agent stream followed across a drain, the server restarted (Redis): the exact text", async (t) => {
-  const { awayMs, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: false });
-  t.diagnostic(`viewer away ${awayMs} ms; ${appendFrames} append frames for ${tokens} tokens`);
+  const { awayMs, missed, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: false });
+  t.diagnostic(`viewer away ${awayMs} ms, ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
 });
 
 test("browser: an agent stream followed across a drain, another task taking over: the exact text", async (t) => {
-  const { awayMs, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: true });
-  t.diagnostic(`viewer away ${awayMs} ms; ${appendFrames} append frames for ${tokens} tokens`);
+  const { awayMs, missed, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: true });
+  t.diagnostic(`viewer away ${awayMs} ms, ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
 });
 
 test("browser: a restart without Redis calls onReset", async () => {

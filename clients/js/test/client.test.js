@@ -54,8 +54,8 @@ test("another task takes over from a drained one (same Redis): every message onc
 });
 
 // What the stream drain scenario measured, in the test's output.
-function reportStream(t, { awayMs, sinceDrainMs, appendFrames, tokens }) {
-  t.diagnostic(`viewer away ${awayMs} ms (reconnected ${sinceDrainMs} ms after the drain began); ${appendFrames} append frames for ${tokens} tokens`);
+function reportStream(t, { awayMs, sinceDrainMs, missed, appendFrames, tokens }) {
+  t.diagnostic(`viewer away ${awayMs} ms (reconnected ${sinceDrainMs} ms after the drain began), ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
 }
 
 test("agent stream: a viewer drained mid-stream, its server restarted (Redis), ends with the exact text", async (t) => {

@@ -246,11 +246,12 @@ export const answerTokens = (count) => range(count).map((n) => (n % 7 === 3 ? `w
 /**
  * An agent (the library's AgentStream, in Node) streams an answer of 150 tokens, one every 15 ms
  * without waiting for answers, while a viewer (`viewer.start(url, projectId, options)`,
- * `viewer.log()` -> {streams, streamUpdates, states}, in Node or in a browser) follows it; both
- * reach the gateway through a proxy, and mid-stream their server drains (1012) and restarts on
- * the same port (`takeover: false`) or another task takes over (`takeover: true`), sharing Redis,
- * where the stream lives. The viewer is away while tokens go on; its resubscribe brings a
- * snapshot, so it must end with the exact text: every token once, in order, status completed.
+ * `viewer.log()` -> {streams, streamUpdates, states}, in Node or in a browser) follows it; each
+ * reaches the gateway through its own proxy, and mid-stream their server drains (1012) and
+ * restarts on the same port (`takeover: false`) or another task takes over (`takeover: true`),
+ * sharing Redis, where the stream lives. The viewer's proxy refuses it 400 ms longer than the
+ * agent's, so tokens go on while it is away; its resubscribe brings a snapshot holding them, and
+ * it must end with the exact text: every token once, in order, status completed.
  */
 export async function streamDrainScenario(viewer, { takeover }) {
   assert.ok(REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)");
@@ -259,9 +260,10 @@ export async function streamDrainScenario(viewer, { takeover }) {
   let current = await startServer({ env });
   const standby = takeover ? await startServer({ env }) : null;
   const proxy = await startProxy(current.port);
+  const agentProxy = await startProxy(current.port);
   const servers = [current, standby];
   const fast = { restartDelayMaxMs: 300, backoffBaseMs: 100, backoffMaxMs: 500 };
-  const agent = new Client(proxy.url, fast);
+  const agent = new Client(agentProxy.url, fast);
   try {
     await viewer.start(proxy.url, projectId, fast);
     await agent.connect();
@@ -277,13 +279,14 @@ export async function streamDrainScenario(viewer, { takeover }) {
         const draining = current;
         drainedAt = Date.now();
         if (takeover) {
-          proxy.target = standby.port;
+          proxy.target = agentProxy.target = standby.port;
           proxy.refuseUntil = Date.now() + 400; // so the viewer is away while tokens go on
           current = standby;
-        } else proxy.refuseUntil = Infinity; // until the restarted task is registered
+        } else proxy.refuseUntil = agentProxy.refuseUntil = Infinity; // until the restarted task is registered
         restart = draining.stop().then(async () => {
           if (takeover) return;
           servers.push((current = await startServer({ port: draining.port, env })));
+          agentProxy.refuseUntil = 0;
           proxy.refuseUntil = Date.now() + 400;
         });
       }
@@ -305,14 +308,18 @@ export async function streamDrainScenario(viewer, { takeover }) {
     assert.equal(drained?.code, 1012, "the viewer was drained with 1012");
     const reconnected = copy.states.find((change) => change.state === "connected" && change.at > drained.at);
     assert.ok(reconnected, "and reconnected");
-    const snapshots = copy.streamUpdates.filter((update) => update.type === "stream_snapshot" && update.at >= reconnected.at);
-    assert.ok(snapshots.length >= 1, "the resubscribe brought the stream's snapshot");
+    const snapshot = copy.streamUpdates.find((update) => update.type === "stream_snapshot" && update.at >= reconnected.at);
+    assert.ok(snapshot, "the resubscribe brought the stream's snapshot");
+    const before = copy.streamUpdates.filter((update) => update.at <= drained.at).at(-1)?.length ?? 0;
+    const missed = snapshot.length - before;
+    assert.ok(missed > 0, `the snapshot held text appended while the viewer was away (${before} -> ${snapshot.length} bytes)`);
     const frames = copy.streamUpdates.filter((update) => update.type === "stream_append").length;
-    return { awayMs: reconnected.at - drained.at, sinceDrainMs: reconnected.at - drainedAt, appendFrames: frames, tokens: tokens.length };
+    return { awayMs: reconnected.at - drained.at, sinceDrainMs: reconnected.at - drainedAt, missed, appendFrames: frames, tokens: tokens.length };
   } finally {
     agent.close();
     await viewer.stop();
     proxy.close();
+    agentProxy.close();
     for (const server of servers) server?.kill();
   }
 }

@@ -5,7 +5,7 @@ import { Client } from "../agenticai-websocket.js";
 /**
  * Follows `projectId` on `url`; `log` collects the numbers received, the resets, the state
  * changes, and each agent stream's copy (`streams`, by id: text, length, status, stale) with the
- * updates that made it (`streamUpdates`: type and time).
+ * updates that made it (`streamUpdates`: type, time, the copy's length after it).
  */
 export function record(url, projectId, options = {}) {
   const client = new Client(url, options);
@@ -17,7 +17,7 @@ export function record(url, projectId, options = {}) {
     onReset: (reset) => log.resets.push(reset),
     onStream: ({ streamId, text, length, status, agent, event, stale }, update) => {
       log.streams[streamId] = { text, length, status, agent, event, stale };
-      log.streamUpdates.push({ type: update.type, at: Date.now() });
+      log.streamUpdates.push({ type: update.type, at: Date.now(), length });
     },
   });
   client.connect();

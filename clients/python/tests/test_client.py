@@ -51,7 +51,7 @@ class Recorder:
 
     def __init__(self, url: str, project_id: str, **options: Any) -> None:
         self.received: list[int] = []
-        self.stream_updates: list[tuple[float, str]] = []
+        self.stream_updates: list[tuple[float, str, int]] = []  # time, type, the copy's length after it
         self.resets: list[Reset] = []
         self.states: list[tuple[float, StateChange]] = []
         self.client = Client(url, on_state=lambda change: self.states.append((time.monotonic(), change)), **options)
@@ -71,7 +71,7 @@ class Recorder:
             self.received.append(message.data["n"])
 
     def _stream_update(self, update: StreamUpdate) -> None:
-        self.stream_updates.append((time.monotonic(), update.type))
+        self.stream_updates.append((time.monotonic(), update.type, update.stream.length))
 
     def codes(self, state: ConnectionState) -> list[Optional[int]]:
         return [change.code for _, change in self.states if change.state is state]
@@ -161,10 +161,11 @@ def answer_tokens(count: int) -> list[str]:
 
 async def stream_drain_scenario(takeover: bool) -> None:
     """An agent (the library's AgentStream) streams 150 tokens, one every 15 ms without waiting
-    for answers, while a viewer follows; both reach the gateway through a proxy, and mid-stream
-    their server drains (1012) and restarts on the same port, or another task takes over, sharing
-    Redis, where the stream lives. The viewer's resubscribe brings a snapshot: it ends with the
-    exact text, every token once, in order."""
+    for the answers, while a viewer follows; each reaches the gateway through its own proxy, and
+    mid-stream their server drains (1012) and restarts on the same port, or another task takes
+    over, sharing Redis, where the stream lives. The viewer's proxy refuses it 0.4 s longer than
+    the agent's, so tokens go on while it is away; its resubscribe brings a snapshot holding them,
+    and it ends with the exact text, every token once, in order."""
     assert REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)"
     env = {"REDIS_URL": REDIS_URL}
     servers = [await Server.start(env=env)]
@@ -172,9 +173,10 @@ async def stream_drain_scenario(takeover: bool) -> None:
         servers.append(await Server.start(env=env))
     current = servers[0]
     proxy = await Proxy(current.port).start()
+    agent_proxy = await Proxy(current.port).start()
     project_id = unique_project("stream-takeover" if takeover else "stream-restart")
     viewer = await Recorder(proxy.url, project_id, **FAST).start()
-    agent = Client(proxy.url, **FAST)
+    agent = Client(agent_proxy.url, **FAST)
     restart: list[asyncio.Task[None]] = []
 
     async def drain() -> None:
@@ -182,14 +184,15 @@ async def stream_drain_scenario(takeover: bool) -> None:
         draining = current
         if takeover:
             current = servers[1]
-            proxy.target = current.port
+            proxy.target = agent_proxy.target = current.port
             proxy.refuse_until = time.monotonic() + 0.4  # so the viewer is away while tokens go on
         else:
-            proxy.refuse_until = float("inf")  # until the restarted task is registered
+            proxy.refuse_until = agent_proxy.refuse_until = float("inf")  # until the restarted task is registered
         await draining.stop()
         if not takeover:
             current = await Server.start(port=draining.port, env=env)
             servers.append(current)
+            agent_proxy.refuse_until = 0.0
             proxy.refuse_until = time.monotonic() + 0.4
 
     try:
@@ -220,12 +223,14 @@ async def stream_drain_scenario(takeover: bool) -> None:
         assert viewer.codes(ConnectionState.DISCONNECTED)[0] == 1012, "the viewer was drained with 1012"
         drained_at = next(at for at, change in viewer.states if change.state is ConnectionState.DISCONNECTED)
         reconnected_at = next(at for at, change in viewer.states if change.state is ConnectionState.CONNECTED and at > drained_at)
-        snapshots = [at for at, kind in viewer.stream_updates if kind == "stream_snapshot" and at >= reconnected_at]
-        assert snapshots, "the resubscribe brought the stream's snapshot"
+        snapshot = next(length for at, kind, length in viewer.stream_updates if kind == "stream_snapshot" and at >= reconnected_at)
+        before = ([length for at, _, length in viewer.stream_updates if at <= drained_at] or [0])[-1]
+        assert snapshot > before, f"the snapshot held text appended while the viewer was away ({before} -> {snapshot} bytes)"
     finally:
         await agent.close()
         await viewer.stop()
         proxy.close()
+        agent_proxy.close()
         for server in servers:
             server.kill()
 
