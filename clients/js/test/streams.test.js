@@ -16,6 +16,7 @@ class ScriptedGateway {
   sockets = new Set();
   received = []; // every request, in order
   dropAnswer = () => false; // (request) -> true: apply it but lose its answer, and the connection
+  refuse = () => null; // (request) -> an error code to refuse it with, not executed
 
   WebSocket = (() => {
     const gateway = this;
@@ -61,6 +62,8 @@ class ScriptedGateway {
       this.push(socket, { ...frame, project_id: request.project_id, stream_id: request.stream_id, request_id: request.request_id });
     };
     const stream = this.streams.get(request.stream_id);
+    const refusal = this.refuse(request);
+    if (refusal) return answer({ type: "error", code: refusal, message: refusal, retry_after_ms: 20 });
     switch (request.action) {
       case "subscribe":
         return this.push(socket, { type: "subscription_confirmed", project_id: request.project_id, request_id: request.request_id, offset: 0, epoch: "e" });
@@ -160,6 +163,42 @@ test("stream_conflict: ahead of the handle, the unanswered text counts as applie
     assert.equal(await stream.append("xyz"), 7, "follows the server: it holds 7 bytes");
     assert.equal(await stream.append("."), 8, "and appends after them");
     assert.equal(gateway.streams.get("s-ahead").text, "abcXYZ!.");
+  } finally {
+    client.close();
+  }
+});
+
+test("busy and rate_limited refusals (not executed) are waited out: the text is applied once, in order", async () => {
+  const gateway = new ScriptedGateway();
+  const client = new Client("ws://gateway/ws", { WebSocket: gateway.WebSocket, ...FAST });
+  const refusals = ["busy", "rate_limited", "busy"];
+  gateway.refuse = (request) => (request.action === "stream_append" && request.at > 0 ? refusals.shift() : null);
+  try {
+    await client.connect();
+    const stream = await client.startStream("p");
+    await Promise.all(tokens.map((token) => stream.append(token)));
+    assert.deepEqual(refusals, [], "every refusal was met");
+    assert.equal(gateway.streams.get(stream.streamId).text, tokens.join(""));
+  } finally {
+    client.close();
+  }
+});
+
+test("a refusal fails that append and every one queued after it; the next continues from the server's length", async () => {
+  const gateway = new ScriptedGateway();
+  const client = new Client("ws://gateway/ws", { WebSocket: gateway.WebSocket, ...FAST });
+  let refusing = false;
+  gateway.refuse = (request) => (refusing && request.action === "stream_append" ? "stream_too_large" : null);
+  try {
+    await client.connect();
+    const stream = await client.startStream("p");
+    await stream.append("kept");
+    refusing = true;
+    const refused = await Promise.allSettled([stream.append(" too"), stream.append(" much")]);
+    assert.deepEqual(refused.map((result) => result.reason?.code), ["stream_too_large", "stream_too_large"]);
+    refusing = false;
+    assert.equal(await stream.append("!"), 5, "continues from the server's length");
+    assert.equal(gateway.streams.get(stream.streamId).text, "kept!");
   } finally {
     client.close();
   }

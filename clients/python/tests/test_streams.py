@@ -28,6 +28,8 @@ class ScriptedGateway:
         self.connections: set[ServerConnection] = set()
         # (request) -> True: apply it but lose its answer, and the connection with it.
         self.drop_answer: Callable[[dict[str, Any]], bool] = lambda request: False
+        # (request) -> an error code to refuse it with, not executed.
+        self.refuse: Callable[[dict[str, Any]], Optional[str]] = lambda request: None
         self.url = ""
 
     async def __aenter__(self) -> "ScriptedGateway":
@@ -56,7 +58,10 @@ class ScriptedGateway:
         action, stream_id = request["action"], request.get("stream_id", "")
         stream = self.streams.get(stream_id)
         reply: dict[str, Any]
-        if action == "subscribe":
+        refusal = self.refuse(request)
+        if refusal:
+            reply = {"type": "error", "code": refusal, "message": refusal, "retry_after_ms": 20}
+        elif action == "subscribe":
             reply = {"type": "subscription_confirmed", "offset": 0, "epoch": "e"}
         elif action == "stream_start":
             self.streams.setdefault(stream_id, {"text": "", "length": 0, "status": "open"})
@@ -157,6 +162,36 @@ def test_a_conflict_ahead_of_the_handle_counts_the_unanswered_text_as_applied() 
             assert await stream.append("xyz") == 7, "follows the server: it holds 7 bytes"
             assert await stream.append(".") == 8, "and appends after them"
             assert gateway.streams["s-ahead"]["text"] == "abcXYZ!."
+
+    asyncio.run(scenario())
+
+
+def test_busy_and_rate_limited_refusals_are_waited_out() -> None:
+    async def scenario() -> None:
+        async with ScriptedGateway() as gateway, Client(gateway.url, **FAST) as client:
+            refusals = ["busy", "rate_limited", "busy"]
+            gateway.refuse = lambda request: refusals.pop(0) if request["action"] == "stream_append" and refusals else None
+            stream = await client.start_stream("p")
+            await asyncio.wait_for(asyncio.gather(*[stream.append(token) for token in TOKENS]), 10)
+            assert refusals == [], "every refusal was met"
+            assert gateway.streams[stream.stream_id]["text"] == "".join(TOKENS)
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_fails_that_append_and_the_ones_after_it_the_next_continues() -> None:
+    async def scenario() -> None:
+        async with ScriptedGateway() as gateway, Client(gateway.url, **FAST) as client:
+            refusing = [False]
+            gateway.refuse = lambda request: "stream_too_large" if refusing[0] and request["action"] == "stream_append" else None
+            stream = await client.start_stream("p")
+            await stream.append("kept")
+            refusing[0] = True
+            refused = await asyncio.gather(stream.append(" too"), stream.append(" much"), return_exceptions=True)
+            assert [getattr(error, "code", None) for error in refused] == ["stream_too_large", "stream_too_large"]
+            refusing[0] = False
+            assert await stream.append("!") == 5, "continues from the server's length"
+            assert gateway.streams[stream.stream_id]["text"] == "kept!"
 
     asyncio.run(scenario())
 
