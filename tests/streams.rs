@@ -105,6 +105,13 @@ async fn follow_to_end(viewer: &mut Client, stream_id: &str, mut text: String) -
     }
 }
 
+/// The project's epoch, from a subscription with its position.
+async fn confirmed_epoch(server: &TestServer, project: &str) -> Value {
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let confirmed = client.request(json!({"action": "subscribe", "project_id": project, "recover": true})).await;
+    confirmed["epoch"].clone()
+}
+
 fn token(n: usize) -> String {
     format!("tok{n} é ")
 }
@@ -175,6 +182,17 @@ async fn a_late_joiner_gets_the_text_so_far_then_the_live_appends(backend: Backe
     assert_eq!(snapshot["type"], "stream_snapshot", "right after the confirmation: {snapshot}");
     assert_eq!((snapshot["status"].as_str(), snapshot["text"].as_str()), (Some("open"), Some(&*expected)));
     assert_eq!((snapshot["agent"].as_str(), snapshot["length"].as_u64()), (Some("dev"), Some(expected.len() as u64)));
+    let mut resumed = Client::connect(&server.ws_url("/ws")).await;
+    let since = json!({"offset": 0, "epoch": confirmed_epoch(&server, "late").await});
+    let confirmed = resumed.request(json!({"action": "subscribe", "project_id": "late", "since": since})).await;
+    assert_eq!(confirmed["recovered"], true, "{confirmed}");
+    assert_eq!(resumed.recv().await["type"], "stream_started", "the replayed start");
+    let resumed_snapshot = resumed.recv().await;
+    assert_eq!(
+        (resumed_snapshot["type"].as_str(), resumed_snapshot["text"].as_str()),
+        (Some("stream_snapshot"), Some(&*expected)),
+        "after the replay, the open stream whole"
+    );
     let listed = common::get_json(server.http_url("/api/v1/projects/late/streams")).await;
     assert_eq!(listed["streams"][0]["text"].as_str(), Some(&*expected), "{listed}");
     for n in 50..80 {
@@ -359,4 +377,39 @@ async fn append_through(agent: &mut Client, stream_id: &str, n: usize, expected:
         .await;
     expected.push_str(&text);
     assert_eq!(appended["length"].as_u64(), Some(expected.len() as u64), "{appended}");
+}
+
+/// A viewer moved by a drain: its task closes it with 1012 mid-stream, it subscribes on the
+/// other task, gets the text so far as a snapshot, and ends with the exact text.
+#[tokio::test]
+async fn a_viewer_moved_by_a_drain_gets_a_snapshot_and_ends_with_the_exact_text() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let draining = TestServer::start({
+        let url = url.clone();
+        move |config| {
+            config.engine.redis_url = Some(url);
+            config.server.drain_window = Duration::from_millis(100);
+        }
+    });
+    let staying = TestServer::start(move |config| config.engine.redis_url = Some(url));
+    let mut watcher = viewer(&draining, "shared").await;
+    let mut agent = Client::connect(&staying.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "shared").await;
+    let mut expected = String::new();
+    for n in 0..20 {
+        append_through(&mut agent, &stream_id, n, &mut expected).await;
+    }
+    draining.begin_drain();
+    assert_eq!(watcher.expect_close().await, 1012);
+    let mut moved = viewer(&staying, "shared").await;
+    let snapshot = moved.recv_type("stream_snapshot").await;
+    let mut seen = snapshot["text"].as_str().expect("text").to_owned();
+    assert_eq!(seen, expected, "the text so far, whole");
+    for n in 20..40 {
+        append_through(&mut agent, &stream_id, n, &mut expected).await;
+    }
+    agent.send(json!({"action": "stream_end", "project_id": "shared", "stream_id": stream_id})).await;
+    (seen, _, _) = follow_to_end(&mut moved, &stream_id, seen).await;
+    assert_eq!(seen, expected);
 }

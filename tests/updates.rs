@@ -150,3 +150,74 @@ async fn a_draining_task_leaves_new_updates_on_the_queue() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].body(), Some(update(2).as_str()));
 }
+
+/// An agent streams through the updates queue: appends sent out of order (the second before the
+/// first) and one sent twice (a redelivery) end as one text in order, applied once: the one that
+/// would leave a gap stays on the queue until the first is in.
+#[tokio::test]
+async fn a_stream_through_the_queue_applies_each_append_once_and_in_order() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let updates = create_queue(&sqs, "stream-updates", false).await;
+    sqs.set_queue_attributes()
+        .queue_url(&updates)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .send()
+        .await
+        .unwrap();
+    let server = TestServer::start(|config| {
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.queues.sqs_queue_url_updates = Some(updates.clone());
+    });
+    let mut watcher = Client::connect(&server.ws_url("/ws?project_id=queued")).await;
+    let send = |body: serde_json::Value| sqs.send_message().queue_url(&updates).message_body(body.to_string()).send();
+    send(json!({"project_id": "queued", "type": "stream_start", "stream_id": "run-1", "agent": "qa"})).await.unwrap();
+    let started = watcher.recv_type("stream_started").await;
+    assert_eq!((started["stream_id"].as_str(), started["agent"].as_str()), (Some("run-1"), Some("qa")));
+    for (text, at) in [("world", 6), ("hello ", 0), ("hello ", 0)] {
+        send(json!({"project_id": "queued", "type": "stream_append", "stream_id": "run-1", "text": text, "at": at}))
+            .await
+            .unwrap();
+    }
+    let mut text = String::new();
+    while text.len() < 11 {
+        let frame = watcher.recv().await;
+        match frame["type"].as_str() {
+            Some("stream_append") => text.push_str(frame["text"].as_str().unwrap()),
+            Some("stream_snapshot") => text = frame["text"].as_str().unwrap().to_owned(),
+            _ => {}
+        }
+        assert_eq!(
+            frame.get("length").and_then(|length| length.as_u64()).unwrap_or(text.len() as u64),
+            text.len() as u64
+        );
+    }
+    assert_eq!(text, "hello world");
+    send(json!({"project_id": "queued", "type": "stream_end", "stream_id": "run-1", "status": "completed"}))
+        .await
+        .unwrap();
+    let ended = watcher.recv_type("stream_ended").await;
+    assert_eq!((ended["status"].as_str(), ended["length"].as_u64()), (Some("completed"), Some(11)));
+    assert_eq!(
+        server.metric("agenticai_ws_stream_appends_total{source=\"agent_update\"}").await,
+        2.0,
+        "applied once each"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&updates)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let left: u64 = attributes.attributes().unwrap().values().map(|count| count.parse::<u64>().unwrap_or(0)).sum();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} updates left on the queue");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
