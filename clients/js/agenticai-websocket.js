@@ -394,7 +394,7 @@ export class Client {
     return this.#state;
   }
 
-  /** Adds a listener for "state", "message" or "error"; returns a function removing it. */
+  /** Adds a listener for one of ClientEvents (agenticai-websocket.d.ts); returns a function removing it. */
   on(event, listener) {
     if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
     this.#listeners.get(event).add(listener);

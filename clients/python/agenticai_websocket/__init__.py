@@ -6,6 +6,10 @@ subscriptions and refreshes its token on its own.
         sqs_id = await client.forward("dev", "proj-42", {"task": "fix the login"})
         async for message in subscription:
             print(message.event, message.data)
+
+An agent streams its output with ``stream = await client.start_stream("proj-42", agent="dev")``,
+``stream.append(text)`` and ``await stream.end()``; a subscription made with ``on_stream`` keeps
+each stream's text in ``subscription.streams`` (README.md, "Agent streams").
 """
 
 from .client import (
