@@ -245,8 +245,8 @@ export class AgentStream {
 
   /**
    * Appends `text`; resolves with the stream's length after it once the server applied it.
-   * Rejects with the server's error code (stream_ended, stream_too_large, rate_limited is
-   * waited out, ...), and then so does every append made after it: their text would follow
+   * Rejects with the server's error code (stream_ended, stream_too_large, ...; rate_limited and
+   * busy are waited out), and then so does every append made after it: their text would follow
    * a missing piece.
    */
   append(text) {

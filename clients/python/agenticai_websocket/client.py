@@ -391,7 +391,7 @@ class AgentStream:
     def append(self, text: str) -> "asyncio.Future[int]":
         """Queues ``text`` at once; the future (await it, or only :meth:`end`) gives the stream's
         length after it once applied, or raises :class:`RequestError` with the server's code
-        (``stream_ended``, ``stream_too_large``, ...; ``rate_limited`` is waited out): then so
+        (``stream_ended``, ``stream_too_large``, ...; ``rate_limited`` and ``busy`` are waited out): then so
         does every append made after it, as their text would follow a missing piece."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self._ending or self.status != "open":
