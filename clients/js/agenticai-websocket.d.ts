@@ -93,6 +93,107 @@ export interface JoinLeave {
   client: PresenceClient;
 }
 
+export type StreamStatus = "open" | "completed" | "failed" | "cancelled" | "abandoned";
+/** What an agent may end its stream with (`abandoned` is the server's, after STREAM_IDLE_TIMEOUT_SECS). */
+export type StreamEndStatus = "completed" | "failed" | "cancelled";
+export type StreamAgent = "pm" | "dev" | "qa" | "ops";
+
+/** A subscriber's copy of one agent stream (Subscription.streams): exact once snapshots and appends apply. */
+export interface Stream<Data = unknown> {
+  streamId: string;
+  projectId: string;
+  /** The text so far. */
+  text: string;
+  /** Its length in UTF-8 bytes. */
+  length: number;
+  status: StreamStatus;
+  agent: string | null;
+  event: string | null;
+  /** The start's data. */
+  data: Data | null;
+  /** The end's data (a live end's `data`, a snapshot's `result`); null until then, or without. */
+  result: unknown;
+  /** When it started, RFC 3339 (null when the server did not say). */
+  startedAt: string | null;
+  /**
+   * True when the copy missed text (an append that does not continue it: not expected); it
+   * stays as it is until the next snapshot, which every resubscribe brings.
+   */
+  stale: boolean;
+}
+
+/** The frames a subscriber receives about a stream (docs/protocol.md, "Agent streams"). */
+export type StreamUpdate =
+  | { type: "stream_started"; project_id: string; stream_id: string; agent?: string | null; event?: string | null; data?: unknown; started_at: string; offset?: number; epoch?: string }
+  /** `text`: every append since the previous frame of the stream; `length`: the stream's length after it. */
+  | { type: "stream_append"; project_id: string; stream_id: string; text: string; length: number }
+  /** Replaces the copy: sent after every (re)subscribe for each open stream, and for an end in a replay. */
+  | { type: "stream_snapshot"; project_id: string; stream_id: string; status: StreamStatus; text: string; length: number; agent?: string | null; event?: string | null; data?: unknown; result?: unknown; started_at?: string; offset?: number; epoch?: string }
+  | { type: "stream_ended"; project_id: string; stream_id: string; status: Exclude<StreamStatus, "open">; length: number; data?: unknown; offset?: number; epoch?: string };
+
+/** The answer to a stream start. */
+export interface StreamStarted {
+  type: "stream_started";
+  project_id: string;
+  stream_id: string;
+  /** With `length`, when a stream of the id given existed already. */
+  status?: StreamStatus;
+  length?: number;
+  agent?: string | null;
+  event?: string | null;
+  data?: unknown;
+  started_at: string;
+  /** Absent when the server's engine is down. */
+  offset?: number;
+  epoch?: string;
+}
+
+/** The answer to a stream end. */
+export interface StreamEnded {
+  type: "stream_ended";
+  project_id: string;
+  stream_id: string;
+  status: Exclude<StreamStatus, "open">;
+  length: number;
+  offset?: number;
+  epoch?: string;
+}
+
+export interface StartStreamOptions {
+  agent?: StreamAgent;
+  event?: string;
+  data?: unknown;
+  /** `[A-Za-z0-9._-]{1,64}`; default: a random UUID, so a start re-sent after a reconnect starts nothing new. */
+  streamId?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * The agent's side of one stream (Client.startStream). Appends go out one frame at a time with
+ * `at` (appends made meanwhile are batched into the next frame) and are re-sent across
+ * reconnects: the server applies each once.
+ */
+export declare class AgentStream {
+  readonly projectId: string;
+  readonly streamId: string;
+  readonly started: StreamStarted;
+  /** "open", or the final status once ended. */
+  readonly status: StreamStatus;
+  /** The stream's length in UTF-8 bytes, as the server last confirmed it. */
+  readonly length: number;
+  /**
+   * Resolves with the stream's length after `text` once applied. Rejects with the server's code
+   * ("stream_ended", "stream_too_large", "stream_not_found", "forbidden", ...; "rate_limited" and
+   * "busy" are waited out), and so does every append made after it.
+   */
+  append(text: string): Promise<number>;
+  /** After every append made before it; resolves with the stream_ended answer. */
+  end(status?: StreamEndStatus, options?: { data?: unknown; timeoutMs?: number }): Promise<StreamEnded>;
+}
+
+/** The length of `text` in UTF-8 bytes, what stream lengths count. */
+export declare function utf8Length(text: string): number;
+
 /**
  * A refused request. `code` is the server's error code (docs/protocol.md, "Error codes"), or one
  * of the client's own: "timeout", "disconnected" (the connection ended before the answer; the
@@ -125,6 +226,8 @@ export interface SubscriptionHandlers<Data = unknown> {
    * not sent again, so replace what you hold with it, then apply the events that follow.
    */
   onPresence?(presence: Presence): void;
+  /** A stream of the project changed (Subscription.streams): started, appended to, replaced by a snapshot, ended. */
+  onStream?(stream: Stream, update: StreamUpdate): void;
 }
 
 export declare class Subscription<Data = unknown> {
@@ -134,6 +237,8 @@ export declare class Subscription<Data = unknown> {
   /** Resolves at the first confirmation; rejects when the server refuses the subscription. */
   readonly ready: Promise<Subscription<Data>>;
   readonly joinLeave: boolean;
+  /** The project's agent streams by stream id: the open ones, and ended ones until you delete them. */
+  readonly streams: Map<string, Stream>;
   unsubscribe(): Promise<void>;
 }
 
@@ -180,6 +285,8 @@ export interface ClientEvents {
   leave: JoinLeave & { type: "leave" };
   /** The member lists asked after (re)subscribes with joinLeave (after onPresence). */
   presence: Presence;
+  /** Every stream change of every subscription (after onStream). */
+  stream: { stream: Stream; update: StreamUpdate };
 }
 
 /** The delay before reconnect attempt `attempt`: uniformly random in [0, min(maxMs, baseMs * 2^attempt)]. */
@@ -202,6 +309,8 @@ export declare class Client {
   forward(type: string, projectId: string, data: unknown, options?: ForwardOptions): Promise<string>;
   publish(projectId: string, event: string | null, data: unknown, options?: { timeoutMs?: number }): Promise<PublishConfirmed>;
   ping(options?: { timeoutMs?: number }): Promise<{ type: "pong" }>;
+  /** Starts an agent stream (needs publish rights); re-sent across reconnects. */
+  startStream(projectId: string, options?: StartStreamOptions): Promise<AgentStream>;
   /** Rejects with the error code ("forbidden", "unavailable", "rate_limited", ...). */
   presence(projectId: string, options?: { timeoutMs?: number }): Promise<Presence>;
   presenceStats(projectId: string, options?: { timeoutMs?: number }): Promise<PresenceStats>;

@@ -7,6 +7,9 @@
 // confirmed with their `message_id`, or refused with `rate_limited` (not executed: sent again after
 // `retry_after_ms`). Join/leave events are at most once, so after every (re)subscribe with
 // `joinLeave` it asks `presence` and hands the fresh member list to `onPresence`.
+// Agent streams: an AgentStream sends appends one at a time, each with `at` (the length before
+// it), so one re-sent after a reconnect is applied once; a Subscription keeps a copy of each of
+// its project's streams, replaced by every snapshot and grown by appends that continue it.
 // What it does on each close code: README.md, "Close codes".
 
 /** Connection states, in the order a connection goes through them. */
@@ -52,7 +55,31 @@ const AUTHENTICATION_TIMEOUT = 3502;
 const TOO_MANY_CONNECTIONS = 3504;
 const ABUSIVE_CLIENT = 3509;
 
+// An append frame carries at most this much text (more is sent in the next one), so a batch
+// of queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
+const APPEND_BATCH_BYTES = 64 * 1024;
+const STREAM_FRAMES = new Set(["stream_started", "stream_append", "stream_snapshot", "stream_ended"]);
+// How long an AgentStream waits before sending an append refused with `busy` (the connection
+// had too many requests in flight: not executed) again.
+const BUSY_RETRY_MS = 100;
+
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The length of `text` in UTF-8 bytes (what stream lengths count), without encoding it. */
+export function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4; // a surrogate pair: one code point beyond the BMP
+      i++;
+    } else bytes += 3; // the rest of the BMP, and a lone surrogate (sent as U+FFFD)
+  }
+  return bytes;
+}
 
 function randomId() {
   return globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -81,6 +108,9 @@ export class Subscription {
     this.onJoin = handlers.onJoin ?? (() => {});
     this.onLeave = handlers.onLeave ?? (() => {});
     this.onPresence = handlers.onPresence ?? (() => {});
+    this.onStream = handlers.onStream ?? (() => {});
+    /** The project's agent streams by stream id: open ones, and ended ones until you delete them. */
+    this.streams = new Map();
     /** The last position seen ({offset, epoch}), or null before the server told one. */
     this.position = null;
     this.confirmed = false;
@@ -103,7 +133,12 @@ export class Subscription {
     const first = !this.confirmed;
     this.confirmed = true;
     if (first) this.#settle.resolve(this);
-    if (lost) this.onReset({ projectId: this.projectId, offset: position?.offset, epoch: position?.epoch });
+    if (lost) {
+      // A stream that ended in the gap would stay open here for good; the open ones come back
+      // with the snapshots that follow the confirmation.
+      for (const [id, stream] of this.streams) if (stream.status === "open") this.streams.delete(id);
+      this.onReset({ projectId: this.projectId, offset: position?.offset, epoch: position?.epoch });
+    }
   }
 
   _refuse(error) {
@@ -118,6 +153,209 @@ export class Subscription {
     if (seen && seen.epoch === message.epoch && message.offset <= seen.offset) return false;
     this.position = { offset: message.offset, epoch: message.epoch };
     return true;
+  }
+
+  // Applies a stream frame to the copy; returns the stream it changed, or null (a repeat, or an
+  // append the copy cannot continue: it waits for the next snapshot).
+  _applyStream(frame) {
+    if (!this._accept(frame)) return null; // a start or end replayed twice
+    const stream = this.streams.get(frame.stream_id);
+    switch (frame.type) {
+      case "stream_snapshot": {
+        const copy = stream ?? newStream(frame);
+        Object.assign(copy, streamFields(frame), {
+          text: frame.text ?? "",
+          length: frame.length ?? 0,
+          status: frame.status,
+          result: frame.result ?? null,
+          stale: false,
+        });
+        this.streams.set(frame.stream_id, copy);
+        return copy;
+      }
+      case "stream_started": {
+        if (stream) return null;
+        const created = newStream(frame);
+        this.streams.set(frame.stream_id, created);
+        return created;
+      }
+      case "stream_append": {
+        if (!stream || stream.stale || frame.length <= stream.length) return null;
+        if (stream.length + utf8Length(frame.text) !== frame.length) {
+          stream.stale = true; // text was missed: only a snapshot can repair the copy
+          return null;
+        }
+        stream.text += frame.text;
+        stream.length = frame.length;
+        return stream;
+      }
+      case "stream_ended": {
+        if (!stream) return null;
+        stream.status = frame.status;
+        stream.result = frame.data ?? null;
+        if (frame.length !== stream.length) stream.stale = true;
+        return stream;
+      }
+      default:
+        return null;
+    }
+  }
+}
+
+// What a stream frame tells about its stream besides the text.
+function streamFields(frame) {
+  return { agent: frame.agent ?? null, event: frame.event ?? null, data: frame.data ?? null, startedAt: frame.started_at ?? null };
+}
+
+// A subscriber's copy of a stream, as its start announces it.
+function newStream(frame) {
+  return { streamId: frame.stream_id, projectId: frame.project_id, text: "", length: 0, status: "open", ...streamFields(frame), result: null, stale: false };
+}
+
+/**
+ * The agent's side of one stream; created by Client.startStream. Appends go out one frame at a
+ * time, each with `at`, the stream's length before it (appends made meanwhile are batched into
+ * the next frame), and are re-sent across reconnects: the server applies each once. The handle
+ * keeps the text it appended, so a `stream_conflict` is followed wherever the server's length
+ * is: ahead (an append whose answer was lost was applied) or behind (the rest is sent again).
+ */
+export class AgentStream {
+  #request;
+  #base; // where #chunks begin (the stream's length when this handle took it over)
+  #chunks = []; // every text appended from #base on, in order: {text, start, end}
+  #total; // the stream's length once every chunk is applied
+  #waiting = []; // appends not yet confirmed, in order: {end, resolve, reject, promise}
+  #sending = false;
+  #ending = false;
+
+  constructor(started, request) {
+    this.#request = request;
+    this.projectId = started.project_id;
+    this.streamId = started.stream_id;
+    /** The stream_started answer (agent, event, data, started_at, offset, epoch). */
+    this.started = started;
+    /** "open", or the final status once ended (by end(), or as the server answered; a start
+     * naming an ended stream says so). */
+    this.status = started.status ?? "open";
+    /** The stream's length in UTF-8 bytes, as the server last confirmed it. */
+    this.length = started.length ?? 0;
+    this.#base = this.length;
+    this.#total = this.length;
+  }
+
+  /**
+   * Appends `text`; resolves with the stream's length after it once the server applied it.
+   * Rejects with the server's error code (stream_ended, stream_too_large, ...; rate_limited and
+   * busy are waited out), and then so does every append made after it: their text would follow
+   * a missing piece.
+   */
+  append(text) {
+    if (this.#ending || this.status !== "open") {
+      return Promise.reject(new RequestError("stream_ended", `the stream is ${this.#ending ? "ending" : this.status}`, { stream_id: this.streamId }));
+    }
+    const start = this.#total;
+    this.#total += utf8Length(text);
+    if (this.#total === start && !this.#waiting.length) return Promise.resolve(this.length); // nothing to send, nothing before it
+    this.#chunks.push({ text, start, end: this.#total });
+    const entry = { end: this.#total };
+    entry.promise = new Promise((resolve, reject) => Object.assign(entry, { resolve, reject }));
+    entry.promise.catch(() => {}); // the caller may only await end(); the rejection is still theirs to see
+    this.#waiting.push(entry);
+    this.#pump();
+    return entry.promise;
+  }
+
+  /**
+   * Ends the stream after every append made before it: resolves with the `stream_ended` answer
+   * (`status`, `length`, `offset`, `epoch`). Re-sent across reconnects: an end already applied
+   * (its answer lost) is answered `stream_ended` with the same status, which counts as done.
+   */
+  async end(status = "completed", { data, timeoutMs } = {}) {
+    this.#ending = true;
+    await this.#waiting.at(-1)?.promise.catch(() => {});
+    const frame = { action: "stream_end", project_id: this.projectId, stream_id: this.streamId, status, ...(data === undefined ? {} : { data }) };
+    let reply;
+    try {
+      reply = await this.#request(frame, "stream_ended", { timeoutMs, resend: true });
+    } catch (error) {
+      if (error.code !== "stream_ended" || error.reply.status !== status) throw error;
+      reply = error.reply;
+    }
+    this.status = reply.status;
+    if (reply.length !== undefined) this.length = reply.length;
+    return reply;
+  }
+
+  #pump() {
+    if (this.#sending || this.length >= this.#total) return;
+    this.#sending = true;
+    const at = this.length;
+    const text = this.#textFrom(at);
+    const frame = { action: "stream_append", project_id: this.projectId, stream_id: this.streamId, text, at };
+    this.#request(frame, "stream_appended", { resend: true })
+      .then(
+        (reply) => this.#follow(Number.isInteger(reply.length) ? reply.length : at + utf8Length(text)),
+        (error) => this.#refused(error),
+      )
+      .finally(() => {
+        this.#sending = false;
+        this.#pump();
+      });
+  }
+
+  // The text from byte `at` on: whole chunks up to APPEND_BATCH_BYTES (at least one).
+  #textFrom(at) {
+    let index = this.#chunks.length - 1;
+    while (index > 0 && this.#chunks[index].start > at) index--;
+    const first = this.#chunks[index];
+    const parts = [at === first.start ? first.text : decoder.decode(encoder.encode(first.text).subarray(at - first.start))];
+    let bytes = first.end - at;
+    for (let next = index + 1; next < this.#chunks.length; next++) {
+      const chunk = this.#chunks[next];
+      if (bytes + chunk.end - chunk.start > APPEND_BATCH_BYTES) break;
+      parts.push(chunk.text);
+      bytes += chunk.end - chunk.start;
+    }
+    return parts.join("");
+  }
+
+  #refused(error) {
+    if (error.code === "timeout") return; // its fate is unknown: the pump sends it again, same `at`
+    if (error.code === "busy") return new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS)); // then again
+    if (error.code === "stream_conflict" && Number.isInteger(error.reply.length) && error.reply.length >= this.#base) {
+      return this.#follow(error.reply.length);
+    }
+    if (error.code === "stream_ended") this.status = error.reply.status ?? "ended";
+    this.#fail(error);
+  }
+
+  // The server holds `length` bytes of the stream: the appends within them are applied, the
+  // rest (if the server is behind what it confirmed before) goes again from there.
+  #follow(length) {
+    this.length = length;
+    if (length > this.#total) {
+      // More than this handle ever appended (another writer): its appends are in, and what
+      // follows is appended after the server's length.
+      this.#chunks = [];
+      this.#base = this.#total = length;
+      for (const entry of this.#waiting.splice(0)) entry.resolve(length);
+      return;
+    }
+    while (this.#waiting.length && this.#waiting[0].end <= length) {
+      const entry = this.#waiting.shift();
+      entry.resolve(entry.end);
+    }
+  }
+
+  // Rejects every append not yet confirmed; the next one continues from the server's length.
+  #fail(error) {
+    for (const entry of this.#waiting.splice(0)) entry.reject(error);
+    this.#chunks = this.#chunks.filter((chunk) => chunk.end <= this.length);
+    if ((this.#chunks.at(-1)?.end ?? this.#base) !== this.length) {
+      this.#chunks = [];
+      this.#base = this.length;
+    }
+    this.#total = this.length;
   }
 }
 
@@ -156,7 +394,7 @@ export class Client {
     return this.#state;
   }
 
-  /** Adds a listener for "state", "message" or "error"; returns a function removing it. */
+  /** Adds a listener for one of ClientEvents (agenticai-websocket.d.ts); returns a function removing it. */
   on(event, listener) {
     if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
     this.#listeners.get(event).add(listener);
@@ -367,6 +605,8 @@ export class Client {
     }
     const entry = reply.request_id === undefined ? undefined : this.#pending.get(reply.request_id);
     if (reply.type === "message") return this.#deliver(reply);
+    // An agent's own stream requests are answered with its request_id; subscribers get no id.
+    if (STREAM_FRAMES.has(reply.type) && reply.request_id === undefined) return this.#deliverStream(reply);
     if (reply.type === "join" || reply.type === "leave") return this.#announce(reply);
     if (reply.type === "subscription_confirmed") {
       const subscription = this.#subscriptions.get(reply.project_id);
@@ -421,6 +661,18 @@ export class Client {
       this.#emit("error", error);
     }
     this.#emit("message", message);
+  }
+
+  #deliverStream(frame) {
+    const subscription = this.#subscriptions.get(frame.project_id);
+    const stream = subscription?._applyStream(frame);
+    if (!stream) return;
+    try {
+      subscription.onStream(stream, frame);
+    } catch (error) {
+      this.#emit("error", error);
+    }
+    this.#emit("stream", { stream, update: frame });
   }
 
   // A join or leave of another connection, for a subscription made with joinLeave.
@@ -495,7 +747,9 @@ export class Client {
    * Follows a project: `onMessage` gets every publication once, in order, across reconnects;
    * `onReset` is called when the server could not replay what was missed (reload then). With
    * `joinLeave: true`, `onJoin`/`onLeave` get other connections' join and leave events, and
-   * `onPresence` the member list after each (re)subscribe.
+   * `onPresence` the member list after each (re)subscribe. `onStream(stream, update)` is called
+   * whenever one of `subscription.streams` changes: started, appended to, replaced by a
+   * snapshot, ended.
    */
   subscribe(projectId, handlers = {}) {
     const existing = this.#subscriptions.get(projectId);
@@ -526,6 +780,18 @@ export class Client {
   publish(projectId, event, data, { timeoutMs } = {}) {
     const frame = { action: "publish", project_id: projectId, data, ...(event == null ? {} : { type: event }) };
     return this.#request(frame, "publish_confirmed", { timeoutMs });
+  }
+
+  /**
+   * Starts an agent stream in a project (needs publish rights); resolves with its AgentStream.
+   * `streamId` defaults to a random UUID, so a start re-sent after a reconnect is answered with
+   * the stream it started, not a second one.
+   */
+  async startStream(projectId, { agent, event, data, streamId = randomId(), timeoutMs } = {}) {
+    const optional = Object.entries({ agent, event, data }).filter(([, value]) => value !== undefined);
+    const frame = { action: "stream_start", project_id: projectId, stream_id: streamId, ...Object.fromEntries(optional) };
+    const started = await this.#request(frame, "stream_started", { timeoutMs, resend: true });
+    return new AgentStream(started, (request, expect, options) => this.#request(request, expect, options));
   }
 
   /** Who is subscribed to a project (needs the right to subscribe to it); resolves with the `presence` answer. */

@@ -1,7 +1,7 @@
 // The JavaScript client in a real headless Chromium (Debian's /usr/bin/chromium, or CHROMIUM),
 // driven through the DevTools protocol: a page served from loopback imports the module, and the
-// test runs the drain scenarios of harness.js with the page as the subscriber, reading what it
-// recorded with Runtime.evaluate.
+// test runs the drain scenarios of harness.js (publications, and an agent stream) with the page
+// as the subscriber, reading what it recorded with Runtime.evaluate.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,7 +13,18 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { Client } from "../agenticai-websocket.js";
-import { JWT_SECRET, drainScenario, mintToken, publish, startServer, uniqueProject, waitFor } from "./harness.js";
+import { record } from "./recorder.js";
+import {
+  JWT_SECRET,
+  answerTokens,
+  drainScenario,
+  mintToken,
+  publish,
+  startServer,
+  streamDrainScenario,
+  uniqueProject,
+  waitFor,
+} from "./harness.js";
 
 const PACKAGE_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -130,6 +141,47 @@ test("browser: a drained server restarted on the same port (Redis): every messag
 
 test("browser: another task takes over from a drained one: every message once, in order", async (t) => {
   report(t, await drainScenario(browserSubscriber(), { takeover: true }));
+});
+
+test("browser: an agent stream followed across a drain, the server restarted (Redis): the exact text", async (t) => {
+  const { awayMs, missed, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: false });
+  t.diagnostic(`viewer away ${awayMs} ms, ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
+});
+
+test("browser: an agent stream followed across a drain, another task taking over: the exact text", async (t) => {
+  const { awayMs, missed, appendFrames, tokens } = await streamDrainScenario(browserSubscriber(), { takeover: true });
+  t.diagnostic(`viewer away ${awayMs} ms, ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
+});
+
+test("browser: an agent streaming from the page; a viewer in Node gets the exact text", async () => {
+  const server = await startServer();
+  const projectId = uniqueProject("browser-agent");
+  const viewer = record(server.url, projectId);
+  const tokens = answerTokens(80);
+  const expected = tokens.join("");
+  try {
+    await viewer.ready;
+    const args = [server.url, projectId, tokens].map((value) => JSON.stringify(value)).join(", ");
+    const ended = await page.evaluate(`(async (url, projectId, tokens) => {
+      const { Client } = await import("/agenticai-websocket.js");
+      const client = new Client(url);
+      try {
+        await client.connect();
+        const stream = await client.startStream(projectId, { agent: "ops", event: "deploy-log" });
+        const lengths = await Promise.all(tokens.map((token) => stream.append(token)));
+        const ended = await stream.end("failed", { data: { step: "migrate" } });
+        return { streamId: stream.streamId, last: lengths.at(-1), status: ended.status, length: ended.length };
+      } finally {
+        client.close();
+      }
+    })(${args})`);
+    assert.deepEqual([ended.status, ended.length, ended.last], ["failed", Buffer.byteLength(expected), Buffer.byteLength(expected)]);
+    const copy = await waitFor("the viewer's copy, ended", () => viewer.log.streams[ended.streamId]?.status === "failed" && viewer.log.streams[ended.streamId]);
+    assert.deepEqual(copy, { text: expected, length: Buffer.byteLength(expected), status: "failed", agent: "ops", event: "deploy-log", stale: false });
+  } finally {
+    viewer.client.close();
+    server.kill();
+  }
 });
 
 test("browser: a restart without Redis calls onReset", async () => {

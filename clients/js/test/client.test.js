@@ -8,11 +8,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import { Client, RequestError, backoffDelay } from "../agenticai-websocket.js";
+import { Client, RequestError, backoffDelay, utf8Length } from "../agenticai-websocket.js";
 import { record } from "./recorder.js";
 import {
   JWT_SECRET,
   REDIS_URL,
+  answerTokens,
   drainScenario,
   failingDevQueue,
   freePort,
@@ -22,6 +23,7 @@ import {
   sleep,
   startProxy,
   startServer,
+  streamDrainScenario,
   uniqueProject,
   waitFor,
 } from "./harness.js";
@@ -49,6 +51,105 @@ test("a drained server restarted on the same port (Redis): every message once, i
 
 test("another task takes over from a drained one (same Redis): every message once, in order", async (t) => {
   report(t, await drainScenario(nodeSubscriber(), { takeover: true }));
+});
+
+// What the stream drain scenario measured, in the test's output.
+function reportStream(t, { awayMs, sinceDrainMs, missed, appendFrames, tokens }) {
+  t.diagnostic(`viewer away ${awayMs} ms (reconnected ${sinceDrainMs} ms after the drain began), ${missed} bytes missed came in the snapshot; ${appendFrames} append frames for ${tokens} tokens`);
+}
+
+test("agent stream: a viewer drained mid-stream, its server restarted (Redis), ends with the exact text", async (t) => {
+  reportStream(t, await streamDrainScenario(nodeSubscriber(), { takeover: false }));
+});
+
+test("agent stream: a viewer drained mid-stream, another task taking over, ends with the exact text", async (t) => {
+  reportStream(t, await streamDrainScenario(nodeSubscriber(), { takeover: true }));
+});
+
+// A WebSocket that loses the first answer of type `type` with its connection (closed at once),
+// and keeps every frame the server sent.
+function losingWebSocket(type, frames) {
+  let lost = false;
+  return class extends WebSocket {
+    set onmessage(handler) {
+      super.onmessage = (event) => {
+        const frame = JSON.parse(event.data);
+        frames.push(frame);
+        if (lost || frame.type !== type) return handler(event);
+        lost = true;
+        this.close(1000);
+      };
+    }
+  };
+}
+
+test("agent stream: an append whose answer was lost is re-sent after the reconnect and applied once; a late joiner gets the snapshot", async () => {
+  const server = await startServer();
+  const projectId = uniqueProject("stream");
+  const frames = [];
+  const agent = new Client(server.url, { WebSocket: losingWebSocket("stream_appended", frames), backoffBaseMs: 50 });
+  const early = record(server.url, projectId);
+  let late = null;
+  try {
+    await early.ready;
+    await agent.connect();
+    const stream = await agent.startStream(projectId, { agent: "qa", event: "test-log", data: { suite: "login" } });
+    assert.equal(stream.started.type, "stream_started");
+    assert.ok(stream.started.started_at, "the start's answer says when");
+    const tokens = answerTokens(60);
+    const half = tokens.slice(0, 30);
+    await Promise.all(half.map((token) => stream.append(token)));
+    const duplicates = frames.filter((frame) => frame.type === "stream_appended" && frame.duplicate === true);
+    assert.equal(duplicates.length, 1, "the re-sent append was answered as a duplicate");
+    assert.ok(agent.state === "connected", "reconnected");
+    late = record(server.url, projectId);
+    await late.ready;
+    // The snapshot may be a rollup window behind what the agent was answered: the appends that
+    // follow it bring the copy up to date.
+    const caughtUp = await waitFor("the late joiner's copy, caught up", () => late.log.streams[stream.streamId]?.text === half.join("") && late.log.streams[stream.streamId]);
+    assert.equal(caughtUp.status, "open");
+    await Promise.all(tokens.slice(30).map((token) => stream.append(token)));
+    const ended = await stream.end("completed", { data: { passed: 12 } });
+    const expected = tokens.join("");
+    assert.deepEqual([ended.status, ended.length], ["completed", utf8Length(expected)]);
+    for (const viewer of [early, late]) {
+      const copy = await waitFor("the viewer's copy, ended", () => viewer.log.streams[stream.streamId]?.status === "completed" && viewer.log.streams[stream.streamId]);
+      assert.deepEqual(copy, { text: expected, length: utf8Length(expected), status: "completed", agent: "qa", event: "test-log", stale: false });
+    }
+    assert.deepEqual(early.log.streamUpdates.at(0).type, "stream_started", "a subscriber from the start sees the start");
+    assert.deepEqual(late.log.streamUpdates.at(0).type, "stream_snapshot", "a late joiner starts from the snapshot");
+    await assert.rejects(stream.append("after the end"), { code: "stream_ended" });
+  } finally {
+    agent.close();
+    early.client.close();
+    late?.client.close();
+    server.kill();
+  }
+});
+
+test("agent stream: refusals name their code (stream_ended from the server, forbidden without publish rights)", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const projectId = uniqueProject("p-stream");
+  const reader = new Client(server.url, { token: mintToken({ projects: "p-*" }) });
+  const writer = new Client(server.url, { token: mintToken({ projects: "p-*", scope: "publish" }) });
+  try {
+    await reader.connect();
+    await assert.rejects(reader.startStream(projectId), { code: "forbidden" });
+    await writer.connect();
+    const stream = await writer.startStream(projectId, { streamId: "caller-chosen.1" });
+    assert.equal(stream.streamId, "caller-chosen.1");
+    await stream.append("x");
+    const again = await writer.startStream(projectId, { streamId: "caller-chosen.1" });
+    assert.equal(again.streamId, "caller-chosen.1", "a start naming an existing stream answers with it");
+    await stream.end("cancelled");
+    // The other handle does not know it ended: the server tells it.
+    await assert.rejects(again.append("late"), { code: "stream_ended" });
+    assert.equal(again.status, "cancelled");
+  } finally {
+    reader.close();
+    writer.close();
+    server.kill();
+  }
 });
 
 test("a restart without Redis loses the history: onReset, then the new stream", async () => {

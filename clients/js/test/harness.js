@@ -1,9 +1,11 @@
 // Real processes for the client tests: the gateway binary (AGENTICAI_BIN), publishing over its
 // HTTP API, tokens from its `token` command, a TCP proxy standing in for a load balancer, and the
-// numbered-stream scenarios shared by the Node and the Chromium suites. Redis is started by
+// scenarios shared by the Node and the Chromium suites: a numbered series of publications, and
+// an agent stream, each followed across a drain. Redis is started by
 // scripts/checks/client-tests.sh (REDIS_PORT).
 
 import { spawn, execFileSync } from "node:child_process";
+import { Client, utf8Length } from "../agenticai-websocket.js";
 import { mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -234,6 +236,90 @@ export async function drainScenario(subscriber, { takeover }) {
   } finally {
     await subscriber.stop();
     proxy.close();
+    for (const server of servers) server?.kill();
+  }
+}
+
+/** The tokens of an agent's answer (some of them multibyte): what a viewer's copy must end as, joined. */
+export const answerTokens = (count) => range(count).map((n) => (n % 7 === 3 ? `wört${n} ` : n % 11 === 5 ? `👋${n} ` : `tok${n} `));
+
+/**
+ * An agent (the library's AgentStream, in Node) streams an answer of 150 tokens, one every 15 ms
+ * without waiting for answers, while a viewer (`viewer.start(url, projectId, options)`,
+ * `viewer.log()` -> {streams, streamUpdates, states}, in Node or in a browser) follows it; each
+ * reaches the gateway through its own proxy, and mid-stream their server drains (1012) and
+ * restarts on the same port (`takeover: false`) or another task takes over (`takeover: true`),
+ * sharing Redis, where the stream lives. The viewer's proxy refuses it 400 ms longer than the
+ * agent's, so tokens go on while it is away; its resubscribe brings a snapshot holding them, and
+ * it must end with the exact text: every token once, in order, status completed.
+ */
+export async function streamDrainScenario(viewer, { takeover }) {
+  assert.ok(REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)");
+  const projectId = uniqueProject(takeover ? "stream-takeover" : "stream-restart");
+  const env = { REDIS_URL };
+  let current = await startServer({ env });
+  const standby = takeover ? await startServer({ env }) : null;
+  const proxy = await startProxy(current.port);
+  const agentProxy = await startProxy(current.port);
+  const servers = [current, standby];
+  const fast = { restartDelayMaxMs: 300, backoffBaseMs: 100, backoffMaxMs: 500 };
+  const agent = new Client(agentProxy.url, fast);
+  try {
+    await viewer.start(proxy.url, projectId, fast);
+    await agent.connect();
+    const stream = await agent.startStream(projectId, { agent: "dev", event: "answer", data: { task: "drain" } });
+    const tokens = answerTokens(150);
+    const expected = tokens.join("");
+    let restart = null;
+    let drainedAt = null;
+    const appended = [];
+    for (const [n, token] of tokens.entries()) {
+      appended.push(stream.append(token));
+      if (n === 40) {
+        const draining = current;
+        drainedAt = Date.now();
+        if (takeover) {
+          proxy.target = agentProxy.target = standby.port;
+          proxy.refuseUntil = Date.now() + 400; // so the viewer is away while tokens go on
+          current = standby;
+        } else proxy.refuseUntil = agentProxy.refuseUntil = Infinity; // until the restarted task is registered
+        restart = draining.stop().then(async () => {
+          if (takeover) return;
+          servers.push((current = await startServer({ port: draining.port, env })));
+          agentProxy.refuseUntil = 0;
+          proxy.refuseUntil = Date.now() + 400;
+        });
+      }
+      await sleep(15);
+    }
+    await restart;
+    const lengths = await Promise.all(appended);
+    assert.equal(lengths.at(-1), utf8Length(expected), "the agent's last append confirmed the whole text");
+    const ended = await stream.end("completed");
+    assert.deepEqual([ended.status, ended.length], ["completed", utf8Length(expected)], "the server holds every token once");
+    const copy = await waitFor("the viewer's copy, ended", async () => {
+      const log = await viewer.log();
+      return log.streams[stream.streamId]?.status === "completed" && log;
+    });
+    const final = copy.streams[stream.streamId];
+    assert.equal(final.text, expected, "the viewer's copy is the exact text");
+    assert.deepEqual([final.length, final.stale, final.agent, final.event], [utf8Length(expected), false, "dev", "answer"]);
+    const drained = copy.states.find((change) => change.state === "disconnected");
+    assert.equal(drained?.code, 1012, "the viewer was drained with 1012");
+    const reconnected = copy.states.find((change) => change.state === "connected" && change.at > drained.at);
+    assert.ok(reconnected, "and reconnected");
+    const snapshot = copy.streamUpdates.find((update) => update.type === "stream_snapshot" && update.at >= reconnected.at);
+    assert.ok(snapshot, "the resubscribe brought the stream's snapshot");
+    const before = copy.streamUpdates.filter((update) => update.at <= drained.at).at(-1)?.length ?? 0;
+    const missed = snapshot.length - before;
+    assert.ok(missed > 0, `the snapshot held text appended while the viewer was away (${before} -> ${snapshot.length} bytes)`);
+    const frames = copy.streamUpdates.filter((update) => update.type === "stream_append").length;
+    return { awayMs: reconnected.at - drained.at, sinceDrainMs: reconnected.at - drainedAt, missed, appendFrames: frames, tokens: tokens.length };
+  } finally {
+    agent.close();
+    await viewer.stop();
+    proxy.close();
+    agentProxy.close();
     for (const server of servers) server?.kill();
   }
 }

@@ -6,9 +6,14 @@ subscriptions and refreshes its token on its own.
         sqs_id = await client.forward("dev", "proj-42", {"task": "fix the login"})
         async for message in subscription:
             print(message.event, message.data)
+
+An agent streams its output with ``stream = await client.start_stream("proj-42", agent="dev")``,
+``stream.append(text)`` and ``await stream.end()``; a subscription made with ``on_stream`` keeps
+each stream's text in ``subscription.streams`` (README.md, "Agent streams").
 """
 
 from .client import (
+    AgentStream,
     Client,
     ConnectionState,
     JoinLeave,
@@ -20,11 +25,15 @@ from .client import (
     RequestError,
     Reset,
     StateChange,
+    Stream,
+    StreamUpdate,
     Subscription,
     backoff_delay,
+    utf8_length,
 )
 
 __all__ = [
+    "AgentStream",
     "Client",
     "ConnectionState",
     "JoinLeave",
@@ -36,6 +45,9 @@ __all__ = [
     "RequestError",
     "Reset",
     "StateChange",
+    "Stream",
+    "StreamUpdate",
     "Subscription",
     "backoff_delay",
+    "utf8_length",
 ]

@@ -6,6 +6,10 @@ every subscription from its last offset and epoch, and re-sends forwards not yet
 their ``message_id``, or refused with ``rate_limited`` (not executed: sent again after
 ``retry_after_ms``). Join/leave events are at most once, so after every (re)subscribe with
 ``join_leave`` it asks ``presence`` and hands the fresh member list to ``on_presence``.
+Agent streams: an :class:`AgentStream` sends appends one at a time, each with ``at`` (the length
+before it), so one re-sent after a reconnect is applied once; a :class:`Subscription` keeps a
+copy of each of its project's streams, replaced by every snapshot and grown by appends that
+continue it.
 What it does on each close code: README.md, "Close codes".
 """
 
@@ -36,6 +40,14 @@ INVALID_TOKEN = 3500
 AUTHENTICATION_TIMEOUT = 3502
 TOO_MANY_CONNECTIONS = 3504
 ABUSIVE_CLIENT = 3509
+
+# An append frame carries at most this much text (more goes in the next one), so a batch of
+# queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
+APPEND_BATCH_BYTES = 64 * 1024
+STREAM_FRAMES = frozenset({"stream_started", "stream_append", "stream_snapshot", "stream_ended"})
+# How long an AgentStream waits before sending an append refused with ``busy`` (the connection
+# had too many requests in flight: not executed) again.
+BUSY_RETRY = 0.1
 
 T = TypeVar("T")
 TokenSource = Callable[[], Union[Optional[str], Awaitable[Optional[str]]]]
@@ -153,6 +165,48 @@ class Reset:
     position: Optional[Position]  # the project's current position, when the server could read it
 
 
+def utf8_length(text: str) -> int:
+    """The length of ``text`` in UTF-8 bytes, what stream lengths count (a lone surrogate, sent
+    as U+FFFD, counts 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+@dataclass
+class Stream:
+    """A subscriber's copy of one agent stream (:attr:`Subscription.streams`), updated in place:
+    exact once snapshots (which replace it) and appends (which continue it) apply."""
+
+    stream_id: str
+    project_id: str
+    text: str = ""
+    length: int = 0  # in UTF-8 bytes
+    status: str = "open"  # or completed, failed, cancelled, abandoned
+    agent: Optional[str] = None
+    event: Optional[str] = None
+    data: Any = None  # the start's
+    started_at: Optional[str] = None
+    result: Any = None  # the end's data (a live end's ``data``, a snapshot's ``result``)
+    # True when the copy missed text (an append that does not continue it: not expected); it
+    # stays as it is until the next snapshot, which every resubscribe brings.
+    stale: bool = False
+
+    def _describe(self, frame: dict[str, Any]) -> None:
+        self.agent = frame.get("agent")
+        self.event = frame.get("event")
+        self.data = frame.get("data")
+        self.started_at = frame.get("started_at")
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """What changed a stream: its ``type`` is the frame's (``stream_started``, ``stream_append``,
+    ``stream_snapshot``: the copy was replaced, ``stream_ended``); ``text`` what an append added."""
+
+    type: str
+    stream: Stream
+    text: str = ""
+
+
 class RequestError(Exception):
     """A refused request: the server's error ``code``, or one of the client's own (``timeout``,
     ``disconnected``: the connection ended before the answer and the request's fate is unknown,
@@ -186,6 +240,7 @@ class Subscription:
         on_join: Optional[Callable[[JoinLeave], Any]] = None,
         on_leave: Optional[Callable[[JoinLeave], Any]] = None,
         on_presence: Optional[Callable[[Presence], Any]] = None,
+        on_stream: Optional[Callable[[StreamUpdate], Any]] = None,
     ) -> None:
         self._client = client
         self.project_id = project_id
@@ -194,6 +249,9 @@ class Subscription:
         self.on_join = on_join
         self.on_leave = on_leave
         self.on_presence = on_presence
+        self.on_stream = on_stream
+        # The project's agent streams by id: the open ones, and ended ones until deleted.
+        self.streams: dict[str, Stream] = {}
         self.position: Optional[Position] = None
         self.confirmed = False
         self.resets: list[Reset] = []
@@ -233,6 +291,10 @@ class Subscription:
         if not self._ready.done():
             self._ready.set_result(None)
         if lost:
+            # A stream that ended in the gap would stay open here for good; the open ones come
+            # back with the snapshots that follow the confirmation.
+            for stream_id in [key for key, stream in self.streams.items() if stream.status == "open"]:
+                del self.streams[stream_id]
             reset = Reset(self.project_id, position)
             self.resets.append(reset)
             if self.on_reset:
@@ -244,15 +306,214 @@ class Subscription:
             self._ready.exception()  # retrieved: ready() re-raises it for whoever awaits
         self._queue.put_nowait(error)
 
-    def _accept(self, message: Message) -> bool:
+    def _accept(self, offset: Optional[int], epoch: Optional[str]) -> bool:
         """True when new: not at or before the last offset seen in the same epoch."""
-        if message.offset is None or message.epoch is None:
+        if offset is None or epoch is None:
             return True
         seen = self.position
-        if seen and seen.epoch == message.epoch and message.offset <= seen.offset:
+        if seen and seen.epoch == epoch and offset <= seen.offset:
             return False
-        self.position = Position(message.offset, message.epoch)
+        self.position = Position(offset, epoch)
         return True
+
+    def _apply_stream(self, frame: dict[str, Any]) -> Optional[StreamUpdate]:
+        """Applies a stream frame to the copy; None when it changed nothing (a repeat, or an
+        append the copy cannot continue: it waits for the next snapshot)."""
+        if not self._accept(frame.get("offset"), frame.get("epoch")):
+            return None  # a start or end replayed twice
+        kind = frame["type"]
+        stream_id = str(frame.get("stream_id", ""))
+        stream = self.streams.get(stream_id)
+        if kind == "stream_snapshot":
+            stream = stream or Stream(stream_id, self.project_id)
+            stream._describe(frame)
+            stream.text = frame.get("text", "")
+            stream.length = frame.get("length", 0)
+            stream.status = frame.get("status", "open")
+            stream.result = frame.get("result")
+            stream.stale = False
+            self.streams[stream_id] = stream
+            return StreamUpdate(kind, stream)
+        if kind == "stream_started":
+            if stream:
+                return None
+            stream = self.streams[stream_id] = Stream(stream_id, self.project_id)
+            stream._describe(frame)
+            return StreamUpdate(kind, stream)
+        if stream is None:
+            return None
+        if kind == "stream_append":
+            text, length = frame.get("text", ""), frame.get("length", 0)
+            if stream.stale or length <= stream.length:
+                return None
+            if stream.length + utf8_length(text) != length:
+                stream.stale = True  # text was missed: only a snapshot can repair the copy
+                return None
+            stream.text += text
+            stream.length = length
+            return StreamUpdate(kind, stream, text)
+        stream.status = frame.get("status", "completed")
+        stream.result = frame.get("data")
+        if frame.get("length") != stream.length:
+            stream.stale = True
+        return StreamUpdate(kind, stream)
+
+
+@dataclass
+class _Chunk:
+    text: str
+    start: int
+    end: int
+
+
+class AgentStream:
+    """The agent's side of one stream; created by :meth:`Client.start_stream`. Appends go out one
+    frame at a time, each with ``at``, the stream's length before it (appends made meanwhile are
+    batched into the next frame), and are re-sent across reconnects: the server applies each
+    once. The handle keeps the text it appended, so a ``stream_conflict`` is followed wherever
+    the server's length is: ahead (an append whose answer was lost was applied) or behind (the
+    rest is sent again)."""
+
+    def __init__(self, client: "Client", started: dict[str, Any]) -> None:
+        self._client = client
+        self.project_id: str = started["project_id"]
+        self.stream_id: str = started["stream_id"]
+        self.started = started  # the stream_started answer: agent, event, data, started_at, offset, epoch
+        self.status: str = started.get("status", "open")  # or the final status, once ended
+        self.length: int = started.get("length", 0)  # in UTF-8 bytes, as the server last confirmed it
+        self._base = self.length  # where _chunks begin
+        self._chunks: list[_Chunk] = []  # every text appended from _base on, in order
+        self._total = self.length  # the stream's length once every chunk is applied
+        self._waiting: list[tuple[int, asyncio.Future[int]]] = []  # (end, future) of appends not yet confirmed
+        self._sending = False
+        self._ending = False
+
+    def append(self, text: str) -> "asyncio.Future[int]":
+        """Queues ``text`` at once; the future (await it, or only :meth:`end`) gives the stream's
+        length after it once applied, or raises :class:`RequestError` with the server's code
+        (``stream_ended``, ``stream_too_large``, ...; ``rate_limited`` and ``busy`` are waited out): then so
+        does every append made after it, as their text would follow a missing piece."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._ending or self.status != "open":
+            state = "ending" if self._ending else self.status
+            future.set_exception(RequestError("stream_ended", f"the stream is {state}", {"stream_id": self.stream_id}))
+            future.exception()  # retrieved: whoever awaits it still gets it
+            return future
+        start = self._total
+        self._total += utf8_length(text)
+        if self._total == start and not self._waiting:
+            future.set_result(self.length)  # nothing to send, nothing before it
+            return future
+        self._chunks.append(_Chunk(text, start, self._total))
+        self._waiting.append((self._total, future))
+        self._pump()
+        return future
+
+    async def end(self, status: str = "completed", *, data: Any = None, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Ends the stream after every append made before it; returns the ``stream_ended`` answer
+        (``status``, ``length``, ``offset``, ``epoch``). Re-sent across reconnects: an end already
+        applied (its answer lost) is answered ``stream_ended`` with the same status, which counts
+        as done."""
+        self._ending = True
+        if self._waiting:
+            await asyncio.wait([self._waiting[-1][1]])
+        frame: dict[str, Any] = {"action": "stream_end", "project_id": self.project_id, "stream_id": self.stream_id, "status": status}
+        if data is not None:
+            frame["data"] = data
+        try:
+            reply = await self._client._request(frame, "stream_ended", timeout=timeout, resend=True)
+        except RequestError as error:
+            if error.code != "stream_ended" or error.reply.get("status") != status:
+                raise
+            reply = error.reply
+        self.status = reply.get("status", status)
+        self.length = reply.get("length", self.length)
+        return reply
+
+    def _pump(self) -> None:
+        if self._sending or self.length >= self._total:
+            return
+        self._sending = True
+        self._client._background(self._send())
+
+    async def _send(self) -> None:
+        at = self.length
+        text = self._text_from(at)
+        frame = {"action": "stream_append", "project_id": self.project_id, "stream_id": self.stream_id, "text": text, "at": at}
+        try:
+            reply = await self._client._request(frame, "stream_appended", resend=True)
+            length = reply.get("length")
+            self._follow(length if isinstance(length, int) else at + utf8_length(text))
+        except RequestError as error:
+            if error.code == "busy":
+                await asyncio.sleep(BUSY_RETRY)  # then again
+            else:
+                self._refused(error)
+        finally:
+            self._sending = False
+            self._pump()
+
+    def _text_from(self, at: int) -> str:
+        """The text from byte ``at`` on: whole chunks up to APPEND_BATCH_BYTES (at least one)."""
+        index = len(self._chunks) - 1
+        while index > 0 and self._chunks[index].start > at:
+            index -= 1
+        first = self._chunks[index]
+        encoded = first.text.encode("utf-8", "surrogatepass")
+        parts = [first.text if at == first.start else encoded[at - first.start :].decode("utf-8", "replace")]
+        size = first.end - at
+        for chunk in self._chunks[index + 1 :]:
+            if size + chunk.end - chunk.start > APPEND_BATCH_BYTES:
+                break
+            parts.append(chunk.text)
+            size += chunk.end - chunk.start
+        return "".join(parts)
+
+    def _refused(self, error: RequestError) -> None:
+        if error.code == "timeout":
+            return  # its fate is unknown: the pump sends it again, with the same ``at``
+        length = error.reply.get("length")
+        if error.code == "stream_conflict" and isinstance(length, int) and length >= self._base:
+            self._follow(length)
+            return
+        if error.code == "stream_ended":
+            self.status = error.reply.get("status", "ended")
+        self._fail(error)
+
+    def _follow(self, length: int) -> None:
+        """The server holds ``length`` bytes: the appends within them are applied, the rest (if
+        the server is behind what it confirmed before) goes again from there."""
+        self.length = length
+        if length > self._total:
+            # More than this handle ever appended (another writer): its appends are in, and
+            # what follows is appended after the server's length.
+            self._chunks = []
+            self._base = self._total = length
+            waiting, self._waiting = self._waiting, []
+            for _, future in waiting:
+                _resolve(future, length)
+            return
+        while self._waiting and self._waiting[0][0] <= length:
+            end, future = self._waiting.pop(0)
+            _resolve(future, end)
+
+    def _fail(self, error: RequestError) -> None:
+        """Fails every append not yet confirmed; the next one continues from the server's length."""
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: whoever awaits it still gets it
+        self._chunks = [chunk for chunk in self._chunks if chunk.end <= self.length]
+        if (self._chunks[-1].end if self._chunks else self._base) != self.length:
+            self._chunks = []
+            self._base = self.length
+        self._total = self.length
+
+
+def _resolve(future: "asyncio.Future[int]", length: int) -> None:
+    if not future.done():
+        future.set_result(length)
 
 
 @dataclass
@@ -545,6 +806,10 @@ class Client:
         if kind == "message":
             self._deliver(Message.from_frame(reply))
             return
+        # An agent's own stream requests are answered with its request_id; subscribers get no id.
+        if kind in STREAM_FRAMES and "request_id" not in reply:
+            self._deliver_stream(reply)
+            return
         if kind in ("join", "leave"):
             self._announce(reply)
             return
@@ -596,10 +861,16 @@ class Client:
 
     def _deliver(self, message: Message) -> None:
         subscription = self._subscriptions.get(message.project_id)
-        if subscription is None or not subscription._accept(message):
+        if subscription is None or not subscription._accept(message.offset, message.epoch):
             return
         subscription._queue.put_nowait(message)
         self._call(self._on_message, message)
+
+    def _deliver_stream(self, frame: dict[str, Any]) -> None:
+        subscription = self._subscriptions.get(frame.get("project_id", ""))
+        update = subscription._apply_stream(frame) if subscription else None
+        if subscription and update:
+            self._call(subscription.on_stream, update)
 
     def _announce(self, frame: dict[str, Any]) -> None:
         """A join or leave of another connection, for a subscription made with join_leave."""
@@ -708,16 +979,19 @@ class Client:
         on_join: Optional[Callable[[JoinLeave], Any]] = None,
         on_leave: Optional[Callable[[JoinLeave], Any]] = None,
         on_presence: Optional[Callable[[Presence], Any]] = None,
+        on_stream: Optional[Callable[[StreamUpdate], Any]] = None,
     ) -> Subscription:
         """Follows a project: iterate the subscription for every publication, once, in order,
         across reconnects; ``on_reset`` is called when the server could not replay what was
         missed (reload then). With ``join_leave=True``, ``on_join`` and ``on_leave`` get other
         connections' join and leave events, and ``on_presence`` the member list after each
-        (re)subscribe: replace what you hold with it, then apply the events that follow."""
+        (re)subscribe: replace what you hold with it, then apply the events that follow.
+        ``on_stream`` gets a :class:`StreamUpdate` whenever one of ``subscription.streams``
+        changes: started, appended to, replaced by a snapshot, ended."""
         existing = self._subscriptions.get(project_id)
         if existing:
             return existing
-        subscription = Subscription(self, project_id, on_reset, join_leave, on_join, on_leave, on_presence)
+        subscription = Subscription(self, project_id, on_reset, join_leave, on_join, on_leave, on_presence, on_stream)
         self._subscriptions[project_id] = subscription
         if self.state is ConnectionState.CONNECTED:
             self._send_subscribe(subscription)
@@ -763,6 +1037,24 @@ class Client:
             frame["type"] = event
         return await self._request(frame, "publish_confirmed", timeout=timeout)
 
+    async def start_stream(
+        self,
+        project_id: str,
+        *,
+        agent: Optional[str] = None,
+        event: Optional[str] = None,
+        data: Any = None,
+        stream_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> AgentStream:
+        """Starts an agent stream in a project (needs publish rights). ``stream_id`` defaults to a
+        random UUID, so a start re-sent after a reconnect is answered with the stream it started,
+        not a second one."""
+        frame: dict[str, Any] = {"action": "stream_start", "project_id": project_id, "stream_id": stream_id or str(uuid.uuid4())}
+        frame.update({key: value for key, value in (("agent", agent), ("event", event), ("data", data)) if value is not None})
+        started = await self._request(frame, "stream_started", timeout=timeout, resend=True)
+        return AgentStream(self, started)
+
     async def presence(self, project_id: str, *, timeout: Optional[float] = None) -> Presence:
         """Who is subscribed to a project (needs the right to subscribe to it); raises
         :class:`RequestError` with the server's code (``forbidden``, ``unavailable``, ...)."""
@@ -781,6 +1073,7 @@ class Client:
 
 
 __all__ = [
+    "AgentStream",
     "Client",
     "ConnectionState",
     "JoinLeave",
@@ -792,6 +1085,9 @@ __all__ = [
     "RequestError",
     "Reset",
     "StateChange",
+    "Stream",
+    "StreamUpdate",
     "Subscription",
     "backoff_delay",
+    "utf8_length",
 ]

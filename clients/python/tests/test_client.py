@@ -15,7 +15,18 @@ from typing import Any, Optional
 import pytest
 from websockets.asyncio.client import connect
 
-from agenticai_websocket import Client, ConnectionState, JoinLeave, Presence, RequestError, Reset, StateChange, backoff_delay
+from agenticai_websocket import (
+    Client,
+    ConnectionState,
+    JoinLeave,
+    Presence,
+    RequestError,
+    Reset,
+    StateChange,
+    StreamUpdate,
+    backoff_delay,
+    utf8_length,
+)
 from harness import (
     JWT_SECRET,
     REDIS_URL,
@@ -35,10 +46,12 @@ FAST: dict[str, Any] = {"restart_delay_max": 0.3, "backoff_base": 0.1, "backoff_
 
 
 class Recorder:
-    """A client following one project, recording the numbers received, resets and states."""
+    """A client following one project, recording the numbers received, resets, states, and the
+    agent streams' updates (the copies themselves are the subscription's ``streams``)."""
 
     def __init__(self, url: str, project_id: str, **options: Any) -> None:
         self.received: list[int] = []
+        self.stream_updates: list[tuple[float, str, int]] = []  # time, type, the copy's length after it
         self.resets: list[Reset] = []
         self.states: list[tuple[float, StateChange]] = []
         self.client = Client(url, on_state=lambda change: self.states.append((time.monotonic(), change)), **options)
@@ -46,7 +59,8 @@ class Recorder:
         self._reader: Optional[asyncio.Task[None]] = None
 
     async def start(self) -> "Recorder":
-        subscription = self.client.subscribe(self.project_id, on_reset=self.resets.append)
+        subscription = self.client.subscribe(self.project_id, on_reset=self.resets.append, on_stream=self._stream_update)
+        self.subscription = subscription
         self._reader = asyncio.create_task(self._read(subscription))
         await until(self.client.connect())
         await until(subscription.ready())
@@ -55,6 +69,9 @@ class Recorder:
     async def _read(self, subscription: Any) -> None:
         async for message in subscription:
             self.received.append(message.data["n"])
+
+    def _stream_update(self, update: StreamUpdate) -> None:
+        self.stream_updates.append((time.monotonic(), update.type, update.stream.length))
 
     def codes(self, state: ConnectionState) -> list[Optional[int]]:
         return [change.code for _, change in self.states if change.state is state]
@@ -135,6 +152,138 @@ def test_drained_server_restarted_on_the_same_port_loses_nothing() -> None:
 
 def test_another_task_takes_over_and_loses_nothing() -> None:
     asyncio.run(drain_scenario(takeover=True))
+
+
+def answer_tokens(count: int) -> list[str]:
+    """The tokens of an agent's answer (some multibyte): what a viewer's copy must end as, joined."""
+    return [f"wört{n} " if n % 7 == 3 else f"👋{n} " if n % 11 == 5 else f"tok{n} " for n in range(count)]
+
+
+async def stream_drain_scenario(takeover: bool) -> None:
+    """An agent (the library's AgentStream) streams 150 tokens, one every 15 ms without waiting
+    for the answers, while a viewer follows; each reaches the gateway through its own proxy, and
+    mid-stream their server drains (1012) and restarts on the same port, or another task takes
+    over, sharing Redis, where the stream lives. The viewer's proxy refuses it 0.4 s longer than
+    the agent's, so tokens go on while it is away; its resubscribe brings a snapshot holding them,
+    and it ends with the exact text, every token once, in order."""
+    assert REDIS_URL, "REDIS_PORT is set (scripts/checks/client-tests.sh starts Redis)"
+    env = {"REDIS_URL": REDIS_URL}
+    servers = [await Server.start(env=env)]
+    if takeover:
+        servers.append(await Server.start(env=env))
+    current = servers[0]
+    proxy = await Proxy(current.port).start()
+    agent_proxy = await Proxy(current.port).start()
+    project_id = unique_project("stream-takeover" if takeover else "stream-restart")
+    viewer = await Recorder(proxy.url, project_id, **FAST).start()
+    agent = Client(agent_proxy.url, **FAST)
+    restart: list[asyncio.Task[None]] = []
+
+    async def drain() -> None:
+        nonlocal current
+        draining = current
+        if takeover:
+            current = servers[1]
+            proxy.target = agent_proxy.target = current.port
+            proxy.refuse_until = time.monotonic() + 0.4  # so the viewer is away while tokens go on
+        else:
+            proxy.refuse_until = agent_proxy.refuse_until = float("inf")  # until the restarted task is registered
+        await draining.stop()
+        if not takeover:
+            current = await Server.start(port=draining.port, env=env)
+            servers.append(current)
+            agent_proxy.refuse_until = 0.0
+            proxy.refuse_until = time.monotonic() + 0.4
+
+    try:
+        await until(agent.connect())
+        stream = await agent.start_stream(project_id, agent="dev", event="answer", data={"task": "drain"})
+        tokens = answer_tokens(150)
+        expected = "".join(tokens)
+        appended = []
+        for n, token in enumerate(tokens):
+            appended.append(stream.append(token))
+            if n == 40:
+                restart.append(asyncio.create_task(drain()))
+            await asyncio.sleep(0.015)
+        await until(restart[0], 30)
+        lengths = await until(asyncio.gather(*appended), 30)
+        assert lengths[-1] == utf8_length(expected), "the agent's last append confirmed the whole text"
+        ended = await until(stream.end("completed"))
+        assert (ended["status"], ended["length"]) == ("completed", utf8_length(expected)), "every token once"
+
+        def copy_ended() -> bool:
+            copy = viewer.subscription.streams.get(stream.stream_id)
+            return copy is not None and copy.status == "completed"
+
+        await wait_for("the viewer's copy, ended", copy_ended)
+        copy = viewer.subscription.streams[stream.stream_id]
+        assert copy.text == expected, "the viewer's copy is the exact text"
+        assert (copy.length, copy.stale, copy.agent, copy.event) == (utf8_length(expected), False, "dev", "answer")
+        assert viewer.codes(ConnectionState.DISCONNECTED)[0] == 1012, "the viewer was drained with 1012"
+        drained_at = next(at for at, change in viewer.states if change.state is ConnectionState.DISCONNECTED)
+        reconnected_at = next(at for at, change in viewer.states if change.state is ConnectionState.CONNECTED and at > drained_at)
+        snapshot = next(length for at, kind, length in viewer.stream_updates if kind == "stream_snapshot" and at >= reconnected_at)
+        before = ([length for at, _, length in viewer.stream_updates if at <= drained_at] or [0])[-1]
+        assert snapshot > before, f"the snapshot held text appended while the viewer was away ({before} -> {snapshot} bytes)"
+    finally:
+        await agent.close()
+        await viewer.stop()
+        proxy.close()
+        agent_proxy.close()
+        for server in servers:
+            server.kill()
+
+
+def test_agent_stream_viewer_drained_midstream_server_restarted_ends_with_the_exact_text() -> None:
+    asyncio.run(stream_drain_scenario(takeover=False))
+
+
+def test_agent_stream_viewer_drained_midstream_another_task_takes_over_ends_with_the_exact_text() -> None:
+    asyncio.run(stream_drain_scenario(takeover=True))
+
+
+def test_agent_stream_late_joiner_gets_the_snapshot_then_the_appends() -> None:
+    async def scenario() -> None:
+        server = await Server.start()
+        project_id = unique_project("stream")
+        early = await Recorder(server.url, project_id).start()
+        late: Optional[Recorder] = None
+        try:
+            async with Client(server.url) as agent:
+                stream = await agent.start_stream(project_id, agent="qa", event="test-log", data={"suite": "login"})
+                assert stream.started["type"] == "stream_started" and stream.started.get("started_at")
+                tokens = answer_tokens(60)
+                await until(asyncio.gather(*[stream.append(token) for token in tokens[:30]]))
+                late = await Recorder(server.url, project_id).start()
+                late_view = late.subscription.streams
+                # The snapshot may be a rollup window behind what the agent was answered: the
+                # appends that follow it bring the copy up to date.
+                so_far = "".join(tokens[:30])
+                await wait_for("the late joiner's copy, caught up", lambda: stream.stream_id in late_view and late_view[stream.stream_id].text == so_far)
+                assert late_view[stream.stream_id].status == "open"
+                for token in tokens[30:]:
+                    stream.append(token)
+                ended = await until(stream.end("completed", data={"passed": 12}))
+                expected = "".join(tokens)
+                assert (ended["status"], ended["length"]) == ("completed", utf8_length(expected))
+                for viewer in (early, late):
+                    streams = viewer.subscription.streams
+                    await wait_for("the viewer's copy, ended", lambda: streams[stream.stream_id].status == "completed")
+                    copy = streams[stream.stream_id]
+                    assert (copy.text, copy.length, copy.agent, copy.event, copy.stale) == (expected, utf8_length(expected), "qa", "test-log", False)
+                assert early.stream_updates[0][1] == "stream_started", "a subscriber from the start sees the start"
+                assert late.stream_updates[0][1] == "stream_snapshot", "a late joiner starts from the snapshot"
+                with pytest.raises(RequestError) as after_end:
+                    await stream.append("after the end")
+                assert after_end.value.code == "stream_ended"
+        finally:
+            await early.stop()
+            if late:
+                await late.stop()
+            server.kill()
+
+    asyncio.run(scenario())
 
 
 def test_restart_without_redis_calls_on_reset() -> None:
