@@ -7,6 +7,7 @@ use actix::Addr;
 
 use crate::{
     access::AccessPolicy,
+    approvals::Approvals,
     background::BackgroundLoops,
     config::Config,
     dispatcher::QueueDispatcher,
@@ -79,6 +80,8 @@ pub(crate) struct Gateway {
     pub publisher: Publisher,
     /// The agent-stream path (start, append, end, reads).
     pub streams: Streams,
+    /// Human approvals (request, decide, expiry and redelivery).
+    pub approvals: Approvals,
     /// History, positions and other tasks (memory, or Redis with REDIS_URL).
     pub engine: Arc<dyn Engine>,
     /// Bytes of publications one history answer carries at most (HISTORY_PAGE_BYTES).

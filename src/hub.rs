@@ -419,7 +419,16 @@ impl Hub {
             if let Some(subscribed) = subscribed {
                 let _ = tokio::time::timeout(ENGINE_WAIT, subscribed).await;
             }
-            match tokio::time::timeout(ENGINE_WAIT, engine.open_streams(&project_id)).await {
+            let both = async {
+                let streams = engine.open_streams(&project_id).await?;
+                let approvals = engine.pending_approvals(&project_id).await?;
+                let frames = approvals
+                    .iter()
+                    .map(|ask| (ask.approval_id.clone(), crate::protocol::approvals::requested_frame(&project_id, ask)))
+                    .collect();
+                Ok((streams, frames))
+            };
+            match tokio::time::timeout(ENGINE_WAIT, both).await {
                 Ok(answer) => (project_id, answer),
                 Err(_) => (project_id, Err(EngineError::Unavailable(format!("no answer within {ENGINE_WAIT:?}")))),
             }
@@ -434,12 +443,12 @@ impl Hub {
         &mut self,
         project_id: ProjectId,
         read: u64,
-        answer: Result<Vec<StreamSnapshot>, EngineError>,
+        answer: Result<(Vec<StreamSnapshot>, std::collections::BTreeMap<String, ByteString>), EngineError>,
         ctx: &mut Context<Self>,
     ) {
         let Some(streams) = self.streams.get_mut(&project_id).filter(|streams| streams.awaits(read)) else { return };
         let read_again = match answer {
-            Ok(snapshots) => streams.read(snapshots).is_err(),
+            Ok((snapshots, approvals)) => streams.read(snapshots, approvals).is_err(),
             Err(error) => {
                 log::warn!(project_id = &*project_id, error:% = error; "agent streams unreadable; retrying");
                 self.stream_reads += 1;
@@ -486,6 +495,9 @@ impl Hub {
         let Some(streams) = self.streams.get(project_id).filter(|streams| streams.is_read()) else { return };
         for (stream_id, stream) in &streams.open {
             self.push(outbox, stream.snapshot(project_id, stream_id), "stream_snapshot");
+        }
+        for frame in streams.approvals.values() {
+            self.push(outbox, frame.clone(), "approval_requested");
         }
     }
 
@@ -844,6 +856,22 @@ impl Handler<Deliver> for Hub {
                 }
                 self.count_open_streams();
             }
+            Some(StreamPublication::ApprovalRequested(approval_id, frame)) => {
+                let overflowed = self
+                    .streams
+                    .get_mut(&msg.project_id)
+                    .is_some_and(|streams| streams.approval_requested(approval_id, frame));
+                if overflowed {
+                    self.reread_streams(msg.project_id.clone(), ctx);
+                }
+            }
+            Some(StreamPublication::ApprovalResolved(approval_id)) => {
+                let overflowed =
+                    self.streams.get_mut(&msg.project_id).is_some_and(|streams| streams.approval_resolved(approval_id));
+                if overflowed {
+                    self.reread_streams(msg.project_id.clone(), ctx);
+                }
+            }
             Some(StreamPublication::Ended(ended)) => {
                 let copy = self.streams.get_mut(&msg.project_id).and_then(|streams| streams.ended(&ended.stream_id));
                 if let Some(mut copy) = copy {
@@ -968,13 +996,17 @@ mod tests {
     use crate::{
         connection::{outbound_body::OutboundBody, outbox::OutboxLimits},
         engine::{
+            approvals::{DecideOutcome, Undelivered},
             memory::MemoryEngine,
             positions::{Entries, HistorySettings},
             presence::Presence,
             streams::{Append, AppendOutcome, CancelOutcome, StartOutcome},
             EngineFuture, Health, Published,
         },
-        protocol::streams::StreamMeta,
+        protocol::{
+            approvals::{ApprovalAsk, Decision},
+            streams::StreamMeta,
+        },
     };
 
     /// The memory engine, recording which projects the hub follows and keeping the delivery the
@@ -1068,6 +1100,42 @@ mod tests {
 
         fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
             self.engine.stream_end(project_id, end)
+        }
+
+        fn approval_request(
+            &self,
+            project_id: &ProjectId,
+            ask: &ApprovalAsk,
+            frame: ByteString,
+        ) -> EngineFuture<Option<StreamPosition>> {
+            self.engine.approval_request(project_id, ask, frame)
+        }
+
+        fn approval_decide(
+            &self,
+            project_id: &ProjectId,
+            approval_id: &str,
+            decision: &Decision,
+            frame: ByteString,
+            lease: Duration,
+        ) -> EngineFuture<DecideOutcome> {
+            self.engine.approval_decide(project_id, approval_id, decision, frame, lease)
+        }
+
+        fn approval_delivered(&self, project_id: &ProjectId, approval_id: &str) -> EngineFuture<()> {
+            self.engine.approval_delivered(project_id, approval_id)
+        }
+
+        fn pending_approvals(&self, project_id: &ProjectId) -> EngineFuture<Vec<ApprovalAsk>> {
+            self.engine.pending_approvals(project_id)
+        }
+
+        fn due_approvals(&self) -> EngineFuture<Vec<(ProjectId, String)>> {
+            self.engine.due_approvals()
+        }
+
+        fn claim_undelivered(&self, lease: Duration) -> EngineFuture<Vec<Undelivered>> {
+            self.engine.claim_undelivered(lease)
         }
 
         fn stream_cancel(

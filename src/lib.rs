@@ -20,6 +20,7 @@
 //! | [`hub`] | **hub actor**: this task's connection registry, subscriptions, local fan-out of what the engine delivers |
 //! | [`engine`] | the one interface to history, positions, resume reads, other tasks and presence, and its contracts; [`engine::memory`] (one task) and [`engine::redis`] (with its subscriber and presence writer loops) implement it, delivering through [`engine::LocalDelivery`], which the hub implements; [`engine::positions`] is the recovery rule both share, [`engine::presence`] the member and its frames |
 //! | [`publish`] | the publish path every publication takes (stamp, encode once, engine, audit) |
+//! | [`approvals`] | human approvals: an agent's question, exactly one decision, delivered to the agent at least once (the engine keeps them; [`protocol::approvals`] is their frames) |
 //! | [`streams`] | the agent-stream path every start, append and end takes (engine, counted, answered); the hub rolls appends up for viewers ([`hub::streams`]), the engines keep the text ([`engine::streams`]), [`protocol::streams`] is their frames |
 //! | [`dispatcher`] | **queue-dispatcher actor**: routing by `type`, batching, SQS or the local spool |
 //! | [`persistence`] | **persistence actor**: records and audit in DynamoDB or the local store |
@@ -45,6 +46,7 @@
 #![warn(unreachable_pub)]
 
 mod access;
+mod approvals;
 mod aws;
 mod background;
 pub mod config;

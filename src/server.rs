@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::{
     access::AccessPolicy,
+    approvals::Approvals,
     background::BackgroundLoops,
     config::{AwsSettings, Config},
     dispatcher::{spool::Spool, sqs::SqsQueues, QueueBackend, QueueDispatcher},
@@ -143,6 +144,7 @@ impl Server {
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
+            approvals: Approvals::new(engine.clone(), dispatcher.clone(), config.dispatcher.forward_deadline),
             streams: Streams::new(
                 engine.clone(),
                 dispatcher.clone(),
@@ -270,6 +272,9 @@ impl Server {
         self.gateway.lifecycle.set_ready();
         let loops = &self.gateway.loops;
         loops.spawn(self.gateway.stats.clone().sample_forever());
+        // Expiry and redelivery start decisions: new work, stopped with the intake.
+        let approvals = self.gateway.approvals.clone();
+        self.gateway.intake.spawn_with_stop(move |stop| approvals.run(stop));
         let telemetry = &self.config.telemetry;
         if !telemetry.emf_interval.is_zero() {
             let emitter = emf::EmfEmitter::new(telemetry.service_name.clone(), self.gateway.metrics.clone());

@@ -118,3 +118,241 @@ async fn an_agent_that_does_not_stop_is_ended_cancelled_after_the_grace_and_one_
     let late = person.request(cancel(&agentless, "c3")).await;
     assert_eq!((late["code"].as_str(), late["status"].as_str()), (Some("stream_ended"), Some("cancelled")));
 }
+
+/// Servers over one Redis (or, without it, one server) whose agent queues are fresh moto queues
+/// shared by all of them; the ops queue's URL.
+struct Platform {
+    sqs: aws_sdk_sqs::Client,
+    ops: String,
+    servers: Vec<TestServer>,
+    _redis: Option<common::RedisServer>,
+}
+
+impl Platform {
+    async fn start(tasks: usize) -> Self {
+        let endpoint = moto_endpoint();
+        let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+        let mut queues = Vec::new();
+        for role in ["pm", "dev", "qa", "ops"] {
+            queues.push(create_queue(&sqs, role, false).await);
+        }
+        let redis = (tasks > 1).then(common::RedisServer::start);
+        let servers = (0..tasks)
+            .map(|_| {
+                let (endpoint, queues, redis_url) =
+                    (endpoint.clone(), queues.clone(), redis.as_ref().map(|redis| redis.url()));
+                TestServer::start(move |config| {
+                    config.aws.aws_endpoint_url = Some(endpoint);
+                    let [pm, dev, qa, ops] = <[String; 4]>::try_from(queues).expect("four queues");
+                    (config.queues.sqs_queue_url_pm, config.queues.sqs_queue_url_dev) = (Some(pm), Some(dev));
+                    (config.queues.sqs_queue_url_qa, config.queues.sqs_queue_url_ops) = (Some(qa), Some(ops));
+                    config.engine.redis_url = redis_url;
+                })
+            })
+            .collect();
+        Platform { sqs, ops: queues[3].clone(), servers, _redis: redis }
+    }
+}
+
+async fn ask(agent: &mut Client, expires_in_secs: u64) -> String {
+    let requested = agent
+        .request(json!({"action": "approval_request", "project_id": "ctl", "agent": "ops",
+                        "data": {"title": "Deploy build 142 to prod?"}, "options": ["approve", "reject"],
+                        "expires_in_secs": expires_in_secs, "request_id": "q"}))
+        .await;
+    assert_eq!(requested["type"], "approval_requested", "{requested}");
+    requested["approval_id"].as_str().expect("an approval id").to_owned()
+}
+
+#[tokio::test]
+async fn ten_people_on_two_tasks_deciding_at_once_make_one_winner_and_one_queue_message() {
+    let platform = Platform::start(2).await;
+    let mut viewers = vec![watcher(&platform.servers[0]).await, watcher(&platform.servers[1]).await];
+    let mut agent = Client::connect(&platform.servers[0].ws_url("/ws")).await;
+    let approval_id = ask(&mut agent, 3600).await;
+    for viewer in &mut viewers {
+        let requested = viewer.recv_type("approval_requested").await;
+        assert_eq!(requested["data"]["title"], "Deploy build 142 to prod?");
+        assert_eq!(requested["options"], json!(["approve", "reject"]));
+    }
+    let mut people = Vec::new();
+    for n in 0..10 {
+        people.push(Client::connect(&platform.servers[n % 2].ws_url("/ws")).await);
+    }
+    let decisions = people.into_iter().enumerate().map(|(n, mut person)| {
+        let approval_id = approval_id.clone();
+        tokio::spawn(async move {
+            let decision = if n % 2 == 0 { "approve" } else { "reject" };
+            person
+                .request(json!({"action": "approval_decide", "project_id": "ctl", "approval_id": approval_id,
+                                "decision": decision, "request_id": n}))
+                .await
+        })
+    });
+    let answers: Vec<Value> =
+        futures_util::future::join_all(decisions).await.into_iter().map(|answer| answer.expect("a person")).collect();
+    let winners: Vec<&Value> = answers.iter().filter(|answer| answer["type"] == "approval_decided").collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let winning = winners[0]["decision"].as_str().expect("a decision");
+    for loser in answers.iter().filter(|answer| answer["type"] != "approval_decided") {
+        assert_eq!(
+            (loser["code"].as_str(), loser["decision"].as_str()),
+            (Some("already_decided"), Some(winning)),
+            "{loser}"
+        );
+    }
+    let messages = drain_queue(&platform.sqs, &platform.ops, 1).await;
+    assert_eq!(messages.len(), 1);
+    let body: Value = serde_json::from_str(messages[0].body().expect("body")).expect("JSON");
+    assert_eq!(
+        (body["kind"].as_str(), body["approval_id"].as_str(), body["decision"].as_str()),
+        (Some("approval_decision"), Some(&*approval_id), Some(winning))
+    );
+    assert_eq!(
+        winners[0]["message_id"],
+        messages[0]
+            .message_attributes()
+            .and_then(|a| a.get("MessageId"))
+            .and_then(|m| m.string_value())
+            .map(Value::from)
+            .unwrap_or_default()
+    );
+    for viewer in &mut viewers {
+        let resolved = viewer.recv_type("approval_resolved").await;
+        assert_eq!(
+            (resolved["approval_id"].as_str(), resolved["decision"].as_str()),
+            (Some(&*approval_id), Some(winning))
+        );
+    }
+    let more =
+        platform.sqs.receive_message().queue_url(&platform.ops).wait_time_seconds(2).send().await.expect("receive");
+    assert!(more.messages().is_empty(), "one queue message: {:?}", more.messages());
+}
+
+#[tokio::test]
+async fn a_viewer_that_reconnects_sees_a_pending_approval_again_and_once_decided_never() {
+    let platform = Platform::start(1).await;
+    let server = &platform.servers[0];
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let approval_id = ask(&mut agent, 3600).await;
+    for _ in 0..2 {
+        let mut viewer = Client::connect(&server.ws_url("/ws")).await;
+        assert_eq!(
+            viewer.request(json!({"action": "subscribe", "project_id": "ctl"})).await["type"],
+            "subscription_confirmed"
+        );
+        let pending = viewer.recv().await;
+        assert_eq!(
+            (pending["type"].as_str(), pending["approval_id"].as_str()),
+            (Some("approval_requested"), Some(&*approval_id))
+        );
+    }
+    let listed = common::get_json(server.http_url("/api/v1/projects/ctl/approvals")).await;
+    assert_eq!(listed["approvals"][0]["approval_id"].as_str(), Some(&*approval_id), "{listed}");
+    let decided = reqwest::Client::new()
+        .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
+        .json(&json!({"decision": "reject", "comment": "not on a Friday"}))
+        .send()
+        .await
+        .expect("POST decide");
+    assert_eq!(decided.status(), 200);
+    let again = reqwest::Client::new()
+        .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .expect("POST decide");
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<Value>().await.expect("JSON")["decision"], "reject");
+    let mut viewer = Client::connect(&server.ws_url("/ws")).await;
+    assert_eq!(
+        viewer.request(json!({"action": "subscribe", "project_id": "ctl"})).await["type"],
+        "subscription_confirmed"
+    );
+    viewer.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(common::get_json(server.http_url("/api/v1/projects/ctl/approvals")).await["approvals"], json!([]));
+    let unknown = agent
+        .request(
+            json!({"action": "approval_decide", "project_id": "ctl", "approval_id": "nope", "decision": "approve"}),
+        )
+        .await;
+    assert_eq!(unknown["code"], "not_found");
+    let message = drain_queue(&platform.sqs, &platform.ops, 1).await;
+    let body: Value = serde_json::from_str(message[0].body().expect("body")).expect("JSON");
+    assert_eq!((body["decision"].as_str(), body["comment"].as_str()), (Some("reject"), Some("not on a Friday")));
+}
+
+#[tokio::test]
+async fn an_unanswered_request_expires_and_the_agent_is_told() {
+    let platform = Platform::start(1).await;
+    let server = &platform.servers[0];
+    let mut viewer = watcher(server).await;
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let approval_id = ask(&mut agent, 1).await;
+    let resolved = viewer.recv_type("approval_resolved").await;
+    assert_eq!(
+        (resolved["approval_id"].as_str(), resolved["decision"].as_str()),
+        (Some(&*approval_id), Some("expired"))
+    );
+    let message = drain_queue(&platform.sqs, &platform.ops, 1).await;
+    let body: Value = serde_json::from_str(message[0].body().expect("body")).expect("JSON");
+    assert_eq!((body["approval_id"].as_str(), body["decision"].as_str()), (Some(&*approval_id), Some("expired")));
+    let late = agent
+        .request(json!({"action": "approval_decide", "project_id": "ctl", "approval_id": approval_id, "decision": "approve"}))
+        .await;
+    assert_eq!((late["code"].as_str(), late["decision"].as_str()), (Some("already_decided"), Some("expired")));
+}
+
+/// A decision taken on a task whose queue is unreachable, that task then killed with SIGKILL: the
+/// decision was recorded before it was sent, so the other task re-sends it once its sender's
+/// lease (FORWARD_DEADLINE_SECS and 5 s) is over; the agent gets it once, the winner's.
+#[tokio::test]
+async fn a_decision_whose_task_died_before_the_queue_had_it_reaches_the_queue_from_another_task() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let mut queues = Vec::new();
+    for role in ["pm", "dev", "qa", "ops"] {
+        queues.push(create_queue(&sqs, role, false).await);
+    }
+    let redis = common::RedisServer::start();
+    let black_hole = common::OutageProxy::start(&endpoint).await;
+    let environment = |endpoint: &str| {
+        let mut env = vec![
+            ("REDIS_URL", redis.url()),
+            ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+            ("FORWARD_DEADLINE_SECS", "2".to_owned()),
+        ];
+        for (name, url) in
+            ["SQS_QUEUE_URL_PM", "SQS_QUEUE_URL_DEV", "SQS_QUEUE_URL_QA", "SQS_QUEUE_URL_OPS"].into_iter().zip(&queues)
+        {
+            env.push((name, url.clone()));
+        }
+        env
+    };
+    let mut doomed = common::ChildServer::spawn(&environment(&black_hole.endpoint)).await;
+    let survivor = common::ChildServer::spawn(&environment(&endpoint)).await;
+    let mut viewer = Client::connect(&survivor.ws_url("/ws")).await;
+    assert_eq!(
+        viewer.request(json!({"action": "subscribe", "project_id": "ctl"})).await["type"],
+        "subscription_confirmed"
+    );
+    let mut agent = Client::connect(&survivor.ws_url("/ws")).await;
+    let approval_id = ask(&mut agent, 3600).await;
+    black_hole.set_down(true);
+    let mut person = Client::connect(&doomed.ws_url("/ws")).await;
+    person
+        .send(json!({"action": "approval_decide", "project_id": "ctl", "approval_id": approval_id, "decision": "approve"}))
+        .await;
+    let resolved = viewer.recv_type("approval_resolved").await;
+    assert_eq!(resolved["decision"], "approve", "recorded and announced before it is sent");
+    let killed_at = Instant::now();
+    doomed.child.kill().expect("SIGKILL");
+    let _ = doomed.child.wait();
+    let messages = drain_queue(&sqs, &queues[3], 1).await;
+    assert_eq!(messages.len(), 1, "the decision reached the queue from the other task");
+    let body: Value = serde_json::from_str(messages[0].body().expect("body")).expect("JSON");
+    assert_eq!((body["approval_id"].as_str(), body["decision"].as_str()), (Some(&*approval_id), Some("approve")));
+    assert!(killed_at.elapsed() < Duration::from_secs(20), "within the lease and a sweep: {:?}", killed_at.elapsed());
+    let more = sqs.receive_message().queue_url(&queues[3]).wait_time_seconds(2).send().await.expect("receive");
+    assert!(more.messages().is_empty(), "sent once: {:?}", more.messages());
+}

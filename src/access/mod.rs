@@ -83,6 +83,8 @@ pub(crate) enum Action<'a> {
     ReadHistory { project_id: &'a str },
     /// Read who is subscribed to a project (`presence`, `presence_stats`, HTTP presence).
     ReadPresence { project_id: &'a str },
+    /// Decide a project's approval requests (scope `approve`).
+    Decide { project_id: &'a str },
 }
 
 /// How connections prove who they are.
@@ -389,6 +391,7 @@ impl AccessPolicy {
             // History is what any subscriber receives, so whoever may subscribe may read it.
             Action::ReadHistory { project_id } => (Scopes::SUBSCRIBE, Some(project_id), "read the history of"),
             Action::Forward { project_id } => (Scopes::FORWARD, Some(project_id), "forward for"),
+            Action::Decide { project_id } => (Scopes::APPROVE, Some(project_id), "decide the approvals of"),
             Action::Publish { project_id } => (Scopes::PUBLISH, Some(project_id), "publish to"),
             Action::ReadAudit { project_id } => (Scopes::PUBLISH, Some(project_id), "read the audit of"),
             Action::Unsubscribe => (Scopes::SUBSCRIBE, None, "unsubscribe"),

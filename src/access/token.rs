@@ -94,6 +94,8 @@ impl Scopes {
     pub(crate) const FORWARD: Scopes = Scopes(2);
     pub(crate) const PUBLISH: Scopes = Scopes(4);
     pub(crate) const ADMIN: Scopes = Scopes(8);
+    /// Deciding a project's approvals (not in the default set).
+    pub(crate) const APPROVE: Scopes = Scopes(16);
 
     /// Space-separated OAuth-style names; unknown ones are ignored. Absent: subscribe forward.
     pub(crate) fn parse(scope: Option<&str>) -> Self {
@@ -106,6 +108,7 @@ impl Scopes {
                 "forward" => Self::FORWARD.0,
                 "publish" => Self::PUBLISH.0,
                 "admin" => Self::ADMIN.0,
+                "approve" => Self::APPROVE.0,
                 _ => 0,
             }
         }))

@@ -16,13 +16,14 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytestring::ByteString;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
 use super::{
+    approvals::{now_ms, ApprovalTable, DecideOutcome, Undelivered},
     positions::{new_epoch, page, recover, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
     streams::{
@@ -31,15 +32,17 @@ use super::{
     Engine, EngineFuture, Health, LocalDelivery, Published,
 };
 use crate::protocol::{
+    approvals::{ApprovalAsk, Decision},
     request::ProjectId,
     streams::{ended_frame, ended_prefix, snapshot_frame, snapshot_prefix, StreamId, StreamMeta},
     StreamPosition,
 };
 
-/// The history and the streams, under one lock.
+/// The history, the streams and the approvals, under one lock.
 struct MemoryState {
     history: MemoryHistory,
     streams: StreamTable,
+    approvals: ApprovalTable,
 }
 
 pub(crate) struct MemoryEngine {
@@ -59,7 +62,11 @@ impl MemoryEngine {
     }
 
     pub(crate) fn with_stream_limits(settings: HistorySettings, limits: StreamLimits) -> Self {
-        let state = MemoryState { history: MemoryHistory::new(settings), streams: StreamTable::new(limits) };
+        let state = MemoryState {
+            history: MemoryHistory::new(settings),
+            streams: StreamTable::new(limits),
+            approvals: ApprovalTable::default(),
+        };
         MemoryEngine { state: Mutex::new(state), presence: Mutex::default(), delivery: OnceLock::new() }
     }
 
@@ -188,6 +195,65 @@ impl Engine for MemoryEngine {
             Ok(EndOutcome::Ended { length, position: Some(position) })
         }
         .boxed()
+    }
+
+    fn approval_request(
+        &self,
+        project_id: &ProjectId,
+        ask: &ApprovalAsk,
+        frame: ByteString,
+    ) -> EngineFuture<Option<StreamPosition>> {
+        let mut state = self.state();
+        state.approvals.request(project_id, ask);
+        let (position, framed) = state.history.append(project_id, &frame);
+        let delivered = self.hand_over(project_id, &position, framed);
+        drop(state);
+        async move {
+            delivered.await;
+            Ok(Some(position))
+        }
+        .boxed()
+    }
+
+    fn approval_decide(
+        &self,
+        project_id: &ProjectId,
+        approval_id: &str,
+        decision: &Decision,
+        frame: ByteString,
+        lease: Duration,
+    ) -> EngineFuture<DecideOutcome> {
+        let mut state = self.state();
+        let outcome = state.approvals.decide(project_id, approval_id, decision, lease);
+        let delivered = matches!(outcome, DecideOutcome::Won(_)).then(|| {
+            let (position, framed) = state.history.append(project_id, &frame);
+            self.hand_over(project_id, &position, framed)
+        });
+        drop(state);
+        async move {
+            if let Some(delivered) = delivered {
+                delivered.await;
+            }
+            Ok(outcome)
+        }
+        .boxed()
+    }
+
+    fn approval_delivered(&self, project_id: &ProjectId, approval_id: &str) -> EngineFuture<()> {
+        self.state().approvals.delivered(project_id, approval_id);
+        ready(Ok(())).boxed()
+    }
+
+    fn pending_approvals(&self, project_id: &ProjectId) -> EngineFuture<Vec<ApprovalAsk>> {
+        ready(Ok(self.state().approvals.pending(project_id))).boxed()
+    }
+
+    fn due_approvals(&self) -> EngineFuture<Vec<(ProjectId, String)>> {
+        ready(Ok(self.state().approvals.due(now_ms()))).boxed()
+    }
+
+    fn claim_undelivered(&self, lease: Duration) -> EngineFuture<Vec<Undelivered>> {
+        ready(Ok(self.state().approvals.claim_undelivered(lease))).boxed()
     }
 
     fn stream_cancel(

@@ -63,13 +63,14 @@
 //!   shows as a gap in the lengths, and the hub then reads the stream again
 //!   ([`Engine::open_streams`]). Refusals (ended, conflict, bounds) apply nothing.
 
+pub(crate) mod approvals;
 pub(crate) mod memory;
 pub(crate) mod positions;
 pub(crate) mod presence;
 pub(crate) mod redis;
 pub(crate) mod streams;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytestring::ByteString;
 use futures_util::future::BoxFuture;
@@ -77,11 +78,13 @@ use futures_util::future::BoxFuture;
 use crate::{
     connection::ConnectionId,
     protocol::{
+        approvals::{ApprovalAsk, Decision},
         request::ProjectId,
         streams::{StreamId, StreamMeta},
         StreamPosition,
     },
 };
+use approvals::{DecideOutcome, Undelivered};
 use positions::{Entries, Recovery};
 use presence::{Change, Member, Presence};
 use streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamSnapshot};
@@ -260,6 +263,41 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// One stream, open or ended (while the engine keeps it).
     fn stream_snapshot(&self, project_id: &ProjectId, stream_id: &StreamId) -> EngineFuture<Option<StreamSnapshot>>;
+
+    /// Keeps a question pending (durable in the back end) and publishes its `frame`
+    /// (`approval_requested`); the publication's position.
+    fn approval_request(
+        &self,
+        project_id: &ProjectId,
+        ask: &ApprovalAsk,
+        frame: ByteString,
+    ) -> EngineFuture<Option<StreamPosition>>;
+
+    /// Records `decision` if it is the first (atomically, across tasks) and publishes its `frame`
+    /// (`approval_resolved`); the decision's delivery is tracked until
+    /// [`Engine::approval_delivered`]: another task may re-send it once `lease` is over.
+    /// `"expired"` decides only a question whose time has come.
+    fn approval_decide(
+        &self,
+        project_id: &ProjectId,
+        approval_id: &str,
+        decision: &Decision,
+        frame: ByteString,
+        lease: Duration,
+    ) -> EngineFuture<DecideOutcome>;
+
+    /// A queue confirmed the decision's message: nobody re-sends it.
+    fn approval_delivered(&self, project_id: &ProjectId, approval_id: &str) -> EngineFuture<()>;
+
+    /// The project's pending questions.
+    fn pending_approvals(&self, project_id: &ProjectId) -> EngineFuture<Vec<ApprovalAsk>>;
+
+    /// Questions whose time has come, across projects (to be decided `expired`).
+    fn due_approvals(&self) -> EngineFuture<Vec<(ProjectId, String)>>;
+
+    /// Decisions no queue confirmed within their lease (their task died, or the queue was
+    /// down), claimed by this task for another lease: it re-sends them.
+    fn claim_undelivered(&self, lease: Duration) -> EngineFuture<Vec<Undelivered>>;
 
     /// The back end's state.
     fn health(&self) -> Health;

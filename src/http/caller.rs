@@ -109,6 +109,14 @@ pub(crate) struct ReadHistory;
 pub(crate) struct ReadPresence;
 /// Publishing to a project (its agent streams).
 pub(crate) struct PublishTo;
+/// Deciding a project's approval requests.
+pub(crate) struct DecideFor;
+
+impl ProjectAction for DecideFor {
+    fn action(project_id: &str) -> Action<'_> {
+        Action::Decide { project_id }
+    }
+}
 
 impl ProjectAction for PublishTo {
     fn action(project_id: &str) -> Action<'_> {

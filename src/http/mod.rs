@@ -2,6 +2,7 @@
 //! endpoints (`/health`, `/ready`, `/metrics`) and the status page (`/status`, `/api/v1/stats`).
 //! With INTERNAL_PORT, the operator endpoints are on a port of their own ([`ports`]).
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod caller;
 pub(crate) mod handshake;
@@ -64,6 +65,9 @@ fn public_routes(config: &mut web::ServiceConfig, cors_origins: &[String], with_
         .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
         .route("/projects/{project_id}/history", web::get().to(history::project_history))
         .route("/projects/{project_id}/presence", web::get().to(presence::project_presence))
+        .route("/projects/{project_id}/approvals", web::post().to(approvals::request))
+        .route("/projects/{project_id}/approvals", web::get().to(approvals::pending))
+        .route("/projects/{project_id}/approvals/{approval_id}/decide", web::post().to(approvals::decide))
         .route("/projects/{project_id}/streams", web::post().to(streams::start))
         .route("/projects/{project_id}/streams", web::get().to(streams::list))
         .route("/projects/{project_id}/streams/{stream_id}", web::get().to(streams::one))
@@ -101,7 +105,8 @@ pub(crate) fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::RateLimited | ErrorCode::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::StreamConflict | ErrorCode::StreamEnded | ErrorCode::TooManyStreams => StatusCode::CONFLICT,
-        ErrorCode::StreamNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::StreamNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AlreadyDecided => StatusCode::CONFLICT,
         ErrorCode::StreamTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -177,10 +182,10 @@ pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCod
         response.insert_header((header::RETRY_AFTER, retry_after_ms.div_ceil(1000).to_string()));
         body["retry_after_ms"] = retry_after_ms.into();
     }
-    if let Some(stream) = &error.stream {
-        if let (Some(body), Ok(serde_json::Value::Object(fields))) =
-            (body.as_object_mut(), serde_json::to_value(stream))
-        {
+    let details =
+        [error.stream.as_deref().map(serde_json::to_value), error.approval.as_deref().map(serde_json::to_value)];
+    for detail in details.into_iter().flatten() {
+        if let (Some(body), Ok(serde_json::Value::Object(fields))) = (body.as_object_mut(), detail) {
             body.extend(fields);
         }
     }

@@ -22,6 +22,11 @@
 //! still in its resume seam gets no appends: its snapshots, when its seam ends, hold them; and a
 //! stream that ends meanwhile reaches its hold as the final snapshot in place of `stream_ended`.
 //!
+//! **Pending approvals** ride along: the copy also holds the project's pending approval
+//! requests (read with the streams, then kept by their `approval_requested` and
+//! `approval_resolved` publications), and a joining viewer gets each as an `approval_requested`
+//! frame after its confirmation, with the snapshots.
+//!
 //! **Abandoned streams.** Every second the hub looks for open streams without an append for
 //! STREAM_IDLE_TIMEOUT_SECS and asks the engine to end them as `abandoned` (only if still idle
 //! there: another task may have seen a later append). A stream nobody follows is ended when
@@ -32,7 +37,7 @@
 //! flight at most [`MAX_WAITING`] events.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -145,10 +150,28 @@ pub(super) struct StartedStream {
     pub meta: StreamMeta,
 }
 
-/// What a project's publication means to its streams.
+/// An approval request's id, as its publications tell it.
+#[derive(Debug, Deserialize)]
+pub(super) struct ApprovalPublication {
+    pub approval_id: String,
+}
+
+/// What a project's publication means to its streams and pending approvals.
 pub(super) enum StreamPublication {
     Started(StartedStream),
     Ended(EndedStream),
+    /// A pending approval request: its id and its frame without position.
+    ApprovalRequested(String, ByteString),
+    ApprovalResolved(String),
+}
+
+/// A positioned publication frame without its position (what [`crate::protocol::StreamPosition::spliced_into`]
+/// added at its end).
+fn without_position(frame: &str) -> ByteString {
+    match frame.rfind(",\"offset\":") {
+        Some(at) => ByteString::from(format!("{}}}", &frame[..at])),
+        None => ByteString::from(frame.to_owned()),
+    }
 }
 
 impl StreamPublication {
@@ -159,6 +182,12 @@ impl StreamPublication {
             serde_json::from_str(frame).ok().map(StreamPublication::Started)
         } else if frame.starts_with(r#"{"type":"stream_ended""#) {
             serde_json::from_str(frame).ok().map(StreamPublication::Ended)
+        } else if frame.starts_with(r#"{"type":"approval_requested""#) {
+            let approval: ApprovalPublication = serde_json::from_str(frame).ok()?;
+            Some(StreamPublication::ApprovalRequested(approval.approval_id, without_position(frame)))
+        } else if frame.starts_with(r#"{"type":"approval_resolved""#) {
+            let approval: ApprovalPublication = serde_json::from_str(frame).ok()?;
+            Some(StreamPublication::ApprovalResolved(approval.approval_id))
         } else {
             None
         }
@@ -170,11 +199,15 @@ enum Waiting {
     Started(StreamId, StreamMeta),
     Appended(StreamId, ByteString, u64),
     Ended(StreamId),
+    ApprovalRequested(String, ByteString),
+    ApprovalResolved(String),
 }
 
 /// The open streams of one followed project.
 pub(super) struct ProjectStreams {
     pub(super) open: HashMap<StreamId, LiveStream>,
+    /// Pending approval requests: their `approval_requested` frames, without position.
+    pub(super) approvals: BTreeMap<String, ByteString>,
     /// While a read of the project's streams is in flight: its number and what arrived since.
     reading: Option<(u64, Vec<Waiting>)>,
 }
@@ -182,7 +215,7 @@ pub(super) struct ProjectStreams {
 impl ProjectStreams {
     /// A project whose streams read number `read` is reading.
     pub(super) fn reading(read: u64) -> Self {
-        ProjectStreams { open: HashMap::new(), reading: Some((read, Vec::new())) }
+        ProjectStreams { open: HashMap::new(), approvals: BTreeMap::new(), reading: Some((read, Vec::new())) }
     }
 
     pub(super) fn is_read(&self) -> bool {
@@ -217,6 +250,24 @@ impl ProjectStreams {
             return self.wait(Waiting::Started(stream_id, meta));
         }
         self.open.entry(stream_id).or_insert_with(|| LiveStream::new(meta, String::new(), Instant::now()));
+        false
+    }
+
+    /// An approval request is pending. Whether the waiting events overflowed.
+    pub(super) fn approval_requested(&mut self, approval_id: String, frame: ByteString) -> bool {
+        if self.reading.is_some() {
+            return self.wait(Waiting::ApprovalRequested(approval_id, frame));
+        }
+        self.approvals.insert(approval_id, frame);
+        false
+    }
+
+    /// An approval request was decided. Whether the waiting events overflowed.
+    pub(super) fn approval_resolved(&mut self, approval_id: String) -> bool {
+        if self.reading.is_some() {
+            return self.wait(Waiting::ApprovalResolved(approval_id));
+        }
+        self.approvals.remove(&approval_id);
         false
     }
 
@@ -271,7 +322,12 @@ impl ProjectStreams {
 
     /// The read answered: the copy is what it read plus what arrived meanwhile. `Err(())`: the
     /// events since show a gap again, read once more.
-    pub(super) fn read(&mut self, snapshots: Vec<StreamSnapshot>) -> Result<(), ()> {
+    pub(super) fn read(
+        &mut self,
+        snapshots: Vec<StreamSnapshot>,
+        approvals: BTreeMap<String, ByteString>,
+    ) -> Result<(), ()> {
+        self.approvals = approvals;
         let waiting = self.reading.take().map(|(_, waiting)| waiting).unwrap_or_default();
         let now = Instant::now();
         self.open = snapshots
@@ -295,6 +351,12 @@ impl ProjectStreams {
                 Waiting::Ended(stream_id) => {
                     self.open.remove(&stream_id);
                 }
+                Waiting::ApprovalRequested(approval_id, frame) => {
+                    self.approvals.insert(approval_id, frame);
+                }
+                Waiting::ApprovalResolved(approval_id) => {
+                    self.approvals.remove(&approval_id);
+                }
             }
         }
         for stream in self.open.values_mut() {
@@ -310,7 +372,7 @@ mod tests {
 
     fn read_project(streams: Vec<StreamSnapshot>) -> ProjectStreams {
         let mut project = ProjectStreams::reading(1);
-        project.read(streams).expect("read");
+        project.read(streams, BTreeMap::new()).expect("read");
         project
     }
 
@@ -366,7 +428,7 @@ mod tests {
         project.append(&s, "c".into(), 3, true);
         project.started("t".into(), StreamMeta::default());
         project.ended("u");
-        project.read(vec![snapshot("s", "ab"), snapshot("u", "x")]).expect("no gap");
+        project.read(vec![snapshot("s", "ab"), snapshot("u", "x")], BTreeMap::new()).expect("no gap");
         assert_eq!(text_of(&project, "s"), "abc");
         assert!(project.open.contains_key("t") && !project.open.contains_key("u"));
         let joining = project.open["s"].snapshot("p", "s");

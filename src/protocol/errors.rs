@@ -61,6 +61,10 @@ pub(crate) enum ErrorCode {
     StreamTooLarge,
     /// The project has STREAM_MAX_OPEN_PER_PROJECT streams open. Over HTTP: 409.
     TooManyStreams,
+    /// No such approval request pending in that project (unknown, or expired). Over HTTP: 404.
+    NotFound,
+    /// Another decision won first (the error's `decision` and `user_id` name it). Over HTTP: 409.
+    AlreadyDecided,
 }
 
 impl ErrorCode {
@@ -87,6 +91,8 @@ impl ErrorCode {
             ErrorCode::StreamNotFound => "stream_not_found",
             ErrorCode::StreamTooLarge => "stream_too_large",
             ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AlreadyDecided => "already_decided",
         }
     }
 }
@@ -102,6 +108,18 @@ pub(crate) struct RequestError {
     pub retry_after: Option<std::time::Duration>,
     /// The stream a refusal is about, and where it stands (boxed: most errors have none).
     pub stream: Option<Box<StreamRefusal>>,
+    /// The approval a refusal is about, and the decision that won it.
+    pub approval: Option<Box<ApprovalRefusal>>,
+}
+
+/// The fields an approval refusal adds: which request, and the decision that won it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct ApprovalRefusal {
+    pub approval_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 /// The fields an agent-stream refusal adds to the error: which stream, its length now, and its
@@ -117,7 +135,13 @@ pub(crate) struct StreamRefusal {
 
 impl RequestError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RequestError { code, message: message.into(), retry_after: None, stream: None }
+        RequestError { code, message: message.into(), retry_after: None, stream: None, approval: None }
+    }
+
+    /// The same error, about this approval request.
+    pub(crate) fn about_approval(mut self, approval: ApprovalRefusal) -> Self {
+        self.approval = Some(Box::new(approval));
+        self
     }
 
     /// The same error, about this stream.

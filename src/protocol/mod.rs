@@ -8,6 +8,7 @@
 //!
 //! The full reference, with examples, is `docs/protocol.md`.
 
+pub(crate) mod approvals;
 pub(crate) mod errors;
 pub(crate) mod reply;
 pub(crate) mod request;

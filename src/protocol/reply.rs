@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    errors::StreamRefusal,
+    errors::{ApprovalRefusal, StreamRefusal},
     streams::{StreamMeta, StreamStatus},
     ErrorCode, RequestError, RequestId,
 };
@@ -113,6 +113,21 @@ pub(crate) enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         message_id: Option<&'a str>,
     },
+    /// An approval request is pending as `approval_id` (to its asker).
+    ApprovalRequested {
+        project_id: &'a str,
+        approval_id: &'a str,
+        expires_at: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        position: Option<&'a StreamPosition>,
+    },
+    /// This decision won, and the agent's queue has it as `message_id`.
+    ApprovalDecided {
+        project_id: &'a str,
+        approval_id: &'a str,
+        decision: &'a str,
+        message_id: &'a str,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -127,6 +142,9 @@ pub(crate) enum Reply<'a> {
         /// An agent-stream refusal: the stream, its length, its status.
         #[serde(skip_serializing_if = "Option::is_none", flatten)]
         stream: Option<&'a StreamRefusal>,
+        /// An approval refusal: the request, the decision that won.
+        #[serde(skip_serializing_if = "Option::is_none", flatten)]
+        approval: Option<&'a ApprovalRefusal>,
     },
 }
 
@@ -156,6 +174,7 @@ impl<'a> Reply<'a> {
             project_id,
             retry_after_ms: error.retry_after_ms(),
             stream: error.stream.as_deref(),
+            approval: error.approval.as_deref(),
         }
     }
 

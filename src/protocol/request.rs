@@ -47,6 +47,10 @@ pub(crate) enum Request {
     StreamEnd(StreamEndRequest),
     /// Asks a stream's agent to stop.
     Cancel(CancelRequest),
+    /// An agent asks people a question.
+    ApprovalRequest(ApprovalRequest),
+    /// A person answers one.
+    ApprovalDecide(ApprovalDecision),
 }
 
 impl Request {
@@ -65,6 +69,8 @@ impl Request {
             Request::StreamAppend(_) => "stream_append",
             Request::StreamEnd(_) => "stream_end",
             Request::Cancel(_) => "cancel",
+            Request::ApprovalRequest(_) => "approval_request",
+            Request::ApprovalDecide(_) => "approval_decide",
         }
     }
 }
@@ -251,6 +257,90 @@ impl CancelRequest {
     }
 }
 
+/// Options an approval request may offer at most.
+const MAX_APPROVAL_OPTIONS: usize = 16;
+/// The longest an approval request may stay pending: a week.
+const MAX_APPROVAL_SECS: u64 = 7 * 24 * 3600;
+
+/// An agent's question to people.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ApprovalRequest {
+    pub project_id: ProjectId,
+    pub agent: String,
+    pub data: Value,
+    pub options: Vec<String>,
+    pub expires_in_secs: u64,
+}
+
+impl ApprovalRequest {
+    /// The request a body asks for; takes `data` out of it.
+    pub(crate) fn from_body(project_id: ProjectId, body: &mut Map<String, Value>) -> Result<Self, RequestError> {
+        let invalid = |message: &str| RequestError::new(ErrorCode::InvalidRequest, message);
+        let agent = match body.get("agent") {
+            Some(Value::String(agent)) if STREAM_AGENTS.contains(&agent.as_str()) => agent.clone(),
+            _ => return Err(invalid("\"agent\" (the queue the decision goes to) must be one of pm, dev, qa, ops")),
+        };
+        let options = match body.get("options") {
+            None | Some(Value::Null) => vec!["approve".to_owned(), "reject".to_owned()],
+            Some(Value::Array(options)) => options
+                .iter()
+                .map(|option| match option {
+                    Value::String(option) if !option.is_empty() && option != "expired" => Ok(option.clone()),
+                    _ => Err(invalid("each option must be a non-empty string other than \"expired\"")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(invalid("\"options\" must be an array of strings")),
+        };
+        if options.is_empty() || options.len() > MAX_APPROVAL_OPTIONS {
+            return Err(invalid("\"options\" must hold 1 to 16 choices"));
+        }
+        let expires_in_secs = match body.get("expires_in_secs") {
+            None | Some(Value::Null) => 3600,
+            Some(value) => value
+                .as_u64()
+                .filter(|secs| (1..=MAX_APPROVAL_SECS).contains(secs))
+                .ok_or_else(|| invalid("\"expires_in_secs\" must be a whole number from 1 to 604800"))?,
+        };
+        let data = body.remove("data").unwrap_or(Value::Null);
+        Ok(ApprovalRequest { project_id, agent, data, options, expires_in_secs })
+    }
+}
+
+/// A person's answer to an approval request.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ApprovalDecision {
+    pub project_id: ProjectId,
+    pub approval_id: String,
+    pub decision: String,
+    pub comment: Option<String>,
+}
+
+impl ApprovalDecision {
+    /// The decision a body asks for; `approval_id` from the body unless the caller has it.
+    pub(crate) fn from_body(
+        project_id: ProjectId,
+        approval_id: Option<String>,
+        body: &Map<String, Value>,
+    ) -> Result<Self, RequestError> {
+        let invalid = |message: &str| RequestError::new(ErrorCode::InvalidRequest, message);
+        let approval_id = match (approval_id, body.get("approval_id")) {
+            (Some(approval_id), _) => approval_id,
+            (None, Some(Value::String(approval_id))) if is_valid_stream_id(approval_id) => approval_id.clone(),
+            _ => return Err(invalid("Missing or malformed field: approval_id")),
+        };
+        let decision = match body.get("decision") {
+            Some(Value::String(decision)) if !decision.is_empty() && decision != "expired" => decision.clone(),
+            _ => return Err(invalid("\"decision\" must be one of the request's options")),
+        };
+        let comment = match body.get("comment") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(comment)) => Some(comment.clone()),
+            Some(_) => return Err(invalid("\"comment\" must be a string")),
+        };
+        Ok(ApprovalDecision { project_id, approval_id, decision, comment })
+    }
+}
+
 /// A parsed frame: the request (or why it is not one) and the id to echo.
 #[derive(Debug)]
 pub(crate) struct ParsedFrame {
@@ -381,6 +471,12 @@ pub(crate) fn parse(text: &str, limits: ParseLimits) -> ParsedFrame {
         "stream_append" => project_id(&object, limits)
             .and_then(|project_id| StreamAppendRequest::from_body(project_id, None, &mut object))
             .map(Request::StreamAppend),
+        "approval_request" => project_id(&object, limits)
+            .and_then(|project_id| ApprovalRequest::from_body(project_id, &mut object))
+            .map(Request::ApprovalRequest),
+        "approval_decide" => project_id(&object, limits)
+            .and_then(|project_id| ApprovalDecision::from_body(project_id, None, &object))
+            .map(Request::ApprovalDecide),
         "cancel" => project_id(&object, limits)
             .and_then(|project_id| CancelRequest::from_body(project_id, &object))
             .map(Request::Cancel),

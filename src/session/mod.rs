@@ -49,6 +49,7 @@ use crate::{
         rate::{RequestBudget, Spend},
         Action, Principal,
     },
+    approvals::{Decided, Decider, Requested},
     connection::{
         outbound_body::OutboundBody,
         outbox::{Outbound, Outbox, OutboxLimits},
@@ -280,6 +281,23 @@ impl Session {
                 // tokens does not want a frame back for each.
                 let answered = request_id.is_some();
                 self.stream_request(appended, (Appended::reply, "stream_appended"), answered, request_id)
+            }
+            Request::ApprovalRequest(ask) => {
+                policy.check(&self.principal, Action::Publish { project_id: &ask.project_id })?;
+                let (approvals, user_id) =
+                    (self.gateway.approvals.clone(), self.principal.user_id().map(str::to_owned));
+                let requested = async move { approvals.request(ask, user_id.as_deref()).await };
+                self.stream_request(requested, (Requested::reply, "approval_requested"), true, request_id)
+            }
+            Request::ApprovalDecide(decision) => {
+                policy.check(&self.principal, Action::Decide { project_id: &decision.project_id })?;
+                let (approvals, connection_id) = (self.gateway.approvals.clone(), self.id.clone());
+                let user_id = self.principal.user_id().map(str::to_owned);
+                let decided = async move {
+                    let decider = Decider { connection_id: &connection_id, user_id: user_id.as_deref() };
+                    approvals.decide(decision, decider).await
+                };
+                self.stream_request(decided, (Decided::reply, "approval_decided"), true, request_id)
             }
             Request::Cancel(cancel) => {
                 policy.check(&self.principal, Action::Forward { project_id: &cancel.project_id })?;

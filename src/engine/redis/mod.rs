@@ -33,6 +33,7 @@
 //! `agenticai:{P}:pub`.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
+pub(crate) mod approvals;
 pub(crate) mod presence;
 pub(crate) mod streams;
 pub(crate) mod subscriber;
@@ -49,6 +50,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    approvals::{DecideOutcome, Undelivered},
     positions::{new_epoch, recover, Entries, HistorySettings, Recovery},
     presence::{Member, Presence},
     streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot},
@@ -57,6 +59,7 @@ use super::{
 use crate::{
     metrics::Metrics,
     protocol::{
+        approvals::{ApprovalAsk, Decision},
         request::ProjectId,
         streams::{StreamId, StreamMeta},
         StreamPosition,
@@ -192,6 +195,7 @@ pub(crate) struct RedisEngine {
     publish_script: Arc<Script>,
     read_script: Arc<Script>,
     stream_scripts: Arc<streams::StreamScripts>,
+    approval_scripts: Arc<approvals::ApprovalScripts>,
     stream_limits: StreamLimits,
     settings: HistorySettings,
     health: RedisHealth,
@@ -248,6 +252,7 @@ impl RedisEngine {
             client,
             publish_script: Arc::new(Script::new(&format!("{PUBLISH_FUNCTION}{PUBLISH_CALL}"))),
             stream_scripts: Arc::new(streams::StreamScripts::new()),
+            approval_scripts: Arc::new(approvals::ApprovalScripts::new()),
             stream_limits: StreamLimits::default(),
             read_script: Arc::new(Script::new(READ_SCRIPT)),
             settings,
@@ -458,6 +463,52 @@ impl Engine for RedisEngine {
     fn stream_end(&self, project_id: &ProjectId, end: End) -> EngineFuture<EndOutcome> {
         let (engine, project_id) = (self.clone(), project_id.clone());
         async move { engine.end_stream(&project_id, &end).await.map_err(unavailable) }.boxed()
+    }
+
+    fn approval_request(
+        &self,
+        project_id: &ProjectId,
+        ask: &ApprovalAsk,
+        frame: ByteString,
+    ) -> EngineFuture<Option<StreamPosition>> {
+        let (engine, project_id, ask) = (self.clone(), project_id.clone(), ask.clone());
+        async move { engine.request_approval(&project_id, &ask, &frame).await.map(Some).map_err(unavailable) }.boxed()
+    }
+
+    fn approval_decide(
+        &self,
+        project_id: &ProjectId,
+        approval_id: &str,
+        decision: &Decision,
+        frame: ByteString,
+        lease: Duration,
+    ) -> EngineFuture<DecideOutcome> {
+        let (engine, project_id, approval_id, decision) =
+            (self.clone(), project_id.clone(), approval_id.to_owned(), decision.clone());
+        async move {
+            engine.decide_approval(&project_id, &approval_id, &decision, &frame, lease).await.map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn approval_delivered(&self, project_id: &ProjectId, approval_id: &str) -> EngineFuture<()> {
+        let (engine, project_id, approval_id) = (self.clone(), project_id.clone(), approval_id.to_owned());
+        async move { engine.approval_was_delivered(&project_id, &approval_id).await.map_err(unavailable) }.boxed()
+    }
+
+    fn pending_approvals(&self, project_id: &ProjectId) -> EngineFuture<Vec<ApprovalAsk>> {
+        let (engine, project_id) = (self.clone(), project_id.clone());
+        async move { engine.read_pending_approvals(&project_id).await.map_err(unavailable) }.boxed()
+    }
+
+    fn due_approvals(&self) -> EngineFuture<Vec<(ProjectId, String)>> {
+        let engine = self.clone();
+        async move { engine.read_due_approvals().await.map_err(unavailable) }.boxed()
+    }
+
+    fn claim_undelivered(&self, lease: Duration) -> EngineFuture<Vec<Undelivered>> {
+        let engine = self.clone();
+        async move { engine.claim_undelivered_decisions(lease).await.map_err(unavailable) }.boxed()
     }
 
     fn stream_cancel(
