@@ -17,6 +17,8 @@
 //!   claimed and re-sent by a live task ([`Approvals::run`], every [`SWEEP`]), with the same
 //!   message id and `approval_id` for the agent to drop a repeat; never a second decision.
 //! - **Expiry**: a question past its time is decided `expired` the same way (the sweep).
+//! - **Audit**: each question asked and each decision that won is recorded like a forward
+//!   (DynamoDB or the local store): who asked, who decided what, when.
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,6 +32,7 @@ use crate::{
         approvals::{DecideOutcome, Undelivered},
         Engine, EngineError,
     },
+    persistence::{records::ApprovalAudit, Record, RecordSink},
     protocol::{
         approvals::{iso8601_of_ms, now_ms, requested_frame, resolved_frame, ApprovalAsk, Decision},
         errors::ApprovalRefusal,
@@ -105,14 +108,36 @@ fn not_found(approval_id: &str) -> RequestError {
 pub(crate) struct Approvals {
     engine: Arc<dyn Engine>,
     dispatcher: Addr<QueueDispatcher>,
+    records: RecordSink,
     /// How long a decision's delivery is its sender's: FORWARD_DEADLINE_SECS and a margin.
     lease: Duration,
 }
 
 impl Approvals {
     /// `forward_deadline`: FORWARD_DEADLINE_SECS, the longest a send may take.
-    pub(crate) fn new(engine: Arc<dyn Engine>, dispatcher: Addr<QueueDispatcher>, forward_deadline: Duration) -> Self {
-        Approvals { engine, dispatcher, lease: forward_deadline + LEASE_MARGIN }
+    pub(crate) fn new(
+        engine: Arc<dyn Engine>,
+        dispatcher: Addr<QueueDispatcher>,
+        records: RecordSink,
+        forward_deadline: Duration,
+    ) -> Self {
+        Approvals { engine, dispatcher, records, lease: forward_deadline + LEASE_MARGIN }
+    }
+
+    fn audit(&self, project_id: &str, ask: &ApprovalAsk, decision: Option<&Decision>) {
+        self.records.record(Record::Approval(ApprovalAudit {
+            project_id: project_id.to_owned(),
+            approval_id: ask.approval_id.clone(),
+            event: if decision.is_some() { "decided" } else { "requested" },
+            agent: ask.agent.clone(),
+            decision: decision.map(|decision| decision.decision.clone()),
+            comment: decision.and_then(|decision| decision.comment.clone()),
+            user_id: match decision {
+                Some(decision) => decision.user_id.clone(),
+                None => ask.requested_by.clone(),
+            },
+            at: decision.map_or_else(|| ask.requested_at.clone(), |decision| decision.decided_at.clone()),
+        }));
     }
 
     pub(crate) async fn request(
@@ -120,10 +145,10 @@ impl Approvals {
         request: ApprovalRequest,
         user_id: Option<&str>,
     ) -> Result<Requested, RequestError> {
-        let ApprovalRequest { project_id, agent, data, options, expires_in_secs } = request;
+        let ApprovalRequest { project_id, approval_id, agent, data, options, expires_in_secs } = request;
         let expires_at_ms = now_ms() + expires_in_secs * 1000;
         let ask = ApprovalAsk {
-            approval_id: uuid::Uuid::new_v4().simple().to_string(),
+            approval_id: approval_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             agent,
             data,
             options,
@@ -133,6 +158,9 @@ impl Approvals {
         };
         let frame = requested_frame(&project_id, &ask);
         let position = self.engine.approval_request(&project_id, &ask, frame).await.map_err(engine_error)?;
+        if position.is_some() {
+            self.audit(&project_id, &ask, None);
+        }
         Ok(Requested { project_id, expires_at: iso8601_of_ms(expires_at_ms), ask, position })
     }
 
@@ -173,6 +201,7 @@ impl Approvals {
                 ))
             }
         };
+        self.audit(&project_id, &ask, Some(&decision));
         let message_id = decision.message_id.clone();
         self.deliver(&project_id, &ask, &decision, decider.connection_id).await?;
         Ok(Decided { project_id, approval_id, decision: decision.decision, message_id })
@@ -250,6 +279,7 @@ impl Approvals {
             let decided = self.engine.approval_decide(&project_id, &approval_id, &expired, frame, self.lease);
             if let Ok(DecideOutcome::Won(ask)) = decided.await {
                 log::info!(project_id = &*project_id, approval_id = approval_id.as_str(); "approval request expired");
+                self.audit(&project_id, &ask, Some(&expired));
                 if let Err(error) = self.deliver(&project_id, &ask, &expired, "gateway").await {
                     log::warn!(project_id = &*project_id, approval_id = approval_id.as_str(), error:% = error; "expiry not delivered yet; it will be sent again");
                 }

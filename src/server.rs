@@ -144,7 +144,12 @@ impl Server {
         log::info!("{}", policy.describe_limits());
         let gateway = web::Data::new(Gateway {
             publisher: Publisher::new(engine.clone(), records.clone(), metrics.clone()),
-            approvals: Approvals::new(engine.clone(), dispatcher.clone(), config.dispatcher.forward_deadline),
+            approvals: Approvals::new(
+                engine.clone(),
+                dispatcher.clone(),
+                records.clone(),
+                config.dispatcher.forward_deadline,
+            ),
             streams: Streams::new(
                 engine.clone(),
                 dispatcher.clone(),
@@ -172,6 +177,7 @@ impl Server {
                 url.to_owned(),
                 gateway.publisher.clone(),
                 gateway.streams.clone(),
+                gateway.approvals.clone(),
                 gateway.metrics.clone(),
                 gateway.session.parse_limits,
             );

@@ -7,7 +7,9 @@
 //! of `stream_start` (with the `stream_id` the agent chose), `stream_append` (`stream_id`,
 //! `text`, `at`) or `stream_end` (`stream_id`, `status`, `data`). With `at`, SQS's redeliveries
 //! and reordering are harmless: a repeat is answered as applied, and an append that would leave
-//! a gap stays on the queue until the ones before it are in. It is deleted from the queue only after the publication is durable
+//! a gap stays on the queue until the ones before it are in. An agent asks people through it
+//! too: `approval_request` (`approval_id` the agent chose, so a redelivery asks nothing new,
+//! `agent`, `data`, `options`, `expires_in_secs`). It is deleted from the queue only after the publication is durable
 //! in the history (the engine's: Redis, or memory in single-task mode); if publishing fails it
 //! stays and SQS delivers it again after its visibility timeout. A malformed update is logged
 //! and counted and left alone: the queue's redrive policy moves it to the dead-letter queue after
@@ -19,11 +21,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    approvals::Approvals,
     metrics::Metrics,
     protocol::{
         request::{
-            parse_object, validate_project_id, ObjectError, ParseLimits, StreamAppendRequest, StreamEndRequest,
-            StreamStartRequest,
+            parse_object, validate_project_id, ApprovalRequest, ObjectError, ParseLimits, StreamAppendRequest,
+            StreamEndRequest, StreamStartRequest,
         },
         ErrorCode, PublishRequest, RequestError,
     },
@@ -41,6 +44,7 @@ pub(crate) struct UpdatesConsumer {
     queue_url: String,
     publisher: Publisher,
     streams: Streams,
+    approvals: Approvals,
     metrics: Arc<Metrics>,
     limits: ParseLimits,
 }
@@ -52,6 +56,7 @@ pub(crate) enum Update {
     StreamStart(StreamStartRequest),
     StreamAppend(StreamAppendRequest),
     StreamEnd(StreamEndRequest),
+    ApprovalRequest(ApprovalRequest),
 }
 
 impl UpdatesConsumer {
@@ -60,10 +65,11 @@ impl UpdatesConsumer {
         queue_url: String,
         publisher: Publisher,
         streams: Streams,
+        approvals: Approvals,
         metrics: Arc<Metrics>,
         limits: ParseLimits,
     ) -> Self {
-        UpdatesConsumer { sqs, queue_url, publisher, streams, metrics, limits }
+        UpdatesConsumer { sqs, queue_url, publisher, streams, approvals, metrics, limits }
     }
 
     /// Does what the update asks; Ok once it is done (or was already: a redelivery).
@@ -76,6 +82,7 @@ impl UpdatesConsumer {
                 self.streams.start(request, PublishSource::AgentUpdate, None).await.map(drop)
             }
             Update::StreamAppend(request) => self.streams.append(request, PublishSource::AgentUpdate).await.map(drop),
+            Update::ApprovalRequest(request) => self.approvals.request(request, None).await.map(drop),
             Update::StreamEnd(request) => match self.streams.end(request, PublishSource::AgentUpdate, None).await {
                 // Ended already: this is a redelivery of the end.
                 Err(error) if error.code == ErrorCode::StreamEnded => Ok(()),
@@ -107,6 +114,14 @@ pub(crate) fn parse_update(body: &str, limits: ParseLimits) -> Result<Update, St
             StreamAppendRequest::from_body(project_id, None, &mut object).map(Update::StreamAppend)
         }
         Some("stream_end") => StreamEndRequest::from_body(project_id, None, &mut object).map(Update::StreamEnd),
+        Some("approval_request") => {
+            if object.get("approval_id").is_none() {
+                return Err(
+                    "an approval_request through the queue names its approval_id (redeliveries ask once)".into()
+                );
+            }
+            ApprovalRequest::from_body(project_id, &mut object).map(Update::ApprovalRequest)
+        }
         _ => PublishRequest::from_body(project_id, &mut object).map(Update::Publish),
     };
     update.map_err(|error| error.message)

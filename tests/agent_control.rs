@@ -280,6 +280,24 @@ async fn a_viewer_that_reconnects_sees_a_pending_approval_again_and_once_decided
     let message = drain_queue(&platform.sqs, &platform.ops, 1).await;
     let body: Value = serde_json::from_str(message[0].body().expect("body")).expect("JSON");
     assert_eq!((body["decision"].as_str(), body["comment"].as_str()), (Some("reject"), Some("not on a Friday")));
+    // Recorded like forwards: who asked, who decided what, when.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = common::get_json(server.http_url("/api/v1/projects/ctl/messages")).await;
+        let approvals: Vec<&Value> =
+            audit["items"].as_array().expect("items").iter().filter(|item| item["kind"] == "approval").collect();
+        let decided = approvals.iter().find(|item| item["event"] == "decided");
+        if let (2, Some(decided)) = (approvals.len(), decided) {
+            assert_eq!(
+                (decided["decision"].as_str(), decided["approval_id"].as_str()),
+                (Some("reject"), Some(&*approval_id))
+            );
+            assert!(approvals.iter().any(|item| item["event"] == "requested" && item["agent"] == "ops"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "approval records: {audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -221,3 +221,30 @@ async fn a_stream_through_the_queue_applies_each_append_once_and_in_order() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An agent asks people through the queue, naming its request: a redelivery asks nothing new.
+#[tokio::test]
+async fn an_approval_asked_through_the_queue_twice_is_pending_once() {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
+    let updates = create_queue(&sqs, "approval-updates", false).await;
+    let server = TestServer::start(|config| {
+        config.aws.aws_endpoint_url = Some(endpoint.clone());
+        config.queues.sqs_queue_url_updates = Some(updates.clone());
+    });
+    let mut watcher = Client::connect(&server.ws_url("/ws?project_id=asked")).await;
+    let body = json!({"project_id": "asked", "type": "approval_request", "approval_id": "ask-1", "agent": "ops",
+                      "data": {"title": "Roll back?"}});
+    for _ in 0..2 {
+        sqs.send_message().queue_url(&updates).message_body(body.to_string()).send().await.unwrap();
+    }
+    let asked = watcher.recv_type("approval_requested").await;
+    assert_eq!(
+        (asked["approval_id"].as_str(), asked["options"].clone()),
+        (Some("ask-1"), json!(["approve", "reject"]))
+    );
+    server.wait_for_metric("agenticai_ws_agent_updates_total{outcome=\"published\"}", 2.0).await;
+    watcher.expect_silence(Duration::from_millis(200)).await;
+    let pending = common::get_json(server.http_url("/api/v1/projects/asked/approvals")).await;
+    assert_eq!(pending["approvals"].as_array().map(Vec::len), Some(1), "{pending}");
+}

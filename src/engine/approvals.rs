@@ -59,9 +59,15 @@ pub(crate) struct ApprovalTable {
 }
 
 impl ApprovalTable {
-    pub(crate) fn request(&mut self, project_id: &ProjectId, ask: &ApprovalAsk) {
+    /// Keeps a question pending; false when one of its id exists (nothing changes).
+    pub(crate) fn request(&mut self, project_id: &ProjectId, ask: &ApprovalAsk) -> bool {
+        let entries = self.projects.entry(project_id.clone()).or_default();
+        if entries.contains_key(&ask.approval_id) {
+            return false;
+        }
         let entry = Entry { ask: ask.clone(), decision: None, delivered: false, lease_until_ms: 0 };
-        self.projects.entry(project_id.clone()).or_default().insert(ask.approval_id.clone(), entry);
+        entries.insert(ask.approval_id.clone(), entry);
+        true
     }
 
     /// Exactly one decision wins; `decision.decision == "expired"` expires a pending one whose

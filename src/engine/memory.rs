@@ -204,7 +204,9 @@ impl Engine for MemoryEngine {
         frame: ByteString,
     ) -> EngineFuture<Option<StreamPosition>> {
         let mut state = self.state();
-        state.approvals.request(project_id, ask);
+        if !state.approvals.request(project_id, ask) {
+            return ready(Ok(None)).boxed();
+        }
         let (position, framed) = state.history.append(project_id, &frame);
         let delivered = self.hand_over(project_id, &position, framed);
         drop(state);

@@ -265,7 +265,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn stream_snapshot(&self, project_id: &ProjectId, stream_id: &StreamId) -> EngineFuture<Option<StreamSnapshot>>;
 
     /// Keeps a question pending (durable in the back end) and publishes its `frame`
-    /// (`approval_requested`); the publication's position.
+    /// (`approval_requested`); the publication's position. A question whose id exists is asked
+    /// already: nothing is done, and there is no position.
     fn approval_request(
         &self,
         project_id: &ProjectId,

@@ -5,6 +5,7 @@
 //! | connection | `CONN#<connection_id>` | `CONN` |
 //! | forwarded message | `PROJECT#<project_id>` | `MSG#<received_at>#<message_id>` |
 //! | publication | `PROJECT#<project_id>` | `MSG#<published_at>#<publication_id>` |
+//! | approval asked, or decided | `PROJECT#<project_id>` | `MSG#<at>#<approval_id>#<event>` |
 //!
 //! Timestamps are ISO 8601 UTC with microseconds, so `sk` sorts by time: a project's audit,
 //! newest first, is one Query on `pk` with `begins_with(sk, "MSG#")`, ScanIndexForward=false.
@@ -20,6 +21,22 @@ pub(crate) enum Record {
     Connection(ConnectionRecord),
     Forward(ForwardAudit),
     Publication(PublicationAudit),
+    Approval(ApprovalAudit),
+}
+
+/// An approval request asked, or decided (by a person, or `expired`).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ApprovalAudit {
+    pub project_id: String,
+    pub approval_id: String,
+    /// `requested` or `decided`.
+    pub event: &'static str,
+    pub agent: String,
+    pub decision: Option<String>,
+    pub comment: Option<String>,
+    /// Who asked (`requested`) or decided (`decided`): the token's `sub`.
+    pub user_id: Option<String>,
+    pub at: String,
 }
 
 /// A connection's life, written when it ends.
@@ -74,6 +91,7 @@ impl Record {
             Record::Connection(_) => "connection",
             Record::Forward(_) => "forward",
             Record::Publication(_) => "publication",
+            Record::Approval(_) => "approval",
         }
     }
 
@@ -83,6 +101,7 @@ impl Record {
             Record::Connection(c) => (format!("CONN#{}", c.connection_id), "CONN".to_owned()),
             Record::Forward(f) => (project_key(&f.project_id), format!("MSG#{}#{}", f.at, f.message_id)),
             Record::Publication(p) => (project_key(&p.project_id), format!("MSG#{}#{}", p.at, p.publication_id)),
+            Record::Approval(a) => (project_key(&a.project_id), format!("MSG#{}#{}#{}", a.at, a.approval_id, a.event)),
         }
     }
 
@@ -92,6 +111,7 @@ impl Record {
             Record::Connection(c) => serde_json::to_value(c),
             Record::Forward(f) => serde_json::to_value(f),
             Record::Publication(p) => serde_json::to_value(p),
+            Record::Approval(a) => serde_json::to_value(a),
         };
         let mut item = match fields {
             Ok(Value::Object(map)) => map,

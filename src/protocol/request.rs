@@ -266,6 +266,9 @@ const MAX_APPROVAL_SECS: u64 = 7 * 24 * 3600;
 #[derive(Debug, PartialEq)]
 pub(crate) struct ApprovalRequest {
     pub project_id: ProjectId,
+    /// The agent's own id for it: a request naming one that exists asks nothing new (what an
+    /// agent asking through a queue, which may deliver twice, names).
+    pub approval_id: Option<String>,
     pub agent: String,
     pub data: Value,
     pub options: Vec<String>,
@@ -301,8 +304,13 @@ impl ApprovalRequest {
                 .filter(|secs| (1..=MAX_APPROVAL_SECS).contains(secs))
                 .ok_or_else(|| invalid("\"expires_in_secs\" must be a whole number from 1 to 604800"))?,
         };
+        let approval_id = match body.get("approval_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if is_valid_stream_id(id) => Some(id.clone()),
+            Some(_) => return Err(invalid("\"approval_id\" must be 1 to 64 letters, digits, '.', '_' or '-'")),
+        };
         let data = body.remove("data").unwrap_or(Value::Null);
-        Ok(ApprovalRequest { project_id, agent, data, options, expires_in_secs })
+        Ok(ApprovalRequest { project_id, approval_id, agent, data, options, expires_in_secs })
     }
 }
 

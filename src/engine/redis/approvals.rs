@@ -40,6 +40,7 @@ end
 /// ARGV: 1-6 the publication's, 7 approval id, 8 the question, 9 expires at (ms), 10 the frame,
 /// 11 the member of the cross-project sets, 12 the hash's TTL.
 const REQUEST: &str = r#"
+if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
 redis.call('HSET', KEYS[5], 'ask', ARGV[8], 'expires_at', ARGV[9])
 redis.call('EXPIRE', KEYS[5], ARGV[12])
 redis.call('ZADD', KEYS[6], ARGV[9], ARGV[7])
@@ -211,7 +212,7 @@ impl RedisEngine {
         project_id: &ProjectId,
         ask: &ApprovalAsk,
         frame: &str,
-    ) -> RedisResult<StreamPosition> {
+    ) -> RedisResult<Option<StreamPosition>> {
         let mut invocation = self.publishing_approval(&self.approval_scripts.request, project_id, &ask.approval_id);
         invocation
             .arg(serde_json::to_string(ask).unwrap_or_default())
@@ -219,8 +220,10 @@ impl RedisEngine {
             .arg(frame)
             .arg(member(project_id, &ask.approval_id))
             .arg(self.approval_ttl(ask.expires_at_ms));
-        let (offset, epoch): (u64, String) = invocation.invoke_async(&mut self.connection.clone()).await?;
-        Ok(StreamPosition { offset, epoch })
+        let answer: Vec<Value> = invocation.invoke_async(&mut self.connection.clone()).await?;
+        let [offset, epoch] = answer.as_slice() else { return Ok(None) };
+        let offset = redis::from_redis_value_ref(offset).map_err(|_| malformed("offset"))?;
+        Ok(Some(StreamPosition { offset, epoch: text(epoch).ok_or_else(|| malformed("epoch"))? }))
     }
 
     pub(super) async fn decide_approval(

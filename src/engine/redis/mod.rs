@@ -472,7 +472,7 @@ impl Engine for RedisEngine {
         frame: ByteString,
     ) -> EngineFuture<Option<StreamPosition>> {
         let (engine, project_id, ask) = (self.clone(), project_id.clone(), ask.clone());
-        async move { engine.request_approval(&project_id, &ask, &frame).await.map(Some).map_err(unavailable) }.boxed()
+        async move { engine.request_approval(&project_id, &ask, &frame).await.map_err(unavailable) }.boxed()
     }
 
     fn approval_decide(
