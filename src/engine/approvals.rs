@@ -208,9 +208,12 @@ mod tests {
         let project: ProjectId = "p".into();
         table.request(&project, &ask(60_000));
         assert_eq!(table.decide(&project, "a", &decision("expired"), LEASE), DecideOutcome::NotFound, "not yet due");
-        table.request(&project, &ask(0));
-        assert_eq!(table.decide(&project, "a", &decision("approve"), LEASE), DecideOutcome::NotFound, "too late");
-        assert!(matches!(table.decide(&project, "a", &decision("expired"), LEASE), DecideOutcome::Won(_)));
+        assert!(!table.request(&project, &ask(0)), "asked already: nothing changes");
+        let due = ApprovalAsk { approval_id: "b".into(), ..ask(0) };
+        assert!(table.request(&project, &due));
+        assert_eq!(table.due(now_ms()), vec![(project.clone(), "b".to_owned())]);
+        assert_eq!(table.decide(&project, "b", &decision("approve"), LEASE), DecideOutcome::NotFound, "too late");
+        assert!(matches!(table.decide(&project, "b", &decision("expired"), LEASE), DecideOutcome::Won(_)));
     }
 
     #[test]
