@@ -260,6 +260,11 @@ impl Approvals {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(SWEEP) => {}
             }
+            // While the back end is down there is nothing to read, and asking would only queue
+            // behind its reconnection what publishers are waiting for.
+            if self.engine.health().backend_up() == Some(false) {
+                continue;
+            }
             self.expire_due().await;
             self.redeliver().await;
         }
