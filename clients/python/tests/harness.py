@@ -217,3 +217,12 @@ class Proxy:
 
 async def until(awaitable: Awaitable[T], timeout: float = 15.0) -> T:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+def queue_messages(server: Server, role: str) -> list[dict[str, Any]]:
+    """The messages a queue received in the server's local spool (``DATA_DIR/spool/<role>.jsonl``)."""
+    try:
+        lines = (server.data_dir / "spool" / f"{role}.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line]
