@@ -5,6 +5,10 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 import { Client } from "../agenticai-websocket.js";
 import { queueMessages, sleep, startProxy, startServer, uniqueProject, waitFor } from "./harness.js";
@@ -177,6 +181,21 @@ test("approvals: two viewers deciding at once: one approval_decided, one already
     await assert.rejects(agent.decideApproval(projectId, "no-such-approval", "approve"), { code: "not_found" });
   } finally {
     for (const client of [alice.client, bob.client, agent]) client.close();
+    server.kill();
+  }
+});
+
+test("the README's approval example runs: the person approves, the agent reads the decision from its queue", async () => {
+  const server = await startServer();
+  try {
+    const example = fileURLToPath(new URL("../examples/approval.mjs", import.meta.url));
+    const { stdout } = await promisify(execFile)(process.execPath, [...process.execArgv, example], {
+      env: { ...process.env, GATEWAY_URL: server.url, SPOOL_DIR: path.join(server.dataDir, "spool"), PROJECT_ID: uniqueProject("example") },
+      timeout: 20_000,
+    });
+    assert.match(stdout, /person sees: Deploy build 142 to prod\? \[approve\/reject\]/);
+    assert.match(stdout, /agent got: approve \(green build, ship it\) by anonymous for "Deploy build 142 to prod\?"/);
+  } finally {
     server.kill();
   }
 });

@@ -5,7 +5,10 @@ AWS): cancel of a streaming agent, and approvals as the viewers and the agent se
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,6 +208,30 @@ def test_two_viewers_deciding_at_once_one_wins_the_other_is_told_the_same_decisi
         finally:
             for client in (alice.client, bob.client, agent):
                 await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_the_readme_approval_example_runs() -> None:
+    async def scenario() -> None:
+        server = await Server.start()
+        example = Path(__file__).resolve().parent.parent / "examples" / "approval.py"
+        env = {
+            **os.environ,
+            "GATEWAY_URL": server.url,
+            "SPOOL_DIR": str(server.data_dir / "spool"),
+            "PROJECT_ID": unique_project("example"),
+            "PYTHONPATH": str(example.parent.parent),
+        }
+        try:
+            run = await asyncio.create_subprocess_exec(sys.executable, str(example), env=env, stdout=asyncio.subprocess.PIPE)
+            stdout, _ = await until(run.communicate(), 20)
+            assert run.returncode == 0
+            output = stdout.decode()
+            assert "person sees: Deploy build 142 to prod? [approve/reject]" in output
+            assert 'agent got: approve (green build, ship it) by anonymous for "Deploy build 142 to prod?"' in output
+        finally:
             server.kill()
 
     asyncio.run(scenario())
