@@ -908,7 +908,8 @@ export class Client {
    * The agent's side of an approval (needs the right to publish to the project): asks the
    * project's people a question; resolves with the `approval_requested` answer (`approval_id`,
    * `expires_at`). The decision reaches the agent's queue, not this connection (README.md,
-   * "Approvals"). Not re-sent after a disconnect: a second request would be a second question.
+   * "Cancel and approvals"). Not re-sent after a disconnect: a second request would be a
+   * second question.
    */
   requestApproval(projectId, { agent, data, options, expiresInSecs, timeoutMs } = {}) {
     const optional = Object.entries({ agent, data, options, expires_in_secs: expiresInSecs }).filter(([, value]) => value !== undefined);

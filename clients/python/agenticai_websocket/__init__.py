@@ -12,7 +12,7 @@ An agent streams its output with ``stream = await client.start_stream("proj-42",
 each stream's text in ``subscription.streams`` (README.md, "Agent streams"). ``client.cancel()``
 asks a stream's agent to stop; ``subscription.approvals`` holds the project's pending approvals,
 each with ``await approval.decide("approve")``; an agent asks with ``client.request_approval()``
-and gets the decision in its queue (README.md, "Approvals").
+and gets the decision in its queue (README.md, "Cancel and approvals").
 """
 
 from .client import (

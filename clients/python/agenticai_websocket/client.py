@@ -1200,7 +1200,8 @@ class Client:
         """The agent's side of an approval (needs the right to publish to the project): asks the
         project's people a question; returns the ``approval_requested`` answer (``approval_id``,
         ``expires_at``). The decision reaches the agent's queue, not this connection (README.md,
-        "Approvals"). Not re-sent after a disconnect: a second request would be a second question."""
+        "Cancel and approvals"). Not re-sent after a disconnect: a second request would be a
+        second question."""
         frame: dict[str, Any] = {"action": "approval_request", "project_id": project_id, "agent": agent}
         optional = (("data", data), ("options", options), ("expires_in_secs", expires_in_secs))
         frame.update({key: value for key, value in optional if value is not None})
