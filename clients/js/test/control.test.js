@@ -60,6 +60,10 @@ test("cancel: one queue message; viewers see stream_cancel_requested, then strea
     const types = watching.log.streamUpdates.map((update) => update.type);
     assert.deepEqual(types.slice(types.indexOf("stream_cancel_requested")), ["stream_cancel_requested", "stream_ended"]);
     await assert.rejects(person.cancel(projectId, stream.streamId), { code: "stream_ended" });
+
+    const unattended = await agent.startStream(projectId, { event: "note" });
+    assert.equal(await person.cancel(projectId, unattended.streamId), null, "no agent, no queue message");
+    await waitFor("a stream without an agent, ended at once", () => watching.subscription.streams.get(unattended.streamId)?.status === "cancelled");
   } finally {
     for (const client of [watching.client, agent, person]) client.close();
     server.kill();

@@ -82,6 +82,13 @@ def test_cancel_one_queue_message_then_viewers_see_cancel_requested_and_the_end_
             with pytest.raises(RequestError) as refused:
                 await person.cancel(project_id, stream.stream_id)
             assert refused.value.code == "stream_ended"
+
+            unattended = await agent.start_stream(project_id, event="note")
+            assert await person.cancel(project_id, unattended.stream_id) is None, "no agent, no queue message"
+            await wait_for(
+                "a stream without an agent, ended at once",
+                lambda: (s := viewer.subscription.streams.get(unattended.stream_id)) is not None and s.status == "cancelled",
+            )
         finally:
             for client in (viewer.client, agent, person):
                 await client.close()
