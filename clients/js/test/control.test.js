@@ -11,13 +11,13 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
 import { Client } from "../agenticai-websocket.js";
-import { queueMessages, sleep, startProxy, startServer, uniqueProject, waitFor } from "./harness.js";
+import { JWT_SECRET, mintToken, queueMessages, sleep, startProxy, startServer, uniqueProject, waitFor } from "./harness.js";
 
 const FAST = { backoffBaseMs: 50, backoffMaxMs: 200 };
 
 // A viewer of `projectId` recording its approval callbacks and stream updates.
-function viewer(url, projectId) {
-  const client = new Client(url, FAST);
+function viewer(url, projectId, options = {}) {
+  const client = new Client(url, { ...FAST, ...options });
   const log = { requested: [], resolved: [], streamUpdates: [], states: [] };
   client.on("state", (change) => log.states.push(change.state));
   const subscription = client.subscribe(projectId, {
@@ -185,6 +185,36 @@ test("approvals: two viewers deciding at once: one approval_decided, one already
     await assert.rejects(agent.decideApproval(projectId, "no-such-approval", "approve"), { code: "not_found" });
   } finally {
     for (const client of [alice.client, bob.client, agent]) client.close();
+    server.kill();
+  }
+});
+
+test("approvals with tokens: the loser is told who won; deciding needs the approve scope", async () => {
+  const server = await startServer({ env: { JWT_SECRET } });
+  const projectId = uniqueProject("p-approval-tokens");
+  const person = (sub, scope) => viewer(server.url, projectId, { token: mintToken({ sub, projects: "p-*", ttl: 600, scope }) });
+  const [alice, bob, carol] = [person("alice", "subscribe approve"), person("bob", "subscribe approve"), person("carol", undefined)];
+  const agent = new Client(server.url, { ...FAST, token: mintToken({ sub: "ops-agent", projects: "p-*", ttl: 600, scope: "subscribe publish" }) });
+  try {
+    await Promise.all([alice, bob, carol].map((each) => each.client.connect().then(() => each.subscription.ready)));
+    await agent.connect();
+    const asked = await agent.requestApproval(projectId, { agent: "ops", data: { title: "Rotate the keys?" } });
+    const approvals = await Promise.all([alice, bob, carol].map((each) => waitFor("the approval", () => each.subscription.approvals.get(asked.approval_id))));
+    assert.equal(approvals[0].requestedBy, "ops-agent");
+    await assert.rejects(approvals[2].decide("approve"), { code: "forbidden" }, "carol's token lacks the approve scope");
+    const outcomes = await Promise.allSettled([approvals[0].decide("approve"), approvals[1].decide("reject")]);
+    const winner = outcomes[0].status === "fulfilled" ? "alice" : "bob";
+    const loss = outcomes.find((outcome) => outcome.status === "rejected").reason;
+    const won = outcomes.find((outcome) => outcome.status === "fulfilled").value;
+    assert.deepEqual([loss.code, loss.decision, loss.decidedBy], ["already_decided", won.decision, winner]);
+    for (const each of [alice, bob, carol]) {
+      await waitFor("the resolution", () => each.log.resolved.length === 1);
+      assert.deepEqual([each.log.resolved[0].resolution.decision, each.log.resolved[0].resolution.decidedBy], [won.decision, winner]);
+    }
+    const [message] = queueMessages(server, "ops").filter((queued) => queued.body.approval_id === asked.approval_id);
+    assert.equal(message.body.user_id, winner, "the agent learns who decided");
+  } finally {
+    for (const client of [alice.client, bob.client, carol.client, agent]) client.close();
     server.kill();
   }
 });

@@ -9,12 +9,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
 from agenticai_websocket import Approval, Client, ConnectionState, RequestError, StateChange, StreamUpdate
-from harness import Proxy, Server, queue_messages, unique_project, until, wait_for
+from harness import JWT_SECRET, Proxy, Server, mint_token, queue_messages, unique_project, until, wait_for
 
 FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.2}
 
@@ -22,12 +22,12 @@ FAST: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.2}
 class Viewer:
     """A client following one project, recording its approval callbacks, stream updates and states."""
 
-    def __init__(self, url: str, project_id: str) -> None:
+    def __init__(self, url: str, project_id: str, **options: Any) -> None:
         self.requested: list[Approval] = []
         self.resolved: list[Approval] = []
         self.stream_updates: list[tuple[str, bool, str]] = []  # type, cancel_requested, status
         self.states: list[ConnectionState] = []
-        self.client = Client(url, on_state=self._state, **FAST)
+        self.client = Client(url, on_state=self._state, **{**FAST, **options})
         self.subscription = self.client.subscribe(
             project_id,
             on_approval_requested=self.requested.append,
@@ -214,6 +214,46 @@ def test_two_viewers_deciding_at_once_one_wins_the_other_is_told_the_same_decisi
             assert refused.value.code == "not_found"
         finally:
             for client in (alice.client, bob.client, agent):
+                await client.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
+def test_approvals_with_tokens_the_loser_is_told_who_won_and_deciding_needs_the_approve_scope() -> None:
+    async def scenario() -> None:
+        server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
+        project_id = unique_project("p-approval-tokens")
+
+        def token(sub: str, scope: Optional[str]) -> str:
+            return mint_token(projects="p-*", ttl=600, sub=sub, scope=scope)
+
+        alice = await Viewer(server.url, project_id, token=token("alice", "subscribe approve")).start()
+        bob = await Viewer(server.url, project_id, token=token("bob", "subscribe approve")).start()
+        carol = await Viewer(server.url, project_id, token=token("carol", None)).start()
+        agent = Client(server.url, token=token("ops-agent", "subscribe publish"), **FAST)
+        try:
+            await agent.connect()
+            asked = await agent.request_approval(project_id, agent="ops", data={"title": "Rotate the keys?"})
+            approval_id = asked["approval_id"]
+            mine = [await wait_for("the approval", lambda v=v: v.subscription.approvals.get(approval_id)) for v in (alice, bob, carol)]
+            assert mine[0].requested_by == "ops-agent"
+            with pytest.raises(RequestError) as refused:
+                await mine[2].decide("approve")
+            assert refused.value.code == "forbidden", "carol's token lacks the approve scope"
+            outcomes = await asyncio.gather(mine[0].decide("approve"), mine[1].decide("reject"), return_exceptions=True)
+            winner = "alice" if isinstance(outcomes[0], dict) else "bob"
+            won = next(outcome for outcome in outcomes if isinstance(outcome, dict))
+            loss = next(outcome for outcome in outcomes if isinstance(outcome, RequestError))
+            assert (loss.code, loss.decision, loss.decided_by) == ("already_decided", won["decision"], winner)
+            for viewer in (alice, bob, carol):
+                await wait_for("the resolution", lambda v=viewer: len(v.resolved) == 1)
+                resolution = viewer.resolved[0].resolution
+                assert resolution is not None and (resolution.decision, resolution.decided_by) == (won["decision"], winner)
+            queued = [message for message in queue_messages(server, "ops") if message["body"]["approval_id"] == approval_id]
+            assert [message["body"]["user_id"] for message in queued] == [winner], "the agent learns who decided"
+        finally:
+            for client in (alice.client, bob.client, carol.client, agent):
                 await client.close()
             server.kill()
 
