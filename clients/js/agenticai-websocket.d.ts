@@ -203,6 +203,8 @@ export interface RequestApprovalOptions {
   options?: string[];
   /** 1 to 604800 (default 3600). */
   expiresInSecs?: number;
+  /** `[A-Za-z0-9._-]{1,64}`; default: a random UUID, so a request re-sent after a reconnect asks nothing new. */
+  approvalId?: string;
   timeoutMs?: number;
 }
 
@@ -440,7 +442,10 @@ export declare class Client {
    * "stream_not_found", "forward_failed", "forbidden", ...
    */
   cancel(projectId: string, streamId: string, reason?: string, options?: { timeoutMs?: number }): Promise<string | null>;
-  /** Asks the project's people a question (the right to publish); the decision goes to the agent's queue. Not re-sent. */
+  /**
+   * Asks the project's people a question (the right to publish); the decision goes to the agent's
+   * queue. Re-sent across reconnects with its approvalId: the gateway asks it once.
+   */
   requestApproval(projectId: string, options: RequestApprovalOptions): Promise<ApprovalAsked>;
   /** Answers an approval request by id (Approval.decide); not re-sent after a disconnect. */
   decideApproval(projectId: string, approvalId: string, decision: string, options?: { comment?: string; timeoutMs?: number }): Promise<ApprovalDecided>;

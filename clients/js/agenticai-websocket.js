@@ -908,13 +908,13 @@ export class Client {
    * The agent's side of an approval (needs the right to publish to the project): asks the
    * project's people a question; resolves with the `approval_requested` answer (`approval_id`,
    * `expires_at`). The decision reaches the agent's queue, not this connection (README.md,
-   * "Cancel and approvals"). Not re-sent after a disconnect: a second request would be a
-   * second question.
+   * "Cancel and approvals"). `approvalId` defaults to a random UUID, so a request re-sent after
+   * a reconnect is answered with the question it asked, not a second one.
    */
-  requestApproval(projectId, { agent, data, options, expiresInSecs, timeoutMs } = {}) {
+  requestApproval(projectId, { agent, data, options, expiresInSecs, approvalId = randomId(), timeoutMs } = {}) {
     const optional = Object.entries({ agent, data, options, expires_in_secs: expiresInSecs }).filter(([, value]) => value !== undefined);
-    const frame = { action: "approval_request", project_id: projectId, ...Object.fromEntries(optional) };
-    return this.#request(frame, "approval_requested", { timeoutMs });
+    const frame = { action: "approval_request", project_id: projectId, approval_id: approvalId, ...Object.fromEntries(optional) };
+    return this.#request(frame, "approval_requested", { timeoutMs, resend: true });
   }
 
   /** Answers an approval request by id (what Approval.decide does); resolves with `approval_decided`. */

@@ -189,6 +189,27 @@ test("approvals: two viewers deciding at once: one approval_decided, one already
   }
 });
 
+test("approvals: a request naming its approvalId asks once, however often it is sent", async () => {
+  const server = await startServer();
+  const projectId = uniqueProject("approval-named");
+  const watching = viewer(server.url, projectId);
+  const agent = new Client(server.url, FAST);
+  try {
+    await Promise.all([watching.client.connect(), agent.connect()]);
+    await watching.subscription.ready;
+    const ask = { agent: "ops", data: { title: "Deploy build 143?" }, approvalId: "deploy-143" };
+    const answers = [await agent.requestApproval(projectId, ask), await agent.requestApproval(projectId, ask)];
+    assert.deepEqual(answers.map((answer) => answer.approval_id), ["deploy-143", "deploy-143"]);
+    await waitFor("the approval at the viewer", () => watching.subscription.approvals.has("deploy-143"));
+    await sleep(300); // a second question would be announced now
+    assert.equal(watching.log.requested.length, 1, "one question");
+  } finally {
+    watching.client.close();
+    agent.close();
+    server.kill();
+  }
+});
+
 test("approvals with tokens: the loser is told who won; deciding needs the approve scope", async () => {
   const server = await startServer({ env: { JWT_SECRET } });
   const projectId = uniqueProject("p-approval-tokens");

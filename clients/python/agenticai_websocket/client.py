@@ -1195,17 +1195,23 @@ class Client:
         data: Any = None,
         options: Optional[list[str]] = None,
         expires_in_secs: Optional[int] = None,
+        approval_id: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> dict[str, Any]:
         """The agent's side of an approval (needs the right to publish to the project): asks the
         project's people a question; returns the ``approval_requested`` answer (``approval_id``,
         ``expires_at``). The decision reaches the agent's queue, not this connection (README.md,
-        "Cancel and approvals"). Not re-sent after a disconnect: a second request would be a
-        second question."""
-        frame: dict[str, Any] = {"action": "approval_request", "project_id": project_id, "agent": agent}
+        "Cancel and approvals"). ``approval_id`` defaults to a random UUID, so a request re-sent
+        after a reconnect is answered with the question it asked, not a second one."""
+        frame: dict[str, Any] = {
+            "action": "approval_request",
+            "project_id": project_id,
+            "approval_id": approval_id or str(uuid.uuid4()),
+            "agent": agent,
+        }
         optional = (("data", data), ("options", options), ("expires_in_secs", expires_in_secs))
         frame.update({key: value for key, value in optional if value is not None})
-        return await self._request(frame, "approval_requested", timeout=timeout)
+        return await self._request(frame, "approval_requested", timeout=timeout, resend=True)
 
     async def decide_approval(
         self, project_id: str, approval_id: str, decision: str, *, comment: Optional[str] = None, timeout: Optional[float] = None

@@ -220,6 +220,30 @@ def test_two_viewers_deciding_at_once_one_wins_the_other_is_told_the_same_decisi
     asyncio.run(scenario())
 
 
+def test_a_request_naming_its_approval_id_asks_once_however_often_it_is_sent() -> None:
+    async def scenario() -> None:
+        server = await Server.start()
+        project_id = unique_project("approval-named")
+        viewer = await Viewer(server.url, project_id).start()
+        agent = Client(server.url, **FAST)
+        try:
+            await agent.connect()
+            answers = [
+                await agent.request_approval(project_id, agent="ops", data={"title": "Deploy build 143?"}, approval_id="deploy-143")
+                for _ in range(2)
+            ]
+            assert [answer["approval_id"] for answer in answers] == ["deploy-143", "deploy-143"]
+            await wait_for("the approval", lambda: "deploy-143" in viewer.subscription.approvals)
+            await asyncio.sleep(0.3)  # a second question would be announced now
+            assert len(viewer.requested) == 1, "one question"
+        finally:
+            await viewer.client.close()
+            await agent.close()
+            server.kill()
+
+    asyncio.run(scenario())
+
+
 def test_approvals_with_tokens_the_loser_is_told_who_won_and_deciding_needs_the_approve_scope() -> None:
     async def scenario() -> None:
         server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
