@@ -120,6 +120,8 @@ export interface Stream<Data = unknown> {
    * stays as it is until the next snapshot, which every resubscribe brings.
    */
   stale: boolean;
+  /** True from a `stream_cancel_requested` (someone asked the agent to stop) until the stream ends. */
+  cancelRequested: boolean;
 }
 
 /** The frames a subscriber receives about a stream (docs/protocol.md, "Agent streams"). */
@@ -129,7 +131,109 @@ export type StreamUpdate =
   | { type: "stream_append"; project_id: string; stream_id: string; text: string; length: number }
   /** Replaces the copy: sent after every (re)subscribe for each open stream, and for an end in a replay. */
   | { type: "stream_snapshot"; project_id: string; stream_id: string; status: StreamStatus; text: string; length: number; agent?: string | null; event?: string | null; data?: unknown; result?: unknown; started_at?: string; offset?: number; epoch?: string }
-  | { type: "stream_ended"; project_id: string; stream_id: string; status: Exclude<StreamStatus, "open">; length: number; data?: unknown; offset?: number; epoch?: string };
+  | { type: "stream_ended"; project_id: string; stream_id: string; status: Exclude<StreamStatus, "open">; length: number; data?: unknown; offset?: number; epoch?: string }
+  /** Someone asked the agent to stop (`user_id`: who, null when anonymous); `stream_ended` `cancelled` follows. */
+  | { type: "stream_cancel_requested"; project_id: string; stream_id: string; user_id?: string | null; offset?: number; epoch?: string };
+
+/** How an approval was resolved (`approval_resolved`). */
+export interface ApprovalResolution {
+  /** One of the request's options, or "expired" when nobody answered by `expires_at`. */
+  decision: string;
+  /** The decider's user id; null when anonymous or expired. */
+  decidedBy: string | null;
+  comment: string | null;
+  decidedAt: string | null;
+}
+
+/** The frames a subscriber receives about an approval (docs/protocol.md, "Approvals"). */
+export type ApprovalUpdate =
+  /** A live request carries offset and epoch; the ones sent again after a (re)subscribe do not. */
+  | { type: "approval_requested"; project_id: string; approval_id: string; agent: string; data?: unknown; options: string[]; expires_at: string; requested_at: string; requested_by?: string; offset?: number; epoch?: string }
+  | { type: "approval_resolved"; project_id: string; approval_id: string; decision: string; user_id?: string; comment?: string; decided_at: string; offset?: number; epoch?: string };
+
+/** A pending question of an agent to the project's people (Subscription.approvals). */
+export declare class Approval<Data = unknown> {
+  readonly approvalId: string;
+  readonly projectId: string;
+  /** The agent whose queue gets the decision (pm, dev, qa, ops). */
+  readonly agent: string | null;
+  readonly data: Data | null;
+  readonly options: string[];
+  /** RFC 3339: decided "expired" then. */
+  readonly expiresAt: string | null;
+  readonly requestedAt: string | null;
+  readonly requestedBy: string | null;
+  /** Null while pending. */
+  readonly resolution: ApprovalResolution | null;
+  /**
+   * Resolves with `approval_decided` once the agent's queue has the decision. Rejects with
+   * "already_decided" (someone else won: RequestError.decision, .decidedBy), "not_found"
+   * (unknown or expired), "invalid_request" (not an option), "forbidden" (no `approve` scope),
+   * "disconnected" (its fate is unknown; not re-sent).
+   */
+  decide(decision: string, comment?: string, options?: { timeoutMs?: number }): Promise<ApprovalDecided>;
+}
+
+/** The answer to a decision that won. */
+export interface ApprovalDecided {
+  type: "approval_decided";
+  project_id: string;
+  approval_id: string;
+  decision: string;
+  /** The queue message's id (the same on a re-send: the agent drops a repeat by approval_id). */
+  message_id: string;
+}
+
+/** The answer to an approval request (the agent's side). */
+export interface ApprovalAsked {
+  type: "approval_requested";
+  project_id: string;
+  approval_id: string;
+  expires_at: string;
+  offset?: number;
+  epoch?: string;
+}
+
+export interface RequestApprovalOptions {
+  /** The queue the decision goes to. */
+  agent: StreamAgent;
+  /** The question, shown to people (e.g. {title: "Deploy build 142 to prod?"}); comes back in the decision. */
+  data?: unknown;
+  /** 1 to 16 choices, not "expired" (default ["approve", "reject"]). */
+  options?: string[];
+  /** 1 to 604800 (default 3600). */
+  expiresInSecs?: number;
+  /** `[A-Za-z0-9._-]{1,64}`; default: a random UUID, so a request re-sent after a reconnect asks nothing new. */
+  approvalId?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * What the agent's queue receives once a decision won (SQS body; attribute Kind=approval_decision).
+ * At least once: drop a repeat by approval_id.
+ */
+export interface ApprovalDecisionMessage<Data = unknown> {
+  kind: "approval_decision";
+  project_id: string;
+  approval_id: string;
+  /** One of the options, or "expired". */
+  decision: string;
+  comment: string | null;
+  user_id: string | null;
+  decided_at: string;
+  /** The request's data. */
+  data?: Data;
+}
+
+/** What the stream's agent queue receives on a cancel (SQS body; attribute Kind=cancel). */
+export interface CancelMessage {
+  kind: "cancel";
+  project_id: string;
+  stream_id: string;
+  reason: string | null;
+  user_id: string | null;
+  requested_at: string;
+}
 
 /** The answer to a stream start. */
 export interface StreamStarted {
@@ -208,6 +312,9 @@ export declare class RequestError extends Error {
   readonly projectId?: string;
   /** On "rate_limited": how long to wait before trying again. */
   readonly retryAfterMs?: number;
+  /** On "already_decided": the decision that won, and who took it (absent when anonymous). */
+  readonly decision?: string;
+  readonly decidedBy?: string;
 }
 
 export interface SubscriptionHandlers<Data = unknown> {
@@ -226,8 +333,15 @@ export interface SubscriptionHandlers<Data = unknown> {
    * not sent again, so replace what you hold with it, then apply the events that follow.
    */
   onPresence?(presence: Presence): void;
-  /** A stream of the project changed (Subscription.streams): started, appended to, replaced by a snapshot, ended. */
+  /** A stream of the project changed (Subscription.streams): started, appended to, replaced by a snapshot, asked to stop, ended. */
   onStream?(stream: Stream, update: StreamUpdate): void;
+  /**
+   * An approval entered Subscription.approvals: asked now, or still pending after a
+   * (re)subscribe (the list is rebuilt then: called again for each, with the same object).
+   */
+  onApprovalRequested?(approval: Approval, update: ApprovalUpdate & { type: "approval_requested" }): void;
+  /** An approval was decided (or expired) and left Subscription.approvals; `approval.resolution` says how. */
+  onApprovalResolved?(approval: Approval, update: ApprovalUpdate & { type: "approval_resolved" }): void;
 }
 
 export declare class Subscription<Data = unknown> {
@@ -239,6 +353,12 @@ export declare class Subscription<Data = unknown> {
   readonly joinLeave: boolean;
   /** The project's agent streams by stream id: the open ones, and ended ones until you delete them. */
   readonly streams: Map<string, Stream>;
+  /**
+   * The project's pending approval requests by approval id. Emptied at every (re)subscribe
+   * confirmation and filled again by the pending ones the server sends after it, so one
+   * resolved while away does not come back.
+   */
+  readonly approvals: Map<string, Approval>;
   unsubscribe(): Promise<void>;
 }
 
@@ -251,7 +371,7 @@ export interface ClientOptions {
   WebSocket?: typeof WebSocket;
   /** Default timeout of ping, publish, presence, presenceStats and unsubscribe (10000). */
   requestTimeoutMs?: number;
-  /** Default timeout of forward (30000), counted from the call, across reconnects. */
+  /** Default timeout of forward, cancel and decideApproval (30000), counted from the call, across reconnects. */
   forwardTimeoutMs?: number;
   /** Time for a socket to open and authenticate before it is given up (10000). */
   connectTimeoutMs?: number;
@@ -287,6 +407,10 @@ export interface ClientEvents {
   presence: Presence;
   /** Every stream change of every subscription (after onStream). */
   stream: { stream: Stream; update: StreamUpdate };
+  /** Every approval entering a subscription's list (after onApprovalRequested). */
+  approval_requested: { approval: Approval; update: ApprovalUpdate & { type: "approval_requested" } };
+  /** Every approval resolved (after onApprovalResolved). */
+  approval_resolved: { approval: Approval; update: ApprovalUpdate & { type: "approval_resolved" } };
 }
 
 /** The delay before reconnect attempt `attempt`: uniformly random in [0, min(maxMs, baseMs * 2^attempt)]. */
@@ -311,6 +435,20 @@ export declare class Client {
   ping(options?: { timeoutMs?: number }): Promise<{ type: "pong" }>;
   /** Starts an agent stream (needs publish rights); re-sent across reconnects. */
   startStream(projectId: string, options?: StartStreamOptions): Promise<AgentStream>;
+  /**
+   * Asks a stream's agent to stop (the right to forward to the project); resolves with the cancel's
+   * queue message id (null for a stream without an agent, ended at once). Re-sent across
+   * reconnects: a repeat is answered with the first cancel's id. Rejects with "stream_ended",
+   * "stream_not_found", "forward_failed", "forbidden", ...
+   */
+  cancel(projectId: string, streamId: string, reason?: string, options?: { timeoutMs?: number }): Promise<string | null>;
+  /**
+   * Asks the project's people a question (the right to publish); the decision goes to the agent's
+   * queue. Re-sent across reconnects with its approvalId: the gateway asks it once.
+   */
+  requestApproval(projectId: string, options: RequestApprovalOptions): Promise<ApprovalAsked>;
+  /** Answers an approval request by id (Approval.decide); not re-sent after a disconnect. */
+  decideApproval(projectId: string, approvalId: string, decision: string, options?: { comment?: string; timeoutMs?: number }): Promise<ApprovalDecided>;
   /** Rejects with the error code ("forbidden", "unavailable", "rate_limited", ...). */
   presence(projectId: string, options?: { timeoutMs?: number }): Promise<Presence>;
   presenceStats(projectId: string, options?: { timeoutMs?: number }): Promise<PresenceStats>;

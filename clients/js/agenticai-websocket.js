@@ -10,6 +10,10 @@
 // Agent streams: an AgentStream sends appends one at a time, each with `at` (the length before
 // it), so one re-sent after a reconnect is applied once; a Subscription keeps a copy of each of
 // its project's streams, replaced by every snapshot and grown by appends that continue it.
+// Agent control: cancel() asks a stream's agent to stop (re-sent across reconnects: the server
+// answers a repeat with the first cancel's message id); a Subscription keeps its project's
+// pending approvals, emptied at every (re)subscribe confirmation and filled again by the
+// `approval_requested` frames that follow it, so one resolved while away does not linger.
 // What it does on each close code: README.md, "Close codes".
 
 /** Connection states, in the order a connection goes through them. */
@@ -30,12 +34,15 @@ export class RequestError extends Error {
     this.messageId = reply.message_id;
     this.projectId = reply.project_id;
     this.retryAfterMs = reply.retry_after_ms;
+    /** On "already_decided": the winning decision and who took it (absent when anonymous). */
+    this.decision = reply.decision;
+    this.decidedBy = reply.decided_by;
   }
 }
 
 const DEFAULTS = Object.freeze({
   requestTimeoutMs: 10_000,
-  forwardTimeoutMs: 30_000, // the server may take FORWARD_DEADLINE_SECS (10 s) to answer one
+  forwardTimeoutMs: 30_000, // the server may take FORWARD_DEADLINE_SECS (10 s) to answer one (or a cancel, a decision)
   connectTimeoutMs: 10_000,
   backoffBaseMs: 500,
   backoffMaxMs: 30_000,
@@ -58,7 +65,8 @@ const ABUSIVE_CLIENT = 3509;
 // An append frame carries at most this much text (more is sent in the next one), so a batch
 // of queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
 const APPEND_BATCH_BYTES = 64 * 1024;
-const STREAM_FRAMES = new Set(["stream_started", "stream_append", "stream_snapshot", "stream_ended"]);
+const STREAM_FRAMES = new Set(["stream_started", "stream_append", "stream_snapshot", "stream_ended", "stream_cancel_requested"]);
+const APPROVAL_FRAMES = new Set(["approval_requested", "approval_resolved"]);
 // How long an AgentStream waits before sending an append refused with `busy` (the connection
 // had too many requests in flight: not executed) again.
 const BUSY_RETRY_MS = 100;
@@ -97,6 +105,9 @@ export function backoffDelay(attempt, baseMs = DEFAULTS.backoffBaseMs, maxMs = D
 export class Subscription {
   #client;
   #settle;
+  // The list before the last confirmation: an approval coming back keeps its object, and a
+  // replayed `approval_resolved` of one that did not come back is still reported.
+  #previousApprovals = new Map();
 
   constructor(client, projectId, handlers) {
     this.#client = client;
@@ -109,8 +120,12 @@ export class Subscription {
     this.onLeave = handlers.onLeave ?? (() => {});
     this.onPresence = handlers.onPresence ?? (() => {});
     this.onStream = handlers.onStream ?? (() => {});
+    this.onApprovalRequested = handlers.onApprovalRequested ?? (() => {});
+    this.onApprovalResolved = handlers.onApprovalResolved ?? (() => {});
     /** The project's agent streams by stream id: open ones, and ended ones until you delete them. */
     this.streams = new Map();
+    /** The project's pending approval requests by approval id, rebuilt after every (re)subscribe. */
+    this.approvals = new Map();
     /** The last position seen ({offset, epoch}), or null before the server told one. */
     this.position = null;
     this.confirmed = false;
@@ -132,6 +147,10 @@ export class Subscription {
     if (reply.recovered !== true) this.position = position;
     const first = !this.confirmed;
     this.confirmed = true;
+    // The server sends every approval still pending after the confirmation (and a resume's
+    // replay brings the ones resolved meanwhile): what is not sent again is no longer pending.
+    this.#previousApprovals = this.approvals;
+    this.approvals = new Map();
     if (first) this.#settle.resolve(this);
     if (lost) {
       // A stream that ended in the gap would stay open here for good; the open ones come back
@@ -170,6 +189,9 @@ export class Subscription {
           result: frame.result ?? null,
           stale: false,
         });
+        // A snapshot does not say whether a cancel is under way: the cancel's own frame (live or
+        // replayed before the snapshot) does, until the stream ends.
+        if (frame.status !== "open") copy.cancelRequested = false;
         this.streams.set(frame.stream_id, copy);
         return copy;
       }
@@ -189,9 +211,15 @@ export class Subscription {
         stream.length = frame.length;
         return stream;
       }
+      case "stream_cancel_requested": {
+        if (!stream || stream.status !== "open") return null;
+        stream.cancelRequested = true;
+        return stream;
+      }
       case "stream_ended": {
         if (!stream) return null;
         stream.status = frame.status;
+        stream.cancelRequested = false;
         stream.result = frame.data ?? null;
         if (frame.length !== stream.length) stream.stale = true;
         return stream;
@@ -199,6 +227,60 @@ export class Subscription {
       default:
         return null;
     }
+  }
+
+  // Applies an approval frame to the pending list; returns the approval it added or resolved,
+  // or null (a repeat, or the resolution of one this subscription never saw).
+  _applyApproval(frame) {
+    if (!this._accept(frame)) return null; // replayed twice
+    const approvalId = frame.approval_id;
+    if (frame.type === "approval_requested") {
+      if (this.approvals.has(approvalId)) return null; // sent again: a resubscribe, a re-read
+      const approval = this.#previousApprovals.get(approvalId) ?? new Approval(this.#client, frame);
+      this.#previousApprovals.delete(approvalId);
+      this.approvals.set(approvalId, approval);
+      return approval;
+    }
+    const approval = this.approvals.get(approvalId) ?? this.#previousApprovals.get(approvalId);
+    if (!approval) return null;
+    this.approvals.delete(approvalId);
+    this.#previousApprovals.delete(approvalId);
+    approval.resolution = { decision: frame.decision, decidedBy: frame.user_id ?? null, comment: frame.comment ?? null, decidedAt: frame.decided_at ?? null };
+    return approval;
+  }
+}
+
+/**
+ * A question an agent asked the project's people (`approval_requested`), as a subscription
+ * keeps it in `approvals` until it is resolved. `decide()` answers it; exactly one decision wins.
+ */
+export class Approval {
+  #client;
+
+  constructor(client, frame) {
+    this.#client = client;
+    this.approvalId = frame.approval_id;
+    this.projectId = frame.project_id;
+    /** The agent whose queue gets the decision (pm, dev, qa, ops). */
+    this.agent = frame.agent ?? null;
+    /** The agent's question ({title, ...}). */
+    this.data = frame.data ?? null;
+    this.options = frame.options ?? [];
+    this.expiresAt = frame.expires_at ?? null;
+    this.requestedAt = frame.requested_at ?? null;
+    this.requestedBy = frame.requested_by ?? null;
+    /** Null while pending; once resolved: {decision, decidedBy, comment, decidedAt}. */
+    this.resolution = null;
+  }
+
+  /**
+   * Answers with one of `options`; resolves with the `approval_decided` answer once the agent's
+   * queue has the decision. Rejects with `already_decided` (someone else won: the error's
+   * `decision` and `decidedBy`), `not_found` (unknown or expired), `invalid_request` (not an
+   * option), `forbidden` (no `approve` scope), `disconnected` (its fate is unknown: not re-sent).
+   */
+  decide(decision, comment, options) {
+    return this.#client.decideApproval(this.projectId, this.approvalId, decision, { ...options, comment });
   }
 }
 
@@ -209,7 +291,7 @@ function streamFields(frame) {
 
 // A subscriber's copy of a stream, as its start announces it.
 function newStream(frame) {
-  return { streamId: frame.stream_id, projectId: frame.project_id, text: "", length: 0, status: "open", ...streamFields(frame), result: null, stale: false };
+  return { streamId: frame.stream_id, projectId: frame.project_id, text: "", length: 0, status: "open", ...streamFields(frame), result: null, stale: false, cancelRequested: false };
 }
 
 /**
@@ -607,6 +689,7 @@ export class Client {
     if (reply.type === "message") return this.#deliver(reply);
     // An agent's own stream requests are answered with its request_id; subscribers get no id.
     if (STREAM_FRAMES.has(reply.type) && reply.request_id === undefined) return this.#deliverStream(reply);
+    if (APPROVAL_FRAMES.has(reply.type) && reply.request_id === undefined) return this.#deliverApproval(reply);
     if (reply.type === "join" || reply.type === "leave") return this.#announce(reply);
     if (reply.type === "subscription_confirmed") {
       const subscription = this.#subscriptions.get(reply.project_id);
@@ -673,6 +756,19 @@ export class Client {
       this.#emit("error", error);
     }
     this.#emit("stream", { stream, update: frame });
+  }
+
+  #deliverApproval(frame) {
+    const subscription = this.#subscriptions.get(frame.project_id);
+    const approval = subscription?._applyApproval(frame);
+    if (!approval) return;
+    const requested = frame.type === "approval_requested";
+    try {
+      (requested ? subscription.onApprovalRequested : subscription.onApprovalResolved)(approval, frame);
+    } catch (error) {
+      this.#emit("error", error);
+    }
+    this.#emit(frame.type, { approval, update: frame });
   }
 
   // A join or leave of another connection, for a subscription made with joinLeave.
@@ -749,7 +845,9 @@ export class Client {
    * `joinLeave: true`, `onJoin`/`onLeave` get other connections' join and leave events, and
    * `onPresence` the member list after each (re)subscribe. `onStream(stream, update)` is called
    * whenever one of `subscription.streams` changes: started, appended to, replaced by a
-   * snapshot, ended.
+   * snapshot, asked to stop, ended. `onApprovalRequested(approval, update)` is called when an
+   * approval enters `subscription.approvals` (again after every resubscribe, for each still
+   * pending), `onApprovalResolved(approval, update)` when one is decided or expires.
    */
   subscribe(projectId, handlers = {}) {
     const existing = this.#subscriptions.get(projectId);
@@ -792,6 +890,37 @@ export class Client {
     const frame = { action: "stream_start", project_id: projectId, stream_id: streamId, ...Object.fromEntries(optional) };
     const started = await this.#request(frame, "stream_started", { timeoutMs, resend: true });
     return new AgentStream(started, (request, expect, options) => this.#request(request, expect, options));
+  }
+
+  /**
+   * Asks a stream's agent to stop (needs the right to forward to the project); resolves with the
+   * queue message's id once the agent's queue has the cancel (null for a stream without an
+   * agent: the server ends it at once). Re-sent across reconnects: a repeat sends nothing new
+   * and is answered with the first cancel's id.
+   */
+  async cancel(projectId, streamId, reason, { timeoutMs = this.#options.forwardTimeoutMs } = {}) {
+    const frame = { action: "cancel", project_id: projectId, stream_id: streamId, ...(reason === undefined ? {} : { reason }) };
+    const reply = await this.#request(frame, "cancel_requested", { timeoutMs, resend: true });
+    return reply.message_id ?? null;
+  }
+
+  /**
+   * The agent's side of an approval (needs the right to publish to the project): asks the
+   * project's people a question; resolves with the `approval_requested` answer (`approval_id`,
+   * `expires_at`). The decision reaches the agent's queue, not this connection (README.md,
+   * "Cancel and approvals"). `approvalId` defaults to a random UUID, so a request re-sent after
+   * a reconnect is answered with the question it asked, not a second one.
+   */
+  requestApproval(projectId, { agent, data, options, expiresInSecs, approvalId = randomId(), timeoutMs } = {}) {
+    const optional = Object.entries({ agent, data, options, expires_in_secs: expiresInSecs }).filter(([, value]) => value !== undefined);
+    const frame = { action: "approval_request", project_id: projectId, approval_id: approvalId, ...Object.fromEntries(optional) };
+    return this.#request(frame, "approval_requested", { timeoutMs, resend: true });
+  }
+
+  /** Answers an approval request by id (what Approval.decide does); resolves with `approval_decided`. */
+  decideApproval(projectId, approvalId, decision, { comment, timeoutMs = this.#options.forwardTimeoutMs } = {}) {
+    const frame = { action: "approval_decide", project_id: projectId, approval_id: approvalId, decision, ...(comment === undefined ? {} : { comment }) };
+    return this.#request(frame, "approval_decided", { timeoutMs });
   }
 
   /** Who is subscribed to a project (needs the right to subscribe to it); resolves with the `presence` answer. */

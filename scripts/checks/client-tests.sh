@@ -48,7 +48,7 @@ node_flags=()
 node -e 'WebSocket' >/dev/null 2>&1 || node_flags+=(--experimental-websocket)
 
 echo "--- JavaScript client in Node"
-node "${node_flags[@]}" --test clients/js/test/client.test.js clients/js/test/streams.test.js
+node "${node_flags[@]}" --test clients/js/test/client.test.js clients/js/test/streams.test.js clients/js/test/control.test.js
 echo "--- JavaScript client in headless Chromium"
 node "${node_flags[@]}" --test clients/js/test/browser.test.js
 echo "--- Python client"

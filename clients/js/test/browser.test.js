@@ -20,6 +20,7 @@ import {
   drainScenario,
   mintToken,
   publish,
+  queueMessages,
   startServer,
   streamDrainScenario,
   uniqueProject,
@@ -242,6 +243,61 @@ test("browser: presence, join and leave events with joinLeave", async () => {
   } finally {
     await page.evaluate("window.presenceClient?.close(), true");
     bob.close();
+    server.kill();
+  }
+});
+
+test("browser: a person in the page decides an approval (racing one in Node) and cancels a streaming agent", async () => {
+  const server = await startServer();
+  const projectId = uniqueProject("browser-control");
+  const agent = new Client(server.url);
+  const rival = new Client(server.url);
+  const args = [server.url, projectId].map((value) => JSON.stringify(value)).join(", ");
+  try {
+    await Promise.all([agent.connect(), rival.connect()]);
+    await page.evaluate(`(async (url, projectId) => {
+      const { Client } = await import("/agenticai-websocket.js");
+      const log = (window.controlLog = { requested: [], resolved: [], streams: [] });
+      const client = (window.controlClient = new Client(url));
+      window.controlSubscription = client.subscribe(projectId, {
+        onApprovalRequested: (approval) => log.requested.push(approval.approvalId),
+        onApprovalResolved: (approval) => log.resolved.push([approval.approvalId, approval.resolution.decision]),
+        onStream: (stream, update) => log.streams.push([update.type, stream.cancelRequested, stream.status]),
+      });
+      await client.connect();
+      await window.controlSubscription.ready;
+      return true;
+    })(${args})`);
+    const asked = await agent.requestApproval(projectId, { agent: "ops", data: { title: "Deploy?" } });
+    await waitFor("the approval in the page", async () => (await page.evaluate("window.controlLog.requested.length")) === 1);
+    const [inPage, inNode] = await Promise.all([
+      page.evaluate(`window.controlSubscription.approvals.get(${JSON.stringify(asked.approval_id)}).decide("approve", "from the page")
+        .then((decided) => ({ won: decided.decision }), (error) => ({ code: error.code, decision: error.decision }))`),
+      rival.decideApproval(projectId, asked.approval_id, "reject").then((decided) => ({ won: decided.decision }), (error) => ({ code: error.code, decision: error.decision })),
+    ]);
+    const winner = inPage.won ?? inNode.won;
+    assert.ok(winner, "one decision won");
+    assert.deepEqual([inPage, inNode].filter((outcome) => outcome.code), [{ code: "already_decided", decision: winner }], "the other is told the winner");
+    await waitFor("the resolution in the page", async () => (await page.evaluate("window.controlLog.resolved.length")) === 1);
+    assert.deepEqual(await page.evaluate("window.controlLog.resolved"), [[asked.approval_id, winner]]);
+    assert.equal(await page.evaluate("window.controlSubscription.approvals.size"), 0);
+
+    const stream = await agent.startStream(projectId, { agent: "dev", event: "answer" });
+    await stream.append("on it");
+    const messageId = await page.evaluate(`window.controlClient.cancel(${JSON.stringify(projectId)}, ${JSON.stringify(stream.streamId)}, "stop")`);
+    const [cancel] = queueMessages(server, "dev").filter((message) => message.body.kind === "cancel");
+    assert.equal(cancel.attributes.MessageId, messageId);
+    await waitFor("the cancel in the page", async () => (await page.evaluate("window.controlLog.streams")).some(([type]) => type === "stream_cancel_requested"));
+    await stream.end("cancelled");
+    const updates = await waitFor("the end in the page", async () => {
+      const streams = await page.evaluate("window.controlLog.streams");
+      return streams.at(-1)[0] === "stream_ended" && streams;
+    });
+    assert.deepEqual(updates.slice(-2), [["stream_cancel_requested", true, "open"], ["stream_ended", false, "cancelled"]]);
+  } finally {
+    await page.evaluate("window.controlClient?.close(), true");
+    agent.close();
+    rival.close();
     server.kill();
   }
 });

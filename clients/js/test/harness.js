@@ -323,3 +323,13 @@ export async function streamDrainScenario(viewer, { takeover }) {
     for (const server of servers) server?.kill();
   }
 }
+
+/** The messages a queue received in the server's local spool (`DATA_DIR/spool/<role>.jsonl`), parsed. */
+export function queueMessages(server, role) {
+  try {
+    return readFileSync(path.join(server.dataDir, "spool", `${role}.jsonl`), "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line));
+  } catch (error) {
+    if (error.code === "ENOENT") return [];
+    throw error;
+  }
+}

@@ -1,7 +1,8 @@
 // Agent streams in the JavaScript client against a scripted gateway (a WebSocket stand-in that
 // keeps streams the way docs/protocol.md says the server does): the cases the real server does
 // not produce on demand, such as an answer lost just before a reconnect, a server behind what it
-// confirmed, or an append that does not continue the viewer's copy. The real-server scenarios are
+// confirmed, an append that does not continue the viewer's copy, or an approval resolved while
+// the viewer was away with no replay to tell it. The real-server scenarios are
 // in client.test.js and browser.test.js.
 //   node --experimental-websocket --test clients/js/test/streams.test.js
 
@@ -240,6 +241,50 @@ test("viewer: snapshots replace the copy, appends continue it, repeats are ignor
     client.close();
   }
 });
+
+test("viewer: approvals are kept once each, rebuilt at every resubscribe, and resolved ones leave with their decision", async () => {
+  const gateway = new ScriptedGateway();
+  const client = new Client("ws://gateway/ws", { WebSocket: gateway.WebSocket, ...FAST });
+  const requested = [];
+  const resolved = [];
+  const subscription = client.subscribe("p", {
+    onApprovalRequested: (approval) => requested.push(approval),
+    onApprovalResolved: (approval) => resolved.push(approval),
+  });
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
+  const asked = (approvalId, position = {}) => ({ type: "approval_requested", project_id: "p", approval_id: approvalId, agent: "ops", data: { title: approvalId }, options: ["approve", "reject"], expires_at: "x", requested_at: "t", ...position });
+  const decided = (approvalId, position = {}) => ({ type: "approval_resolved", project_id: "p", approval_id: approvalId, decision: "approve", user_id: "bob", decided_at: "t", ...position });
+  const frames = (socket, list) => list.forEach((frame) => gateway.push(socket, frame));
+  try {
+    await client.connect();
+    await subscription.ready;
+    frames([...gateway.sockets][0], [asked("a", { offset: 1, epoch: "e" }), asked("b", { offset: 2, epoch: "e" }), asked("a"), asked("a", { offset: 1, epoch: "e" })]);
+    await settle();
+    assert.deepEqual([...subscription.approvals.keys()], ["a", "b"]);
+    assert.deepEqual(requested.map((approval) => approval.approvalId), ["a", "b"], "a repeat is not reported again");
+    const first = subscription.approvals.get("a");
+
+    gateway.cut(); // the resubscribe: only "a" is still pending ("b" was resolved meanwhile, unreplayed)
+    await waitForSubscribes(gateway, 2);
+    await settle();
+    assert.equal(subscription.approvals.size, 0, "emptied at the confirmation");
+    frames([...gateway.sockets][0], [asked("a")]);
+    await settle();
+    assert.deepEqual([...subscription.approvals.keys()], ["a"], "rebuilt: b does not linger");
+    assert.equal(requested.at(-1), first, "a came back as the same object, reported again");
+
+    frames([...gateway.sockets][0], [decided("b", { offset: 3, epoch: "e" }), decided("c"), decided("a", { offset: 4, epoch: "e" }), decided("a", { offset: 4, epoch: "e" })]);
+    await settle();
+    assert.deepEqual(resolved.map((approval) => [approval.approvalId, approval.resolution.decision, approval.resolution.decidedBy]), [["b", "approve", "bob"], ["a", "approve", "bob"]], "a late resolution of one dropped is still reported; an unknown one is not");
+    assert.equal(subscription.approvals.size, 0);
+  } finally {
+    client.close();
+  }
+});
+
+async function waitForSubscribes(gateway, count) {
+  while (gateway.received.filter((request) => request.action === "subscribe").length < count) await new Promise((resolve) => setTimeout(resolve, 5));
+}
 
 test("utf8Length counts what TextEncoder encodes", () => {
   for (const text of ["", "ascii", "é", "€", "👋", "a👋b", "\ud800", "x\udc00y", tokens.join("")]) {

@@ -9,11 +9,16 @@ subscriptions and refreshes its token on its own.
 
 An agent streams its output with ``stream = await client.start_stream("proj-42", agent="dev")``,
 ``stream.append(text)`` and ``await stream.end()``; a subscription made with ``on_stream`` keeps
-each stream's text in ``subscription.streams`` (README.md, "Agent streams").
+each stream's text in ``subscription.streams`` (README.md, "Agent streams"). ``client.cancel()``
+asks a stream's agent to stop; ``subscription.approvals`` holds the project's pending approvals,
+each with ``await approval.decide("approve")``; an agent asks with ``client.request_approval()``
+and gets the decision in its queue (README.md, "Cancel and approvals").
 """
 
 from .client import (
     AgentStream,
+    Approval,
+    ApprovalResolution,
     Client,
     ConnectionState,
     JoinLeave,
@@ -34,6 +39,8 @@ from .client import (
 
 __all__ = [
     "AgentStream",
+    "Approval",
+    "ApprovalResolution",
     "Client",
     "ConnectionState",
     "JoinLeave",

@@ -10,6 +10,10 @@ Agent streams: an :class:`AgentStream` sends appends one at a time, each with ``
 before it), so one re-sent after a reconnect is applied once; a :class:`Subscription` keeps a
 copy of each of its project's streams, replaced by every snapshot and grown by appends that
 continue it.
+Agent control: :meth:`Client.cancel` asks a stream's agent to stop (re-sent across reconnects:
+the server answers a repeat with the first cancel's message id); a :class:`Subscription` keeps
+its project's pending approvals, emptied at every (re)subscribe confirmation and filled again by
+the ``approval_requested`` frames that follow it, so one resolved while away does not linger.
 What it does on each close code: README.md, "Close codes".
 """
 
@@ -44,7 +48,8 @@ ABUSIVE_CLIENT = 3509
 # An append frame carries at most this much text (more goes in the next one), so a batch of
 # queued appends stays well under the server's MAX_FRAME_BYTES once JSON-escaped.
 APPEND_BATCH_BYTES = 64 * 1024
-STREAM_FRAMES = frozenset({"stream_started", "stream_append", "stream_snapshot", "stream_ended"})
+STREAM_FRAMES = frozenset({"stream_started", "stream_append", "stream_snapshot", "stream_ended", "stream_cancel_requested"})
+APPROVAL_FRAMES = frozenset({"approval_requested", "approval_resolved"})
 # How long an AgentStream waits before sending an append refused with ``busy`` (the connection
 # had too many requests in flight: not executed) again.
 BUSY_RETRY = 0.1
@@ -189,6 +194,8 @@ class Stream:
     # True when the copy missed text (an append that does not continue it: not expected); it
     # stays as it is until the next snapshot, which every resubscribe brings.
     stale: bool = False
+    # True from a stream_cancel_requested (someone asked the agent to stop) until the stream ends.
+    cancel_requested: bool = False
 
     def _describe(self, frame: dict[str, Any]) -> None:
         self.agent = frame.get("agent")
@@ -200,11 +207,52 @@ class Stream:
 @dataclass(frozen=True)
 class StreamUpdate:
     """What changed a stream: its ``type`` is the frame's (``stream_started``, ``stream_append``,
-    ``stream_snapshot``: the copy was replaced, ``stream_ended``); ``text`` what an append added."""
+    ``stream_snapshot``: the copy was replaced, ``stream_cancel_requested``: someone asked the
+    agent to stop, ``user_id`` who; ``stream_ended``); ``text`` what an append added."""
 
     type: str
     stream: Stream
     text: str = ""
+    user_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ApprovalResolution:
+    """How an approval was resolved (``approval_resolved``)."""
+
+    decision: str  # one of the request's options, or "expired" when nobody answered in time
+    decided_by: Optional[str]  # the decider's user id; None when anonymous or expired
+    comment: Optional[str]
+    decided_at: Optional[str]
+
+
+class Approval:
+    """A question an agent asked the project's people (``approval_requested``), as a
+    :class:`Subscription` keeps it in ``approvals`` until it is resolved; :meth:`decide` answers
+    it, and exactly one decision wins."""
+
+    def __init__(self, client: "Client", frame: dict[str, Any]) -> None:
+        self._client = client
+        self.approval_id: str = frame["approval_id"]
+        self.project_id: str = frame["project_id"]
+        self.agent: Optional[str] = frame.get("agent")  # whose queue gets the decision
+        self.data: Any = frame.get("data")  # the agent's question ({"title": ...})
+        self.options: list[str] = list(frame.get("options") or [])
+        self.expires_at: Optional[str] = frame.get("expires_at")
+        self.requested_at: Optional[str] = frame.get("requested_at")
+        self.requested_by: Optional[str] = frame.get("requested_by")
+        self.resolution: Optional[ApprovalResolution] = None  # None while pending
+
+    def __repr__(self) -> str:
+        return f"Approval({self.approval_id!r}, agent={self.agent!r}, data={self.data!r}, resolution={self.resolution!r})"
+
+    async def decide(self, decision: str, comment: Optional[str] = None, *, timeout: Optional[float] = None) -> dict[str, Any]:
+        """Answers with one of ``options``; returns the ``approval_decided`` answer once the agent's
+        queue has the decision. Raises :class:`RequestError`: ``already_decided`` (someone else won:
+        its ``decision`` and ``decided_by``), ``not_found`` (unknown or expired),
+        ``invalid_request`` (not an option), ``forbidden`` (no ``approve`` scope),
+        ``disconnected`` (its fate is unknown: not re-sent)."""
+        return await self._client.decide_approval(self.project_id, self.approval_id, decision, comment=comment, timeout=timeout)
 
 
 class RequestError(Exception):
@@ -220,6 +268,9 @@ class RequestError(Exception):
         self.message_id: Optional[str] = self.reply.get("message_id")
         self.project_id: Optional[str] = self.reply.get("project_id")
         self.retry_after_ms: Optional[int] = self.reply.get("retry_after_ms")
+        # On already_decided: the winning decision and who took it (None when anonymous).
+        self.decision: Optional[str] = self.reply.get("decision")
+        self.decided_by: Optional[str] = self.reply.get("decided_by")
 
 
 def backoff_delay(attempt: int, base: float = 0.5, maximum: float = 30.0) -> float:
@@ -241,6 +292,8 @@ class Subscription:
         on_leave: Optional[Callable[[JoinLeave], Any]] = None,
         on_presence: Optional[Callable[[Presence], Any]] = None,
         on_stream: Optional[Callable[[StreamUpdate], Any]] = None,
+        on_approval_requested: Optional[Callable[[Approval], Any]] = None,
+        on_approval_resolved: Optional[Callable[[Approval], Any]] = None,
     ) -> None:
         self._client = client
         self.project_id = project_id
@@ -250,8 +303,15 @@ class Subscription:
         self.on_leave = on_leave
         self.on_presence = on_presence
         self.on_stream = on_stream
+        self.on_approval_requested = on_approval_requested
+        self.on_approval_resolved = on_approval_resolved
         # The project's agent streams by id: the open ones, and ended ones until deleted.
         self.streams: dict[str, Stream] = {}
+        # The project's pending approval requests by id, rebuilt after every (re)subscribe.
+        self.approvals: dict[str, Approval] = {}
+        # The list before the last confirmation: an approval coming back keeps its object, and a
+        # replayed approval_resolved of one that did not come back is still reported.
+        self._previous_approvals: dict[str, Approval] = {}
         self.position: Optional[Position] = None
         self.confirmed = False
         self.resets: list[Reset] = []
@@ -288,6 +348,9 @@ class Subscription:
         if recovered is not True:
             self.position = position
         self.confirmed = True
+        # The server sends every approval still pending after the confirmation (and a resume's
+        # replay brings the ones resolved meanwhile): what is not sent again is no longer pending.
+        self._previous_approvals, self.approvals = self.approvals, {}
         if not self._ready.done():
             self._ready.set_result(None)
         if lost:
@@ -332,6 +395,10 @@ class Subscription:
             stream.status = frame.get("status", "open")
             stream.result = frame.get("result")
             stream.stale = False
+            # A snapshot does not say whether a cancel is under way: the cancel's own frame (live
+            # or replayed before the snapshot) does, until the stream ends.
+            if stream.status != "open":
+                stream.cancel_requested = False
             self.streams[stream_id] = stream
             return StreamUpdate(kind, stream)
         if kind == "stream_started":
@@ -342,6 +409,11 @@ class Subscription:
             return StreamUpdate(kind, stream)
         if stream is None:
             return None
+        if kind == "stream_cancel_requested":
+            if stream.status != "open":
+                return None
+            stream.cancel_requested = True
+            return StreamUpdate(kind, stream, user_id=frame.get("user_id"))
         if kind == "stream_append":
             text, length = frame.get("text", ""), frame.get("length", 0)
             if stream.stale or length <= stream.length:
@@ -354,9 +426,30 @@ class Subscription:
             return StreamUpdate(kind, stream, text)
         stream.status = frame.get("status", "completed")
         stream.result = frame.get("data")
+        stream.cancel_requested = False
         if frame.get("length") != stream.length:
             stream.stale = True
         return StreamUpdate(kind, stream)
+
+    def _apply_approval(self, frame: dict[str, Any]) -> Optional[Approval]:
+        """Applies an approval frame to the pending list; the approval it added or resolved, or
+        None (a repeat, or the resolution of one this subscription never saw)."""
+        if not self._accept(frame.get("offset"), frame.get("epoch")):
+            return None  # replayed twice
+        approval_id = str(frame.get("approval_id", ""))
+        if frame["type"] == "approval_requested":
+            if approval_id in self.approvals:
+                return None  # sent again: a resubscribe, a re-read
+            approval = self._previous_approvals.pop(approval_id, None) or Approval(self._client, frame)
+            self.approvals[approval_id] = approval
+            return approval
+        approval = self.approvals.pop(approval_id, None) or self._previous_approvals.pop(approval_id, None)
+        if approval is None:
+            return None
+        approval.resolution = ApprovalResolution(
+            str(frame.get("decision", "")), frame.get("user_id"), frame.get("comment"), frame.get("decided_at")
+        )
+        return approval
 
 
 @dataclass
@@ -547,7 +640,7 @@ class Client:
         on_error: Optional[Callable[[Exception], Any]] = None,
         on_message: Optional[Callable[[Message], Any]] = None,
         request_timeout: float = 10.0,
-        forward_timeout: float = 30.0,  # the server may take FORWARD_DEADLINE_SECS (10 s)
+        forward_timeout: float = 30.0,  # the server may take FORWARD_DEADLINE_SECS (10 s): forwards, cancels, decisions
         connect_timeout: float = 10.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -810,6 +903,9 @@ class Client:
         if kind in STREAM_FRAMES and "request_id" not in reply:
             self._deliver_stream(reply)
             return
+        if kind in APPROVAL_FRAMES and "request_id" not in reply:
+            self._deliver_approval(reply)
+            return
         if kind in ("join", "leave"):
             self._announce(reply)
             return
@@ -871,6 +967,13 @@ class Client:
         update = subscription._apply_stream(frame) if subscription else None
         if subscription and update:
             self._call(subscription.on_stream, update)
+
+    def _deliver_approval(self, frame: dict[str, Any]) -> None:
+        subscription = self._subscriptions.get(frame.get("project_id", ""))
+        approval = subscription._apply_approval(frame) if subscription else None
+        if subscription and approval:
+            requested = frame["type"] == "approval_requested"
+            self._call(subscription.on_approval_requested if requested else subscription.on_approval_resolved, approval)
 
     def _announce(self, frame: dict[str, Any]) -> None:
         """A join or leave of another connection, for a subscription made with join_leave."""
@@ -980,6 +1083,8 @@ class Client:
         on_leave: Optional[Callable[[JoinLeave], Any]] = None,
         on_presence: Optional[Callable[[Presence], Any]] = None,
         on_stream: Optional[Callable[[StreamUpdate], Any]] = None,
+        on_approval_requested: Optional[Callable[[Approval], Any]] = None,
+        on_approval_resolved: Optional[Callable[[Approval], Any]] = None,
     ) -> Subscription:
         """Follows a project: iterate the subscription for every publication, once, in order,
         across reconnects; ``on_reset`` is called when the server could not replay what was
@@ -987,11 +1092,25 @@ class Client:
         connections' join and leave events, and ``on_presence`` the member list after each
         (re)subscribe: replace what you hold with it, then apply the events that follow.
         ``on_stream`` gets a :class:`StreamUpdate` whenever one of ``subscription.streams``
-        changes: started, appended to, replaced by a snapshot, ended."""
+        changes: started, appended to, replaced by a snapshot, asked to stop, ended.
+        ``on_approval_requested`` gets an :class:`Approval` when one enters
+        ``subscription.approvals`` (again after every resubscribe, for each still pending),
+        ``on_approval_resolved`` when one is decided or expires (its ``resolution`` says how)."""
         existing = self._subscriptions.get(project_id)
         if existing:
             return existing
-        subscription = Subscription(self, project_id, on_reset, join_leave, on_join, on_leave, on_presence, on_stream)
+        subscription = Subscription(
+            self,
+            project_id,
+            on_reset,
+            join_leave,
+            on_join,
+            on_leave,
+            on_presence,
+            on_stream,
+            on_approval_requested,
+            on_approval_resolved,
+        )
         self._subscriptions[project_id] = subscription
         if self.state is ConnectionState.CONNECTED:
             self._send_subscribe(subscription)
@@ -1055,6 +1174,56 @@ class Client:
         started = await self._request(frame, "stream_started", timeout=timeout, resend=True)
         return AgentStream(self, started)
 
+    async def cancel(self, project_id: str, stream_id: str, reason: Optional[str] = None, *, timeout: Optional[float] = None) -> Optional[str]:
+        """Asks a stream's agent to stop (needs the right to forward to the project); returns the
+        queue message's id once the agent's queue has the cancel (None for a stream without an
+        agent: the server ends it at once). Re-sent across reconnects: a repeat sends nothing new
+        and is answered with the first cancel's id."""
+        frame: dict[str, Any] = {"action": "cancel", "project_id": project_id, "stream_id": stream_id}
+        if reason is not None:
+            frame["reason"] = reason
+        wait = self.forward_timeout if timeout is None else timeout
+        reply = await self._request(frame, "cancel_requested", timeout=wait, resend=True)
+        message_id = reply.get("message_id")
+        return str(message_id) if message_id is not None else None
+
+    async def request_approval(
+        self,
+        project_id: str,
+        *,
+        agent: str,
+        data: Any = None,
+        options: Optional[list[str]] = None,
+        expires_in_secs: Optional[int] = None,
+        approval_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> dict[str, Any]:
+        """The agent's side of an approval (needs the right to publish to the project): asks the
+        project's people a question; returns the ``approval_requested`` answer (``approval_id``,
+        ``expires_at``). The decision reaches the agent's queue, not this connection (README.md,
+        "Cancel and approvals"). ``approval_id`` defaults to a random UUID, so a request re-sent
+        after a reconnect is answered with the question it asked, not a second one."""
+        frame: dict[str, Any] = {
+            "action": "approval_request",
+            "project_id": project_id,
+            "approval_id": approval_id or str(uuid.uuid4()),
+            "agent": agent,
+        }
+        optional = (("data", data), ("options", options), ("expires_in_secs", expires_in_secs))
+        frame.update({key: value for key, value in optional if value is not None})
+        return await self._request(frame, "approval_requested", timeout=timeout, resend=True)
+
+    async def decide_approval(
+        self, project_id: str, approval_id: str, decision: str, *, comment: Optional[str] = None, timeout: Optional[float] = None
+    ) -> dict[str, Any]:
+        """Answers an approval request by id (what :meth:`Approval.decide` does); returns the
+        ``approval_decided`` answer. Not re-sent after a disconnect (its fate is unknown)."""
+        frame: dict[str, Any] = {"action": "approval_decide", "project_id": project_id, "approval_id": approval_id, "decision": decision}
+        if comment is not None:
+            frame["comment"] = comment
+        wait = self.forward_timeout if timeout is None else timeout
+        return await self._request(frame, "approval_decided", timeout=wait)
+
     async def presence(self, project_id: str, *, timeout: Optional[float] = None) -> Presence:
         """Who is subscribed to a project (needs the right to subscribe to it); raises
         :class:`RequestError` with the server's code (``forbidden``, ``unavailable``, ...)."""
@@ -1074,6 +1243,8 @@ class Client:
 
 __all__ = [
     "AgentStream",
+    "Approval",
+    "ApprovalResolution",
     "Client",
     "ConnectionState",
     "JoinLeave",

@@ -153,10 +153,11 @@ async def publish_stream(
         await asyncio.sleep(interval)
 
 
-def mint_token(projects: str = "*", ttl: int = 60, sub: str = "alice") -> str:
-    """A connection token signed with JWT_SECRET by the server's own ``token`` command."""
+def mint_token(projects: str = "*", ttl: int = 60, sub: str = "alice", scope: Optional[str] = None) -> str:
+    """A connection token signed with JWT_SECRET by the server's own ``token`` command (``scope``:
+    space-separated; absent, the command's default)."""
     output = subprocess.run(
-        [BIN, "token", "--sub", sub, "--projects", projects, "--ttl", str(ttl)],
+        [BIN, "token", "--sub", sub, "--projects", projects, "--ttl", str(ttl), *(["--scope", scope] if scope else [])],
         env={"JWT_SECRET": JWT_SECRET},
         check=True,
         capture_output=True,
@@ -217,3 +218,12 @@ class Proxy:
 
 async def until(awaitable: Awaitable[T], timeout: float = 15.0) -> T:
     return await asyncio.wait_for(awaitable, timeout)
+
+
+def queue_messages(server: Server, role: str) -> list[dict[str, Any]]:
+    """The messages a queue received in the server's local spool (``DATA_DIR/spool/<role>.jsonl``)."""
+    try:
+        lines = (server.data_dir / "spool" / f"{role}.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line]

@@ -1,7 +1,8 @@
 """Agent streams in the Python client against a scripted gateway (an in-process WebSocket server
 that keeps streams the way docs/protocol.md says the server does): the cases the real server does
 not produce on demand, such as an answer lost just before a reconnect, a server behind what it
-confirmed, or an append that does not continue the viewer's copy. The real-server scenarios are
+confirmed, an append that does not continue the viewer's copy, or an approval resolved while the
+viewer was away with no replay to tell it. The real-server scenarios are
 in test_client.py.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from agenticai_websocket import Client, RequestError, StreamUpdate, utf8_length
+from agenticai_websocket import Approval, Client, RequestError, StreamUpdate, utf8_length
 
 FAST: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.02}
 TOKENS = ["Hello", ", wörld", " 👋", " — done", "."]
@@ -239,3 +240,62 @@ def test_viewer_snapshots_replace_appends_continue_repeats_are_ignored_a_gap_wai
             assert subscription.position is not None and subscription.position.offset == 2, "starts and ends count"
 
     asyncio.run(scenario())
+
+
+def test_viewer_approvals_kept_once_rebuilt_at_every_resubscribe_resolved_ones_leave() -> None:
+    async def scenario() -> None:
+        async with ScriptedGateway() as gateway, Client(gateway.url, **FAST) as client:
+            requested: list[Approval] = []
+            resolved: list[Approval] = []
+            subscription = client.subscribe("p", on_approval_requested=requested.append, on_approval_resolved=resolved.append)
+            await asyncio.wait_for(subscription.ready(), 5)
+
+            def asked(approval_id: str, **position: Any) -> dict[str, Any]:
+                return {
+                    "type": "approval_requested",
+                    "project_id": "p",
+                    "approval_id": approval_id,
+                    "agent": "ops",
+                    "data": {"title": approval_id},
+                    "options": ["approve", "reject"],
+                    "expires_at": "x",
+                    **position,
+                }
+
+            def decided(approval_id: str, **position: Any) -> dict[str, Any]:
+                return {"type": "approval_resolved", "project_id": "p", "approval_id": approval_id, "decision": "approve", "user_id": "bob", **position}
+
+            for frame in [asked("a", offset=1, epoch="e"), asked("b", offset=2, epoch="e"), asked("a"), asked("a", offset=1, epoch="e")]:
+                await gateway.push(frame)
+            await wait_until(lambda: len(subscription.approvals) == 2)
+            assert [approval.approval_id for approval in requested] == ["a", "b"], "a repeat is not reported again"
+            first = subscription.approvals["a"]
+
+            # The resubscribe: only "a" is still pending ("b" was resolved meanwhile, unreplayed).
+            for connection in list(gateway.connections):
+                await connection.close(1011)
+            await wait_until(lambda: sum(request["action"] == "subscribe" for request in gateway.received) == 2 and bool(gateway.connections))
+            await asyncio.sleep(0.05)
+            assert subscription.approvals == {}, "emptied at the confirmation"
+            await gateway.push(asked("a"))
+            await wait_until(lambda: "a" in subscription.approvals)
+            assert list(subscription.approvals) == ["a"], "rebuilt: b does not linger"
+            assert requested[-1] is first, "a came back as the same object, reported again"
+
+            for frame in [decided("b", offset=3, epoch="e"), decided("c"), decided("a", offset=4, epoch="e"), decided("a", offset=4, epoch="e")]:
+                await gateway.push(frame)
+            await wait_until(lambda: len(resolved) == 2)
+            await asyncio.sleep(0.05)
+            outcome = [(approval.approval_id, approval.resolution and approval.resolution.decided_by) for approval in resolved]
+            assert outcome == [("b", "bob"), ("a", "bob")], "a late resolution of one dropped is reported; an unknown one is not"
+            assert subscription.approvals == {}
+
+    asyncio.run(scenario())
+
+
+async def wait_until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
