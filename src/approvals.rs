@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dispatcher::{message::QueueMessage, routing::AgentRole, Forward, QueueDispatcher},
     engine::{
-        approvals::{DecideOutcome, Undelivered},
+        approvals::{AskOutcome, DecideOutcome, Undelivered},
         Engine, EngineError,
     },
     persistence::{records::ApprovalAudit, Record, RecordSink},
@@ -157,11 +157,15 @@ impl Approvals {
             requested_by: user_id.map(str::to_owned),
         };
         let frame = requested_frame(&project_id, &ask);
-        let position = self.engine.approval_request(&project_id, &ask, frame).await.map_err(engine_error)?;
-        if position.is_some() {
-            self.audit(&project_id, &ask, None);
+        match self.engine.approval_request(&project_id, &ask, frame).await.map_err(engine_error)? {
+            AskOutcome::Asked(position) => {
+                self.audit(&project_id, &ask, None);
+                Ok(Requested { project_id, expires_at: iso8601_of_ms(expires_at_ms), ask, position: Some(position) })
+            }
+            AskOutcome::Existing(asked) => {
+                Ok(Requested { project_id, expires_at: iso8601_of_ms(asked.expires_at_ms), ask: asked, position: None })
+            }
         }
-        Ok(Requested { project_id, expires_at: iso8601_of_ms(expires_at_ms), ask, position })
     }
 
     pub(crate) async fn decide(

@@ -996,7 +996,7 @@ mod tests {
     use crate::{
         connection::{outbound_body::OutboundBody, outbox::OutboxLimits},
         engine::{
-            approvals::{DecideOutcome, Undelivered},
+            approvals::{AskOutcome, DecideOutcome, Undelivered},
             memory::MemoryEngine,
             positions::{Entries, HistorySettings},
             presence::Presence,
@@ -1107,7 +1107,7 @@ mod tests {
             project_id: &ProjectId,
             ask: &ApprovalAsk,
             frame: ByteString,
-        ) -> EngineFuture<Option<StreamPosition>> {
+        ) -> EngineFuture<AskOutcome> {
             self.engine.approval_request(project_id, ask, frame)
         }
 

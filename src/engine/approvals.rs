@@ -14,9 +14,19 @@ use std::{
 use crate::protocol::{
     approvals::{ApprovalAsk, Decision},
     request::ProjectId,
+    StreamPosition,
 };
 
 pub(crate) use crate::protocol::approvals::now_ms;
+
+/// What a request did.
+#[derive(Debug, PartialEq)]
+pub(crate) enum AskOutcome {
+    /// Asked; its publication's position.
+    Asked(StreamPosition),
+    /// A question of that id was asked already (as this): nothing new.
+    Existing(ApprovalAsk),
+}
 
 /// What a decision found.
 #[derive(Debug, PartialEq)]
@@ -59,15 +69,15 @@ pub(crate) struct ApprovalTable {
 }
 
 impl ApprovalTable {
-    /// Keeps a question pending; false when one of its id exists (nothing changes).
-    pub(crate) fn request(&mut self, project_id: &ProjectId, ask: &ApprovalAsk) -> bool {
+    /// Keeps a question pending; the one asked already under its id, if any (nothing changes).
+    pub(crate) fn request(&mut self, project_id: &ProjectId, ask: &ApprovalAsk) -> Option<ApprovalAsk> {
         let entries = self.projects.entry(project_id.clone()).or_default();
-        if entries.contains_key(&ask.approval_id) {
-            return false;
+        if let Some(existing) = entries.get(&ask.approval_id) {
+            return Some(existing.ask.clone());
         }
         let entry = Entry { ask: ask.clone(), decision: None, delivered: false, lease_until_ms: 0 };
         entries.insert(ask.approval_id.clone(), entry);
-        true
+        None
     }
 
     /// Exactly one decision wins; `decision.decision == "expired"` expires a pending one whose
@@ -208,9 +218,10 @@ mod tests {
         let project: ProjectId = "p".into();
         table.request(&project, &ask(60_000));
         assert_eq!(table.decide(&project, "a", &decision("expired"), LEASE), DecideOutcome::NotFound, "not yet due");
-        assert!(!table.request(&project, &ask(0)), "asked already: nothing changes");
+        let first = table.request(&project, &ask(0)).expect("asked already: nothing changes");
+        assert!(first.expires_at_ms > now_ms(), "the question as first asked");
         let due = ApprovalAsk { approval_id: "b".into(), ..ask(0) };
-        assert!(table.request(&project, &due));
+        assert!(table.request(&project, &due).is_none());
         assert_eq!(table.due(now_ms()), vec![(project.clone(), "b".to_owned())]);
         assert_eq!(table.decide(&project, "b", &decision("approve"), LEASE), DecideOutcome::NotFound, "too late");
         assert!(matches!(table.decide(&project, "b", &decision("expired"), LEASE), DecideOutcome::Won(_)));

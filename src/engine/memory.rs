@@ -23,7 +23,7 @@ use bytestring::ByteString;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 
 use super::{
-    approvals::{now_ms, ApprovalTable, DecideOutcome, Undelivered},
+    approvals::{now_ms, ApprovalTable, AskOutcome, DecideOutcome, Undelivered},
     positions::{new_epoch, page, recover, Entries, HistorySettings, Recovery},
     presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
     streams::{
@@ -202,17 +202,17 @@ impl Engine for MemoryEngine {
         project_id: &ProjectId,
         ask: &ApprovalAsk,
         frame: ByteString,
-    ) -> EngineFuture<Option<StreamPosition>> {
+    ) -> EngineFuture<AskOutcome> {
         let mut state = self.state();
-        if !state.approvals.request(project_id, ask) {
-            return ready(Ok(None)).boxed();
+        if let Some(existing) = state.approvals.request(project_id, ask) {
+            return ready(Ok(AskOutcome::Existing(existing))).boxed();
         }
         let (position, framed) = state.history.append(project_id, &frame);
         let delivered = self.hand_over(project_id, &position, framed);
         drop(state);
         async move {
             delivered.await;
-            Ok(Some(position))
+            Ok(AskOutcome::Asked(position))
         }
         .boxed()
     }

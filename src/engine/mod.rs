@@ -84,7 +84,7 @@ use crate::{
         StreamPosition,
     },
 };
-use approvals::{DecideOutcome, Undelivered};
+use approvals::{AskOutcome, DecideOutcome, Undelivered};
 use positions::{Entries, Recovery};
 use presence::{Change, Member, Presence};
 use streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamSnapshot};
@@ -266,13 +266,13 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Keeps a question pending (durable in the back end) and publishes its `frame`
     /// (`approval_requested`); the publication's position. A question whose id exists is asked
-    /// already: nothing is done, and there is no position.
+    /// already: nothing is done, and the answer is that question.
     fn approval_request(
         &self,
         project_id: &ProjectId,
         ask: &ApprovalAsk,
         frame: ByteString,
-    ) -> EngineFuture<Option<StreamPosition>>;
+    ) -> EngineFuture<AskOutcome>;
 
     /// Records `decision` if it is the first (atomically, across tasks) and publishes its `frame`
     /// (`approval_resolved`); the decision's delivery is tracked until

@@ -14,7 +14,7 @@ use redis::{RedisResult, Script, Value};
 use super::{channel, keys, RedisEngine, PUBLISH_FUNCTION};
 use crate::{
     engine::{
-        approvals::{DecideOutcome, Undelivered},
+        approvals::{AskOutcome, DecideOutcome, Undelivered},
         positions::new_epoch,
     },
     protocol::{
@@ -40,14 +40,15 @@ end
 /// ARGV: 1-6 the publication's, 7 approval id, 8 the question, 9 expires at (ms), 10 the frame,
 /// 11 the member of the cross-project sets, 12 the hash's TTL.
 const REQUEST: &str = r#"
-if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
+local asked = redis.call('HGET', KEYS[5], 'ask')
+if asked then return {'existing', asked} end
 redis.call('HSET', KEYS[5], 'ask', ARGV[8], 'expires_at', ARGV[9])
 redis.call('EXPIRE', KEYS[5], ARGV[12])
 redis.call('ZADD', KEYS[6], ARGV[9], ARGV[7])
 redis.call('ZADD', KEYS[7], ARGV[9], ARGV[11])
 local offset, epoch = publish_entry(KEYS, ARGV[10], ARGV[10], tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5],
   tonumber(ARGV[6]))
-return {offset, epoch}
+return {'asked', offset, epoch}
 "#;
 
 /// KEYS: as [`REQUEST`]'s, 8 the undelivered set. ARGV: 1-6 the publication's, 7 approval id,
@@ -212,7 +213,7 @@ impl RedisEngine {
         project_id: &ProjectId,
         ask: &ApprovalAsk,
         frame: &str,
-    ) -> RedisResult<Option<StreamPosition>> {
+    ) -> RedisResult<AskOutcome> {
         let mut invocation = self.publishing_approval(&self.approval_scripts.request, project_id, &ask.approval_id);
         invocation
             .arg(serde_json::to_string(ask).unwrap_or_default())
@@ -221,9 +222,16 @@ impl RedisEngine {
             .arg(member(project_id, &ask.approval_id))
             .arg(self.approval_ttl(ask.expires_at_ms));
         let answer: Vec<Value> = invocation.invoke_async(&mut self.connection.clone()).await?;
-        let [offset, epoch] = answer.as_slice() else { return Ok(None) };
-        let offset = redis::from_redis_value_ref(offset).map_err(|_| malformed("offset"))?;
-        Ok(Some(StreamPosition { offset, epoch: text(epoch).ok_or_else(|| malformed("epoch"))? }))
+        match answer.first().and_then(text).as_deref() {
+            Some("asked") => {
+                let offset = answer.get(1).and_then(|offset| redis::from_redis_value_ref(offset).ok());
+                let epoch = answer.get(2).and_then(text);
+                let (offset, epoch) = offset.zip(epoch).ok_or_else(|| malformed("position"))?;
+                Ok(AskOutcome::Asked(StreamPosition { offset, epoch }))
+            }
+            Some("existing") => Ok(AskOutcome::Existing(json(answer.get(1)).ok_or_else(|| malformed("question"))?)),
+            _ => Err(malformed("request")),
+        }
     }
 
     pub(super) async fn decide_approval(

@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    approvals::{DecideOutcome, Undelivered},
+    approvals::{AskOutcome, DecideOutcome, Undelivered},
     positions::{new_epoch, recover, Entries, HistorySettings, Recovery},
     presence::{Member, Presence},
     streams::{Append, AppendOutcome, CancelOutcome, End, EndOutcome, StartOutcome, StreamLimits, StreamSnapshot},
@@ -470,7 +470,7 @@ impl Engine for RedisEngine {
         project_id: &ProjectId,
         ask: &ApprovalAsk,
         frame: ByteString,
-    ) -> EngineFuture<Option<StreamPosition>> {
+    ) -> EngineFuture<AskOutcome> {
         let (engine, project_id, ask) = (self.clone(), project_id.clone(), ask.clone());
         async move { engine.request_approval(&project_id, &ask, &frame).await.map_err(unavailable) }.boxed()
     }
