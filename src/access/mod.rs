@@ -861,7 +861,7 @@ mod tests {
         let limits = Limits { api: ApiBudgets::new(Rate::new(1000, 1)), ..Limits::default() };
         let policy = AccessPolicy::new(vec!["k".into()], ANY, 10).with_limits(limits);
         assert_eq!(
-            policy.check_api_rate(&policy.principal(Some("Bearer k")), Some("Bearer k")).map_err(|e| e.code),
+            policy.check_api_rate(&policy.principal(Some("Bearer k")), Some("Bearer k")).map_err(|error| error.code),
             Ok(())
         );
         assert_eq!(policy.limits.api.tracked(), 1);
