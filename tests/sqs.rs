@@ -612,3 +612,22 @@ async fn a_standard_queue_has_several_batches_in_flight_at_once() {
 async fn a_fifo_queue_has_one_batch_in_flight_at_a_time() {
     assert_eq!(most_batches_in_flight(true).await, 1);
 }
+
+/// A queue that is down is retried with a growing, jittered wait (at most 2 s apart), not
+/// hammered: through a 2 s outage a forward is tried again a handful of times.
+#[tokio::test]
+async fn an_outage_is_retried_with_backoff() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let proxy = common::OutageProxy::start(&endpoint).await;
+    let server = TestServer::start(|config| queues.configure(config, &proxy.endpoint));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    proxy.set_down(true);
+    client.send(json!({"action": "forward", "type": "dev", "message_id": "patient", "project_id": "p"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_down(false);
+    assert_eq!(client.recv().await["type"], "forward_confirmed");
+    let retries = server.metric("agenticai_ws_forward_entries_total{outcome=\"retried\",queue=\"dev\"}").await;
+    // Doubling from 50 ms: about 7 tries in 2 s; without the doubling, about 80.
+    assert!((1.0..=20.0).contains(&retries), "{retries} retries in a 2 s outage");
+}
