@@ -585,7 +585,7 @@ impl SlowSqsProxy {
 async fn most_batches_in_flight(fifo: bool) -> usize {
     let endpoint = moto_endpoint();
     let queues = Queues::create(&endpoint, fifo).await;
-    let proxy = SlowSqsProxy::start(endpoint.clone(), Duration::from_millis(300));
+    let proxy = SlowSqsProxy::start(endpoint.clone(), Duration::from_secs(1));
     let server = TestServer::start(|config| queues.configure(config, &proxy.endpoint));
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     for n in 0..40 {

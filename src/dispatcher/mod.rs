@@ -516,7 +516,7 @@ mod tests {
     #[actix_rt::test]
     async fn no_forward_waits_much_longer_than_the_linger() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let linger = Duration::from_secs(1);
+        let linger = Duration::from_secs(2);
         let dispatcher = dispatcher(dir.path(), settings(linger));
         // The first forward arms the linger timer; nine more fill its batch, which leaves at once.
         let mut first_batch = vec![forward(&dispatcher, message(0))];
