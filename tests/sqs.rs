@@ -372,6 +372,24 @@ async fn a_forward_carries_the_verified_user_to_sqs() {
     assert_eq!(body["gateway"]["user_id"], "olivia");
 }
 
+/// Passes an SQS call on to the emulator at `url` with the request's headers (the signature among
+/// them): its status and body.
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    request: &actix_web::HttpRequest,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let mut upstream = client.post(url).body(body);
+    for (name, value) in request.headers() {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let response = upstream.send().await.expect("the emulator answers");
+    (response.status().as_u16(), response.bytes().await.expect("a body").to_vec())
+}
+
 /// A `SendMessageBatch` proxy in front of the emulator that answers some entries itself, the way
 /// SQS answers a batch in part: an entry whose body holds `fault:sender` is failed as the
 /// sender's fault (every time), `fault:server-once` is failed as SQS's own fault once,
@@ -399,17 +417,6 @@ impl SqsBatchFaultProxy {
 
         fn once(state: &State, body: &str, marker: &str) -> bool {
             body.contains(marker) && state.spent.lock().unwrap().insert(format!("{marker}{body}"))
-        }
-
-        async fn post(client: &reqwest::Client, url: String, request: &HttpRequest, body: Vec<u8>) -> (u16, Vec<u8>) {
-            let mut upstream = client.post(url).body(body);
-            for (name, value) in request.headers() {
-                if name != "host" && name != "content-length" {
-                    upstream = upstream.header(name.as_str(), value.as_bytes());
-                }
-            }
-            let response = upstream.send().await.expect("the emulator answers");
-            (response.status().as_u16(), response.bytes().await.expect("a body").to_vec())
         }
 
         async fn forward(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
@@ -517,4 +524,110 @@ async fn a_batch_answered_in_part_fails_retries_and_confirms_entry_by_entry() {
         );
     }
     assert!(server.metric("agenticai_ws_forward_entries_total{outcome=\"retried\",queue=\"dev\"}").await >= 2.0);
+}
+
+/// A proxy in front of the emulator that answers each `SendMessageBatch` only after `delay`, as a
+/// distant SQS does, and keeps the most such calls it had in flight at once.
+struct SlowSqsProxy {
+    endpoint: String,
+    most_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl SlowSqsProxy {
+    fn start(upstream: String, delay: Duration) -> Self {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        };
+
+        use actix_web::{web, HttpRequest, HttpResponse};
+
+        struct State {
+            upstream: String,
+            delay: Duration,
+            in_flight: AtomicUsize,
+            most_in_flight: Arc<AtomicUsize>,
+        }
+
+        async fn relay(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+            let target = request.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let batch = target.ends_with("SendMessageBatch");
+            if batch {
+                let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(state.delay).await;
+            }
+            let url = format!("{}{}", state.upstream, request.uri());
+            let (status, bytes) = post(&reqwest::Client::new(), url, &request, body.to_vec()).await;
+            if batch {
+                state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).body(bytes)
+        }
+
+        let most_in_flight = Arc::new(AtomicUsize::new(0));
+        let state = web::Data::new(State {
+            upstream,
+            delay,
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: most_in_flight.clone(),
+        });
+        let (addr, thread) = common::serve_on_loopback(move |routes| {
+            routes.app_data(state.clone()).default_service(web::to(relay));
+        });
+        SlowSqsProxy { endpoint: format!("http://{addr}"), most_in_flight, _thread: thread }
+    }
+}
+
+/// The most `SendMessageBatch` calls in flight at once while 40 forwards, four full batches, go
+/// to the dev queue through a slow SQS.
+async fn most_batches_in_flight(fifo: bool) -> usize {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, fifo).await;
+    let proxy = SlowSqsProxy::start(endpoint.clone(), Duration::from_secs(1));
+    let server = TestServer::start(|config| queues.configure(config, &proxy.endpoint));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    for n in 0..40 {
+        client
+            .send(json!({"action": "forward", "type": "dev", "message_id": format!("f{n}"), "project_id": "p"}))
+            .await;
+    }
+    for _ in 0..40 {
+        let reply = client.recv().await;
+        assert_eq!(reply["type"], "forward_confirmed", "{reply}");
+    }
+    proxy.most_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Throughput: a standard queue does not wait for one batch's answer before sending the next.
+#[tokio::test]
+async fn a_standard_queue_has_several_batches_in_flight_at_once() {
+    let most = most_batches_in_flight(false).await;
+    assert!(most >= 2, "the four batches went one at a time");
+}
+
+/// Order: a FIFO queue's next batch leaves only once the previous one is answered.
+#[tokio::test]
+async fn a_fifo_queue_has_one_batch_in_flight_at_a_time() {
+    assert_eq!(most_batches_in_flight(true).await, 1);
+}
+
+/// A queue that is down is retried with a growing, jittered wait (at most 2 s apart), not
+/// hammered: through a 2 s outage a forward is tried again a handful of times.
+#[tokio::test]
+async fn an_outage_is_retried_with_backoff() {
+    let endpoint = moto_endpoint();
+    let queues = Queues::create(&endpoint, false).await;
+    let proxy = common::OutageProxy::start(&endpoint).await;
+    let server = TestServer::start(|config| queues.configure(config, &proxy.endpoint));
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    proxy.set_down(true);
+    client.send(json!({"action": "forward", "type": "dev", "message_id": "patient", "project_id": "p"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_down(false);
+    assert_eq!(client.recv().await["type"], "forward_confirmed");
+    let retries = server.metric("agenticai_ws_forward_entries_total{outcome=\"retried\",queue=\"dev\"}").await;
+    // Doubling from 50 ms: about 7 tries in 2 s; without the doubling, about 80.
+    assert!((1.0..=20.0).contains(&retries), "{retries} retries in a 2 s outage");
 }

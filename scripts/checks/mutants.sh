@@ -42,7 +42,7 @@ export RUST_LOG=${RUST_LOG:-warn}
 # name|files|unit-test filter (tier 1; empty: no unit tests drive them)|integration tests (tier 2)|test timeout, s
 GROUPS_TABLE=(
   "tokens|src/access/token.rs src/access/jwks.rs|access::|authentication token_claims jwks_keys|120"
-  "policy|src/access/mod.rs src/access/origin.rs|access::|cross_site audit_access authentication|120"
+  "policy|src/access/mod.rs src/access/origin.rs|access::|cross_site audit_access authentication limits status|120"
   "limits|src/access/connections.rs src/access/rate.rs|access::|limits|180"
   "dispatcher|src/dispatcher/mod.rs src/dispatcher/routing.rs src/dispatcher/sqs.rs|dispatcher::|sqs|240"
   "hub|src/hub.rs src/hub/replay.rs|hub::|engine_contract resume fanout presence protocol|240"

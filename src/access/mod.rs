@@ -826,4 +826,50 @@ mod tests {
         assert!(!policy.principal(Some("Bearer key-ba")).has_key);
         assert!(policy.principal(Some("Bearer key-ab")).has_key);
     }
+
+    /// A principal holding a verified token of `user_id` with `scope` (a space-separated list).
+    fn with_token(user_id: &str, scope: &str) -> Principal {
+        let identity = Identity {
+            user_id: user_id.into(),
+            expires_at: token::MAX_EXPIRY,
+            issued_at: 0,
+            projects: token::ProjectPatterns::parse(&["*".to_owned()]),
+            scopes: Scopes::parse(Some(scope)),
+            info: None,
+        };
+        Principal { identity: Some(Arc::new(identity)), ..Principal::default() }
+    }
+
+    #[test]
+    fn publishers_get_a_services_budget_and_authenticating_changes_it_only_across_that_line() {
+        let policy = AccessPolicy::new(vec!["k".into()], ANY, 10);
+        let client = policy.request_budget(&Principal::default());
+        assert!(!client.is_service());
+        assert!(policy.request_budget(&policy.principal(Some("Bearer k"))).is_service());
+        let open = AccessPolicy::new(vec![], LOOPBACK, 10);
+        assert!(open.request_budget(&open.principal(None)).is_service(), "open publishing is a service's");
+        let publisher = with_token("svc", "subscribe publish");
+        assert!(policy.request_budget(&publisher).is_service());
+        assert!(!policy.request_budget(&with_token("alice", "subscribe forward")).is_service());
+        // A spent client budget stays spent through an authenticate that keeps it a client's.
+        assert!(!policy.budget_changes(&client, &with_token("alice", "subscribe forward")));
+        assert!(policy.budget_changes(&client, &publisher));
+        let service = policy.request_budget(&publisher);
+        assert!(!policy.budget_changes(&service, &publisher));
+    }
+
+    #[test]
+    fn idle_publish_api_callers_are_forgotten() {
+        // One request refills in a millisecond at 1000 a second.
+        let limits = Limits { api: ApiBudgets::new(Rate::new(1000, 1)), ..Limits::default() };
+        let policy = AccessPolicy::new(vec!["k".into()], ANY, 10).with_limits(limits);
+        assert_eq!(
+            policy.check_api_rate(&policy.principal(Some("Bearer k")), Some("Bearer k")).map_err(|error| error.code),
+            Ok(())
+        );
+        assert_eq!(policy.limits.api.tracked(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        policy.forget_idle_api_callers();
+        assert_eq!(policy.limits.api.tracked(), 0, "the budget of a caller idle for a refill is dropped");
+    }
 }

@@ -411,23 +411,34 @@ mod tests {
         protocol::ForwardRequest,
     };
 
-    /// A dispatcher over the local spool in `dir`, lingering `linger` for a batch to fill.
-    fn dispatcher(dir: &std::path::Path, linger: Duration) -> Addr<QueueDispatcher> {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let store = RecordStore::Local(LocalStore::open(dir).expect("record store"));
-        let (_persistence, records) = Persistence::new(store, 1000, Duration::from_secs(60), metrics.clone());
-        let settings = DispatcherSettings {
+    /// Settings of a dispatcher lingering `linger` for a batch to fill.
+    fn settings(linger: Duration) -> DispatcherSettings {
+        DispatcherSettings {
             sqs_batch_linger: linger,
             sqs_max_batch_bytes: NonZeroUsize::new(256 * 1024).expect("not zero"),
             forward_deadline: Duration::from_secs(30),
             dispatcher_max_pending: NonZeroUsize::new(1000).expect("not zero"),
-        };
-        let backend = QueueBackend::Spool(Spool::open(dir, 1 << 30).expect("spool"));
-        QueueDispatcher::new(backend, settings, metrics, records).start()
+        }
     }
 
-    /// Forward `n` to the dev queue; its answer arrives on the receiver.
-    fn forward(dispatcher: &Addr<QueueDispatcher>, n: usize) -> oneshot::Receiver<ForwardResult> {
+    /// A dispatcher over the local spool in `dir`, and the metrics it keeps.
+    fn dispatcher_with_metrics(
+        dir: &std::path::Path,
+        settings: DispatcherSettings,
+    ) -> (Addr<QueueDispatcher>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let store = RecordStore::Local(LocalStore::open(dir).expect("record store"));
+        let (_persistence, records) = Persistence::new(store, 1000, Duration::from_secs(60), metrics.clone());
+        let backend = QueueBackend::Spool(Spool::open(dir, 1 << 30).expect("spool"));
+        (QueueDispatcher::new(backend, settings, metrics.clone(), records).start(), metrics)
+    }
+
+    fn dispatcher(dir: &std::path::Path, settings: DispatcherSettings) -> Addr<QueueDispatcher> {
+        dispatcher_with_metrics(dir, settings).0
+    }
+
+    /// Forward `n` to the dev queue, as a session makes it.
+    fn message(n: usize) -> QueueMessage {
         let body = json!({"action": "forward", "type": "dev", "message_id": format!("m{n}"), "data": {"n": n}});
         let request = ForwardRequest {
             message_type: "dev".into(),
@@ -435,18 +446,39 @@ mod tests {
             project_id: "p".into(),
             body: body.as_object().expect("an object").clone(),
         };
+        QueueMessage::new(AgentRole::Dev, request, "connection", None)
+    }
+
+    /// Sends `message` to the dispatcher; its answer arrives on the receiver.
+    fn forward(dispatcher: &Addr<QueueDispatcher>, message: QueueMessage) -> oneshot::Receiver<ForwardResult> {
         let (reply, answer) = oneshot::channel();
-        let message = QueueMessage::new(AgentRole::Dev, request, "connection", None);
         dispatcher.do_send(Forward { message, reply });
         answer
+    }
+
+    /// The answer to a forward, within a deadline no loaded machine misses.
+    async fn outcome(answer: &mut oneshot::Receiver<ForwardResult>) -> ForwardResult {
+        tokio::time::timeout(Duration::from_secs(5), answer).await.expect("answered in time").expect("answered")
+    }
+
+    /// Whether a forward is still unanswered after a while (it waits for the linger).
+    async fn still_waiting(answer: &mut oneshot::Receiver<ForwardResult>) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), answer).await.is_err()
+    }
+
+    async fn flush(dispatcher: &Addr<QueueDispatcher>) {
+        tokio::time::timeout(Duration::from_secs(5), dispatcher.send(Flush))
+            .await
+            .expect("the flush answered once every forward was")
+            .expect("flushed");
     }
 
     #[actix_rt::test]
     async fn full_batches_leave_at_once_the_rest_at_the_flush_each_answered_once_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         // A linger no test waits for: what leaves before the flush left because its batch was full.
-        let dispatcher = dispatcher(dir.path(), Duration::from_secs(3600));
-        let mut answers: Vec<_> = (0..25).map(|n| forward(&dispatcher, n)).collect();
+        let dispatcher = dispatcher(dir.path(), settings(Duration::from_secs(3600)));
+        let mut answers: Vec<_> = (0..25).map(|n| forward(&dispatcher, message(n))).collect();
         let rest = answers.split_off(2 * MAX_BATCH_ENTRIES);
         for answer in answers {
             let receipt = tokio::time::timeout(Duration::from_secs(5), answer)
@@ -460,10 +492,7 @@ mod tests {
             let early = tokio::time::timeout(Duration::from_millis(100), answer.as_mut()).await;
             assert!(early.is_err(), "a forward of a batch that is not full waits for the linger");
         }
-        tokio::time::timeout(Duration::from_secs(5), dispatcher.send(Flush))
-            .await
-            .expect("the flush answered once every forward was")
-            .expect("flushed");
+        flush(&dispatcher).await;
         let mut ids = std::collections::HashSet::new();
         for answer in rest {
             let receipt = tokio::time::timeout(Duration::from_secs(5), answer)
@@ -482,5 +511,121 @@ mod tests {
             })
             .collect();
         assert_eq!(order, (0..25).collect::<Vec<u64>>(), "the queue got each forward once, in arrival order");
+    }
+
+    #[actix_rt::test]
+    async fn no_forward_waits_much_longer_than_the_linger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let linger = Duration::from_secs(2);
+        let dispatcher = dispatcher(dir.path(), settings(linger));
+        // The first forward arms the linger timer; nine more fill its batch, which leaves at once.
+        let mut first_batch = vec![forward(&dispatcher, message(0))];
+        tokio::time::sleep(linger / 20).await;
+        first_batch.extend((1..MAX_BATCH_ENTRIES).map(|n| forward(&dispatcher, message(n))));
+        for answer in &mut first_batch {
+            assert!(outcome(answer).await.is_ok());
+        }
+        // Arrived early in the first forward's linger: when that timer fires, it waits for the rest
+        // of its own.
+        let sent = Instant::now();
+        let mut late = forward(&dispatcher, message(MAX_BATCH_ENTRIES));
+        assert!(outcome(&mut late).await.is_ok());
+        let waited = sent.elapsed();
+        assert!(waited < linger * 3 / 2, "waited {waited:?} with a linger of {linger:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_leaves_at_once_when_the_next_forward_would_take_it_past_the_byte_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let messages: Vec<QueueMessage> = (1..=4).map(message).collect();
+        let limit: usize = messages[..3].iter().map(QueueMessage::payload_size).sum();
+        let dispatcher = dispatcher(
+            dir.path(),
+            DispatcherSettings {
+                sqs_max_batch_bytes: NonZeroUsize::new(limit).expect("not zero"),
+                ..settings(Duration::from_secs(3600))
+            },
+        );
+        let mut messages = messages.into_iter();
+        let mut fitting: Vec<_> = messages.by_ref().take(3).map(|message| forward(&dispatcher, message)).collect();
+        for answer in &mut fitting {
+            assert!(still_waiting(answer).await, "forwards of exactly the byte limit are no full batch yet");
+        }
+        let mut last = forward(&dispatcher, messages.next().expect("a fourth"));
+        for answer in &mut fitting {
+            assert!(outcome(answer).await.is_ok(), "the three that fit left as soon as a fourth came");
+        }
+        assert!(still_waiting(&mut last).await, "the fourth did not fit their batch: it waits for the linger");
+        flush(&dispatcher).await;
+        assert!(outcome(&mut last).await.is_ok());
+    }
+
+    #[actix_rt::test]
+    async fn a_forward_of_the_byte_limit_is_sent_and_a_larger_one_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fits, too_large) = (message(1), message(10));
+        let limit = fits.payload_size();
+        assert!(too_large.payload_size() > limit);
+        let settings = DispatcherSettings {
+            sqs_max_batch_bytes: NonZeroUsize::new(limit).expect("not zero"),
+            ..settings(Duration::ZERO)
+        };
+        let dispatcher = dispatcher(dir.path(), settings);
+        assert!(outcome(&mut forward(&dispatcher, fits)).await.is_ok());
+        let refused = outcome(&mut forward(&dispatcher, too_large)).await.expect_err("too large for a batch");
+        assert_eq!(refused.code, ErrorCode::ForwardFailed);
+        assert!(refused.message.contains("m10"), "{}", refused.message);
+    }
+
+    #[actix_rt::test]
+    async fn past_dispatcher_max_pending_a_forward_is_answered_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = DispatcherSettings {
+            dispatcher_max_pending: NonZeroUsize::new(2).expect("not zero"),
+            ..settings(Duration::from_secs(3600))
+        };
+        let dispatcher = dispatcher(dir.path(), settings);
+        let mut pending: Vec<_> = (1..=2).map(|n| forward(&dispatcher, message(n))).collect();
+        let refused = outcome(&mut forward(&dispatcher, message(3))).await.expect_err("a third is one too many");
+        assert_eq!(refused.code, ErrorCode::Busy);
+        flush(&dispatcher).await;
+        for answer in &mut pending {
+            assert!(outcome(answer).await.is_ok());
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_forward_not_sent_by_its_deadline_is_answered_forward_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = DispatcherSettings { forward_deadline: Duration::ZERO, ..settings(Duration::from_secs(3600)) };
+        let dispatcher = dispatcher(dir.path(), settings);
+        let failed = outcome(&mut forward(&dispatcher, message(1))).await.expect_err("past its deadline");
+        assert_eq!(failed.code, ErrorCode::ForwardFailed);
+        assert!(failed.message.contains("queue busy"), "{}", failed.message);
+        // Answered means no longer pending: a flush has nothing to wait for.
+        flush(&dispatcher).await;
+    }
+
+    #[actix_rt::test]
+    async fn a_flush_answers_when_every_forward_is_answered_and_at_once_when_none_is_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (dispatcher, metrics) = dispatcher_with_metrics(dir.path(), settings(Duration::from_secs(3600)));
+        flush(&dispatcher).await;
+        // Sessions try_send: the mailbox holds a burst far larger than actix's default of 16.
+        let mut answers = Vec::new();
+        for n in 0..100 {
+            let (reply, answer) = oneshot::channel();
+            dispatcher.try_send(Forward { message: message(n), reply }).expect("room in the mailbox");
+            answers.push(answer);
+        }
+        flush(&dispatcher).await;
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(_))), "confirmed before the flush answered");
+        }
+        // What operators read: nothing pending, waiting or in flight once all is answered.
+        assert_eq!(metrics.forward_pending.get(), 0);
+        for state in ["waiting", "in_flight"] {
+            assert_eq!(metrics.forward_queue_entries.with_label_values(&["dev", state]).get(), 0, "{state}");
+        }
     }
 }
