@@ -1174,6 +1174,9 @@ async fn join_late(target: &Target, plan: &Plan, agent: &LateAgent) -> Result<Jo
 fn late_report(args: &Args, outcome: &LateOutcome) -> Report {
     let latency = stats::percentiles(&outcome.latency);
     let ok = outcome.failures.is_empty() && outcome.wrong == 0 && outcome.joined == args.late_joiners as u64;
+    // The rollup bounds this (1000/STREAM_ROLLUP_MS + 1 a second) whatever the agent's rate.
+    let followed_frames_per_s =
+        report::per_second(outcome.followed_frames, outcome.joined as f64 * FOLLOW_AFTER_SNAPSHOT.as_secs_f64());
     let value = json!({
         "scenario": "streams",
         "mode": "late_joiners",
@@ -1184,11 +1187,12 @@ fn late_report(args: &Args, outcome: &LateOutcome) -> Report {
         "subscribe_to_snapshot": latency,
         "wrong": outcome.wrong,
         "followed_frames": outcome.followed_frames,
+        "followed_frames_per_s": followed_frames_per_s,
         "failures": outcome.failures,
     });
     let human = format!(
         "late joiners: {} of {} joined a stream of {} bytes; subscribe to snapshot: {}\n\
-         joiners whose snapshot and the appends after it were not the agent's text {}, live frames after the snapshots {}, failures: {}",
+         joiners whose snapshot and the appends after it were not the agent's text {}, live frames after the snapshots {} ({followed_frames_per_s:.1}/s per joiner), failures: {}",
         outcome.joined,
         args.late_joiners,
         outcome.filled_bytes,
@@ -1311,5 +1315,24 @@ mod tests {
             "{}",
             both.human
         );
+    }
+
+    #[test]
+    fn the_late_joiners_report_fails_when_one_did_not_join() {
+        let cli = crate::tests::parse(&["streams", "--url", "ws://127.0.0.1:1/ws", "--late-joiners", "3"])
+            .expect("valid arguments");
+        let crate::Command::Streams(args) = cli.command else { panic!("not streams") };
+        assert_eq!(args.snapshot_bytes, 500 * 1024, "default");
+        let mut latency = stats::histogram();
+        [2_000, 3_000].iter().for_each(|&micros| stats::record(&mut latency, micros));
+        let mut failures = Causes::new();
+        stats::bump(&mut failures, "joiner_no_snapshot", 1);
+        let outcome =
+            LateOutcome { filled_bytes: 512_000, joined: 2, latency, wrong: 0, followed_frames: 15, failures };
+        let report = late_report(&args, &outcome);
+        assert!(!report.ok);
+        assert_eq!(report.value["followed_frames_per_s"], 25.0);
+        assert_eq!(report.value["subscribe_to_snapshot"]["count"], 2);
+        assert!(report.human.starts_with("late joiners: 2 of 3 joined a stream of 512000 bytes"), "{}", report.human);
     }
 }
