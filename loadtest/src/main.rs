@@ -9,6 +9,9 @@
 //! - `forward`: C clients forwarding at a target rate; confirmed forwards/s, confirmation latency,
 //!   errors by code, SQS entries per batch; optionally a bare SDK client against the same
 //!   emulator for comparison (`bare-sqs` alone does only that part).
+//! - `streams`: S agent streams of R appends/s, V viewers each, against the same tokens sent as
+//!   plain publications: frames and bytes per viewer, server CPU per append, append-to-screen
+//!   latency, exactness; a late joiner's snapshot of a large stream.
 //! - `abuse`: a ping flood, connections over their rate budget, slowloris sockets, one after the
 //!   other, with probe clients measuring round trips and connects and the server's memory
 //!   sampled before, during and after each.
@@ -30,6 +33,7 @@ mod net;
 mod report;
 mod scrape;
 mod stats;
+mod streams;
 mod tokens;
 
 use std::{
@@ -54,6 +58,8 @@ enum Command {
     Connect(connect::Args),
     /// Subscribers over projects, publishers at a rate: throughput, latency, loss, duplicates.
     Fanout(fanout::Args),
+    /// Agent streams against the same tokens as publications: CPU per append, frames, latency.
+    Streams(streams::Args),
     /// Clients forwarding to the agent queues: confirmed/s, latency, errors, entries per batch.
     Forward(forward::Args),
     /// A bare aws-sdk-sqs client sending 10-entry SendMessageBatch calls (the reference figure).
@@ -194,6 +200,7 @@ fn main() -> ExitCode {
     let pids = match &cli.command {
         Command::Connect(args) => args.common.server_pids.clone(),
         Command::Fanout(args) => args.common.server_pids.clone(),
+        Command::Streams(args) => args.common.server_pids.clone(),
         Command::Forward(args) => args.common.server_pids.clone(),
         Command::Abuse(args) => args.common.server_pids.clone(),
         _ => Vec::new(),
@@ -204,6 +211,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args, nofile).await,
             Command::ConnectWorker(args) => connect::worker_main(args).await,
             Command::Fanout(args) => fanout::run(args, nofile).await,
+            Command::Streams(args) => streams::run(args, nofile).await,
             Command::Forward(args) => forward::run(args).await,
             Command::BareSqs(args) => forward::run_bare(args).await,
             Command::Abuse(args) => abuse::run(args).await,
@@ -262,7 +270,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_scenario_needs_a_url() {
-        for scenario in ["connect", "fanout", "forward", "abuse"] {
+        for scenario in ["connect", "fanout", "streams", "forward", "abuse"] {
             assert!(parse(&[scenario]).is_err(), "{scenario} without --url");
         }
     }

@@ -7,12 +7,14 @@
 #   scripts/bench/benchmarks.sh OUT_DIR tokens     # only the connection-token series (about 4 minutes)
 #   scripts/bench/benchmarks.sh OUT_DIR limits     # only the abuse-limit series (about 3 minutes)
 #   scripts/bench/benchmarks.sh OUT_DIR presence   # only connect with presence on and off (about 2 minutes)
+#   scripts/bench/benchmarks.sh OUT_DIR streams    # only agent streams against publications (about 4 minutes)
 #
 # Then the fan-out runs again against a server with WRITE_DELAY_MS=5 (docs/benchmarks.md, "The
 # machine's floor and the write delay"; the floor itself was measured by the `floor` scenario, which
 # is no longer part of the load generator: that section says how to rerun it), the connection-token
-# series (docs/benchmarks.md, "Connection tokens") and the presence series (docs/benchmarks.md,
-# "One engine, and presence"). About 20 minutes in all.
+# series (docs/benchmarks.md, "Connection tokens"), the presence series (docs/benchmarks.md,
+# "One engine, and presence") and the agent-streams series (docs/benchmarks.md, "Agent streams").
+# About 25 minutes in all.
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -120,8 +122,20 @@ presence_series() {
   done
   stop_server
 }
+# Agent streams (issue 25): 10 streams of 150 appends/s to 50 viewers each, as streams and as the
+# same tokens sent as plain publications, side by side, 3 runs; then 50 viewers joining, one after
+# another, a stream of 500 KiB (the default STREAM_MAX_BYTES, 1 MiB, leaves room for it).
+streams_series() {
+  start_server 18090
+  for r in 1 2 3; do
+    run "streams-both-$r" streams --url "$URL" --streams 10 --viewers 50 --rate 150 --duration 20 --as both
+  done
+  run "streams-late-joiners" streams --url "$URL" --streams 1 --viewers 1 --duration 1 --late-joiners 50 \
+    --snapshot-bytes 512000
+  stop_server
+}
 case "${2:-all}" in
-  tokens | limits | presence)
+  tokens | limits | presence | streams)
     "${2}_series"
     echo "summaries in $OUT" >&2
     exit 0
@@ -158,4 +172,5 @@ done
 token_series
 limits_series
 presence_series
+streams_series
 echo "summaries in $OUT" >&2

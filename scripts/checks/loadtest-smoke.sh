@@ -76,6 +76,8 @@ scenario "connect 200 over 2 source addresses" connect --connections 200 --proje
 scenario "connect 200 in 2 processes" connect --connections 200 --projects 5 --hold 1 --processes 2
 scenario "fanout 50 subscribers x 5 projects (HTTP)" fanout --subscribers 50 --projects 5 --publishers 2 --rate 200 --duration 3 --drain-timeout 5
 scenario "fanout 50 subscribers x 5 projects (WebSocket)" fanout --subscribers 50 --projects 5 --publishers 2 --rate 200 --duration 2 --via ws --drain-timeout 5
+scenario "streams 2 x 5 viewers, as streams and as publications, 2 late joiners of a 100 KB stream" streams \
+  --streams 2 --viewers 5 --rate 50 --duration 2 --as both --late-joiners 2 --snapshot-bytes 100000 --drain-timeout 5
 scenario "forward 5 clients into the local spool" forward --clients 5 --rate 500 --duration 3 --window 16
 
 # A run that must fail: the tool's own failure path (nothing listens on a closed port).
