@@ -317,6 +317,9 @@ pub(crate) struct Hub {
     stream_settings: StreamHubSettings,
     /// Numbers the reads of projects' streams, so a late answer to an older one is ignored.
     stream_reads: u64,
+    /// Numbers the rollup windows, so an end scheduled for a window that closed (or for a copy
+    /// dropped since) is ignored.
+    stream_windows: u64,
     /// During the drain: told when the registry empties.
     on_empty: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -345,6 +348,7 @@ impl Hub {
             streams: HashMap::new(),
             stream_settings,
             stream_reads: 0,
+            stream_windows: 0,
         }
     }
 
@@ -510,19 +514,25 @@ impl Hub {
         }
     }
 
-    /// A rollup window of the stream ended.
-    fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
-        let Some(frame) =
-            self.streams.get_mut(&project_id).and_then(|streams| streams.window_ended(&project_id, &stream_id))
-        else {
-            return;
-        };
+    /// Rollup window `number` of the stream ended.
+    fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, number: u64, ctx: &mut Context<Self>) {
+        let ended =
+            self.streams.get_mut(&project_id).and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
+        let Some(frame) = ended else { return };
         self.send_to_viewers(&project_id, frame);
-        self.schedule_window_end(project_id, stream_id, ctx);
+        self.schedule_window_end(project_id, stream_id, number, ctx);
     }
 
-    fn schedule_window_end(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
-        ctx.run_later(self.stream_settings.rollup, move |hub, ctx| hub.window_ended(project_id, stream_id, ctx));
+    fn schedule_window_end(
+        &mut self,
+        project_id: ProjectId,
+        stream_id: StreamId,
+        number: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.run_later(self.stream_settings.rollup, move |hub, ctx| {
+            hub.window_ended(project_id, stream_id, number, ctx)
+        });
     }
 
     /// Asks the engine to end the streams left quiet past STREAM_IDLE_TIMEOUT_SECS as
@@ -898,10 +908,11 @@ impl Handler<StreamAppended> for Hub {
 
     fn handle(&mut self, msg: StreamAppended, ctx: &mut Self::Context) {
         let _ = msg.handed_over.send(());
-        let rollup = !self.stream_settings.rollup.is_zero();
         let Some(streams) = self.streams.get_mut(&msg.project_id) else { return };
         self.metrics.stream_appends_delivered.inc();
-        match streams.append(&msg.stream_id, msg.text, msg.length, rollup) {
+        // The number a window opened by this append gets.
+        let window = (!self.stream_settings.rollup.is_zero()).then_some(self.stream_windows + 1);
+        match streams.append(&msg.stream_id, msg.text, msg.length, window) {
             Applied::Nothing | Applied::Pending => {}
             Applied::Reread => self.reread_streams(msg.project_id, ctx),
             Applied::SendNowAndOpenWindow => {
@@ -912,8 +923,9 @@ impl Handler<StreamAppended> for Hub {
                 if let Some(frame) = pending {
                     self.send_to_viewers(&msg.project_id, frame);
                 }
-                if rollup {
-                    self.schedule_window_end(msg.project_id, msg.stream_id, ctx);
+                if let Some(number) = window {
+                    self.stream_windows = number;
+                    self.schedule_window_end(msg.project_id, msg.stream_id, number, ctx);
                 }
             }
         }

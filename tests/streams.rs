@@ -413,3 +413,52 @@ async fn a_viewer_moved_by_a_drain_gets_a_snapshot_and_ends_with_the_exact_text(
     (seen, _, _) = follow_to_end(&mut moved, &stream_id, seen).await;
     assert_eq!(seen, expected);
 }
+
+/// A project left by its last viewer and followed again keeps one rollup window per stream:
+/// a viewer gets at most 1000/STREAM_ROLLUP_MS + 1 frames a second however often the project
+/// was left before (the windows scheduled for the dropped copy do nothing).
+#[tokio::test]
+async fn a_project_left_and_followed_again_keeps_one_rollup_window_per_stream() {
+    let server = TestServer::start(|_| {});
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "window").await;
+    let appending = {
+        let stream_id = stream_id.clone();
+        async move {
+            let mut expected = String::new();
+            let mut ticks = tokio::time::interval(Duration::from_millis(5));
+            for n in 0..400 {
+                ticks.tick().await;
+                agent
+                    .send(json!({"action": "stream_append", "project_id": "window", "stream_id": stream_id,
+                                  "text": token(n)}))
+                    .await;
+                expected.push_str(&token(n));
+            }
+            agent.request(json!({"action": "stream_end", "project_id": "window", "stream_id": stream_id})).await;
+            expected
+        }
+    };
+    let watching = async {
+        // Each one leaves as the next arrives, within the 40 ms of a window.
+        let mut passer = viewer(&server, "window").await;
+        for _ in 0..8 {
+            passer.recv_type("stream_append").await;
+            let next = viewer(&server, "window").await;
+            drop(std::mem::replace(&mut passer, next));
+            passer.send(json!({"action": "unsubscribe", "project_id": "window"})).await;
+            passer = viewer(&server, "window").await;
+        }
+        drop(passer);
+        let mut last = viewer(&server, "window").await;
+        let snapshot = last.recv_type("stream_snapshot").await;
+        let began = std::time::Instant::now();
+        let (text, frames, _) =
+            follow_to_end(&mut last, &stream_id, snapshot["text"].as_str().expect("text").to_owned()).await;
+        (text, frames, began.elapsed())
+    };
+    let (expected, (text, frames, watched)) = tokio::join!(appending, watching);
+    assert_eq!(text, expected);
+    let allowed = (watched.as_secs_f64() * (1000.0 / 40.0) + 2.0).ceil() as usize;
+    assert!(frames <= allowed, "{frames} frames in {watched:?}: more than one window per 40 ms");
+}

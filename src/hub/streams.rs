@@ -68,8 +68,10 @@ pub(super) struct LiveStream {
     text: String,
     /// Bytes of `text` sent to the viewers; the rest waits for the window's end.
     sent: usize,
-    /// A rollup window is open (its end is scheduled).
-    window_open: bool,
+    /// The open rollup window: the number its scheduled end carries. A copy read again after
+    /// its project was left and followed anew is a new copy; an end scheduled for the old one
+    /// then finds another number (or none) and does nothing.
+    window: Option<u64>,
     last_activity: Instant,
     /// The hub asked the engine to end it as abandoned and has no answer yet.
     pub(super) abandoning: bool,
@@ -78,7 +80,7 @@ pub(super) struct LiveStream {
 impl LiveStream {
     fn new(meta: StreamMeta, text: String, last_activity: Instant) -> Self {
         let sent = text.len();
-        LiveStream { meta, text, sent, window_open: false, last_activity, abandoning: false }
+        LiveStream { meta, text, sent, window: None, last_activity, abandoning: false }
     }
 
     /// The snapshot a joining viewer gets: the text sent to the others so far.
@@ -280,8 +282,15 @@ impl ProjectStreams {
         self.open.remove(stream_id)
     }
 
-    /// Applies an append that made the stream `length` bytes long.
-    pub(super) fn append(&mut self, stream_id: &StreamId, text: ByteString, length: u64, rollup: bool) -> Applied {
+    /// Applies an append that made the stream `length` bytes long. `window`: the number a
+    /// window opened now gets (None: no rollup, every append goes alone).
+    pub(super) fn append(
+        &mut self,
+        stream_id: &StreamId,
+        text: ByteString,
+        length: u64,
+        window: Option<u64>,
+    ) -> Applied {
         if self.reading.is_some() {
             return if self.wait(Waiting::Appended(stream_id.clone(), text, length)) {
                 Applied::Reread
@@ -303,20 +312,22 @@ impl ProjectStreams {
         let Some(new) = text.get((held - start) as usize..) else { return Applied::Reread };
         stream.text.push_str(new);
         stream.last_activity = Instant::now();
-        if rollup && stream.window_open {
+        if window.is_some() && stream.window.is_some() {
             Applied::Pending
         } else {
-            stream.window_open = rollup;
+            stream.window = window;
             Applied::SendNowAndOpenWindow
         }
     }
 
-    /// A window of the stream ended: the frame of what is pending (and the window stays open
-    /// for another), or None (and it closes).
-    pub(super) fn window_ended(&mut self, project_id: &str, stream_id: &str) -> Option<ByteString> {
-        let stream = self.open.get_mut(stream_id)?;
+    /// Window `number` of the stream ended: the frame of what is pending (and the window stays
+    /// open for another), or None (and it closes; also when `number` is not the open window's).
+    pub(super) fn window_ended(&mut self, project_id: &str, stream_id: &str, number: u64) -> Option<ByteString> {
+        let stream = self.open.get_mut(stream_id).filter(|stream| stream.window == Some(number))?;
         let frame = stream.take_pending(project_id, stream_id);
-        stream.window_open = frame.is_some();
+        if frame.is_none() {
+            stream.window = None;
+        }
         frame
     }
 
@@ -344,7 +355,7 @@ impl ProjectStreams {
                     self.started(stream_id, meta);
                 }
                 Waiting::Appended(stream_id, text, length) => {
-                    if self.append(&stream_id, text, length, false) == Applied::Reread {
+                    if self.append(&stream_id, text, length, None) == Applied::Reread {
                         return Err(());
                     }
                 }
@@ -395,28 +406,31 @@ mod tests {
     fn appends_apply_once_and_in_order_and_a_gap_asks_for_a_reread() {
         let mut project = read_project(vec![snapshot("s", "ab")]);
         let s: StreamId = "s".into();
-        assert_eq!(project.append(&s, "cd".into(), 4, true), Applied::SendNowAndOpenWindow);
-        assert_eq!(project.append(&s, "e".into(), 5, true), Applied::Pending, "within the window");
-        assert_eq!(project.append(&s, "de".into(), 5, true), Applied::Nothing, "a repeat");
-        assert_eq!(project.append(&s, "efg".into(), 7, true), Applied::Pending, "overlapping: the new part");
+        assert_eq!(project.append(&s, "cd".into(), 4, Some(1)), Applied::SendNowAndOpenWindow);
+        assert_eq!(project.append(&s, "e".into(), 5, Some(1)), Applied::Pending, "within the window");
+        assert_eq!(project.append(&s, "de".into(), 5, Some(1)), Applied::Nothing, "a repeat");
+        assert_eq!(project.append(&s, "efg".into(), 7, Some(1)), Applied::Pending, "overlapping: the new part");
         assert_eq!(text_of(&project, "s"), "abcdefg");
-        assert_eq!(project.append(&s, "z".into(), 9, true), Applied::Reread, "a byte is missing");
-        assert_eq!(project.append(&"t".into(), "z".into(), 1, true), Applied::Reread, "an unknown stream");
+        assert_eq!(project.append(&s, "z".into(), 9, Some(1)), Applied::Reread, "a byte is missing");
+        assert_eq!(project.append(&"t".into(), "z".into(), 1, Some(1)), Applied::Reread, "an unknown stream");
     }
 
     #[test]
     fn a_window_sends_what_it_gathered_then_closes_when_quiet() {
         let mut project = read_project(vec![snapshot("s", "")]);
         let s: StreamId = "s".into();
-        project.append(&s, "a".into(), 1, true);
+        project.append(&s, "a".into(), 1, Some(1));
         let first = project.open.get_mut("s").unwrap().take_pending("p", "s").expect("the first goes at once");
         assert!(first.contains(r#""text":"a","length":1"#), "{first}");
-        project.append(&s, "b".into(), 2, true);
-        project.append(&s, "c".into(), 3, true);
-        let rolled = project.window_ended("p", "s").expect("the window's appends");
+        project.append(&s, "b".into(), 2, Some(1));
+        project.append(&s, "c".into(), 3, Some(1));
+        assert!(project.window_ended("p", "s", 7).is_none(), "another window's end does nothing");
+        let rolled = project.window_ended("p", "s", 1).expect("the window's appends");
         assert!(rolled.contains(r#""text":"bc","length":3"#), "{rolled}");
-        assert!(project.window_ended("p", "s").is_none(), "nothing new: the window closes");
-        assert_eq!(project.append(&s, "d".into(), 4, true), Applied::SendNowAndOpenWindow);
+        assert!(project.window_ended("p", "s", 1).is_none(), "nothing new: the window closes");
+        assert_eq!(project.append(&s, "d".into(), 4, Some(2)), Applied::SendNowAndOpenWindow);
+        assert!(project.window_ended("p", "s", 1).is_none(), "the closed window's end is stale");
+        assert_eq!(project.append(&s, "e".into(), 5, Some(3)), Applied::Pending, "window 2 is open");
     }
 
     #[test]
@@ -424,8 +438,8 @@ mod tests {
         let mut project = ProjectStreams::reading(7);
         assert!(project.awaits(7) && !project.is_read());
         let s: StreamId = "s".into();
-        project.append(&s, "b".into(), 2, true);
-        project.append(&s, "c".into(), 3, true);
+        project.append(&s, "b".into(), 2, Some(1));
+        project.append(&s, "c".into(), 3, Some(1));
         project.started("t".into(), StreamMeta::default());
         project.ended("u");
         project.read(vec![snapshot("s", "ab"), snapshot("u", "x")], BTreeMap::new()).expect("no gap");
