@@ -186,6 +186,10 @@ impl Approvals {
         let outcome = decided.await.map_err(engine_error)?;
         let ask = match outcome {
             DecideOutcome::Won(ask) => ask,
+            // Expired: to a person, as gone as one never asked.
+            DecideOutcome::AlreadyDecided(winner) if winner.decision == "expired" => {
+                return Err(not_found(&approval_id))
+            }
             DecideOutcome::AlreadyDecided(winner) => {
                 return Err(RequestError::new(
                     ErrorCode::AlreadyDecided,
