@@ -11,7 +11,7 @@
 
 use redis::{RedisResult, Script, Value};
 
-use super::{channel, keys, RedisEngine, PUBLISH_FUNCTION};
+use super::{channel, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
 use crate::{
     engine::{
         approvals::{AskOutcome, DecideOutcome, Undelivered},
@@ -28,13 +28,6 @@ const DUE: &str = "agenticai:approvals:due";
 const UNDELIVERED: &str = "agenticai:approvals:undelivered";
 /// Separates the project from the approval in the cross-project sets' members.
 const SEPARATOR: char = '\u{1f}';
-
-const NOW_FUNCTION: &str = r#"
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-"#;
 
 /// KEYS: 1-4 the history's, 5 the question's hash, 6 the project's pending set, 7 the due set.
 /// ARGV: 1-6 the publication's, 7 approval id, 8 the question, 9 expires at (ms), 10 the frame,
@@ -167,10 +160,6 @@ fn malformed(what: &str) -> redis::RedisError {
         "unexpected approval script answer",
         what.to_owned(),
     ))
-}
-
-fn text(value: &Value) -> Option<String> {
-    redis::from_redis_value_ref(value).ok()
 }
 
 fn json<T: serde::de::DeserializeOwned>(value: Option<&Value>) -> Option<T> {

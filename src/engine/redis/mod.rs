@@ -127,6 +127,20 @@ local function publish_entry(keys, kept, live, size, ttl, new_epoch, channel, pu
 end
 "#;
 
+/// `now_ms()`: milliseconds of Redis's own clock, so every task measures time (idleness, expiry,
+/// leases) the same way; shared by the stream and approval scripts.
+pub(super) const NOW_FUNCTION: &str = r#"
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+"#;
+
+/// A script's answer field as text.
+pub(super) fn script_text(value: &redis::Value) -> Option<String> {
+    redis::from_redis_value_ref(value).ok()
+}
+
 /// KEYS: stream, offset, epoch, bytes. ARGV: frame, HISTORY_SIZE, TTL, a new epoch, channel,
 /// published-at (ms), HISTORY_MAX_BYTES.
 const PUBLISH_CALL: &str = r#"

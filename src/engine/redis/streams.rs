@@ -14,7 +14,7 @@
 use bytestring::ByteString;
 use redis::{RedisResult, Script, Value};
 
-use super::{channel, keys, RedisEngine, PUBLISH_FUNCTION};
+use super::{channel, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
 use crate::{
     engine::{
         positions::new_epoch,
@@ -26,14 +26,6 @@ use crate::{
         StreamPosition,
     },
 };
-
-/// Milliseconds of Redis's own clock, so every task measures idleness the same way.
-const NOW_FUNCTION: &str = r#"
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-"#;
 
 /// KEYS: 1-4 the history's (stream, offset, epoch, bytes), 5 the stream's hash, 6 its text, 7 the
 /// open set. ARGV: 1-6 the publication's (HISTORY_SIZE, TTL, a new epoch, channel, published-at,
@@ -189,10 +181,6 @@ fn malformed(what: &str) -> redis::RedisError {
         "unexpected stream script answer",
         what.to_owned(),
     ))
-}
-
-fn text(value: &Value) -> Option<String> {
-    redis::from_redis_value_ref(value).ok()
 }
 
 fn number(value: &Value) -> Option<u64> {
