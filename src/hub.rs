@@ -40,14 +40,18 @@
 //! caller waits for its delivery's answer before the next (a publisher for its receipt, bounded
 //! by its HTTP request or the session's in-flight budget; the Redis subscriber for each message
 //! of its connection), so they are bounded by the number of callers. The memory engine's join
-//! and leave events are not waited for: one per subscription change the hub itself made.
+//! and leave events are not waited for: one per subscription change the hub itself made. Stream
+//! appends are waited for only past [`APPENDS_UNWAITED_MAX`] unhandled ([`AppendsInMailbox`]).
 
 mod replay;
 pub(crate) mod streams;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, PoisonError, RwLock,
+    },
     time::Duration,
 };
 
@@ -188,7 +192,7 @@ struct PresenceEvent {
 }
 
 /// An append to a stream, from the engine ([`LocalDelivery::stream_append`]); answered once
-/// handed over.
+/// handed over when its sender waits (see [`AppendsInMailbox`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct StreamAppended {
@@ -196,8 +200,26 @@ struct StreamAppended {
     stream_id: StreamId,
     text: ByteString,
     length: u64,
-    handed_over: oneshot::Sender<()>,
+    handed_over: Option<oneshot::Sender<()>>,
 }
+
+/// Appends queued with `do_send` that the hub has not handled yet, and the bound under which
+/// their senders do not wait for the hand-over.
+///
+/// **Why not wait for each**: an agent streams a token every few milliseconds, so each wait
+/// was a wake-up of the hub's thread and then one of the appender's, twice per append, on an
+/// otherwise idle server: the largest cost of an append after the frames themselves
+/// (docs/benchmarks.md, "Agent streams"). Order does not need the wait (the mailbox keeps the
+/// engine's order); the mailbox's bound does. **When full** (the hub is
+/// [`APPENDS_UNWAITED_MAX`] appends behind): each further append waits for its hand-over, as
+/// every append once did, so the appenders' per-connection queues fill and answer `busy`, and
+/// the Redis subscriber reads its connection no faster than the hub takes the appends.
+#[derive(Default)]
+struct AppendsInMailbox(AtomicUsize);
+
+/// Appends the hub may be behind before their senders wait: about one second of the largest
+/// stream load measured (docs/benchmarks.md, 1,500 appends/s), a few hundred KiB of text.
+const APPENDS_UNWAITED_MAX: usize = 2048;
 
 /// Each project's local subscribers, as the hub last changed them: the engine reads a
 /// publication's receipt count here rather than asking the hub and waiting for an answer.
@@ -225,6 +247,7 @@ impl SubscriberCounts {
 struct HubDelivery {
     hub: Addr<Hub>,
     counts: Arc<SubscriberCounts>,
+    appends: Arc<AppendsInMailbox>,
 }
 
 impl LocalDelivery for HubDelivery {
@@ -266,12 +289,20 @@ impl LocalDelivery for HubDelivery {
         text: ByteString,
         length: u64,
     ) -> BoxFuture<'static, ()> {
-        let (handed_over, answer) = oneshot::channel();
+        let behind = self.appends.0.fetch_add(1, Ordering::Relaxed);
+        let (handed_over, answer) = if behind < APPENDS_UNWAITED_MAX {
+            (None, None)
+        } else {
+            let (handed_over, answer) = oneshot::channel();
+            (Some(handed_over), Some(answer))
+        };
         let appended =
             StreamAppended { project_id: project_id.clone(), stream_id: stream_id.clone(), text, length, handed_over };
         self.hub.do_send(appended);
         async move {
-            let _ = answer.await;
+            if let Some(answer) = answer {
+                let _ = answer.await;
+            }
         }
         .boxed()
     }
@@ -302,6 +333,8 @@ pub(crate) struct Hub {
     engine: Arc<dyn Engine>,
     /// `subscribers`' sizes, for the engine.
     counts: Arc<SubscriberCounts>,
+    /// Shared with the engine's [`HubDelivery`].
+    appends: Arc<AppendsInMailbox>,
     /// Publications held back for one resuming member, at most (then the hold is emptied and
     /// the replay reads them from the history).
     hold: HoldLimits,
@@ -339,6 +372,7 @@ impl Hub {
             subscribers: HashMap::new(),
             engine,
             counts: Arc::default(),
+            appends: Arc::default(),
             hold,
             replay_page_bytes: replay_page_bytes.max(1),
             metrics,
@@ -736,7 +770,8 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
-        self.engine.start(Arc::new(HubDelivery { hub: ctx.address(), counts: self.counts.clone() }));
+        let delivery = HubDelivery { hub: ctx.address(), counts: self.counts.clone(), appends: self.appends.clone() };
+        self.engine.start(Arc::new(delivery));
         ctx.run_interval(IDLE_SWEEP, |hub, ctx| hub.end_idle_streams(ctx));
     }
 }
@@ -907,7 +942,10 @@ impl Handler<StreamAppended> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: StreamAppended, ctx: &mut Self::Context) {
-        let _ = msg.handed_over.send(());
+        self.appends.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(handed_over) = msg.handed_over {
+            let _ = handed_over.send(());
+        }
         let Some(streams) = self.streams.get_mut(&msg.project_id) else { return };
         self.metrics.stream_appends_delivered.inc();
         // The number a window opened by this append gets.

@@ -131,7 +131,7 @@ pub(crate) trait LocalDelivery: Send + Sync + 'static {
 
     /// `text` was appended to a stream of the project, making it `length` bytes long. Called in
     /// the order the appends applied, in order with the project's publications; queued before
-    /// this returns, resolves once handed over.
+    /// this returns, resolves at once or, when the receiver is behind, once handed over.
     fn stream_append(
         &self,
         project_id: &ProjectId,
@@ -242,7 +242,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     ) -> EngineFuture<StartOutcome>;
 
     /// Appends to an open stream and hands the text to every task's
-    /// [`LocalDelivery::stream_append`]; resolves once this task's was handed over.
+    /// [`LocalDelivery::stream_append`]; resolves once this task's was queued (see there).
     fn stream_append(&self, project_id: &ProjectId, append: Append) -> EngineFuture<AppendOutcome>;
 
     /// Ends an open stream: its end becomes a publication of the project (delivered as
