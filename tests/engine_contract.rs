@@ -10,54 +10,8 @@ pub mod common;
 use std::time::{Duration, Instant};
 
 use agenticai_websocket::config::Config;
-use common::{publish_numbered, tokens, Client, RedisServer, TestServer};
+use common::{publish_numbered, tokens, Backend, Client, RedisServer, TestServer};
 use serde_json::{json, Value};
-
-/// The engine a test runs against.
-enum Backend {
-    Memory,
-    Redis(RedisServer),
-}
-
-impl Backend {
-    fn redis() -> Self {
-        Backend::Redis(RedisServer::start())
-    }
-
-    /// A server on this engine, adjusted by `configure`.
-    fn server(&self, configure: impl FnOnce(&mut Config)) -> TestServer {
-        let redis_url = match self {
-            Backend::Memory => None,
-            Backend::Redis(redis) => Some(redis.url()),
-        };
-        TestServer::start(move |config| {
-            config.engine.redis_url = redis_url;
-            configure(config);
-        })
-    }
-}
-
-/// Each contract test, once per engine.
-macro_rules! on_both_engines {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::Memory).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::redis()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_engines!(
     concurrent_publications_reach_every_subscriber_once_in_offset_order,

@@ -9,48 +9,8 @@ pub mod common;
 
 use std::time::Duration;
 
-use agenticai_websocket::config::Config;
-use common::{Client, RedisServer, TestServer};
+use common::{Backend, Client, RedisServer, TestServer};
 use serde_json::{json, Value};
-
-enum Backend {
-    Memory,
-    Redis(RedisServer),
-}
-
-impl Backend {
-    fn server(&self, configure: impl FnOnce(&mut Config)) -> TestServer {
-        let redis_url = match self {
-            Backend::Memory => None,
-            Backend::Redis(redis) => Some(redis.url()),
-        };
-        TestServer::start(move |config| {
-            config.engine.redis_url = redis_url;
-            configure(config);
-        })
-    }
-}
-
-macro_rules! on_both_engines {
-    ($($test:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::Memory).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(super::Backend::Redis(super::RedisServer::start())).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_engines!(
     viewers_get_rollups_that_concatenate_to_the_text_then_the_end,

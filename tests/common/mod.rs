@@ -14,6 +14,7 @@
 //! | `aws.rs` | the AWS emulator (moto): endpoint, SDK configuration, queues |
 //! | `faults.rs` | fault-injecting proxies (DynamoDB batches, outages) and the server they run on |
 //! | `redis.rs` | a private redis-server |
+//! | `engines.rs` | suites run on both engines ([`Backend`], `on_both_engines!`) |
 //! | `netns.rs` | a network namespace, for callers that are not loopback |
 
 pub mod netns;
@@ -22,11 +23,12 @@ pub mod tokens;
 
 mod aws;
 mod client;
+mod engines;
 mod faults;
 mod redis;
 mod server;
 
-pub use self::{aws::*, client::*, faults::*, redis::*, server::*};
+pub use self::{aws::*, client::*, engines::*, faults::*, redis::*, server::*};
 
 use std::time::Duration;
 
