@@ -10,7 +10,8 @@
 #      monitoring kit (alert rules, docker-compose.yml, a live Prometheus: monitoring-test.sh),
 #      the platform stack created in moto's CloudFormation and used for real, with the
 #      disaster-recovery scripts run against it
-#   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
+#   4. deploy.sh's image-scan gate (scripts/checks/deploy-test.sh), infrastructure linters
+#      (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
 #
 # Usage: scripts/test.sh            (what .ci/run and the README run)
 # Environment: TOOLS_DIR (.tools), COVERAGE_MIN (90), SKIP_COVERAGE=1 runs plain cargo test.
@@ -173,6 +174,9 @@ bash scripts/checks/monitoring-test.sh "$BIN"
 
 step "platform stack in moto's CloudFormation, one forward per queue through it, then table restore and DLQ redrive"
 bash scripts/checks/cfn-stack-test.sh "$BIN"
+
+step "deploy.sh against stand-ins for aws and docker: a critical or high finding of ECR's image scan stops it"
+bash scripts/checks/deploy-test.sh
 
 step "infrastructure linters"
 bash scripts/checks/check-infra.sh
