@@ -27,7 +27,11 @@ RUN mkdir src \
 # quarters of the file): that goes to agenticai-websocket.debug, which the binary names
 # (.gnu_debuglink) for gdb and addr2line, and which `docker build --target debug-symbols
 # --output type=local,dest=symbols .` exports beside the image.
+# GIT_COMMIT: the commit agenticai_ws_build_info reports (build.rs; the context has no .git).
+# scripts/ops/deploy.sh passes the revision it tags the image with.
+COPY build.rs ./
 COPY src ./src
+ARG GIT_COMMIT=unknown
 RUN cargo build --release --locked -p agenticai-websocket \
     && objcopy --only-keep-debug target/release/agenticai-websocket /agenticai-websocket.debug \
     && objcopy --strip-debug --add-gnu-debuglink=/agenticai-websocket.debug \

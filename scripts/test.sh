@@ -7,9 +7,11 @@
 #      too), failing under 90% line coverage of the server code
 #   3. the release binary: the endpoint integration test, the client libraries' tests, the
 #      container smoke test, the load-test smoke, the status page in headless Chromium, the
-#      platform stack created in moto's CloudFormation and used for real, with the
+#      monitoring kit (alert rules, docker-compose.yml, a live Prometheus: monitoring-test.sh),
+#      the platform stack created in moto's CloudFormation and used for real, with the
 #      disaster-recovery scripts run against it
-#   4. infrastructure linters (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
+#   4. deploy.sh's image-scan gate (scripts/checks/deploy-test.sh), infrastructure linters
+#      (hadolint, checkov, cfn-lint, shellcheck, actionlint, zizmor)
 #
 # Usage: scripts/test.sh            (what .ci/run and the README run)
 # Environment: TOOLS_DIR (.tools), COVERAGE_MIN (90), SKIP_COVERAGE=1 runs plain cargo test.
@@ -46,6 +48,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # Debian's redis-server, for the multi-process scale-out tests (they start their own).
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+fi
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  # Debian's prometheus (with promtool), for the monitoring kit's check (its rules, and a live scrape).
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 fi
 if ! cargo audit --version 2>/dev/null | grep -q "$CARGO_AUDIT_VERSION"; then
   cargo install --locked --quiet cargo-audit --version "$CARGO_AUDIT_VERSION"
@@ -161,8 +169,14 @@ bash scripts/checks/loadtest-smoke.sh
 step "status page in headless Chromium (screenshots in target/status-page/)"
 bash scripts/checks/status-page-test.sh "$BIN"
 
+step "monitoring kit: alert rules and their unit tests, docker-compose.yml, a live Prometheus scraping the release binary"
+bash scripts/checks/monitoring-test.sh "$BIN"
+
 step "platform stack in moto's CloudFormation, one forward per queue through it, then table restore and DLQ redrive"
 bash scripts/checks/cfn-stack-test.sh "$BIN"
+
+step "deploy.sh against stand-ins for aws and docker: a critical or high finding of ECR's image scan stops it"
+bash scripts/checks/deploy-test.sh
 
 step "infrastructure linters"
 bash scripts/checks/check-infra.sh

@@ -1,4 +1,6 @@
-//! Prometheus metrics, all prefixed `agenticai_ws_`, served at `GET /metrics`.
+//! Prometheus metrics, served at `GET /metrics`: the gateway's own prefixed `agenticai_ws_`
+//! (`agenticai_ws_build_info{version,commit}` among them), the process's under the standard
+//! `process_*` names every Prometheus dashboard knows.
 //!
 //! One [`Metrics`] per server instance (tests run several in one process), shared as
 //! `Arc<Metrics>`. The hub resolves its hot-path counter once ([`Metrics::message_frames_out`])
@@ -15,6 +17,9 @@ const NAMESPACE: &str = "agenticai_ws";
 
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Always 1; its labels say which build answers (`version` from Cargo.toml, `commit` from
+    /// build.rs).
+    build_info: IntGaugeVec,
     pub active_connections: IntGauge,
     pub connections_opened: IntCounter,
     connections_closed: IntCounterVec,
@@ -102,13 +107,20 @@ impl Metrics {
         let registry = Registry::new();
         let seconds = exponential_buckets(0.0005, 2.0, 16)?;
         let metrics = Metrics {
+            build_info: IntGaugeVec::new(
+                opts("build_info", "Always 1: the version and commit of the running gateway, as labels"),
+                &["version", "commit"],
+            )?,
             active_connections: IntGauge::with_opts(opts("active_connections", "Open WebSocket connections"))?,
             connections_opened: IntCounter::with_opts(opts(
                 "connections_opened_total",
                 "WebSocket connections accepted",
             ))?,
             connections_closed: IntCounterVec::new(
-                opts("connections_closed_total", "WebSocket connections closed, by close code"),
+                opts(
+                    "connections_closed_total",
+                    "WebSocket connections closed, by ending (close code, client_closed, connection_lost)",
+                ),
                 &["code"],
             )?,
             slow_consumers_closed: IntCounter::with_opts(opts(
@@ -157,7 +169,11 @@ impl Metrics {
                 vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
             ))?,
             sqs_batch_seconds: HistogramVec::new(
-                histogram_opts("sqs_batch_seconds", "SendMessageBatch latency, by queue", seconds.clone()),
+                histogram_opts(
+                    "sqs_batch_seconds",
+                    "SendMessageBatch (or spool write) latency, by queue",
+                    seconds.clone(),
+                ),
                 &["queue"],
             )?,
             records_written: IntCounterVec::new(
@@ -166,7 +182,7 @@ impl Metrics {
             )?,
             records_dropped: IntCounter::with_opts(opts(
                 "records_dropped_total",
-                "Records dropped because the persistence buffer was full",
+                "Records dropped: the persistence buffer was full, or the store refused them for good",
             ))?,
             record_retries: IntCounter::with_opts(opts(
                 "record_retries_total",
@@ -268,6 +284,8 @@ impl Metrics {
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
         let r = &self.registry;
+        r.register(Box::new(self.build_info.clone()))?;
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("AGENTICAI_WS_COMMIT")]).set(1);
         r.register(Box::new(self.active_connections.clone()))?;
         r.register(Box::new(self.connections_opened.clone()))?;
         r.register(Box::new(self.connections_closed.clone()))?;
@@ -315,10 +333,15 @@ impl Metrics {
         r.register(Box::new(self.streams_open.clone()))?;
         r.register(Box::new(self.streams_abandoned.clone()))?;
         #[cfg(target_os = "linux")]
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::new(
-            std::process::id() as i32,
-            NAMESPACE,
-        )))?;
+        {
+            use prometheus::process_collector::ProcessCollector;
+            let pid = std::process::id() as i32;
+            r.register(Box::new(ProcessCollector::new(pid, "")))?;
+            // The same figures under the names this gateway exported before the standard ones
+            // (agenticai_ws_process_*): dashboards, alarms and the load generator's older
+            // builds read them, and tests/operations.rs pins them. New work reads process_*.
+            r.register(Box::new(ProcessCollector::new(pid, NAMESPACE)))?;
+        }
         Ok(())
     }
 
@@ -387,5 +410,20 @@ mod tests {
         assert!(text.contains("agenticai_ws_connections_closed_total{code=\"3008_slow_consumer\"} 1"));
         assert!(text.contains("agenticai_ws_slow_consumers_closed_total 1"));
         assert!(text.contains("agenticai_ws_process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn renders_standard_process_names_and_build_info() {
+        let text = Metrics::new().unwrap().render();
+        let build_info = format!(
+            "agenticai_ws_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+            env!("AGENTICAI_WS_COMMIT"),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build_info), "{text}");
+        #[cfg(target_os = "linux")]
+        for name in ["process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"] {
+            assert!(text.lines().any(|line| line.starts_with(&format!("{name} "))), "no {name}: {text}");
+        }
     }
 }

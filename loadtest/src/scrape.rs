@@ -27,9 +27,9 @@ impl Sample {
     }
 }
 
-pub const RSS: &str = "agenticai_ws_process_resident_memory_bytes";
-pub const CPU: &str = "agenticai_ws_process_cpu_seconds_total";
-pub const FDS: &str = "agenticai_ws_process_open_fds";
+pub const RSS: &str = "process_resident_memory_bytes";
+pub const CPU: &str = "process_cpu_seconds_total";
+pub const FDS: &str = "process_open_fds";
 pub const ACTIVE: &str = "agenticai_ws_active_connections";
 pub const DELIVERIES: &str = "agenticai_ws_deliveries_total";
 pub const BATCH_SUM: &str = "agenticai_ws_sqs_batch_entries_sum";

@@ -105,6 +105,7 @@ done
 run docker build --pull --platform linux/amd64 \
   --label "org.opencontainers.image.revision=$GIT_REV" \
   --label "org.opencontainers.image.created=$TIMESTAMP" \
+  --build-arg "GIT_COMMIT=$GIT_REV" \
   "${tag_args[@]}" .
 for tag in "${TAGS[@]}"; do
   run docker push "$REPOSITORY_URI:$tag"
