@@ -187,6 +187,41 @@ fn in_help_order(arg: Arg) -> Arg {
     }
 }
 
+/// The configuration `matches` hold, as `agenticai-websocket check-config` prints it: one line
+/// per setting in `--help` order, `VARIABLE=value` and where the value came from. Secrets (the
+/// settings whose values `--help` hides) are redacted: a URL loses its password, anything else is
+/// `***` whole.
+pub fn describe_effective(matches: &clap::ArgMatches) -> String {
+    let command = Config::command();
+    let mut lines = Vec::with_capacity(HELP_ORDER.len());
+    for id in HELP_ORDER {
+        let Some(argument) = command.get_arguments().find(|argument| argument.get_id() == *id) else { continue };
+        let name = argument.get_env().map_or_else(
+            || format!("--{}", argument.get_long().unwrap_or(id)),
+            |variable| variable.to_string_lossy().into_owned(),
+        );
+        let value = matches
+            .get_raw(id)
+            .map(|values| values.map(|value| value.to_string_lossy()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let shown = if value.is_empty() || !argument.is_hide_env_values_set() {
+            value
+        } else if id.ends_with("_url") {
+            redact_url(&value)
+        } else {
+            "***".to_owned()
+        };
+        let source = match matches.value_source(id) {
+            Some(clap::parser::ValueSource::CommandLine) => "command line",
+            Some(clap::parser::ValueSource::EnvVariable) => "environment",
+            Some(clap::parser::ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        lines.push(format!("{:<56} # {source}", format!("{name}={shown}")));
+    }
+    lines.join("\n")
+}
+
 /// The message for a command line or environment clap refused: `VARIABLE: reason` when the
 /// value came from the environment, `--flag: reason` when from the command line.
 pub fn describe_parse_error(error: &clap::Error) -> String {
