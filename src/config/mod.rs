@@ -534,7 +534,32 @@ mod tests {
         assert_eq!(redact_url("rediss://app:hunter2@cache"), "rediss://app:***@cache");
         assert_eq!(redact_url("redis://token@cache"), "redis://***@cache");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
-        assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=x@y");
+        // An `@` in the query is not userinfo; a password in the query is redacted all the same.
+        assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=***");
+    }
+
+    #[test]
+    fn query_string_secrets_are_redacted_whatever_the_scheme() {
+        assert_eq!(redact_url("redis+unix:///run/redis.sock?pass=SECRET"), "redis+unix:///run/redis.sock?pass=***");
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?db=2&PASSWORD=SECRET"),
+            "unix:///run/redis.sock?db=2&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("rediss://app:SECRET@cache:6380/1?protocol=resp3&token=SECRET"),
+            "rediss://app:***@cache:6380/1?protocol=resp3&token=***"
+        );
+        assert_eq!(
+            redact_url("https://issuer.example/jwks?X-Amz-Signature=SECRET&X-Amz-Expires=60"),
+            "https://issuer.example/jwks?X-Amz-Signature=***&X-Amz-Expires=60"
+        );
+        // Nothing secret: shown exactly as given.
+        assert_eq!(redact_url("redis+unix:///run/redis.sock?db=2"), "redis+unix:///run/redis.sock?db=2");
+        assert_eq!(redact_url("https://issuer.example/a%20b?x=a+b"), "https://issuer.example/a%20b?x=a+b");
+        // Not a URL: kept only up to where a password might start.
+        assert_eq!(redact_url("redis://:SECRET@"), "redis://***");
+        assert_eq!(redact_url("redis://cache:notaport?pass=SECRET"), "redis://***");
+        assert_eq!(redact_url("localhost:6379"), "localhost:6379");
     }
 
     #[test]
