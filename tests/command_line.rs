@@ -154,4 +154,12 @@ fn check_config_exits_2_on_what_start_up_refuses() {
     assert_eq!(partial.status.code(), Some(2));
     assert!(text(&partial.stderr).contains("SQS_QUEUE_URL_DEV"), "{}", text(&partial.stderr));
     assert!(partial.stdout.is_empty());
+    // Zeros that would switch something off without a word.
+    for variable in ["HISTORY_SIZE", "RECORD_TTL_DAYS"] {
+        let zero = run(&["check-config"], &[(variable, "0")], "");
+        let stderr = text(&zero.stderr);
+        assert_eq!(zero.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(stderr.starts_with(&format!("invalid configuration: {variable}: ")), "{stderr}");
+        assert!(stderr.trim_end().ends_with("must be greater than 0"), "{stderr}");
+    }
 }

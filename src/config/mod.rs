@@ -454,6 +454,18 @@ mod tests {
         assert!(message.starts_with("OUTBOUND_QUEUE_BYTES") && message.contains("invalid digit"), "{message}");
     }
 
+    /// A zero that would silently switch something off is refused by name: no history means no
+    /// resume, a TTL of 0 days expires every record as it is written.
+    #[test]
+    fn zeros_that_would_disable_something_silently_are_refused() {
+        for (flag, variable) in [("--history-size", "HISTORY_SIZE"), ("--record-ttl-days", "RECORD_TTL_DAYS")] {
+            let message = refused(&[flag, "0"]);
+            assert!(message.starts_with(variable) && message.ends_with("must be greater than 0"), "{message}");
+        }
+        assert_eq!(parse(&["--history-size", "1"]).engine.history_size, 1);
+        assert_eq!(parse(&["--record-ttl-days", "1"]).storage.record_ttl, Duration::from_secs(86_400));
+    }
+
     #[test]
     fn zero_keeps_its_meaning_where_it_has_one() {
         let config = parse(&[
