@@ -108,12 +108,7 @@ fn main() -> ExitCode {
 /// What clap refused: a server setting the way start-up reports any bad setting, anything else
 /// (a tool's flags, an unknown subcommand, `--help`) as clap prints it.
 fn refused_command_line(error: &clap::Error) -> ExitCode {
-    let names_a_setting = error.get(clap::error::ContextKind::InvalidArg).is_some_and(|flag| {
-        let long = flag.to_string();
-        let long = long.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned();
-        Config::command().get_arguments().any(|argument| argument.get_long() == Some(long.as_str()))
-    });
-    if names_a_setting {
+    if config::refuses_a_setting(error) {
         return invalid(&config::describe_parse_error(error));
     }
     let _ = error.print();

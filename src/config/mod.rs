@@ -243,7 +243,7 @@ fn describe_refusal(error: &clap::Error, is_set: impl Fn(&OsStr) -> bool) -> Str
     let Some(flag) = error.get(ContextKind::InvalidArg).map(ToString::to_string) else {
         return reason;
     };
-    let long = flag.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned();
+    let long = long_name(&flag);
     let command = Config::command();
     let variable = command
         .get_arguments()
@@ -257,6 +257,18 @@ fn describe_refusal(error: &clap::Error, is_set: impl Fn(&OsStr) -> bool) -> Str
         None => reason,
     };
     format!("{}: {reason}", variable.unwrap_or(format!("--{long}")))
+}
+
+/// Whether clap refused one of the server's settings, rather than a tool's flag or a subcommand.
+pub fn refuses_a_setting(error: &clap::Error) -> bool {
+    error.get(ContextKind::InvalidArg).map(|flag| long_name(&flag.to_string())).is_some_and(|long| {
+        Config::command().get_arguments().any(|argument| argument.get_long() == Some(long.as_str()))
+    })
+}
+
+/// A flag's long name as clap shows it in an error: `port` for `--port <PORT>` or `--port=x`.
+fn long_name(flag: &str) -> String {
+    flag.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned()
 }
 
 /// Checks RUST_LOG: it must parse, and must not silence this server's own logs unless it says
