@@ -1,6 +1,8 @@
 //! The command line as an operator meets it: the tools beside the server (`token`,
 //! `check-token`, `check-config`), listed by `--help` and `help`, their output and exit status.
 
+pub mod common;
+
 use std::{
     io::Write,
     process::{Command, Output, Stdio},
@@ -103,6 +105,28 @@ fn check_token_refuses_what_the_server_refuses_with_exit_1() {
     assert!(text(&garbage.stderr).contains("malformed"));
 }
 
+/// With JWT_JWKS_URL the keys are fetched from the issuer, as the server fetches them.
+#[tokio::test]
+async fn check_token_verifies_against_the_issuers_key_set() {
+    use common::tokens::{claims, jwks_of, rs256, JwksServer};
+    let jwks = JwksServer::start(jwks_of(&["rsa-a"])).await;
+    let signed = rs256("rsa-a", &claims("agent-7", &["acme-*"], 300, serde_json::json!({"scope": "publish"})));
+    let unknown_kid = rs256("rsa-b", &claims("mallory", &["*"], 300, serde_json::json!({})));
+    let url = jwks.url.clone();
+    let (accepted, refused) = tokio::task::spawn_blocking(move || {
+        let env = [("JWT_JWKS_URL", url.as_str())];
+        (run(&["check-token"], &env, &signed), run(&["check-token"], &env, &unknown_kid))
+    })
+    .await
+    .unwrap();
+    assert_eq!(accepted.status.code(), Some(0), "{}", text(&accepted.stderr));
+    let claims: serde_json::Value = serde_json::from_slice(&accepted.stdout).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["scope"].as_str()), (Some("agent-7"), Some("publish")));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("unknown_key"), "{}", text(&refused.stderr));
+    assert!(jwks.requests() >= 1);
+}
+
 #[test]
 fn check_token_without_keys_is_a_configuration_error() {
     let token = mint(&["--sub", "alice"], SECRET);
@@ -143,6 +167,12 @@ fn check_config_prints_every_setting_with_secrets_redacted() {
     line("JWT_SECRET=***");
     line("PUBLISH_API_KEYS=***");
     assert!(line("JWT_JWKS_URL=").ends_with("# unset"));
+
+    let socket = run(&["check-config"], &[("REDIS_URL", "redis+unix:///run/redis.sock?db=2&pass=hunter2")], "");
+    let stdout = text(&socket.stdout);
+    assert_eq!(socket.status.code(), Some(0), "{}", text(&socket.stderr));
+    assert!(stdout.contains("REDIS_URL=redis+unix:///run/redis.sock?db=2&pass=***"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
 }
 
 #[test]
