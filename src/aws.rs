@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region, SdkConfig};
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_sqs::{
     config::http::HttpResponse,
     error::{ProvideErrorMetadata, SdkError},
@@ -57,16 +58,20 @@ pub(crate) enum Fault {
     Permanent(String),
 }
 
-const THROTTLING_CODES: [&str; 6] = [
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException",
-    "KmsThrottled",
-];
+/// Error codes the SDK's own retry classifier does not list but that are throttling all the
+/// same: SQS refusing a message because KMS throttled the queue's key.
+const MORE_THROTTLING_CODES: &[&str] = &["KmsThrottled"];
 
-/// Classifies an SDK error of any AWS operation.
+/// Whether an AWS error code says "not now" rather than "never": the codes the SDK's retry
+/// classifier retries (its throttling and transient lists: `TransactionInProgressException`,
+/// `RequestTimeout`, `SlowDown`, ...), and ours. The SDK's retries are off (ours respect each
+/// forward's deadline), so its lists are read here rather than kept as a copy that falls behind.
+fn is_retryable_code(code: &str) -> bool {
+    [THROTTLING_ERRORS, TRANSIENT_ERRORS, MORE_THROTTLING_CODES].iter().any(|codes| codes.contains(&code))
+}
+
+/// Classifies an SDK error of any AWS operation: a retryable code or a 5xx is transient, as are
+/// timeouts and network failures; any other answer of the service is permanent.
 pub(crate) fn classify<E>(error: &SdkError<E, HttpResponse>) -> Fault
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -76,7 +81,7 @@ where
             let service_error = context.err();
             let code = service_error.code().unwrap_or("Unknown");
             let message = format!("{code}: {}", service_error.message().unwrap_or("no message"));
-            if THROTTLING_CODES.contains(&code) || context.raw().status().is_server_error() {
+            if is_retryable_code(code) || context.raw().status().is_server_error() {
                 Fault::Transient(message)
             } else {
                 Fault::Permanent(message)
@@ -108,6 +113,39 @@ pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service error answered with `code` and HTTP `status`, as the SDK hands it over.
+    fn service_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<aws_sdk_sqs::operation::send_message::SendMessageError, HttpResponse> {
+        let metadata = aws_sdk_sqs::error::ErrorMetadata::builder().code(code).message("from the test").build();
+        let error = aws_sdk_sqs::operation::send_message::SendMessageError::generic(metadata);
+        let response = HttpResponse::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).expect("a valid status"),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        SdkError::service_error(error, response)
+    }
+
+    #[test]
+    fn throttling_and_transient_codes_are_retried_and_the_rest_reported() {
+        for code in [
+            "ThrottlingException",
+            "TransactionInProgressException",
+            "RequestTimeout",
+            "RequestTimeoutException",
+            "ProvisionedThroughputExceededException",
+            "SlowDown",
+            "KmsThrottled",
+        ] {
+            assert!(matches!(classify(&service_error(code, 400)), Fault::Transient(_)), "{code}");
+        }
+        for code in ["AccessDeniedException", "ValidationException", "AWS.SimpleQueueService.NonExistentQueue"] {
+            assert_eq!(classify(&service_error(code, 400)), Fault::Permanent(format!("{code}: from the test")));
+        }
+        assert!(matches!(classify(&service_error("InternalFailure", 500)), Fault::Transient(_)));
+    }
 
     #[test]
     fn backoff_stays_under_the_cap() {

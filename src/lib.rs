@@ -70,8 +70,12 @@ mod streams;
 mod updates;
 
 // The public surface is what the binary (`src/main.rs`) and the integration tests use: start a
-// server from a configuration, mint a development token, reach the AWS endpoints the server
+// server from a configuration, mint or check a token, reach the AWS endpoints the server
 // uses, read a DynamoDB record as JSON. Everything else is the crate's own.
-pub use access::token::{mint_hs256, MintedClaims};
+pub use access::{
+    check_token,
+    token::{mint_hs256, MintedClaims},
+    TokenCheckError,
+};
 pub use aws::sdk_config;
 pub use persistence::dynamo::from_attributes as dynamo_item_json;

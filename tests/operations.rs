@@ -269,3 +269,50 @@ async fn the_last_emf_interval_is_printed_at_shutdown() {
     assert_eq!(qa["ForwardsConfirmed"], 1);
     assert_eq!(qa["EntriesPerBatch"], 1.0);
 }
+
+/// HTTP's own conventions: a 401 says how to authenticate (RFC 9110 11.6.1), an unknown path is
+/// a 404 in the API's error shape, a wrong method a 405 naming the right ones.
+#[tokio::test]
+async fn refusals_follow_http_a_401_challenges_a_404_is_json_a_405_says_allow() {
+    let server = TestServer::start(|config| {
+        config.access.publish_api_keys = vec!["the-key".into()];
+        config.access.jwt_secret = Some("a-development-secret-of-32-bytes!".into());
+    });
+    let http = reqwest::Client::new();
+    let challenge = "Bearer realm=\"agenticai-websocket\"";
+
+    let no_key = http.get(server.http_url("/api/v1/projects/p/messages")).send().await.unwrap();
+    assert_eq!(no_key.status(), 401);
+    assert_eq!(no_key.headers()["www-authenticate"], challenge);
+    let bad_token =
+        http.get(server.http_url("/api/v1/projects/p/history")).bearer_auth("not.a.jwt").send().await.unwrap();
+    assert_eq!(bad_token.status(), 401);
+    assert_eq!(bad_token.headers()["www-authenticate"], challenge);
+    let upgrade = common::refused_upgrade(server.ws_url("/ws?token=not.a.jwt")).await;
+    assert_eq!(upgrade.status, 401);
+
+    for path in ["/nowhere", "/api/v1/nothing", "/api/v1/projects/p/unknown"] {
+        let missing = http.get(server.http_url(path)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+        let body: serde_json::Value = missing.json().await.unwrap();
+        assert_eq!(
+            (body["type"].as_str(), body["code"].as_str()),
+            (Some("error"), Some("not_found")),
+            "{path}: {body}"
+        );
+    }
+
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/v1/publish", "POST"),
+        (reqwest::Method::POST, "/health", "GET"),
+        (reqwest::Method::DELETE, "/api/v1/projects/p/approvals", "GET, POST"),
+        (reqwest::Method::PUT, "/api/v1/projects/p/streams/s/append", "POST"),
+        (reqwest::Method::POST, "/metrics", "GET"),
+    ] {
+        let wrong = http.request(method.clone(), server.http_url(path)).send().await.unwrap();
+        assert_eq!(wrong.status(), 405, "{method} {path}");
+        assert_eq!(wrong.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = wrong.json().await.unwrap();
+        assert_eq!(body["type"], "error", "{body}");
+    }
+}

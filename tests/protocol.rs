@@ -144,7 +144,7 @@ async fn fragmented_messages_are_reassembled_within_the_limit() {
 }
 
 #[tokio::test]
-async fn fragments_over_the_limit_close_with_1009_and_broken_ones_with_1002() {
+async fn fragments_over_the_limit_close_with_1009_broken_ones_with_1002_and_text_not_utf8_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::{
         coding::{Data, OpCode},
         Frame,
@@ -167,12 +167,20 @@ async fn fragments_over_the_limit_close_with_1009_and_broken_ones_with_1002() {
     client.stream.send(fragment(Data::Continue, true)).await.unwrap();
     assert_eq!(client.expect_close().await, 1002);
 
-    // A text frame that is not UTF-8.
+    // A text frame that is not UTF-8: 1007 (RFC 6455 7.4.1), not a framing error; also when the
+    // bytes that break it are split across fragments.
     let mut client = Client::connect(&server.ws_url("/ws")).await;
     let invalid = Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true);
     client.stream.send(Message::Frame(invalid)).await.unwrap();
-    assert_eq!(client.expect_close().await, 1002);
-    server.wait_for_metric("agenticai_ws_connections_closed_total{code=\"1002_protocol_error\"}", 2.0).await;
+    assert_eq!(client.expect_close().await, 1007);
+    let mut client = Client::connect(&server.ws_url("/ws")).await;
+    let mut first = Frame::message("caf\u{e9}".as_bytes()[..4].to_vec(), OpCode::Data(Data::Text), true);
+    first.header_mut().is_final = false;
+    client.stream.send(Message::Frame(first)).await.unwrap();
+    client.stream.send(Message::Frame(Frame::message(vec![b'!'], OpCode::Data(Data::Continue), true))).await.unwrap();
+    assert_eq!(client.expect_close().await, 1007);
+    server.wait_for_metric("agenticai_ws_connections_closed_total{code=\"1002_protocol_error\"}", 1.0).await;
+    server.wait_for_metric("agenticai_ws_connections_closed_total{code=\"1007_invalid_payload\"}", 2.0).await;
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The access policy built from its settings ([`AccessSettings`]): the publish keys, how
-//! connections authenticate, and the abuse limits.
+//! connections authenticate, and the abuse limits; and [`check_token`], the same verification
+//! for `agenticai-websocket check-token`.
 
 use std::sync::Arc;
 
@@ -37,29 +38,69 @@ impl Authentication {
     /// A verifier for JWT_SECRET or JWT_JWKS_URL, the protected mode's ALLOW_ANONYMOUS, and
     /// ALLOWED_ORIGINS.
     fn configure(settings: &AccessSettings, loops: &BackgroundLoops) -> anyhow::Result<Self> {
-        let verifier_settings = || VerifierSettings {
-            issuer: settings.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
-            audience: settings.jwt_audience.clone().filter(|audience| !audience.is_empty()),
-            leeway_secs: settings.jwt_leeway.as_secs(),
-        };
-        let verifier = match (settings.jwt_secret(), settings.jwt_jwks_url()) {
-            (Some(secret), _) => Some(
-                TokenVerifier::with_secret(secret.as_bytes(), verifier_settings())
-                    .map_err(|error| anyhow::anyhow!("JWT_SECRET: {error}"))?,
-            ),
-            (None, Some(url)) => {
-                let jwks = Arc::new(Jwks::new(url.to_owned()));
+        let verifier = configured_verifier(settings)?.map(|(verifier, jwks)| {
+            if let Some(jwks) = jwks {
                 jwks.refresh_in_background(loops);
-                Some(TokenVerifier::with_jwks(jwks, verifier_settings()))
             }
-            (None, None) => None,
-        };
+            Arc::new(verifier)
+        });
         Ok(Authentication {
-            verifier: verifier.map(Arc::new),
+            verifier,
             allow_anonymous: settings.allow_anonymous,
             origins: OriginAllowList::new(&settings.allowed_origins),
         })
     }
+}
+
+/// The verifier JWT_SECRET or JWT_JWKS_URL configure (the secret wins when both are set), with
+/// the issuer's key set when it is a JWKS, whose keys are fetched on first use.
+fn configured_verifier(settings: &AccessSettings) -> anyhow::Result<Option<(TokenVerifier, Option<Arc<Jwks>>)>> {
+    let verifier_settings = || VerifierSettings {
+        issuer: settings.jwt_issuer.clone().filter(|issuer| !issuer.is_empty()),
+        audience: settings.jwt_audience.clone().filter(|audience| !audience.is_empty()),
+        leeway_secs: settings.jwt_leeway.as_secs(),
+    };
+    Ok(match (settings.jwt_secret(), settings.jwt_jwks_url()) {
+        (Some(secret), _) => Some((
+            TokenVerifier::with_secret(secret.as_bytes(), verifier_settings())
+                .map_err(|error| anyhow::anyhow!("JWT_SECRET: {error}"))?,
+            None,
+        )),
+        (None, Some(url)) => {
+            let jwks = Arc::new(Jwks::new(url.to_owned()));
+            Some((TokenVerifier::with_jwks(jwks.clone(), verifier_settings()), Some(jwks)))
+        }
+        (None, None) => None,
+    })
+}
+
+/// Why `check-token` accepted no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenCheckError {
+    /// The settings name no key: a configuration problem, not the token's.
+    #[error("JWT_SECRET, JWT_JWKS_URL: neither is set, so the gateway verifies no token")]
+    NoKeys,
+    /// The settings name a key that cannot be used.
+    #[error("{0:#}")]
+    Unusable(anyhow::Error),
+    /// The token is one the gateway would refuse.
+    #[error("the token is refused ({label}): {reason}")]
+    Refused { label: &'static str, reason: String },
+}
+
+/// Verifies `token` as the gateway would with `settings` (key, issuer, audience, leeway) and
+/// returns its claims. The claims are read only once the signature is known good.
+pub async fn check_token(settings: &AccessSettings, token: &str) -> Result<serde_json::Value, TokenCheckError> {
+    let (verifier, _) =
+        configured_verifier(settings).map_err(TokenCheckError::Unusable)?.ok_or(TokenCheckError::NoKeys)?;
+    verifier
+        .verify(token)
+        .await
+        .map_err(|error| TokenCheckError::Refused { label: error.label(), reason: error.to_string() })?;
+    jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|error| TokenCheckError::Refused {
+        label: "malformed",
+        reason: format!("its claims are not a JSON object: {error}"),
+    })
 }
 
 impl Limits {

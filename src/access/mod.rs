@@ -17,7 +17,8 @@
 //! The abuse limits are decided here too ([`Limits`]): connection caps at the upgrade and at the
 //! first `authenticate`, a request budget per connection, a budget per caller of the publish API.
 //!
-//! - [`configure`]: the policy built from its settings (ACCESS: keys, tokens, origins, limits).
+//! - [`configure`]: the policy built from its settings (ACCESS: keys, tokens, origins, limits),
+//!   and [`check_token`] for the command line.
 //! - [`token`]: what a token grants, and its verification.
 //! - [`jwks`]: the issuer's keys, when tokens are verified against a JWKS.
 //! - [`origin`]: the `Origin` allow-list of WebSocket upgrades.
@@ -35,6 +36,7 @@ pub(crate) mod token;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+pub use self::configure::{check_token, TokenCheckError};
 use self::{
     client_address::TrustedProxies,
     connections::{ConnectionCaps, ConnectionLimits, ConnectionPermit, ConnectionRefusal, HttpConnectionPermit},

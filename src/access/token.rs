@@ -14,9 +14,9 @@
 //! (space-separated: `subscribe`, `forward`, `publish`, `admin`; absent: `subscribe forward`),
 //! `info` (any JSON, kept for presence, at most [`MAX_INFO_BYTES`] serialized).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -340,38 +340,53 @@ impl TokenVerifier {
 /// RSA check is tens of microseconds). Safe because the key stands for the whole token: the same
 /// bytes carry the same signature over the same claims (and SHA-256 has no known collisions), and
 /// an entry is used only while its `exp` (plus leeway) has not passed and the key set it was
-/// verified against is unchanged (a JWKS change empties it). Bounded: when full, expired entries
-/// go, then everything. An entry is 32 bytes and a share of the identity connections hold anyway.
-#[derive(Default)]
-struct VerifiedTokens(Mutex<CachedTokens>);
+/// verified against is unchanged (a JWKS change empties it).
+///
+/// Bounded at [`VERIFIED_CACHE_ENTRIES`] by `quick_cache` (CLOCK-Pro): an entry read again stays,
+/// one never read again goes first, so a flood of one-off tokens (made up, or each client's own)
+/// does not push out the tokens a storm of reconnects presents. When full, expired entries are
+/// swept first, at most once a second. An entry is 32 bytes and a share of the identity
+/// connections hold anyway.
+struct VerifiedTokens {
+    tokens: quick_cache::sync::Cache<[u8; 32], Arc<Identity>>,
+    /// The key set the entries were verified against ([`super::jwks::Jwks::generation`]).
+    generation: AtomicU64,
+    /// The second of the last sweep of expired entries.
+    swept_at: AtomicU64,
+}
 
-#[derive(Default)]
-struct CachedTokens {
-    generation: u64,
-    tokens: HashMap<[u8; 32], Arc<Identity>>,
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens {
+            tokens: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
+            generation: AtomicU64::new(0),
+            swept_at: AtomicU64::new(0),
+        }
+    }
 }
 
 impl VerifiedTokens {
     fn get(&self, token: &str, now: u64, leeway: u64, generation: u64) -> Option<Arc<Identity>> {
-        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.generation != generation {
-            cache.tokens.clear();
-            cache.generation = generation;
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            self.tokens.clear();
             return None;
         }
-        cache.tokens.get(&digest(token)).filter(|identity| identity.expires_at + leeway > now).cloned()
+        self.tokens.get(&digest(token)).filter(|identity| identity.expires_at + leeway > now)
     }
 
     fn insert(&self, token: &str, identity: &Arc<Identity>) {
-        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.tokens.len() >= VERIFIED_CACHE_ENTRIES {
+        if self.tokens.len() >= VERIFIED_CACHE_ENTRIES {
             let now = jsonwebtoken::get_current_timestamp();
-            cache.tokens.retain(|_, cached| cached.expires_at > now);
-            if cache.tokens.len() >= VERIFIED_CACHE_ENTRIES {
-                cache.tokens.clear();
+            if self.swept_at.swap(now, Ordering::AcqRel) != now {
+                self.tokens.retain(|_, cached| cached.expires_at > now);
             }
         }
-        cache.tokens.insert(digest(token), identity.clone());
+        self.tokens.insert(digest(token), identity.clone());
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tokens.len()
     }
 }
 
@@ -661,8 +676,32 @@ mod tests {
         for n in 0..2 * VERIFIED_CACHE_ENTRIES {
             verified.insert(&format!("live-{n}"), &live);
         }
-        let held = verified.0.lock().unwrap().tokens.len();
+        let held = verified.len();
         assert!(held <= VERIFIED_CACHE_ENTRIES, "{held} entries");
+    }
+
+    /// The storm the cache exists for: tokens presented again and again stay remembered while
+    /// twice the cache's size of tokens seen once pass through (emptying the whole cache when
+    /// full, as it did, forgot them all).
+    #[test]
+    fn tokens_in_use_survive_a_flood_of_one_off_tokens() {
+        let verified = VerifiedTokens::default();
+        let live = identity("live", u64::MAX / 2);
+        let in_use: Vec<String> = (0..100).map(|n| format!("in-use-{n}")).collect();
+        for token in &in_use {
+            verified.insert(token, &live);
+        }
+        for n in 0..2 * VERIFIED_CACHE_ENTRIES {
+            if n % 64 == 0 {
+                for token in &in_use {
+                    assert!(verified.get(token, 2, 0, 0).is_some(), "{token} forgotten after {n} one-off tokens");
+                }
+            }
+            verified.insert(&format!("once-{n}"), &live);
+        }
+        let remembered = in_use.iter().filter(|token| verified.get(token, 2, 0, 0).is_some()).count();
+        assert_eq!(remembered, in_use.len());
+        assert!(verified.len() <= VERIFIED_CACHE_ENTRIES);
     }
 
     #[tokio::test]

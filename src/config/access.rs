@@ -47,7 +47,7 @@ pub struct AccessSettings {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Seconds of clock skew allowed for `exp` and `nbf`.
+    /// Seconds of clock skew allowed for `exp` and `nbf` (0 = none).
     #[arg(
         long = "jwt-leeway-secs",
         value_name = "JWT_LEEWAY_SECS",

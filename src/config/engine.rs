@@ -15,8 +15,14 @@ pub struct EngineSettings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Publications each project's history keeps (for resume and GET .../history).
-    #[arg(long, env = "HISTORY_SIZE", default_value_t = 1000)]
+    /// Publications each project's history keeps (for resume and GET .../history); 0 is
+    /// refused, since without history no resume could recover anything.
+    #[arg(
+        long,
+        env = "HISTORY_SIZE",
+        default_value = "1000",
+        value_parser = |value: &str| greater_than_zero::<NonZeroUsize>(value).map(NonZeroUsize::get)
+    )]
     pub history_size: usize,
 
     /// Seconds without a publication after which a project's history is forgotten (its epoch

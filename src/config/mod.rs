@@ -187,6 +187,41 @@ fn in_help_order(arg: Arg) -> Arg {
     }
 }
 
+/// The configuration `matches` hold, as `agenticai-websocket check-config` prints it: one line
+/// per setting in `--help` order, `VARIABLE=value` and where the value came from. Secrets (the
+/// settings whose values `--help` hides) are redacted: a URL loses its password, anything else is
+/// `***` whole.
+pub fn describe_effective(matches: &clap::ArgMatches) -> String {
+    let command = Config::command();
+    let mut lines = Vec::with_capacity(HELP_ORDER.len());
+    for id in HELP_ORDER {
+        let Some(argument) = command.get_arguments().find(|argument| argument.get_id() == *id) else { continue };
+        let name = argument.get_env().map_or_else(
+            || format!("--{}", argument.get_long().unwrap_or(id)),
+            |variable| variable.to_string_lossy().into_owned(),
+        );
+        let value = matches
+            .get_raw(id)
+            .map(|values| values.map(|value| value.to_string_lossy()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let shown = if value.is_empty() || !argument.is_hide_env_values_set() {
+            value
+        } else if id.ends_with("_url") {
+            redact_url(&value)
+        } else {
+            "***".to_owned()
+        };
+        let source = match matches.value_source(id) {
+            Some(clap::parser::ValueSource::CommandLine) => "command line",
+            Some(clap::parser::ValueSource::EnvVariable) => "environment",
+            Some(clap::parser::ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        lines.push(format!("{:<56} # {source}", format!("{name}={shown}")));
+    }
+    lines.join("\n")
+}
+
 /// The message for a command line or environment clap refused: `VARIABLE: reason` when the
 /// value came from the environment, `--flag: reason` when from the command line.
 pub fn describe_parse_error(error: &clap::Error) -> String {
@@ -208,7 +243,7 @@ fn describe_refusal(error: &clap::Error, is_set: impl Fn(&OsStr) -> bool) -> Str
     let Some(flag) = error.get(ContextKind::InvalidArg).map(ToString::to_string) else {
         return reason;
     };
-    let long = flag.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned();
+    let long = long_name(&flag);
     let command = Config::command();
     let variable = command
         .get_arguments()
@@ -222,6 +257,18 @@ fn describe_refusal(error: &clap::Error, is_set: impl Fn(&OsStr) -> bool) -> Str
         None => reason,
     };
     format!("{}: {reason}", variable.unwrap_or(format!("--{long}")))
+}
+
+/// Whether clap refused one of the server's settings, rather than a tool's flag or a subcommand.
+pub fn refuses_a_setting(error: &clap::Error) -> bool {
+    error.get(ContextKind::InvalidArg).map(|flag| long_name(&flag.to_string())).is_some_and(|long| {
+        Config::command().get_arguments().any(|argument| argument.get_long() == Some(long.as_str()))
+    })
+}
+
+/// A flag's long name as clap shows it in an error: `port` for `--port <PORT>` or `--port=x`.
+fn long_name(flag: &str) -> String {
+    flag.trim_start_matches("--").split([' ', '=']).next().unwrap_or_default().to_owned()
 }
 
 /// Checks RUST_LOG: it must parse, and must not silence this server's own logs unless it says
@@ -419,6 +466,18 @@ mod tests {
         assert!(message.starts_with("OUTBOUND_QUEUE_BYTES") && message.contains("invalid digit"), "{message}");
     }
 
+    /// A zero that would silently switch something off is refused by name: no history means no
+    /// resume, a TTL of 0 days expires every record as it is written.
+    #[test]
+    fn zeros_that_would_disable_something_silently_are_refused() {
+        for (flag, variable) in [("--history-size", "HISTORY_SIZE"), ("--record-ttl-days", "RECORD_TTL_DAYS")] {
+            let message = refused(&[flag, "0"]);
+            assert!(message.starts_with(variable) && message.ends_with("must be greater than 0"), "{message}");
+        }
+        assert_eq!(parse(&["--history-size", "1"]).engine.history_size, 1);
+        assert_eq!(parse(&["--record-ttl-days", "1"]).storage.record_ttl, Duration::from_secs(86_400));
+    }
+
     #[test]
     fn zero_keeps_its_meaning_where_it_has_one() {
         let config = parse(&[
@@ -499,7 +558,32 @@ mod tests {
         assert_eq!(redact_url("rediss://app:hunter2@cache"), "rediss://app:***@cache");
         assert_eq!(redact_url("redis://token@cache"), "redis://***@cache");
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
-        assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=x@y");
+        // An `@` in the query is not userinfo; a password in the query is redacted all the same.
+        assert_eq!(redact_url("redis://cache/0?password=x@y"), "redis://cache/0?password=***");
+    }
+
+    #[test]
+    fn query_string_secrets_are_redacted_whatever_the_scheme() {
+        assert_eq!(redact_url("redis+unix:///run/redis.sock?pass=SECRET"), "redis+unix:///run/redis.sock?pass=***");
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?db=2&PASSWORD=SECRET"),
+            "unix:///run/redis.sock?db=2&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("rediss://app:SECRET@cache:6380/1?protocol=resp3&token=SECRET"),
+            "rediss://app:***@cache:6380/1?protocol=resp3&token=***"
+        );
+        assert_eq!(
+            redact_url("https://issuer.example/jwks?X-Amz-Signature=SECRET&X-Amz-Expires=60"),
+            "https://issuer.example/jwks?X-Amz-Signature=***&X-Amz-Expires=60"
+        );
+        // Nothing secret: shown exactly as given.
+        assert_eq!(redact_url("redis+unix:///run/redis.sock?db=2"), "redis+unix:///run/redis.sock?db=2");
+        assert_eq!(redact_url("https://issuer.example/a%20b?x=a+b"), "https://issuer.example/a%20b?x=a+b");
+        // Not a URL: kept only up to where a password might start.
+        assert_eq!(redact_url("redis://:SECRET@"), "redis://***");
+        assert_eq!(redact_url("redis://cache:notaport?pass=SECRET"), "redis://***");
+        assert_eq!(redact_url("localhost:6379"), "localhost:6379");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub struct ServerSettings {
     )]
     pub http_request_timeout: Duration,
 
-    /// On SIGTERM, clients are closed (1012) spread over this many seconds.
+    /// On SIGTERM, clients are closed (1012) spread over this many seconds (0 = all at once).
     #[arg(
         long = "drain-seconds",
         value_name = "DRAIN_SECONDS",

@@ -36,13 +36,14 @@ pub struct StorageSettings {
     )]
     pub persistence_buffer_records: NonZeroUsize,
 
-    /// Days a record lives before DynamoDB's TTL removes it.
+    /// Days a record lives before DynamoDB's TTL removes it (0 is refused: every record would
+    /// be expired as it is written).
     #[arg(
         long = "record-ttl-days",
         value_name = "RECORD_TTL_DAYS",
         env = "RECORD_TTL_DAYS",
         default_value = "30",
-        value_parser = DurationSetting::DAYS
+        value_parser = DurationSetting::DAYS.positive()
     )]
     pub record_ttl: Duration,
 }

@@ -32,7 +32,7 @@ pub struct StreamSettings {
     pub stream_idle_timeout: Duration,
 
     /// Seconds an agent has to end its stream after a `cancel` before the gateway ends it as
-    /// `cancelled` itself.
+    /// `cancelled` itself (0 = at once).
     #[arg(
         long = "stream-cancel-grace-secs",
         value_name = "STREAM_CANCEL_GRACE_SECS",

@@ -160,19 +160,67 @@ pub(crate) fn parse_networks(entries: &[String]) -> Result<Vec<ipnet::IpNet>, St
         .collect()
 }
 
-/// A URL with any password replaced by `***`, for logs and messages.
+/// Query parameters whose value is a credential (`redis+unix:///run/redis.sock?pass=...`, a
+/// presigned URL's signature), compared without regard to case.
+const SECRET_QUERY_PARAMETERS: &[&str] = &[
+    "pass",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "access_token",
+    "key",
+    "api_key",
+    "apikey",
+    "auth",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-amz-credential",
+];
+
+/// A URL with its credentials replaced by `***`, for logs and messages: the userinfo's password
+/// (a user name alone is taken for a token, as `redis://TOKEN@host` is), and the values of
+/// query parameters that carry secrets ([`SECRET_QUERY_PARAMETERS`]). A value that does not parse
+/// as a URL is shown only up to its scheme when it holds an `@` or a `?`, since where its
+/// password would be cannot be told.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        if !url.contains(['@', '?']) {
+            return url.to_owned();
+        }
+        return match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***"),
+            None => "***".to_owned(),
+        };
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((credentials, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = credentials.split_once(':').map_or("", |(user, _)| user);
-    let credentials = if credentials.contains(':') { format!("{user}:***") } else { "***".to_owned() };
-    format!("{scheme}://{credentials}@{host}{path}")
+    let mut redacted = false;
+    // Setting the userinfo fails only for URLs that cannot have one (no host), which then have none.
+    if parsed.password().is_some() {
+        redacted |= parsed.set_password(Some("***")).is_ok();
+    } else if !parsed.username().is_empty() {
+        redacted |= parsed.set_username("***").is_ok();
+    }
+    let is_secret = |name: &str| SECRET_QUERY_PARAMETERS.iter().any(|secret| name.eq_ignore_ascii_case(secret));
+    if parsed.query_pairs().any(|(name, _)| is_secret(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret(&name) { "***".into() } else { value };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        redacted = true;
+    }
+    // Unchanged, the text is shown as given rather than as the parser normalizes it.
+    if redacted {
+        parsed.into()
+    } else {
+        url.to_owned()
+    }
 }
 
 /// A string setting, with an empty variable counted as unset (clap counts it as set).

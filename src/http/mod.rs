@@ -26,18 +26,20 @@ use crate::protocol::{ErrorCode, RequestError};
 
 /// Mounts every route. `cors_origins` may call the `/api/v1` routes from a browser. With
 /// `internal_port`, the operator endpoints answer only on the internal port, and the rest only
-/// on the public one ([`ports`]).
+/// on the public one ([`ports`]). A path no route has is answered with a JSON 404; a known path
+/// asked with another method, 405 with `Allow` (RFC 9110 15.5.6).
 pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String], internal_port: bool) {
     config
         .app_data(web::QueryConfig::default().error_handler(|error, _| bad_query(error)))
-        .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)));
+        .app_data(web::PathConfig::default().error_handler(|error, _| bad_query(error)))
+        .default_service(web::to(not_found));
     if internal_port {
         config
             .service(
                 web::scope("")
                     .guard(ports::on(ports::Port::Internal))
                     .configure(operator_pages)
-                    .route("/api/v1/stats", web::get().to(status::stats)),
+                    .service(web::resource("/api/v1/stats").get(status::stats).default_service(allowing("GET"))),
             )
             .service(
                 web::scope("")
@@ -52,37 +54,92 @@ pub(crate) fn configure(config: &mut web::ServiceConfig, cors_origins: &[String]
 /// The routes of the public port; `with_operator`: the operator endpoints too.
 fn public_routes(config: &mut web::ServiceConfig, cors_origins: &[String], with_operator: bool) {
     config
-        .route("/", web::get().to(upgrade::upgrade))
-        .route("/ws", web::get().to(upgrade::upgrade))
-        .route("/health", web::get().to(operations::health))
-        .route("/ready", web::get().to(operations::ready));
+        .service(web::resource(["/", "/ws"]).get(upgrade::upgrade).default_service(allowing("GET")))
+        .service(web::resource("/health").get(operations::health).default_service(allowing("GET")))
+        .service(web::resource("/ready").get(operations::ready).default_service(allowing("GET")));
     if with_operator {
         operator_pages(config);
     }
+    let project = "/projects/{project_id}";
     let api = web::scope("/api/v1")
         .wrap(cors(cors_origins))
-        .route("/publish", web::post().to(publish::publish))
-        .route("/projects/{project_id}/messages", web::get().to(audit::project_messages))
-        .route("/projects/{project_id}/history", web::get().to(history::project_history))
-        .route("/projects/{project_id}/presence", web::get().to(presence::project_presence))
-        .route("/projects/{project_id}/approvals", web::post().to(approvals::request))
-        .route("/projects/{project_id}/approvals", web::get().to(approvals::pending))
-        .route("/projects/{project_id}/approvals/{approval_id}/decide", web::post().to(approvals::decide))
-        .route("/projects/{project_id}/streams", web::post().to(streams::start))
-        .route("/projects/{project_id}/streams", web::get().to(streams::list))
-        .route("/projects/{project_id}/streams/{stream_id}", web::get().to(streams::one))
-        .route("/projects/{project_id}/streams/{stream_id}/append", web::post().to(streams::append))
-        .route("/projects/{project_id}/streams/{stream_id}/end", web::post().to(streams::end));
-    config.service(if with_operator { api.route("/stats", web::get().to(status::stats)) } else { api });
+        .service(web::resource("/publish").post(publish::publish).default_service(allowing("POST")))
+        .service(
+            web::resource(format!("{project}/messages")).get(audit::project_messages).default_service(allowing("GET")),
+        )
+        .service(
+            web::resource(format!("{project}/history")).get(history::project_history).default_service(allowing("GET")),
+        )
+        .service(
+            web::resource(format!("{project}/presence"))
+                .get(presence::project_presence)
+                .default_service(allowing("GET")),
+        )
+        .service(
+            web::resource(format!("{project}/approvals"))
+                .post(approvals::request)
+                .get(approvals::pending)
+                .default_service(allowing("GET, POST")),
+        )
+        .service(
+            web::resource(format!("{project}/approvals/{{approval_id}}/decide"))
+                .post(approvals::decide)
+                .default_service(allowing("POST")),
+        )
+        .service(
+            web::resource(format!("{project}/streams"))
+                .post(streams::start)
+                .get(streams::list)
+                .default_service(allowing("GET, POST")),
+        )
+        .service(
+            web::resource(format!("{project}/streams/{{stream_id}}"))
+                .get(streams::one)
+                .default_service(allowing("GET")),
+        )
+        .service(
+            web::resource(format!("{project}/streams/{{stream_id}}/append"))
+                .post(streams::append)
+                .default_service(allowing("POST")),
+        )
+        .service(
+            web::resource(format!("{project}/streams/{{stream_id}}/end"))
+                .post(streams::end)
+                .default_service(allowing("POST")),
+        );
+    config.service(if with_operator {
+        api.service(web::resource("/stats").get(status::stats).default_service(allowing("GET")))
+    } else {
+        api
+    });
 }
 
 /// The operator endpoints but `/api/v1/stats`: the metrics and the status page.
 fn operator_pages(config: &mut web::ServiceConfig) {
     config
-        .route("/metrics", web::get().to(operations::metrics))
-        .route("/status", web::get().to(status::page))
-        .route("/status/app.js", web::get().to(status::script))
-        .route("/status/style.css", web::get().to(status::style));
+        .service(web::resource("/metrics").get(operations::metrics).default_service(allowing("GET")))
+        .service(web::resource("/status").get(status::page).default_service(allowing("GET")))
+        .service(web::resource("/status/app.js").get(status::script).default_service(allowing("GET")))
+        .service(web::resource("/status/style.css").get(status::style).default_service(allowing("GET")));
+}
+
+/// What a path answers to a method none of its routes take: 405, `Allow` naming `methods`.
+fn allowing(methods: &'static str) -> actix_web::Route {
+    web::to(move |request: HttpRequest| async move {
+        let error = RequestError::new(
+            ErrorCode::InvalidRequest,
+            format!("{} is not a method of {}: use {methods}", request.method(), request.path()),
+        );
+        let mut response = error_response_with_status(&error, StatusCode::METHOD_NOT_ALLOWED);
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(methods));
+        response
+    })
+}
+
+/// What a path no route has is answered with.
+async fn not_found(request: HttpRequest) -> HttpResponse {
+    let error = RequestError::new(ErrorCode::NotFound, format!("No such path: {}", request.path()));
+    error_response_with_status(&error, StatusCode::NOT_FOUND)
 }
 
 /// The API's CORS policy: the listed origins, the methods and headers the API uses; with no
@@ -169,10 +226,19 @@ pub(crate) fn error_response(error: &RequestError) -> HttpResponse {
     error_response_with_status(error, status_for(error.code))
 }
 
-/// The protocol's error shape with a status of the caller's choosing; an error that says when
+/// The challenge of every 401.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"agenticai-websocket\"";
+
+/// The protocol's error shape with a status of the caller's choosing (a 401 with its
+/// `WWW-Authenticate` challenge); an error that says when
 /// to retry also carries `retry_after_ms` and the `Retry-After` header (whole seconds).
 pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCode) -> HttpResponse {
     let mut response = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 9110 11.6.1: a 401 names the scheme that would succeed (RFC 6750's Bearer, which
+        // carries both a publish API key and a connection token).
+        response.insert_header((header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
+    }
     let mut body = serde_json::json!({
         "type": "error",
         "code": error.code,

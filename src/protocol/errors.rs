@@ -188,6 +188,9 @@ pub(crate) enum CloseCode {
     Normal,
     /// The peer broke the WebSocket protocol.
     ProtocolError,
+    /// A text message that is not UTF-8 (RFC 6455 8.1 and 7.4.1: "data within a message that
+    /// was not consistent with the type of the message").
+    InvalidPayload,
     /// A frame (or a message's fragments together) exceeded MAX_FRAME_BYTES.
     MessageTooBig,
     /// The server is draining for a restart or deploy: reconnect, preferably after a short
@@ -214,9 +217,10 @@ pub(crate) enum CloseCode {
 impl CloseCode {
     /// Every close code, for the tests that check them all.
     #[cfg(test)]
-    pub(crate) const ALL: [CloseCode; 11] = [
+    pub(crate) const ALL: [CloseCode; 12] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
         CloseCode::ServiceRestart,
         CloseCode::SlowConsumer,
@@ -232,6 +236,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::ServiceRestart => 1012,
             CloseCode::SlowConsumer => 3008,
@@ -249,6 +254,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal closure",
             CloseCode::ProtocolError => "protocol error",
+            CloseCode::InvalidPayload => "text message is not UTF-8",
             CloseCode::MessageTooBig => "frame larger than the server accepts",
             CloseCode::ServiceRestart => "server restarting, reconnect",
             CloseCode::SlowConsumer => "slow consumer: outbound queue full",
@@ -281,6 +287,7 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "1000_normal",
             CloseCode::ProtocolError => "1002_protocol_error",
+            CloseCode::InvalidPayload => "1007_invalid_payload",
             CloseCode::MessageTooBig => "1009_message_too_big",
             CloseCode::ServiceRestart => "1012_service_restart",
             CloseCode::SlowConsumer => "3008_slow_consumer",

@@ -592,6 +592,7 @@ impl StreamHandler<Result<Inbound, InboundError>> for Session {
             Err(error) => {
                 let code = match error {
                     InboundError::TooBig { .. } => CloseCode::MessageTooBig,
+                    InboundError::InvalidUtf8 => CloseCode::InvalidPayload,
                     _ => CloseCode::ProtocolError,
                 };
                 log::info!(connection_id = &*self.id, error:% = error, close_code = code.code(); "closing on protocol error");
