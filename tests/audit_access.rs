@@ -31,9 +31,9 @@ async fn with_publish_keys_only_the_right_key_reads_the_audit() {
     assert_eq!(published.status(), 200);
 
     let (status, body) = read_audit(&server, None).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("forbidden")), "no key: {body}");
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "no key: {body}");
     let (status, body) = read_audit(&server, Some("Bearer not-the-key")).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("forbidden")), "a wrong key: {body}");
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "a wrong key: {body}");
 
     let (status, body) = read_audit(&server, Some(&format!("Bearer {KEY}"))).await;
     assert_eq!(status, 200, "{body}");

@@ -239,9 +239,12 @@ pub(crate) fn error_response_with_status(error: &RequestError, status: StatusCod
         // carries both a publish API key and a connection token).
         response.insert_header((header::WWW_AUTHENTICATE, BEARER_CHALLENGE));
     }
+    // Every 401 says `unauthorized`, whichever check refused the missing or wrong credential
+    // (the policy calls a missing publish key `forbidden`, as the WebSocket's frames still do).
+    let code = if status == StatusCode::UNAUTHORIZED { ErrorCode::Unauthorized } else { error.code };
     let mut body = serde_json::json!({
         "type": "error",
-        "code": error.code,
+        "code": code,
         "message": error.message,
     });
     if let Some(retry_after_ms) = error.retry_after_ms() {
