@@ -843,6 +843,27 @@ mod tests {
     }
 
     #[test]
+    fn deciding_an_approval_takes_the_approve_scope_which_no_other_scope_or_key_implies() {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        let policy = AccessPolicy::new(vec!["k".into()], true, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let decide = Action::Decide { project_id: "acme" };
+        assert_eq!(policy.check(&with_token("lead", "subscribe approve"), decide), Ok(()));
+        for scope in ["subscribe publish forward admin", "subscribe"] {
+            let refused = policy.check(&with_token("dev", scope), decide).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::Forbidden, "{scope}");
+            assert!(refused.message.contains("decide the approvals of"), "{}", refused.message);
+        }
+        // A publish key is a service's: it publishes, but a person decides.
+        let refused = policy.check(&policy.principal(Some("Bearer k")), decide).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
     fn publishers_get_a_services_budget_and_authenticating_changes_it_only_across_that_line() {
         let policy = AccessPolicy::new(vec!["k".into()], ANY, 10);
         let client = policy.request_budget(&Principal::default());
