@@ -15,10 +15,12 @@
 //! | `faults.rs` | fault-injecting proxies (DynamoDB batches, outages) and the server they run on |
 //! | `redis.rs` | a private redis-server |
 //! | `netns.rs` | a network namespace, for callers that are not loopback |
+//! | `wire.rs` | the wire record (`RECORD_WIRE_DIR`) the API specs check replays; [`wire::send`] and [`wire::get`] record HTTP |
 
 pub mod netns;
 pub mod raw;
 pub mod tokens;
+pub mod wire;
 
 mod aws;
 mod client;
