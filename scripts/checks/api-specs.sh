@@ -24,7 +24,7 @@ NPM_DIR="$TOOLS_DIR/api-specs"
 NPM_PINS=(@asyncapi/parser@3.6.6 @redocly/cli@2.77.0 ajv@8.20.0 ajv-formats@3.0.1 yaml@2.9.1)
 # Together these use every action, every reply and delivery, the close codes a test can provoke,
 # and every HTTP route.
-WIRE_TESTS=(protocol streams agent_control presence resume fanout authentication status operations audit_access)
+WIRE_TESTS=(protocol streams agent_control presence resume fanout authentication limits sqs status operations audit_access)
 read -r -a CARGO_TEST <<<"${API_SPECS_CARGO_TEST:-cargo test --locked --workspace}"
 
 log() { printf 'api-specs: %s\n' "$*" >&2; }
