@@ -4,7 +4,9 @@
 #      advisories: scripts/checks/audit.sh), cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. unit and integration tests (real sockets, moto over the AWS wire protocol) under
 #      cargo-llvm-cov (source-based coverage: the server processes the tests spawn are counted
-#      too), failing under 90% line coverage of the server code
+#      too), failing under 90% line coverage of the server code; the API descriptions (docs/api:
+#      AsyncAPI parser, Redocly lint, and the integration tests' recorded wire replayed against
+#      them: scripts/checks/api-specs.sh)
 #   3. the release binary: the endpoint integration test, the client libraries' tests, the
 #      container smoke test, the load-test smoke, the status page in headless Chromium, the
 #      monitoring kit (alert rules, docker-compose.yml, a live Prometheus: monitoring-test.sh),
@@ -102,6 +104,14 @@ else
   mkdir -p target/coverage
   cargo llvm-cov report "${coverage_scope[@]}" --cobertura --output-path target/coverage/cobertura.xml
   cargo llvm-cov report "${coverage_scope[@]}" --summary-only --fail-under-lines "$COVERAGE_MIN"
+fi
+
+step "API descriptions: docs/api validated, and the integration tests' wire replayed against them"
+if [ -n "${SKIP_COVERAGE:-}" ]; then
+  bash scripts/checks/api-specs.sh
+else
+  # The instrumented test build above, reused (no second build of the test binaries).
+  API_SPECS_CARGO_TEST="cargo llvm-cov --no-report --locked --workspace" bash scripts/checks/api-specs.sh
 fi
 
 step "release build"

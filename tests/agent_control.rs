@@ -249,19 +249,19 @@ async fn a_viewer_that_reconnects_sees_a_pending_approval_again_and_once_decided
     }
     let listed = common::get_json(server.http_url("/api/v1/projects/ctl/approvals")).await;
     assert_eq!(listed["approvals"][0]["approval_id"].as_str(), Some(&*approval_id), "{listed}");
-    let decided = reqwest::Client::new()
-        .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
-        .json(&json!({"decision": "reject", "comment": "not on a Friday"}))
-        .send()
-        .await
-        .expect("POST decide");
+    let decided = common::wire::send(
+        reqwest::Client::new()
+            .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
+            .json(&json!({"decision": "reject", "comment": "not on a Friday"})),
+    )
+    .await;
     assert_eq!(decided.status(), 200);
-    let again = reqwest::Client::new()
-        .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
-        .json(&json!({"decision": "approve"}))
-        .send()
-        .await
-        .expect("POST decide");
+    let again = common::wire::send(
+        reqwest::Client::new()
+            .post(server.http_url(&format!("/api/v1/projects/ctl/approvals/{approval_id}/decide")))
+            .json(&json!({"decision": "approve"})),
+    )
+    .await;
     assert_eq!(again.status(), 409);
     assert_eq!(again.json::<Value>().await.expect("JSON")["decision"], "reject");
     let mut viewer = Client::connect(&server.ws_url("/ws")).await;

@@ -19,7 +19,7 @@ async fn read_audit(server: &TestServer, authorization: Option<&str>) -> (u16, V
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let response = request.send().await.expect("GET messages");
+    let response = common::wire::send(request).await;
     let status = response.status().as_u16();
     (status, response.json().await.expect("a JSON body"))
 }

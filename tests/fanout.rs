@@ -100,13 +100,15 @@ async fn publish_needs_a_key_when_keys_are_configured() {
     let http = reqwest::Client::new();
     let body = json!({"project_id": "p", "data": "hello"});
 
-    let anonymous = http.post(server.http_url("/api/v1/publish")).json(&body).send().await.unwrap();
+    let anonymous = common::wire::send(http.post(server.http_url("/api/v1/publish")).json(&body)).await;
     assert_eq!(anonymous.status(), 401);
     let error: serde_json::Value = anonymous.json().await.unwrap();
     assert_eq!(error["code"], "forbidden");
-    let wrong = http.post(server.http_url("/api/v1/publish")).bearer_auth("guess").json(&body).send().await.unwrap();
+    let wrong =
+        common::wire::send(http.post(server.http_url("/api/v1/publish")).bearer_auth("guess").json(&body)).await;
     assert_eq!(wrong.status(), 401);
-    let right = http.post(server.http_url("/api/v1/publish")).bearer_auth("s3cret").json(&body).send().await.unwrap();
+    let right =
+        common::wire::send(http.post(server.http_url("/api/v1/publish")).bearer_auth("s3cret").json(&body)).await;
     assert_eq!(right.status(), 200);
     assert_eq!(watcher.recv().await["data"], "hello");
 
@@ -128,15 +130,16 @@ async fn publish_api_rejects_bad_bodies_clearly() {
     let server = TestServer::start(|_| {});
     let http = reqwest::Client::new();
     let url = server.http_url("/api/v1/publish");
-    let not_json = http.post(&url).body("nope").send().await.unwrap();
+    let not_json = common::wire::send(http.post(&url).body("nope")).await;
     assert_eq!(not_json.status(), 400);
     assert_eq!(not_json.json::<serde_json::Value>().await.unwrap()["code"], "invalid_json");
-    let huge = http.post(&url).json(&json!({"project_id": "p", "data": "x".repeat(300 * 1024)})).send().await.unwrap();
+    let huge =
+        common::wire::send(http.post(&url).json(&json!({"project_id": "p", "data": "x".repeat(300 * 1024)}))).await;
     assert_eq!(huge.status(), 413);
     let error: serde_json::Value = huge.json().await.unwrap();
     assert_eq!(error["type"], "error");
     assert!(error["message"].as_str().unwrap().contains("MAX_FRAME_BYTES"));
-    let no_project = http.post(&url).json(&json!({"data": 1})).send().await.unwrap();
+    let no_project = common::wire::send(http.post(&url).json(&json!({"data": 1}))).await;
     assert_eq!(no_project.status(), 400);
     assert_eq!(no_project.json::<serde_json::Value>().await.unwrap()["code"], "invalid_project_id");
 }

@@ -63,7 +63,7 @@ async fn the_task_cap_answers_503_with_retry_after_and_a_closed_connection_frees
     assert!(retry_after.is_some_and(|seconds| seconds >= 1), "Retry-After: {retry_after:?}");
     assert_eq!(server.metric("agenticai_ws_limit_refusals_total{limit=\"max_connections\"}").await, 1.0);
     // The task stays in service: an ALB that took it out would drain its healthy clients.
-    assert_eq!(reqwest::get(server.http_url("/ready")).await.unwrap().status(), 200);
+    assert_eq!(common::wire::get(server.http_url("/ready")).await.status(), 200);
 
     drop(first);
     server.wait_for_metric("agenticai_ws_active_connections", 1.0).await;
@@ -289,20 +289,19 @@ async fn the_publish_api_has_a_budget_per_key() {
     });
     let http = reqwest::Client::new();
     let publish = |key: &str| {
-        http.post(server.http_url("/api/v1/publish"))
-            .bearer_auth(key)
-            .json(&json!({"project_id": "p", "data": 1}))
-            .send()
+        common::wire::send(
+            http.post(server.http_url("/api/v1/publish")).bearer_auth(key).json(&json!({"project_id": "p", "data": 1})),
+        )
     };
-    assert_eq!(publish(KEY).await.unwrap().status(), 200);
-    assert_eq!(publish(KEY).await.unwrap().status(), 200);
-    let refused = publish(KEY).await.unwrap();
+    assert_eq!(publish(KEY).await.status(), 200);
+    assert_eq!(publish(KEY).await.status(), 200);
+    let refused = publish(KEY).await;
     assert_eq!(refused.status(), 429);
     let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert_eq!(retry_after, 1);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited", "{body}");
-    assert_eq!(publish("other-key").await.unwrap().status(), 200, "each key has its own budget");
+    assert_eq!(publish("other-key").await.status(), 200, "each key has its own budget");
     assert_eq!(server.metric("agenticai_ws_limit_refusals_total{limit=\"api_rate\"}").await, 1.0);
 }
 

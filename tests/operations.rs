@@ -14,10 +14,10 @@ use serde_json::json;
 async fn health_ready_and_metrics_answer() {
     // EMF on, so its emitter runs too (its line format is unit-tested in src/emf.rs).
     let server = TestServer::start(|config| config.telemetry.emf_interval = Duration::from_secs(1));
-    let health = reqwest::get(server.http_url("/health")).await.unwrap();
+    let health = common::wire::get(server.http_url("/health")).await;
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");
-    let ready = reqwest::get(server.http_url("/ready")).await.unwrap();
+    let ready = common::wire::get(server.http_url("/ready")).await;
     assert_eq!(ready.status(), 200);
 
     let mut client = Client::connect(&server.ws_url("/ws?project_id=p")).await;

@@ -94,23 +94,22 @@ async fn one_task_lists_members_with_their_info_and_announces_joins_and_leaves()
 
     // The same over HTTP, for whoever may subscribe to the project, and for no one else.
     let http = reqwest::Client::new();
-    let answer = http.get(server.http_url("/api/v1/projects/p/presence")).bearer_auth(&bob_token).send().await.unwrap();
+    let answer =
+        common::wire::send(http.get(server.http_url("/api/v1/projects/p/presence")).bearer_auth(&bob_token)).await;
     assert_eq!(answer.status(), 200);
     let answer: Value = answer.json().await.unwrap();
     assert_eq!(answer["num_clients"], 3);
     assert_eq!(listed(&answer), listed(&presence));
-    let stats_only: Value = http
-        .get(server.http_url("/api/v1/projects/p/presence?stats=true"))
-        .bearer_auth(&bob_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats_only: Value =
+        common::wire::send(http.get(server.http_url("/api/v1/projects/p/presence?stats=true")).bearer_auth(&bob_token))
+            .await
+            .json()
+            .await
+            .unwrap();
     assert_eq!(stats_only, json!({"project_id": "p", "num_clients": 3, "num_users": 2}));
     let outsider = token("eve", &["other"], Value::Null);
-    let refused = http.get(server.http_url("/api/v1/projects/p/presence")).bearer_auth(&outsider).send().await.unwrap();
+    let refused =
+        common::wire::send(http.get(server.http_url("/api/v1/projects/p/presence")).bearer_auth(&outsider)).await;
     assert_eq!(refused.status(), 403);
     let mut eve = Client::connect(&format!("{url}?token={outsider}")).await;
     let refused = eve.request(json!({"action": "presence", "project_id": "p"})).await;
@@ -211,12 +210,10 @@ async fn three_tasks_share_presence_lose_a_killed_task_and_refill_a_wiped_redis(
     // Over HTTP on another task, once its own Redis connection is back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = reqwest::Client::new()
-            .get(tasks[1].http_url("/api/v1/projects/team/presence"))
-            .bearer_auth(&bob)
-            .send()
-            .await
-            .unwrap();
+        let answer = common::wire::send(
+            reqwest::Client::new().get(tasks[1].http_url("/api/v1/projects/team/presence")).bearer_auth(&bob),
+        )
+        .await;
         let status = answer.status();
         let body: Value = answer.json().await.unwrap();
         if status == 200 {
@@ -235,7 +232,8 @@ async fn three_tasks_share_presence_lose_a_killed_task_and_refill_a_wiped_redis(
     let mut expiries = vec!["ZADD".to_owned(), "agenticai:{big}:presence_expiry".to_owned()];
     for index in 0..1500 {
         members.push(format!("c{index}"));
-        members.push(json!({"connection_id": format!("c{index}"), "user_id": null}).to_string());
+        let member = json!({"connection_id": format!("c{index}"), "user_id": null, "connected_at": "2026-12-07T00:00:00.000000Z", "info": null});
+        members.push(member.to_string());
         expiries.push(expiry.to_string());
         expiries.push(format!("c{index}"));
     }

@@ -200,7 +200,7 @@ async fn a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next() {
     let mut pages = 0;
     loop {
         let url = server.http_url(&format!("/api/v1/projects/pages/history?since={since}&limit=1000"));
-        let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+        let body = common::wire::get(url).await.bytes().await.unwrap();
         assert!(body.len() <= 1_100_000, "a history answer of {} bytes", body.len());
         let page: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((page["recovered"].as_bool(), page["offset"].as_u64()), (Some(true), Some(12)));

@@ -16,7 +16,7 @@ async fn stats(server: &TestServer, query: &str, bearer: Option<&str>) -> reqwes
     if let Some(bearer) = bearer {
         request = request.bearer_auth(bearer);
     }
-    request.send().await.expect("GET /api/v1/stats")
+    common::wire::send(request).await
 }
 
 async fn stats_json(server: &TestServer, query: &str) -> Value {
@@ -114,14 +114,14 @@ async fn the_page_and_its_assets_are_embedded_with_a_strict_policy() {
     for (path, content_type) in
         [("/status", "text/html"), ("/status/app.js", "text/javascript"), ("/status/style.css", "text/css")]
     {
-        let response = reqwest::get(server.http_url(path)).await.expect("GET");
+        let response = common::wire::get(server.http_url(path)).await;
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers();
         assert!(headers[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with(content_type), "{path}");
         let policy = headers[reqwest::header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
     }
-    let page = reqwest::get(server.http_url("/status")).await.unwrap().text().await.unwrap();
+    let page = common::wire::get(server.http_url("/status")).await.text().await.unwrap();
     assert!(page.contains("/status/app.js") && page.contains("name=\"viewport\""));
     assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from elsewhere");
     // The shell holds no figures: without the key the figures stay closed.
@@ -159,12 +159,10 @@ async fn stats_need_a_publish_key_or_an_admin_token() {
 async fn without_keys_stats_are_open_on_loopback_to_loopback_hosts_only() {
     let server = TestServer::start(|_| {});
     assert_eq!(stats(&server, "", None).await.status(), 200);
-    let rebound = reqwest::Client::new()
-        .get(server.http_url("/api/v1/stats"))
-        .header(reqwest::header::HOST, "evil.example")
-        .send()
-        .await
-        .unwrap();
+    let rebound = common::wire::send(
+        reqwest::Client::new().get(server.http_url("/api/v1/stats")).header(reqwest::header::HOST, "evil.example"),
+    )
+    .await;
     assert_eq!(rebound.status(), 403);
 }
 
@@ -176,7 +174,7 @@ async fn with_an_internal_port_the_operator_endpoints_answer_there_without_a_key
     });
     let internal = server.internal_addr.expect("the internal port is bound");
     assert_ne!(internal.port(), server.addr.port());
-    let get = |url: String| async move { reqwest::get(url).await.expect("an answer") };
+    let get = |url: String| async move { common::wire::get(url).await };
     let operator_paths = ["/metrics", "/status", "/status/app.js", "/status/style.css", "/api/v1/stats"];
 
     // The public port: the operator endpoints are not there, even with the key; the rest is.
@@ -202,13 +200,13 @@ async fn with_an_internal_port_the_operator_endpoints_answer_there_without_a_key
     for path in ["/", "/ws", "/health", "/ready", "/api/v1/projects/p/history"] {
         assert_eq!(get(format!("http://{internal}{path}")).await.status(), 404, "{path} on the internal port");
     }
-    let publish = reqwest::Client::new()
-        .post(format!("http://{internal}/api/v1/publish"))
-        .bearer_auth("status-key")
-        .json(&json!({"project_id": "p", "data": 1}))
-        .send()
-        .await
-        .unwrap();
+    let publish = common::wire::send(
+        reqwest::Client::new()
+            .post(format!("http://{internal}/api/v1/publish"))
+            .bearer_auth("status-key")
+            .json(&json!({"project_id": "p", "data": 1})),
+    )
+    .await;
     assert_eq!(publish.status(), 404);
     let upgrade = common::refused_upgrade(format!("ws://{internal}/ws")).await;
     assert_eq!(upgrade.status, 404);

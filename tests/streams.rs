@@ -249,28 +249,27 @@ async fn the_http_api_starts_appends_ends_and_reads_streams(backend: Backend) {
     let server = backend.server(|_| {});
     let http = reqwest::Client::new();
     let url = |path: &str| server.http_url(&format!("/api/v1/projects/api{path}"));
-    let created = http.post(url("/streams")).json(&json!({"agent": "qa", "event": "log"})).send().await.expect("POST");
+    let created = common::wire::send(http.post(url("/streams")).json(&json!({"agent": "qa", "event": "log"}))).await;
     assert_eq!(created.status(), 201);
     let started: Value = created.json().await.expect("JSON");
     let stream_id = started["stream_id"].as_str().expect("an id").to_owned();
-    let post = |path: String, body: Value| http.post(url(&path)).json(&body).send();
-    let appended =
-        post(format!("/streams/{stream_id}/append"), json!({"text": "line 1\n", "at": 0})).await.expect("POST");
+    let post = |path: String, body: Value| common::wire::send(http.post(url(&path)).json(&body));
+    let appended = post(format!("/streams/{stream_id}/append"), json!({"text": "line 1\n", "at": 0})).await;
     assert_eq!(appended.status(), 200);
     assert_eq!(appended.json::<Value>().await.expect("JSON")["length"], 7);
-    let conflict = post(format!("/streams/{stream_id}/append"), json!({"text": "x", "at": 3})).await.expect("POST");
+    let conflict = post(format!("/streams/{stream_id}/append"), json!({"text": "x", "at": 3})).await;
     assert_eq!(conflict.status(), 409);
     assert_eq!(conflict.json::<Value>().await.expect("JSON")["length"], 7);
     let listed = common::get_json(url("/streams")).await;
     assert_eq!(listed["streams"][0]["text"], "line 1\n", "{listed}");
-    let ended = post(format!("/streams/{stream_id}/end"), json!({"status": "completed"})).await.expect("POST");
+    let ended = post(format!("/streams/{stream_id}/end"), json!({"status": "completed"})).await;
     assert_eq!(ended.status(), 200);
     assert_eq!(ended.json::<Value>().await.expect("JSON")["length"], 7);
     assert_eq!(common::get_json(url("/streams")).await["streams"], json!([]));
-    let missing = http.get(url("/streams/nope")).send().await.expect("GET");
+    let missing = common::wire::send(http.get(url("/streams/nope"))).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json::<Value>().await.expect("JSON")["code"], "stream_not_found");
-    let after_end = post(format!("/streams/{stream_id}/append"), json!({"text": "x"})).await.expect("POST");
+    let after_end = post(format!("/streams/{stream_id}/append"), json!({"text": "x"})).await;
     assert_eq!(after_end.status(), 409);
 }
 

@@ -13,7 +13,10 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
-use super::TIMEOUT;
+use super::{
+    wire::{self, Direction},
+    TIMEOUT,
+};
 
 /// A real WebSocket client.
 pub struct Client {
@@ -62,6 +65,7 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
+        wire::text_frame(|| self.local_addr(), Direction::Sent, text);
         self.stream.send(Message::text(text)).await.expect("send");
     }
 
@@ -71,11 +75,29 @@ impl Client {
 
     /// The next frame, whatever it is; panics on close or timeout.
     pub async fn next_message(&mut self) -> Message {
-        tokio::time::timeout(TIMEOUT, self.stream.next())
+        let message = tokio::time::timeout(TIMEOUT, self.stream.next())
             .await
             .expect("a frame in time")
             .expect("stream open")
-            .expect("valid frame")
+            .expect("valid frame");
+        self.record_received(&message);
+        message
+    }
+
+    /// The client end of the connection: what tells its frames apart in the wire record.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.stream.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    fn record_received(&self, message: &Message) {
+        match message {
+            Message::Text(text) => wire::text_frame(|| self.local_addr(), Direction::Received, text),
+            Message::Close(Some(CloseFrame { code, .. })) => wire::close_frame(|| self.local_addr(), (*code).into()),
+            _ => {}
+        }
     }
 
     /// The next text frame as JSON (control frames are skipped).
@@ -121,7 +143,11 @@ impl Client {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, self.stream.next()).await.expect("close in time") {
+            let next = tokio::time::timeout(remaining, self.stream.next()).await.expect("close in time");
+            if let Some(Ok(message)) = &next {
+                self.record_received(message);
+            }
+            match next {
                 Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
                 Some(Ok(Message::Close(None))) => return 1005,
                 Some(Ok(_)) => continue,
@@ -148,12 +174,7 @@ impl Client {
 /// Publishes `{"n": n, "pad": <pad bytes>}` to `project` on the server at `addr`; its receipt.
 pub async fn publish_numbered(addr: SocketAddr, project: &str, n: u64, pad: usize) -> Value {
     let body = serde_json::json!({"project_id": project, "data": {"n": n, "pad": "x".repeat(pad)}});
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/publish"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /api/v1/publish");
+    let response = wire::send(reqwest::Client::new().post(format!("http://{addr}/api/v1/publish")).json(&body)).await;
     assert_eq!(response.status(), 200);
     response.json().await.expect("a receipt")
 }
@@ -216,20 +237,29 @@ pub struct RefusedUpgrade {
 }
 
 /// Attempts an upgrade that must be refused with an HTTP answer.
-pub async fn refused_upgrade(
-    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
-) -> RefusedUpgrade {
+pub async fn refused_upgrade(request: impl IntoClientRequest + Unpin) -> RefusedUpgrade {
+    let request = request.into_client_request().expect("an upgrade request");
+    let url = request.uri().to_string();
     match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => RefusedUpgrade {
-            status: response.status().as_u16(),
-            retry_after: response
-                .headers()
-                .get("retry-after")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok()),
-            body: response.body().as_deref().and_then(|body| serde_json::from_slice(body).ok()).unwrap_or(Value::Null),
-        },
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let (head, body) = (*response).into_parts();
+            let body = body.unwrap_or_default();
+            wire::http_exchange("GET", &url, None, &head, &body);
+            refusal(head, body)
+        }
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
         Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+fn refusal(head: tokio_tungstenite::tungstenite::http::response::Parts, body: Vec<u8>) -> RefusedUpgrade {
+    RefusedUpgrade {
+        status: head.status.as_u16(),
+        retry_after: head
+            .headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok()),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     }
 }

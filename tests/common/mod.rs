@@ -16,10 +16,12 @@
 //! | `redis.rs` | a private redis-server |
 //! | `engines.rs` | suites run on both engines ([`Backend`], `on_both_engines!`) |
 //! | `netns.rs` | a network namespace, for callers that are not loopback |
+//! | `wire.rs` | the wire record (`RECORD_WIRE_DIR`) the API specs check replays; [`wire::send`] and [`wire::get`] record HTTP |
 
 pub mod netns;
 pub mod raw;
 pub mod tokens;
+pub mod wire;
 
 mod aws;
 mod client;

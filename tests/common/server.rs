@@ -95,7 +95,7 @@ impl TestServer {
 
     /// The Prometheus text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.operator_url("/metrics")).await.expect("GET /metrics").text().await.expect("metrics body")
+        super::wire::get(self.operator_url("/metrics")).await.text().await.expect("metrics body")
     }
 
     /// One sample of a metric (name with labels, exactly as exposed); panics when the series is
@@ -119,23 +119,13 @@ impl TestServer {
     }
 
     pub async fn publish(&self, body: Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(self.http_url("/api/v1/publish"))
-            .json(&body)
-            .send()
-            .await
-            .expect("POST /api/v1/publish")
+        super::wire::send(reqwest::Client::new().post(self.http_url("/api/v1/publish")).json(&body)).await
     }
 
     /// Publishes with a publish API key (`Authorization: Bearer KEY`).
     pub async fn publish_with_key(&self, body: Value, key: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(self.http_url("/api/v1/publish"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
+        super::wire::send(reqwest::Client::new().post(self.http_url("/api/v1/publish")).bearer_auth(key).json(&body))
             .await
-            .expect("POST /api/v1/publish")
     }
 }
 
@@ -154,7 +144,7 @@ impl Drop for TestServer {
 
 /// GETs a URL and parses its JSON body.
 pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
-    reqwest::get(url).await.expect("GET").json().await.expect("a JSON body")
+    super::wire::get(url).await.json().await.expect("a JSON body")
 }
 
 /// The value of one series in a Prometheus text exposition; panics when it is not exposed.
@@ -258,7 +248,7 @@ impl ChildServer {
     }
 
     pub async fn publish(&self, body: Value) -> reqwest::Response {
-        reqwest::Client::new().post(self.http_url("/api/v1/publish")).json(&body).send().await.expect("publish")
+        super::wire::send(reqwest::Client::new().post(self.http_url("/api/v1/publish")).json(&body)).await
     }
 }
 
