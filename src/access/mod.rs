@@ -690,13 +690,7 @@ mod tests {
 
     #[test]
     fn with_tokens_nothing_but_ping_is_allowed_before_authenticating() {
-        let verifier = token::TokenVerifier::with_secret(
-            b"0123456789abcdef0123456789abcdef",
-            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
-        )
-        .unwrap();
-        let policy = AccessPolicy::new(vec![], true, 10)
-            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let policy = requiring_tokens(vec![], true);
         let anonymous = Principal::default();
         for action in [
             Action::Subscribe { project_id: "p", held: 0 },
@@ -749,13 +743,7 @@ mod tests {
 
     #[test]
     fn with_tokens_an_empty_allow_list_admits_any_origin_and_name() {
-        let verifier = token::TokenVerifier::with_secret(
-            b"0123456789abcdef0123456789abcdef",
-            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
-        )
-        .unwrap();
-        let policy = AccessPolicy::new(vec![], LOOPBACK, 10)
-            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let policy = requiring_tokens(vec![], LOOPBACK);
         let evil = Some("https://evil.example");
         assert_eq!(policy.admit_upgrade(evil, Some("evil.example"), Some("127.0.0.1".parse().unwrap())), Ok(()));
     }
@@ -808,13 +796,7 @@ mod tests {
 
     #[test]
     fn with_tokens_presence_is_read_with_a_publish_key_or_a_token_for_the_project() {
-        let verifier = token::TokenVerifier::with_secret(
-            b"0123456789abcdef0123456789abcdef",
-            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
-        )
-        .unwrap();
-        let policy = AccessPolicy::new(vec!["k".into()], ANY, 10)
-            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let policy = requiring_tokens(vec!["k".into()], ANY);
         let read = Action::ReadPresence { project_id: "p" };
         assert_eq!(policy.check(&policy.principal(Some("Bearer k")), read).map_err(|error| error.code), Ok(()));
         let anonymous = policy.check(&Principal::default(), read);
@@ -827,6 +809,18 @@ mod tests {
         let policy = AccessPolicy::new(vec!["key-ab".into()], ANY, 10);
         assert!(!policy.principal(Some("Bearer key-ba")).has_key);
         assert!(policy.principal(Some("Bearer key-ab")).has_key);
+    }
+
+    /// A policy that requires connection tokens (HS256 with a test secret), with these publish
+    /// keys.
+    fn requiring_tokens(publish_keys: Vec<String>, loopback_only: bool) -> AccessPolicy {
+        let verifier = token::TokenVerifier::with_secret(
+            b"0123456789abcdef0123456789abcdef",
+            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
+        )
+        .unwrap();
+        AccessPolicy::new(publish_keys, loopback_only, 10)
+            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() })
     }
 
     /// A principal holding a verified token of `user_id` with `scope` (a space-separated list).
@@ -844,13 +838,7 @@ mod tests {
 
     #[test]
     fn deciding_an_approval_takes_the_approve_scope_which_no_other_scope_or_key_implies() {
-        let verifier = token::TokenVerifier::with_secret(
-            b"0123456789abcdef0123456789abcdef",
-            token::VerifierSettings { issuer: None, audience: None, leeway_secs: 0 },
-        )
-        .unwrap();
-        let policy = AccessPolicy::new(vec!["k".into()], true, 10)
-            .with_authentication(Authentication { verifier: Some(Arc::new(verifier)), ..Authentication::default() });
+        let policy = requiring_tokens(vec!["k".into()], true);
         let decide = Action::Decide { project_id: "acme" };
         assert_eq!(policy.check(&with_token("lead", "subscribe approve"), decide), Ok(()));
         for scope in ["subscribe publish forward admin", "subscribe"] {
