@@ -14,6 +14,7 @@ export interface StateChange {
   state: ConnectionState;
   /** The close code (1006 when the connection ended without one), on "disconnected" and "closed". */
   code?: number;
+  /** Why, when known: the server's close reason, or the client's own ("token_unavailable: getToken failed: ..."). */
   reason?: string;
   /** On "disconnected": when the next attempt starts. */
   reconnectInMs?: number;
@@ -305,6 +306,8 @@ export declare function utf8Length(text: string): number;
  * with "unauthorized" after a 3500 and "too_many_connections" after a 3504.
  */
 export declare class RequestError extends Error {
+  /** `reply`: the server's error frame, when it was the server that refused. */
+  constructor(code: string, message: string, reply?: Record<string, unknown>);
   readonly code: string;
   /** The server's error frame, when it came from the server. */
   readonly reply: Record<string, unknown>;

@@ -546,8 +546,11 @@ export class Client {
     try {
       token = await this.#currentToken();
     } catch (error) {
-      this.#emit("error", new RequestError("token_unavailable", `getToken failed: ${error?.message ?? error}`));
-      return this.#reconnectAfter(this.#nextBackoff(), 1006, "getToken failed");
+      // The state event carries the cause too: an application logging only its states (as the
+      // README's does) would otherwise see a silent connecting/disconnected loop.
+      const unavailable = new RequestError("token_unavailable", `getToken failed: ${error?.message ?? error}`);
+      this.#emit("error", unavailable);
+      return this.#reconnectAfter(this.#nextBackoff(), 1006, unavailable.message);
     }
     if (this.#stopped) return;
     let socket;

@@ -11,7 +11,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 
-import { Client } from "../agenticai-websocket.js";
+import { Client } from "@agenticai/websocket-client";
 
 const url = process.env.GATEWAY_URL ?? "ws://127.0.0.1:8080/ws";
 const opsQueue = path.join(process.env.SPOOL_DIR ?? "data/spool", "ops.jsonl");

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { Client } from "../agenticai-websocket.js";
+import { Client } from "@agenticai/websocket-client";
 import { record } from "./recorder.js";
 import {
   JWT_SECRET,
@@ -27,7 +27,10 @@ import {
   waitFor,
 } from "./harness.js";
 
-const PACKAGE_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+// The directory holding test/ (the package's, or a consumer's where client-tests.sh copied the
+// tests), and the module as it resolves from there: the installed package in a consumer's.
+const TESTS_ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const MODULE_FILE = fileURLToPath(import.meta.resolve("@agenticai/websocket-client"));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 let pageServer, browser, profile, page;
@@ -37,13 +40,15 @@ function report(t, { missed, awayMs }) {
   t.diagnostic(`away ${awayMs} ms across the drain, ${missed} messages replayed on resume`);
 }
 
-// Serves the package directory (the module, the test page and recorder) on loopback.
+// Serves the module at /agenticai-websocket.js (test/page.html maps the package name there) and
+// the test page and recorder under /test/, on loopback.
 async function servePackage() {
   const types = { ".js": "text/javascript", ".html": "text/html" };
   const server = createServer((request, response) => {
-    const file = path.join(PACKAGE_DIR, path.normalize(new URL(request.url, "http://x").pathname));
+    const pathname = new URL(request.url, "http://x").pathname;
+    const file = pathname === "/agenticai-websocket.js" ? MODULE_FILE : path.join(TESTS_ROOT, path.normalize(pathname));
     try {
-      if (!file.startsWith(PACKAGE_DIR)) throw new Error("outside the package");
+      if (!file.startsWith(TESTS_ROOT) && file !== MODULE_FILE) throw new Error("outside the tests' directory");
       const body = readFileSync(file);
       response.writeHead(200, { "Content-Type": types[path.extname(file)] ?? "application/octet-stream" });
       response.end(body);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import { Client, RequestError, backoffDelay, utf8Length } from "../agenticai-websocket.js";
+import { Client, RequestError, backoffDelay, utf8Length } from "@agenticai/websocket-client";
 import { record } from "./recorder.js";
 import {
   JWT_SECRET,
@@ -291,6 +291,33 @@ test("tokens: an invalid token (3500) is retried once through getToken, then the
     client.close();
     server.kill();
   }
+});
+
+test("tokens: a getToken that throws is named in the disconnected state and the error event, and retried", async () => {
+  // What the README's sample getToken does in Node: fetch() of a relative URL throws.
+  const cause = "Failed to parse URL from /my-app/gateway-token";
+  const client = new Client("ws://127.0.0.1:9/ws", {
+    getToken: async () => {
+      throw new TypeError(cause);
+    },
+    backoffBaseMs: 20,
+  });
+  const lost = [];
+  const errors = [];
+  client.on("state", (change) => change.state === "disconnected" && lost.push(change));
+  client.on("error", (error) => errors.push(error));
+  const connecting = client.connect();
+  try {
+    await waitFor("two attempts", () => lost.length >= 2);
+    assert.deepEqual(
+      lost.slice(0, 2).map(({ code, reason }) => [code, reason]),
+      Array(2).fill([1006, `token_unavailable: getToken failed: ${cause}`]),
+    );
+    assert.equal(errors[0].code, "token_unavailable");
+  } finally {
+    client.close();
+  }
+  await assert.rejects(connecting, (error) => error.code === "closed");
 });
 
 test("forward: resolves with the queue's message id; rejects with unknown_message_type and forbidden", async () => {

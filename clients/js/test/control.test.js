@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
-import { Client } from "../agenticai-websocket.js";
+import { Client } from "@agenticai/websocket-client";
 import { JWT_SECRET, mintToken, queueMessages, sleep, startProxy, startServer, uniqueProject, waitFor } from "./harness.js";
 
 const FAST = { backoffBaseMs: 50, backoffMaxMs: 200 };

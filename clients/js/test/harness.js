@@ -5,7 +5,7 @@
 // scripts/checks/client-tests.sh (REDIS_PORT).
 
 import { spawn, execFileSync } from "node:child_process";
-import { Client, utf8Length } from "../agenticai-websocket.js";
+import { Client, utf8Length } from "@agenticai/websocket-client";
 import { mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";

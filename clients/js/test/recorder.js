@@ -1,6 +1,6 @@
 // A subscriber that records what it sees, loaded by the Node tests and by the Chromium page alike.
 
-import { Client } from "../agenticai-websocket.js";
+import { Client } from "@agenticai/websocket-client";
 
 /**
  * Follows `projectId` on `url`; `log` collects the numbers received, the resets, the state

@@ -9,7 +9,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { Client, utf8Length } from "../agenticai-websocket.js";
+import { Client, utf8Length } from "@agenticai/websocket-client";
 
 // Streams as the gateway keeps them, and the sockets connected to it.
 class ScriptedGateway {

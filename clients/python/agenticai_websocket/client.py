@@ -756,8 +756,11 @@ class Client:
         try:
             token = await self._current_token()
         except Exception as error:
-            self._error(RequestError("token_unavailable", f"get_token failed: {error}"))
-            return ABNORMAL, "get_token failed"
+            unavailable = RequestError("token_unavailable", f"get_token failed: {error}")
+            self._error(unavailable)
+            # The state change carries the cause too: an application logging only its states
+            # would otherwise see a silent connecting/disconnected loop.
+            return ABNORMAL, str(unavailable)
         try:
             ws = await connect(self.url, open_timeout=self.connect_timeout, max_size=None)
         except InvalidStatus as error:

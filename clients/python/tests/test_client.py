@@ -487,6 +487,36 @@ def test_invalid_token_3500_is_retried_once_then_the_client_stops() -> None:
     asyncio.run(scenario())
 
 
+def disconnections(states: list[StateChange]) -> list[StateChange]:
+    return [change for change in states if change.state is ConnectionState.DISCONNECTED]
+
+
+def test_get_token_that_raises_is_named_in_the_disconnected_state_and_on_error() -> None:
+    async def scenario() -> None:
+        states: list[StateChange] = []
+        errors: list[Exception] = []
+
+        def get_token() -> str:
+            raise OSError("identity provider unreachable")
+
+        client = Client(
+            "ws://127.0.0.1:9/ws", get_token=get_token, backoff_base=0.02, on_state=states.append, on_error=errors.append
+        )
+        connecting = asyncio.create_task(client.connect())
+        try:
+            await wait_for("two attempts", lambda: len(disconnections(states)) >= 2)
+            assert {(change.code, change.reason) for change in disconnections(states)} == {
+                (1006, "token_unavailable: get_token failed: identity provider unreachable")
+            }
+            assert isinstance(errors[0], RequestError) and errors[0].code == "token_unavailable"
+        finally:
+            await client.close()
+        with pytest.raises(RequestError):
+            await connecting
+
+    asyncio.run(scenario())
+
+
 def test_forward_confirmed_and_refused_codes() -> None:
     async def scenario() -> None:
         server = await Server.start(env={"JWT_SECRET": JWT_SECRET})
