@@ -54,6 +54,7 @@ const DEFAULTS = Object.freeze({
 // Close codes with a behaviour other than "reconnect with backoff" (README.md has the table).
 const NORMAL = 1000;
 const PROTOCOL_ERROR = 1002;
+const INVALID_PAYLOAD = 1007;
 const MESSAGE_TOO_BIG = 1009;
 const SERVICE_RESTART = 1012;
 const TOKEN_EXPIRED = 3005;
@@ -668,6 +669,7 @@ export class Client {
         this.#refusedToken = this.#sentToken;
         return this.#nextBackoff();
       case PROTOCOL_ERROR:
+      case INVALID_PAYLOAD:
       case TOO_MANY_CONNECTIONS:
         return null;
       case ABUSIVE_CLIENT:

@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 NORMAL = 1000
 ABNORMAL = 1006  # no close frame: the network, a refused upgrade, a timeout
 PROTOCOL_ERROR = 1002
+INVALID_PAYLOAD = 1007  # a text frame that is not UTF-8
 MESSAGE_TOO_BIG = 1009
 SERVICE_RESTART = 1012
 TOKEN_EXPIRED = 3005
@@ -840,7 +841,7 @@ class Client:
                 return None
             self._refused_token = self._sent_token
             return self._next_backoff()
-        if code in (PROTOCOL_ERROR, TOO_MANY_CONNECTIONS):
+        if code in (PROTOCOL_ERROR, INVALID_PAYLOAD, TOO_MANY_CONNECTIONS):
             return None
         if code == ABUSIVE_CLIENT:
             return random.uniform(self.abuse_delay, 2 * self.abuse_delay)
