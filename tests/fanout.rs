@@ -103,7 +103,7 @@ async fn publish_needs_a_key_when_keys_are_configured() {
     let anonymous = common::wire::send(http.post(server.http_url("/api/v1/publish")).json(&body)).await;
     assert_eq!(anonymous.status(), 401);
     let error: serde_json::Value = anonymous.json().await.unwrap();
-    assert_eq!(error["code"], "forbidden");
+    assert_eq!(error["code"], "unauthorized");
     let wrong =
         common::wire::send(http.post(server.http_url("/api/v1/publish")).bearer_auth("guess").json(&body)).await;
     assert_eq!(wrong.status(), 401);
