@@ -170,7 +170,7 @@ mod tests {
         engine.start(delivered.clone());
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let data = tempfile::tempdir().expect("a temporary directory");
-        let store = RecordStore::Local(LocalStore::open(data.path()).expect("a local store"));
+        let store = RecordStore::Local(LocalStore::open(data.path(), 1 << 30).expect("a local store"));
         let (_persistence, records) = Persistence::new(store, 16, Duration::from_secs(60), metrics.clone());
         let publisher = Publisher::new(engine, records, metrics);
         let mut receipts = Vec::new();

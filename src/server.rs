@@ -81,7 +81,7 @@ impl Server {
             (Some(table), Some(sdk)) => {
                 RecordStore::Dynamo(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.to_owned()))
             }
-            _ => RecordStore::Local(LocalStore::open(data_dir)?),
+            _ => RecordStore::Local(LocalStore::open(data_dir, config.storage.records_max_bytes.get())?),
         };
         let backend = match (queue_urls, &sdk) {
             (Some(urls), Some(sdk)) => QueueBackend::Sqs(SqsQueues::new(aws_sdk_sqs::Client::new(sdk), urls)),

@@ -126,6 +126,7 @@ const HELP_ORDER: &[&str] = &[
     "history_page_bytes",
     "data_dir",
     "spool_max_bytes",
+    "records_max_bytes",
     "publish_api_keys",
     "jwt_secret",
     "jwt_jwks_url",

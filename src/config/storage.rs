@@ -26,6 +26,12 @@ pub struct StorageSettings {
     #[arg(long, env = "SPOOL_MAX_BYTES", default_value = "1073741824", value_parser = greater_than_zero::<NonZeroU64>)]
     pub spool_max_bytes: NonZeroU64,
 
+    /// Bytes of the local record store's file (DATA_DIR/records/records.jsonl) before it is
+    /// rotated to records.1.jsonl, replacing the previous one: the store keeps the newest
+    /// RECORDS_MAX_BYTES to twice that.
+    #[arg(long, env = "RECORDS_MAX_BYTES", default_value = "268435456", value_parser = greater_than_zero::<NonZeroU64>)]
+    pub records_max_bytes: NonZeroU64,
+
     /// Records the persistence actor buffers while the table is slow or down; beyond it they are
     /// dropped, counted and logged.
     #[arg(

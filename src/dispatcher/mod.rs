@@ -427,7 +427,7 @@ mod tests {
         settings: DispatcherSettings,
     ) -> (Addr<QueueDispatcher>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let store = RecordStore::Local(LocalStore::open(dir).expect("record store"));
+        let store = RecordStore::Local(LocalStore::open(dir, 1 << 30).expect("record store"));
         let (_persistence, records) = Persistence::new(store, 1000, Duration::from_secs(60), metrics.clone());
         let backend = QueueBackend::Spool(Spool::open(dir, 1 << 30).expect("spool"));
         (QueueDispatcher::new(backend, settings, metrics.clone(), records).start(), metrics)
