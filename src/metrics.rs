@@ -20,6 +20,7 @@ pub(crate) struct Metrics {
     /// Always 1; its labels say which build answers (`version` from Cargo.toml, `commit` from
     /// build.rs).
     build_info: IntGaugeVec,
+    engine_info: IntGaugeVec,
     pub active_connections: IntGauge,
     pub connections_opened: IntCounter,
     connections_closed: IntCounterVec,
@@ -110,6 +111,10 @@ impl Metrics {
             build_info: IntGaugeVec::new(
                 opts("build_info", "Always 1: the version and commit of the running gateway, as labels"),
                 &["version", "commit"],
+            )?,
+            engine_info: IntGaugeVec::new(
+                opts("engine_info", "Always 1: the engine below the hub (memory or redis), as a label"),
+                &["engine"],
             )?,
             active_connections: IntGauge::with_opts(opts("active_connections", "Open WebSocket connections"))?,
             connections_opened: IntCounter::with_opts(opts(
@@ -282,10 +287,16 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Names the engine in `engine_info` (an alert on a lost Redis needs to know there is one).
+    pub(crate) fn engine_is(&self, engine: &'static str) {
+        self.engine_info.with_label_values(&[engine]).set(1);
+    }
+
     fn register_all(&self) -> Result<(), prometheus::Error> {
         let r = &self.registry;
         r.register(Box::new(self.build_info.clone()))?;
         self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("AGENTICAI_WS_COMMIT")]).set(1);
+        r.register(Box::new(self.engine_info.clone()))?;
         r.register(Box::new(self.active_connections.clone()))?;
         r.register(Box::new(self.connections_opened.clone()))?;
         r.register(Box::new(self.connections_closed.clone()))?;
@@ -413,8 +424,11 @@ mod tests {
     }
 
     #[test]
-    fn renders_standard_process_names_and_build_info() {
-        let text = Metrics::new().unwrap().render();
+    fn renders_standard_process_names_build_info_and_the_engine() {
+        let metrics = Metrics::new().unwrap();
+        metrics.engine_is("memory");
+        let text = metrics.render();
+        assert!(text.contains("agenticai_ws_engine_info{engine=\"memory\"} 1"), "{text}");
         let build_info = format!(
             "agenticai_ws_build_info{{commit=\"{}\",version=\"{}\"}} 1",
             env!("AGENTICAI_WS_COMMIT"),
