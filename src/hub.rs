@@ -81,7 +81,7 @@ use crate::{
 };
 pub(crate) use replay::HoldLimits;
 use replay::{Replay, Seam, Ticket};
-use streams::{Applied, ProjectStreams, StreamHubSettings, StreamPublication};
+use streams::{Applied, KeptAppends, ProjectStreams, StreamHubSettings, StreamPublication};
 
 /// How often the hub looks for streams left quiet past STREAM_IDLE_TIMEOUT_SECS.
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
@@ -248,6 +248,7 @@ struct HubDelivery {
     hub: Addr<Hub>,
     counts: Arc<SubscriberCounts>,
     appends: Arc<AppendsInMailbox>,
+    kept: Arc<KeptAppends>,
 }
 
 impl LocalDelivery for HubDelivery {
@@ -289,6 +290,9 @@ impl LocalDelivery for HubDelivery {
         text: ByteString,
         length: u64,
     ) -> BoxFuture<'static, ()> {
+        let Some(text) = self.kept.keep(project_id, stream_id, text, length) else {
+            return futures_util::future::ready(()).boxed();
+        };
         let behind = self.appends.0.fetch_add(1, Ordering::Relaxed);
         let (handed_over, answer) = if behind < APPENDS_UNWAITED_MAX {
             (None, None)
@@ -335,6 +339,8 @@ pub(crate) struct Hub {
     counts: Arc<SubscriberCounts>,
     /// Shared with the engine's [`HubDelivery`].
     appends: Arc<AppendsInMailbox>,
+    /// Appends kept for open rollup windows, shared with the engine's [`HubDelivery`].
+    kept: Arc<KeptAppends>,
     /// Publications held back for one resuming member, at most (then the hold is emptied and
     /// the replay reads them from the history).
     hold: HoldLimits,
@@ -373,6 +379,7 @@ impl Hub {
             engine,
             counts: Arc::default(),
             appends: Arc::default(),
+            kept: Arc::default(),
             hold,
             replay_page_bytes: replay_page_bytes.max(1),
             metrics,
@@ -548,13 +555,87 @@ impl Hub {
         }
     }
 
-    /// Rollup window `number` of the stream ended.
+    /// An append the engine delivered (through the mailbox, or kept for a window), applied to
+    /// the project's copy in the engine's order.
+    fn apply_append(
+        &mut self,
+        project_id: &ProjectId,
+        stream_id: &StreamId,
+        text: ByteString,
+        length: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(streams) = self.streams.get_mut(project_id) else { return };
+        self.metrics.stream_appends_delivered.inc();
+        // The number a window opened by this append gets.
+        let window = (!self.stream_settings.rollup.is_zero()).then_some(self.stream_windows + 1);
+        match streams.append(stream_id, text, length, window) {
+            Applied::Nothing | Applied::Pending => {}
+            Applied::Reread => self.reread_streams(project_id.clone(), ctx),
+            Applied::SendNowAndOpenWindow => {
+                let pending =
+                    streams.open.get_mut(stream_id).and_then(|stream| stream.take_pending(project_id, stream_id));
+                if let Some(frame) = pending {
+                    self.send_to_viewers(project_id, frame);
+                }
+                if let Some(number) = window {
+                    self.stream_windows = number;
+                    self.kept.open(project_id, stream_id, number);
+                    self.schedule_window_end(project_id.clone(), stream_id.clone(), number, ctx);
+                }
+            }
+        }
+    }
+
+    /// Applies what was kept for the stream's window.
+    fn apply_kept(&mut self, project_id: &ProjectId, stream_id: &StreamId, ctx: &mut Context<Self>) -> bool {
+        let kept = self.kept.take(project_id, stream_id);
+        let any = !kept.is_empty();
+        for (text, length) in kept {
+            self.apply_append(project_id, stream_id, text, length, ctx);
+        }
+        any
+    }
+
+    /// Rollup window `number` of the stream ended: what was kept for it is applied, then what
+    /// is pending goes out in one frame and the window goes on, or it closes.
     fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, number: u64, ctx: &mut Context<Self>) {
-        let ended =
-            self.streams.get_mut(&project_id).and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
-        let Some(frame) = ended else { return };
-        self.send_to_viewers(&project_id, frame);
-        self.schedule_window_end(project_id, stream_id, number, ctx);
+        while self.apply_kept(&project_id, &stream_id, ctx) {}
+        let kept = self.kept.clone();
+        let ended = {
+            // Under the lock, so no append is kept for a window that is closing.
+            let mut kept = kept.lock();
+            let streams = kept.get_mut(&*project_id);
+            let appends_arrived = streams
+                .as_ref()
+                .and_then(|streams| streams.get(&*stream_id))
+                .is_some_and(|kept| !kept.appends.is_empty());
+            if appends_arrived {
+                None
+            } else {
+                let frame = self
+                    .streams
+                    .get_mut(&project_id)
+                    .and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
+                if frame.is_none() {
+                    if let Some(streams) = streams {
+                        if streams.get(&*stream_id).is_some_and(|kept| kept.window == number) {
+                            streams.remove(&*stream_id);
+                        }
+                    }
+                }
+                Some(frame)
+            }
+        };
+        match ended {
+            // Appends arrived between the two looks: take them too, then decide.
+            None => self.window_ended(project_id, stream_id, number, ctx),
+            Some(Some(frame)) => {
+                self.send_to_viewers(&project_id, frame);
+                self.schedule_window_end(project_id, stream_id, number, ctx);
+            }
+            Some(None) => {}
+        }
     }
 
     fn schedule_window_end(
@@ -633,6 +714,7 @@ impl Hub {
             self.subscribers.remove(project_id);
             self.metrics.projects.dec();
             self.engine.unsubscribe(project_id);
+            self.kept.forget(project_id);
             if self.streams.remove(project_id).is_some() {
                 self.count_open_streams();
             }
@@ -770,7 +852,12 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX_CAPACITY);
-        let delivery = HubDelivery { hub: ctx.address(), counts: self.counts.clone(), appends: self.appends.clone() };
+        let delivery = HubDelivery {
+            hub: ctx.address(),
+            counts: self.counts.clone(),
+            appends: self.appends.clone(),
+            kept: self.kept.clone(),
+        };
         self.engine.start(Arc::new(delivery));
         ctx.run_interval(IDLE_SWEEP, |hub, ctx| hub.end_idle_streams(ctx));
     }
@@ -918,6 +1005,9 @@ impl Handler<Deliver> for Hub {
                 }
             }
             Some(StreamPublication::Ended(ended)) => {
+                // What was kept for its window was appended before its end.
+                let stream_id: StreamId = ended.stream_id.as_str().into();
+                while self.apply_kept(&msg.project_id, &stream_id, ctx) {}
                 let copy = self.streams.get_mut(&msg.project_id).and_then(|streams| streams.ended(&ended.stream_id));
                 if let Some(mut copy) = copy {
                     // What the window still held goes first; a viewer in its seam gets the whole
@@ -946,27 +1036,7 @@ impl Handler<StreamAppended> for Hub {
         if let Some(handed_over) = msg.handed_over {
             let _ = handed_over.send(());
         }
-        let Some(streams) = self.streams.get_mut(&msg.project_id) else { return };
-        self.metrics.stream_appends_delivered.inc();
-        // The number a window opened by this append gets.
-        let window = (!self.stream_settings.rollup.is_zero()).then_some(self.stream_windows + 1);
-        match streams.append(&msg.stream_id, msg.text, msg.length, window) {
-            Applied::Nothing | Applied::Pending => {}
-            Applied::Reread => self.reread_streams(msg.project_id, ctx),
-            Applied::SendNowAndOpenWindow => {
-                let pending = streams
-                    .open
-                    .get_mut(&msg.stream_id)
-                    .and_then(|stream| stream.take_pending(&msg.project_id, &msg.stream_id));
-                if let Some(frame) = pending {
-                    self.send_to_viewers(&msg.project_id, frame);
-                }
-                if let Some(number) = window {
-                    self.stream_windows = number;
-                    self.schedule_window_end(msg.project_id, msg.stream_id, number, ctx);
-                }
-            }
-        }
+        self.apply_append(&msg.project_id, &msg.stream_id, msg.text, msg.length, ctx);
     }
 }
 

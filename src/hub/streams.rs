@@ -16,6 +16,13 @@
 //! every viewer), which opens the next window; a window with nothing to send closes. An end sends
 //! what is pending first. At most 1000/window + 1 frames per stream a second reach a viewer.
 //!
+//! **Appends within a window skip the mailbox** ([`KeptAppends`]): while a stream's window is
+//! open, the engine's appends to it are kept beside the hub, not sent to its mailbox, and the
+//! hub takes them at the window's end (or at the stream's end, which flushes first). An agent
+//! streams a token every few milliseconds and a window holds several: each sent alone woke the
+//! hub's thread for nothing but to keep it for the window (docs/benchmarks.md, "Agent
+//! streams"). The first append to a quiet stream still goes through the mailbox and out at once.
+//!
 //! **Snapshots.** A viewer that joins (a subscription that goes live: after its confirmation
 //! and any replay) gets a `stream_snapshot` of each open stream with the text sent to the other
 //! viewers so far; what is pending reaches it with the next frame, like everyone. A viewer
@@ -38,6 +45,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -47,11 +55,72 @@ use serde_json::Value;
 
 use crate::{
     engine::streams::StreamSnapshot,
-    protocol::streams::{append_frame, snapshot_frame, snapshot_prefix, StreamId, StreamMeta, StreamStatus},
+    protocol::{
+        request::ProjectId,
+        streams::{append_frame, snapshot_frame, snapshot_prefix, StreamId, StreamMeta, StreamStatus},
+    },
 };
 
 /// Events held while a project's streams are read; past it the read starts over.
 pub(super) const MAX_WAITING: usize = 4096;
+
+/// Appends kept for the open rollup windows, shared by the hub and the engine's delivery (see
+/// the module documentation). A stream has an entry exactly while the hub's copy has a window
+/// open for it, numbered as the window is; the engine's delivery keeps an append there when
+/// there is one and sends it to the mailbox otherwise. The hub opens, takes and closes entries
+/// under one lock, so an append is never kept where nobody will take it.
+///
+/// **Bound**: what a window holds, at most STREAM_MAX_APPENDS_PER_SEC x STREAM_ROLLUP_MS per
+/// stream while the hub keeps up; if its thread stalls, at most the stream's text
+/// (STREAM_MAX_BYTES, the engine refuses past it) per open stream.
+#[derive(Default)]
+pub(super) struct KeptAppends(Mutex<HashMap<ProjectId, HashMap<StreamId, Kept>>>);
+
+/// One open window's appends.
+pub(super) struct Kept {
+    pub window: u64,
+    pub appends: Vec<(ByteString, u64)>,
+}
+
+impl KeptAppends {
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<ProjectId, HashMap<StreamId, Kept>>> {
+        // Each change is one map or vector operation: a panic cannot leave one half done.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps an append for the stream's open window; gives it back when no window is open.
+    pub(super) fn keep(&self, project_id: &str, stream_id: &str, text: ByteString, length: u64) -> Option<ByteString> {
+        match self.lock().get_mut(project_id).and_then(|streams| streams.get_mut(stream_id)) {
+            Some(kept) => {
+                kept.appends.push((text, length));
+                None
+            }
+            None => Some(text),
+        }
+    }
+
+    /// The stream's window `window` opened: what arrives from now on is kept for it (and what an
+    /// earlier window left, arriving after the append that opened this one, stays).
+    pub(super) fn open(&self, project_id: &ProjectId, stream_id: &StreamId, window: u64) {
+        let mut kept = self.lock();
+        let streams = kept.entry(project_id.clone()).or_default();
+        streams.entry(stream_id.clone()).or_insert_with(|| Kept { window, appends: Vec::new() }).window = window;
+    }
+
+    /// What the stream's entry holds, whatever its window.
+    pub(super) fn take(&self, project_id: &str, stream_id: &str) -> Vec<(ByteString, u64)> {
+        self.lock()
+            .get_mut(project_id)
+            .and_then(|streams| streams.get_mut(stream_id))
+            .map(|kept| std::mem::take(&mut kept.appends))
+            .unwrap_or_default()
+    }
+
+    /// The project's copy was dropped: nothing of it is kept.
+    pub(super) fn forget(&self, project_id: &str) {
+        self.lock().remove(project_id);
+    }
+}
 
 /// Settings the hub applies to streams.
 #[derive(Clone, Copy, Debug)]
