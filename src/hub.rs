@@ -41,7 +41,9 @@
 //! by its HTTP request or the session's in-flight budget; the Redis subscriber for each message
 //! of its connection), so they are bounded by the number of callers. The memory engine's join
 //! and leave events are not waited for: one per subscription change the hub itself made. Stream
-//! appends are waited for only past [`APPENDS_UNWAITED_MAX`] unhandled ([`AppendsInMailbox`]).
+//! appends are waited for only past [`APPENDS_UNWAITED_MAX`] unhandled ([`AppendsInMailbox`]),
+//! and while a stream's rollup window is open they skip the mailbox: kept beside it
+//! ([`streams::KeptAppends`]) for the window's end.
 
 mod replay;
 pub(crate) mod streams;
