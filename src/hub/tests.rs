@@ -15,7 +15,7 @@ use crate::{
     engine::{
         approvals::{AskOutcome, DecideOutcome, Undelivered},
         memory::MemoryEngine,
-        positions::{Entries, HistorySettings},
+        positions::{new_epoch, Entries, HistorySettings},
         presence::Presence,
         streams::{Append, AppendOutcome, CancelOutcome, StartOutcome},
         EngineFuture, Health, Published,
@@ -321,14 +321,28 @@ impl HistoryReads {
     }
 }
 
-/// Publishes `count` messages to project `p`; the position of the last.
-async fn publish(engine: &Recording, count: usize) -> StreamPosition {
+const MESSAGE: &str = r#"{"type":"message","data":"x"}"#;
+
+fn message() -> ByteString {
+    ByteString::from_static(MESSAGE)
+}
+
+/// Publishes `count` messages to project `p`, each reaching `subscribers` (held back or queued);
+/// the position of the last.
+async fn publish(engine: &Recording, count: usize, subscribers: usize) -> StreamPosition {
     let mut last = None;
     for _ in 0..count {
-        let frame = ByteString::from_static(r#"{"type":"message","data":"x"}"#);
-        last = engine.publish(&"p".into(), frame).await.position;
+        let published = engine.publish(&"p".into(), message()).await;
+        assert_eq!(published.subscribers, subscribers, "the publication's receipt");
+        last = published.position;
     }
     last.expect("a position")
+}
+
+/// Holds of two publications (of [`MESSAGE`] at a one-digit offset): by count, and by bytes.
+fn holds_of_two() -> [HoldLimits; 2] {
+    let frame_bytes = StreamPosition { offset: 9, epoch: new_epoch() }.spliced_into(MESSAGE).len();
+    [HoldLimits { messages: 2, bytes: 1 << 20 }, HoldLimits { messages: 64, bytes: 2 * frame_bytes }]
 }
 
 /// `c1` (connected) resumes project `p` after `since`.
@@ -369,28 +383,31 @@ fn messages(offsets: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = Stri
 /// After a resume's frames: the next publication comes live, alone (nothing held is released
 /// twice), and the hub read the history no more.
 async fn assert_live_after(engine: &Recording, client: &mut FrameReader, reads: &mut HistoryReads) {
-    let next = publish(engine, 1).await;
+    let next = publish(engine, 1, 1).await;
     assert_eq!(frames(client, 1).await, [format!("message {}", next.offset)]);
     reads.assert_none_made();
 }
 
 #[actix_rt::test]
 async fn publications_during_the_first_page_read_follow_the_replay_once_each() {
-    let engine = Recording::new();
-    let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1 << 16);
-    let top = publish(&engine, 3).await;
-    let (_outbox, body) = connect(&hub, "c1", &[]).await;
-    let mut client = FrameReader::new(body);
-    let mut reads = engine.hold_reads();
-    resume(&hub, StreamPosition { offset: 1, ..top }).await;
-    let first_page = reads.next().await;
-    assert_eq!(first_page.after, Some(1));
-    publish(&engine, 2).await;
-    first_page.answer();
-    let expected: Vec<String> =
-        ["confirmed recovered=true at 3".to_owned()].into_iter().chain(messages(2..=5)).collect();
-    assert_eq!(frames(&mut client, 5).await, expected, "the first page (2, 3), then the hold (4, 5)");
-    assert_live_after(&engine, &mut client, &mut reads).await;
+    for hold in holds_of_two() {
+        let engine = Recording::new();
+        let hub = hub_holding(engine.clone(), hold, 1 << 16);
+        let top = publish(&engine, 3, 0).await;
+        let (_outbox, body) = connect(&hub, "c1", &[]).await;
+        let mut client = FrameReader::new(body);
+        let mut reads = engine.hold_reads();
+        resume(&hub, StreamPosition { offset: 1, ..top }).await;
+        let first_page = reads.next().await;
+        assert_eq!(first_page.after, Some(1));
+        // Two: the hold is full, not emptied (which would take a history read).
+        publish(&engine, 2, 1).await;
+        first_page.answer();
+        let expected: Vec<String> =
+            ["confirmed recovered=true at 3".to_owned()].into_iter().chain(messages(2..=5)).collect();
+        assert_eq!(frames(&mut client, 5).await, expected, "the first page (2, 3), then the hold (4, 5), {hold:?}");
+        assert_live_after(&engine, &mut client, &mut reads).await;
+    }
 }
 
 #[actix_rt::test]
@@ -398,14 +415,14 @@ async fn publications_during_the_last_page_read_follow_the_replay_once_each() {
     let engine = Recording::new();
     // A page is one publication: the replay reads 2, then 3, 4 and 5.
     let hub = hub_holding(engine.clone(), HoldLimits { messages: 4, bytes: 1 << 20 }, 1);
-    let top = publish(&engine, 4).await;
+    let top = publish(&engine, 4, 0).await;
     let (_outbox, body) = connect(&hub, "c1", &[]).await;
     let mut client = FrameReader::new(body);
     let mut reads = engine.hold_reads();
     resume(&hub, StreamPosition { offset: 1, ..top }).await;
     let first_page = reads.next().await;
     // Held, and in the history by the last page.
-    publish(&engine, 1).await;
+    publish(&engine, 1, 1).await;
     first_page.answer();
     for after in 2..=3 {
         let page = reads.next().await;
@@ -415,7 +432,7 @@ async fn publications_during_the_last_page_read_follow_the_replay_once_each() {
     let last_page = reads.next().await;
     assert_eq!(last_page.after, Some(4));
     // Held only: the last page was read before them.
-    publish(&engine, 2).await;
+    publish(&engine, 2, 1).await;
     last_page.answer();
     let expected: Vec<String> =
         ["confirmed recovered=true at 4".to_owned()].into_iter().chain(messages(2..=7)).collect();
@@ -425,39 +442,41 @@ async fn publications_during_the_last_page_read_follow_the_replay_once_each() {
 
 #[actix_rt::test]
 async fn a_hold_emptied_while_the_first_page_is_read_is_read_from_the_history_instead() {
-    let engine = Recording::new();
-    let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1 << 16);
-    let top = publish(&engine, 2).await;
-    let (_outbox, body) = connect(&hub, "c1", &[]).await;
-    let mut client = FrameReader::new(body);
-    let mut reads = engine.hold_reads();
-    // Nothing missed: the first page is empty and reaches the top.
-    resume(&hub, top).await;
-    let first_page = reads.next().await;
-    // 3 to 7: the hold of two is emptied at 5 and at 7, and keeps 7.
-    publish(&engine, 5).await;
-    first_page.answer();
-    let next_page = reads.next().await;
-    assert_eq!(next_page.after, Some(2), "what the hold let go of is read from the first page's end");
-    next_page.answer();
-    let expected: Vec<String> =
-        ["confirmed recovered=true at 2".to_owned()].into_iter().chain(messages(3..=7)).collect();
-    assert_eq!(frames(&mut client, 6).await, expected);
-    assert_live_after(&engine, &mut client, &mut reads).await;
+    for hold in holds_of_two() {
+        let engine = Recording::new();
+        let hub = hub_holding(engine.clone(), hold, 1 << 16);
+        let top = publish(&engine, 2, 0).await;
+        let (_outbox, body) = connect(&hub, "c1", &[]).await;
+        let mut client = FrameReader::new(body);
+        let mut reads = engine.hold_reads();
+        // Nothing missed: the first page is empty and reaches the top.
+        resume(&hub, top).await;
+        let first_page = reads.next().await;
+        // 3 to 7: the hold of two is emptied at 5 and at 7, and keeps 7.
+        publish(&engine, 5, 1).await;
+        first_page.answer();
+        let next_page = reads.next().await;
+        assert_eq!(next_page.after, Some(2), "what the hold let go of is read from the first page's end, {hold:?}");
+        next_page.answer();
+        let expected: Vec<String> =
+            ["confirmed recovered=true at 2".to_owned()].into_iter().chain(messages(3..=7)).collect();
+        assert_eq!(frames(&mut client, 6).await, expected, "{hold:?}");
+        assert_live_after(&engine, &mut client, &mut reads).await;
+    }
 }
 
 #[actix_rt::test]
 async fn a_resume_the_history_cannot_cover_reads_what_its_emptied_hold_let_go_of_from_the_top() {
     let engine = Recording::new();
     let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1 << 16);
-    let top = publish(&engine, 3).await;
+    let top = publish(&engine, 3, 0).await;
     let (_outbox, body) = connect(&hub, "c1", &[]).await;
     let mut client = FrameReader::new(body);
     let mut reads = engine.hold_reads();
     resume(&hub, StreamPosition { offset: 1, epoch: format!("not {}", top.epoch) }).await;
     let first_page = reads.next().await;
     // 4 to 6: the hold of two is emptied at 6.
-    publish(&engine, 3).await;
+    publish(&engine, 3, 1).await;
     first_page.answer();
     let next_page = reads.next().await;
     assert_eq!(next_page.after, Some(3), "from the top, not from the client's offset in another epoch");
@@ -466,4 +485,110 @@ async fn a_resume_the_history_cannot_cover_reads_what_its_emptied_hold_let_go_of
         ["confirmed recovered=false at 3".to_owned()].into_iter().chain(messages(4..=6)).collect();
     assert_eq!(frames(&mut client, 4).await, expected);
     assert_live_after(&engine, &mut client, &mut reads).await;
+}
+
+#[actix_rt::test]
+async fn an_unsubscribe_is_confirmed_and_ends_the_projects_deliveries() {
+    let engine = Recording::new();
+    let hub = hub(engine.clone());
+    let (_outbox, body) = connect(&hub, "c1", &["p"]).await;
+    let mut client = FrameReader::new(body);
+    let confirmation = ByteString::from_static(r#"{"type":"unsubscription_confirmed","project_id":"p"}"#);
+    hub.send(Unsubscribe { id: "c1".into(), project_id: "p".into(), confirmation: confirmation.clone() })
+        .await
+        .expect("the hub");
+    assert_eq!(client.next_frames(1, WAIT).await, [ws::Frame::Text(confirmation.into_bytes())]);
+    assert_eq!(engine.followed(), ["+p", "-p"]);
+    assert_eq!(engine.publish(&"p".into(), message()).await.subscribers, 0);
+}
+
+/// Stands in for a session, telling the test when the hub asked it to drain.
+struct Draining(mpsc::UnboundedSender<std::time::Instant>);
+
+impl Actor for Draining {
+    type Context = Context<Self>;
+}
+
+impl Handler<Drain> for Draining {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) {
+        let _ = self.0.send(std::time::Instant::now());
+    }
+}
+
+#[actix_rt::test]
+async fn the_drain_spreads_its_closes_over_the_window_and_answers_once_the_last_connection_left() {
+    let hub = hub(Recording::new());
+    let (told, mut drains) = mpsc::unbounded_channel();
+    let ids = ["c1", "c2", "c3"];
+    for id in ids {
+        let (outbox, _body) = Outbox::new(
+            OutboxLimits { max_messages: 64, max_bytes: 1 << 20, write_delay: Duration::ZERO },
+            oneshot::channel().0,
+        );
+        let connect = Connect {
+            id: id.into(),
+            outbox,
+            projects: Vec::new(),
+            session: Draining(told.clone()).start().recipient(),
+            member: Arc::new(Member::new(id.into(), None, "2026-01-01T00:00:00Z", None)),
+        };
+        hub.send(connect).await.expect("the hub");
+    }
+    let (emptied, mut empty) = oneshot::channel();
+    let window = Duration::from_millis(900);
+    let started = std::time::Instant::now();
+    hub.do_send(DrainAll { window, emptied });
+    let mut told_after = Vec::new();
+    for _ in ids {
+        let told = tokio::time::timeout(WAIT, drains.recv()).await.expect("told within 5 s").expect("a session");
+        told_after.push(told - started);
+    }
+    // Client i of n is told at i/n of the window: 0, 300 and 600 ms (the upper bounds loose, for
+    // a loaded machine).
+    let earliest = [Duration::ZERO, window / 3, window * 2 / 3];
+    for (index, (told, earliest)) in told_after.iter().zip(earliest).enumerate() {
+        assert!(
+            *told >= earliest && *told < earliest + window / 2,
+            "client {index} told after {told:?}: {told_after:?}"
+        );
+    }
+    for id in &ids[..2] {
+        hub.send(Disconnect { id: (*id).into() }).await.expect("the hub");
+    }
+    assert!(empty.try_recv().is_err(), "a connection is left");
+    hub.send(Disconnect { id: ids[2].into() }).await.expect("the hub");
+    tokio::time::timeout(WAIT, empty).await.expect("answered once emptied").expect("the hub");
+}
+
+#[actix_rt::test]
+async fn a_resume_during_a_resume_is_the_one_replayed_and_the_earlier_one_only_confirms() {
+    let engine = Recording::new();
+    let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1 << 16);
+    let top = publish(&engine, 2, 0).await;
+    let (_outbox, body) = connect(&hub, "c1", &[]).await;
+    let mut client = FrameReader::new(body);
+    let mut reads = engine.hold_reads();
+    let since = StreamPosition { offset: 1, ..top };
+    resume(&hub, since.clone()).await;
+    let earlier = reads.next().await;
+    // 3 to 7: the hold of two is emptied at 5 and at 7 before the second resume starts.
+    publish(&engine, 5, 1).await;
+    resume(&hub, since).await;
+    let later = reads.next().await;
+    earlier.answer();
+    later.answer();
+    let confirmations = ["confirmed recovered=true at 2", "confirmed recovered=true at 7"].map(String::from);
+    let expected: Vec<String> = confirmations.into_iter().chain(messages(2..=7)).collect();
+    assert_eq!(frames(&mut client, 8).await, expected, "one replay, from the later resume's read");
+    assert_live_after(&engine, &mut client, &mut reads).await;
+}
+
+#[test]
+fn a_hold_is_half_an_outbound_queue_and_at_least_one_message() {
+    let hold = HoldLimits::half_of_queue(64, 1 << 20);
+    assert_eq!((hold.messages, hold.bytes), (32, 1 << 19));
+    let hold = HoldLimits::half_of_queue(1, 3);
+    assert_eq!((hold.messages, hold.bytes), (1, 1));
 }
