@@ -347,13 +347,18 @@ fn holds_of_two() -> [HoldLimits; 2] {
 
 /// `c1` (connected) resumes project `p` after `since`.
 async fn resume(hub: &Addr<Hub>, since: StreamPosition) {
+    subscribe(hub, Some(since), true).await;
+}
+
+/// `c1` (connected) subscribes to project `p`.
+async fn subscribe(hub: &Addr<Hub>, since: Option<StreamPosition>, with_position: bool) {
     let member = Arc::new(Member::new("c1".into(), None, "2026-01-01T00:00:00Z", None));
     let subscribe = Subscribe {
         id: "c1".into(),
         project_id: "p".into(),
         request_id: None,
-        since: Some(since),
-        with_position: true,
+        since,
+        with_position,
         join_leave: false,
         member,
     };
@@ -452,15 +457,15 @@ async fn a_hold_emptied_while_the_first_page_is_read_is_read_from_the_history_in
         // Nothing missed: the first page is empty and reaches the top.
         resume(&hub, top).await;
         let first_page = reads.next().await;
-        // 3 to 7: the hold of two is emptied at 5 and at 7, and keeps 7.
-        publish(&engine, 5, 1).await;
+        // 3 to 6: the hold of two is emptied at 5, and keeps 5 and 6.
+        publish(&engine, 4, 1).await;
         first_page.answer();
         let next_page = reads.next().await;
         assert_eq!(next_page.after, Some(2), "what the hold let go of is read from the first page's end, {hold:?}");
         next_page.answer();
         let expected: Vec<String> =
-            ["confirmed recovered=true at 2".to_owned()].into_iter().chain(messages(3..=7)).collect();
-        assert_eq!(frames(&mut client, 6).await, expected, "{hold:?}");
+            ["confirmed recovered=true at 2".to_owned()].into_iter().chain(messages(3..=6)).collect();
+        assert_eq!(frames(&mut client, 5).await, expected, "{hold:?}");
         assert_live_after(&engine, &mut client, &mut reads).await;
     }
 }
@@ -578,10 +583,11 @@ async fn a_resume_during_a_resume_is_the_one_replayed_and_the_earlier_one_only_c
     resume(&hub, since).await;
     let later = reads.next().await;
     earlier.answer();
+    assert_eq!(frames(&mut client, 1).await, ["confirmed recovered=true at 2"], "only confirmed");
     later.answer();
-    let confirmations = ["confirmed recovered=true at 2", "confirmed recovered=true at 7"].map(String::from);
-    let expected: Vec<String> = confirmations.into_iter().chain(messages(2..=7)).collect();
-    assert_eq!(frames(&mut client, 8).await, expected, "one replay, from the later resume's read");
+    let expected: Vec<String> =
+        ["confirmed recovered=true at 7".to_owned()].into_iter().chain(messages(2..=7)).collect();
+    assert_eq!(frames(&mut client, 7).await, expected, "one replay, from the later resume's read");
     assert_live_after(&engine, &mut client, &mut reads).await;
 }
 
@@ -591,4 +597,23 @@ fn a_hold_is_half_an_outbound_queue_and_at_least_one_message() {
     assert_eq!((hold.messages, hold.bytes), (32, 1 << 19));
     let hold = HoldLimits::half_of_queue(1, 3);
     assert_eq!((hold.messages, hold.bytes), (1, 1));
+}
+
+#[actix_rt::test]
+async fn a_subscribe_is_confirmed_with_the_position_asked_for_then_goes_live() {
+    for with_position in [false, true] {
+        let engine = Recording::new();
+        let hub = hub(engine.clone());
+        publish(&engine, 2, 0).await;
+        let (_outbox, body) = connect(&hub, "c1", &[]).await;
+        let mut client = FrameReader::new(body);
+        let mut reads = engine.hold_reads();
+        subscribe(&hub, None, with_position).await;
+        if with_position {
+            reads.next().await.answer();
+        }
+        let at = if with_position { "2" } else { "null" };
+        assert_eq!(frames(&mut client, 1).await, [format!("confirmed recovered=null at {at}")]);
+        assert_live_after(&engine, &mut client, &mut reads).await;
+    }
 }
