@@ -46,7 +46,8 @@ struct HeldRead {
 
 impl HeldRead {
     fn answer(self) {
-        self.answer.send(()).expect("the hub still waits for the read");
+        // A replay stopped meanwhile no longer waits: what the client then gets is the finding.
+        let _ = self.answer.send(());
     }
 }
 
@@ -616,4 +617,99 @@ async fn a_subscribe_is_confirmed_with_the_position_asked_for_then_goes_live() {
         assert_eq!(frames(&mut client, 1).await, [format!("confirmed recovered=null at {at}")]);
         assert_live_after(&engine, &mut client, &mut reads).await;
     }
+}
+
+#[actix_rt::test]
+async fn close_all_closes_every_connection_with_its_code() {
+    let hub = hub(Recording::new());
+    let mut clients = Vec::new();
+    for id in ["c1", "c2"] {
+        let (outbox, body) = connect(&hub, id, &["p"]).await;
+        clients.push((outbox, FrameReader::new(body)));
+    }
+    hub.send(CloseAll { code: CloseCode::ServiceRestart }).await.expect("the hub");
+    for (_outbox, client) in &mut clients {
+        // Two asked for: the body ends after its close frame.
+        let codes: Vec<Option<u16>> = client
+            .next_frames(2, WAIT)
+            .await
+            .iter()
+            .map(|frame| match frame {
+                ws::Frame::Close(Some(reason)) => Some(reason.code.into()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(codes, [Some(CloseCode::ServiceRestart.code())]);
+    }
+}
+
+#[actix_rt::test]
+async fn an_unsubscribe_during_a_replay_stops_it() {
+    let engine = Recording::new();
+    // A page is one publication: the replay reads 2, then 3.
+    let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1);
+    let top = publish(&engine, 3, 0).await;
+    let (_outbox, body) = connect(&hub, "c1", &[]).await;
+    let mut client = FrameReader::new(body);
+    let mut reads = engine.hold_reads();
+    resume(&hub, StreamPosition { offset: 1, ..top }).await;
+    reads.next().await.answer();
+    let next_page = reads.next().await;
+    assert_eq!(next_page.after, Some(2));
+    let confirmation = ByteString::from_static(r#"{"type":"unsubscription_confirmed","project_id":"p"}"#);
+    hub.send(Unsubscribe { id: "c1".into(), project_id: "p".into(), confirmation }).await.expect("the hub");
+    next_page.answer();
+    // A round trip through the hub, after which a replay still running would have pushed 3.
+    let member = Arc::new(Member::new("c1".into(), None, "2026-01-01T00:00:00Z", None));
+    let elsewhere = Subscribe {
+        id: "c1".into(),
+        project_id: "q".into(),
+        request_id: None,
+        since: None,
+        with_position: false,
+        join_leave: false,
+        member,
+    };
+    hub.send(elsewhere).await.expect("the hub");
+    let read: Vec<String> = client.next_frames(4, WAIT).await.iter().map(described).collect();
+    let unsubscribed = r#"{"project_id":"p","type":"unsubscription_confirmed"}"#;
+    let expected = ["confirmed recovered=true at 3", "message 2", unsubscribed, "confirmed recovered=null at null"];
+    assert_eq!(read, expected);
+}
+
+#[actix_rt::test]
+async fn a_replay_superseded_as_it_catches_up_releases_nothing() {
+    let engine = Recording::new();
+    // A page is one publication: the replay reads 2, then 3.
+    let hub = hub_holding(engine.clone(), HoldLimits { messages: 2, bytes: 1 << 20 }, 1);
+    let top = publish(&engine, 3, 0).await;
+    let (_outbox, body) = connect(&hub, "c1", &[]).await;
+    let mut client = FrameReader::new(body);
+    let mut reads = engine.hold_reads();
+    let since = StreamPosition { offset: 1, ..top };
+    resume(&hub, since.clone()).await;
+    reads.next().await.answer();
+    let last_page = reads.next().await;
+    // The resume again is queued before the replay, woken first, tells the hub it caught up.
+    last_page.answer();
+    let member = Arc::new(Member::new("c1".into(), None, "2026-01-01T00:00:00Z", None));
+    let again = Subscribe {
+        id: "c1".into(),
+        project_id: "p".into(),
+        request_id: None,
+        since: Some(since),
+        with_position: true,
+        join_leave: false,
+        member,
+    };
+    hub.do_send(again);
+    for after in [1, 2] {
+        let page = reads.next().await;
+        assert_eq!(page.after, Some(after), "the second resume's own replay");
+        page.answer();
+    }
+    let replay = || ["confirmed recovered=true at 3".to_owned()].into_iter().chain(messages(2..=3));
+    let expected: Vec<String> = replay().chain(replay()).collect();
+    assert_eq!(frames(&mut client, 6).await, expected, "each resume replayed, the second by its own replay");
+    assert_live_after(&engine, &mut client, &mut reads).await;
 }
