@@ -254,9 +254,70 @@ impl Drop for Writer {
     }
 }
 
+/// What a client reads from a connection's body, for the tests here and of the hub.
+#[cfg(test)]
+pub(crate) mod client_view {
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    /// What a client reads: the body's bytes decoded as frames, up to its end.
+    pub(crate) async fn frames_read(body: impl MessageBody<Error = Infallible>) -> Vec<ws::Frame> {
+        decode(&actix_web::body::to_bytes(body).await.unwrap_or_else(|never| match never {}))
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Vec<ws::Frame> {
+        let mut bytes = BytesMut::from(bytes);
+        let mut codec = client_codec();
+        std::iter::from_fn(|| codec.decode(&mut bytes).expect("valid frames")).collect()
+    }
+
+    fn client_codec() -> Codec {
+        Codec::new().client_mode().max_size(1 << 20)
+    }
+
+    /// Reads a body's frames as they are written, while its connection stays open.
+    pub(crate) struct FrameReader {
+        body: Pin<Box<OutboundBody>>,
+        unread: BytesMut,
+        codec: Codec,
+    }
+
+    impl FrameReader {
+        pub(crate) fn new(body: OutboundBody) -> Self {
+            FrameReader { body: Box::pin(body), unread: BytesMut::new(), codec: client_codec() }
+        }
+
+        /// The next `count` frames, or fewer: those written within `wait`, or before the body
+        /// ended.
+        pub(crate) async fn next_frames(&mut self, count: usize, wait: Duration) -> Vec<ws::Frame> {
+            let mut frames = Vec::new();
+            let reading = async {
+                while frames.len() < count {
+                    if let Some(frame) = self.codec.decode(&mut self.unread).expect("valid frames") {
+                        frames.push(frame);
+                        continue;
+                    }
+                    let body = &mut self.body;
+                    match std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+                        Some(chunk) => self.unread.extend_from_slice(&chunk.unwrap_or_else(|never| match never {})),
+                        None => break,
+                    }
+                }
+            };
+            // Fewer frames than asked for is the caller's finding, not a failure here.
+            let _ = tokio::time::timeout(wait, reading).await;
+            frames
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        client_view::{decode, frames_read},
+        *,
+    };
     use crate::connection::outbox::{Outbox, OutboxLimits, PushError};
 
     fn limits(max_messages: usize, max_bytes: usize) -> OutboxLimits {
@@ -265,18 +326,6 @@ mod tests {
 
     fn test_outbox(max_messages: usize, max_bytes: usize) -> (Outbox, OutboundBody) {
         Outbox::new(limits(max_messages, max_bytes), oneshot::channel().0)
-    }
-
-    /// What a client reads: the body's bytes decoded as frames.
-    async fn frames_read(body: impl MessageBody<Error = Infallible>) -> Vec<ws::Frame> {
-        decode(&actix_web::body::to_bytes(body).await.unwrap_or_else(|never| match never {}))
-    }
-
-    fn decode(bytes: &[u8]) -> Vec<ws::Frame> {
-        use tokio_util::codec::Decoder;
-        let mut bytes = BytesMut::from(bytes);
-        let mut codec = Codec::new().client_mode().max_size(1 << 20);
-        std::iter::from_fn(|| codec.decode(&mut bytes).expect("valid frames")).collect()
     }
 
     /// The body's next chunk, as the HTTP connection would poll for it.
