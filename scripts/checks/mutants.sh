@@ -45,7 +45,7 @@ GROUPS_TABLE=(
   "policy|src/access/mod.rs src/access/origin.rs|access::|cross_site audit_access authentication limits status|120"
   "limits|src/access/connections.rs src/access/rate.rs|access::|limits|180"
   "dispatcher|src/dispatcher/mod.rs src/dispatcher/routing.rs src/dispatcher/sqs.rs|dispatcher::|sqs|240"
-  "hub|src/hub.rs src/hub/replay.rs|hub::|engine_contract resume fanout presence protocol|240"
+  "hub|src/hub.rs src/hub/replay.rs src/hub/streams.rs|hub::|engine_contract resume fanout presence protocol streams agent_control|240"
   "session|src/session/authentication.rs||authentication session_identity|120"
 )
 UNIT_TIMEOUT=60
