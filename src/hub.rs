@@ -85,9 +85,6 @@ pub(crate) use replay::HoldLimits;
 use replay::{Replay, Seam, Ticket};
 use streams::{Applied, KeptAppends, ProjectStreams, StreamHubSettings, StreamPublication};
 
-/// How often the hub looks for streams left quiet past STREAM_IDLE_TIMEOUT_SECS.
-const IDLE_SWEEP: Duration = Duration::from_secs(1);
-
 /// How long after a failed read of a project's streams the hub tries again.
 const STREAM_REREAD_DELAY: Duration = Duration::from_secs(1);
 
@@ -462,7 +459,11 @@ impl Hub {
         let Some(read) = self.streams.get(&project_id).and_then(|streams| streams.awaits_read()) else { return };
         let engine = self.engine.clone();
         let reading = async move {
-            tokio::time::sleep(delay).await;
+            // A zero delay is no timer: a timer wakes the hub at the driver's next tick, later
+            // than what was asked of it meanwhile.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(subscribed) = subscribed {
                 let _ = tokio::time::timeout(ENGINE_WAIT, subscribed).await;
             }
@@ -861,7 +862,7 @@ impl Actor for Hub {
             kept: self.kept.clone(),
         };
         self.engine.start(Arc::new(delivery));
-        ctx.run_interval(IDLE_SWEEP, |hub, ctx| hub.end_idle_streams(ctx));
+        ctx.run_interval(self.stream_settings.idle_sweep, |hub, ctx| hub.end_idle_streams(ctx));
     }
 }
 

@@ -129,6 +129,7 @@ impl Server {
             let streams = StreamHubSettings {
                 rollup: config.streams.stream_rollup,
                 idle_timeout: config.streams.stream_idle_timeout,
+                idle_sweep: StreamHubSettings::IDLE_SWEEP,
             };
             Hub::start_in_arbiter(&hub_arbiter.handle(), move |_| {
                 Hub::new(metrics, engine, hold, replay_page_bytes, presence, streams)

@@ -129,6 +129,14 @@ pub(crate) struct StreamHubSettings {
     pub rollup: Duration,
     /// STREAM_IDLE_TIMEOUT_SECS.
     pub idle_timeout: Duration,
+    /// How often the hub looks for streams quiet past `idle_timeout`: [`Self::IDLE_SWEEP`] in
+    /// service. The hub's unit tests make it long: a sweep is a wake-up of the hub they do not
+    /// order, and some of them order the hub's wake-ups exactly.
+    pub idle_sweep: Duration,
+}
+
+impl StreamHubSettings {
+    pub(crate) const IDLE_SWEEP: Duration = Duration::from_secs(1);
 }
 
 /// One open stream as this task knows it.

@@ -251,7 +251,11 @@ fn hub(engine: Arc<Recording>) -> Addr<Hub> {
 /// A hub whose seams hold `hold` and whose replays read `page_bytes` a page.
 fn hub_holding(engine: Arc<Recording>, hold: HoldLimits, page_bytes: usize) -> Addr<Hub> {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let streams = StreamHubSettings { rollup: Duration::from_millis(40), idle_timeout: Duration::from_secs(300) };
+    let streams = StreamHubSettings {
+        rollup: Duration::from_millis(40),
+        idle_timeout: Duration::from_secs(300),
+        idle_sweep: Duration::from_secs(3600),
+    };
     Hub::new(metrics, engine, hold, page_bytes, true, streams).start()
 }
 
