@@ -532,6 +532,39 @@ impl Hub {
         self.read_streams(project_id, None, Duration::ZERO, ctx);
     }
 
+    /// Sends every viewer of the project the final snapshot of a stream, read from the engine:
+    /// for a stream that ended while this task's copy of it missed text. A viewer in its seam
+    /// gets it after its replay.
+    fn send_final_text(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
+        let read = self.engine.stream_snapshot(&project_id, &stream_id);
+        let read = async move { tokio::time::timeout(ENGINE_WAIT, read).await };
+        ctx.spawn(read.into_actor(self).map(move |answer, hub, _| {
+            let error = match answer {
+                Ok(Ok(Some(snapshot))) => {
+                    let frame = snapshot.frame(&project_id);
+                    let (hold, mut live) = (hub.hold, Vec::new());
+                    for member in hub.subscribers.get_mut(&project_id).into_iter().flat_map(|members| members.values_mut()) {
+                        match &mut member.seam {
+                            Some(seam) => seam.hold(0, frame.clone(), hold),
+                            None => live.push(member.outbox.clone()),
+                        }
+                    }
+                    for outbox in live {
+                        hub.push(&outbox, frame.clone(), "stream_snapshot");
+                    }
+                    return;
+                }
+                Ok(Ok(None)) => "the engine no longer keeps it".to_owned(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {ENGINE_WAIT:?}"),
+            };
+            log::warn!(
+                project_id = &*project_id, stream_id = &*stream_id, error = error.as_str();
+                "an agent stream ended while this task's copy missed text, and its final text could not be read: its viewers hold part of it (GET /api/v1/projects/{{P}}/streams/{{S}} has it whole)"
+            );
+        }));
+    }
+
     fn count_open_streams(&self) {
         let open: usize = self.streams.values().map(|streams| streams.open.len()).sum();
         self.metrics.streams_open.set(open as i64);
@@ -1011,7 +1044,13 @@ impl Handler<Deliver> for Hub {
                 // What was kept for its window was appended before its end.
                 let stream_id: StreamId = ended.stream_id.as_str().into();
                 while self.apply_kept(&msg.project_id, &stream_id, ctx) {}
+                let followed = self.streams.contains_key(&msg.project_id);
                 let copy = self.streams.get_mut(&msg.project_id).and_then(|streams| streams.ended(&ended.stream_id));
+                if !copy.as_ref().is_some_and(|copy| copy.holds_whole(&ended)) && followed {
+                    // This task's copy misses text (appends lost across a Redis reconnect, its
+                    // read again still in flight): the viewers get the final text after the end.
+                    self.send_final_text(msg.project_id.clone(), stream_id, ctx);
+                }
                 if let Some(mut copy) = copy {
                     // What the window still held goes first; a viewer in its seam gets the whole
                     // stream in place of the end.
