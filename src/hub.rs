@@ -636,9 +636,9 @@ impl Hub {
     /// Rollup window `number` of the stream ended: what was kept for it is applied, then what
     /// is pending goes out in one frame and the window goes on, or it closes.
     fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, number: u64, ctx: &mut Context<Self>) {
-        while self.apply_kept(&project_id, &stream_id, ctx) {}
         let kept = self.kept.clone();
-        let ended = {
+        let frame = loop {
+            while self.apply_kept(&project_id, &stream_id, ctx) {}
             // Under the lock, so no append is kept for a window that is closing.
             let mut kept = kept.lock();
             let streams = kept.get_mut(&*project_id);
@@ -647,30 +647,25 @@ impl Hub {
                 .and_then(|streams| streams.get(&*stream_id))
                 .is_some_and(|kept| !kept.appends.is_empty());
             if appends_arrived {
-                None
-            } else {
-                let frame = self
-                    .streams
-                    .get_mut(&project_id)
-                    .and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
-                if frame.is_none() {
-                    if let Some(streams) = streams {
-                        if streams.get(&*stream_id).is_some_and(|kept| kept.window == number) {
-                            streams.remove(&*stream_id);
-                        }
+                // Between the two looks: take them too, then decide.
+                continue;
+            }
+            let frame = self
+                .streams
+                .get_mut(&project_id)
+                .and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
+            if frame.is_none() {
+                if let Some(streams) = streams {
+                    if streams.get(&*stream_id).is_some_and(|kept| kept.window == number) {
+                        streams.remove(&*stream_id);
                     }
                 }
-                Some(frame)
             }
+            break frame;
         };
-        match ended {
-            // Appends arrived between the two looks: take them too, then decide.
-            None => self.window_ended(project_id, stream_id, number, ctx),
-            Some(Some(frame)) => {
-                self.send_to_viewers(&project_id, frame);
-                self.schedule_window_end(project_id, stream_id, number, ctx);
-            }
-            Some(None) => {}
+        if let Some(frame) = frame {
+            self.send_to_viewers(&project_id, frame);
+            self.schedule_window_end(project_id, stream_id, number, ctx);
         }
     }
 
