@@ -326,24 +326,26 @@ async fn an_open_stream_reaches_its_viewers_window_by_window_and_is_counted_open
     server.wait_for_metric("agenticai_ws_streams_open", 0.0).await;
 }
 
-/// Two tasks over one Redis, the viewer's task cut off from Redis pub/sub (a proxy that refuses
-/// it, its subscriber killed) while appends 10 to 19 of a stream went on through the other: what a
-/// Redis reconnect does to a task's copy of a stream. Back when the viewer's task has resubscribed.
+/// Two tasks over one Redis, a viewer on the first and an agent appending through the second;
+/// [`MissedAppends::miss`] cuts the first off Redis pub/sub (a proxy that refuses it, its
+/// subscriber killed) while appends go on: what a Redis reconnect does to a task's copy of a
+/// stream.
 struct MissedAppends {
-    /// The viewer's task and its viewer, whose copy misses appends 10 to 19.
+    /// The viewer's task and its viewer.
     cut_off: TestServer,
     watcher: Client,
     /// The other task and the agent appending through it.
-    appending: TestServer,
+    _appending: TestServer,
     agent: Client,
     stream_id: String,
-    /// The stream's text (20 appends).
+    /// The stream's text so far.
     expected: String,
-    _redis: RedisServer,
-    _proxy: OutageProxy,
+    redis: RedisServer,
+    proxy: OutageProxy,
 }
 
 impl MissedAppends {
+    /// A stream of 10 appends the viewer follows; then 10 it misses.
     async fn set_up() -> Self {
         let redis = RedisServer::start();
         let proxy = OutageProxy::start(redis.url().trim_start_matches("redis://").trim_end_matches('/')).await;
@@ -354,76 +356,87 @@ impl MissedAppends {
         let watcher = viewer(&cut_off, "shared").await;
         let mut agent = Client::connect(&appending.ws_url("/ws")).await;
         let stream_id = start(&mut agent, "shared").await;
-        let mut expected = String::new();
-        for n in 0..10 {
-            append_through(&mut agent, &stream_id, n, &mut expected).await;
+        let mut setup = MissedAppends {
+            cut_off,
+            watcher,
+            _appending: appending,
+            agent,
+            stream_id,
+            expected: String::new(),
+            redis,
+            proxy,
+        };
+        setup.append(0..10).await;
+        setup.miss(10..20).await;
+        setup
+    }
+
+    /// Appends tokens `numbers`, each answered.
+    async fn append(&mut self, numbers: std::ops::Range<usize>) {
+        for n in numbers {
+            append_through(&mut self.agent, &self.stream_id, n, &mut self.expected).await;
         }
-        proxy.set_down(true);
-        let killed: i64 = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+
+    /// Appends tokens `numbers` while the viewer's task is cut off Redis pub/sub; back when it
+    /// has resubscribed.
+    async fn miss(&mut self, numbers: std::ops::Range<usize>) {
+        self.proxy.set_down(true);
+        let killed: i64 = self.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         assert!(killed >= 1, "the viewer's task has a pub/sub connection to cut");
-        cut_off.wait_for_metric("agenticai_ws_redis_connected", 0.0).await;
-        for n in 10..20 {
-            append_through(&mut agent, &stream_id, n, &mut expected).await;
-        }
-        proxy.set_down(false);
-        cut_off.wait_for_metric("agenticai_ws_redis_connected", 1.0).await;
-        MissedAppends { cut_off, watcher, appending, agent, stream_id, expected, _redis: redis, _proxy: proxy }
+        self.cut_off.wait_for_metric("agenticai_ws_redis_connected", 0.0).await;
+        self.append(numbers).await;
+        self.proxy.set_down(false);
+        self.cut_off.wait_for_metric("agenticai_ws_redis_connected", 1.0).await;
+    }
+
+    /// Appends tokens `numbers`, the first of which reveals the gap in the cut-off task's copy:
+    /// the viewer's next snapshot, while the stream is open, holds at least the text up to them.
+    async fn append_until_snapshot(&mut self, numbers: std::ops::Range<usize>) -> String {
+        let before = self.expected.clone();
+        self.append(numbers).await;
+        let snapshot = self.watcher.recv_type("stream_snapshot").await;
+        let text = snapshot["text"].as_str().expect("text").to_owned();
+        assert_eq!(snapshot["status"], "open", "{snapshot}");
+        assert!(self.expected.starts_with(&text) && text.starts_with(&before), "the snapshot fills the gap: {text}");
+        text
     }
 }
 
 /// The next append the cut-off task gets reveals the gap in its copy: it reads the project's
 /// streams again and sends its viewer the text so far as a snapshot while the stream is still
-/// open; the viewer ends with the exact text.
+/// open, as often as it happens; the viewer ends with the exact text.
 // Multi-threaded: the proxy's tasks serve the servers' start-up while this thread waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_missed_appends_reads_the_stream_again_and_its_viewer_gets_it_whole() {
-    let MissedAppends {
-        mut watcher,
-        mut agent,
-        stream_id,
-        mut expected,
-        cut_off: _cut_off,
-        appending: _appending,
-        _redis,
-        _proxy,
-    } = MissedAppends::set_up().await;
-    for n in 20..30 {
-        append_through(&mut agent, &stream_id, n, &mut expected).await;
-    }
-    let snapshot = watcher.recv_type("stream_snapshot").await;
-    let text = snapshot["text"].as_str().expect("text").to_owned();
-    assert_eq!(snapshot["status"], "open", "{snapshot}");
-    assert!(expected.starts_with(&text) && text.contains("tok19 "), "the snapshot fills the gap: {text}");
-    agent.send(json!({"action": "stream_end", "project_id": "shared", "stream_id": stream_id})).await;
-    let (text, _, _) = follow_to_end(&mut watcher, &stream_id, text).await;
-    assert_eq!(text, expected);
+    let mut gap = MissedAppends::set_up().await;
+    gap.append_until_snapshot(20..30).await;
+    gap.miss(30..40).await;
+    let text = gap.append_until_snapshot(40..50).await;
+    gap.agent.send(json!({"action": "stream_end", "project_id": "shared", "stream_id": gap.stream_id})).await;
+    let (text, _, _) = follow_to_end(&mut gap.watcher, &gap.stream_id, text).await;
+    assert_eq!(text, gap.expected);
 }
 
 /// A stream that ends before the cut-off task learnt of the gap in its copy: its viewer gets the
 /// `stream_ended` (whose `length` its copy falls short of), then the final text as a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_ended_while_a_task_missed_appends_reaches_its_viewer_whole_after_the_end() {
-    let MissedAppends {
-        mut watcher,
-        mut agent,
-        stream_id,
-        expected,
-        cut_off: _cut_off,
-        appending: _appending,
-        _redis,
-        _proxy,
-    } = MissedAppends::set_up().await;
-    let ended = agent
-        .request(json!({"action": "stream_end", "project_id": "shared", "stream_id": stream_id, "status": "completed"}))
+    let mut gap = MissedAppends::set_up().await;
+    let ended = gap
+        .agent
+        .request(json!({"action": "stream_end", "project_id": "shared", "stream_id": gap.stream_id,
+                        "status": "completed"}))
         .await;
     assert_eq!(ended["type"], "stream_ended", "{ended}");
-    let (text, _, end) = follow_to_end(&mut watcher, &stream_id, String::new()).await;
+    let (text, _, end) = follow_to_end(&mut gap.watcher, &gap.stream_id, String::new()).await;
+    let expected = &gap.expected;
     assert!(text.len() < expected.len(), "the viewer's copy missed appends 10 to 19: {text}");
     assert_eq!(end["length"].as_u64(), Some(expected.len() as u64), "the end says how long the text is");
-    let snapshot = watcher.recv_type("stream_snapshot").await;
+    let snapshot = gap.watcher.recv_type("stream_snapshot").await;
     assert_eq!(
         (snapshot["stream_id"].as_str(), snapshot["status"].as_str(), snapshot["text"].as_str()),
-        (Some(&*stream_id), Some("completed"), Some(&*expected)),
+        (Some(&*gap.stream_id), Some("completed"), Some(expected.as_str())),
         "the final text after the end"
     );
 }
