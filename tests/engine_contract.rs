@@ -1,8 +1,9 @@
 //! The engine's contract (`src/engine/mod.rs`), checked on both engines through a real server,
 //! as Centrifuge checks each broker against one suite (`broker_memory_test.go`,
 //! `broker_redis_test.go`): ordering per project, the resume seam (no gap, no duplicate),
-//! presence, and the back end going down. Each test runs twice, as `memory::NAME` (no
-//! REDIS_URL) and `redis::NAME` (a private redis-server, Debian's, started here). Then one
+//! presence, and the back end going down. Each test runs on each engine, as `memory::NAME` (no
+//! REDIS_URL), `redis::NAME` (a private redis-server, Debian's, started here) and
+//! `redis_cluster::NAME` (a private Redis Cluster of six). Then one
 //! check only Redis can fail: closing a task's engine removes its members at once.
 
 pub mod common;
@@ -10,7 +11,7 @@ pub mod common;
 use std::time::{Duration, Instant};
 
 use agenticai_websocket::config::Config;
-use common::{publish_numbered, tokens, Backend, Client, RedisServer, TestServer};
+use common::{publish_numbered, tokens, Backend, Client, Outage, RedisServer, TestServer};
 use serde_json::{json, Value};
 
 on_both_engines!(
@@ -175,7 +176,8 @@ async fn the_back_end_going_down_leaves_this_tasks_subscribers_served(backend: B
             assert_eq!(subscriber.recv().await["offset"], 1);
             return;
         }
-        Backend::Redis(redis) => redis,
+        Backend::Redis(redis) => Box::new(redis) as Box<dyn Outage>,
+        Backend::Cluster(cluster) => Box::new(cluster),
     };
     assert_eq!(await_ready_status(&server, 200).await, json!({"status": "ready", "redis": "up"}));
     redis.kill();
