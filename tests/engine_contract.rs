@@ -11,7 +11,7 @@ pub mod common;
 use std::time::{Duration, Instant};
 
 use agenticai_websocket::config::Config;
-use common::{publish_numbered, tokens, Backend, Client, Outage, RedisServer, TestServer};
+use common::{publish_numbered, tokens, Backend, Client, RedisServer, TestServer};
 use serde_json::{json, Value};
 
 on_both_engines!(
@@ -176,8 +176,7 @@ async fn the_back_end_going_down_leaves_this_tasks_subscribers_served(backend: B
             assert_eq!(subscriber.recv().await["offset"], 1);
             return;
         }
-        Backend::Redis(redis) => Box::new(redis) as Box<dyn Outage>,
-        Backend::Cluster(cluster) => Box::new(cluster),
+        Backend::Redis(redis) => redis,
     };
     assert_eq!(await_ready_status(&server, 200).await, json!({"status": "ready", "redis": "up"}));
     redis.kill();

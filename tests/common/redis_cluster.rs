@@ -54,13 +54,16 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
     }
 
-    /// Waits until every node says `cluster_state:ok` and knows all six nodes.
+    /// Waits until every node says `cluster_state:ok` and knows all six nodes, and every replica
+    /// is in sync with its primary.
     pub fn await_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = self.nodes.iter().all(|node| {
                 let info: String = node.command(&["CLUSTER", "INFO"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+                let replication: String = node.command(&["INFO", "replication"]);
+                let synced = replication.contains("role:master") || replication.contains("master_link_status:up");
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6") && synced
             });
             if ok {
                 return;
@@ -68,6 +71,26 @@ impl RedisCluster {
             assert!(Instant::now() < deadline, "the redis cluster did not reach cluster_state:ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Runs one command where its key lives (through a cluster connection), or, a command
+    /// without arguments (FLUSHALL), on every primary in turn, answering the last primary's reply;
+    /// panics on an error reply.
+    pub fn command<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let (name, rest) = args.split_first().expect("a command name");
+        if rest.is_empty() {
+            let primaries = self.nodes.iter().filter(|node| {
+                let replication: String = node.command(&["INFO", "replication"]);
+                replication.contains("role:master")
+            });
+            // Every primary runs it: the fold keeps only the last reply.
+            return primaries.fold(None, |_, node| Some(node.command(args))).expect("a primary");
+        }
+        let mut connection =
+            redis::cluster::ClusterClient::new(self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>())
+                .and_then(|client| client.get_connection())
+                .expect("a connection to the test's redis cluster");
+        redis::cmd(name).arg(rest).query(&mut connection).unwrap_or_else(|error| panic!("redis {args:?}: {error}"))
     }
 
     /// Kills every node outright (SIGKILL).

@@ -43,13 +43,21 @@ impl Channels {
 }
 
 /// Tries of a command on a cluster (the first included) across `MOVED`, `ASK` and lost
-/// connections before it fails: few, so that a cluster out of reach answers `unavailable` soon,
-/// as one node does, rather than after the redis crate's default of 16 tries.
-const CLUSTER_TRIES: u32 = 3;
+/// connections before it fails, and the wait between two (random, growing, within these
+/// bounds): a node restarted or a replica promoted is found again within a second or two, and a
+/// cluster out of reach answers `unavailable` about as soon as one node does. The redis crate's
+/// defaults (16 tries, at least 1.28 s apart) would hold a presence refresh past a short
+/// PRESENCE_TTL_SECS and a publish for minutes.
+const CLUSTER_TRIES: u32 = 4;
+const RETRY_WAIT_MIN_MS: u64 = 50;
+const RETRY_WAIT_MAX_MS: u64 = 1000;
 
 /// A cluster client for these seed nodes, as the engine's connections use it.
 pub(crate) fn cluster_client(nodes: Vec<ConnectionInfo>) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(nodes).retries(CLUSTER_TRIES - 1)
+    ClusterClientBuilder::new(nodes)
+        .retries(CLUSTER_TRIES - 1)
+        .min_retry_wait(RETRY_WAIT_MIN_MS)
+        .max_retry_wait(RETRY_WAIT_MAX_MS)
 }
 
 /// Where the subscriber connects.

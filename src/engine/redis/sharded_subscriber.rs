@@ -103,7 +103,9 @@ pub(super) async fn run(
                         metrics.redis_reconnects.inc();
                     }
                     health.set(false, metrics);
-                    whole = false;
+                    // At once, before the publications the reconnected node pushes next: they
+                    // then follow the gap's.
+                    whole = rejoin(engine, delivery, &mut followed, &mut connection).await;
                 } else if !on_push(engine, delivery, &mut followed, &mut connection, push).await {
                     whole = false;
                 }
@@ -113,15 +115,27 @@ pub(super) async fn run(
                 None => return,
             },
             _ = probe.tick(), if !whole => {
-                if resubscribe_all(&mut connection, &followed).await {
-                    fill_gaps(engine, delivery, &mut followed).await;
-                    log::info!(projects = followed.projects().count(); "redis cluster pub/sub subscribed on every shard");
-                    health.set(true, metrics);
-                    whole = true;
-                }
+                whole = rejoin(engine, delivery, &mut followed, &mut connection).await;
             }
         }
     }
+}
+
+/// When every primary answers: every followed channel subscribed again, every gap filled, and
+/// Redis marked up; whether that is done.
+async fn rejoin(
+    engine: &RedisEngine,
+    delivery: &dyn LocalDelivery,
+    followed: &mut Followed,
+    connection: &mut ClusterConnection,
+) -> bool {
+    if !resubscribe_all(connection, followed).await {
+        return false;
+    }
+    fill_gaps(engine, delivery, followed).await;
+    log::info!(projects = followed.projects().count(); "redis cluster pub/sub subscribed on every shard");
+    engine.health.set(true, &engine.metrics);
+    true
 }
 
 /// Handles one push other than a disconnection; false when a channel could not be subscribed
