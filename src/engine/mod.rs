@@ -1,6 +1,7 @@
 //! The engine: the one interface to whatever keeps the projects' streams and carries them
 //! between tasks, with two implementations behind it: [`memory::MemoryEngine`] (one task, no
-//! REDIS_URL) and [`redis::RedisEngine`] (any number of tasks sharing one Redis). Centrifuge
+//! REDIS_URL) and [`redis::RedisEngine`] (any number of tasks sharing one Redis, or a Redis Cluster
+//! with REDIS_CLUSTER). Centrifuge
 //! splits the same duties into its `Broker` and `PresenceManager` interfaces; the hub never asks
 //! which engine runs.
 //!

@@ -29,8 +29,12 @@
 //! - **Its own loops** (the subscriber and the presence writer) start with [`Engine::start`] and
 //!   stop on [`Engine::close`]: one cancellation token, and their join handles to wait on.
 //!
+//! - **On a Redis Cluster** (REDIS_CLUSTER=true): [`cluster`] (commands routed by slot, the
+//!   scripts publishing with `SPUBLISH`) and [`sharded_subscriber`] (`SSUBSCRIBE`, a connection
+//!   per shard); approvals' cross-project sets become per project ([`approvals`]).
+//!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`, `:bytes`; channel
-//! `agenticai:{P}:pub`.
+//! `agenticai:{P}:pub`, all in P's hash slot.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
 pub(crate) mod approvals;
