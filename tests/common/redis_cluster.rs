@@ -93,6 +93,41 @@ impl RedisCluster {
         redis::cmd(name).arg(rest).query(&mut connection).unwrap_or_else(|error| panic!("redis {args:?}: {error}"))
     }
 
+    /// The nodes (indices into [`Self::nodes`]) of the primary that owns `key`'s slot and of its
+    /// replica.
+    pub fn primary_and_replica_of(&self, key: &str) -> (usize, usize) {
+        let slot: i64 = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key]);
+        let table: String = self.nodes[0].command(&["CLUSTER", "NODES"]);
+        let rows: Vec<Vec<&str>> = table.lines().map(|line| line.split(' ').collect()).collect();
+        let index_of = |row: &[&str]| {
+            let port = row[1].split(['@', ':']).nth(1).and_then(|port| port.parse::<u16>().ok());
+            self.nodes.iter().position(|node| Some(node.port) == port).expect("a node of this cluster")
+        };
+        let owns = |range: &&str| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            first.parse::<i64>().is_ok_and(|first| first <= slot) && last.parse::<i64>().is_ok_and(|last| slot <= last)
+        };
+        let primary = rows.iter().find(|row| row[2].contains("master") && row[8..].iter().any(owns)).expect("an owner");
+        let replica = rows.iter().find(|row| row[3] == primary[0]).expect("a replica of the owner");
+        (index_of(primary), index_of(replica))
+    }
+
+    /// Promotes this replica with `CLUSTER FAILOVER` (its primary agreeing) and waits until it
+    /// says it is a primary.
+    pub fn fail_over_to(&self, replica: usize) {
+        let node = &self.nodes[replica];
+        node.command::<()>(&["CLUSTER", "FAILOVER"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let replication: String = node.command(&["INFO", "replication"]);
+            if replication.contains("role:master") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replica was not promoted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills every node outright (SIGKILL).
     pub fn kill(&mut self) {
         self.nodes.iter_mut().for_each(RedisServer::kill);

@@ -150,7 +150,7 @@ async fn on_push(
     match push.kind {
         PushKind::SMessage => {
             if let Some(message) = Msg::from_push_info(push) {
-                deliver(delivery, followed, &engine.metrics, &message).await;
+                deliver(engine, delivery, followed, &message).await;
             }
             true
         }

@@ -263,7 +263,7 @@ async fn run(
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => deliver(delivery, &mut followed, metrics, &message).await,
+                    Some(message) => deliver(engine, delivery, &mut followed, &message).await,
                     None => break,
                 },
                 interest = commands.recv() => match interest {
@@ -322,9 +322,9 @@ pub(super) async fn fill_gap(
 }
 
 pub(super) async fn deliver(
+    engine: &RedisEngine,
     delivery: &dyn LocalDelivery,
     followed: &mut Followed,
-    metrics: &Metrics,
     message: &redis::Msg,
 ) {
     let channel_name = message.get_channel_name();
@@ -353,7 +353,15 @@ pub(super) async fn deliver(
         return;
     };
     let latency_ms = chrono::Utc::now().timestamp_millis().saturating_sub(parsed.published_at_ms).max(0);
-    metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
+    engine.metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
+    // A publication past the next offset: the channel missed some (on a cluster, a subscription
+    // that stayed on a demoted primary while it resynced from the new one); they come from the
+    // history first. One node's channel never skips one while its connection lasts.
+    if let (Some(project_id), Some(last)) = (followed.followed(project), followed.last_delivered(project)) {
+        if last.epoch == parsed.position.epoch && parsed.position.offset > last.offset + 1 {
+            fill_gap(engine, delivery, followed, &project_id, last).await;
+        }
+    }
     if followed.advance(project, &parsed.position) {
         let frame = parsed.position.spliced_into(parsed.frame);
         delivery.publication(&project.into(), Some(parsed.position), frame).await;
