@@ -342,6 +342,49 @@ async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_re
     assert!(counted <= 1_000_000, "{counted} bytes kept");
 }
 
+/// On a Redis Cluster, a steady publish load on one task, subscribers on two, and the project's
+/// slot moved to another shard meanwhile (its keys migrated, the old owner dropping the sharded
+/// subscription with a `sunsubscribe`): every subscriber gets every confirmed publication once
+/// and in order.
+#[tokio::test]
+async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let mut subscribers = Vec::new();
+    for server in &servers {
+        let mut client = Client::connect(&server.ws_url("/ws")).await;
+        let confirmed = client.request(json!({"action": "subscribe", "project_id": "mv"})).await;
+        assert_eq!(confirmed["type"], "subscription_confirmed");
+        subscribers.push(client);
+    }
+    let (mut confirmed, mut refused) = (Vec::new(), 0);
+    for seq in 0..200u64 {
+        if seq == 100 {
+            cluster.move_slot_of("agenticai:{mv}:stream");
+        }
+        let response = servers[0].publish(json!({"project_id": "mv", "data": {"seq": seq}})).await;
+        match response.status().as_u16() {
+            200 => confirmed.push(seq),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(confirmed.len() >= 190, "{} of 200 confirmed ({refused} refused)", confirmed.len());
+    for (index, client) in subscribers.iter_mut().enumerate() {
+        let mut received = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(3), client.recv()).await;
+            let Ok(message) = message else { break };
+            if message["type"] == "message" && message.get("offset").is_some() {
+                received.push(message["data"]["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(received, confirmed, "subscriber {index} lost, repeated or reordered a confirmed publication");
+    }
+}
+
 /// A failover under a steady publish load, on a Redis Cluster: the replica of the shard owning
 /// the project is promoted (`CLUSTER FAILOVER`), then the old primary killed. Every subscriber, on
 /// two tasks, gets every confirmed publication once and in order; what was refused meanwhile (if

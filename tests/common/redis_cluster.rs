@@ -128,6 +128,40 @@ impl RedisCluster {
         }
     }
 
+    /// Moves `key`'s slot, with its keys, from the primary owning it to another primary (by hand,
+    /// as `redis-cli --cluster reshard` does it for each slot: IMPORTING and MIGRATING, `MIGRATE`
+    /// in batches, then `SETSLOT NODE` on every primary); the index of the new owner.
+    pub fn move_slot_of(&self, key: &str) -> usize {
+        let slot: i64 = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key]);
+        let slot = slot.to_string();
+        let (from, _) = self.primary_and_replica_of(key);
+        let primaries: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| {
+                let replication: String = self.nodes[index].command(&["INFO", "replication"]);
+                replication.contains("role:master")
+            })
+            .collect();
+        let to = *primaries.iter().find(|&&index| index != from).expect("another primary");
+        let id = |index: usize| self.nodes[index].command::<String>(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from), id(to));
+        self.nodes[to].command::<()>(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        self.nodes[from].command::<()>(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let port = self.nodes[to].port.to_string();
+        loop {
+            let keys: Vec<String> = self.nodes[from].command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            self.nodes[from].command::<()>(&migrate);
+        }
+        for index in std::iter::once(to).chain(primaries.iter().copied().filter(|&index| index != to)) {
+            self.nodes[index].command::<()>(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        to
+    }
+
     /// Kills every node outright (SIGKILL).
     pub fn kill(&mut self) {
         self.nodes.iter_mut().for_each(RedisServer::kill);
