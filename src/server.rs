@@ -124,7 +124,7 @@ impl Server {
             ),
             None => Arc::new(MemoryEngine::with_stream_limits(history, stream_limits)),
         };
-        metrics.engine_is(if engine_settings.redis_url().is_some() { "redis" } else { "memory" });
+        metrics.engine_is(engine.describe());
         let session = SessionSettings::configure(&config);
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());

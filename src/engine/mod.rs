@@ -188,7 +188,7 @@ impl Health {
 
 /// The engine's interface; see the module documentation for the contracts.
 pub(crate) trait Engine: Send + Sync + 'static {
-    /// `memory` or `redis`, for logs.
+    /// `memory`, `redis` or `redis_cluster`, for logs and the `engine_info` metric.
     fn describe(&self) -> &'static str;
 
     /// Hands the engine where to deliver and starts its own loops (Redis: the subscriber and

@@ -399,7 +399,10 @@ fn unavailable(error: redis::RedisError) -> EngineError {
 
 impl Engine for RedisEngine {
     fn describe(&self) -> &'static str {
-        "redis"
+        match self.seeds {
+            Seeds::Node(_) => "redis",
+            Seeds::Cluster(_) => "redis_cluster",
+        }
     }
 
     fn start(&self, delivery: Arc<dyn LocalDelivery>) {
