@@ -10,11 +10,14 @@
 //!   (following `MOVED` and refreshing its slot map), then reads the project's history after the
 //!   last position it delivered and hands that over first, as after a reconnect.
 //! - **A node's connection drops** (a `disconnection` push): Redis is marked down (`/ready`
-//!   503, `agenticai_ws_redis_connected` 0) until every primary answers a `PING` again (tried
-//!   every [`PROBE_PERIOD`]; an unreachable primary makes the cluster connection refresh its
-//!   slots, which finds a promoted replica); then every followed channel is subscribed again and
-//!   every gap filled ([`fill_gaps`]). A dropped replica connection marks Redis down too, for a
-//!   probe's time.
+//!   503, `agenticai_ws_redis_connected` 0) until every primary answers a `PING` again (tried at
+//!   once, then every [`PROBE_PERIOD`]; an unreachable primary makes the cluster connection
+//!   refresh its slots, which finds a promoted replica); then every followed channel is
+//!   subscribed again and every gap filled ([`fill_gaps`]), before the next push is handed over.
+//!   A dropped replica connection marks Redis down too, for as long as that `PING` takes.
+//! - **A subscription misses publications without dropping** (it stayed on a primary demoted by
+//!   `CLUSTER FAILOVER`, which relays nothing until it has resynced from the new one): the next
+//!   live publication skips offsets, and [`deliver`] reads the missing ones from the stream first.
 //!
 //! What is delivered twice (live and from the history) is delivered once: [`Followed`] drops
 //! repeats, as on one node.
@@ -26,6 +29,7 @@
 
 use std::time::Duration;
 
+use futures_util::{future::BoxFuture, FutureExt};
 use redis::{
     cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
@@ -41,7 +45,6 @@ use super::{
     RedisEngine,
 };
 use crate::engine::LocalDelivery;
-use futures_util::{future::BoxFuture, FutureExt};
 
 /// How often, while a node is lost, the loop checks whether every primary answers again.
 const PROBE_PERIOD: Duration = Duration::from_millis(250);
