@@ -94,15 +94,18 @@ for _ in $(seq 100); do
 done
 
 export RUST_LOG=${RUST_LOG:-warn}
+# The suite records what its clients send and receive (tests/common/wire.rs), for the API
+# descriptions' check below to replay.
+WIRE_RECORDS=$(mktemp -d)
 if [ -n "${SKIP_COVERAGE:-}" ]; then
   step "unit and integration tests"
-  cargo test --locked --workspace --all-targets
+  RECORD_WIRE_DIR="$WIRE_RECORDS" cargo test --locked --workspace --all-targets
 else
   # The whole workspace's tests (the load generator's own unit tests too, sharing the build);
   # coverage counts the gateway's code, in the test processes and in every server process they
   # spawn (each writes its own profile when it exits).
   step "unit and integration tests, with line coverage of the gateway (fails under ${COVERAGE_MIN}%)"
-  cargo llvm-cov --no-report --locked --workspace --all-targets
+  RECORD_WIRE_DIR="$WIRE_RECORDS" cargo llvm-cov --no-report --locked --workspace --all-targets
   coverage_scope=(--ignore-filename-regex '(^|/)(loadtest|tests|vendor)/')
   mkdir -p target/coverage
   cargo llvm-cov report "${coverage_scope[@]}" --cobertura --output-path target/coverage/cobertura.xml
@@ -110,12 +113,8 @@ else
 fi
 
 step "API descriptions: docs/api validated, and the integration tests' wire replayed against them"
-if [ -n "${SKIP_COVERAGE:-}" ]; then
-  bash scripts/checks/api-specs.sh
-else
-  # The instrumented test build above, reused (no second build of the test binaries).
-  API_SPECS_CARGO_TEST="cargo llvm-cov --no-report --locked --workspace" bash scripts/checks/api-specs.sh
-fi
+API_SPECS_RECORDED="$WIRE_RECORDS" bash scripts/checks/api-specs.sh
+rm -rf "$WIRE_RECORDS"
 
 step "release build"
 cargo build --release --locked --workspace --bins

@@ -532,6 +532,39 @@ impl Hub {
         self.read_streams(project_id, None, Duration::ZERO, ctx);
     }
 
+    /// Sends every viewer of the project the final snapshot of a stream, read from the engine:
+    /// for a stream that ended while this task's copy of it missed text. A viewer in its seam
+    /// gets it after its replay.
+    fn send_final_text(&mut self, project_id: ProjectId, stream_id: StreamId, ctx: &mut Context<Self>) {
+        let read = self.engine.stream_snapshot(&project_id, &stream_id);
+        let read = async move { tokio::time::timeout(ENGINE_WAIT, read).await };
+        ctx.spawn(read.into_actor(self).map(move |answer, hub, _| {
+            let error = match answer {
+                Ok(Ok(Some(snapshot))) => {
+                    let frame = snapshot.frame(&project_id);
+                    let (hold, mut live) = (hub.hold, Vec::new());
+                    for member in hub.subscribers.get_mut(&project_id).into_iter().flat_map(|members| members.values_mut()) {
+                        match &mut member.seam {
+                            Some(seam) => seam.hold(0, frame.clone(), hold),
+                            None => live.push(member.outbox.clone()),
+                        }
+                    }
+                    for outbox in live {
+                        hub.push(&outbox, frame.clone(), "stream_snapshot");
+                    }
+                    return;
+                }
+                Ok(Ok(None)) => "the engine no longer keeps it".to_owned(),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {ENGINE_WAIT:?}"),
+            };
+            log::warn!(
+                project_id = &*project_id, stream_id = &*stream_id, error = error.as_str();
+                "an agent stream ended while this task's copy missed text, and its final text could not be read: its viewers hold part of it (GET /api/v1/projects/{{P}}/streams/{{S}} has it whole)"
+            );
+        }));
+    }
+
     fn count_open_streams(&self) {
         let open: usize = self.streams.values().map(|streams| streams.open.len()).sum();
         self.metrics.streams_open.set(open as i64);
@@ -603,9 +636,9 @@ impl Hub {
     /// Rollup window `number` of the stream ended: what was kept for it is applied, then what
     /// is pending goes out in one frame and the window goes on, or it closes.
     fn window_ended(&mut self, project_id: ProjectId, stream_id: StreamId, number: u64, ctx: &mut Context<Self>) {
-        while self.apply_kept(&project_id, &stream_id, ctx) {}
         let kept = self.kept.clone();
-        let ended = {
+        let frame = loop {
+            while self.apply_kept(&project_id, &stream_id, ctx) {}
             // Under the lock, so no append is kept for a window that is closing.
             let mut kept = kept.lock();
             let streams = kept.get_mut(&*project_id);
@@ -614,30 +647,25 @@ impl Hub {
                 .and_then(|streams| streams.get(&*stream_id))
                 .is_some_and(|kept| !kept.appends.is_empty());
             if appends_arrived {
-                None
-            } else {
-                let frame = self
-                    .streams
-                    .get_mut(&project_id)
-                    .and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
-                if frame.is_none() {
-                    if let Some(streams) = streams {
-                        if streams.get(&*stream_id).is_some_and(|kept| kept.window == number) {
-                            streams.remove(&*stream_id);
-                        }
+                // Between the two looks: take them too, then decide.
+                continue;
+            }
+            let frame = self
+                .streams
+                .get_mut(&project_id)
+                .and_then(|streams| streams.window_ended(&project_id, &stream_id, number));
+            if frame.is_none() {
+                if let Some(streams) = streams {
+                    if streams.get(&*stream_id).is_some_and(|kept| kept.window == number) {
+                        streams.remove(&*stream_id);
                     }
                 }
-                Some(frame)
             }
+            break frame;
         };
-        match ended {
-            // Appends arrived between the two looks: take them too, then decide.
-            None => self.window_ended(project_id, stream_id, number, ctx),
-            Some(Some(frame)) => {
-                self.send_to_viewers(&project_id, frame);
-                self.schedule_window_end(project_id, stream_id, number, ctx);
-            }
-            Some(None) => {}
+        if let Some(frame) = frame {
+            self.send_to_viewers(&project_id, frame);
+            self.schedule_window_end(project_id, stream_id, number, ctx);
         }
     }
 
@@ -1011,7 +1039,13 @@ impl Handler<Deliver> for Hub {
                 // What was kept for its window was appended before its end.
                 let stream_id: StreamId = ended.stream_id.as_str().into();
                 while self.apply_kept(&msg.project_id, &stream_id, ctx) {}
+                let followed = self.streams.contains_key(&msg.project_id);
                 let copy = self.streams.get_mut(&msg.project_id).and_then(|streams| streams.ended(&ended.stream_id));
+                if !copy.as_ref().is_some_and(|copy| copy.holds_whole(&ended)) && followed {
+                    // This task's copy misses text (appends lost across a Redis reconnect, its
+                    // read again still in flight): the viewers get the final text after the end.
+                    self.send_final_text(msg.project_id.clone(), stream_id, ctx);
+                }
                 if let Some(mut copy) = copy {
                     // What the window still held goes first; a viewer in its seam gets the whole
                     // stream in place of the end.

@@ -344,15 +344,7 @@ impl Metrics {
         r.register(Box::new(self.streams_open.clone()))?;
         r.register(Box::new(self.streams_abandoned.clone()))?;
         #[cfg(target_os = "linux")]
-        {
-            use prometheus::process_collector::ProcessCollector;
-            let pid = std::process::id() as i32;
-            r.register(Box::new(ProcessCollector::new(pid, "")))?;
-            // The same figures under the names this gateway exported before the standard ones
-            // (agenticai_ws_process_*): dashboards, alarms and the load generator's older
-            // builds read them, and tests/operations.rs pins them. New work reads process_*.
-            r.register(Box::new(ProcessCollector::new(pid, NAMESPACE)))?;
-        }
+        r.register(Box::new(ProcessFigures::new()?))?;
         Ok(())
     }
 
@@ -409,6 +401,54 @@ impl Metrics {
     }
 }
 
+/// The process's figures (CPU, memory, open files, threads), read from /proc once per scrape
+/// and exported under the standard `process_*` names and again under the names this gateway
+/// exported before them (`agenticai_ws_process_*`): dashboards, alarms and the load generator's
+/// older builds read those, and tests/operations.rs pins them. New work reads `process_*`.
+#[cfg(target_os = "linux")]
+struct ProcessFigures {
+    collector: prometheus::process_collector::ProcessCollector,
+    /// The collector's descriptions, then the same under the older names.
+    descs: Vec<prometheus::core::Desc>,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcessFigures {
+    fn new() -> prometheus::Result<Self> {
+        use prometheus::core::{Collector, Desc};
+        let collector = prometheus::process_collector::ProcessCollector::for_self();
+        let standard: Vec<Desc> = collector.desc().into_iter().cloned().collect();
+        let older = standard
+            .iter()
+            .map(|desc| {
+                let name = format!("{NAMESPACE}_{}", desc.fq_name);
+                Desc::new(name, desc.help.clone(), desc.variable_labels.clone(), Default::default())
+            })
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        Ok(ProcessFigures { collector, descs: standard.into_iter().chain(older).collect() })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessFigures {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let standard = self.collector.collect();
+        let older: Vec<_> = standard
+            .iter()
+            .map(|family| {
+                let mut renamed = family.clone();
+                renamed.set_name(format!("{NAMESPACE}_{}", family.name()));
+                renamed
+            })
+            .collect();
+        standard.into_iter().chain(older).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +477,10 @@ mod tests {
         assert!(text.contains(&build_info), "{text}");
         #[cfg(target_os = "linux")]
         for name in ["process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"] {
-            assert!(text.lines().any(|line| line.starts_with(&format!("{name} "))), "no {name}: {text}");
+            let value = |name: &str| text.lines().find_map(|line| line.strip_prefix(&format!("{name} ")));
+            let standard = value(name).unwrap_or_else(|| panic!("no {name}: {text}"));
+            // One read of /proc per scrape, under both names.
+            assert_eq!(value(&format!("{NAMESPACE}_{name}")), Some(standard), "{text}");
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{ChildServer, Client, RedisDeployment};
+use common::{ChildServer, Client, RedisDeployment, RedisServer, RequestHoldingProxy};
 use serde_json::{json, Value};
 
 on_redis_engines!(
@@ -286,6 +286,56 @@ async fn a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or
     common::resume_while_publishing(address(&publisher), address(&subscriber), "long", 150, 600).await;
     let text = reqwest::get(subscriber.http_url("/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(common::metric_value(&text, "agenticai_ws_slow_consumers_closed_total"), 0.0);
+}
+
+/// The resume seam on Redis, its first history read in flight: a task's Redis requests are
+/// held (its pub/sub flows on) while a client resumes there from offset 0 of 5 publications and 5
+/// more are published through another task. A watcher on the first task gets the 5 live, so its
+/// hub had them while the resume waited for its read; the read then runs and finds all 10. The
+/// resuming client gets its confirmation first, then offsets 1 to 10 exactly once, in order:
+/// what the seam held back and what the replay read meet without gap or duplicate.
+#[tokio::test]
+async fn publications_made_while_a_resumes_first_history_read_waits_follow_its_replay_exactly() {
+    let redis = RedisServer::start();
+    let proxy = RequestHoldingProxy::start(&redis.url()).await;
+    let held_task = ChildServer::spawn(&[("REDIS_URL", proxy.url.clone())]).await;
+    let other_task = ChildServer::spawn(&[("REDIS_URL", redis.url())]).await;
+    let publish = |n: u64| {
+        let url = other_task.http_url("/api/v1/publish");
+        async move {
+            let body = json!({"project_id": "seam", "data": {"seq": n}});
+            let receipt: Value =
+                reqwest::Client::new().post(url).json(&body).send().await.unwrap().json().await.unwrap();
+            assert_eq!(receipt["offset"], n, "{receipt}");
+            receipt
+        }
+    };
+    let mut epoch = Value::Null;
+    for n in 1..=5 {
+        epoch = publish(n).await["epoch"].clone();
+    }
+    let mut watcher = Client::connect(&held_task.ws_url("/ws")).await;
+    watcher.request(json!({"action": "subscribe", "project_id": "seam"})).await;
+    let mut resumer = Client::connect(&held_task.ws_url("/ws")).await;
+    proxy.hold(true);
+    let since = json!({"offset": 0, "epoch": epoch});
+    resumer.send(json!({"action": "subscribe", "project_id": "seam", "since": since})).await;
+    proxy.wait_for_held("agenticai:{seam}:stream\r\n").await;
+    for n in 6..=10 {
+        publish(n).await;
+    }
+    let live: Vec<u64> = read_messages(&mut watcher, 5).await.into_iter().map(|(_, _, seq)| seq).collect();
+    assert_eq!(live, [6, 7, 8, 9, 10], "the task had them before the resume's read ran");
+    proxy.hold(false);
+    let confirmed = resumer.recv().await;
+    assert_eq!(
+        (confirmed["type"].as_str(), confirmed["recovered"].as_bool()),
+        (Some("subscription_confirmed"), Some(true)),
+        "{confirmed}"
+    );
+    let offsets: Vec<u64> = read_messages(&mut resumer, 10).await.into_iter().map(|(offset, _, _)| offset).collect();
+    assert_eq!(offsets, (1..=10).collect::<Vec<_>>(), "no gap and no duplicate at the seam");
+    resumer.expect_silence(Duration::from_millis(300)).await;
 }
 
 /// The sum of the frames a project's Redis stream holds.

@@ -9,7 +9,7 @@ pub mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Client, RedisServer, TestServer};
+use common::{Backend, Client, OutageProxy, RedisServer, TestServer};
 use serde_json::{json, Value};
 
 on_both_engines!(
@@ -19,6 +19,7 @@ on_both_engines!(
     retries_with_at_apply_once_and_refusals_name_the_stream,
     the_http_api_starts_appends_ends_and_reads_streams,
     a_quiet_stream_is_abandoned_by_the_gateway,
+    an_open_stream_reaches_its_viewers_window_by_window_and_is_counted_open,
 );
 
 async fn viewer(server: &TestServer, project: &str) -> Client {
@@ -290,6 +291,154 @@ async fn a_quiet_stream_is_abandoned_by_the_gateway(backend: Backend) {
         .request(json!({"action": "stream_append", "project_id": "quiet", "stream_id": stream_id, "text": "!"}))
         .await;
     assert_eq!((late["code"].as_str(), late["status"].as_str()), (Some("stream_ended"), Some("abandoned")));
+}
+
+/// A viewer of a stream that stays open gets each append within a window of it, not at the
+/// stream's end: the first at once, the next at the end of the window the first opened, and one
+/// after a quiet spell longer than a window at once again (the window closed). Meanwhile the
+/// stream is counted open.
+async fn an_open_stream_reaches_its_viewers_window_by_window_and_is_counted_open(backend: Backend) {
+    let server = backend.server(|_| {});
+    let mut watcher = viewer(&server, "open").await;
+    let mut agent = Client::connect(&server.ws_url("/ws")).await;
+    let stream_id = start(&mut agent, "open").await;
+    watcher.recv_type("stream_started").await;
+    server.wait_for_metric("agenticai_ws_streams_open", 1.0).await;
+    let mut length = 0;
+    for (text, quiet_before) in
+        [("first ", Duration::ZERO), ("second ", Duration::ZERO), ("third", Duration::from_millis(300))]
+    {
+        tokio::time::sleep(quiet_before).await;
+        agent
+            .send(json!({"action": "stream_append", "project_id": "open", "stream_id": stream_id, "text": text}))
+            .await;
+        length += text.len();
+        let frame = watcher.recv_type("stream_append").await;
+        assert_eq!(
+            (frame["text"].as_str(), frame["length"].as_u64()),
+            (Some(text), Some(length as u64)),
+            "each append reaches the viewer while the stream is open: {frame}"
+        );
+    }
+    assert_eq!(server.metric("agenticai_ws_streams_open").await, 1.0);
+    agent.request(json!({"action": "stream_end", "project_id": "open", "stream_id": stream_id})).await;
+    watcher.recv_type("stream_ended").await;
+    server.wait_for_metric("agenticai_ws_streams_open", 0.0).await;
+}
+
+/// Two tasks over one Redis, a viewer on the first and an agent appending through the second;
+/// [`MissedAppends::miss`] cuts the first off Redis pub/sub (a proxy that refuses it, its
+/// subscriber killed) while appends go on: what a Redis reconnect does to a task's copy of a
+/// stream.
+struct MissedAppends {
+    /// The viewer's task and its viewer.
+    cut_off: TestServer,
+    watcher: Client,
+    /// The other task and the agent appending through it.
+    _appending: TestServer,
+    agent: Client,
+    stream_id: String,
+    /// The stream's text so far.
+    expected: String,
+    redis: RedisServer,
+    proxy: OutageProxy,
+}
+
+impl MissedAppends {
+    /// A stream of 10 appends the viewer follows; then 10 it misses.
+    async fn set_up() -> Self {
+        let redis = RedisServer::start();
+        let proxy = OutageProxy::start(redis.url().trim_start_matches("redis://").trim_end_matches('/')).await;
+        let behind_proxy = format!("redis://{}/", proxy.endpoint.trim_start_matches("http://"));
+        let cut_off = TestServer::start(move |config| config.engine.redis_url = Some(behind_proxy));
+        let url = redis.url();
+        let appending = TestServer::start(move |config| config.engine.redis_url = Some(url));
+        let watcher = viewer(&cut_off, "shared").await;
+        let mut agent = Client::connect(&appending.ws_url("/ws")).await;
+        let stream_id = start(&mut agent, "shared").await;
+        let mut setup = MissedAppends {
+            cut_off,
+            watcher,
+            _appending: appending,
+            agent,
+            stream_id,
+            expected: String::new(),
+            redis,
+            proxy,
+        };
+        setup.append(0..10).await;
+        setup.miss(10..20).await;
+        setup
+    }
+
+    /// Appends tokens `numbers`, each answered.
+    async fn append(&mut self, numbers: std::ops::Range<usize>) {
+        for n in numbers {
+            append_through(&mut self.agent, &self.stream_id, n, &mut self.expected).await;
+        }
+    }
+
+    /// Appends tokens `numbers` while the viewer's task is cut off Redis pub/sub; back when it
+    /// has resubscribed.
+    async fn miss(&mut self, numbers: std::ops::Range<usize>) {
+        self.proxy.set_down(true);
+        let killed: i64 = self.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert!(killed >= 1, "the viewer's task has a pub/sub connection to cut");
+        self.cut_off.wait_for_metric("agenticai_ws_redis_connected", 0.0).await;
+        self.append(numbers).await;
+        self.proxy.set_down(false);
+        self.cut_off.wait_for_metric("agenticai_ws_redis_connected", 1.0).await;
+    }
+
+    /// Appends tokens `numbers`, the first of which reveals the gap in the cut-off task's copy:
+    /// the viewer's next snapshot, while the stream is open, holds at least the text up to them.
+    async fn append_until_snapshot(&mut self, numbers: std::ops::Range<usize>) -> String {
+        let before = self.expected.clone();
+        self.append(numbers).await;
+        let snapshot = self.watcher.recv_type("stream_snapshot").await;
+        let text = snapshot["text"].as_str().expect("text").to_owned();
+        assert_eq!(snapshot["status"], "open", "{snapshot}");
+        assert!(self.expected.starts_with(&text) && text.starts_with(&before), "the snapshot fills the gap: {text}");
+        text
+    }
+}
+
+/// The next append the cut-off task gets reveals the gap in its copy: it reads the project's
+/// streams again and sends its viewer the text so far as a snapshot while the stream is still
+/// open, as often as it happens; the viewer ends with the exact text.
+// Multi-threaded: the proxy's tasks serve the servers' start-up while this thread waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_missed_appends_reads_the_stream_again_and_its_viewer_gets_it_whole() {
+    let mut gap = MissedAppends::set_up().await;
+    gap.append_until_snapshot(20..30).await;
+    gap.miss(30..40).await;
+    let text = gap.append_until_snapshot(40..50).await;
+    gap.agent.send(json!({"action": "stream_end", "project_id": "shared", "stream_id": gap.stream_id})).await;
+    let (text, _, _) = follow_to_end(&mut gap.watcher, &gap.stream_id, text).await;
+    assert_eq!(text, gap.expected);
+}
+
+/// A stream that ends before the cut-off task learnt of the gap in its copy: its viewer gets the
+/// `stream_ended` (whose `length` its copy falls short of), then the final text as a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ended_while_a_task_missed_appends_reaches_its_viewer_whole_after_the_end() {
+    let mut gap = MissedAppends::set_up().await;
+    let ended = gap
+        .agent
+        .request(json!({"action": "stream_end", "project_id": "shared", "stream_id": gap.stream_id,
+                        "status": "completed"}))
+        .await;
+    assert_eq!(ended["type"], "stream_ended", "{ended}");
+    let (text, _, end) = follow_to_end(&mut gap.watcher, &gap.stream_id, String::new()).await;
+    let expected = &gap.expected;
+    assert!(text.len() < expected.len(), "the viewer's copy missed appends 10 to 19: {text}");
+    assert_eq!(end["length"].as_u64(), Some(expected.len() as u64), "the end says how long the text is");
+    let snapshot = gap.watcher.recv_type("stream_snapshot").await;
+    assert_eq!(
+        (snapshot["stream_id"].as_str(), snapshot["status"].as_str(), snapshot["text"].as_str()),
+        (Some(&*gap.stream_id), Some("completed"), Some(expected.as_str())),
+        "the final text after the end"
+    );
 }
 
 /// Two tasks over one Redis, appends alternating between them (as HTTP appends behind the ALB

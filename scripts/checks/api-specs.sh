@@ -10,10 +10,10 @@
 #
 # Usage: scripts/checks/api-specs.sh [--lint-only]
 # Environment: TOOLS_DIR (.tools; npm packages go to $TOOLS_DIR/api-specs, never global),
-#   API_SPECS_CARGO_TEST (the command that runs the tests: "cargo test --locked --workspace";
-#   scripts/test.sh passes "cargo llvm-cov --no-report --locked --workspace" to reuse its
-#   instrumented build: --workspace, as there, or the features unify otherwise and it rebuilds),
-#   MOTO_ENDPOINT (the AWS emulator the tests use; without it one is started here from PATH).
+#   API_SPECS_RECORDED (a directory a test run already recorded the wire into, with
+#   RECORD_WIRE_DIR: the records of the tests below are replayed from there and no test is run;
+#   scripts/test.sh records during its one run of the suite),
+#   MOTO_ENDPOINT (the AWS emulator the tests use when run here; without it one is started from PATH).
 # Needs node 20+ and npm.
 set -euo pipefail
 
@@ -25,7 +25,6 @@ NPM_PINS=(@asyncapi/parser@3.6.6 @redocly/cli@2.77.0 ajv@8.20.0 ajv-formats@3.0.
 # Together these use every action, every reply and delivery, the close codes a test can provoke,
 # and every HTTP route.
 WIRE_TESTS=(protocol streams agent_control presence resume fanout authentication limits sqs status operations audit_access)
-read -r -a CARGO_TEST <<<"${API_SPECS_CARGO_TEST:-cargo test --locked --workspace}"
 
 log() { printf 'api-specs: %s\n' "$*" >&2; }
 
@@ -72,17 +71,29 @@ cleanup() {
   if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
-if [ -z "${MOTO_ENDPOINT:-}" ]; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  moto_server -H 127.0.0.1 -p "$port" >"$RECORDS/moto.log" 2>&1 &
-  moto_pid=$!
-  export MOTO_ENDPOINT="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+if [ -n "${API_SPECS_RECORDED:-}" ]; then
+  log "taking the wire recorded in $API_SPECS_RECORDED by: ${WIRE_TESTS[*]}"
+  for name in "${WIRE_TESTS[@]}"; do
+    # Files are named <test binary>-<hash>-<pid>.jsonl (tests/common/wire.rs).
+    recorded=$(compgen -G "$API_SPECS_RECORDED/$name-*.jsonl" || true)
+    if [ -z "$recorded" ]; then
+      log "no wire record of tests/$name.rs in $API_SPECS_RECORDED: was the run made with RECORD_WIRE_DIR?"
+      exit 1
+    fi
+    while IFS= read -r file; do cp "$file" "$RECORDS/"; done <<<"$recorded"
+  done
+else
+  if [ -z "${MOTO_ENDPOINT:-}" ]; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    moto_server -H 127.0.0.1 -p "$port" >"$RECORDS/moto.log" 2>&1 &
+    moto_pid=$!
+    export MOTO_ENDPOINT="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+  fi
+  log "recording the wire of: ${WIRE_TESTS[*]}"
+  test_args=()
+  for name in "${WIRE_TESTS[@]}"; do test_args+=(--test "$name"); done
+  RUST_LOG=${RUST_LOG:-warn} RECORD_WIRE_DIR="$RECORDS" cargo test --locked --workspace "${test_args[@]}" -q
 fi
-
-log "recording the wire of: ${WIRE_TESTS[*]}"
-test_args=()
-for name in "${WIRE_TESTS[@]}"; do test_args+=(--test "$name"); done
-RUST_LOG=${RUST_LOG:-warn} RECORD_WIRE_DIR="$RECORDS" "${CARGO_TEST[@]}" "${test_args[@]}" -q
 
 log "replaying it against docs/api"
 node scripts/checks/api-specs-replay.mjs "$NODE_MODULES" docs/api "$RECORDS"

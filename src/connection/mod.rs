@@ -6,6 +6,7 @@
 //! It sits below both the session (which creates a connection's queue and answers on it) and
 //! the hub (which fans publications into it), so neither depends on the other for it.
 
+mod frame_queue;
 pub(crate) mod outbound_body;
 pub(crate) mod outbox;
 pub(crate) mod state;

@@ -33,7 +33,7 @@ use actix_web::{
     web::{Bytes, BytesMut},
 };
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::{codec::Encoder, sync::WaitForCancellationFutureOwned};
 
 use super::{
@@ -69,7 +69,7 @@ pin_project_lite::pin_project! {
 /// Everything of the body but its close wake-up: the queue's receiving end, and the chunk being
 /// encoded from it.
 struct Writer {
-    rx: mpsc::Receiver<Outbound>,
+    /// The queue's taking end is here: `shared.queue`.
     shared: Arc<Shared>,
     codec: Codec,
     /// Where frames are encoded; split off as each chunk is handed over.
@@ -88,16 +88,10 @@ struct Writer {
 }
 
 impl OutboundBody {
-    pub(super) fn new(
-        rx: mpsc::Receiver<Outbound>,
-        shared: Arc<Shared>,
-        write_delay: Duration,
-        done: oneshot::Sender<Option<CloseCode>>,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, write_delay: Duration, done: oneshot::Sender<Option<CloseCode>>) -> Self {
         OutboundBody {
             close_asked: shared.close.asked(),
             writer: Writer {
-                rx,
                 shared,
                 codec: Codec::new(),
                 chunk: BytesMut::new(),
@@ -156,12 +150,12 @@ impl Writer {
         // A cause is always set before anyone is woken for it; 1000 is only the type's fallback.
         let code = self.shared.close.cause().map_or(CloseCode::Normal, CloseCause::frame_code);
         if code.flushes_queue() {
-            while let Ok(item) = self.rx.try_recv() {
+            while let Some(item) = self.shared.queue.take() {
                 self.encode(item, chunk);
             }
         }
         self.encode_message(ws::Message::Close(Some(code.to_close_reason())), chunk);
-        self.rx.close();
+        self.shared.queue.close();
         self.finished = true;
         if let Some(done) = self.done.take() {
             let _ = done.send(Some(code));
@@ -176,7 +170,7 @@ impl Writer {
         let mut caught_up = false;
         let mut took = false;
         for _ in 0..WRITE_BATCH {
-            match self.rx.poll_recv(cx) {
+            match self.shared.queue.poll_take(cx) {
                 Poll::Ready(Some(item)) => {
                     self.encode(item, &mut chunk);
                     took = true;

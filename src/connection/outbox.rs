@@ -3,8 +3,8 @@
 //!
 //! The [`Outbox`] is the only way anything reaches a client: the session's own replies, the
 //! hub's fan-out, the dispatcher's confirmations. It is bounded twice, in messages
-//! (OUTBOUND_QUEUE_MESSAGES, the channel's capacity) and in bytes (OUTBOUND_QUEUE_BYTES, an
-//! atomic counter). **When it is full the client is not reading fast enough: the push fails and
+//! (OUTBOUND_QUEUE_MESSAGES, the [`FrameQueue`]'s capacity) and in bytes (OUTBOUND_QUEUE_BYTES,
+//! an atomic counter). **When it is full the client is not reading fast enough: the push fails and
 //! the connection is closed with 3008 (slow consumer).** Nobody waits on a slow client, so one
 //! can neither grow the server's memory nor hold up a fan-out to others.
 //!
@@ -32,10 +32,11 @@ use std::{
 
 use actix_web::web::Bytes;
 use bytestring::ByteString;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{
+    frame_queue::{FrameQueue, Refused},
     outbound_body::OutboundBody,
     state::{CloseCause, CloseSignal},
 };
@@ -81,8 +82,8 @@ pub(crate) struct OutboxLimits {
 }
 
 /// What the queue's two ends share: one allocation per connection.
-#[derive(Default)]
 pub(super) struct Shared {
+    pub(super) queue: FrameQueue,
     /// Bytes of text frames queued and not yet taken by the body.
     pub(super) queued_bytes: AtomicUsize,
     pub(super) close: CloseSignal,
@@ -94,6 +95,16 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    fn new(max_messages: usize) -> Self {
+        Shared {
+            queue: FrameQueue::new(max_messages),
+            queued_bytes: AtomicUsize::new(0),
+            close: CloseSignal::default(),
+            replay_waiters: AtomicUsize::new(0),
+            drained: Notify::new(),
+        }
+    }
+
     /// Called by the body after it took frames off the queue: wakes the replays waiting for
     /// room. The fence pairs with the one in [`Outbox::replay_room`]: either the waiter sees the
     /// queue already drained or the body sees the waiter.
@@ -106,22 +117,32 @@ impl Shared {
 }
 
 /// The push side of a connection's outbound queue. Cheap to clone; every clone pushes into the
-/// same queue.
-#[derive(Clone)]
+/// same queue, and once the last is dropped the body ends the connection.
 pub(crate) struct Outbox {
-    tx: mpsc::Sender<Outbound>,
     max_bytes: usize,
     shared: Arc<Shared>,
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.queue.add_pusher();
+        Outbox { max_bytes: self.max_bytes, shared: self.shared.clone() }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.queue.remove_pusher();
+    }
 }
 
 impl Outbox {
     /// A new queue and the response body that drains it. `done` hears how the body ended: the
     /// close code it sent, or None when the connection went away first.
     pub(crate) fn new(limits: OutboxLimits, done: oneshot::Sender<Option<CloseCode>>) -> (Self, OutboundBody) {
-        let (tx, rx) = mpsc::channel(limits.max_messages);
-        let shared = Arc::new(Shared::default());
-        let body = OutboundBody::new(rx, shared.clone(), limits.write_delay, done);
-        (Outbox { tx, max_bytes: limits.max_bytes, shared }, body)
+        let shared = Arc::new(Shared::new(limits.max_messages));
+        let body = OutboundBody::new(shared.clone(), limits.write_delay, done);
+        (Outbox { max_bytes: limits.max_bytes, shared }, body)
     }
 
     /// Queues a text frame, or closes the connection as a slow consumer when the queue is full.
@@ -153,11 +174,11 @@ impl Outbox {
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(NotQueued::NoRoom(text));
         }
-        self.tx.try_send(Outbound::Text(text)).map_err(|refused| {
+        self.shared.queue.push(Outbound::Text(text)).map_err(|refused| {
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
             match refused {
-                mpsc::error::TrySendError::Full(Outbound::Text(text)) => NotQueued::NoRoom(text),
-                // The channel is closed (a full one hands back the text it was given: above).
+                Refused::Full(Outbound::Text(text)) => NotQueued::NoRoom(text),
+                // The body stopped taking frames (a full queue hands back the text it was given).
                 _ => NotQueued::Closed,
             }
         })
@@ -198,21 +219,21 @@ impl Outbox {
 
     /// Frames in the queue (text and control).
     fn queued_messages(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.queue.len()
     }
 
     /// Frames a replay may fill the queue with: half of it, at least one.
     fn replay_messages(&self) -> usize {
-        (self.tx.max_capacity() / 2).max(1)
+        (self.shared.queue.capacity() / 2).max(1)
     }
 
     /// Queues a control frame. A full queue means the peer is not reading; the close that
     /// follows is more useful than the ping.
     pub(crate) fn push_control(&self, control: Outbound) -> Result<(), PushError> {
-        match self.tx.try_send(control) {
+        match self.shared.queue.push(control) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+            Err(Refused::Full(_)) => Err(self.overflow()),
+            Err(Refused::Closed) => Err(PushError::Closed),
         }
     }
 

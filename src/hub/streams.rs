@@ -169,11 +169,16 @@ impl LiveStream {
     /// The final snapshot, for a viewer still in its seam when the stream ended at `length`;
     /// None when this copy does not hold the whole text.
     pub(super) fn final_snapshot(&self, project_id: &str, stream_id: &str, ended: &EndedStream) -> Option<ByteString> {
-        if self.text.len() as u64 != ended.length {
+        if !self.holds_whole(ended) {
             return None;
         }
         let prefix = snapshot_prefix(project_id, stream_id, ended.status, &self.meta, &ended.data);
         Some(ByteString::from(snapshot_frame(&prefix, &self.text)))
+    }
+
+    /// Whether this copy holds the whole text the stream `ended` with.
+    pub(super) fn holds_whole(&self, ended: &EndedStream) -> bool {
+        self.text.len() as u64 == ended.length
     }
 
     /// The frame of what is pending, if anything is; it counts as sent.

@@ -167,3 +167,98 @@ impl OutageProxy {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A TCP proxy in front of Redis that can hold back the requests of its command connections
+/// (every connection that has not sent SUBSCRIBE) while pub/sub traffic flows on: a history read
+/// asked meanwhile waits in the proxy and runs in Redis only when the test lets go, after
+/// whatever the test published in between. [`RequestHoldingProxy::wait_for_held`] says when a
+/// request naming a given key is waiting.
+pub struct RequestHoldingProxy {
+    /// `redis://` URL of the proxy.
+    pub url: String,
+    holding: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// The requests held since the hold began, as sent.
+    held: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl RequestHoldingProxy {
+    pub async fn start(redis_url: &str) -> Self {
+        let upstream = redis_url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let holding = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let held = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (holding_in, held_in) = (holding.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(&upstream).await else { continue };
+                tokio::spawn(Self::relay(inbound, outbound, holding_in.subscribe(), held_in.clone()));
+            }
+        });
+        RequestHoldingProxy { url, holding, held }
+    }
+
+    async fn relay(
+        inbound: TcpStream,
+        outbound: TcpStream,
+        mut holding: tokio::sync::watch::Receiver<bool>,
+        held: std::sync::Arc<Mutex<Vec<u8>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut from_client, mut to_client) = inbound.into_split();
+        let (mut from_redis, mut to_redis) = outbound.into_split();
+        // Requests are read on while held, so a request made later is seen (and held) too.
+        let (requests_tx, mut requests_rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, bool)>();
+        let reading = {
+            let holding = holding.clone();
+            async move {
+                let (mut buffer, mut subscriber) = (vec![0; 64 * 1024], false);
+                loop {
+                    let read = match from_client.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => read,
+                    };
+                    let chunk = buffer[..read].to_vec();
+                    subscriber |= chunk.windows(9).any(|window| window.eq_ignore_ascii_case(b"SUBSCRIBE"));
+                    if !subscriber && *holding.borrow() {
+                        held.lock().unwrap().extend_from_slice(&chunk);
+                    }
+                    if requests_tx.send((chunk, subscriber)).is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let writing = async move {
+            while let Some((chunk, subscriber)) = requests_rx.recv().await {
+                if !subscriber && holding.wait_for(|holding| !holding).await.is_err() {
+                    return;
+                }
+                if to_redis.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let replies = async move {
+            let _ = tokio::io::copy(&mut from_redis, &mut to_client).await;
+        };
+        tokio::join!(reading, writing, replies);
+    }
+
+    /// Holds (true) or lets go (false) the command connections' requests.
+    pub fn hold(&self, hold: bool) {
+        if hold {
+            self.held.lock().unwrap().clear();
+        }
+        self.holding.send_replace(hold);
+    }
+
+    /// Waits until a request containing `needle` is held.
+    pub async fn wait_for_held(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !self.held.lock().unwrap().windows(needle.len()).any(|window| window == needle.as_bytes()) {
+            assert!(std::time::Instant::now() < deadline, "no request with {needle:?} held within {TIMEOUT:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
