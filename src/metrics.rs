@@ -113,7 +113,7 @@ impl Metrics {
                 &["version", "commit"],
             )?,
             engine_info: IntGaugeVec::new(
-                opts("engine_info", "Always 1: the engine below the hub (memory or redis), as a label"),
+                opts("engine_info", "Always 1: the engine below the hub (memory, redis or redis_cluster), as a label"),
                 &["engine"],
             )?,
             active_connections: IntGauge::with_opts(opts("active_connections", "Open WebSocket connections"))?,

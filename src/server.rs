@@ -111,14 +111,20 @@ impl Server {
         let history = HistorySettings::from(engine_settings);
         let stream_limits = StreamLimits::from(&config.streams);
         let engine: Arc<dyn Engine> = match engine_settings.redis_url() {
-            Some(url) => Arc::new(
-                RedisEngine::connect(url, history, engine_settings.presence_ttl, metrics.clone())
-                    .await?
-                    .with_stream_limits(stream_limits),
+            Some(_) => Arc::new(
+                RedisEngine::connect(
+                    &engine_settings.redis_seeds(),
+                    engine_settings.redis_cluster,
+                    history,
+                    engine_settings.presence_ttl,
+                    metrics.clone(),
+                )
+                .await?
+                .with_stream_limits(stream_limits),
             ),
             None => Arc::new(MemoryEngine::with_stream_limits(history, stream_limits)),
         };
-        metrics.engine_is(if engine_settings.redis_url().is_some() { "redis" } else { "memory" });
+        metrics.engine_is(engine.describe());
         let session = SessionSettings::configure(&config);
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());

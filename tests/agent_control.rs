@@ -7,8 +7,15 @@ pub mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{aws_config, create_queue, drain_queue, moto_endpoint, Client, TestServer};
+use common::{aws_config, create_queue, drain_queue, moto_endpoint, Backend, Client, TestServer};
 use serde_json::{json, Value};
+
+on_redis_engines!(a_decision_whose_task_died_before_the_queue_had_it_reaches_the_queue_from_another_task);
+/// Named `expiry::{memory,redis,redis_cluster}::...`, beside the Redis-only suite's modules.
+mod expiry {
+    use super::an_unanswered_request_expires_and_the_agent_is_told;
+    crate::on_both_engines!(an_unanswered_request_expires_and_the_agent_is_told);
+}
 
 /// A server whose dev queue is a fresh moto queue; the queue's URL and a client for it.
 async fn server_with_dev_queue(grace: Duration) -> (TestServer, aws_sdk_sqs::Client, String) {
@@ -125,32 +132,34 @@ struct Platform {
     sqs: aws_sdk_sqs::Client,
     ops: String,
     servers: Vec<TestServer>,
-    _redis: Option<common::RedisServer>,
+    _backend: Backend,
 }
 
 impl Platform {
+    /// One task on the memory engine, or several over one Redis.
     async fn start(tasks: usize) -> Self {
+        Self::on(tasks, if tasks > 1 { Backend::redis() } else { Backend::Memory }).await
+    }
+
+    async fn on(tasks: usize, backend: Backend) -> Self {
         let endpoint = moto_endpoint();
         let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
         let mut queues = Vec::new();
         for role in ["pm", "dev", "qa", "ops"] {
             queues.push(create_queue(&sqs, role, false).await);
         }
-        let redis = (tasks > 1).then(common::RedisServer::start);
         let servers = (0..tasks)
             .map(|_| {
-                let (endpoint, queues, redis_url) =
-                    (endpoint.clone(), queues.clone(), redis.as_ref().map(|redis| redis.url()));
-                TestServer::start(move |config| {
+                let (endpoint, queues) = (endpoint.clone(), queues.clone());
+                backend.server(move |config| {
                     config.aws.aws_endpoint_url = Some(endpoint);
                     let [pm, dev, qa, ops] = <[String; 4]>::try_from(queues).expect("four queues");
                     (config.queues.sqs_queue_url_pm, config.queues.sqs_queue_url_dev) = (Some(pm), Some(dev));
                     (config.queues.sqs_queue_url_qa, config.queues.sqs_queue_url_ops) = (Some(qa), Some(ops));
-                    config.engine.redis_url = redis_url;
                 })
             })
             .collect();
-        Platform { sqs, ops: queues[3].clone(), servers, _redis: redis }
+        Platform { sqs, ops: queues[3].clone(), servers, _backend: backend }
     }
 }
 
@@ -300,9 +309,9 @@ async fn a_viewer_that_reconnects_sees_a_pending_approval_again_and_once_decided
     }
 }
 
-#[tokio::test]
-async fn an_unanswered_request_expires_and_the_agent_is_told() {
-    let platform = Platform::start(1).await;
+/// On every engine: on a Redis Cluster the pending questions by expiry are kept per project.
+async fn an_unanswered_request_expires_and_the_agent_is_told(backend: Backend) {
+    let platform = Platform::on(1, backend).await;
     let server = &platform.servers[0];
     let mut viewer = watcher(server).await;
     let mut agent = Client::connect(&server.ws_url("/ws")).await;
@@ -323,23 +332,21 @@ async fn an_unanswered_request_expires_and_the_agent_is_told() {
 
 /// A decision taken on a task whose queue is unreachable, that task then killed with SIGKILL: the
 /// decision was recorded before it was sent, so the other task re-sends it once its sender's
-/// lease (FORWARD_DEADLINE_SECS and 5 s) is over; the agent gets it once, the winner's.
-#[tokio::test]
-async fn a_decision_whose_task_died_before_the_queue_had_it_reaches_the_queue_from_another_task() {
+/// lease (FORWARD_DEADLINE_SECS and 5 s) is over; the agent gets it once, the winner's. On one
+/// Redis and on a Redis Cluster (where the undelivered decisions are kept per project).
+async fn a_decision_whose_task_died_before_the_queue_had_it_reaches_the_queue_from_another_task(
+    redis: common::RedisDeployment,
+) {
     let endpoint = moto_endpoint();
     let sqs = aws_sdk_sqs::Client::new(&aws_config(&endpoint).await);
     let mut queues = Vec::new();
     for role in ["pm", "dev", "qa", "ops"] {
         queues.push(create_queue(&sqs, role, false).await);
     }
-    let redis = common::RedisServer::start();
     let black_hole = common::OutageProxy::start(&endpoint).await;
     let environment = |endpoint: &str| {
-        let mut env = vec![
-            ("REDIS_URL", redis.url()),
-            ("AWS_ENDPOINT_URL", endpoint.to_owned()),
-            ("FORWARD_DEADLINE_SECS", "2".to_owned()),
-        ];
+        let mut env = redis.env();
+        env.extend([("AWS_ENDPOINT_URL", endpoint.to_owned()), ("FORWARD_DEADLINE_SECS", "2".to_owned())]);
         for (name, url) in
             ["SQS_QUEUE_URL_PM", "SQS_QUEUE_URL_DEV", "SQS_QUEUE_URL_QA", "SQS_QUEUE_URL_OPS"].into_iter().zip(&queues)
         {

@@ -1,8 +1,9 @@
 //! The engine's contract (`src/engine/mod.rs`), checked on both engines through a real server,
 //! as Centrifuge checks each broker against one suite (`broker_memory_test.go`,
 //! `broker_redis_test.go`): ordering per project, the resume seam (no gap, no duplicate),
-//! presence, and the back end going down. Each test runs twice, as `memory::NAME` (no
-//! REDIS_URL) and `redis::NAME` (a private redis-server, Debian's, started here). Then one
+//! presence, and the back end going down. Each test runs on each engine, as `memory::NAME` (no
+//! REDIS_URL), `redis::NAME` (a private redis-server, Debian's, started here) and
+//! `redis_cluster::NAME` (a private Redis Cluster of six). Then one
 //! check only Redis can fail: closing a task's engine removes its members at once.
 
 pub mod common;

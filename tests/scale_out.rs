@@ -1,18 +1,30 @@
 //! Several server processes over one Redis (Debian's redis-server, started here): cross-task
 //! fan-out exactly once and in order, Redis restarts, a lost pub/sub connection, and resume
-//! across tasks.
+//! across tasks. Each test runs on one node (`redis::NAME`) and on a Redis Cluster of six
+//! (`redis_cluster::NAME`, REDIS_CLUSTER=true).
 
 pub mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{ChildServer, Client, RedisServer, RequestHoldingProxy};
+use common::{ChildServer, Client, RedisDeployment, RedisServer, RequestHoldingProxy};
 use serde_json::{json, Value};
 
-async fn three_tasks(redis: &RedisServer) -> Vec<ChildServer> {
+on_redis_engines!(
+    every_subscriber_on_every_task_gets_every_message_once_in_order,
+    a_redis_restart_loses_nothing_confirmed,
+    a_dropped_pubsub_connection_is_gap_filled_from_history,
+    a_client_resumes_on_another_task_with_nothing_missing_or_doubled,
+    in_process_tasks_share_fan_out_history_and_resume,
+    with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why,
+    a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or_duplicate,
+    the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_read_in_pages,
+);
+
+async fn three_tasks(redis: &RedisDeployment) -> Vec<ChildServer> {
     let mut servers = Vec::new();
     for _ in 0..3 {
-        servers.push(ChildServer::spawn(&[("REDIS_URL", redis.url())]).await);
+        servers.push(ChildServer::spawn(&redis.env()).await);
     }
     servers
 }
@@ -34,9 +46,7 @@ async fn read_messages(client: &mut Client, count: usize) -> Vec<(u64, String, u
     seen
 }
 
-#[tokio::test]
-async fn every_subscriber_on_every_task_gets_every_message_once_in_order() {
-    let redis = RedisServer::start();
+async fn every_subscriber_on_every_task_gets_every_message_once_in_order(redis: RedisDeployment) {
     let servers = three_tasks(&redis).await;
     let projects = ["north", "south"];
     let mut subscribers = Vec::new();
@@ -66,9 +76,7 @@ async fn every_subscriber_on_every_task_gets_every_message_once_in_order() {
     }
 }
 
-#[tokio::test]
-async fn a_redis_restart_loses_nothing_confirmed() {
-    let mut redis = RedisServer::start();
+async fn a_redis_restart_loses_nothing_confirmed(mut redis: RedisDeployment) {
     let servers = three_tasks(&redis).await;
     let mut subscribers = Vec::new();
     for server in &servers {
@@ -137,16 +145,13 @@ async fn a_redis_restart_loses_nothing_confirmed() {
     }
 }
 
-#[tokio::test]
-async fn a_dropped_pubsub_connection_is_gap_filled_from_history() {
-    let redis = RedisServer::start();
+async fn a_dropped_pubsub_connection_is_gap_filled_from_history(redis: RedisDeployment) {
     let servers = three_tasks(&redis).await;
     let mut watcher = Client::connect(&servers[1].ws_url("/ws")).await;
     watcher.request(json!({"action": "subscribe", "project_id": "g"})).await;
     for seq in 0..40u64 {
         if seq % 10 == 5 {
-            // An integer reply (the number of connections killed), or the helper panics.
-            let _killed: i64 = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+            redis.kill_pubsub_connections();
         }
         let response = servers[0].publish(json!({"project_id": "g", "data": {"seq": seq}})).await;
         assert_eq!(response.status(), 200);
@@ -157,9 +162,7 @@ async fn a_dropped_pubsub_connection_is_gap_filled_from_history() {
     watcher.expect_silence(Duration::from_millis(300)).await;
 }
 
-#[tokio::test]
-async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
-    let redis = RedisServer::start();
+async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled(redis: RedisDeployment) {
     let servers = three_tasks(&redis).await;
     let mut client = Client::connect(&servers[0].ws_url("/ws")).await;
     let confirmed = client.request(json!({"action": "subscribe", "project_id": "m", "recover": true})).await;
@@ -206,11 +209,9 @@ async fn a_client_resumes_on_another_task_with_nothing_missing_or_doubled() {
 /// The same paths with the servers in this process (so line coverage sees the engine and the
 /// subscriber): fan-out across two tasks, resume on the other task, history over HTTP, and a
 /// subscriber connection killed and re-established.
-#[tokio::test]
-async fn in_process_tasks_share_fan_out_history_and_resume() {
-    let redis = RedisServer::start();
-    let first = common::TestServer::start(|config| config.engine.redis_url = Some(redis.url()));
-    let second = common::TestServer::start(|config| config.engine.redis_url = Some(redis.url()));
+async fn in_process_tasks_share_fan_out_history_and_resume(redis: RedisDeployment) {
+    let first = redis.server(|_| {});
+    let second = redis.server(|_| {});
     let mut watcher = Client::connect(&second.ws_url("/ws")).await;
     let confirmed = watcher.request(json!({"action": "subscribe", "project_id": "ip", "recover": true})).await;
     assert_eq!(confirmed["offset"], 0);
@@ -222,8 +223,7 @@ async fn in_process_tasks_share_fan_out_history_and_resume() {
     }
     assert_eq!(read_messages(&mut watcher, 5).await.iter().map(|m| m.2).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
 
-    // An integer reply (the number of connections killed), or the helper panics.
-    let _killed: i64 = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    redis.kill_pubsub_connections();
     for seq in 5..8 {
         first.publish(json!({"project_id": "ip", "data": {"seq": seq}})).await;
     }
@@ -246,10 +246,8 @@ async fn in_process_tasks_share_fan_out_history_and_resume() {
 
 /// Redis up at start, then gone: subscribes are answered at once (without a position), and
 /// `/ready` says why it is 503.
-#[tokio::test]
-async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why() {
-    let mut redis = RedisServer::start();
-    let server = ChildServer::spawn(&[("REDIS_URL", redis.url())]).await;
+async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why(mut redis: RedisDeployment) {
+    let server = ChildServer::spawn(&redis.env()).await;
     server.wait_ready().await;
     redis.kill();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -280,11 +278,9 @@ async fn with_redis_gone_subscribes_are_answered_at_once_and_ready_says_why() {
 /// Two tasks over one Redis, each with a queue of 64 messages: a resume on one of 1000
 /// publications of 6 KB made on the other is fed at the client's pace, never closed, and the
 /// publications made meanwhile (overflowing the hold many times) follow without gap or duplicate.
-#[tokio::test]
-async fn a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or_duplicate() {
-    let redis = RedisServer::start();
-    let env =
-        [("REDIS_URL", redis.url()), ("HISTORY_SIZE", "5000".to_owned()), ("OUTBOUND_QUEUE_MESSAGES", "64".to_owned())];
+async fn a_long_resume_on_another_task_is_fed_at_the_clients_pace_without_gap_or_duplicate(redis: RedisDeployment) {
+    let mut env = redis.env();
+    env.extend([("HISTORY_SIZE", "5000".to_owned()), ("OUTBOUND_QUEUE_MESSAGES", "64".to_owned())]);
     let (publisher, subscriber) = (ChildServer::spawn(&env).await, ChildServer::spawn(&env).await);
     let address = |server: &ChildServer| format!("127.0.0.1:{}", server.port).parse().unwrap();
     common::resume_while_publishing(address(&publisher), address(&subscriber), "long", 150, 600).await;
@@ -343,21 +339,16 @@ async fn publications_made_while_a_resumes_first_history_read_waits_follow_its_r
 }
 
 /// The sum of the frames a project's Redis stream holds.
-fn stream_bytes(redis: &RedisServer, project: &str) -> usize {
+fn stream_bytes(redis: &RedisDeployment, project: &str) -> usize {
     let entries: Vec<(String, Vec<(String, String)>)> =
         redis.command(&["XRANGE", &format!("agenticai:{{{project}}}:stream"), "-", "+"]);
     entries.iter().map(|(_, fields)| fields.iter().map(|(_, frame)| frame.len()).sum::<usize>()).sum()
 }
 
-#[tokio::test]
-async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_read_in_pages() {
-    let redis = RedisServer::start();
-    let server = ChildServer::spawn(&[
-        ("REDIS_URL", redis.url()),
-        ("HISTORY_MAX_BYTES", "1000000".to_owned()),
-        ("HISTORY_PAGE_BYTES", "250000".to_owned()),
-    ])
-    .await;
+async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_read_in_pages(redis: RedisDeployment) {
+    let mut env = redis.env();
+    env.extend([("HISTORY_MAX_BYTES", "1000000".to_owned()), ("HISTORY_PAGE_BYTES", "250000".to_owned())]);
+    let server = ChildServer::spawn(&env).await;
     let mut epoch = String::new();
     for n in 1..=30 {
         let body = json!({"project_id": "heavy", "data": {"n": n, "pad": "x".repeat(100_000)}});
@@ -399,4 +390,95 @@ async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_re
     let counted: usize = redis.command(&["GET", "agenticai:{heavy}:bytes"]);
     assert_eq!(counted, stream_bytes(&redis, "heavy"));
     assert!(counted <= 1_000_000, "{counted} bytes kept");
+}
+
+/// On a Redis Cluster, a steady publish load on one task, subscribers on two, and the project's
+/// slot moved to another shard meanwhile (its keys migrated, the old owner dropping the sharded
+/// subscription with a `sunsubscribe`): every subscriber gets every confirmed publication once
+/// and in order.
+#[tokio::test]
+async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let mut subscribers = Vec::new();
+    for server in &servers {
+        let mut client = Client::connect(&server.ws_url("/ws")).await;
+        let confirmed = client.request(json!({"action": "subscribe", "project_id": "mv"})).await;
+        assert_eq!(confirmed["type"], "subscription_confirmed");
+        subscribers.push(client);
+    }
+    let (mut confirmed, mut refused) = (Vec::new(), 0);
+    for seq in 0..200u64 {
+        if seq == 100 {
+            cluster.move_slot_of("agenticai:{mv}:stream");
+        }
+        let response = servers[0].publish(json!({"project_id": "mv", "data": {"seq": seq}})).await;
+        match response.status().as_u16() {
+            200 => confirmed.push(seq),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(confirmed.len() >= 190, "{} of 200 confirmed ({refused} refused)", confirmed.len());
+    for (index, client) in subscribers.iter_mut().enumerate() {
+        let mut received = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(3), client.recv()).await;
+            let Ok(message) = message else { break };
+            if message["type"] == "message" && message.get("offset").is_some() {
+                received.push(message["data"]["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(received, confirmed, "subscriber {index} lost, repeated or reordered a confirmed publication");
+    }
+}
+
+/// A failover under a steady publish load, on a Redis Cluster: the replica of the shard owning
+/// the project is promoted (`CLUSTER FAILOVER`), then the old primary killed. Every subscriber, on
+/// two tasks, gets every confirmed publication once and in order; what was refused meanwhile (if
+/// anything) was never confirmed.
+#[tokio::test]
+async fn a_failover_under_load_loses_no_confirmed_publication() {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let (primary, replica) = cluster.primary_and_replica_of("agenticai:{fo}:stream");
+    let mut subscribers = Vec::new();
+    for server in servers.iter().chain(servers.iter()) {
+        let mut client = Client::connect(&server.ws_url("/ws")).await;
+        let confirmed = client.request(json!({"action": "subscribe", "project_id": "fo"})).await;
+        assert_eq!(confirmed["type"], "subscription_confirmed");
+        subscribers.push(client);
+    }
+    let (mut confirmed, mut refused) = (Vec::new(), 0);
+    for seq in 0..300u64 {
+        if seq == 100 {
+            cluster.fail_over_to(replica);
+        }
+        if seq == 150 {
+            cluster.nodes[primary].kill();
+        }
+        let publisher = &servers[(seq as usize) % servers.len()];
+        let response = publisher.publish(json!({"project_id": "fo", "data": {"seq": seq}})).await;
+        match response.status().as_u16() {
+            200 => confirmed.push(seq),
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(confirmed.len() >= 250, "{} of 300 confirmed ({refused} refused)", confirmed.len());
+    for (index, client) in subscribers.iter_mut().enumerate() {
+        let mut received = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(3), client.recv()).await;
+            let Ok(message) = message else { break };
+            if message["type"] == "message" && message.get("offset").is_some() {
+                received.push(message["data"]["seq"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(received, confirmed, "subscriber {index} lost, repeated or reordered a confirmed publication");
+    }
 }

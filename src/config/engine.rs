@@ -15,6 +15,12 @@ pub struct EngineSettings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// REDIS_URL is a Redis Cluster (ElastiCache cluster mode): its seed nodes, comma separated
+    /// (a configuration endpoint is one), so losing one seed does not stop a restart; each
+    /// project's traffic then stays on the shard owning its slot (sharded pub/sub, Redis 7+).
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
     /// Publications each project's history keeps (for resume and GET .../history); 0 is
     /// refused, since without history no resume could recover anything.
     #[arg(
@@ -86,17 +92,28 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
-    /// REDIS_URL, when set, is one the Redis client can connect to.
+    /// REDIS_URL, when set, is one the Redis client can connect to (with REDIS_CLUSTER, each of
+    /// its seeds is).
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        let Some(url) = self.redis_url() else { return Ok(()) };
-        redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| ConfigError::Invalid {
-            variable: "REDIS_URL",
-            reason: format!(
-                "{} is not a Redis URL ({error}); expected redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://...",
-                redact_url(url)
-            ),
-        })?;
+        for url in self.redis_seeds() {
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| ConfigError::Invalid {
+                variable: "REDIS_URL",
+                reason: format!(
+                    "{} is not a Redis URL ({error}); expected redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://...",
+                    redact_url(url)
+                ),
+            })?;
+        }
         Ok(())
+    }
+
+    /// The URLs REDIS_URL names: itself, or with REDIS_CLUSTER each comma-separated seed node.
+    pub fn redis_seeds(&self) -> Vec<&str> {
+        match self.redis_url() {
+            None => Vec::new(),
+            Some(url) if self.redis_cluster => url.split(',').map(str::trim).filter(|seed| !seed.is_empty()).collect(),
+            Some(url) => vec![url],
+        }
     }
 
     /// Redis, when configured; otherwise the engine is the memory one.

@@ -118,6 +118,7 @@ const HELP_ORDER: &[&str] = &[
     "sqs_queue_url_ops",
     "sqs_queue_url_updates",
     "redis_url",
+    "redis_cluster",
     "history_size",
     "history_ttl",
     "history_max_projects",
@@ -616,6 +617,16 @@ mod tests {
         ]);
         assert!(ok.validate().is_ok());
         assert!(ok.server.binds_loopback_only());
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_seeds_and_each_is_checked() {
+        let seeds = "redis://:hunter2@a:7000, redis://:hunter2@b:7001";
+        assert_eq!(parse(&["--redis-url", seeds]).engine.redis_seeds(), vec![seeds]);
+        let cluster = parse(&["--redis-url", seeds, "--redis-cluster", "true"]);
+        assert_eq!(cluster.engine.redis_seeds(), vec!["redis://:hunter2@a:7000", "redis://:hunter2@b:7001"]);
+        let refused = parse(&["--redis-url", "redis://a:7000,foo", "--redis-cluster", "true"]).validate().unwrap_err();
+        assert!(refused.to_string().starts_with("REDIS_URL"), "{refused}");
     }
 
     #[test]

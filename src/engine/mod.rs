@@ -1,6 +1,7 @@
 //! The engine: the one interface to whatever keeps the projects' streams and carries them
 //! between tasks, with two implementations behind it: [`memory::MemoryEngine`] (one task, no
-//! REDIS_URL) and [`redis::RedisEngine`] (any number of tasks sharing one Redis). Centrifuge
+//! REDIS_URL) and [`redis::RedisEngine`] (any number of tasks sharing one Redis, or a Redis Cluster
+//! with REDIS_CLUSTER). Centrifuge
 //! splits the same duties into its `Broker` and `PresenceManager` interfaces; the hub never asks
 //! which engine runs.
 //!
@@ -187,7 +188,7 @@ impl Health {
 
 /// The engine's interface; see the module documentation for the contracts.
 pub(crate) trait Engine: Send + Sync + 'static {
-    /// `memory` or `redis`, for logs.
+    /// `memory`, `redis` or `redis_cluster`, for logs and the `engine_info` metric.
     fn describe(&self) -> &'static str;
 
     /// Hands the engine where to deliver and starts its own loops (Redis: the subscriber and

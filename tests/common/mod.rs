@@ -14,7 +14,8 @@
 //! | `aws.rs` | the AWS emulator (moto): endpoint, SDK configuration, queues |
 //! | `faults.rs` | fault-injecting proxies (DynamoDB batches, outages) and the server they run on |
 //! | `redis.rs` | a private redis-server |
-//! | `engines.rs` | suites run on both engines ([`Backend`], `on_both_engines!`) |
+//! | `redis_cluster.rs` | a private Redis Cluster: three primaries, three replicas ([`RedisCluster`]) |
+//! | `engines.rs` | suites run on every engine ([`Backend`], `on_both_engines!`): memory, one Redis, a Redis Cluster |
 //! | `netns.rs` | a network namespace, for callers that are not loopback |
 //! | `wire.rs` | the wire record (`RECORD_WIRE_DIR`) the API specs check replays; [`wire::send`] and [`wire::get`] record HTTP |
 
@@ -28,9 +29,10 @@ mod client;
 mod engines;
 mod faults;
 mod redis;
+mod redis_cluster;
 mod server;
 
-pub use self::{aws::*, client::*, engines::*, faults::*, redis::*, server::*};
+pub use self::{aws::*, client::*, engines::*, faults::*, redis::*, redis_cluster::*, server::*};
 
 use std::time::Duration;
 

@@ -12,12 +12,19 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Given to redis-server after the common ones (a cluster node's settings).
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// Started with these arguments besides the common ones.
+    pub fn start_with(extra_args: Vec<String>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut server = RedisServer { port: free_port(), child: None, dir };
+        let mut server = RedisServer { port: free_port(), child: None, dir, extra_args };
         server.restart();
         server
     }
@@ -32,6 +39,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

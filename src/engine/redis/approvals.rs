@@ -8,10 +8,19 @@
 //! `agenticai:approvals:undelivered` (decided, by the end of their delivery lease), members
 //! `P<US>A` (the unit separator, which no project id holds). A decided question is kept
 //! HISTORY_TTL_SECS after its decision, to tell a late decider who won.
+//!
+//! **On a Redis Cluster** a script's keys must share one slot, and no set can share the slot of
+//! every project: the two sets are then **per project**, `agenticai:{P}:approvals:due` and
+//! `agenticai:{P}:approvals:undelivered` (same members, in P's slot, written by the same
+//! scripts), and `agenticai:approvals:projects` indexes the projects that ever had a question
+//! (added before the question's script runs, so no question is left unindexed). The scans read
+//! the index, then each project's set, until a batch is full: their cost grows with the
+//! projects that ever asked, a set the index keeps while approvals run (an `SSCAN`-paged scan
+//! and pruning the index are left for a later slice).
 
 use redis::{RedisResult, Script, Value};
 
-use super::{channel, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
+use super::{channel, cluster::Channels, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
 use crate::{
     engine::{
         approvals::{AskOutcome, DecideOutcome, Undelivered},
@@ -26,6 +35,8 @@ use crate::{
 
 const DUE: &str = "agenticai:approvals:due";
 const UNDELIVERED: &str = "agenticai:approvals:undelivered";
+/// On a cluster: the projects with per-project sets.
+const PROJECTS: &str = "agenticai:approvals:projects";
 /// Separates the project from the approval in the cross-project sets' members.
 const SEPARATOR: char = '\u{1f}';
 
@@ -122,17 +133,38 @@ pub(crate) struct ApprovalScripts {
     pending: Script,
     claim: Script,
     due: Script,
+    /// Sharded on a cluster: the due and undelivered sets are then per project.
+    channels: Channels,
 }
 
 impl ApprovalScripts {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(channels: Channels) -> Self {
         ApprovalScripts {
-            request: Script::new(&format!("{PUBLISH_FUNCTION}{REQUEST}")),
-            decide: Script::new(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{DECIDE}")),
+            request: channels.script(&format!("{PUBLISH_FUNCTION}{REQUEST}")),
+            decide: channels.script(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{DECIDE}")),
             delivered: Script::new(DELIVERED),
             pending: Script::new(PENDING),
             claim: Script::new(&format!("{NOW_FUNCTION}{CLAIM}")),
             due: Script::new(&format!("{NOW_FUNCTION}{DUE_NOW}")),
+            channels,
+        }
+    }
+
+    /// The set of pending questions by expiry that holds project P's: the shared one on one
+    /// node, P's own on a cluster.
+    fn due_key(&self, project_id: &str) -> String {
+        self.set_key(DUE, project_id, "due")
+    }
+
+    /// The set of decisions by delivery lease that holds project P's (as [`Self::due_key`]).
+    fn undelivered_key(&self, project_id: &str) -> String {
+        self.set_key(UNDELIVERED, project_id, "undelivered")
+    }
+
+    fn set_key(&self, shared: &str, project_id: &str, name: &str) -> String {
+        match self.channels {
+            Channels::Classic => shared.to_owned(),
+            Channels::Sharded => format!("agenticai:{{{project_id}}}:approvals:{name}"),
         }
     }
 }
@@ -186,7 +218,7 @@ impl RedisEngine {
         invocation
             .key(approval_key(project_id, approval_id))
             .key(pending_key(project_id))
-            .key(DUE)
+            .key(self.approval_scripts.due_key(project_id))
             .arg(self.settings.size)
             .arg(self.settings.ttl.as_secs().max(1))
             .arg(new_epoch())
@@ -203,6 +235,10 @@ impl RedisEngine {
         ask: &ApprovalAsk,
         frame: &str,
     ) -> RedisResult<AskOutcome> {
+        if self.approval_scripts.channels == Channels::Sharded {
+            let _: i64 =
+                redis::cmd("SADD").arg(PROJECTS).arg(&**project_id).query_async(&mut self.connection.clone()).await?;
+        }
         let mut invocation = self.publishing_approval(&self.approval_scripts.request, project_id, &ask.approval_id);
         invocation
             .arg(serde_json::to_string(ask).unwrap_or_default())
@@ -233,7 +269,7 @@ impl RedisEngine {
     ) -> RedisResult<DecideOutcome> {
         let mut invocation = self.publishing_approval(&self.approval_scripts.decide, project_id, approval_id);
         invocation
-            .key(UNDELIVERED)
+            .key(self.approval_scripts.undelivered_key(project_id))
             .arg(serde_json::to_string(decision).unwrap_or_default())
             .arg(&decision.decision)
             .arg(frame)
@@ -258,7 +294,7 @@ impl RedisEngine {
             .approval_scripts
             .delivered
             .key(approval_key(project_id, approval_id))
-            .key(UNDELIVERED)
+            .key(self.approval_scripts.undelivered_key(project_id))
             .arg(member(project_id, approval_id))
             .invoke_async(&mut self.connection.clone())
             .await?;
@@ -276,30 +312,57 @@ impl RedisEngine {
         Ok(asks.iter().filter_map(|ask| serde_json::from_str(ask).ok()).collect())
     }
 
+    /// The sets a cross-project scan reads: the shared one on one node; on a cluster each
+    /// indexed project's.
+    async fn scanned_sets(&self, shared: &str, name: &str) -> RedisResult<Vec<String>> {
+        if self.approval_scripts.channels == Channels::Classic {
+            return Ok(vec![shared.to_owned()]);
+        }
+        let projects: Vec<String> =
+            redis::cmd("SMEMBERS").arg(PROJECTS).query_async(&mut self.connection.clone()).await?;
+        Ok(projects.iter().map(|project_id| self.approval_scripts.set_key(shared, project_id, name)).collect())
+    }
+
     pub(super) async fn read_due_approvals(&self) -> RedisResult<Vec<(ProjectId, String)>> {
-        let members: Vec<String> =
-            self.approval_scripts.due.key(DUE).arg(BATCH).invoke_async(&mut self.connection.clone()).await?;
-        Ok(members.iter().filter_map(|member| split_member(member)).collect())
+        let mut due = Vec::new();
+        for set in self.scanned_sets(DUE, "due").await? {
+            if due.len() >= BATCH {
+                break;
+            }
+            let members: Vec<String> = self
+                .approval_scripts
+                .due
+                .key(set)
+                .arg(BATCH - due.len())
+                .invoke_async(&mut self.connection.clone())
+                .await?;
+            due.extend(members.iter().filter_map(|member| split_member(member)));
+        }
+        Ok(due)
     }
 
     pub(super) async fn claim_undelivered_decisions(
         &self,
         lease: std::time::Duration,
     ) -> RedisResult<Vec<Undelivered>> {
-        let claimed: Vec<Vec<Value>> = self
-            .approval_scripts
-            .claim
-            .key(UNDELIVERED)
-            .arg(lease.as_millis() as u64)
-            .arg(BATCH)
-            .invoke_async(&mut self.connection.clone())
-            .await?;
-        Ok(claimed
-            .iter()
-            .filter_map(|fields| {
+        let mut undelivered = Vec::new();
+        for set in self.scanned_sets(UNDELIVERED, "undelivered").await? {
+            if undelivered.len() >= BATCH {
+                break;
+            }
+            let claimed: Vec<Vec<Value>> = self
+                .approval_scripts
+                .claim
+                .key(set)
+                .arg(lease.as_millis() as u64)
+                .arg(BATCH - undelivered.len())
+                .invoke_async(&mut self.connection.clone())
+                .await?;
+            undelivered.extend(claimed.iter().filter_map(|fields| {
                 let (project_id, _) = split_member(&text(fields.first()?)?)?;
                 Some(Undelivered { project_id, ask: json(fields.get(1))?, decision: json(fields.get(2))? })
-            })
-            .collect())
+            }));
+        }
+        Ok(undelivered)
     }
 }

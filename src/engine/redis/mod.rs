@@ -29,12 +29,18 @@
 //! - **Its own loops** (the subscriber and the presence writer) start with [`Engine::start`] and
 //!   stop on [`Engine::close`]: one cancellation token, and their join handles to wait on.
 //!
+//! - **On a Redis Cluster** (REDIS_CLUSTER=true): [`cluster`] (commands routed by slot, the
+//!   scripts publishing with `SPUBLISH`) and [`sharded_subscriber`] (`SSUBSCRIBE`, a connection
+//!   per shard); approvals' cross-project sets become per project ([`approvals`]).
+//!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`, `:bytes`; channel
-//! `agenticai:{P}:pub`.
+//! `agenticai:{P}:pub`, all in P's hash slot.
 //! The epoch is created at random when absent, so losing Redis data (or expiry) changes it.
 
 pub(crate) mod approvals;
+pub(crate) mod cluster;
 pub(crate) mod presence;
+pub(crate) mod sharded_subscriber;
 pub(crate) mod streams;
 pub(crate) mod subscriber;
 
@@ -45,7 +51,7 @@ use std::{
 
 use bytestring::ByteString;
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::{aio::ConnectionManager, RedisResult, Script};
+use redis::{IntoConnectionInfo, RedisResult, Script};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +71,7 @@ use crate::{
         StreamPosition,
     },
 };
+use cluster::{CommandConnection, Seeds};
 use presence::{Command, PresenceStore};
 use subscriber::{Interest, RedisHealth, Subscriptions};
 
@@ -204,8 +211,8 @@ type StreamEntry = (String, Vec<(String, String)>);
 
 #[derive(Clone)]
 pub(crate) struct RedisEngine {
-    connection: ConnectionManager,
-    client: redis::Client,
+    connection: CommandConnection,
+    seeds: Seeds,
     publish_script: Arc<Script>,
     read_script: Arc<Script>,
     stream_scripts: Arc<streams::StreamScripts>,
@@ -246,33 +253,46 @@ pub(crate) fn project_of_channel(channel: &str) -> Option<&str> {
 }
 
 impl RedisEngine {
-    /// Connects (the connection manager reconnects by itself afterwards).
-    /// `presence_ttl`: how long a member outlives its task's last refresh.
+    /// Connects to one node, or with `cluster` to the cluster these seed nodes belong to (the
+    /// connection reconnects by itself afterwards). `presence_ttl`: how long a member outlives
+    /// its task's last refresh.
     pub(crate) async fn connect(
-        url: &str,
+        urls: &[&str],
+        cluster: bool,
         settings: HistorySettings,
         presence_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        // The URL may hold a password: only its redacted form reaches a message.
-        let shown = crate::config::redact_url(url);
-        let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {shown}: {error}"))?;
-        let connection = tokio::time::timeout(std::time::Duration::from_secs(10), client.get_connection_manager())
+        // A URL may hold a password: only its redacted form reaches a message.
+        let shown = urls.iter().map(|url| crate::config::redact_url(url)).collect::<Vec<_>>().join(",");
+        let refused = |error: redis::RedisError| anyhow::anyhow!("REDIS_URL: {shown}: {error}");
+        let connecting = async {
+            if cluster {
+                let nodes = urls.iter().map(|url| url.into_connection_info()).collect::<RedisResult<Vec<_>>>()?;
+                let client = cluster::cluster_client(nodes.clone()).build()?;
+                Ok((CommandConnection::Cluster(client.get_async_connection().await?), Seeds::Cluster(nodes)))
+            } else {
+                let client = redis::Client::open(urls.first().copied().unwrap_or_default())?;
+                Ok((CommandConnection::Node(client.get_connection_manager().await?), Seeds::Node(Box::new(client))))
+            }
+        };
+        let (connection, seeds) = tokio::time::timeout(Duration::from_secs(10), connecting)
             .await
             .map_err(|_| anyhow::anyhow!("REDIS_URL: no answer from {shown} within 10 s"))?
-            .map_err(|error| anyhow::anyhow!("REDIS_URL: cannot connect to {shown}: {error}"))?;
+            .map_err(refused)?;
+        let channels = seeds.channels();
         Ok(RedisEngine {
             connection,
-            client,
-            publish_script: Arc::new(Script::new(&format!("{PUBLISH_FUNCTION}{PUBLISH_CALL}"))),
-            stream_scripts: Arc::new(streams::StreamScripts::new()),
-            approval_scripts: Arc::new(approvals::ApprovalScripts::new()),
+            seeds,
+            publish_script: Arc::new(channels.script(&format!("{PUBLISH_FUNCTION}{PUBLISH_CALL}"))),
+            stream_scripts: Arc::new(streams::StreamScripts::new(channels)),
+            approval_scripts: Arc::new(approvals::ApprovalScripts::new(channels)),
             stream_limits: StreamLimits::default(),
             read_script: Arc::new(Script::new(READ_SCRIPT)),
             settings,
             health: RedisHealth::default(),
             metrics,
-            presence: Arc::new(PresenceStore::new(presence_ttl)),
+            presence: Arc::new(PresenceStore::new(presence_ttl, channels)),
             subscriptions: Arc::new(Subscriptions::default()),
             delivery: Arc::default(),
             shutdown: CancellationToken::new(),
@@ -286,8 +306,9 @@ impl RedisEngine {
         self
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where the subscriber connects.
+    pub(crate) fn seeds(&self) -> &Seeds {
+        &self.seeds
     }
 
     /// Appends to the project's history and publishes to every task; the publication's position.
@@ -378,7 +399,10 @@ fn unavailable(error: redis::RedisError) -> EngineError {
 
 impl Engine for RedisEngine {
     fn describe(&self) -> &'static str {
-        "redis"
+        match self.seeds {
+            Seeds::Node(_) => "redis",
+            Seeds::Cluster(_) => "redis_cluster",
+        }
     }
 
     fn start(&self, delivery: Arc<dyn LocalDelivery>) {

@@ -35,11 +35,14 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::channel;
+use super::{
+    channel,
+    cluster::{Channels, CommandConnection},
+};
 use crate::{
     engine::presence::{Change, Member, Presence, PRESENCE_LIST_LIMIT},
     protocol::request::ProjectId,
@@ -160,11 +163,11 @@ pub(crate) struct PresenceStore {
 }
 
 impl PresenceStore {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration, channels: Channels) -> Self {
         let (commands, pending) = mpsc::unbounded_channel();
         PresenceStore {
-            add: Script::new(ADD_SCRIPT),
-            remove: Script::new(REMOVE_SCRIPT),
+            add: channels.script(ADD_SCRIPT),
+            remove: channels.script(REMOVE_SCRIPT),
             read: Script::new(READ_SCRIPT),
             ttl,
             commands,
@@ -181,7 +184,7 @@ impl PresenceStore {
     /// Counts, and with `list` up to [`PRESENCE_LIST_LIMIT`] members.
     pub(crate) async fn read(
         &self,
-        connection: &ConnectionManager,
+        connection: &CommandConnection,
         project_id: &str,
         list: bool,
     ) -> redis::RedisResult<Presence> {
@@ -199,7 +202,7 @@ impl PresenceStore {
     /// cancelled, after removing this task's members.
     pub(crate) fn writer(
         self: &Arc<Self>,
-        connection: ConnectionManager,
+        connection: CommandConnection,
         shutdown: CancellationToken,
     ) -> Option<impl std::future::Future<Output = ()>> {
         let commands = self.pending.lock().ok()?.take()?;
@@ -234,7 +237,7 @@ impl PresenceStore {
 
     /// Runs a pipeline of EVALSHAs, loading the scripts first when Redis does not know them (a
     /// first run, or a Redis that restarted).
-    async fn run(&self, connection: &mut ConnectionManager, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
+    async fn run(&self, connection: &mut CommandConnection, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
         match pipe.query_async::<()>(connection).await {
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.add.load_async(connection).await?;
@@ -249,7 +252,7 @@ impl PresenceStore {
 /// The presence writer's state: this task's members as written (or to be written) to Redis.
 struct Writer {
     store: Arc<PresenceStore>,
-    connection: ConnectionManager,
+    connection: CommandConnection,
     members: HashMap<ProjectId, HashMap<Arc<str>, Arc<Member>>>,
     /// Leaves Redis did not take: retried at each refresh unless the member came back.
     unsent_leaves: Vec<(ProjectId, Arc<Member>)>,
@@ -363,7 +366,7 @@ impl Writer {
 /// member every TTL / 3, until `shutdown`; then removes this task's members.
 async fn write(
     store: Arc<PresenceStore>,
-    connection: ConnectionManager,
+    connection: CommandConnection,
     mut commands: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
 ) {

@@ -14,7 +14,7 @@
 use bytestring::ByteString;
 use redis::{RedisResult, Script, Value};
 
-use super::{channel, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
+use super::{channel, cluster::Channels, keys, script_text as text, RedisEngine, NOW_FUNCTION, PUBLISH_FUNCTION};
 use crate::{
     engine::{
         positions::new_epoch,
@@ -154,11 +154,11 @@ pub(crate) struct StreamScripts {
 }
 
 impl StreamScripts {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(channels: Channels) -> Self {
         StreamScripts {
-            start: Script::new(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{START}")),
-            append: Script::new(&format!("{NOW_FUNCTION}{APPEND}")),
-            end: Script::new(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{END}")),
+            start: channels.script(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{START}")),
+            append: channels.script(&format!("{NOW_FUNCTION}{APPEND}")),
+            end: channels.script(&format!("{PUBLISH_FUNCTION}{NOW_FUNCTION}{END}")),
             read_open: Script::new(&format!("{NOW_FUNCTION}{READ_OPEN}")),
             read_one: Script::new(&format!("{NOW_FUNCTION}{READ_ONE}")),
             cancel: Script::new(CANCEL),

@@ -15,6 +15,9 @@
 //! position it delivered and hands that over first. A publication that arrives both ways is
 //! delivered once, in order.
 //!
+//! On a Redis Cluster the loop is [`super::sharded_subscriber`]'s, which shares this file's
+//! bookkeeping ([`Followed`]), delivery and gap filling.
+//!
 //! **Channel bound**: the changes of interest come from the hub, one per project gained or
 //! lost, into an unbounded channel: bounded by the number of subscribe and unsubscribe requests
 //! the hub accepted, and never dropped (a lost one would leave a channel subscribed or, worse,
@@ -33,19 +36,19 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
+use futures_util::{future::BoxFuture, FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{channel, project_of_channel, ChannelMessage, RedisEngine};
+use super::{channel, cluster::Seeds, project_of_channel, ChannelMessage, RedisEngine};
 use crate::{
     engine::{positions::covers, presence::Change, Health, LocalDelivery},
     metrics::Metrics,
     protocol::{request::ProjectId, StreamPosition},
 };
 
-const RECONNECT_BASE: Duration = Duration::from_millis(100);
-const RECONNECT_CAP: Duration = Duration::from_secs(5);
+pub(super) const RECONNECT_BASE: Duration = Duration::from_millis(100);
+pub(super) const RECONNECT_CAP: Duration = Duration::from_secs(5);
 
 /// The pub/sub connection's state: not yet connected, up, or lost.
 #[derive(Clone)]
@@ -70,7 +73,7 @@ impl RedisHealth {
         }
     }
 
-    fn set(&self, up: bool, metrics: &Metrics) {
+    pub(super) fn set(&self, up: bool, metrics: &Metrics) {
         self.0.store(if up { UP } else { DOWN }, Ordering::SeqCst);
         metrics.redis_connected.set(i64::from(up));
     }
@@ -118,10 +121,18 @@ impl Subscriptions {
     ) -> Option<impl Future<Output = ()>> {
         let commands = self.pending.lock().ok()?.take()?;
         Some(async move {
+            let running = async {
+                match engine.seeds().clone() {
+                    Seeds::Node(client) => run(&engine, &client, &*delivery, commands).await,
+                    Seeds::Cluster(nodes) => {
+                        super::sharded_subscriber::run(&engine, nodes, &*delivery, commands).await;
+                    }
+                }
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {}
-                () = run(engine, &*delivery, commands) => {}
+                () = running => {}
             }
         })
     }
@@ -130,7 +141,7 @@ impl Subscriptions {
 /// The projects this task follows, each with the last position delivered (None before the
 /// first): what a repeat is, and where a gap starts after a reconnect.
 #[derive(Default)]
-struct Followed(HashMap<ProjectId, Option<StreamPosition>>);
+pub(super) struct Followed(HashMap<ProjectId, Option<StreamPosition>>);
 
 impl Followed {
     /// Whether a publication at `position` is due for the project's subscribers here: the
@@ -152,12 +163,28 @@ impl Followed {
         self.0.iter().filter_map(|(project, last)| Some((project.clone(), last.clone()?))).collect()
     }
 
+    /// The project, when followed.
+    pub(super) fn followed(&self, project_id: &str) -> Option<ProjectId> {
+        Some(self.0.get_key_value(project_id)?.0.clone())
+    }
+
+    /// The projects followed.
+    pub(super) fn projects(&self) -> impl Iterator<Item = &ProjectId> {
+        self.0.keys()
+    }
+
+    /// The last position delivered of a followed project (None before the first, or when not
+    /// followed).
+    pub(super) fn last_delivered(&self, project_id: &str) -> Option<StreamPosition> {
+        self.0.get(project_id)?.clone()
+    }
+
     /// Applies a change of interest, and to the live connection when there is one.
-    async fn apply(&mut self, interest: Interest, sink: Option<&mut redis::aio::PubSubSink>) {
+    pub(super) async fn apply(&mut self, interest: Interest, sink: Option<&mut dyn ChannelSink>) {
         match interest {
             Interest::Gained(project_id, subscribed) => {
                 if let Some(sink) = sink {
-                    if let Err(error) = sink.subscribe(channel(&project_id)).await {
+                    if let Err(error) = sink.join(channel(&project_id)).await {
                         log::warn!(project_id = &*project_id, error:% = error; "redis subscribe failed");
                     }
                 }
@@ -166,7 +193,7 @@ impl Followed {
             }
             Interest::Lost(project_id) => {
                 if let Some(sink) = sink {
-                    let _ = sink.unsubscribe(channel(&project_id)).await;
+                    let _ = sink.leave(channel(&project_id)).await;
                 }
                 self.0.remove(&project_id);
             }
@@ -174,7 +201,29 @@ impl Followed {
     }
 }
 
-async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mpsc::UnboundedReceiver<Interest>) {
+/// Where a project's channel is subscribed: the one pub/sub connection of a single node, or the
+/// shards of a cluster.
+pub(super) trait ChannelSink: Send {
+    fn join(&mut self, channel: String) -> BoxFuture<'_, redis::RedisResult<()>>;
+    fn leave(&mut self, channel: String) -> BoxFuture<'_, redis::RedisResult<()>>;
+}
+
+impl ChannelSink for redis::aio::PubSubSink {
+    fn join(&mut self, channel: String) -> BoxFuture<'_, redis::RedisResult<()>> {
+        self.subscribe(channel).boxed()
+    }
+
+    fn leave(&mut self, channel: String) -> BoxFuture<'_, redis::RedisResult<()>> {
+        self.unsubscribe(channel).boxed()
+    }
+}
+
+async fn run(
+    engine: &RedisEngine,
+    client: &redis::Client,
+    delivery: &dyn LocalDelivery,
+    mut commands: mpsc::UnboundedReceiver<Interest>,
+) {
     let (health, metrics) = (&engine.health, &*engine.metrics);
     let mut followed = Followed::default();
     let mut attempt = 0;
@@ -182,7 +231,7 @@ async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mp
         while let Ok(interest) = commands.try_recv() {
             followed.apply(interest, None).await;
         }
-        let pubsub = match engine.client().get_async_pubsub().await {
+        let pubsub = match client.get_async_pubsub().await {
             Ok(pubsub) => pubsub,
             Err(error) => {
                 if attempt == 0 {
@@ -205,7 +254,7 @@ async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mp
         if !subscribed {
             continue;
         }
-        fill_gaps(&engine, delivery, &mut followed).await;
+        fill_gaps(engine, delivery, &mut followed).await;
         if attempt > 0 {
             log::info!(projects = followed.0.len(); "redis pub/sub reconnected and resubscribed");
         }
@@ -214,7 +263,7 @@ async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mp
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => deliver(delivery, &mut followed, metrics, &message).await,
+                    Some(message) => deliver(engine, delivery, &mut followed, &message).await,
                     None => break,
                 },
                 interest = commands.recv() => match interest {
@@ -234,34 +283,50 @@ async fn run(engine: RedisEngine, delivery: &dyn LocalDelivery, mut commands: mp
 const GAP_PAGE_BYTES: usize = 1 << 20;
 
 /// Hands over what was published while the connection was down, a page at a time.
-async fn fill_gaps(engine: &RedisEngine, delivery: &dyn LocalDelivery, followed: &mut Followed) {
-    for (project_id, mut delivered) in followed.delivered() {
-        loop {
-            let (top, entries) = match engine.page_after(&project_id, delivered.offset, GAP_PAGE_BYTES).await {
-                Ok(page) => page,
-                Err(error) => {
-                    log::warn!(project_id = &*project_id, error:% = error; "gap fill failed");
-                    break;
-                }
-            };
-            if !covers(&delivered, &top, entries.first().map(|(offset, _)| *offset)) {
-                log::warn!(project_id = &*project_id; "history no longer covers the outage; subscribers see a gap");
+pub(super) async fn fill_gaps(engine: &RedisEngine, delivery: &dyn LocalDelivery, followed: &mut Followed) {
+    for (project_id, delivered) in followed.delivered() {
+        fill_gap(engine, delivery, followed, &project_id, delivered).await;
+    }
+}
+
+/// Hands over what the project published after `delivered`, a page at a time.
+pub(super) async fn fill_gap(
+    engine: &RedisEngine,
+    delivery: &dyn LocalDelivery,
+    followed: &mut Followed,
+    project_id: &ProjectId,
+    mut delivered: StreamPosition,
+) {
+    loop {
+        let (top, entries) = match engine.page_after(project_id, delivered.offset, GAP_PAGE_BYTES).await {
+            Ok(page) => page,
+            Err(error) => {
+                log::warn!(project_id = &**project_id, error:% = error; "gap fill failed");
                 break;
             }
-            for (offset, frame) in entries {
-                delivered = StreamPosition { offset, epoch: top.epoch.clone() };
-                if followed.advance(&project_id, &delivered) {
-                    delivery.publication(&project_id, Some(delivered.clone()), frame).await;
-                }
+        };
+        if !covers(&delivered, &top, entries.first().map(|(offset, _)| *offset)) {
+            log::warn!(project_id = &**project_id; "history no longer covers the outage; subscribers see a gap");
+            break;
+        }
+        for (offset, frame) in entries {
+            delivered = StreamPosition { offset, epoch: top.epoch.clone() };
+            if followed.advance(project_id, &delivered) {
+                delivery.publication(project_id, Some(delivered.clone()), frame).await;
             }
-            if delivered.offset >= top.offset {
-                break;
-            }
+        }
+        if delivered.offset >= top.offset {
+            break;
         }
     }
 }
 
-async fn deliver(delivery: &dyn LocalDelivery, followed: &mut Followed, metrics: &Metrics, message: &redis::Msg) {
+pub(super) async fn deliver(
+    engine: &RedisEngine,
+    delivery: &dyn LocalDelivery,
+    followed: &mut Followed,
+    message: &redis::Msg,
+) {
     let channel_name = message.get_channel_name();
     let Some(project) = project_of_channel(channel_name) else { return };
     let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { return };
@@ -288,7 +353,15 @@ async fn deliver(delivery: &dyn LocalDelivery, followed: &mut Followed, metrics:
         return;
     };
     let latency_ms = chrono::Utc::now().timestamp_millis().saturating_sub(parsed.published_at_ms).max(0);
-    metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
+    engine.metrics.cross_task_latency.observe(latency_ms as f64 / 1000.0);
+    // A publication past the next offset: the channel missed some (on a cluster, a subscription
+    // that stayed on a demoted primary while it resynced from the new one); they come from the
+    // history first. One node's channel never skips one while its connection lasts.
+    if let (Some(project_id), Some(last)) = (followed.followed(project), followed.last_delivered(project)) {
+        if last.epoch == parsed.position.epoch && parsed.position.offset > last.offset + 1 {
+            fill_gap(engine, delivery, followed, &project_id, last).await;
+        }
+    }
     if followed.advance(project, &parsed.position) {
         let frame = parsed.position.spliced_into(parsed.frame);
         delivery.publication(&project.into(), Some(parsed.position), frame).await;
