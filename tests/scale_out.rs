@@ -392,28 +392,32 @@ async fn the_redis_history_keeps_at_most_history_max_bytes_per_project_and_is_re
     assert!(counted <= 1_000_000, "{counted} bytes kept");
 }
 
-/// On a Redis Cluster, a steady publish load on one task, subscribers on two, and the project's
-/// slot moved to another shard meanwhile (its keys migrated, the old owner dropping the sharded
-/// subscription with a `sunsubscribe`): every subscriber gets every confirmed publication once
-/// and in order.
-#[tokio::test]
-async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
-    let mut redis = RedisDeployment::cluster();
-    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
-    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+/// Subscribes a client to `project` on each of `servers`, in order.
+async fn subscribers_on(servers: &[&ChildServer], project: &str) -> Vec<Client> {
     let mut subscribers = Vec::new();
-    for server in &servers {
+    for server in servers {
         let mut client = Client::connect(&server.ws_url("/ws")).await;
-        let confirmed = client.request(json!({"action": "subscribe", "project_id": "mv"})).await;
+        let confirmed = client.request(json!({"action": "subscribe", "project_id": project})).await;
         assert_eq!(confirmed["type"], "subscription_confirmed");
         subscribers.push(client);
     }
+    subscribers
+}
+
+/// Publishes `{"seq": n}` for n in 0..count to `project`, 10 ms apart, through `publisher(n)`,
+/// calling `before(n)` first (where a test changes the topology); the seqs confirmed. A 503 is
+/// a refusal (never confirmed); anything else fails the test. At least `min_confirmed` must be.
+async fn publish_steadily<'a>(
+    project: &str,
+    count: u64,
+    min_confirmed: usize,
+    publisher: impl Fn(u64) -> &'a ChildServer,
+    mut before: impl FnMut(u64),
+) -> Vec<u64> {
     let (mut confirmed, mut refused) = (Vec::new(), 0);
-    for seq in 0..200u64 {
-        if seq == 100 {
-            cluster.move_slot_of("agenticai:{mv}:stream");
-        }
-        let response = servers[0].publish(json!({"project_id": "mv", "data": {"seq": seq}})).await;
+    for seq in 0..count {
+        before(seq);
+        let response = publisher(seq).publish(json!({"project_id": project, "data": {"seq": seq}})).await;
         match response.status().as_u16() {
             200 => confirmed.push(seq),
             503 => refused += 1,
@@ -421,7 +425,13 @@ async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(confirmed.len() >= 190, "{} of 200 confirmed ({refused} refused)", confirmed.len());
+    assert!(confirmed.len() >= min_confirmed, "{} of {count} confirmed ({refused} refused)", confirmed.len());
+    confirmed
+}
+
+/// Every subscriber got exactly the confirmed seqs, once each and in order (read until 3 s of
+/// silence).
+async fn assert_each_got_exactly(subscribers: &mut [Client], confirmed: &[u64]) {
     for (index, client) in subscribers.iter_mut().enumerate() {
         let mut received = Vec::new();
         loop {
@@ -435,6 +445,31 @@ async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
     }
 }
 
+/// On a Redis Cluster, a steady publish load on one task, subscribers on two, and the project's
+/// slot moved to another shard meanwhile (its keys migrated, the old owner dropping the sharded
+/// subscription with a `sunsubscribe`): every subscriber gets every confirmed publication once
+/// and in order.
+#[tokio::test]
+async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let mut subscribers = subscribers_on(&[&servers[0], &servers[1]], "mv").await;
+    let confirmed = publish_steadily(
+        "mv",
+        200,
+        190,
+        |_| &servers[0],
+        |seq| {
+            if seq == 100 {
+                cluster.move_slot_of("agenticai:{mv}:stream");
+            }
+        },
+    )
+    .await;
+    assert_each_got_exactly(&mut subscribers, &confirmed).await;
+}
+
 /// A failover under a steady publish load, on a Redis Cluster: the replica of the shard owning
 /// the project is promoted (`CLUSTER FAILOVER`), then the old primary killed. Every subscriber, on
 /// two tasks, gets every confirmed publication once and in order; what was refused meanwhile (if
@@ -445,40 +480,16 @@ async fn a_failover_under_load_loses_no_confirmed_publication() {
     let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
     let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
     let (primary, replica) = cluster.primary_and_replica_of("agenticai:{fo}:stream");
-    let mut subscribers = Vec::new();
-    for server in servers.iter().chain(servers.iter()) {
-        let mut client = Client::connect(&server.ws_url("/ws")).await;
-        let confirmed = client.request(json!({"action": "subscribe", "project_id": "fo"})).await;
-        assert_eq!(confirmed["type"], "subscription_confirmed");
-        subscribers.push(client);
-    }
-    let (mut confirmed, mut refused) = (Vec::new(), 0);
-    for seq in 0..300u64 {
+    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], "fo").await;
+    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
+    let confirmed = publish_steadily("fo", 300, 250, publisher, |seq| {
         if seq == 100 {
             cluster.fail_over_to(replica);
         }
         if seq == 150 {
             cluster.nodes[primary].kill();
         }
-        let publisher = &servers[(seq as usize) % servers.len()];
-        let response = publisher.publish(json!({"project_id": "fo", "data": {"seq": seq}})).await;
-        match response.status().as_u16() {
-            200 => confirmed.push(seq),
-            503 => refused += 1,
-            other => panic!("unexpected status {other}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(confirmed.len() >= 250, "{} of 300 confirmed ({refused} refused)", confirmed.len());
-    for (index, client) in subscribers.iter_mut().enumerate() {
-        let mut received = Vec::new();
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(3), client.recv()).await;
-            let Ok(message) = message else { break };
-            if message["type"] == "message" && message.get("offset").is_some() {
-                received.push(message["data"]["seq"].as_u64().unwrap());
-            }
-        }
-        assert_eq!(received, confirmed, "subscriber {index} lost, repeated or reordered a confirmed publication");
-    }
+    })
+    .await;
+    assert_each_got_exactly(&mut subscribers, &confirmed).await;
 }
