@@ -95,9 +95,12 @@ const ENGINE_WAIT: Duration = Duration::from_secs(2);
 /// Messages the hub's mailbox holds before senders are told to back off.
 pub(crate) const HUB_MAILBOX_CAPACITY: usize = 4096;
 
-/// Registers a connection. Its outbox is where the hub delivers.
+/// Registers a connection. Its outbox is where the hub delivers. Answered, when a project named
+/// on the URL is this task's first follower of it and the engine's subscribe did not complete at
+/// once, with what resolves when it did (or `ENGINE_WAIT` passed): the connection is not greeted
+/// before, so a client that was greeted receives every publication made after.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<BoxFuture<'static, ()>>")]
 pub(crate) struct Connect {
     pub id: ConnectionId,
     pub outbox: Outbox,
@@ -895,18 +898,27 @@ impl Actor for Hub {
 }
 
 impl Handler<Connect> for Hub {
-    type Result = ();
+    type Result = Option<BoxFuture<'static, ()>>;
 
-    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let id = msg.id.clone();
         let outbox = msg.outbox.clone();
         let registered =
             Registered { outbox: msg.outbox, session: msg.session, projects: HashSet::new(), member: msg.member };
         self.connections.insert(msg.id, registered);
+        let mut channels_ready = Vec::new();
         for project_id in msg.projects {
-            self.add_subscription(&id, project_id.clone(), false, false, None, ctx);
+            if let Some(Some(ready)) = self.add_subscription(&id, project_id.clone(), false, false, None, ctx) {
+                channels_ready.push(ready);
+            }
             self.send_snapshots(&project_id, &outbox);
         }
+        (!channels_ready.is_empty()).then(|| {
+            async move {
+                let _ = tokio::time::timeout(ENGINE_WAIT, futures_util::future::join_all(channels_ready)).await;
+            }
+            .boxed()
+        })
     }
 }
 

@@ -338,6 +338,32 @@ async fn publications_made_while_a_resumes_first_history_read_waits_follow_its_r
     resumer.expect_silence(Duration::from_millis(300)).await;
 }
 
+/// A client greeted on a URL naming a project (`?project_id=`, subscribed silently, with no
+/// confirmation) gets every publication made after the greeting, also when its task's SUBSCRIBE
+/// to the project's channel is slow: here it waits 500 ms in a proxy while the publish goes
+/// through. (The greeting used to come at once, and such a publication never reached it.)
+#[tokio::test]
+async fn a_client_greeted_on_a_project_url_gets_what_is_published_right_after_the_greeting() {
+    let redis = RedisServer::start();
+    let proxy = RequestHoldingProxy::holding_subscriptions(&redis.url()).await;
+    let task = ChildServer::spawn(&[("REDIS_URL", proxy.url.clone())]).await;
+    proxy.hold(true);
+    let greeted_then_published = async {
+        let client = Client::connect(&task.ws_url("/ws?project_id=greeted")).await;
+        let response = task.publish(json!({"project_id": "greeted", "data": {"seq": 1}})).await;
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        client
+    };
+    let slow_subscribe = async {
+        proxy.wait_for_held("agenticai:{greeted}:pub").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.hold(false);
+    };
+    let (mut client, ()) = tokio::join!(greeted_then_published, slow_subscribe);
+    let seen = read_messages(&mut client, 1).await;
+    assert_eq!((seen[0].0, seen[0].2), (1, 1), "{seen:?}");
+}
+
 /// The sum of the frames a project's Redis stream holds.
 fn stream_bytes(redis: &RedisDeployment, project: &str) -> usize {
     let entries: Vec<(String, Vec<(String, String)>)> =

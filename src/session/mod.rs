@@ -193,7 +193,11 @@ impl Session {
             metrics.authenticated_connections.inc();
         }
         metrics.frame_out("connected");
-        hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient(), member }).await?;
+        let channels_ready =
+            hub.send(Connect { id, outbox, projects: initial_projects, session: addr.recipient(), member }).await?;
+        if let Some(ready) = channels_ready {
+            ready.await;
+        }
         Ok(body)
     }
 

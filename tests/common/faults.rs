@@ -171,8 +171,9 @@ impl OutageProxy {
 /// A TCP proxy in front of Redis that can hold back the requests of its command connections
 /// (every connection that has not sent SUBSCRIBE) while pub/sub traffic flows on: a history read
 /// asked meanwhile waits in the proxy and runs in Redis only when the test lets go, after
-/// whatever the test published in between. [`RequestHoldingProxy::wait_for_held`] says when a
-/// request naming a given key is waiting.
+/// whatever the test published in between. Or, made by [`RequestHoldingProxy::holding_subscriptions`],
+/// the other way round: a SUBSCRIBE waits while publications go through.
+/// [`RequestHoldingProxy::wait_for_held`] says when a request naming a given key is waiting.
 pub struct RequestHoldingProxy {
     /// `redis://` URL of the proxy.
     pub url: String,
@@ -182,7 +183,17 @@ pub struct RequestHoldingProxy {
 }
 
 impl RequestHoldingProxy {
+    /// Holds the command connections' requests.
     pub async fn start(redis_url: &str) -> Self {
+        Self::holding(redis_url, false).await
+    }
+
+    /// Holds the pub/sub connection's requests (its SUBSCRIBEs) from its first SUBSCRIBE on.
+    pub async fn holding_subscriptions(redis_url: &str) -> Self {
+        Self::holding(redis_url, true).await
+    }
+
+    async fn holding(redis_url: &str, subscriptions: bool) -> Self {
         let upstream = redis_url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}/", listener.local_addr().unwrap());
@@ -192,7 +203,7 @@ impl RequestHoldingProxy {
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Ok(outbound) = TcpStream::connect(&upstream).await else { continue };
-                tokio::spawn(Self::relay(inbound, outbound, holding_in.subscribe(), held_in.clone()));
+                tokio::spawn(Self::relay(inbound, outbound, subscriptions, holding_in.subscribe(), held_in.clone()));
             }
         });
         RequestHoldingProxy { url, holding, held }
@@ -201,6 +212,7 @@ impl RequestHoldingProxy {
     async fn relay(
         inbound: TcpStream,
         outbound: TcpStream,
+        subscriptions: bool,
         mut holding: tokio::sync::watch::Receiver<bool>,
         held: std::sync::Arc<Mutex<Vec<u8>>>,
     ) {
@@ -220,7 +232,7 @@ impl RequestHoldingProxy {
                     };
                     let chunk = buffer[..read].to_vec();
                     subscriber |= chunk.windows(9).any(|window| window.eq_ignore_ascii_case(b"SUBSCRIBE"));
-                    if !subscriber && *holding.borrow() {
+                    if subscriber == subscriptions && *holding.borrow() {
                         held.lock().unwrap().extend_from_slice(&chunk);
                     }
                     if requests_tx.send((chunk, subscriber)).is_err() {
@@ -231,7 +243,7 @@ impl RequestHoldingProxy {
         };
         let writing = async move {
             while let Some((chunk, subscriber)) = requests_rx.recv().await {
-                if !subscriber && holding.wait_for(|holding| !holding).await.is_err() {
+                if subscriber == subscriptions && holding.wait_for(|holding| !holding).await.is_err() {
                     return;
                 }
                 if to_redis.write_all(&chunk).await.is_err() {
