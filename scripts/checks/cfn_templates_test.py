@@ -305,7 +305,7 @@ def check_platform_cluster(report):
     token = {"Fn::Sub": "{{resolve:secretsmanager:${RedisClusterAuthToken}}}"}
     report.check(
         group["TransitEncryptionEnabled"] is True and group["AtRestEncryptionEnabled"] is True
-        and group["AuthToken"] == token
+        and group.get("AuthToken") == token
         and resources["RedisClusterAuthToken"]["Properties"]["GenerateSecretString"].get("ExcludePunctuation") is True,
         "a cluster: TLS, encryption at rest, AUTH from Secrets Manager (alphanumeric, so it stands in a URL)",
     )
