@@ -6,7 +6,9 @@
 # table holds the audit records. Then the disaster-recovery procedures moto supports, with the
 # operators' scripts against that stack: a point-in-time restore of the table into a new table
 # (scripts/ops/dr-restore-table.sh), and a dead-letter queue redriven into its agent queue
-# (scripts/ops/dr-redrive-dlq.sh --copy: moto lacks StartMessageMoveTask).
+# (scripts/ops/dr-redrive-dlq.sh --copy: moto lacks StartMessageMoveTask). The templates as each
+# Redis choice renders them (scripts/checks/cfn_templates_test.py), and the Redis Cluster's per-node
+# alarms (scripts/ops/redis-cluster-alarms.sh) on a replication group made through the API.
 #
 #   scripts/checks/cfn-stack-test.sh [BINARY]     (default target/release/agenticai-websocket)
 set -euo pipefail
@@ -80,63 +82,11 @@ kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
 
-# The service stack's dashboard and alarms read only metrics the server emits, and the dashboard is
-# a body CloudWatch accepts. (moto's CloudFormation cannot create the service stack itself: it lacks
-# the target group's attributes.)
-"$TOOLS_DIR/aws-venv/bin/python" - cloudformation/service.yaml "$data_dir/server.log" <<'PY'
-import json
-import re
-import sys
-
-import boto3
-import yaml
-
-template_path, log_path = sys.argv[1:3]
-
-
-class Loader(yaml.SafeLoader):
-    pass
-
-
-def intrinsic(loader, suffix, node):
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        return {name: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {name: loader.construct_sequence(node, deep=True)}
-    return {name: loader.construct_mapping(node, deep=True)}
-
-
-Loader.add_multi_constructor("!", intrinsic)
-resources = yaml.load(open(template_path), Loader=Loader)["Resources"]
-emitted = set()
-for line in open(log_path):
-    if line.startswith("{") and '"_aws"' in line:
-        for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
-            emitted.update(metric["Name"] for metric in directive["Metrics"])
-
-body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
-dashboard = json.loads(re.sub(r"\$\{([A-Za-z:]+)\}", lambda m: "60" if m.group(1) == "EmfIntervalSecs" else "x", body))
-read = set()
-for widget in dashboard["widgets"]:
-    for row in widget["properties"].get("metrics", []):
-        if row and row[0] == "AgenticAI/WebSocket":
-            read.add(row[1])
-for resource in resources.values():
-    properties = resource.get("Properties", {})
-    if properties.get("Namespace") == "AgenticAI/WebSocket":
-        read.add(properties["MetricName"])
-missing = sorted(read - emitted)
-ok = bool(read) and not missing
-print(f"{'PASS' if ok else 'FAIL'} the dashboard and alarms read {len(read)} EMF metrics, all emitted by the server"
-      + (f" (never emitted: {missing})" if missing else ""))
-cloudwatch = boto3.client("cloudwatch")
-cloudwatch.put_dashboard(DashboardName="agenticai-websocket-citest", DashboardBody=json.dumps(dashboard))
-stored = json.loads(cloudwatch.get_dashboard(DashboardName="agenticai-websocket-citest")["DashboardBody"])
-accepted = len(stored["widgets"]) == len(dashboard["widgets"])
-print(f"{'PASS' if accepted else 'FAIL'} the dashboard body is accepted ({len(dashboard['widgets'])} widgets)")
-sys.exit(0 if ok and accepted else 1)
-PY
+# The templates as each parameter choice renders them (moto's CloudFormation cannot create the
+# service stack: it lacks the target group's attributes; nor ElastiCache): the dashboard and alarms
+# read only metrics the server emits and CloudWatch accepts the dashboard, with no Redis, one node
+# or a cluster; the task's Redis environment for each; the cluster's pieces in the platform stack.
+"$TOOLS_DIR/aws-venv/bin/python" scripts/checks/cfn_templates_test.py "$data_dir/server.log"
 
 # The DR scripts drive the AWS CLI, as operators do; the venv gets one when the machine has none.
 if ! command -v aws >/dev/null 2>&1; then
@@ -194,3 +144,45 @@ ok = queue == 4 and dlq == 0
 print(f"{'PASS' if ok else 'FAIL'} dr: the dev DLQ's 3 messages are back in the dev queue (queue {queue}, DLQ {dlq})")
 sys.exit(0 if ok else 1)
 PY
+
+# The Redis Cluster's per-node alarms, as operators put them (moto's CloudFormation lacks
+# ElastiCache: the replication group is made through the API): an alarm pair per node, and the pair
+# of a node the cluster no longer has (left by an earlier run, before a shard was removed) deleted.
+"$TOOLS_DIR/aws-venv/bin/python" - <<'PY'
+import boto3
+
+boto3.client("elasticache").create_replication_group(
+    ReplicationGroupId="agenticai-citest", ReplicationGroupDescription="cfn-stack-test", Engine="valkey",
+    CacheNodeType="cache.m7g.large", NumNodeGroups=3, ReplicasPerNodeGroup=2, AutomaticFailoverEnabled=True)
+cloudwatch = boto3.client("cloudwatch")
+for kind, metric in (("engine-cpu", "EngineCPUUtilization"), ("memory", "DatabaseMemoryUsagePercentage")):
+    cloudwatch.put_metric_alarm(
+        AlarmName=f"agenticai-websocket-dev-redis-agenticai-citest-0009-001-{kind}", Namespace="AWS/ElastiCache",
+        MetricName=metric, Dimensions=[{"Name": "CacheClusterId", "Value": "agenticai-citest-0009-001"}],
+        Statistic="Maximum", Period=60, EvaluationPeriods=5, Threshold=80, ComparisonOperator="GreaterThanThreshold")
+PY
+check_cluster_alarms() {
+  "$TOOLS_DIR/aws-venv/bin/python" - "$1" <<'PY'
+import sys
+import boto3
+
+label = sys.argv[1]
+members = set(boto3.client("elasticache").describe_replication_groups(
+    ReplicationGroupId="agenticai-citest")["ReplicationGroups"][0]["MemberClusters"])
+alarms = boto3.client("cloudwatch").describe_alarms(AlarmNamePrefix="agenticai-websocket-dev-redis-")["MetricAlarms"]
+expected = {(member, metric) for member in members for metric in ("EngineCPUUtilization", "DatabaseMemoryUsagePercentage")}
+found = {
+    ({d["Name"]: d["Value"] for d in alarm["Dimensions"]}["CacheClusterId"], alarm["MetricName"])
+    for alarm in alarms
+    if alarm["Namespace"] == "AWS/ElastiCache" and alarm["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:oncall"]
+}
+ok = found == expected and len(alarms) == len(expected)
+print(f"{'PASS' if ok else 'FAIL'} redis-cluster-alarms, {label}: engine CPU and memory alarms on each of the "
+      f"{len(members)} nodes, nothing else ({len(alarms)} alarms)")
+sys.exit(0 if ok else 1)
+PY
+}
+for run in "first run, a gone node's pair deleted" "second run, unchanged"; do
+  bash scripts/ops/redis-cluster-alarms.sh dev --replication-group agenticai-citest --topic arn:aws:sns:us-east-1:123456789012:oncall
+  check_cluster_alarms "$run"
+done

