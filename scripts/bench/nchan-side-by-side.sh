@@ -22,6 +22,8 @@
 # the workspace makes it. Needs nginx and Debian's libnginx-mod-nchan.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 RUNS=${1:-3}
 OUT=${2:-target/nchan-side-by-side}
 GATEWAY_BIN=${GATEWAY_BIN:-target/release/agenticai-websocket}
@@ -55,16 +57,6 @@ stop_servers() {
   fi
 }
 trap stop_servers EXIT
-
-wait_for_port() {
-  local port=$1 log=$2
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $port; see $log" >&2
-  exit 1
-}
 
 # Every connection comes from 127.0.0.1 and every publication from one client: the per-address
 # cap and the publish budget are off, as a benchmark from one address needs (benchmarks.sh does
