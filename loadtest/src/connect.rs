@@ -1,7 +1,9 @@
 //! `connect`: open N connections (each subscribed to one of K projects by `?project_id=`) at a
 //! rate, hold them, check every one still receives (one publication per project through the
 //! publish API), close them; report the connect rate, failures by cause and the server's memory
-//! and CPU from `/metrics`.
+//! and CPU from `/metrics`. Against Nchan (`--server nchan`) a connection subscribes on
+//! /sub/{project}, the check publications are posted to /pub/{project}, and the server's memory
+//! and CPU come from /proc of its `--server-pid`s.
 //!
 //! One process holds at most ~19,900 sockets (RLIMIT_NOFILE 20,000 here), so a large run is
 //! spread over child processes (`--processes`, by default one per 15,000 connections): each
@@ -29,6 +31,7 @@ use crate::{
     net::{self, Target},
     report::{self, Report},
     scrape,
+    server::{MemorySource, ServerArgs},
     stats::{self, Causes},
     tokens::TokenArgs,
     Common, Progress,
@@ -61,6 +64,8 @@ pub struct Args {
     pub max_ramp: f64,
     #[command(flatten)]
     pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// One process's share of a run.
@@ -90,6 +95,8 @@ pub struct WorkerArgs {
     pub max_seconds: f64,
     #[command(flatten)]
     pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// What a worker reports.
@@ -140,12 +147,13 @@ async fn worker(args: WorkerArgs, events: mpsc::UnboundedSender<Event>) -> anyho
     let mine: Vec<usize> = (me..args.connections).step_by(count).collect();
     // Every URL (and token) is made before the ramp, so signing does not slow what is measured.
     let signer = args.tokens.signer()?;
+    let server = args.server.kind;
     let urls = mine
         .iter()
         .map(|&global| {
             let target = &targets[global % targets.len()];
             let project = project_id(&args.run_id, global, args.projects);
-            let url = target.ws_url(Some(&project));
+            let url = server.subscribe_url(target, &project);
             Ok(match &signer {
                 Some(signer) => format!("{url}&token={}", signer.token(global, &project, &args.run_id)?),
                 None => url,
@@ -203,7 +211,7 @@ async fn worker(args: WorkerArgs, events: mpsc::UnboundedSender<Event>) -> anyho
             let t0 = Instant::now();
             let _ = counters.first_ns.compare_exchange(0, stats::now_ns(), Relaxed, Relaxed);
             counters.attempted.fetch_add(1, Relaxed);
-            let opened = net::open(&target, &url, source, timeout).await;
+            let opened = net::open_expecting(&target, &url, source, timeout, server.greeting()).await;
             counters.last_ns.fetch_max(stats::now_ns(), Relaxed);
             drop(permit);
             let mut ws = match opened {
@@ -316,10 +324,24 @@ impl Agg {
     }
 }
 
+impl Args {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.connections > 0 && self.projects > 0, "--connections and --projects must be positive");
+        self.server.check(&self.common)?;
+        anyhow::ensure!(
+            self.server.kind.has_metrics()
+                || (self.tokens.token_secret.is_none() && self.tokens.token_rsa_key.is_none()),
+            "connection tokens are the gateway's: not with --server nchan"
+        );
+        Ok(())
+    }
+}
+
 pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.connections > 0 && args.projects > 0, "--connections and --projects must be positive");
+    args.check()?;
     let targets = args.common.targets()?;
-    let metrics_urls = args.common.metrics_urls(&targets)?;
+    let metrics_urls = args.server.metrics_urls(&args.common, &targets)?;
+    let memory = args.server.memory_source();
     let http = crate::http_client();
     let processes = if args.processes == 0 { args.connections.div_ceil(15_000) } else { args.processes }.max(1);
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -361,7 +383,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     let ramped_at = Instant::now();
     let at_ramp = scrape::scrape(&http, &metrics_urls).await;
     // 2. The hold.
-    let held = hold(&http, &metrics_urls, ramped_at, Duration::from_secs_f64(args.hold.max(0.0))).await;
+    let held = hold(&http, &metrics_urls, memory, ramped_at, Duration::from_secs_f64(args.hold.max(0.0))).await;
     let held_for = ramped_at.elapsed().as_secs_f64();
     // 3. The check: every connection must receive one publication to its project.
     let (reported_subscribers, publish_errors) = verify(&http, &targets, &args, &run_id).await;
@@ -377,7 +399,7 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
     let mut agg = std::mem::take(&mut *lock(&agg));
     agg.lost_workers = processes - agg.done.len();
     let outcome = Outcome::new(agg, &publish_errors, reported_subscribers, processes, held_for);
-    let server = ServerFigures::new(&measured, &at_ramp, &held, outcome.connected);
+    let server = ServerFigures::new(&args.server, &measured, &at_ramp, &held, outcome.connected);
     Ok(report(&args, nofile, &outcome, &server, &measured).print(args.common.json))
 }
 
@@ -408,6 +430,7 @@ fn start_workers(
             max_ramp: args.max_ramp,
             max_seconds,
             tokens: args.tokens.clone(),
+            server: args.server.clone(),
         };
         tokio::spawn(async move {
             if let Err(error) = worker(worker_args, events).await {
@@ -448,6 +471,7 @@ fn start_workers(
             .arg("--max-seconds")
             .arg(max_seconds.to_string())
             .args(args.tokens.to_args())
+            .args(args.server.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -471,15 +495,21 @@ fn start_workers(
 }
 
 /// Holds the connections for `hold` from `ramped_at`; the server's memory is sampled after a
-/// settle and then every 5 s, and the sample with the largest RSS returned.
-async fn hold(http: &reqwest::Client, metrics_urls: &[String], ramped_at: Instant, hold: Duration) -> scrape::Sample {
+/// settle and then every 5 s, and the sample with the most memory returned.
+async fn hold(
+    http: &reqwest::Client,
+    metrics_urls: &[String],
+    memory: MemorySource,
+    ramped_at: Instant,
+    hold: Duration,
+) -> scrape::Sample {
     let hold_end = ramped_at + hold;
     tokio::time::sleep(hold.min(Duration::from_secs(2))).await;
     let mut held = scrape::scrape(http, metrics_urls).await;
     while Instant::now() + Duration::from_secs(5) < hold_end {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let sample = scrape::scrape(http, metrics_urls).await;
-        if sample.get(scrape::RSS) > held.get(scrape::RSS) {
+        if sample.get(memory.series()) > held.get(memory.series()) {
             held = sample;
         }
     }
@@ -492,13 +522,12 @@ async fn hold(http: &reqwest::Client, metrics_urls: &[String], ramped_at: Instan
 async fn verify(http: &reqwest::Client, targets: &[Target], args: &Args, run_id: &str) -> (u64, Causes) {
     let mut reported_subscribers = 0u64;
     let mut publish_errors = Causes::new();
-    let mut bases: Vec<String> = targets.iter().map(Target::http_base).collect();
-    bases.sort();
-    bases.dedup();
-    for base in &bases {
+    for target in net::distinct_instances(targets) {
         for k in 0..args.projects {
-            let body = json!({"project_id": project_id(run_id, k, args.projects), "type": "loadtest_verify", "data": {"verify": run_id}});
-            match crate::fanout::http_publish(http, base, args.common.api_key.as_deref(), &body).await {
+            let project = project_id(run_id, k, args.projects);
+            let body = json!({"project_id": project, "type": "loadtest_verify", "data": {"verify": run_id}});
+            let request = args.server.kind.publish_request(http, target, &project).json(&body);
+            match crate::fanout::http_publish(request, args.common.api_key.as_deref()).await {
                 Ok(subscribers) => reported_subscribers += subscribers,
                 Err(cause) => stats::bump(&mut publish_errors, &cause, 1),
             }
@@ -560,11 +589,13 @@ impl Outcome {
 
 /// The server's side: memory before, held and after, CPU over the run and over the ramp.
 struct ServerFigures {
-    rss_before: f64,
-    rss_held: f64,
-    rss_after: f64,
+    memory: MemorySource,
+    memory_before: f64,
+    memory_held: f64,
+    memory_after: f64,
     per_connection: Option<f64>,
-    active_held: f64,
+    /// None without /metrics (Nchan's count is not read).
+    active_held: Option<f64>,
     fds_held: f64,
     cpu_total: f64,
     cpu_ramp: f64,
@@ -572,16 +603,24 @@ struct ServerFigures {
 }
 
 impl ServerFigures {
-    fn new(measured: &report::Measured, at_ramp: &scrape::Sample, held: &scrape::Sample, connected: u64) -> Self {
-        let rss_before = measured.before.get(scrape::RSS);
-        let rss_held = held.get(scrape::RSS);
+    fn new(
+        server: &ServerArgs,
+        measured: &report::Measured,
+        at_ramp: &scrape::Sample,
+        held: &scrape::Sample,
+        connected: u64,
+    ) -> Self {
+        let memory = server.memory_source();
+        let memory_before = measured.before.get(memory.series());
+        let memory_held = held.get(memory.series());
         ServerFigures {
-            rss_before,
-            rss_held,
-            rss_after: measured.after.get(scrape::RSS),
+            memory,
+            memory_before,
+            memory_held,
+            memory_after: measured.after.get(memory.series()),
             per_connection: (connected > 0 && measured.before.ok && held.ok)
-                .then(|| (rss_held - rss_before) / connected as f64),
-            active_held: held.get(scrape::ACTIVE),
+                .then(|| (memory_held - memory_before) / connected as f64),
+            active_held: server.kind.has_metrics().then(|| held.get(scrape::ACTIVE)),
             fds_held: held.get(scrape::FDS),
             cpu_total: measured.server_cpu(),
             cpu_ramp: scrape::delta(&measured.before, at_ramp, scrape::CPU),
@@ -631,10 +670,10 @@ fn report(args: &Args, nofile: u64, outcome: &Outcome, server: &ServerFigures, m
         "machine": measured.machine,
         "server": {
             "metrics_ok": measured.metrics_ok(),
-            "rss_before_bytes": server.rss_before,
-            "rss_held_bytes": server.rss_held,
-            "rss_after_bytes": server.rss_after,
-            "rss_bytes_per_connection": server.per_connection,
+            server.memory.field("before_bytes"): server.memory_before,
+            server.memory.field("held_bytes"): server.memory_held,
+            server.memory.field("after_bytes"): server.memory_after,
+            server.memory.field("bytes_per_connection"): server.per_connection,
             "active_connections_held": server.active_held,
             "open_fds_held": server.fds_held,
             "cpu_seconds_run": server.cpu_total,
@@ -647,18 +686,19 @@ fn report(args: &Args, nofile: u64, outcome: &Outcome, server: &ServerFigures, m
         "connect: {connected}/{} connected over {processes} process(es) in {ramp_seconds:.2}s = {connect_rate:.0} conn/s; failed {connect_failures}, dropped during hold {dropped}, verified {verified} (server reported {reported_subscribers} subscribers)\n\
          failures: {}\n\
          handshake latency: {}\n\
-         held {held_for:.1}s; server RSS {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
+         held {held_for:.1}s; server {} {:.1} MiB -> {:.1} MiB held -> {:.1} MiB after = {} per connection; active {} fds {}\n\
          server CPU: {} over the run, {} during the ramp\n\
          server closes: {}\n\
          {}",
         args.connections,
         stats::causes_line(&outcome.failures),
         outcome.handshake.line(),
-        report::mib(server.rss_before),
-        report::mib(server.rss_held),
-        report::mib(server.rss_after),
+        server.memory.label(),
+        report::mib(server.memory_before),
+        report::mib(server.memory_held),
+        report::mib(server.memory_after),
         report::or_unknown(server.per_connection, |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
-        server.active_held,
+        report::or_unknown(server.active_held, |active| active.to_string()),
         server.fds_held,
         scrape::cpu_text(server.cpu_total),
         scrape::cpu_text(server.cpu_ramp),
@@ -721,21 +761,31 @@ mod tests {
         assert_eq!(outcome.failures.get("worker_process_lost"), Some(&1));
     }
 
-    #[test]
-    fn the_report_gives_memory_per_connection() {
-        let cli = crate::tests::parse(&["connect", "--url", "ws://127.0.0.1:1/ws", "--connections", "5"])
-            .expect("valid arguments");
+    /// The report of a run of 5 connections, all verified, whose server grew by 8 KiB each in
+    /// the series `memory` between before and held.
+    fn report_of_five(extra_args: &[&str], memory: &str) -> Report {
+        let cli = crate::tests::parse(
+            &[&["connect", "--url", "ws://127.0.0.1:1/ws", "--connections", "5"], extra_args].concat(),
+        )
+        .expect("valid arguments");
         let crate::Command::Connect(args) = cli.command else { panic!("not connect") };
         let mut agg = two_workers();
         agg.failures.clear();
         let outcome = Outcome { dropped: 0, verified: 5, ..Outcome::new(agg, &Causes::new(), 5, 2, 10.0) };
-        let measured = report::tests::measured_for_test(&[(scrape::RSS, 10_485_760.0)], &[(scrape::RSS, 10_485_760.0)]);
+        let measured = report::tests::measured_for_test(&[(memory, 10_485_760.0)], &[(memory, 10_485_760.0)]);
         let held = scrape::Sample {
-            series: [(scrape::RSS.to_owned(), 10_485_760.0 + 5.0 * 8192.0)].into_iter().collect(),
+            series: [(memory.to_owned(), 10_485_760.0 + 5.0 * 8192.0), (scrape::FDS.to_owned(), 12.0)]
+                .into_iter()
+                .collect(),
             ok: true,
         };
-        let server = ServerFigures::new(&measured, &scrape::Sample::default(), &held, outcome.connected);
-        let report = report(&args, 20_000, &outcome, &server, &measured);
+        let server = ServerFigures::new(&args.server, &measured, &scrape::Sample::default(), &held, outcome.connected);
+        report(&args, 20_000, &outcome, &server, &measured)
+    }
+
+    #[test]
+    fn the_report_gives_memory_per_connection() {
+        let report = report_of_five(&[], scrape::RSS);
         assert!(report.ok, "{}", report.human);
         assert_eq!(report.value["server"]["rss_bytes_per_connection"], 8192.0);
         assert_eq!(report.value["connect_rate_per_s"], 5.0);
@@ -745,6 +795,36 @@ mod tests {
                 "held 10.0s; server RSS 10.0 MiB -> 10.0 MiB held -> 10.0 MiB after = 8192 B (8.00 KiB) per connection"
             ),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn nchan_takes_no_connection_tokens() {
+        let args = |extra: &[&str]| {
+            let cli = crate::tests::parse(&[&["connect", "--url", "ws://127.0.0.1:1/"], extra].concat())
+                .expect("valid arguments");
+            let crate::Command::Connect(args) = cli.command else { panic!("not connect") };
+            args
+        };
+        assert!(args(&["--server", "nchan", "--server-pid", "1"]).check().is_ok());
+        let error =
+            args(&["--server", "nchan", "--server-pid", "1", "--token-secret", "s"]).check().expect_err("token");
+        assert!(format!("{error:#}").contains("tokens"), "{error:#}");
+        assert!(args(&["--token-secret", "s"]).check().is_ok(), "the gateway takes them");
+    }
+
+    #[test]
+    fn nchans_memory_is_its_processes_pss() {
+        let report = report_of_five(&["--server", "nchan", "--server-pid", "1"], scrape::PSS);
+        assert!(report.ok, "{}", report.human);
+        assert_eq!(report.value["server"]["pss_bytes_per_connection"], 8192.0);
+        assert!(report.value["server"].get("rss_bytes_per_connection").is_none(), "{}", report.value);
+        assert!(report.value["server"]["active_connections_held"].is_null(), "Nchan's is not read");
+        let line = report.human.lines().nth(3).expect("the memory line");
+        assert_eq!(
+            line,
+            "held 10.0s; server PSS 10.0 MiB -> 10.0 MiB held -> 10.0 MiB after = 8192 B (8.00 KiB) per connection; \
+             active unknown fds 12"
         );
     }
 }

@@ -9,6 +9,11 @@
 //! bitset per publisher: a number marked twice is a duplicate, a confirmed publication a
 //! subscriber never marked is lost. The server's `/metrics` before and after give its CPU seconds
 //! per delivery.
+//!
+//! Against Nchan (`--server nchan`, HTTP publishers only) subscribers connect to /sub/{project},
+//! publications are posted to /pub/{project} with the same body, and arrive as that body (no
+//! `{"type":"message",...}` envelope); its CPU comes from /proc of the `--server-pid`s and, with
+//! no delivery count of its own, is divided by the deliveries the subscribers counted.
 
 use std::{
     process::ExitCode,
@@ -34,6 +39,7 @@ use crate::{
     net::{self, Target},
     report::{self, Report},
     scrape,
+    server::{Server, ServerArgs},
     stats::{self, Causes, SeqSet},
     Common, Progress,
 };
@@ -83,16 +89,16 @@ pub struct Args {
     /// Subscriber connection attempts in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
-/// Publishes through the HTTP API; the `subscribers` the server reports, or a cause.
-pub async fn http_publish(
-    client: &reqwest::Client,
-    base: &str,
-    key: Option<&str>,
-    body: &Value,
-) -> Result<u64, String> {
-    let mut request = client.post(format!("{base}/api/v1/publish")).json(body);
+/// The `type` of every publication of a run (the check messages of `connect` have their own).
+const PUBLICATION_TYPE: &str = "loadtest";
+
+/// Sends a publish `request` (see [`Server::publish_request`]); the `subscribers` the server
+/// reports, or a cause.
+pub async fn http_publish(mut request: reqwest::RequestBuilder, key: Option<&str>) -> Result<u64, String> {
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -127,11 +133,18 @@ struct Incoming<'a> {
     data: Option<Stamp>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 struct Stamp {
     sent_at_ns: u64,
     seq: u64,
     publisher: usize,
+}
+
+/// The stamp of a delivered publication, in the envelope `server` delivers it in; None for any
+/// other frame.
+fn delivered_stamp(server: Server, text: &str) -> Option<Stamp> {
+    let incoming: Incoming = serde_json::from_str(text).ok()?;
+    (incoming.kind == server.delivery_type(PUBLICATION_TYPE)).then_some(incoming.data).flatten()
 }
 
 /// Subscribers sharing one delivery-latency histogram.
@@ -213,6 +226,7 @@ impl PublisherResult {
 
 /// What every subscriber and publisher of a run shares: its shape, its targets, its counters.
 struct Plan {
+    server: Server,
     subscribers: usize,
     projects: usize,
     publishers: usize,
@@ -236,6 +250,7 @@ impl Plan {
         }
         let hard_bound = Duration::from_secs_f64(args.duration + args.drain_timeout + 120.0);
         Ok(Plan {
+            server: args.server.kind,
             subscribers: args.subscribers,
             projects: args.projects,
             publishers: args.publishers,
@@ -255,13 +270,25 @@ impl Plan {
     }
 }
 
+impl Args {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.subscribers > 0 && self.projects > 0 && self.publishers > 0 && self.rate > 0.0,
+            "--subscribers, --projects, --publishers and --rate must be positive"
+        );
+        self.server.check(&self.common)?;
+        anyhow::ensure!(
+            self.server.kind.has_metrics() || self.via == Via::Http,
+            "--server nchan is published to by HTTP only (--via http)"
+        );
+        Ok(())
+    }
+}
+
 pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.subscribers > 0 && args.projects > 0 && args.publishers > 0 && args.rate > 0.0,
-        "--subscribers, --projects, --publishers and --rate must be positive"
-    );
+    args.check()?;
     let plan = Arc::new(Plan::new(&args)?);
-    let metrics_urls = args.common.metrics_urls(&plan.targets)?;
+    let metrics_urls = args.server.metrics_urls(&args.common, &plan.targets)?;
     let http = crate::http_client();
     let phase = Arc::new(Mutex::new("connecting"));
     let progress = progress_line(&plan, &phase, args.common.quiet);
@@ -309,7 +336,11 @@ pub async fn run(args: Args, nofile: u64) -> anyhow::Result<ExitCode> {
         delivery_seconds: (last_ns - first_ns) as f64 / 1e9,
         latency: stats::percentiles(&latency),
         tally: Tally::new(publisher_results, &subscriber_results),
-        single_instance: metrics_urls.len() == 1,
+        single_instance: if args.server.kind.has_metrics() {
+            metrics_urls.len() == 1
+        } else {
+            net::distinct_instances(&plan.targets).len() == 1
+        },
     };
     Ok(report(&args, nofile, &outcome, &measured).print(args.common.json))
 }
@@ -372,10 +403,10 @@ async fn subscribe(
 ) -> SubscriberResult {
     let target = &plan.targets[i % plan.targets.len()];
     let k = i % plan.projects;
-    let url = target.ws_url(Some(&plan.project(k)));
+    let url = plan.server.subscribe_url(target, &plan.project(k));
     let source = net::source_addr(i, plan.source_addrs);
     let permit = limit.acquire_owned().await.ok();
-    let opened = net::open(target, &url, source, plan.connect_timeout).await;
+    let opened = net::open_expecting(target, &url, source, plan.connect_timeout, plan.server.greeting()).await;
     drop(permit);
     let mut result = SubscriberResult {
         project: k,
@@ -414,8 +445,8 @@ async fn subscribe(
         match frame {
             Some(Ok(Message::Text(text))) => {
                 let now = stats::now_ns();
-                match serde_json::from_str::<Incoming>(&text) {
-                    Ok(Incoming { kind: "message", data: Some(stamp) }) if stamp.publisher < plan.publishers => {
+                match delivered_stamp(plan.server, &text) {
+                    Some(stamp) if stamp.publisher < plan.publishers => {
                         shared.received.fetch_add(1, Relaxed);
                         shared.last_receive_ns.fetch_max(now, Relaxed);
                         if let Ok(mut latency) = latency.lock() {
@@ -597,9 +628,11 @@ struct Outcome {
 fn report(args: &Args, nofile: u64, outcome: &Outcome, measured: &report::Measured) -> Report {
     let Outcome { published, expected, received, unique, publish_seconds, delivery_seconds, .. } = *outcome;
     let tally = &outcome.tally;
+    let memory = args.server.memory_source();
     let publish_rate = published as f64 / publish_seconds.max(1e-9);
     let deliveries_per_s = report::per_second(unique, delivery_seconds);
-    let server_deliveries = measured.delta(scrape::DELIVERIES);
+    let server_deliveries =
+        if args.server.kind.has_metrics() { measured.delta(scrape::DELIVERIES) } else { unique as f64 };
     let server_cpu = measured.server_cpu();
     let cpu_us_per_delivery = (server_deliveries > 0.0).then(|| server_cpu * 1e6 / server_deliveries);
     let slow_closed = measured.delta(scrape::SLOW_CLOSED);
@@ -647,7 +680,7 @@ fn report(args: &Args, nofile: u64, outcome: &Outcome, measured: &report::Measur
             "cpu_seconds": server_cpu,
             "cpu_us_per_delivery": cpu_us_per_delivery,
             "slow_consumers_closed": slow_closed,
-            "rss_bytes": measured.after.get(scrape::RSS),
+            memory.field("bytes"): measured.after.get(memory.series()),
         },
     });
     let human = format!(
@@ -723,7 +756,6 @@ async fn publish_http(ctx: PublisherCtx) -> PublisherResult {
     let state = Arc::new(Mutex::new(PublisherResult::empty(ctx.index, ctx.plan.projects)));
     let window = Arc::new(Semaphore::new(ctx.window));
     let mut seqs = vec![0u64; ctx.plan.projects];
-    let base = ctx.target.http_base();
     let mut requests = JoinSet::new();
     let mut n = 0;
     while let Some((_, k)) = ctx.next(n).await {
@@ -731,11 +763,13 @@ async fn publish_http(ctx: PublisherCtx) -> PublisherResult {
         let seq = seqs[k];
         seqs[k] += 1;
         let Ok(permit) = window.clone().acquire_owned().await else { break };
-        let (ctx, state, base) = (ctx.clone(), state.clone(), base.clone());
+        let (ctx, state) = (ctx.clone(), state.clone());
         requests.spawn(async move {
-            let body = json!({"project_id": ctx.plan.project(k), "type": "loadtest", "data": ctx.data(seq)});
+            let project = ctx.plan.project(k);
+            let body = json!({"project_id": project, "type": PUBLICATION_TYPE, "data": ctx.data(seq)});
             let t0 = Instant::now();
-            let outcome = http_publish(&ctx.http, &base, ctx.key.as_deref(), &body).await;
+            let request = ctx.plan.server.publish_request(&ctx.http, &ctx.target, &project).json(&body);
+            let outcome = http_publish(request, ctx.key.as_deref()).await;
             drop(permit);
             let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match outcome {
@@ -838,7 +872,7 @@ async fn publish_ws(ctx: PublisherCtx) -> PublisherResult {
             Err(_) => break,
         }
         let request_id = format!("{k}.{seq}");
-        let frame = json!({"action": "publish", "project_id": ctx.plan.project(k), "type": "loadtest", "data": ctx.data(seq), "request_id": request_id});
+        let frame = json!({"action": "publish", "project_id": ctx.plan.project(k), "type": PUBLICATION_TYPE, "data": ctx.data(seq), "request_id": request_id});
         sent_at.lock().unwrap().insert(request_id, Instant::now());
         if sink.send(Message::text(frame.to_string())).await.is_err() {
             result.fail(&ctx.plan, "publisher_send_failed");
@@ -896,15 +930,21 @@ mod tests {
         assert!(tally.subscriber_failures.is_empty());
     }
 
-    #[test]
-    fn the_report_carries_the_figures_the_scripts_read() {
-        let cli =
-            crate::tests::parse(&["fanout", "--url", "ws://127.0.0.1:1/ws", "--subscribers", "4", "--projects", "2"])
-                .expect("valid arguments");
+    fn fanout_args(extra_args: &[&str]) -> Args {
+        let cli = crate::tests::parse(
+            &[&["fanout", "--url", "ws://127.0.0.1:1/ws", "--subscribers", "4", "--projects", "2"], extra_args]
+                .concat(),
+        )
+        .expect("valid arguments");
         let crate::Command::Fanout(args) = cli.command else { panic!("not fanout") };
+        args
+    }
+
+    /// 100 publications confirmed, 199 of their 200 deliveries received: one lost.
+    fn outcome_with_one_lost() -> Outcome {
         let mut subscriber_failures = Causes::new();
         stats::bump(&mut subscriber_failures, "subscriber_eof", 1);
-        let outcome = Outcome {
+        Outcome {
             connect_seconds: 0.5,
             connect_failures: Causes::new(),
             published: 100,
@@ -926,7 +966,13 @@ mod tests {
                 subscriber_failures,
             },
             single_instance: true,
-        };
+        }
+    }
+
+    #[test]
+    fn the_report_carries_the_figures_the_scripts_read() {
+        let args = fanout_args(&[]);
+        let outcome = outcome_with_one_lost();
         let measured = report::tests::measured_for_test(
             &[(scrape::DELIVERIES, 1000.0), (scrape::CPU, 10.0)],
             &[(scrape::DELIVERIES, 1200.0), (scrape::CPU, 10.001)],
@@ -950,5 +996,44 @@ mod tests {
         assert!(lines[2].contains("subscriber failures: subscriber_eof=1"), "{}", lines[2]);
         assert!(lines[5].ends_with("= 5.000 us per delivery, slow consumers closed 0"), "{}", lines[5]);
         assert!(lines[6].starts_with("machine CPU over the run: "), "{}", lines[6]);
+    }
+
+    #[test]
+    fn nchans_cpu_is_divided_by_the_deliveries_its_subscribers_counted() {
+        let args = fanout_args(&["--server", "nchan", "--server-pid", "1"]);
+        let measured = report::tests::measured_for_test(
+            &[(scrape::CPU, 10.0), (scrape::PSS, 1000.0)],
+            &[(scrape::CPU, 10.000995), (scrape::PSS, 2000.0)],
+        );
+        let report = report(&args, 20_000, &outcome_with_one_lost(), &measured);
+        assert_eq!(report.value["server"]["deliveries"], 199.0);
+        let per_delivery = report.value["server"]["cpu_us_per_delivery"].as_f64().expect("a figure");
+        assert!((per_delivery - 5.0).abs() < 1e-3, "{per_delivery}");
+        assert_eq!(report.value["server"]["pss_bytes"], 2000.0);
+    }
+
+    #[test]
+    fn a_delivery_is_read_from_either_envelope() {
+        let stamp = || Some(Stamp { sent_at_ns: 17, seq: 3, publisher: 1 });
+        let data = r#"{"sent_at_ns":17,"seq":3,"publisher":1}"#;
+        let ours = format!(
+            r#"{{"type":"message","id":"u","project_id":"p","event":"loadtest","data":{data},"published_at":"t"}}"#
+        );
+        // Nchan delivers the body as it was posted.
+        let nchans = format!(r#"{{"project_id":"p","type":"loadtest","data":{data}}}"#);
+        assert_eq!(delivered_stamp(Server::Gateway, &ours), stamp());
+        assert_eq!(delivered_stamp(Server::Nchan, &nchans), stamp());
+        assert_eq!(delivered_stamp(Server::Gateway, &nchans), None, "not the gateway's envelope");
+        assert_eq!(delivered_stamp(Server::Nchan, r#"{"type":"loadtest_verify","data":{"verify":"x"}}"#), None);
+        assert_eq!(delivered_stamp(Server::Gateway, r#"{"type":"connected","connection_id":"c"}"#), None);
+        assert_eq!(delivered_stamp(Server::Nchan, "not json"), None);
+    }
+
+    #[test]
+    fn nchan_is_published_to_by_http_only() {
+        assert!(fanout_args(&["--server", "nchan", "--server-pid", "1"]).check().is_ok());
+        let error = fanout_args(&["--server", "nchan", "--server-pid", "1", "--via", "ws"]).check().expect_err("ws");
+        assert!(format!("{error:#}").contains("--via http"), "{error:#}");
+        assert!(fanout_args(&["--via", "ws"]).check().is_ok(), "the gateway takes both");
     }
 }

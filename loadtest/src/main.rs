@@ -16,6 +16,9 @@
 //!   other, with probe clients measuring round trips and connects and the server's memory
 //!   sampled before, during and after each.
 //!
+//! `connect` and `fanout` also drive Nchan (`--server nchan`), for side-by-side figures; `server`
+//! holds what differs between the two servers.
+//!
 //! Each scenario's `run` reads as its phases (set-up, the measured window, the checks, the
 //! report); `report` holds what they share: the measured window (metrics and machine CPU before
 //! and after), the printing of a result, and the summary's number formats. The pure parts (the
@@ -32,6 +35,7 @@ mod forward;
 mod net;
 mod report;
 mod scrape;
+mod server;
 mod stats;
 mod streams;
 mod tokens;
@@ -197,15 +201,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let pids = match &cli.command {
-        Command::Connect(args) => args.common.server_pids.clone(),
-        Command::Fanout(args) => args.common.server_pids.clone(),
-        Command::Streams(args) => args.common.server_pids.clone(),
-        Command::Forward(args) => args.common.server_pids.clone(),
-        Command::Abuse(args) => args.common.server_pids.clone(),
-        _ => Vec::new(),
+    let processes = |common: &Common, server: Option<&server::ServerArgs>| scrape::ServerProcesses {
+        pids: common.server_pids.clone(),
+        memory: server.is_some_and(|server| server.memory_source() == server::MemorySource::Pss),
     };
-    let _ = scrape::SERVER_PIDS.set(pids);
+    let processes = match &cli.command {
+        Command::Connect(args) => processes(&args.common, Some(&args.server)),
+        Command::Fanout(args) => processes(&args.common, Some(&args.server)),
+        Command::Streams(args) => processes(&args.common, None),
+        Command::Forward(args) => processes(&args.common, None),
+        Command::Abuse(args) => processes(&args.common, None),
+        _ => scrape::ServerProcesses::default(),
+    };
+    let _ = scrape::SERVER_PROCESSES.set(processes);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Connect(args) => connect::run(args, nofile).await,

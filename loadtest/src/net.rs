@@ -42,7 +42,7 @@ impl Target {
 
     /// The `ws://` URL, with `project_id` added to the query when given.
     pub fn ws_url(&self, project_id: Option<&str>) -> String {
-        let host = host_text(self.addr);
+        let host = self.host();
         match project_id {
             None => format!("ws://{host}{}", self.path),
             Some(project) => {
@@ -54,15 +54,25 @@ impl Target {
 
     /// `http://HOST:PORT` of the same instance (publish API, /metrics).
     pub fn http_base(&self) -> String {
-        format!("http://{}", host_text(self.addr))
+        format!("http://{}", self.host())
+    }
+
+    /// `HOST:PORT` (an IPv6 host in brackets).
+    pub fn host(&self) -> String {
+        match self.addr {
+            SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
+            SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+        }
     }
 }
 
-fn host_text(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(v4) => format!("{}:{}", v4.ip(), v4.port()),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    }
+/// One target of each distinct instance (`HOST:PORT`) among `targets`, in the order of their
+/// `http_base`.
+pub fn distinct_instances(targets: &[Target]) -> Vec<&Target> {
+    let mut instances: Vec<&Target> = targets.iter().collect();
+    instances.sort_by_key(|target| target.http_base());
+    instances.dedup_by_key(|target| target.http_base());
+    instances
 }
 
 fn parse_authority(authority: &str) -> anyhow::Result<SocketAddr> {
@@ -118,16 +128,36 @@ pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0)
 }
 
+/// What a server sends first on a new WebSocket, before the connection counts as open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Greeting {
+    /// Our gateway's `{"type":"connected",...}`: the session exists once it has arrived.
+    Connected,
+    /// Nothing (Nchan): the connection is open when the upgrade completes.
+    None,
+}
+
 /// Opens a WebSocket from `source` (if any) and waits for the server's `connected` greeting.
 /// Errors are a short cause label ("connection_refused", "timeout", "http_503", ...).
 pub async fn open(target: &Target, url: &str, source: Option<IpAddr>, timeout: Duration) -> Result<Ws, String> {
-    match tokio::time::timeout(timeout, open_inner(target, url, source)).await {
+    open_expecting(target, url, source, timeout, Greeting::Connected).await
+}
+
+/// [`open`], waiting for the given `greeting`.
+pub async fn open_expecting(
+    target: &Target,
+    url: &str,
+    source: Option<IpAddr>,
+    timeout: Duration,
+    greeting: Greeting,
+) -> Result<Ws, String> {
+    match tokio::time::timeout(timeout, open_inner(target, url, source, greeting)).await {
         Ok(result) => result,
         Err(_) => Err("timeout".into()),
     }
 }
 
-async fn open_inner(target: &Target, url: &str, source: Option<IpAddr>) -> Result<Ws, String> {
+async fn open_inner(target: &Target, url: &str, source: Option<IpAddr>, greeting: Greeting) -> Result<Ws, String> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -143,6 +173,9 @@ async fn open_inner(target: &Target, url: &str, source: Option<IpAddr>) -> Resul
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
         .await
         .map_err(|e| ws_cause("handshake", &e))?;
+    if greeting == Greeting::None {
+        return Ok(ws);
+    }
     match ws.next().await {
         Some(Ok(Message::Text(text))) if text.contains("\"connected\"") => Ok(ws),
         Some(Ok(other)) => Err(format!("greeting_unexpected:{}", frame_kind(&other))),
@@ -192,5 +225,20 @@ pub fn close_code(message: &Message) -> String {
     match message {
         Message::Close(Some(frame)) => u16::from(frame.code).to_string(),
         _ => "none".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_instance_counts_once_whatever_its_path() {
+        let targets: Vec<Target> = ["ws://127.0.0.1:9001/ws", "ws://127.0.0.1:9000/", "ws://127.0.0.1:9001/other"]
+            .iter()
+            .map(|url| Target::parse(url).expect("loopback"))
+            .collect();
+        let hosts: Vec<String> = distinct_instances(&targets).iter().map(|target| target.host()).collect();
+        assert_eq!(hosts, ["127.0.0.1:9000", "127.0.0.1:9001"]);
     }
 }

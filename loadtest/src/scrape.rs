@@ -1,4 +1,5 @@
-//! Scraping the servers' `GET /metrics` (Prometheus text) and comparing two samples.
+//! Scraping the servers' `GET /metrics` (Prometheus text), and /proc of the servers' processes
+//! when they run on this machine (`--server-pid`), and comparing two samples.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ impl Sample {
 
 pub const RSS: &str = "process_resident_memory_bytes";
 pub const CPU: &str = "process_cpu_seconds_total";
+/// Not a Prometheus series: the summed Pss of the --server-pids, read from /proc.
+pub const PSS: &str = "proc_pss_bytes";
 pub const FDS: &str = "process_open_fds";
 pub const ACTIVE: &str = "agenticai_ws_active_connections";
 pub const DELIVERIES: &str = "agenticai_ws_deliveries_total";
@@ -37,9 +40,22 @@ pub const BATCH_COUNT: &str = "agenticai_ws_sqs_batch_entries_count";
 pub const SLOW_CLOSED: &str = "agenticai_ws_slow_consumers_closed_total";
 pub const CLOSED: &str = "agenticai_ws_connections_closed_total";
 
-/// PIDs of the servers when they run on this machine (`--server-pid`): their CPU time is then
+/// The servers' processes when they run on this machine (`--server-pid`): their CPU time is then
 /// read from /proc at 10 ms resolution (the Prometheus process collector counts whole seconds).
-pub static SERVER_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+pub static SERVER_PROCESSES: std::sync::OnceLock<ServerProcesses> = std::sync::OnceLock::new();
+
+#[derive(Debug, Default)]
+pub struct ServerProcesses {
+    pub pids: Vec<u32>,
+    /// Their memory ([`PSS`]) and open files ([`FDS`]) are read from /proc too: what a server
+    /// without /metrics (Nchan) has, and what makes two servers' memory comparable.
+    pub memory: bool,
+}
+
+/// The --server-pids, when there are any.
+fn server_processes() -> Option<&'static ServerProcesses> {
+    SERVER_PROCESSES.get().filter(|processes| !processes.pids.is_empty())
+}
 
 /// (utime, stime) of a process, in seconds (USER_HZ = 100 on Linux); `process` is a PID or "self".
 pub fn proc_cpu(process: &str) -> Option<(f64, f64)> {
@@ -55,6 +71,24 @@ pub fn proc_cpu(process: &str) -> Option<(f64, f64)> {
 /// utime + stime of a process, in seconds.
 fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     proc_cpu(&pid.to_string()).map(|(user, system)| user + system)
+}
+
+/// A process's proportional set size in bytes: its private pages, and each page it shares
+/// divided among its sharers (a forked worker's pages shared with its master count half).
+fn proc_pss_bytes(pid: u32) -> Option<f64> {
+    pss_bytes(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// The `Pss:` line of a `smaps_rollup`, in bytes.
+fn pss_bytes(smaps_rollup: &str) -> Option<f64> {
+    let line = smaps_rollup.lines().find_map(|line| line.strip_prefix("Pss:"))?;
+    let kib: f64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// A process's open files.
+fn proc_open_fds(pid: u32) -> Option<f64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as f64)
 }
 
 /// CPU seconds of the whole machine (busy, all cores) and of this process and its waited-for
@@ -116,7 +150,7 @@ pub fn machine_line(machine: &serde_json::Value) -> String {
 /// Server CPU seconds as a report shows them: to 10 ms when read from /proc (`--server-pid`),
 /// else as the whole seconds Prometheus' process collector counts, said so.
 pub fn cpu_text(seconds: f64) -> String {
-    if SERVER_PIDS.get().is_some_and(|pids| !pids.is_empty()) {
+    if server_processes().is_some() {
         format!("{seconds:.2} s")
     } else {
         format!("{seconds:.0} s (whole seconds from /metrics; --server-pid reads it to 10 ms)")
@@ -145,15 +179,22 @@ pub async fn scrape(client: &reqwest::Client, urls: &[String]) -> Sample {
             *sample.series.entry(key.to_owned()).or_default() += value;
         }
     }
-    if let Some(pids) = SERVER_PIDS.get().filter(|pids| !pids.is_empty()) {
-        let mut total = 0.0;
-        for &pid in pids {
-            match proc_cpu_seconds(pid) {
-                Some(seconds) => total += seconds,
-                None => sample.ok = false,
+    if let Some(processes) = server_processes() {
+        let mut read = |series: &str, per_process: fn(u32) -> Option<f64>| {
+            let mut total = 0.0;
+            for &pid in &processes.pids {
+                match per_process(pid) {
+                    Some(value) => total += value,
+                    None => sample.ok = false,
+                }
             }
+            sample.series.insert(series.to_owned(), total);
+        };
+        read(CPU, proc_cpu_seconds);
+        if processes.memory {
+            read(PSS, proc_pss_bytes);
+            read(FDS, proc_open_fds);
         }
-        sample.series.insert(CPU.to_owned(), total);
     }
     sample
 }
@@ -180,4 +221,26 @@ pub fn closed_by_code(before: &Sample, after: &Sample) -> BTreeMap<String, u64> 
             (grown > 0.0).then(|| (labels.trim_start_matches("code=").trim_matches('"').to_owned(), grown as u64))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pss_is_read_from_smaps_rollup_in_bytes() {
+        let rollup = "55e7f1219000-7fff3500a000 ---p 00000000 00:00 0                          [rollup]\n\
+                      Rss:                1696 kB\n\
+                      Pss:                 252 kB\n\
+                      Pss_Dirty:           112 kB\n";
+        assert_eq!(pss_bytes(rollup), Some(252.0 * 1024.0));
+        assert_eq!(pss_bytes("Rss: 1696 kB\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_pss_and_open_files() {
+        let me = std::process::id();
+        assert!(proc_pss_bytes(me).is_some_and(|bytes| bytes > 0.0));
+        assert!(proc_open_fds(me).is_some_and(|fds| fds >= 3.0));
+    }
 }

@@ -18,6 +18,8 @@
 # Forwarding is measured separately against fauxqs (docs/benchmarks.md, "forward").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 OUT=${1:-target/benchmarks}
 mkdir -p "$OUT"
 cargo build --release --quiet --workspace --bins
@@ -42,12 +44,7 @@ start_server() {
   WRITE_DELAY_MS=${WRITE_DELAY_MS:-0} WEBSOCKET_HOST=127.0.0.1 WEBSOCKET_PORT=$1 DATA_DIR=$(mktemp -d) DRAIN_SECONDS=1 RUST_LOG=warn \
     target/release/agenticai-websocket >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "the server did not start; see $OUT/server.log" >&2
-  exit 1
+  wait_for_port "$1" "$OUT/server.log"
 }
 
 # Each scenario reports its own failures (exit 1 when anything was lost); the series goes on
