@@ -577,3 +577,28 @@ async fn a_lost_replica_is_a_metric_and_a_shard_without_primary_is_unreadiness()
     await_ready_status(&server, 200, Duration::from_secs(30)).await;
     await_per_shard(&server, "agenticai_ws_redis_shard_primary_up", [1.0; 3], Duration::from_secs(1)).await;
 }
+
+/// A node restarted under a steady publish load, on a Redis Cluster: the primary of the shard
+/// owning the project killed outright, then started again on its port with its data and its
+/// `nodes.conf` (the cluster takes it back as the primary, or, if its replica was promoted
+/// meanwhile, as that one's replica). Every subscriber, on two tasks, gets every confirmed
+/// publication once and in order.
+#[tokio::test]
+async fn a_primary_restarted_under_load_loses_no_confirmed_publication() {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let (primary, _) = cluster.primary_and_replica_of("agenticai:{rs}:stream");
+    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], "rs").await;
+    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
+    let confirmed = publish_steadily("rs", 300, 250, publisher, |seq| {
+        if seq == 100 {
+            cluster.nodes[primary].kill();
+        }
+        if seq == 102 {
+            cluster.nodes[primary].restart();
+        }
+    })
+    .await;
+    assert_each_got_exactly(&mut subscribers, &confirmed).await;
+}
