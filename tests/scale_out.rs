@@ -7,7 +7,7 @@ pub mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{ChildServer, Client, RedisDeployment, RedisServer, RequestHoldingProxy};
+use common::{ChildServer, Client, RedisCluster, RedisDeployment, RedisServer, RequestHoldingProxy};
 use serde_json::{json, Value};
 
 on_redis_engines!(
@@ -476,13 +476,7 @@ async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
 /// anything) was never confirmed.
 #[tokio::test]
 async fn a_failover_under_load_loses_no_confirmed_publication() {
-    let mut redis = RedisDeployment::cluster();
-    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
-    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
-    let (primary, replica) = cluster.primary_and_replica_of("agenticai:{fo}:stream");
-    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], "fo").await;
-    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
-    let confirmed = publish_steadily("fo", 300, 250, publisher, |seq| {
+    loses_no_confirmed_publication_under_load("fo", |cluster, seq, (primary, replica)| {
         if seq == 100 {
             cluster.fail_over_to(replica);
         }
@@ -491,6 +485,23 @@ async fn a_failover_under_load_loses_no_confirmed_publication() {
         }
     })
     .await;
+}
+
+/// On a new Redis Cluster, two tasks with two subscribers to `project` each, and 300
+/// publications through both in turn, `change(cluster, seq, (primary, replica))` called before
+/// each (the nodes of the shard owning the project): at least 250 are confirmed, and every
+/// subscriber gets every confirmed one once and in order.
+async fn loses_no_confirmed_publication_under_load(
+    project: &str,
+    mut change: impl FnMut(&mut RedisCluster, u64, (usize, usize)),
+) {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let shard = cluster.primary_and_replica_of(&format!("agenticai:{{{project}}}:stream"));
+    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], project).await;
+    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
+    let confirmed = publish_steadily(project, 300, 250, publisher, |seq| change(cluster, seq, shard)).await;
     assert_each_got_exactly(&mut subscribers, &confirmed).await;
 }
 
@@ -585,13 +596,7 @@ async fn a_lost_replica_is_a_metric_and_a_shard_without_primary_is_unreadiness()
 /// publication once and in order.
 #[tokio::test]
 async fn a_primary_restarted_under_load_loses_no_confirmed_publication() {
-    let mut redis = RedisDeployment::cluster();
-    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
-    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
-    let (primary, _) = cluster.primary_and_replica_of("agenticai:{rs}:stream");
-    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], "rs").await;
-    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
-    let confirmed = publish_steadily("rs", 300, 250, publisher, |seq| {
+    loses_no_confirmed_publication_under_load("rs", |cluster, seq, (primary, _)| {
         if seq == 100 {
             cluster.nodes[primary].kill();
         }
@@ -600,5 +605,4 @@ async fn a_primary_restarted_under_load_loses_no_confirmed_publication() {
         }
     })
     .await;
-    assert_each_got_exactly(&mut subscribers, &confirmed).await;
 }
