@@ -163,11 +163,10 @@ pub(super) async fn survey_forever(
 }
 
 /// Marks the one node (REDIS_CLUSTER unset) reachable and subscribed, or not, in the per-shard
-/// series; its counter of messages received.
-pub(super) fn one_node_is(metrics: &Metrics, up: bool) -> IntCounter {
+/// series.
+pub(super) fn one_node_is(metrics: &Metrics, up: bool) {
     metrics.redis_shard_primary_up.with_label_values(&[EVERY_SLOT]).set(i64::from(up));
     metrics.redis_shard_subscribed.with_label_values(&[EVERY_SLOT]).set(i64::from(up));
-    metrics.redis_shard_messages_received.with_label_values(&[EVERY_SLOT])
 }
 
 struct Survey {

@@ -229,8 +229,9 @@ async fn run(
     let metrics = &*engine.metrics;
     let mark = |up: bool| {
         engine.health.set(up, metrics);
-        shards::one_node_is(metrics, up)
+        shards::one_node_is(metrics, up);
     };
+    let received = metrics.redis_shard_messages_received.with_label_values(&[shards::EVERY_SLOT]);
     let mut followed = Followed::default();
     let mut attempt = 0;
     loop {
@@ -264,7 +265,7 @@ async fn run(
         if attempt > 0 {
             log::info!(projects = followed.0.len(); "redis pub/sub reconnected and resubscribed");
         }
-        let received = mark(true);
+        mark(true);
         attempt = 0;
         loop {
             tokio::select! {
