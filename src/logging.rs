@@ -3,7 +3,8 @@
 //! structured fields (`connection_id`, `queue`, `message_id`, ...) as top-level keys.
 //!
 //! actix-http logs some client mistakes at ERROR (a request that does not parse, a broken
-//! fragment): [`ClientFaultLevels`] lowers those, so an operator is not paged for a client's bug.
+//! fragment): [`LoweredLevels`] lowers those, so an operator is not paged for a client's bug. It
+//! lowers the redis crate's own reports to DEBUG too ([`OWN_REPORTS_ELSEWHERE`]).
 //!
 //! Field values may carry what a client chose (a token's `sub`): in the text format their control
 //! characters are escaped ([`escaped_key_values`]), so no value can end a line and write one
@@ -28,7 +29,7 @@ pub fn init(format: LogFormat) {
     };
     let logger = builder.build();
     let max_level = logger.filter();
-    if log::set_boxed_logger(Box::new(ClientFaultLevels(logger))).is_ok() {
+    if log::set_boxed_logger(Box::new(LoweredLevels(logger))).is_ok() {
         log::set_max_level(max_level);
     }
 }
@@ -40,13 +41,26 @@ const CLIENT_FAULTS: [(&str, log::Level); 3] = [
     ("stream error: ", log::Level::Warn),
 ];
 
-/// Passes every record on, with actix-http's client-fault errors at the level of
-/// [`CLIENT_FAULTS`].
-struct ClientFaultLevels<L>(L);
+/// Crates whose WARN and ERROR records the gateway reports better itself, lowered to DEBUG
+/// (`RUST_LOG=redis=debug` shows them). The redis crate's cluster client logs each step of a
+/// topology change (a connection lost, every failed reconnect, every slot refresh: dozens of
+/// WARN and ERROR lines for one failover); the engine says once what happened (a shard without a
+/// reachable primary, a replica lost, a primary back: [`crate::engine::redis`]'s `shards`), and
+/// each refused publication says why.
+const OWN_REPORTS_ELSEWHERE: [&str; 1] = ["redis"];
 
-impl<L: log::Log> ClientFaultLevels<L> {
+/// Passes every record on, with actix-http's client-fault errors at the level of
+/// [`CLIENT_FAULTS`] and the records of [`OWN_REPORTS_ELSEWHERE`] at DEBUG.
+struct LoweredLevels<L>(L);
+
+impl<L: log::Log> LoweredLevels<L> {
     fn level_of(record: &log::Record<'_>) -> log::Level {
-        if record.level() != log::Level::Error || !record.target().starts_with("actix_http") {
+        let target = record.target();
+        let crate_name = target.split("::").next().unwrap_or(target);
+        if OWN_REPORTS_ELSEWHERE.contains(&crate_name) {
+            return record.level().max(log::Level::Debug);
+        }
+        if record.level() != log::Level::Error || !target.starts_with("actix_http") {
             return record.level();
         }
         let message = record.args().to_string();
@@ -54,7 +68,7 @@ impl<L: log::Log> ClientFaultLevels<L> {
     }
 }
 
-impl<L: log::Log> log::Log for ClientFaultLevels<L> {
+impl<L: log::Log> log::Log for LoweredLevels<L> {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         self.0.enabled(metadata)
     }
@@ -157,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_clients_malformed_request_is_not_logged_as_an_error() {
-        let logger = ClientFaultLevels(Captured::default());
+        let logger = LoweredLevels(Captured::default());
         let log = |target: &str, message: std::fmt::Arguments<'_>| {
             log::Log::log(
                 &logger,
@@ -170,6 +184,23 @@ mod tests {
         log("agenticai_websocket::server", format_args!("stream error: request parse error (ours, kept)"));
         let seen = logger.0 .0.lock().unwrap().iter().map(|(level, _)| *level).collect::<Vec<_>>();
         assert_eq!(seen, vec![log::Level::Debug, log::Level::Debug, log::Level::Warn, log::Level::Error]);
+    }
+
+    #[test]
+    fn the_redis_crates_reports_are_debug_the_engines_kept() {
+        let logger = LoweredLevels(Captured::default());
+        let log = |level: log::Level, target: &str| {
+            let record = log::Record::builder().level(level).target(target).args(format_args!("m")).build();
+            log::Log::log(&logger, &record);
+        };
+        log(log::Level::Error, "redis::cluster_handling::async_connection");
+        log(log::Level::Warn, "redis::cluster_handling::async_connection");
+        log(log::Level::Trace, "redis::cmd");
+        log(log::Level::Warn, "agenticai_websocket::engine::redis::shards");
+        log(log::Level::Warn, "redisx");
+        let seen = logger.0 .0.lock().unwrap().iter().map(|(level, _)| *level).collect::<Vec<_>>();
+        use log::Level::{Debug, Trace, Warn};
+        assert_eq!(seen, vec![Debug, Debug, Trace, Warn, Warn]);
     }
 
     #[test]

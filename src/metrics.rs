@@ -48,6 +48,17 @@ pub(crate) struct Metrics {
     pub draining: IntGauge,
     pub redis_connected: IntGauge,
     pub redis_reconnects: IntCounter,
+    /// Per Redis shard (label `shard`: its first slot range; one node is `0-16383`), from the
+    /// engine's survey ([`crate::engine::redis`]'s `shards`): 1 while its primary answers.
+    pub redis_shard_primary_up: IntGaugeVec,
+    /// The shard's replicas, as the cluster lists them (a Redis Cluster only).
+    pub redis_shard_replicas: IntGaugeVec,
+    /// Those of them that answer (a Redis Cluster only).
+    pub redis_shard_replicas_up: IntGaugeVec,
+    /// 1 while this task's subscriber holds its channels on the shard.
+    pub redis_shard_subscribed: IntGaugeVec,
+    /// Messages the subscriber received from the shard (publications, presence events, appends).
+    pub redis_shard_messages_received: IntCounterVec,
     pub cross_task_latency: Histogram,
     pub recoveries: IntCounterVec,
     pub history_reads: IntCounterVec,
@@ -202,9 +213,32 @@ impl Metrics {
             draining: IntGauge::with_opts(opts("draining", "1 while the server drains for shutdown"))?,
             redis_connected: IntGauge::with_opts(opts(
                 "redis_connected",
-                "1 while the Redis pub/sub connection is up (always 0 without REDIS_URL)",
+                "1 while Redis is up: one node's pub/sub connection, or every cluster shard's primary (always 0 without REDIS_URL)",
             ))?,
             redis_reconnects: IntCounter::with_opts(opts("redis_reconnects_total", "Redis pub/sub connections lost"))?,
+            redis_shard_primary_up: IntGaugeVec::new(
+                opts("redis_shard_primary_up", "1 while the Redis shard's primary answers, by shard (its first slot range)"),
+                &["shard"],
+            )?,
+            redis_shard_replicas: IntGaugeVec::new(
+                opts("redis_shard_replicas", "Replicas of the Redis Cluster shard, as the cluster lists them"),
+                &["shard"],
+            )?,
+            redis_shard_replicas_up: IntGaugeVec::new(
+                opts("redis_shard_replicas_up", "Replicas of the Redis Cluster shard that answer"),
+                &["shard"],
+            )?,
+            redis_shard_subscribed: IntGaugeVec::new(
+                opts("redis_shard_subscribed", "1 while this task's subscriber holds its channels on the Redis shard"),
+                &["shard"],
+            )?,
+            redis_shard_messages_received: IntCounterVec::new(
+                opts(
+                    "redis_shard_messages_received_total",
+                    "Messages (publications, presence events, stream appends) received from the Redis shard",
+                ),
+                &["shard"],
+            )?,
             cross_task_latency: Histogram::with_opts(histogram_opts(
                 "cross_task_publish_seconds",
                 "From publish (any task) to arrival at this task's hub, via Redis",
@@ -322,6 +356,11 @@ impl Metrics {
         r.register(Box::new(self.draining.clone()))?;
         r.register(Box::new(self.redis_connected.clone()))?;
         r.register(Box::new(self.redis_reconnects.clone()))?;
+        r.register(Box::new(self.redis_shard_primary_up.clone()))?;
+        r.register(Box::new(self.redis_shard_replicas.clone()))?;
+        r.register(Box::new(self.redis_shard_replicas_up.clone()))?;
+        r.register(Box::new(self.redis_shard_subscribed.clone()))?;
+        r.register(Box::new(self.redis_shard_messages_received.clone()))?;
         r.register(Box::new(self.cross_task_latency.clone()))?;
         r.register(Box::new(self.recoveries.clone()))?;
         r.register(Box::new(self.history_reads.clone()))?;

@@ -1,21 +1,34 @@
-//! Offsets, epochs, history and resume in single-task mode (history in memory).
+//! Offsets, epochs, history and resume on one task, on every engine (`memory::NAME`,
+//! `redis::NAME`, `redis_cluster::NAME`), but the bound across projects the memory engine alone
+//! keeps.
 
 pub mod common;
 
 use std::time::Duration;
 
-use common::{ChildServer, Client, TestServer};
+use common::{Backend, ChildServer, Client, TestServer};
 use serde_json::{json, Value};
+
+on_both_engines!(
+    a_resuming_client_gets_what_it_missed_then_the_live_stream,
+    a_resume_the_history_cannot_cover_says_recovered_false,
+    history_over_http,
+    a_resume_larger_than_the_outbound_queue_is_replayed_whole_and_the_connection_stays_open,
+    publications_during_a_long_replay_follow_it_without_gap_or_duplicate,
+    publications_overflowing_the_hold_during_a_replay_are_read_from_the_history,
+    a_hold_emptied_while_the_last_page_is_fed_makes_the_replay_read_on,
+    a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next,
+    a_project_history_keeps_at_most_history_max_bytes,
+);
 
 async fn publish(server: &TestServer, project: &str, n: u64) -> Value {
     let response = server.publish(json!({"project_id": project, "data": {"n": n}})).await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
     response.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
-    let server = TestServer::start(|_| {});
+async fn a_resuming_client_gets_what_it_missed_then_the_live_stream(backend: Backend) {
+    let server = backend.server(|_| {});
     for n in 1..=2 {
         publish(&server, "p", n).await;
     }
@@ -59,9 +72,8 @@ async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
     assert_eq!(server.metric("agenticai_ws_recoveries_total{outcome=\"recovered\"}").await, 1.0);
 }
 
-#[tokio::test]
-async fn a_resume_the_history_cannot_cover_says_recovered_false() {
-    let server = TestServer::start(|config| config.engine.history_size = 3);
+async fn a_resume_the_history_cannot_cover_says_recovered_false(backend: Backend) {
+    let server = backend.server(|config| config.engine.history_size = 3);
     for n in 1..=6 {
         publish(&server, "p", n).await;
     }
@@ -87,9 +99,8 @@ async fn a_resume_the_history_cannot_cover_says_recovered_false() {
     assert_eq!(server.metric("agenticai_ws_recoveries_total{outcome=\"not_recovered\"}").await, 2.0);
 }
 
-#[tokio::test]
-async fn history_over_http() {
-    let server = TestServer::start(|config| config.engine.history_size = 5);
+async fn history_over_http(backend: Backend) {
+    let server = backend.server(|config| config.engine.history_size = 5);
     for n in 1..=8 {
         publish(&server, "h", n).await;
     }
@@ -115,7 +126,7 @@ async fn history_over_http() {
 /// A publication of about `bytes` bytes, numbered `n`.
 async fn publish_padded(server: &TestServer, project: &str, n: u64, bytes: usize) -> Value {
     let response = server.publish(json!({"project_id": project, "data": {"n": n, "pad": "x".repeat(bytes)}})).await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
     response.json().await.unwrap()
 }
 
@@ -130,10 +141,9 @@ async fn read_offsets_until(client: &mut Client, last: u64) -> Vec<u64> {
     offsets
 }
 
-#[tokio::test]
-async fn a_resume_larger_than_the_outbound_queue_is_replayed_whole_and_the_connection_stays_open() {
+async fn a_resume_larger_than_the_outbound_queue_is_replayed_whole_and_the_connection_stays_open(backend: Backend) {
     // 600 publications of 2 KB: 1.2 MB to replay, over the 1 MiB outbound queue.
-    let server = TestServer::start(|_| {});
+    let server = backend.server(|_| {});
     let mut epoch = String::new();
     for n in 1..=600 {
         epoch = publish_padded(&server, "big", n, 2_000).await["epoch"].as_str().unwrap().to_owned();
@@ -154,17 +164,15 @@ async fn a_resume_larger_than_the_outbound_queue_is_replayed_whole_and_the_conne
     assert_eq!(server.metric("agenticai_ws_slow_consumers_closed_total").await, 0.0);
 }
 
-#[tokio::test]
-async fn publications_during_a_long_replay_follow_it_without_gap_or_duplicate() {
-    let server = TestServer::start(|config| config.engine.history_size = 5_000);
+async fn publications_during_a_long_replay_follow_it_without_gap_or_duplicate(backend: Backend) {
+    let server = backend.server(|config| config.engine.history_size = 5_000);
     common::resume_while_publishing(server.addr, server.addr, "seam", 20, 20).await;
     assert_eq!(server.metric("agenticai_ws_slow_consumers_closed_total").await, 0.0);
 }
 
-#[tokio::test]
-async fn publications_overflowing_the_hold_during_a_replay_are_read_from_the_history() {
+async fn publications_overflowing_the_hold_during_a_replay_are_read_from_the_history(backend: Backend) {
     // A queue of 64 messages: the hold (half of it) overflows many times while the replay goes.
-    let server = TestServer::start(|config| {
+    let server = backend.server(|config| {
         config.engine.history_size = 5_000;
         config.connection.outbound_queue_messages = std::num::NonZeroUsize::new(64).unwrap();
     });
@@ -172,26 +180,25 @@ async fn publications_overflowing_the_hold_during_a_replay_are_read_from_the_his
     assert_eq!(server.metric("agenticai_ws_slow_consumers_closed_total").await, 0.0);
 }
 
-#[tokio::test]
-async fn a_hold_emptied_while_the_last_page_is_fed_makes_the_replay_read_on() {
+async fn a_hold_emptied_while_the_last_page_is_fed_makes_the_replay_read_on(backend: Backend) {
     // The whole backlog in one page (16 MiB pages, a 32 MiB queue of 16 messages): the
     // publications made while the client has not read it overflow the hold before that page is
     // fed, so the replay, having reached the top it read, must read on rather than release.
-    let server = ChildServer::spawn(&[
+    let mut env = backend.env();
+    env.extend([
         ("HISTORY_SIZE", "5000".into()),
         ("HISTORY_PAGE_BYTES", (16 << 20).to_string()),
         ("OUTBOUND_QUEUE_BYTES", (32 << 20).to_string()),
         ("OUTBOUND_QUEUE_MESSAGES", "16".into()),
-    ])
-    .await;
+    ]);
+    let server = ChildServer::spawn(&env).await;
     let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
     common::resume_while_publishing(addr, addr, "read-on", 150, 0).await;
 }
 
-#[tokio::test]
-async fn a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next() {
+async fn a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next(backend: Backend) {
     // 12 publications of 250 KiB: 3 MB, past the 1 MiB a history answer carries.
-    let server = TestServer::start(|_| {});
+    let server = backend.server(|_| {});
     for n in 1..=12 {
         publish_padded(&server, "pages", n, 250 * 1024).await;
     }
@@ -220,10 +227,9 @@ async fn a_history_answer_is_one_page_of_bounded_bytes_and_names_the_next() {
     assert!(pages >= 3, "{pages} pages");
 }
 
-#[tokio::test]
-async fn a_project_history_keeps_at_most_history_max_bytes() {
+async fn a_project_history_keeps_at_most_history_max_bytes(backend: Backend) {
     // 40 publications of 250 KiB (10 MB) to one project, past the default HISTORY_MAX_BYTES (8 MiB).
-    let server = TestServer::start(|_| {});
+    let server = backend.server(|_| {});
     let mut epoch = String::new();
     for n in 1..=40 {
         epoch = publish_padded(&server, "heavy", n, 250 * 1024).await["epoch"].as_str().unwrap().to_owned();
@@ -246,6 +252,7 @@ async fn a_project_history_keeps_at_most_history_max_bytes() {
     assert_eq!(read_offsets_until(&mut client, 40).await, (36..=40).collect::<Vec<_>>());
 }
 
+/// The memory engine's bound across projects (Redis bounds each project only).
 #[tokio::test]
 async fn past_history_max_total_bytes_the_least_recently_published_projects_lose_their_publications() {
     // Five projects of 500 KB each, one after the other, under a 2 MB bound for all of them.

@@ -7,7 +7,7 @@ pub mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{ChildServer, Client, RedisDeployment, RedisServer, RequestHoldingProxy};
+use common::{ChildServer, Client, RedisCluster, RedisDeployment, RedisServer, RequestHoldingProxy};
 use serde_json::{json, Value};
 
 on_redis_engines!(
@@ -502,13 +502,7 @@ async fn a_slot_moved_under_load_loses_no_confirmed_publication() {
 /// anything) was never confirmed.
 #[tokio::test]
 async fn a_failover_under_load_loses_no_confirmed_publication() {
-    let mut redis = RedisDeployment::cluster();
-    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
-    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
-    let (primary, replica) = cluster.primary_and_replica_of("agenticai:{fo}:stream");
-    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], "fo").await;
-    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
-    let confirmed = publish_steadily("fo", 300, 250, publisher, |seq| {
+    loses_no_confirmed_publication_under_load("fo", |cluster, seq, (primary, replica)| {
         if seq == 100 {
             cluster.fail_over_to(replica);
         }
@@ -517,5 +511,124 @@ async fn a_failover_under_load_loses_no_confirmed_publication() {
         }
     })
     .await;
+}
+
+/// On a new Redis Cluster, two tasks with two subscribers to `project` each, and 300
+/// publications through both in turn, `change(cluster, seq, (primary, replica))` called before
+/// each (the nodes of the shard owning the project): at least 250 are confirmed, and every
+/// subscriber gets every confirmed one once and in order.
+async fn loses_no_confirmed_publication_under_load(
+    project: &str,
+    mut change: impl FnMut(&mut RedisCluster, u64, (usize, usize)),
+) {
+    let mut redis = RedisDeployment::cluster();
+    let servers = [ChildServer::spawn(&redis.env()).await, ChildServer::spawn(&redis.env()).await];
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let shard = cluster.primary_and_replica_of(&format!("agenticai:{{{project}}}:stream"));
+    let mut subscribers = subscribers_on(&[&servers[0], &servers[1], &servers[0], &servers[1]], project).await;
+    let publisher = |seq: u64| &servers[(seq as usize) % servers.len()];
+    let confirmed = publish_steadily(project, 300, 250, publisher, |seq| change(cluster, seq, shard)).await;
     assert_each_got_exactly(&mut subscribers, &confirmed).await;
+}
+
+/// Each shard's value of a per-shard series (`name{shard="..."}`), smallest first.
+fn per_shard(metrics: &str, name: &str) -> Vec<f64> {
+    let prefix = format!("{name}{{shard=");
+    let mut values: Vec<f64> = metrics
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+/// Polls `/metrics` until the per-shard series `name` has these values (smallest first); panics
+/// past `within`.
+async fn await_per_shard(server: &ChildServer, name: &str, values: [f64; 3], within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = reqwest::get(server.http_url("/metrics")).await.unwrap().text().await.unwrap();
+        if per_shard(&text, name) == values {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} is not {values:?} within {within:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `/ready` until it answers `status`; panics past `within`.
+async fn await_ready_status(server: &ChildServer, status: u16, within: Duration) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let response = reqwest::get(server.http_url("/ready")).await.unwrap();
+        if response.status() == status {
+            return response.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "/ready did not answer {status} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// On a Redis Cluster, `/ready` and the per-shard series: a replica killed leaves `/ready` 200
+/// throughout (past the cluster's node timeout) and shows as its shard's
+/// `redis_shard_replicas_up` 0; its primary killed too, the shard has no primary and `/ready`
+/// is 503 within seconds, until the primary is restarted (same port, data and `nodes.conf`).
+/// Messages are counted on the shard that carries them.
+#[tokio::test]
+async fn a_lost_replica_is_a_metric_and_a_shard_without_primary_is_unreadiness() {
+    let mut redis = RedisDeployment::cluster();
+    let server = ChildServer::spawn(&redis.env()).await;
+    server.wait_ready().await;
+    let RedisDeployment::Cluster(cluster) = &mut redis else { unreachable!("a cluster was started") };
+    let metrics = || async { reqwest::get(server.http_url("/metrics")).await.unwrap().text().await.unwrap() };
+    let mut subscriber = subscribers_on(&[&server], "rd").await;
+    assert_eq!(server.publish(json!({"project_id": "rd", "data": {"seq": 0}})).await.status(), 200);
+    assert_eq!(read_messages(&mut subscriber[0], 1).await.len(), 1);
+    let text = metrics().await;
+    let received = per_shard(&text, "agenticai_ws_redis_shard_messages_received_total");
+    assert!(received[..2] == [0.0, 0.0] && received[2] >= 1.0, "one shard carries the project: {text}");
+    await_per_shard(&server, "agenticai_ws_redis_shard_subscribed", [1.0; 3], Duration::from_secs(3)).await;
+
+    let (primary, replica) = cluster.primary_and_replica_of("agenticai:{rd}:stream");
+    cluster.nodes[replica].kill();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        let response = reqwest::get(server.http_url("/ready")).await.unwrap();
+        assert_eq!(response.status(), 200, "a lost replica made /ready {:?}", response.text().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = metrics().await;
+    assert_eq!(per_shard(&text, "agenticai_ws_redis_shard_replicas_up"), [0.0, 1.0, 1.0], "{text}");
+    assert_eq!(per_shard(&text, "agenticai_ws_redis_shard_replicas"), [1.0; 3], "{text}");
+    assert_eq!(per_shard(&text, "agenticai_ws_redis_shard_primary_up"), [1.0; 3], "{text}");
+    assert_eq!(common::metric_value(&text, "agenticai_ws_redis_connected"), 1.0);
+
+    cluster.nodes[primary].kill();
+    let body = await_ready_status(&server, 503, Duration::from_secs(5)).await;
+    assert_eq!(body, json!({"status": "redis_down", "redis": "down"}));
+    let text = metrics().await;
+    assert_eq!(per_shard(&text, "agenticai_ws_redis_shard_primary_up"), [0.0, 1.0, 1.0], "{text}");
+
+    cluster.nodes[primary].restart();
+    await_ready_status(&server, 200, Duration::from_secs(30)).await;
+    await_per_shard(&server, "agenticai_ws_redis_shard_primary_up", [1.0; 3], Duration::from_secs(1)).await;
+}
+
+/// A node restarted under a steady publish load, on a Redis Cluster: the primary of the shard
+/// owning the project killed outright, then started again on its port with its data and its
+/// `nodes.conf` (the cluster takes it back as the primary, or, if its replica was promoted
+/// meanwhile, as that one's replica). Every subscriber, on two tasks, gets every confirmed
+/// publication once and in order.
+#[tokio::test]
+async fn a_primary_restarted_under_load_loses_no_confirmed_publication() {
+    loses_no_confirmed_publication_under_load("rs", |cluster, seq, (primary, _)| {
+        if seq == 100 {
+            cluster.nodes[primary].kill();
+        }
+        if seq == 102 {
+            cluster.nodes[primary].restart();
+        }
+    })
+    .await;
 }

@@ -10,7 +10,8 @@ pub(crate) async fn health() -> HttpResponse {
 }
 
 /// Readiness: 200 when accepting connections with every dependency up; 503 while starting,
-/// draining, or while Redis (when configured) is unreachable. The body says which:
+/// draining, or while Redis (when configured) is unreachable (on a cluster: while a shard has no
+/// reachable primary; a lost replica is not unreadiness). The body says which:
 /// `{"status":"ready"|"starting"|"draining"|"redis_down","redis":null|"up"|"down"}`, so the
 /// status of a 503 never reads "ready".
 pub(crate) async fn ready(gateway: web::Data<Gateway>) -> HttpResponse {

@@ -24,6 +24,14 @@ impl Backend {
         Backend::Redis(RedisDeployment::cluster())
     }
 
+    /// The environment a server process on this engine takes (none on memory).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Backend::Memory => Vec::new(),
+            Backend::Redis(redis) => redis.env(),
+        }
+    }
+
     /// A server on this engine, adjusted by `configure`.
     pub fn server(&self, configure: impl FnOnce(&mut Config)) -> TestServer {
         match self {

@@ -168,6 +168,19 @@ fn first_key(cmd: &Cmd) -> Option<Vec<u8>> {
     args.next()
 }
 
+/// Slots of a Redis Cluster.
+pub(crate) const SLOTS: u16 = 16384;
+
+/// The slot of a key (or a channel), as Redis Cluster computes it: CRC16 (XMODEM) of its hash
+/// tag, modulo [`SLOTS`]. The redis crate routes by it but does not say it.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let crc = hash_tag(key).iter().fold(0u16, |crc, &byte| {
+        (0..8)
+            .fold(crc ^ (u16::from(byte) << 8), |crc, _| if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 })
+    });
+    crc % SLOTS
+}
+
 /// The part of a key Redis Cluster hashes: the first non-empty `{...}`, else the whole key.
 fn hash_tag(key: &[u8]) -> &[u8] {
     let Some(open) = key.iter().position(|&byte| byte == b'{') else { return key };
@@ -186,6 +199,14 @@ mod tests {
         assert_eq!(hash_tag(b"agenticai:{p1}:stream"), b"p1");
         assert_eq!(hash_tag(b"plain"), b"plain");
         assert_eq!(hash_tag(b"a{}b{c}"), b"a{}b{c}", "an empty tag hashes the whole key");
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // The check value of CRC16/XMODEM, and slots `CLUSTER KEYSLOT` answers.
+        assert_eq!(slot_of(b"123456789"), 0x31c3);
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"agenticai:{foo}:pub"), 12182);
     }
 
     #[test]

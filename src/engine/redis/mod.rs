@@ -31,7 +31,8 @@
 //!
 //! - **On a Redis Cluster** (REDIS_CLUSTER=true): [`cluster`] (commands routed by slot, the
 //!   scripts publishing with `SPUBLISH`) and [`sharded_subscriber`] (`SSUBSCRIBE`, a connection
-//!   per shard); approvals' cross-project sets become per project ([`approvals`]).
+//!   per shard); approvals' cross-project sets become per project ([`approvals`]). Whether
+//!   Redis is up, and each shard's series, come from [`shards`]' survey.
 //!
 //! Keys per project P: `agenticai:{P}:stream`, `:offset`, `:epoch`, `:bytes`; channel
 //! `agenticai:{P}:pub`, all in P's hash slot.
@@ -41,6 +42,7 @@ pub(crate) mod approvals;
 pub(crate) mod cluster;
 pub(crate) mod presence;
 pub(crate) mod sharded_subscriber;
+pub(crate) mod shards;
 pub(crate) mod streams;
 pub(crate) mod subscriber;
 

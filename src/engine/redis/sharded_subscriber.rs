@@ -9,12 +9,13 @@
 //!   subscribes it again, which the cluster connection routes to the slot's new owner
 //!   (following `MOVED` and refreshing its slot map), then reads the project's history after the
 //!   last position it delivered and hands that over first, as after a reconnect.
-//! - **A node's connection drops** (a `disconnection` push): Redis is marked down (`/ready`
-//!   503, `agenticai_ws_redis_connected` 0) until every primary answers a `PING` again (tried at
-//!   once, then every [`PROBE_PERIOD`]; an unreachable primary makes the cluster connection
-//!   refresh its slots, which finds a promoted replica); then every followed channel is
-//!   subscribed again and every gap filled ([`fill_gaps`]), before the next push is handed over.
-//!   A dropped replica connection marks Redis down too, for as long as that `PING` takes.
+//! - **A node's connection drops** (a `disconnection` push): once every primary answers a
+//!   `PING` (tried at once, then every [`PROBE_PERIOD`]; an unreachable primary makes the
+//!   cluster connection refresh its slots, which finds a promoted replica), every followed
+//!   channel is subscribed again and every gap filled ([`fill_gaps`]), before the next push is
+//!   handed over. Whether Redis is up meanwhile (`/ready`) is the survey's to say
+//!   ([`super::shards`], woken by the same push): down only while a shard has no reachable
+//!   primary, so a lost replica never makes `/ready` 503.
 //! - **A subscription misses publications without dropping** (it stayed on a primary demoted by
 //!   `CLUSTER FAILOVER`, which relays nothing until it has resynced from the new one): the next
 //!   live publication skips offsets, and [`deliver`] reads the missing ones from the stream first.
@@ -27,7 +28,7 @@
 //! loop, so a busy hub grows that channel by the publications of the projects this task
 //! follows.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use futures_util::{future::BoxFuture, FutureExt};
 use redis::{
@@ -41,6 +42,7 @@ use super::{
     channel,
     cluster::cluster_client,
     project_of_channel,
+    shards::{self, ShardView},
     subscriber::{deliver, fill_gap, fill_gaps, ChannelSink, Followed, Interest, RECONNECT_BASE, RECONNECT_CAP},
     RedisEngine,
 };
@@ -67,15 +69,16 @@ pub(super) async fn run(
 ) {
     let (health, metrics) = (&engine.health, &*engine.metrics);
     let mut followed = Followed::default();
-    let (push_sender, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-    let client = match cluster_client(seeds).use_protocol(ProtocolVersion::RESP3).push_sender(push_sender).build() {
-        Ok(client) => client,
-        Err(error) => {
-            // The seeds were parsed, and connected to, when the engine started.
-            log::error!(error:% = error; "redis cluster subscriber cannot start");
-            return;
-        }
-    };
+    let (push_sender, pushes) = mpsc::unbounded_channel::<PushInfo>();
+    let client =
+        match cluster_client(seeds.clone()).use_protocol(ProtocolVersion::RESP3).push_sender(push_sender).build() {
+            Ok(client) => client,
+            Err(error) => {
+                // The seeds were parsed, and connected to, when the engine started.
+                log::error!(error:% = error; "redis cluster subscriber cannot start");
+                return;
+            }
+        };
     let mut attempt = 0;
     let mut connection = loop {
         match client.get_async_connection().await {
@@ -93,6 +96,27 @@ pub(super) async fn run(
             }
         }
     };
+    let view = ShardView::default();
+    let surveying = shards::survey_forever(engine, &seeds, connection.clone(), &view);
+    let following = follow(engine, delivery, &mut followed, &mut connection, commands, pushes, &view);
+    tokio::select! {
+        () = surveying => {}
+        () = following => {}
+    }
+}
+
+/// The loop: hands over each publication, applies each change of interest, and after a lost
+/// node connection subscribes every followed channel again and fills the gaps; ends when the
+/// engine's clones are gone or the cluster connection is.
+async fn follow(
+    engine: &RedisEngine,
+    delivery: &dyn LocalDelivery,
+    followed: &mut Followed,
+    connection: &mut ClusterConnection,
+    mut commands: mpsc::UnboundedReceiver<Interest>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    view: &ShardView,
+) {
     let mut whole = false;
     let mut probe = tokio::time::interval(PROBE_PERIOD);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,30 +126,33 @@ pub(super) async fn run(
                 let Some(push) = push else { return };
                 if push.kind == PushKind::Disconnection {
                     if whole {
-                        log::warn!("redis cluster node connection lost, resubscribing once every primary answers");
-                        metrics.redis_reconnects.inc();
+                        // The survey says which node, with a WARN when a shard lost its primary
+                        // or a replica.
+                        log::info!("redis cluster node connection lost; resubscribing once every primary answers");
+                        engine.metrics.redis_reconnects.inc();
                     }
-                    health.set(false, metrics);
+                    view.lost.notify_one();
                     // At once, before the publications the reconnected node pushes next: they
                     // then follow the gap's.
-                    whole = rejoin(engine, delivery, &mut followed, &mut connection).await;
-                } else if !on_push(engine, delivery, &mut followed, &mut connection, push).await {
+                    whole = rejoin(engine, delivery, followed, connection).await;
+                } else if !on_push(engine, delivery, followed, connection, push, view).await {
                     whole = false;
                 }
             }
             interest = commands.recv() => match interest {
-                Some(interest) => followed.apply(interest, Some(&mut connection)).await,
+                Some(interest) => followed.apply(interest, Some(&mut *connection)).await,
                 None => return,
             },
             _ = probe.tick(), if !whole => {
-                whole = rejoin(engine, delivery, &mut followed, &mut connection).await;
+                whole = rejoin(engine, delivery, followed, connection).await;
             }
         }
+        view.whole.store(whole, Ordering::SeqCst);
     }
 }
 
-/// When every primary answers: every followed channel subscribed again, every gap filled, and
-/// Redis marked up; whether that is done.
+/// When every primary answers: every followed channel subscribed again and every gap filled;
+/// whether that is done.
 async fn rejoin(
     engine: &RedisEngine,
     delivery: &dyn LocalDelivery,
@@ -137,7 +164,6 @@ async fn rejoin(
     }
     fill_gaps(engine, delivery, followed).await;
     log::info!(projects = followed.projects().count(); "redis cluster pub/sub subscribed on every shard");
-    engine.health.set(true, &engine.metrics);
     true
 }
 
@@ -149,10 +175,12 @@ async fn on_push(
     followed: &mut Followed,
     connection: &mut ClusterConnection,
     push: PushInfo,
+    view: &ShardView,
 ) -> bool {
     match push.kind {
         PushKind::SMessage => {
             if let Some(message) = Msg::from_push_info(push) {
+                view.received(message.get_channel_name());
                 deliver(engine, delivery, followed, &message).await;
             }
             true

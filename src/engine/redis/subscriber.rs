@@ -13,7 +13,9 @@
 //! `agenticai_ws_redis_connected` gauge goes to 0), reconnects with jittered backoff,
 //! resubscribes, and fills the gap: for each project it reads the history after the last
 //! position it delivered and hands that over first. A publication that arrives both ways is
-//! delivered once, in order.
+//! delivered once, in order. The node is also reported as one shard holding every slot in the
+//! per-shard series ([`super::shards::one_node_is`]), so dashboards read one node and a cluster
+//! alike.
 //!
 //! On a Redis Cluster the loop is [`super::sharded_subscriber`]'s, which shares this file's
 //! bookkeeping ([`Followed`]), delivery and gap filling.
@@ -40,7 +42,7 @@ use futures_util::{future::BoxFuture, FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{channel, cluster::Seeds, project_of_channel, ChannelMessage, RedisEngine};
+use super::{channel, cluster::Seeds, project_of_channel, shards, ChannelMessage, RedisEngine};
 use crate::{
     engine::{positions::covers, presence::Change, Health, LocalDelivery},
     metrics::Metrics,
@@ -224,7 +226,12 @@ async fn run(
     delivery: &dyn LocalDelivery,
     mut commands: mpsc::UnboundedReceiver<Interest>,
 ) {
-    let (health, metrics) = (&engine.health, &*engine.metrics);
+    let metrics = &*engine.metrics;
+    let mark = |up: bool| {
+        engine.health.set(up, metrics);
+        shards::one_node_is(metrics, up);
+    };
+    let received = metrics.redis_shard_messages_received.with_label_values(&[shards::EVERY_SLOT]);
     let mut followed = Followed::default();
     let mut attempt = 0;
     loop {
@@ -237,7 +244,7 @@ async fn run(
                 if attempt == 0 {
                     log::warn!(error:% = error; "redis pub/sub unavailable, reconnecting with backoff");
                 }
-                health.set(false, metrics);
+                mark(false);
                 tokio::time::sleep(crate::aws::backoff(attempt, RECONNECT_BASE, RECONNECT_CAP)).await;
                 attempt += 1;
                 continue;
@@ -258,12 +265,15 @@ async fn run(
         if attempt > 0 {
             log::info!(projects = followed.0.len(); "redis pub/sub reconnected and resubscribed");
         }
-        health.set(true, metrics);
+        mark(true);
         attempt = 0;
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => deliver(engine, delivery, &mut followed, &message).await,
+                    Some(message) => {
+                        received.inc();
+                        deliver(engine, delivery, &mut followed, &message).await;
+                    }
                     None => break,
                 },
                 interest = commands.recv() => match interest {
@@ -272,7 +282,7 @@ async fn run(
                 },
             }
         }
-        health.set(false, metrics);
+        mark(false);
         metrics.redis_reconnects.inc();
         log::warn!("redis pub/sub connection lost, reconnecting");
     }
