@@ -38,6 +38,30 @@ use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Ports handed to the servers the tests start (Redis nodes and their cluster bus, gateways):
+/// below Linux's ephemeral range (32768 up), so no outgoing connection of this machine takes one
+/// between the moment it is handed out and the moment its server binds it, and never the same
+/// twice in one test binary. (Port 0's pick is an ephemeral port, and a six-node cluster started
+/// beside busy tests now and then found one of its ports taken and never came up.)
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Each test binary starts at its own place in the range, so two running at once seldom meet.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
