@@ -128,7 +128,7 @@ impl Server {
         let session = SessionSettings::configure(&config);
         let hub = {
             let (metrics, engine) = (metrics.clone(), engine.clone());
-            let hold = HoldLimits::half_of_queue(session.outbound_queue_messages, session.outbound_queue_bytes);
+            let hold = HoldLimits::quarter_of_queue(session.outbound_queue_messages, session.outbound_queue_bytes);
             // A replay's page fits the queue's replay share (src/connection/outbox.rs).
             let replay_page_bytes = engine_settings.history_page_bytes.get().min(session.outbound_queue_bytes / 2);
             let presence = engine_settings.presence;

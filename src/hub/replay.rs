@@ -9,7 +9,8 @@
 //! the project's top; then it asks the hub ([`ReplayCaughtUp`]) to release what the [`Seam`]
 //! held back meanwhile. A replay of any length thus goes at the client's pace, and a client that
 //! reads promptly is never closed for it. Memory per resuming subscription: one page (at most
-//! HISTORY_PAGE_BYTES and half of OUTBOUND_QUEUE_BYTES) and the hold (at most half the queue).
+//! HISTORY_PAGE_BYTES and half of OUTBOUND_QUEUE_BYTES) and the hold (at most a quarter of the
+//! queue).
 //!
 //! **The seam.** While a subscription is being confirmed and replayed, its live publications are
 //! held back, in order. A full hold is emptied instead of closing the client: what it held is in
@@ -51,8 +52,11 @@ use crate::{
     protocol::{request::ProjectId, Reply, StreamPosition},
 };
 
-/// How much a seam holds back per subscriber: half of the outbound queue (OUTBOUND_QUEUE_MESSAGES
-/// and OUTBOUND_QUEUE_BYTES), so that a hold released on top of a replay's share still fits it.
+/// How much a seam holds back per subscriber: a quarter of the outbound queue
+/// (OUTBOUND_QUEUE_MESSAGES and OUTBOUND_QUEUE_BYTES), so that a hold released on top of a
+/// replay's share (half) leaves a quarter for the live frames that follow before the client
+/// reads. (Half, as it was, filled the queue to the brim: the next live frame closed a client
+/// that was reading promptly, 3008.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HoldLimits {
     pub messages: usize,
@@ -60,9 +64,9 @@ pub(crate) struct HoldLimits {
 }
 
 impl HoldLimits {
-    /// Half of an outbound queue of `messages` and `bytes` (at least one message).
-    pub(crate) fn half_of_queue(messages: usize, bytes: usize) -> Self {
-        HoldLimits { messages: (messages / 2).max(1), bytes: bytes / 2 }
+    /// A quarter of an outbound queue of `messages` and `bytes` (at least one message).
+    pub(crate) fn quarter_of_queue(messages: usize, bytes: usize) -> Self {
+        HoldLimits { messages: (messages / 4).max(1), bytes: bytes / 4 }
     }
 }
 

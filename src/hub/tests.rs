@@ -245,7 +245,7 @@ impl Handler<Drain> for Sessionless {
 }
 
 fn hub(engine: Arc<Recording>) -> Addr<Hub> {
-    hub_holding(engine, HoldLimits::half_of_queue(64, 1 << 20), 1 << 16)
+    hub_holding(engine, HoldLimits::quarter_of_queue(64, 1 << 20), 1 << 16)
 }
 
 /// A hub whose seams hold `hold` and whose replays read `page_bytes` a page.
@@ -597,11 +597,11 @@ async fn a_resume_during_a_resume_is_the_one_replayed_and_the_earlier_one_only_c
 }
 
 #[test]
-fn a_hold_is_half_an_outbound_queue_and_at_least_one_message() {
-    let hold = HoldLimits::half_of_queue(64, 1 << 20);
-    assert_eq!((hold.messages, hold.bytes), (32, 1 << 19));
-    let hold = HoldLimits::half_of_queue(1, 3);
-    assert_eq!((hold.messages, hold.bytes), (1, 1));
+fn a_hold_is_a_quarter_of_an_outbound_queue_and_at_least_one_message() {
+    let hold = HoldLimits::quarter_of_queue(64, 1 << 20);
+    assert_eq!((hold.messages, hold.bytes), (16, 1 << 18));
+    let hold = HoldLimits::quarter_of_queue(1, 3);
+    assert_eq!((hold.messages, hold.bytes), (1, 0));
 }
 
 #[actix_rt::test]
