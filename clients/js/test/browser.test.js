@@ -275,8 +275,11 @@ test("browser: a person in the page decides an approval (racing one in Node) and
     })(${args})`);
     const asked = await agent.requestApproval(projectId, { agent: "ops", data: { title: "Deploy?" } });
     await waitFor("the approval in the page", async () => (await page.evaluate("window.controlLog.requested.length")) === 1);
+    // Taken before the race: when Node's decision wins first, its resolution can reach the page
+    // (and leave `approvals`) before the page's own decide() would have looked it up.
+    await page.evaluate(`window.pendingApproval = window.controlSubscription.approvals.get(${JSON.stringify(asked.approval_id)}); true`);
     const [inPage, inNode] = await Promise.all([
-      page.evaluate(`window.controlSubscription.approvals.get(${JSON.stringify(asked.approval_id)}).decide("approve", "from the page")
+      page.evaluate(`window.pendingApproval.decide("approve", "from the page")
         .then((decided) => ({ won: decided.decision }), (error) => ({ code: error.code, decision: error.decision }))`),
       rival.decideApproval(projectId, asked.approval_id, "reject").then((decided) => ({ won: decided.decision }), (error) => ({ code: error.code, decision: error.decision })),
     ]);
